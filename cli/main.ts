@@ -1,0 +1,44 @@
+import { Command, CommanderError } from 'commander';
+import { describeError, ExitCode, FerryError } from '../common/errors';
+import { receiverCommand } from './receiver-commands';
+import { exportCommand, pointsCommand } from './recovery-commands';
+
+function buildProgram(): Command {
+  const program = new Command('ferry')
+    .description('Ferry: block-level continuous replication for disaster recovery')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)');
+  program.addCommand(receiverCommand());
+  program.addCommand(pointsCommand());
+  program.addCommand(exportCommand());
+  const exitOnError = (cmd: Command): void => {
+    cmd.exitOverride();
+    cmd.commands.forEach(exitOnError);
+  };
+  exitOnError(program);
+  return program;
+}
+
+function fail(err: unknown): never {
+  if (err instanceof CommanderError) {
+    const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
+    process.exit(ok ? ExitCode.ok : ExitCode.usage);
+  }
+  if (err instanceof FerryError) {
+    process.stderr.write(`ferry: ${err.message}\n`);
+    process.exit(err.exitCode);
+  }
+  process.stderr.write(`ferry: unexpected error: ${describeError(err)}\n`);
+  if (process.env.FERRY_DEBUG) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
+  process.exit(ExitCode.failure);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    fail(err);
+  }
+}
+
+if (require.main === module) void main(process.argv);

@@ -1,0 +1,14 @@
+#include <napi.h>
+
+#include "register.h"
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  ferry::RegisterFileOps(env, exports);
+  ferry::RegisterFlock(env, exports);
+  ferry::RegisterDevice(env, exports);
+  ferry::RegisterFsFreeze(env, exports);
+  ferry::RegisterDirectRead(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(ferry_native, Init)

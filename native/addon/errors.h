@@ -1,0 +1,26 @@
+// Building and throwing JS errors shaped like Node's own system errors.
+#pragma once
+
+#include <napi.h>
+
+#include <string>
+
+namespace ferry {
+
+// Error with .code = errno name (e.g. 'EBADF'), .errno = positive errno value,
+// .syscall = syscall, and message "<label> failed: <strerror>".
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall,
+                       const std::string& label);
+
+// Error with a given .code (and .errno when the code names an errno) but no
+// failing syscall, e.g. a file type the operation does not support.
+Napi::Error CodeError(Napi::Env env, const char* code, int err,
+                      const std::string& message);
+
+void ThrowErrno(Napi::Env env, int err, const char* syscall,
+                const std::string& label);
+void ThrowTypeError(Napi::Env env, const std::string& message,
+                    const char* code = "ERR_INVALID_ARG_TYPE");
+void ThrowRangeError(Napi::Env env, const std::string& message);
+
+}  // namespace ferry

@@ -1,0 +1,80 @@
+// Sparse-file and reflink primitives: punchHole, seekData, seekHole, cloneFile.
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "errors.h"
+#include "register.h"
+
+namespace ferry {
+
+namespace {
+
+Napi::Value PunchHole(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t offset, length;
+  if (!ReadFd(info, 0, "fd", &fd) || !ReadOffset(info, 1, "offset", &offset) ||
+      !ReadOffset(info, 2, "length", &length)) {
+    return env.Undefined();
+  }
+  // fallocate rejects a zero length with EINVAL; punching nothing is a no-op.
+  if (length == 0) return env.Undefined();
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                length) != 0) {
+    ThrowErrno(env, errno, "fallocate", "fallocate(PUNCH_HOLE)");
+  }
+  return env.Undefined();
+}
+
+Napi::Value Seek(const Napi::CallbackInfo& info, int whence,
+                 const char* label) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t offset;
+  if (!ReadFd(info, 0, "fd", &fd) || !ReadOffset(info, 1, "offset", &offset)) {
+    return env.Undefined();
+  }
+  off_t result = lseek(fd, offset, whence);
+  if (result < 0) {
+    // ENXIO: offset is at/after EOF, or (SEEK_DATA) no data follows it.
+    if (errno == ENXIO) return Napi::Number::New(env, -1);
+    ThrowErrno(env, errno, "lseek", label);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(result));
+}
+
+Napi::Value SeekData(const Napi::CallbackInfo& info) {
+  return Seek(info, SEEK_DATA, "lseek(SEEK_DATA)");
+}
+
+Napi::Value SeekHole(const Napi::CallbackInfo& info) {
+  return Seek(info, SEEK_HOLE, "lseek(SEEK_HOLE)");
+}
+
+Napi::Value CloneFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int src, dst;
+  if (!ReadFd(info, 0, "srcFd", &src) || !ReadFd(info, 1, "dstFd", &dst)) {
+    return env.Undefined();
+  }
+  if (ioctl(dst, FICLONE, src) != 0) {
+    ThrowErrno(env, errno, "ioctl", "ioctl(FICLONE)");
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+void RegisterFileOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("punchHole", Napi::Function::New(env, PunchHole, "punchHole"));
+  exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
+  exports.Set("seekHole", Napi::Function::New(env, SeekHole, "seekHole"));
+  exports.Set("cloneFile", Napi::Function::New(env, CloneFile, "cloneFile"));
+}
+
+}  // namespace ferry

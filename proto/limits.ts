@@ -1,0 +1,23 @@
+/** Size caps of the wire protocol. A frame that exceeds one is refused with TOO_LARGE. */
+export const Limits = {
+  /** One WebSocket message (one encoded Frame). */
+  maxFrameBytes: 72 * 1024 * 1024,
+  /** Uncompressed payload of one ChangeSet or ResyncChunk. */
+  maxPayloadBytes: 64 * 1024 * 1024,
+  maxExtents: 65536,
+  /** One WRITE extent; DISCARD extents may be larger (they carry no payload). */
+  maxWriteLength: 64 * 1024 * 1024,
+  maxDiscardLength: 0xffffffff,
+  maxIdLength: 64,
+  maxNameLength: 128,
+  maxMessageLength: 1024,
+  maxTagCuts: 256,
+  maxProofBytes: 64,
+  nonceBytes: 32,
+  credentialBytes: 32,
+  minBlockSize: 512,
+  maxBlockSize: 1024 * 1024,
+  /** 1 PiB; keeps every offset well inside the exact range of a JS number. */
+  maxVolumeBytes: 2 ** 50,
+  maxSeq: Number.MAX_SAFE_INTEGER,
+} as const;

@@ -1,0 +1,143 @@
+import { ferry } from './generated/ferry';
+import { ErrorCode, ProtocolError } from './errors';
+import { checkVolumeId, isSafeId } from './ids';
+import { Limits } from './limits';
+import { unpackPayload } from './payload';
+import { accuracyName, AccuracyName, ChangeBatch, ChangeExtent, ExtentKind, TagCut, ValidTag, VolumeSpec } from './types';
+
+const SECTOR = 512;
+
+function bad(code: ErrorCode, message: string): never {
+  throw new ProtocolError(code, message);
+}
+
+function checkString(value: string, max: number, what: string): string {
+  if (value.length > max) bad(ErrorCode.TOO_LARGE, `${what} is longer than ${max} characters`);
+  return value;
+}
+
+function checkSeq(value: number, what: string): number {
+  if (!Number.isSafeInteger(value) || value < 1) bad(ErrorCode.BAD_FRAME, `${what} ${value} is not a sequence number (1..2^53)`);
+  return value;
+}
+
+function checkAccuracy(value: number): AccuracyName {
+  return accuracyName(value) ?? bad(ErrorCode.BAD_FRAME, `accuracy ${value} is not exact, approximate or none`);
+}
+
+export function validateVolumeInfo(info: ferry.IVolumeInfo): VolumeSpec {
+  const volumeId = checkVolumeId(checkString(info.volumeId ?? '', Limits.maxIdLength * 4, 'volume id'));
+  const sizeBytes = info.sizeBytes ?? 0;
+  const blockSize = info.blockSize ?? 0;
+  if (!Number.isInteger(blockSize) || blockSize < Limits.minBlockSize || blockSize > Limits.maxBlockSize || (blockSize & (blockSize - 1)) !== 0) {
+    bad(ErrorCode.BAD_FRAME, `block size ${blockSize} must be a power of two from ${Limits.minBlockSize} to ${Limits.maxBlockSize}`);
+  }
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > Limits.maxVolumeBytes || sizeBytes % blockSize !== 0) {
+    bad(ErrorCode.BAD_FRAME, `volume size ${sizeBytes} must be a positive multiple of the block size, at most ${Limits.maxVolumeBytes}`);
+  }
+  return { volumeId, sizeBytes, blockSize };
+}
+
+const extentKinds: Record<number, ExtentKind> = {
+  [ferry.Extent.Kind.WRITE]: 'write',
+  [ferry.Extent.Kind.DISCARD]: 'discard',
+  [ferry.Extent.Kind.FLUSH]: 'flush',
+};
+
+function checkExtent(ext: ferry.IExtent, seq: number, volumeBytes: number, dataOffset: number): ChangeExtent {
+  const kindValue = ext.kind ?? ferry.Extent.Kind.WRITE;
+  const kind = extentKinds[kindValue] ?? bad(ErrorCode.BAD_EXTENTS, `extent of seq ${seq} has unknown kind ${kindValue}`);
+  const offset = ext.offset ?? 0;
+  const length = ext.length ?? 0;
+  if (kind === 'flush') {
+    if (offset !== 0 || length !== 0) bad(ErrorCode.BAD_EXTENTS, `flush marker of seq ${seq} must have offset 0 and length 0`);
+  } else {
+    if (length === 0) bad(ErrorCode.BAD_EXTENTS, `${kind} of seq ${seq} has length 0`);
+    if (kind === 'write' && length > Limits.maxWriteLength) bad(ErrorCode.TOO_LARGE, `write of seq ${seq} is ${length} bytes, cap ${Limits.maxWriteLength}`);
+    if (offset % SECTOR !== 0 || length % SECTOR !== 0) bad(ErrorCode.BAD_EXTENTS, `${kind} of seq ${seq} at ${offset}+${length} is not 512-byte aligned`);
+    if (!Number.isSafeInteger(offset) || offset + length > volumeBytes) {
+      bad(ErrorCode.OUT_OF_RANGE, `${kind} of seq ${seq} at ${offset}+${length} ends past the volume end (${volumeBytes})`);
+    }
+  }
+  return { seq, kind, offset, length, captureTimeUs: ext.captureTimeUs ?? 0, dataOffset };
+}
+
+/** Checks every field of a change set against the volume and returns it decompressed. */
+export function validateChangeSet(cs: ferry.IChangeSet, volumeBytes: number): ChangeBatch {
+  const volumeId = checkVolumeId(cs.volumeId ?? '');
+  const firstSeq = checkSeq(cs.firstSeq ?? 0, 'first seq');
+  const lastSeq = checkSeq(cs.lastSeq ?? 0, 'last seq');
+  const extentList = cs.extents ?? [];
+  const uncompressedSize = cs.uncompressedSize ?? 0;
+  const payloadBytes = cs.payload ?? new Uint8Array(0);
+  if (lastSeq < firstSeq) bad(ErrorCode.BAD_EXTENTS, `last seq ${lastSeq} is before first seq ${firstSeq}`);
+  if (extentList.length > Limits.maxExtents) bad(ErrorCode.TOO_LARGE, `${extentList.length} extents exceed the cap of ${Limits.maxExtents}`);
+  if (extentList.length !== lastSeq - firstSeq + 1) {
+    bad(ErrorCode.BAD_EXTENTS, `seqs ${firstSeq}..${lastSeq} need ${lastSeq - firstSeq + 1} extents, frame has ${extentList.length}`);
+  }
+  if (uncompressedSize > Limits.maxPayloadBytes) bad(ErrorCode.TOO_LARGE, `payload of ${uncompressedSize} bytes exceeds the cap of ${Limits.maxPayloadBytes}`);
+  const accuracy = checkAccuracy(cs.accuracy ?? 0);
+  const extents: ChangeExtent[] = [];
+  let dataOffset = 0;
+  for (let i = 0; i < extentList.length; i++) {
+    const ext = checkExtent(extentList[i], firstSeq + i, volumeBytes, dataOffset);
+    if (ext.kind === 'write') dataOffset += ext.length;
+    extents.push(ext);
+  }
+  if (dataOffset !== uncompressedSize) {
+    bad(ErrorCode.BAD_EXTENTS, `write extents cover ${dataOffset} bytes, payload header says ${uncompressedSize}`);
+  }
+  const data = unpackPayload({
+    compression: cs.compression ?? ferry.Compression.COMPRESSION_NONE,
+    payload: Buffer.from(payloadBytes.buffer, payloadBytes.byteOffset, payloadBytes.byteLength),
+    uncompressedSize,
+    payloadCrc32: cs.payloadCrc32 ?? 0,
+  });
+  return { volumeId, firstSeq, lastSeq, extents, accuracy, data, pendingSinceUs: cs.pendingSinceUs ?? 0 };
+}
+
+const tagKinds: Record<number, ValidTag['kind']> = { [ferry.Tag.Kind.CRASH]: 'crash', [ferry.Tag.Kind.APP]: 'app' };
+
+export function validateTag(tag: ferry.ITag): ValidTag {
+  const kindValue = tag.kind ?? 0;
+  const kind = tagKinds[kindValue] ?? bad(ErrorCode.BAD_TAG, `tag kind ${kindValue} is not crash or app`);
+  const groupId = checkString(tag.groupId ?? '', Limits.maxNameLength, 'tag group id');
+  const name = checkString(tag.name ?? '', Limits.maxNameLength, 'tag name');
+  const cutList = tag.cuts ?? [];
+  if (cutList.length === 0) bad(ErrorCode.BAD_TAG, 'tag has no volume cuts');
+  if (cutList.length > Limits.maxTagCuts) bad(ErrorCode.TOO_LARGE, `tag has ${cutList.length} cuts, cap ${Limits.maxTagCuts}`);
+  const seen = new Set<string>();
+  const cuts: TagCut[] = cutList.map((cut) => {
+    const volumeId = checkVolumeId(cut.volumeId ?? '');
+    if (seen.has(volumeId)) bad(ErrorCode.BAD_TAG, `tag lists volume ${volumeId} twice`);
+    seen.add(volumeId);
+    return { volumeId, seq: checkSeq(cut.seq ?? 0, `tag cut of ${volumeId}`), accuracy: checkAccuracy(cut.accuracy ?? 0) };
+  });
+  return { kind, groupId, name, timeUs: tag.timeUs ?? 0, cuts };
+}
+
+export interface ValidHello {
+  intent: 'register' | 'login';
+  agentName: string;
+  agentId: string;
+}
+
+export function validateHello(hello: ferry.IHello): ValidHello {
+  if (hello.intent === ferry.Hello.Intent.REGISTER) {
+    const agentName = checkString(hello.agentName ?? '', Limits.maxNameLength, 'agent name');
+    if (agentName.length === 0) bad(ErrorCode.BAD_FRAME, 'registration needs an agent name');
+    return { intent: 'register', agentName, agentId: '' };
+  }
+  if (hello.intent === ferry.Hello.Intent.LOGIN) {
+    const agentId = hello.agentId ?? '';
+    if (!isSafeId(agentId)) bad(ErrorCode.AUTH_FAILED, 'login with a malformed agent id');
+    return { intent: 'login', agentName: '', agentId };
+  }
+  return bad(ErrorCode.BAD_FRAME, `hello intent ${hello.intent} is not register or login`);
+}
+
+export function checkProof(proof: Uint8Array | null | undefined): Buffer {
+  if (!proof) return bad(ErrorCode.AUTH_FAILED, 'proof is missing');
+  if (proof.length === 0 || proof.length > Limits.maxProofBytes) bad(ErrorCode.AUTH_FAILED, 'proof has the wrong size');
+  return Buffer.from(proof.buffer, proof.byteOffset, proof.byteLength);
+}

@@ -1,0 +1,47 @@
+import * as path from 'path';
+
+/** Where everything lives under a receiver's data directory. */
+export class DataLayout {
+  constructor(readonly root: string) {}
+
+  get configFile(): string {
+    return path.join(this.root, 'receiver.json');
+  }
+  get tlsDir(): string {
+    return path.join(this.root, 'tls');
+  }
+  get certFile(): string {
+    return path.join(this.tlsDir, 'cert.pem');
+  }
+  get keyFile(): string {
+    return path.join(this.tlsDir, 'key.pem');
+  }
+  get catalogFile(): string {
+    return path.join(this.root, 'catalog.db');
+  }
+  get statusFile(): string {
+    return path.join(this.root, 'status.json');
+  }
+  get volumesDir(): string {
+    return path.join(this.root, 'volumes');
+  }
+  volumeDir(volumeId: string): string {
+    return path.join(this.volumesDir, volumeId);
+  }
+  replicaFile(volumeId: string): string {
+    return path.join(this.volumeDir(volumeId), 'replica.img');
+  }
+  spoolDir(volumeId: string): string {
+    return path.join(this.volumeDir(volumeId), 'spool');
+  }
+  journalDir(volumeId: string): string {
+    return path.join(this.volumeDir(volumeId), 'journal');
+  }
+  checkpointFile(volumeId: string): string {
+    return path.join(this.volumeDir(volumeId), 'checkpoint');
+  }
+  /** flock'd shared by exports, exclusive by recovery and journal pruning. */
+  lockFile(volumeId: string): string {
+    return path.join(this.volumeDir(volumeId), 'lock');
+  }
+}

@@ -1,0 +1,182 @@
+import { randomBytes } from 'crypto';
+import type { WebSocket } from 'ws';
+import { log } from '../common/log';
+import { nowUs } from '../common/time';
+import { ErrorCode, ProtocolError } from '../proto/errors';
+import { decodeFrame, DecodedFrame, encodeFrame, errorFrame, ferry, OutgoingFrame } from '../proto/frames';
+import { checkVolumeId } from '../proto/ids';
+import { weakerAccuracy } from '../proto/types';
+import { checkProof, validateChangeSet, validateHello, validateTag, validateVolumeInfo, ValidHello } from '../proto/validate';
+import { computeProof, newCredential, newNonce, proofMatches } from './auth';
+import type { ReceiverCore } from './core';
+import type { VolumeStore } from './volume-store';
+
+type State = 'hello' | 'proof' | 'ready' | 'closed';
+
+/**
+ * One agent connection: handshake (HMAC challenge), then volumes, change sets and tags.
+ * Frames are handled in arrival order; anything invalid ends the session with an Error
+ * frame carrying a stable code, and nothing of that frame reaches the disk.
+ */
+export class Session {
+  private state: State = 'hello';
+  private hello: ValidHello | undefined;
+  private nonce: Buffer = Buffer.alloc(0);
+  agentId = '';
+  readonly volumes = new Map<string, VolumeStore>();
+  throttled = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly core: ReceiverCore,
+    readonly peer: string,
+  ) {}
+
+  send(frame: OutgoingFrame): void {
+    if (this.state === 'closed') return;
+    this.ws.send(encodeFrame(frame));
+  }
+
+  onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.state === 'closed') return;
+    try {
+      if (!isBinary) throw new ProtocolError(ErrorCode.BAD_FRAME, 'text messages are not part of the protocol');
+      this.handle(decodeFrame(data), data);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** Ends the session with an Error frame (stable code) and a policy-violation close. */
+  fail(err: unknown): void {
+    if (this.state === 'closed') return;
+    const perr = err instanceof ProtocolError ? err : new ProtocolError(ErrorCode.INTERNAL, `internal error: ${(err as Error).message}`);
+    if (perr.code === ErrorCode.INTERNAL) log.error('session failed', { peer: this.peer, agent: this.agentId, error: (err as Error).stack });
+    else log.warn('refused frame', { peer: this.peer, agent: this.agentId, code: perr.codeName, reason: perr.message });
+    this.ws.send(errorFrame(perr.code, perr.message));
+    this.state = 'closed';
+    this.ws.close(1008, perr.codeName);
+  }
+
+  closed(): void {
+    this.state = 'closed';
+  }
+
+  private handle(frame: DecodedFrame, raw: Buffer): void {
+    switch (this.state) {
+      case 'hello':
+        if (!frame.hello) throw new ProtocolError(ErrorCode.NOT_AUTHENTICATED, `expected Hello, got ${frame.body}`);
+        return this.onHello(frame.hello);
+      case 'proof':
+        if (frame.register && this.hello?.intent === 'register') return this.onRegister(frame.register.proof);
+        if (frame.login && this.hello?.intent === 'login') return this.onLogin(frame.login.proof);
+        throw new ProtocolError(ErrorCode.NOT_AUTHENTICATED, `expected the ${this.hello?.intent} proof, got ${frame.body}`);
+      case 'ready':
+        return this.onReadyFrame(frame, raw);
+      default:
+        return;
+    }
+  }
+
+  private onHello(hello: ferry.IHello): void {
+    this.hello = validateHello(hello);
+    this.nonce = newNonce();
+    this.state = 'proof';
+    const salt = this.hello.intent === 'register' ? this.core.identity.passphraseSalt : Buffer.alloc(0);
+    this.send({ challenge: { nonce: this.nonce, salt } });
+  }
+
+  private onRegister(proofBytes: Uint8Array | null | undefined): void {
+    const name = (this.hello as ValidHello).agentName;
+    const expected = computeProof(this.core.identity.passphraseKey, this.nonce, 'register', name);
+    if (!proofMatches(expected, checkProof(proofBytes))) {
+      throw new ProtocolError(ErrorCode.AUTH_FAILED, 'registration refused: the passphrase proof does not match (wrong passphrase?)');
+    }
+    const credential = newCredential();
+    const agentId = `agent-${randomBytes(8).toString('hex')}`;
+    this.core.catalog.addAgent({ id: agentId, name, credential, createdUs: nowUs() });
+    this.agentId = agentId;
+    this.state = 'ready';
+    log.info('agent registered', { agent: agentId, name, peer: this.peer });
+    this.send({ welcome: { agentId, credential, serverTimeUs: nowUs() } });
+  }
+
+  private onLogin(proofBytes: Uint8Array | null | undefined): void {
+    const agentId = (this.hello as ValidHello).agentId;
+    const agent = this.core.catalog.agent(agentId);
+    const proof = checkProof(proofBytes);
+    // Compute a proof even for an unknown agent so timing does not reveal which ids exist.
+    const expected = computeProof(agent?.credential ?? newCredential(), this.nonce, 'login', agentId);
+    if (!agent || !proofMatches(expected, proof)) {
+      throw new ProtocolError(ErrorCode.AUTH_FAILED, 'login refused: unknown agent or wrong credential (register again)');
+    }
+    this.agentId = agentId;
+    this.state = 'ready';
+    this.send({ welcome: { agentId, serverTimeUs: nowUs() } });
+  }
+
+  private onReadyFrame(frame: DecodedFrame, raw: Buffer): void {
+    if (frame.volumeInfo) return this.onVolumeInfo(frame.volumeInfo);
+    if (frame.changeSet) return this.onChangeSet(frame.changeSet, raw);
+    if (frame.tag) return this.onTag(frame.tag);
+    if (frame.heartbeat) return this.core.noteHeartbeat(this, frame.heartbeat.pendingSinceUs ?? 0);
+    throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body} is not accepted from an agent`);
+  }
+
+  private onVolumeInfo(info: ferry.IVolumeInfo): void {
+    const spec = validateVolumeInfo(info);
+    const volume = this.core.attachVolume(this.agentId, spec);
+    this.volumes.set(spec.volumeId, volume);
+    this.send({ volumeState: { volumeId: spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq } });
+  }
+
+  /** The session's own volume, or a clear refusal for a foreign, undeclared or malformed id. */
+  private ownVolume(volumeId: string): VolumeStore {
+    checkVolumeId(volumeId);
+    const volume = this.volumes.get(volumeId);
+    if (volume) return volume;
+    const owner = this.core.catalog.volume(volumeId)?.agentId;
+    if (owner !== undefined && owner !== this.agentId) {
+      throw new ProtocolError(ErrorCode.FORBIDDEN_VOLUME, `volume ${volumeId} belongs to another agent`);
+    }
+    throw new ProtocolError(ErrorCode.UNKNOWN_VOLUME, `volume ${volumeId} was not declared with VolumeInfo in this session`);
+  }
+
+  private onChangeSet(cs: ferry.IChangeSet, raw: Buffer): void {
+    const volume = this.ownVolume(cs.volumeId ?? '');
+    const batch = validateChangeSet(cs, volume.spec.sizeBytes);
+    volume
+      .ingest(raw, batch)
+      .then(() => {
+        this.core.noteDurable(this, volume, batch.lastSeq, batch.pendingSinceUs);
+        this.send({ ack: { volumes: [{ volumeId: volume.spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq }] } });
+      })
+      .catch((err: unknown) => this.fail(err));
+    this.core.afterIngest(this, volume);
+  }
+
+  private onTag(tagFrame: ferry.ITag): void {
+    const tag = validateTag(tagFrame);
+    const cuts = tag.cuts.map((cut) => {
+      const volume = this.ownVolume(cut.volumeId);
+      if (cut.seq > volume.acceptedSeq) {
+        throw new ProtocolError(ErrorCode.BAD_TAG, `tag cut of ${cut.volumeId} at seq ${cut.seq} is past the last change received (${volume.acceptedSeq})`);
+      }
+      volume.flushSpool();
+      return { volume, cut };
+    });
+    const pointIds = this.core.catalog.addPoints(
+      cuts.map(({ volume, cut }) => ({
+        volumeId: cut.volumeId,
+        seq: cut.seq,
+        timeUs: tag.timeUs || nowUs(),
+        kind: tag.kind,
+        accuracy: weakerAccuracy(cut.accuracy, volume.lastAccuracy ?? cut.accuracy),
+        origin: 'tag' as const,
+        groupId: tag.groupId,
+        name: tag.name,
+      })),
+    );
+    this.send({ tagAck: { groupId: tag.groupId, pointIds } });
+  }
+}

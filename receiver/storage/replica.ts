@@ -1,0 +1,66 @@
+import * as fs from 'fs';
+import { readFully, writeFully } from '../../common/fsutil';
+import { isReflinkUnsupported, punchHole } from '../../native/addon';
+
+const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+
+/** True when every byte of `buf` is zero. */
+export function isAllZero(buf: Buffer): boolean {
+  for (let off = 0; off < buf.length; off += ZERO_CHUNK.length) {
+    const len = Math.min(ZERO_CHUNK.length, buf.length - off);
+    if (!buf.subarray(off, off + len).equals(ZERO_CHUNK.subarray(0, len))) return false;
+  }
+  return true;
+}
+
+/** Makes a range read back as zeroes: a hole where the filesystem can punch one. */
+export function zeroRange(fd: number, offset: number, length: number): void {
+  try {
+    punchHole(fd, offset, length);
+    return;
+  } catch (err) {
+    if (!isReflinkUnsupported(err)) throw err;
+  }
+  for (let done = 0; done < length; done += ZERO_CHUNK.length) {
+    const len = Math.min(ZERO_CHUNK.length, length - done);
+    writeFully(fd, ZERO_CHUNK.subarray(0, len), offset + done);
+  }
+}
+
+/** The replica image of one volume: a sparse file of the volume's size. */
+export class Replica {
+  private constructor(
+    readonly fd: number,
+    readonly sizeBytes: number,
+  ) {}
+
+  static open(file: string, sizeBytes: number): Replica {
+    const exists = fs.existsSync(file);
+    const fd = fs.openSync(file, exists ? 'r+' : 'w+', 0o600);
+    if (fs.fstatSync(fd).size !== sizeBytes) fs.ftruncateSync(fd, sizeBytes);
+    return new Replica(fd, sizeBytes);
+  }
+
+  read(offset: number, length: number): Buffer {
+    const buf = Buffer.allocUnsafe(length);
+    const n = readFully(this.fd, buf, 0, length, offset);
+    if (n < length) buf.fill(0, n);
+    return buf;
+  }
+
+  write(offset: number, data: Buffer): void {
+    writeFully(this.fd, data, offset);
+  }
+
+  zero(offset: number, length: number): void {
+    zeroRange(this.fd, offset, length);
+  }
+
+  sync(): void {
+    fs.fdatasyncSync(this.fd);
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}

@@ -1,0 +1,233 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { fsyncDir, writeFully, readFully } from '../../common/fsutil';
+import { encodeRecord, RecordFormat, RECORD_HEADER_BYTES, scanRecords, readRecordBody } from './record-file';
+import { listSegments, segmentFileName } from './segments';
+import { Limits } from '../../proto/limits';
+
+const SPOOL_FORMAT: RecordFormat = { magic: 0x31505346 /* FSP1 */, metaBytes: 16, maxBodyBytes: Limits.maxFrameBytes };
+const EXT = 'seg';
+
+export interface SpoolRecord {
+  firstSeq: number;
+  lastSeq: number;
+  /** The change-set frame exactly as it arrived. */
+  frame: Buffer;
+  bytes: number;
+}
+
+interface Segment {
+  firstSeq: number;
+  file: string;
+  /** Bytes known to be valid and durable. */
+  durableSize: number;
+}
+
+/**
+ * The process-server cache of one volume: append-only segments of incoming change-set
+ * frames. `append` resolves only after the bytes are fsync'd (group commit: appends made in
+ * the same tick share one fdatasync), which is what allows the receiver to acknowledge.
+ */
+export class Spool {
+  private segments: Segment[] = [];
+  private activeFd = -1;
+  private activeSize = 0;
+  private appendedSeq = 0;
+  private durable = 0;
+  private waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  private flushScheduled = false;
+  private newSegmentUnsynced = false;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly segmentBytes: number,
+  ) {}
+
+  /** Opens the spool, dropping a torn tail left by a crash (it was never acknowledged). */
+  static open(dir: string, segmentBytes = 64 * 1024 * 1024): Spool {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const spool = new Spool(dir, segmentBytes);
+    const refs = listSegments(dir, EXT);
+    for (let i = 0; i < refs.length; i++) {
+      const isLast = i === refs.length - 1;
+      const fd = fs.openSync(refs[i].file, isLast ? 'r+' : 'r');
+      try {
+        const { records, validEnd } = scanRecords(fd, SPOOL_FORMAT, isLast);
+        if (isLast && validEnd < fs.fstatSync(fd).size) {
+          fs.ftruncateSync(fd, validEnd);
+          fs.fsyncSync(fd);
+        }
+        if (records.length > 0) spool.appendedSeq = Number(records[records.length - 1].meta.readBigUInt64LE(8));
+        spool.segments.push({ firstSeq: refs[i].firstSeq, file: refs[i].file, durableSize: validEnd });
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    spool.durable = spool.appendedSeq;
+    const newest = spool.segments[spool.segments.length - 1];
+    if (newest && newest.durableSize < segmentBytes) {
+      spool.activeFd = fs.openSync(newest.file, 'r+');
+      spool.activeSize = newest.durableSize;
+    }
+    return spool;
+  }
+
+  /** Highest seq whose change set is durable in the spool. */
+  get durableSeq(): number {
+    return this.durable;
+  }
+
+  append(frame: Buffer, firstSeq: number, lastSeq: number): Promise<void> {
+    this.ensureActiveSegment(firstSeq);
+    const meta = Buffer.allocUnsafe(16);
+    meta.writeBigUInt64LE(BigInt(firstSeq), 0);
+    meta.writeBigUInt64LE(BigInt(lastSeq), 8);
+    const record = encodeRecord(SPOOL_FORMAT, meta, frame);
+    writeFully(this.activeFd, record, this.activeSize);
+    this.activeSize += record.length;
+    this.appendedSeq = Math.max(this.appendedSeq, lastSeq);
+    const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    this.scheduleFlush();
+    return done;
+  }
+
+  /** Makes every append so far durable now. */
+  flush(): void {
+    this.flushScheduled = false;
+    const waiters = this.waiters;
+    this.waiters = [];
+    if (this.activeFd < 0) return;
+    try {
+      fs.fdatasyncSync(this.activeFd);
+      if (this.newSegmentUnsynced) {
+        fsyncDir(this.dir);
+        this.newSegmentUnsynced = false;
+      }
+      this.segments[this.segments.length - 1].durableSize = this.activeSize;
+      this.durable = this.appendedSeq;
+    } catch (err) {
+      for (const w of waiters) w.reject(err as Error);
+      return;
+    }
+    for (const w of waiters) w.resolve();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  private ensureActiveSegment(firstSeq: number): void {
+    if (this.activeFd >= 0 && this.activeSize < this.segmentBytes) return;
+    if (this.activeFd >= 0) {
+      this.flush();
+      fs.closeSync(this.activeFd);
+      this.activeFd = -1;
+    }
+    const file = path.join(this.dir, segmentFileName(firstSeq, EXT));
+    this.activeFd = fs.openSync(file, 'wx', 0o600);
+    this.activeSize = 0;
+    this.newSegmentUnsynced = true;
+    this.segments.push({ firstSeq, file, durableSize: 0 });
+  }
+
+  /** A reader positioned at the first durable record whose last seq is after `afterSeq`. */
+  cursor(afterSeq: number): SpoolCursor {
+    return new SpoolCursor(this.segments, afterSeq);
+  }
+
+  /** Deletes segments holding only seqs <= `seq` (the apply checkpoint). Never the active one. */
+  pruneThrough(seq: number): number {
+    let removed = 0;
+    while (this.segments.length > 1 && this.segments[1].firstSeq - 1 <= seq) {
+      const seg = this.segments.shift() as Segment;
+      fs.rmSync(seg.file, { force: true });
+      removed++;
+    }
+    if (removed > 0) fsyncDir(this.dir);
+    return removed;
+  }
+
+  close(): void {
+    if (this.activeFd >= 0) {
+      this.flush();
+      fs.closeSync(this.activeFd);
+      this.activeFd = -1;
+    }
+  }
+}
+
+/**
+ * Walks the spool forward record by record; returns undefined at the durable end and can be
+ * called again later to continue from there as more records become durable.
+ */
+export class SpoolCursor {
+  private segFirstSeq: number;
+  private offset = 0;
+  private readonly head = Buffer.allocUnsafe(RECORD_HEADER_BYTES + SPOOL_FORMAT.metaBytes);
+
+  constructor(
+    private readonly segments: readonly Segment[],
+    private readonly afterSeq: number,
+  ) {
+    let start = segments[0]?.firstSeq ?? 0;
+    for (const seg of segments) if (seg.firstSeq <= afterSeq + 1) start = seg.firstSeq;
+    this.segFirstSeq = start;
+  }
+
+  next(): SpoolRecord | undefined {
+    for (;;) {
+      const index = this.segments.findIndex((s) => s.firstSeq === this.segFirstSeq);
+      if (index < 0) {
+        // Not created yet (empty spool) or pruned: restart from the oldest segment.
+        if (this.segments.length === 0) return undefined;
+        this.segFirstSeq = this.segments[0].firstSeq;
+        this.offset = 0;
+        continue;
+      }
+      const seg = this.segments[index];
+      if (this.offset >= seg.durableSize) {
+        const next = this.segments[index + 1];
+        if (!next) return undefined;
+        this.segFirstSeq = next.firstSeq;
+        this.offset = 0;
+        continue;
+      }
+      const record = this.readAt(seg);
+      if (record.lastSeq > this.afterSeq) return record;
+    }
+  }
+
+  private fd = -1;
+  private fdFile = '';
+
+  private fileFor(seg: Segment): number {
+    if (this.fdFile !== seg.file) {
+      this.close();
+      this.fd = fs.openSync(seg.file, 'r');
+      this.fdFile = seg.file;
+    }
+    return this.fd;
+  }
+
+  close(): void {
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+    this.fdFile = '';
+  }
+
+  private readAt(seg: Segment): SpoolRecord {
+    const fd = this.fileFor(seg);
+    {
+      const head = this.head;
+      readFully(fd, head, 0, head.length, this.offset);
+      const meta = Buffer.from(head.subarray(RECORD_HEADER_BYTES));
+      const loc = { offset: this.offset, meta, bodyOffset: this.offset + head.length, bodyLength: head.readUInt32LE(4), end: 0 };
+      loc.end = loc.bodyOffset + loc.bodyLength;
+      const frame = readRecordBody(fd, loc, head.readUInt32LE(8));
+      this.offset = loc.end;
+      return { firstSeq: Number(meta.readBigUInt64LE(0)), lastSeq: Number(meta.readBigUInt64LE(8)), frame, bytes: loc.end - loc.offset };
+    }
+  }
+}
