@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as selfsigned from 'selfsigned';
 import { FerryError, ExitCode } from '../common/errors';
 import { ensureDir, writeFileAtomic } from '../common/fsutil';
-import { generatePassphrase, passphraseKey } from './auth';
+import { generatePassphrase, passphraseKey } from '../proto/auth';
 import { DataLayout } from './layout';
 
 interface StoredConfig {

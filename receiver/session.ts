@@ -7,7 +7,7 @@ import { decodeFrame, DecodedFrame, encodeFrame, errorFrame, ferry, OutgoingFram
 import { checkVolumeId } from '../proto/ids';
 import { weakerAccuracy } from '../proto/types';
 import { checkProof, validateChangeSet, validateHello, validateTag, validateVolumeInfo, ValidHello } from '../proto/validate';
-import { computeProof, newCredential, newNonce, proofMatches } from './auth';
+import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
 import type { ReceiverCore } from './core';
 import type { VolumeStore } from './volume-store';
 

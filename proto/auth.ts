@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, scryptSync, timingSafeEqual } from 'crypto';
-import { Limits } from '../proto/limits';
+import { Limits } from './limits';
 
 export type ProofPurpose = 'register' | 'login';
 

@@ -1,0 +1,11 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    // Real processes, loop devices and fsync-heavy I/O: keep files from competing for 2 cores.
+    fileParallelism: false,
+  },
+});
