@@ -18,11 +18,11 @@ export interface ReceiverProcess {
 }
 
 /** Starts `ferry receiver run` as a real process and waits until it prints its address. */
-export function startReceiverProcess(dataDir: string, passphraseFile: string, extraArgs: string[] = []): Promise<ReceiverProcess> {
+export function startReceiverProcess(dataDir: string, passphraseFile: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ReceiverProcess> {
   const child = spawn(
     process.execPath,
     [FERRY_BIN, 'receiver', 'run', '--data', dataDir, '--listen', '127.0.0.1:0', '--passphrase-file', passphraseFile, ...extraArgs],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn' } },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn', ...env } },
   );
   let out = '';
   let err = '';

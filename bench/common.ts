@@ -1,0 +1,113 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+export const MiB = 1024 * 1024;
+
+/** A bad command line: reported without a stack trace, exit code 2. */
+export class UsageError extends Error {}
+
+/** Parses a whole number in [min, max]; `raw` is the option's text as given. */
+export function integerOption(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const value = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+/** Seconds taken by `fn`. */
+export function timeSync(fn: () => void): number {
+  const start = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+export async function timeAsync(fn: () => Promise<void>): Promise<number> {
+  const start = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+/** Throughput in MB/s, MB = 10^6 bytes (the unit disk tools report). */
+export function mbPerSecond(bytes: number, seconds: number): number {
+  return seconds > 0 ? bytes / 1e6 / seconds : 0;
+}
+
+/** Deterministic PRNG (mulberry32) so random workloads are the same on every run. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const FS_TYPES: Record<number, string> = {
+  0xef53: 'ext4',
+  0x58465342: 'xfs',
+  0x9123683e: 'btrfs',
+  0x01021994: 'tmpfs',
+  0x794c7630: 'overlayfs',
+  0x2fc12fc1: 'zfs',
+};
+
+export interface DiskInfo {
+  fsType: string;
+  freeBytes: number;
+}
+
+export function diskInfo(dir: string): DiskInfo {
+  const st = fs.statfsSync(dir);
+  return { fsType: FS_TYPES[st.type] ?? `0x${st.type.toString(16)}`, freeBytes: st.bavail * st.bsize };
+}
+
+/**
+ * Runs `fn` in a fresh temporary directory under `parent` (default: os.tmpdir()) and removes
+ * it afterwards, also on error or on SIGINT/SIGTERM (handled once the current synchronous
+ * step returns).
+ */
+export async function withWorkDir<T>(parent: string | undefined, prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const base = parent ?? os.tmpdir();
+  if (!fs.existsSync(base) || !fs.statSync(base).isDirectory()) {
+    throw new UsageError(`--dir ${JSON.stringify(base)} is not an existing directory`);
+  }
+  const dir = fs.mkdtempSync(path.join(path.resolve(base), prefix));
+  const remove = (): void => fs.rmSync(dir, { recursive: true, force: true });
+  const onSignal = (signal: NodeJS.Signals): void => {
+    remove();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await fn(dir);
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    remove();
+  }
+}
+
+/** Left-aligns the first column, right-aligns the others. */
+export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, col) => Math.max(...all.map((row) => (row[col] ?? '').length)));
+  return all
+    .map((row) => row.map((cell, col) => (col === 0 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join('  ').trimEnd())
+    .join('\n');
+}
+
+/** Runs a bench's main: usage errors exit 2, other failures exit 1, both without a stack trace. */
+export function runBench(name: string, usage: string, main: () => Promise<void>): void {
+  main().catch((err: unknown) => {
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`${name}: ${message}\n`);
+    if (err instanceof UsageError) process.stderr.write(`${usage}\n`);
+    process.exitCode = err instanceof UsageError ? 2 : 1;
+  });
+}

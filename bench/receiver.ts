@@ -1,0 +1,316 @@
+// Receiver apply benchmark: how fast VolumeStore applies spooled change sets to a replica,
+// undo journal on, compared with a plain sequential write to the same disk.
+// Usage: node dist/bench/receiver.js [--mib N] [--dir DIR] [--json]
+
+import { randomBytes } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { parseArgs } from 'util';
+import { buildChangeSet, ChangeRecord } from '../agent/transport/change-set';
+import { decodeFrame, encodeFrame } from '../proto/frames';
+import { VolumeSpec } from '../proto/types';
+import { validateChangeSet } from '../proto/validate';
+import { DataLayout } from '../receiver/layout';
+import { VolumeStore } from '../receiver/volume-store';
+import {
+  diskInfo,
+  formatTable,
+  integerOption,
+  mbPerSecond,
+  MiB,
+  runBench,
+  seededRandom,
+  timeAsync,
+  timeSync,
+  UsageError,
+  withWorkDir,
+} from './common';
+
+const NAME = 'receiver bench';
+const USAGE = 'usage: node dist/bench/receiver.js [--mib N] [--dir DIR] [--json]\n' +
+  '  --mib N    volume size and data per pass in MiB (default 512, 1..65536)\n' +
+  '  --dir DIR  parent of the temporary work directory (default: the OS temp dir)\n' +
+  '  --json     print the figures as one JSON object instead of a table';
+
+const DEFAULT_MIB = 512;
+const SEQ_WRITE_BYTES = MiB;
+const RANDOM_WRITE_BYTES = 64 * 1024;
+const RANDOM_WRITES_PER_SET = 16;
+const BASELINE_SYNC_EVERY = 16 * MiB;
+/** Change sets spooled per group commit while ingesting, like a pipelining agent. */
+const INGEST_WINDOW = 16;
+/** Random data reused across writes; far larger than lz4's 64 KiB window, so still incompressible. */
+const MAX_POOL_BYTES = 64 * MiB;
+const TARGET_RATIO = 0.5;
+const VOLUME_ID = 'bench-vol';
+
+interface Options {
+  mib: number;
+  dir: string | undefined;
+  json: boolean;
+}
+
+function parseOptions(argv: string[]): Options {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: { mib: { type: 'string' }, dir: { type: 'string' }, json: { type: 'boolean' } },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
+  const { mib, dir, json } = parsed.values;
+  if (dir !== undefined && dir.trim() === '') throw new UsageError('--dir must not be empty');
+  return { mib: integerOption('mib', mib, DEFAULT_MIB, 1, 65536), dir, json: json ?? false };
+}
+
+/** Incompressible data, generated once before anything is timed. */
+class RandomPool {
+  private readonly data: Buffer;
+
+  constructor(bytes: number) {
+    this.data = randomBytes(bytes + SEQ_WRITE_BYTES);
+  }
+
+  /** A pseudo-randomly placed slice: `salt` makes passes over the same offsets differ. */
+  slice(index: number, length: number, salt = 0): Buffer {
+    const start = ((index + salt * 7919) * 1_000_003) % (this.data.length - length);
+    return this.data.subarray(start, start + length);
+  }
+}
+
+// ---- baseline -------------------------------------------------------------------------------
+
+/** Seconds to write `totalBytes` in 1 MiB writeSync calls plus fsyncs; the file is removed. */
+function baselineWrite(file: string, totalBytes: number, pool: RandomPool, syncEvery: number | undefined): number {
+  const fd = fs.openSync(file, 'w', 0o600);
+  try {
+    return timeSync(() => {
+      for (let offset = 0; offset < totalBytes; offset += SEQ_WRITE_BYTES) {
+        const chunk = pool.slice(offset / SEQ_WRITE_BYTES, SEQ_WRITE_BYTES);
+        fs.writeSync(fd, chunk, 0, chunk.length, offset);
+        const written = offset + SEQ_WRITE_BYTES;
+        if (syncEvery !== undefined && written % syncEvery === 0 && written < totalBytes) fs.fdatasyncSync(fd);
+      }
+      if (syncEvery === undefined) fs.fsyncSync(fd);
+      else fs.fdatasyncSync(fd);
+    });
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+}
+
+// ---- workloads ------------------------------------------------------------------------------
+
+type Workload = 'sequential' | 'random';
+
+function writeRecord(offset: number, data: Buffer): ChangeRecord {
+  return { kind: 'write', offset, length: data.length, captureTimeUs: Date.now() * 1000, data };
+}
+
+/** The records of each change set of one pass over the volume. */
+function* changeSets(workload: Workload, volumeBytes: number, pool: RandomPool, salt: number): Generator<ChangeRecord[]> {
+  if (workload === 'sequential') {
+    for (let offset = 0; offset < volumeBytes; offset += SEQ_WRITE_BYTES) {
+      yield [writeRecord(offset, pool.slice(offset / SEQ_WRITE_BYTES, SEQ_WRITE_BYTES, salt))];
+    }
+    return;
+  }
+  const random = seededRandom(salt);
+  const slots = volumeBytes / RANDOM_WRITE_BYTES;
+  let index = 0;
+  for (let done = 0; done < volumeBytes; done += RANDOM_WRITES_PER_SET * RANDOM_WRITE_BYTES) {
+    const records: ChangeRecord[] = [];
+    for (let i = 0; i < RANDOM_WRITES_PER_SET; i++) {
+      const offset = Math.floor(random() * slots) * RANDOM_WRITE_BYTES;
+      records.push(writeRecord(offset, pool.slice(index++, RANDOM_WRITE_BYTES, salt)));
+    }
+    yield records;
+  }
+}
+
+// ---- ingest and apply -----------------------------------------------------------------------
+
+/**
+ * Spools one pass of change sets. Frames are built untimed; the returned seconds cover only
+ * the receiver side, as in receiver/session.ts: decode, validate, ingest until durable.
+ */
+async function ingestPass(store: VolumeStore, sets: Iterable<ChangeRecord[]>): Promise<number> {
+  let seconds = 0;
+  let window: Buffer[] = [];
+  const ingestWindow = async (): Promise<void> => {
+    const frames = window;
+    window = [];
+    seconds += await timeAsync(async () => {
+      await Promise.all(frames.map((raw) => ingestFrame(store, raw)));
+    });
+  };
+  let nextSeq = store.acceptedSeq + 1;
+  for (const records of sets) {
+    window.push(encodeFrame({ changeSet: buildChangeSet(VOLUME_ID, nextSeq, records, 'exact') }));
+    nextSeq += records.length;
+    if (window.length === INGEST_WINDOW) await ingestWindow();
+  }
+  if (window.length > 0) await ingestWindow();
+  return seconds;
+}
+
+async function ingestFrame(store: VolumeStore, raw: Buffer): Promise<void> {
+  const frame = decodeFrame(raw);
+  if (!frame.changeSet) throw new Error('bench frame holds no change set');
+  const batch = validateChangeSet(frame.changeSet, store.spec.sizeBytes);
+  if ((await store.ingest(raw, batch)) !== 'stored') throw new Error(`change set ${batch.firstSeq}..${batch.lastSeq} was not stored`);
+}
+
+/** Applies everything spooled and makes it durable; returns the seconds taken. */
+function applyPass(store: VolumeStore): number {
+  return timeSync(() => {
+    while (store.hasWork()) {
+      if (!store.applyNext()) throw new Error(`apply stalled at seq ${store.appliedSeq}`);
+    }
+    store.saveCheckpoint();
+  });
+}
+
+// ---- scenarios ------------------------------------------------------------------------------
+
+interface Scenario {
+  key: string;
+  label: string;
+  workload: Workload;
+  /** Fill the replica with non-zero data (untimed) first, so every undo record holds old data. */
+  prefill: boolean;
+}
+
+const SCENARIOS: readonly Scenario[] = [
+  { key: 'a', label: '(a) seq 1 MiB, fresh replica', workload: 'sequential', prefill: false },
+  { key: 'b', label: '(b) seq 1 MiB, filled replica', workload: 'sequential', prefill: true },
+  { key: 'c', label: '(c) random 64 KiB x16/set, filled', workload: 'random', prefill: true },
+];
+
+interface ScenarioResult {
+  key: string;
+  label: string;
+  ingestSeconds: number;
+  applySeconds: number;
+}
+
+async function runScenario(workDir: string, scenario: Scenario, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
+  const root = path.join(workDir, `scenario-${scenario.key}`);
+  const spec: VolumeSpec = { volumeId: VOLUME_ID, sizeBytes: volumeBytes, blockSize: 4096 };
+  const store = VolumeStore.open(new DataLayout(root), spec, 0);
+  try {
+    if (scenario.prefill) {
+      await ingestPass(store, changeSets('sequential', volumeBytes, pool, 1));
+      applyPass(store);
+    }
+    const ingestSeconds = await ingestPass(store, changeSets(scenario.workload, volumeBytes, pool, 2));
+    const applySeconds = applyPass(store);
+    return { key: scenario.key, label: scenario.label, ingestSeconds, applySeconds };
+  } finally {
+    store.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+// ---- report ---------------------------------------------------------------------------------
+
+interface Figures {
+  mib: number;
+  dir: string;
+  fsType: string;
+  data: string;
+  baseline: { fsyncOnceMBps: number; fdatasyncEvery16MiBMBps: number };
+  scenarios: Array<{ key: string; label: string; ingestMBps: number; applyMBps: number; applySeconds: number; applyRatio: number; ingestRatio: number }>;
+  target: { description: string; ratio: number; sequentialApplyRatio: number; pass: boolean };
+}
+
+function ratio(value: number, baseline: number): number {
+  return baseline > 0 ? value / baseline : 0;
+}
+
+function buildFigures(options: Options, dir: string, fsType: string, baselineSeconds: [number, number], results: ScenarioResult[]): Figures {
+  const bytes = options.mib * MiB;
+  const base = mbPerSecond(bytes, baselineSeconds[0]);
+  const scenarios = results.map((r) => {
+    const ingestMBps = mbPerSecond(bytes, r.ingestSeconds);
+    const applyMBps = mbPerSecond(bytes, r.applySeconds);
+    return { key: r.key, label: r.label, ingestMBps, applyMBps, applySeconds: r.applySeconds, applyRatio: ratio(applyMBps, base), ingestRatio: ratio(ingestMBps, base) };
+  });
+  const sequentialApplyRatio = Math.min(...scenarios.filter((s) => s.key !== 'c').map((s) => s.applyRatio));
+  return {
+    mib: options.mib,
+    dir,
+    fsType,
+    data: 'crypto.randomBytes (incompressible: lz4 leaves payloads raw)',
+    baseline: { fsyncOnceMBps: base, fdatasyncEvery16MiBMBps: mbPerSecond(bytes, baselineSeconds[1]) },
+    scenarios,
+    target: { description: 'sequential apply (worst of a, b) >= 0.5x baseline', ratio: TARGET_RATIO, sequentialApplyRatio, pass: sequentialApplyRatio >= TARGET_RATIO },
+  };
+}
+
+function tableRow(label: string, mbps: number, baseline: number): string[] {
+  return [label, mbps.toFixed(1), `${ratio(mbps, baseline).toFixed(2)}x`];
+}
+
+function formatReport(f: Figures): string {
+  const base = f.baseline.fsyncOnceMBps;
+  const rows = [
+    tableRow('baseline: 1 MiB writes, one fsync', base, base),
+    tableRow('baseline: 1 MiB writes, fdatasync every 16 MiB', f.baseline.fdatasyncEvery16MiBMBps, base),
+    ...f.scenarios.flatMap((s) => [tableRow(`${s.label}: apply`, s.applyMBps, base), tableRow(`${s.label}: ingest`, s.ingestMBps, base)]),
+  ];
+  const verdict = f.target.pass ? 'PASS' : 'MISS';
+  return [
+    `Ferry receiver apply benchmark: ${f.mib} MiB volume, ${f.mib} MiB per pass, undo journal on`,
+    `dir ${f.dir} (${f.fsType}); data ${f.data}; MB = 10^6 bytes`,
+    ...(f.fsType === 'tmpfs' ? ['warning: tmpfs ignores fsync, these figures say nothing about a disk'] : []),
+    '',
+    formatTable(['measure', 'MB/s', 'x baseline'], rows),
+    '',
+    `target: sequential apply >= ${TARGET_RATIO}x baseline: ${verdict} (worst of a, b: ${f.target.sequentialApplyRatio.toFixed(2)}x)`,
+  ].join('\n');
+}
+
+// ---- main -----------------------------------------------------------------------------------
+
+function progress(message: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`${NAME}: ${message}\n`);
+}
+
+function checkFreeSpace(dir: string, volumeBytes: number): string {
+  const { fsType, freeBytes } = diskInfo(dir);
+  // Peak use: replica + spool + undo journal of one pass, plus spool segments not yet pruned.
+  const needed = 3 * volumeBytes + 256 * MiB;
+  if (freeBytes < needed) {
+    throw new Error(`${dir} has ${Math.floor(freeBytes / MiB)} MiB free; --mib ${volumeBytes / MiB} needs about ${Math.ceil(needed / MiB)} MiB`);
+  }
+  return fsType;
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2));
+  const volumeBytes = options.mib * MiB;
+  const figures = await withWorkDir(options.dir, 'ferry-bench-receiver-', async (dir) => {
+    const fsType = checkFreeSpace(dir, volumeBytes);
+    const pool = new RandomPool(Math.min(volumeBytes, MAX_POOL_BYTES));
+    progress('baseline');
+    const baseline: [number, number] = [
+      baselineWrite(path.join(dir, 'baseline-fsync'), volumeBytes, pool, undefined),
+      baselineWrite(path.join(dir, 'baseline-fdatasync'), volumeBytes, pool, BASELINE_SYNC_EVERY),
+    ];
+    const results: ScenarioResult[] = [];
+    for (const scenario of SCENARIOS) {
+      progress(scenario.label);
+      results.push(await runScenario(dir, scenario, volumeBytes, pool));
+    }
+    return buildFigures(options, dir, fsType, baseline, results);
+  });
+  process.stdout.write(options.json ? `${JSON.stringify(figures, null, 2)}\n` : `${formatReport(figures)}\n`);
+}
+
+runBench(NAME, USAGE, main);
