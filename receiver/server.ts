@@ -32,7 +32,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   core.start();
 
   const server = https.createServer({ cert: identity.cert, key: identity.key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
-  const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: Limits.maxFrameBytes });
+  const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: Limits.maxFrameBytes + 1024 * 1024 });
   wss.on('connection', (ws, req) => {
     const peer = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
     const session = new Session(ws, core, peer);
