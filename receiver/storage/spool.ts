@@ -57,7 +57,7 @@ export class Spool {
           fs.ftruncateSync(fd, validEnd);
           fs.fsyncSync(fd);
         }
-        if (records.length > 0) spool.appendedSeq = Number(records[records.length - 1].meta.readBigUInt64LE(8));
+        for (const r of records) spool.appendedSeq = Math.max(spool.appendedSeq, Number(r.meta.readBigUInt64LE(8)));
         spool.segments.push({ firstSeq: refs[i].firstSeq, file: refs[i].file, durableSize: validEnd });
       } finally {
         fs.closeSync(fd);

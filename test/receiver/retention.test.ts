@@ -1,0 +1,84 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ferry } from '../../proto/frames';
+import type { ChangeRecord } from '../../agent/transport/change-set';
+import { loggedInConnection, registeredConnection, sendRecords } from '../helpers/agent-session';
+import { makeTempDir, runFerry, startReceiverProcess, writePassphrase } from '../helpers/receiver-process';
+import { prng, sha256, VolumeModel } from '../helpers/volume-model';
+
+const VOLUME = 'ret-vol';
+const SIZE = 2 * 1024 * 1024;
+const ARGS = ['--retention', '1h', '--segment-size', '256KiB'];
+
+describe('retention', () => {
+  const dir = makeTempDir('retention');
+  const dataDir = path.join(dir, 'data');
+  const journalDir = path.join(dataDir, 'volumes', VOLUME, 'journal');
+  const { file: passFile, passphrase } = writePassphrase(dir);
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('prunes points and journal segments older than the window; points inside it still export exactly', async () => {
+    const rand = prng(7);
+    const model = new VolumeModel(SIZE);
+    let seq = 0;
+    const points: Array<{ id: number; seq: number; old: boolean }> = [];
+    let rx = await startReceiverProcess(dataDir, passFile, ARGS);
+    const { conn, agentId, credential } = await registeredConnection(rx, passphrase);
+    await conn.declareVolume(VOLUME, SIZE, 4096);
+
+    const phase = async (startUs: number, old: boolean): Promise<void> => {
+      let t = startUs;
+      for (let batch = 0; batch < 12; batch++) {
+        const records: ChangeRecord[] = [];
+        for (let i = 0; i < 8; i++) {
+          const offset = Math.floor(rand() * (SIZE / 65536)) * 65536;
+          records.push({ kind: 'write', offset, length: 65536, captureTimeUs: (t += 1000), data: Buffer.alloc(65536, 1 + Math.floor(rand() * 255)) });
+        }
+        records.forEach((r, i) => model.add(seq + 1 + i, r));
+        seq = sendRecords(conn, VOLUME, seq + 1, records);
+        if (batch % 3 === 2) {
+          const [id] = await conn.tag({ kind: ferry.Tag.Kind.CRASH, groupId: `p${seq}`, timeUs: t, cuts: [{ volumeId: VOLUME, seq, accuracy: ferry.Accuracy.EXACT }] });
+          points.push({ id, seq, old });
+        }
+      }
+    };
+    await phase(Date.now() * 1000 - 3 * 3600e6, true);
+    await phase(Date.now() * 1000 - 60e6, false);
+    await conn.waitForProgress(VOLUME, seq, 'appliedSeq');
+    await conn.close();
+    await rx.stop();
+    const segmentsBefore = fs.readdirSync(journalDir).length;
+    expect(segmentsBefore).toBeGreaterThan(2);
+
+    // Retention runs at start-up (and then periodically).
+    rx = await startReceiverProcess(dataDir, passFile, ARGS);
+    try {
+      const listed = JSON.parse(runFerry(['points', '--data', dataDir, '--volume', VOLUME, '--json']).stdout) as Array<{ id: number; origin: string }>;
+      const tagIds = listed.filter((p) => p.origin === 'tag').map((p) => p.id);
+      expect(tagIds).toEqual(points.filter((p) => !p.old).map((p) => p.id));
+      const segmentsAfter = fs.readdirSync(journalDir).length;
+      expect(segmentsAfter).toBeLessThan(segmentsBefore);
+
+      for (const p of points.filter((x) => !x.old)) {
+        const out = path.join(dir, `p${p.id}.img`);
+        const r = runFerry(['export', '--data', dataDir, '--volume', VOLUME, '--point', String(p.id), '--out', out]);
+        expect(r.status, r.stderr).toBe(0);
+        expect(sha256(fs.readFileSync(out)), `point ${p.id}`).toBe(sha256(model.imageAt(p.seq)));
+      }
+      const gone = points.find((p) => p.old) as { id: number };
+      const r = runFerry(['export', '--data', dataDir, '--volume', VOLUME, '--point', String(gone.id), '--out', path.join(dir, 'gone.img')]);
+      expect(r.status).toBe(3);
+      expect(r.stderr).toMatch(/has no point/);
+
+      // Replication goes on after pruning.
+      const again = await loggedInConnection(rx, agentId, credential);
+      await again.declareVolume(VOLUME, SIZE, 4096);
+      const last = sendRecords(again, VOLUME, seq + 1, [{ kind: 'write', offset: 0, length: 4096, captureTimeUs: Date.now() * 1000, data: Buffer.alloc(4096, 9) }]);
+      await again.waitForProgress(VOLUME, last, 'appliedSeq');
+      await again.close();
+    } finally {
+      await rx.stop();
+    }
+  });
+});
