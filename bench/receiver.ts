@@ -30,7 +30,8 @@ const NAME = 'receiver bench';
 const USAGE = 'usage: node dist/bench/receiver.js [--mib N] [--dir DIR] [--json]\n' +
   '  --mib N    volume size and data per pass in MiB (default 512, 1..65536)\n' +
   '  --dir DIR  parent of the temporary work directory (default: the OS temp dir)\n' +
-  '  --json     print the figures as one JSON object instead of a table';
+  '  --json     print the figures as one JSON object instead of a table\n' +
+  '  --help     print this text';
 
 const DEFAULT_MIB = 512;
 const SEQ_WRITE_BYTES = MiB;
@@ -50,19 +51,21 @@ interface Options {
   mib: number;
   dir: string | undefined;
   json: boolean;
+  help: boolean;
 }
 
 interface RawOptions {
   mib?: string;
   dir?: string;
   json?: boolean;
+  help?: boolean;
 }
 
 function parseRawOptions(argv: string[]): RawOptions {
   try {
     return parseArgs({
       args: argv,
-      options: { mib: { type: 'string' }, dir: { type: 'string' }, json: { type: 'boolean' } },
+      options: { mib: { type: 'string' }, dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
       strict: true,
       allowPositionals: false,
     }).values;
@@ -72,9 +75,9 @@ function parseRawOptions(argv: string[]): RawOptions {
 }
 
 function parseOptions(argv: string[]): Options {
-  const { mib, dir, json } = parseRawOptions(argv);
+  const { mib, dir, json, help } = parseRawOptions(argv);
   if (dir !== undefined && dir.trim() === '') throw new UsageError('--dir must not be empty');
-  return { mib: integerOption('mib', mib, DEFAULT_MIB, 1, 65536), dir, json: json ?? false };
+  return { mib: integerOption('mib', mib, DEFAULT_MIB, 1, 65536), dir, json: json ?? false, help: help ?? false };
 }
 
 /** Incompressible data, generated once before anything is timed. */
@@ -303,13 +306,17 @@ function checkFreeSpace(dir: string, volumeBytes: number): string {
   // Peak use: replica + spool + undo journal of one pass, plus spool segments not yet pruned.
   const needed = 3 * volumeBytes + 256 * MiB;
   if (freeBytes < needed) {
-    throw new Error(`${dir} has ${Math.floor(freeBytes / MiB)} MiB free; --mib ${volumeBytes / MiB} needs about ${Math.ceil(needed / MiB)} MiB`);
+    throw new Error(`${path.dirname(dir)} has ${Math.floor(freeBytes / MiB)} MiB free; --mib ${volumeBytes / MiB} needs about ${Math.ceil(needed / MiB)} MiB`);
   }
   return fsType;
 }
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
+  if (options.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
   const volumeBytes = options.mib * MiB;
   const figures = await withWorkDir(options.dir, 'ferry-bench-receiver-', async (dir) => {
     const fsType = checkFreeSpace(dir, volumeBytes);

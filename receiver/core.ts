@@ -93,12 +93,12 @@ export class ReceiverCore {
     return rt.store;
   }
 
-  noteDurable(session: Session, volume: VolumeStore, _lastSeq: number, pendingSinceUs: number): void {
+  /** A change set became durable: note the agent's backlog (for RPO) and wake the apply pump. */
+  noteDurable(volume: VolumeStore, pendingSinceUs: number): void {
     const rt = this.volumes.get(volume.spec.volumeId);
     if (!rt) return;
     rt.lastContactUs = nowUs();
     rt.pendingSinceUs = pendingSinceUs;
-    void session;
     this.schedulePump();
   }
 

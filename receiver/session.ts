@@ -148,7 +148,7 @@ export class Session {
     volume
       .ingest(raw, batch)
       .then(() => {
-        this.core.noteDurable(this, volume, batch.lastSeq, batch.pendingSinceUs);
+        this.core.noteDurable(volume, batch.pendingSinceUs);
         this.send({ ack: { volumes: [{ volumeId: volume.spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq }] } });
       })
       .catch((err: unknown) => this.fail(err));

@@ -125,11 +125,15 @@ export class Spool {
       fs.closeSync(this.activeFd);
       this.activeFd = -1;
     }
-    const file = path.join(this.dir, segmentFileName(firstSeq, EXT));
+    // A replayed change set may start at or below the previous segment's first seq; names
+    // must stay unique and increasing, and its seqs up to the name are duplicates anyway.
+    const previous = this.segments[this.segments.length - 1];
+    const name = previous ? Math.max(firstSeq, previous.firstSeq + 1) : firstSeq;
+    const file = path.join(this.dir, segmentFileName(name, EXT));
     this.activeFd = fs.openSync(file, 'wx', 0o600);
     this.activeSize = 0;
     this.newSegmentUnsynced = true;
-    this.segments.push({ firstSeq, file, durableSize: 0 });
+    this.segments.push({ firstSeq: name, file, durableSize: 0 });
   }
 
   /** A reader positioned at the first durable record whose last seq is after `afterSeq`. */
@@ -219,15 +223,14 @@ export class SpoolCursor {
 
   private readAt(seg: Segment): SpoolRecord {
     const fd = this.fileFor(seg);
-    {
-      const head = this.head;
-      readFully(fd, head, 0, head.length, this.offset);
-      const meta = Buffer.from(head.subarray(RECORD_HEADER_BYTES));
-      const loc = { offset: this.offset, meta, bodyOffset: this.offset + head.length, bodyLength: head.readUInt32LE(4), end: 0 };
-      loc.end = loc.bodyOffset + loc.bodyLength;
-      const frame = readRecordBody(fd, loc, head.readUInt32LE(8));
-      this.offset = loc.end;
-      return { firstSeq: Number(meta.readBigUInt64LE(0)), lastSeq: Number(meta.readBigUInt64LE(8)), frame, bytes: loc.end - loc.offset };
-    }
+    const head = this.head;
+    readFully(fd, head, 0, head.length, this.offset);
+    const meta = Buffer.from(head.subarray(RECORD_HEADER_BYTES));
+    const bodyOffset = this.offset + head.length;
+    const bodyLength = head.readUInt32LE(4);
+    const loc = { offset: this.offset, meta, bodyOffset, bodyLength, end: bodyOffset + bodyLength };
+    const frame = readRecordBody(fd, loc, head.readUInt32LE(8));
+    this.offset = loc.end;
+    return { firstSeq: Number(meta.readBigUInt64LE(0)), lastSeq: Number(meta.readBigUInt64LE(8)), frame, bytes: loc.end - loc.offset };
   }
 }
