@@ -40,11 +40,15 @@ const RANDOM_WRITES_PER_SET = 16;
 const BASELINE_SYNC_EVERY = 16 * MiB;
 /** Shared virtual disks vary a lot from run to run; the baseline is every ratio's denominator. */
 const BASELINE_RUNS = 3;
+/** Scenarios vary as much: each runs this many times in a fresh directory; the median counts. */
+const SCENARIO_RUNS = 3;
 /** Change sets spooled per group commit while ingesting, like a pipelining agent. */
 const INGEST_WINDOW = 16;
 /** Random data reused across writes; far larger than lz4's 64 KiB window, so still incompressible. */
 const MAX_POOL_BYTES = 64 * MiB;
 const TARGET_RATIO = 0.5;
+/** Page cache to warm before measuring, in volumes: a scenario holds replica, spool and journal. */
+const WARM_UP_VOLUMES = 8;
 const VOLUME_ID = 'bench-vol';
 
 interface Options {
@@ -117,10 +121,30 @@ function baselineWrite(file: string, totalBytes: number, pool: RandomPool, syncE
   }
 }
 
+/**
+ * Writes and deletes a scratch file. In a VM, page-cache pages the guest has never touched
+ * are slow to fill the first time (the host allocates them lazily): without this, whichever
+ * measurement needs fresh pages first pays for it. Afterwards baseline and apply both reuse
+ * warm pages.
+ */
+function warmPageCache(file: string, totalBytes: number, pool: RandomPool): void {
+  const fd = fs.openSync(file, 'w', 0o600);
+  try {
+    for (let offset = 0; offset < totalBytes; offset += SEQ_WRITE_BYTES) {
+      const chunk = pool.slice(offset / SEQ_WRITE_BYTES, SEQ_WRITE_BYTES);
+      fs.writeSync(fd, chunk, 0, chunk.length, offset);
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+}
+
 /** Median seconds of BASELINE_RUNS baseline writes. */
 function medianBaseline(file: string, totalBytes: number, pool: RandomPool, syncEvery: number | undefined): number {
   const runs = Array.from({ length: BASELINE_RUNS }, () => baselineWrite(file, totalBytes, pool, syncEvery));
-  return runs.sort((x, y) => x - y)[Math.floor(BASELINE_RUNS / 2)];
+  return median(runs);
 }
 
 // ---- workloads ------------------------------------------------------------------------------
@@ -218,8 +242,8 @@ interface ScenarioResult {
   applySeconds: number;
 }
 
-async function runScenario(workDir: string, scenario: Scenario, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
-  const root = path.join(workDir, `scenario-${scenario.key}`);
+async function runScenario(workDir: string, scenario: Scenario, run: number, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
+  const root = path.join(workDir, `scenario-${scenario.key}-${run}`);
   const spec: VolumeSpec = { volumeId: VOLUME_ID, sizeBytes: volumeBytes, blockSize: 4096 };
   const store = VolumeStore.open(new DataLayout(root), spec, 0);
   try {
@@ -234,6 +258,21 @@ async function runScenario(workDir: string, scenario: Scenario, volumeBytes: num
     store.close();
     fs.rmSync(root, { recursive: true, force: true });
   }
+}
+
+function median(values: number[]): number {
+  return [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)];
+}
+
+async function medianScenario(workDir: string, scenario: Scenario, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
+  const runs: ScenarioResult[] = [];
+  for (let i = 0; i < SCENARIO_RUNS; i++) runs.push(await runScenario(workDir, scenario, i, volumeBytes, pool));
+  return {
+    key: scenario.key,
+    label: scenario.label,
+    ingestSeconds: median(runs.map((r) => r.ingestSeconds)),
+    applySeconds: median(runs.map((r) => r.applySeconds)),
+  };
 }
 
 // ---- report ---------------------------------------------------------------------------------
@@ -281,7 +320,7 @@ function formatReport(f: Figures): string {
   const rows = [
     tableRow(`baseline: 1 MiB writes, one fsync (median of ${BASELINE_RUNS})`, base, base),
     tableRow(`baseline: 1 MiB writes, fdatasync every 16 MiB (median of ${BASELINE_RUNS})`, f.baseline.fdatasyncEvery16MiBMBps, base),
-    ...f.scenarios.flatMap((s) => [tableRow(`${s.label}: apply`, s.applyMBps, base), tableRow(`${s.label}: ingest`, s.ingestMBps, base)]),
+    ...f.scenarios.flatMap((s) => [tableRow(`${s.label}: apply (median of ${SCENARIO_RUNS})`, s.applyMBps, base), tableRow(`${s.label}: ingest`, s.ingestMBps, base)]),
   ];
   const verdict = f.target.pass ? 'PASS' : 'MISS';
   return [
@@ -304,7 +343,7 @@ function progress(message: string): void {
 function checkFreeSpace(dir: string, volumeBytes: number): string {
   const { fsType, freeBytes } = diskInfo(dir);
   // Peak use: replica + spool + undo journal of one pass, plus spool segments not yet pruned.
-  const needed = 3 * volumeBytes + 256 * MiB;
+  const needed = WARM_UP_VOLUMES * volumeBytes + 256 * MiB;
   if (freeBytes < needed) {
     throw new Error(`${path.dirname(dir)} has ${Math.floor(freeBytes / MiB)} MiB free; --mib ${volumeBytes / MiB} needs about ${Math.ceil(needed / MiB)} MiB`);
   }
@@ -321,6 +360,8 @@ async function main(): Promise<void> {
   const figures = await withWorkDir(options.dir, 'ferry-bench-receiver-', async (dir) => {
     const fsType = checkFreeSpace(dir, volumeBytes);
     const pool = new RandomPool(Math.min(volumeBytes, MAX_POOL_BYTES));
+    progress('warm-up');
+    warmPageCache(path.join(dir, 'warm-up'), WARM_UP_VOLUMES * volumeBytes, pool);
     progress('baseline');
     const baseline: [number, number] = [
       medianBaseline(path.join(dir, 'baseline-fsync'), volumeBytes, pool, undefined),
@@ -329,7 +370,7 @@ async function main(): Promise<void> {
     const results: ScenarioResult[] = [];
     for (const scenario of SCENARIOS) {
       progress(scenario.label);
-      results.push(await runScenario(dir, scenario, volumeBytes, pool));
+      results.push(await medianScenario(dir, scenario, volumeBytes, pool));
     }
     return buildFigures(options, dir, fsType, baseline, results);
   });

@@ -26,7 +26,7 @@ export function packPayload(raw: Buffer): PackedPayload {
 }
 
 /** Decompresses and verifies a payload; throws ProtocolError on any mismatch. */
-export function unpackPayload(packed: PackedPayload): Buffer {
+export function unpackPayload(packed: PackedPayload, verifyCrc = true): Buffer {
   const { compression, payload, uncompressedSize, payloadCrc32 } = packed;
   if (uncompressedSize > Limits.maxPayloadBytes) {
     throw new ProtocolError(ErrorCode.TOO_LARGE, `payload of ${uncompressedSize} bytes exceeds the ${Limits.maxPayloadBytes}-byte cap`);
@@ -49,6 +49,7 @@ export function unpackPayload(packed: PackedPayload): Buffer {
   } else {
     throw new ProtocolError(ErrorCode.BAD_FRAME, `unknown compression ${String(compression)}`);
   }
+  if (!verifyCrc) return raw;
   const actual = crc32(raw);
   if (actual !== payloadCrc32) {
     throw new ProtocolError(

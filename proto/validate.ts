@@ -62,8 +62,12 @@ function checkExtent(ext: ferry.IExtent, seq: number, volumeBytes: number, dataO
   return { seq, kind, offset, length, captureTimeUs: ext.captureTimeUs ?? 0, dataOffset };
 }
 
-/** Checks every field of a change set against the volume and returns it decompressed. */
-export function validateChangeSet(cs: ferry.IChangeSet, volumeBytes: number): ChangeBatch {
+/**
+ * Checks every field of a change set against the volume and returns it decompressed.
+ * `verifyCrc` may be false only for a frame already validated once and stored under a CRC of
+ * its own (the spool re-reading what it accepted).
+ */
+export function validateChangeSet(cs: ferry.IChangeSet, volumeBytes: number, verifyCrc = true): ChangeBatch {
   const volumeId = checkVolumeId(cs.volumeId ?? '');
   const firstSeq = checkSeq(cs.firstSeq ?? 0, 'first seq');
   const lastSeq = checkSeq(cs.lastSeq ?? 0, 'last seq');
@@ -92,7 +96,7 @@ export function validateChangeSet(cs: ferry.IChangeSet, volumeBytes: number): Ch
     payload: Buffer.from(payloadBytes.buffer, payloadBytes.byteOffset, payloadBytes.byteLength),
     uncompressedSize,
     payloadCrc32: cs.payloadCrc32 ?? 0,
-  });
+  }, verifyCrc);
   return { volumeId, firstSeq, lastSeq, extents, accuracy, data, pendingSinceUs: cs.pendingSinceUs ?? 0 };
 }
 

@@ -154,7 +154,7 @@ export class ReceiverCore {
       if (!step) continue;
       if (step.autoPoints.length > 0) {
         this.catalog.addPoints(
-          step.autoPoints.map((p) => ({ volumeId: id, seq: p.seq, timeUs: p.timeUs, kind: 'crash' as const, accuracy: step.accuracy, origin: 'auto' as const, groupId: 'auto', name: '' })),
+          step.autoPoints.map((p) => ({ volumeId: id, seq: p.seq, timeUs: p.timeUs, kind: 'crash' as const, accuracy: 'exact' as const, origin: 'auto' as const, groupId: 'auto', name: '' })),
         );
       }
       if (rt.store.hasWork()) more = true;

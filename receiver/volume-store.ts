@@ -3,15 +3,20 @@ import { decodeFrame } from '../proto/frames';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { AccuracyName, ChangeBatch, VolumeSpec } from '../proto/types';
 import { validateChangeSet } from '../proto/validate';
-import { applyBatch, rollBack } from './apply/apply-batch';
+import { ApplyGroup, rollBack } from './apply/apply-batch';
 import { DataLayout } from './layout';
 import { Checkpoint } from './storage/checkpoint';
 import { UndoJournal, undoRecordsNewestFirst } from './storage/journal';
 import { Replica } from './storage/replica';
 import { Spool, SpoolCursor } from './storage/spool';
 import { flock } from '../native/addon';
+import { BufferArena } from '../common/arena';
 
 const AUTO_POINT_INTERVAL_US = 1_000_000;
+/** Spooled bytes one apply step may take: big enough to share fsyncs, small enough to keep ingest responsive. */
+const APPLY_STEP_BYTES = 16 * 1024 * 1024;
+/** One step's frames (a little over APPLY_STEP_BYTES) plus the old data of one journal group. */
+const APPLY_ARENA_BYTES = 64 * 1024 * 1024;
 
 export interface AutoPoint {
   seq: number;
@@ -21,7 +26,6 @@ export interface AutoPoint {
 export interface AppliedStep {
   firstSeq: number;
   lastSeq: number;
-  accuracy: AccuracyName;
   /** Crash-consistent points to record: one per second of write-ordered stream. */
   autoPoints: AutoPoint[];
 }
@@ -47,6 +51,8 @@ export class VolumeStore {
   private readonly unapplied: Array<{ lastSeq: number; firstCaptureUs: number; bytes: number }> = [];
   private unappliedBytesTotal = 0;
   private lastCheckpointMs = Date.now();
+  /** Spool frames and old data of one apply step (see APPLY_STEP_BYTES and ApplyGroup). */
+  private readonly arena = new BufferArena(APPLY_ARENA_BYTES);
   lastAccuracy: AccuracyName | undefined;
   appliedCaptureUs = 0;
   readonly openReport: OpenReport;
@@ -158,30 +164,48 @@ export class VolumeStore {
     return this.applied < this.spool.durableSeq;
   }
 
-  /** Applies the next durable change set, if any. */
-  applyNext(): AppliedStep | undefined {
+  /**
+   * Applies durable change sets in seq order, as many as fit in `maxBytes` of spooled frames
+   * (at least one), so that consecutive change sets share journal fsyncs.
+   */
+  applyNext(maxBytes = APPLY_STEP_BYTES): AppliedStep | undefined {
     if (!this.hasWork()) return undefined;
-    const rec = this.cursor.next();
-    if (!rec) return undefined;
-    const frame = decodeFrame(rec.frame);
-    if (!frame.changeSet) throw new Error(`spool record ${rec.firstSeq}..${rec.lastSeq} holds no change set`);
-    const batch = validateChangeSet(frame.changeSet, this.spec.sizeBytes);
-    const after = this.applied;
-    applyBatch(batch, after, this.replica, this.journal);
-    this.applied = batch.lastSeq;
+    this.arena.reset();
+    const group = new ApplyGroup(this.replica, this.journal, this.arena);
+    const firstAfter = this.applied;
+    const autoPoints: AutoPoint[] = [];
+    let bytes = 0;
+    while (this.applied < this.spool.durableSeq && bytes < maxBytes) {
+      const rec = this.cursor.next(this.arena);
+      if (!rec) break;
+      bytes += rec.bytes;
+      const frame = decodeFrame(rec.frame);
+      if (!frame.changeSet) throw new Error(`spool record ${rec.firstSeq}..${rec.lastSeq} holds no change set`);
+      // The spool record's own CRC has just covered these bytes: skip the payload's.
+      const batch = validateChangeSet(frame.changeSet, this.spec.sizeBytes, false);
+      const after = this.applied;
+      group.add(batch, after);
+      this.applied = batch.lastSeq;
+      this.noteAutoPoints(batch, after, autoPoints);
+    }
+    group.finish();
+    if (this.applied === firstAfter) return undefined;
     while (this.unapplied.length > 0 && this.unapplied[0].lastSeq <= this.applied) {
       this.unappliedBytesTotal -= (this.unapplied.shift() as { bytes: number }).bytes;
     }
-    const autoPoints: AutoPoint[] = [];
+    return { firstSeq: firstAfter + 1, lastSeq: this.applied, autoPoints };
+  }
+
+  /** One crash-consistent point per second of capture time, for write-ordered streams only. */
+  private noteAutoPoints(batch: ChangeBatch, after: number, out: AutoPoint[]): void {
     for (const ext of batch.extents) {
       if (ext.seq <= after) continue;
       this.appliedCaptureUs = ext.captureTimeUs;
       if (batch.accuracy === 'exact' && ext.captureTimeUs >= this.lastAutoPointUs + AUTO_POINT_INTERVAL_US) {
-        autoPoints.push({ seq: ext.seq, timeUs: ext.captureTimeUs });
+        out.push({ seq: ext.seq, timeUs: ext.captureTimeUs });
         this.lastAutoPointUs = ext.captureTimeUs;
       }
     }
-    return { firstSeq: Math.max(batch.firstSeq, after + 1), lastSeq: batch.lastSeq, accuracy: batch.accuracy, autoPoints };
   }
 
   /** Makes the applied state durable, then frees spool segments it no longer needs. */

@@ -2,9 +2,10 @@ import { ChangeBatch } from '../../proto/types';
 import { UndoJournal, UndoRecord, UNDO_PIECE_BYTES } from '../storage/journal';
 import { isAllZero, Replica } from '../storage/replica';
 import { IntervalSet } from './interval-set';
+import { BufferArena } from '../../common/arena';
 
 /** Old and new data held in memory before a journal fsync; bounds apply memory. */
-const MAX_PENDING_BYTES = 16 * 1024 * 1024;
+const MAX_PENDING_BYTES = 32 * 1024 * 1024;
 
 interface Piece {
   seq: number;
@@ -26,40 +27,62 @@ function* piecesOf(batch: ChangeBatch, afterSeq: number): Generator<Piece> {
 }
 
 /**
- * Applies the records of `batch` with seq > `afterSeq` to the replica in seq order.
- * For every piece, the old data is journaled and fsync'd before the replica is overwritten.
- * Pieces are grouped so one fsync covers many, but a group never holds two overlapping
- * pieces: the old data of the second must be read after the first is written.
+ * Applies change sets to the replica in seq order. For every piece, the old data is journaled
+ * and fsync'd before the replica is overwritten. Pieces of consecutive change sets share one
+ * journal fsync, but a group never holds two overlapping pieces: the old data of the second
+ * must be read after the first is written, so that each undo record holds the true old data.
+ * Call `finish` after the last batch: until then the tail of the group is not yet applied.
  */
-export function applyBatch(batch: ChangeBatch, afterSeq: number, replica: Replica, journal: UndoJournal): void {
-  const touched = new IntervalSet();
-  let undo: UndoRecord[] = [];
-  let writes: Piece[] = [];
-  let pendingBytes = 0;
+export class ApplyGroup {
+  private readonly touched = new IntervalSet();
+  private undo: UndoRecord[] = [];
+  private writes: Piece[] = [];
+  private pendingBytes = 0;
 
-  const commitGroup = (): void => {
-    journal.append(undo);
-    for (const piece of writes) {
-      if (piece.data) replica.write(piece.offset, piece.data);
-      else replica.zero(piece.offset, piece.length);
+  /** Old data is read into `arena`, which must not be reset before `finish` returns. */
+  constructor(
+    private readonly replica: Replica,
+    private readonly journal: UndoJournal,
+    private readonly arena?: BufferArena,
+  ) {}
+
+  /** Queues the records of `batch` with seq > `afterSeq`; commits groups as they fill. */
+  add(batch: ChangeBatch, afterSeq: number): void {
+    for (const piece of piecesOf(batch, afterSeq)) {
+      const end = piece.offset + piece.length;
+      if (this.touched.overlaps(piece.offset, end) || this.pendingBytes >= MAX_PENDING_BYTES) this.commit();
+      const old = this.replica.read(piece.offset, piece.length, this.arena?.take(piece.length));
+      const zero = isAllZero(old);
+      this.undo.push({ seq: piece.seq, offset: piece.offset, length: piece.length, zero, data: zero ? Buffer.alloc(0) : old });
+      this.writes.push(piece);
+      this.touched.add(piece.offset, end);
+      this.pendingBytes += (zero ? 0 : piece.length) + (piece.data ? piece.length : 0);
     }
-    undo = [];
-    writes = [];
-    pendingBytes = 0;
-    touched.clear();
-  };
-
-  for (const piece of piecesOf(batch, afterSeq)) {
-    const end = piece.offset + piece.length;
-    if (touched.overlaps(piece.offset, end) || pendingBytes >= MAX_PENDING_BYTES) commitGroup();
-    const old = replica.read(piece.offset, piece.length);
-    const zero = isAllZero(old);
-    undo.push({ seq: piece.seq, offset: piece.offset, length: piece.length, zero, data: zero ? Buffer.alloc(0) : old });
-    writes.push(piece);
-    touched.add(piece.offset, end);
-    pendingBytes += (zero ? 0 : piece.length) + (piece.data ? piece.length : 0);
   }
-  if (writes.length > 0) commitGroup();
+
+  /** Journals (durably) and then writes every queued piece. */
+  finish(): void {
+    if (this.writes.length > 0) this.commit();
+  }
+
+  private commit(): void {
+    this.journal.append(this.undo);
+    for (const piece of this.writes) {
+      if (piece.data) this.replica.write(piece.offset, piece.data);
+      else this.replica.zero(piece.offset, piece.length);
+    }
+    this.undo = [];
+    this.writes = [];
+    this.pendingBytes = 0;
+    this.touched.clear();
+  }
+}
+
+/** Applies the records of one change set with seq > `afterSeq` (see ApplyGroup). */
+export function applyBatch(batch: ChangeBatch, afterSeq: number, replica: Replica, journal: UndoJournal): void {
+  const group = new ApplyGroup(replica, journal);
+  group.add(batch, afterSeq);
+  group.finish();
 }
 
 /** Restores the old data of every journaled record with seq > `seq`, newest first. */

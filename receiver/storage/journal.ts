@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { fsyncDir, writeFully } from '../../common/fsutil';
-import { encodeRecord, RecordFormat, RecordLocation, readRecordBody, scanRecords } from './record-file';
+import { fsyncDir } from '../../common/fsutil';
+import { encodeRecordParts, RecordFormat, writeParts, RecordLocation, readRecordBody, scanRecords } from './record-file';
 import { listSegments, segmentFileName, SegmentRef } from './segments';
 
 /** Undo pieces are at most this long, so reading and journaling old data stays bounded. */
@@ -135,9 +135,8 @@ export class UndoJournal {
         this.segments.push({ firstSeq: rec.seq, file });
         newFile = true;
       }
-      const encoded = encodeRecord(JOURNAL_FORMAT, encodeMeta(rec), rec.zero ? Buffer.alloc(0) : rec.data);
-      writeFully(this.activeFd, encoded, this.activeSize);
-      this.activeSize += encoded.length;
+      const parts = encodeRecordParts(JOURNAL_FORMAT, encodeMeta(rec), rec.zero ? Buffer.alloc(0) : rec.data);
+      this.activeSize += writeParts(this.activeFd, parts, this.activeSize);
       this.newest = Math.max(this.newest, rec.seq);
     }
     fs.fdatasyncSync(this.activeFd);

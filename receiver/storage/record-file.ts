@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import { crc32 } from 'zlib';
-import { readFully } from '../../common/fsutil';
+import { readFully, writeFully } from '../../common/fsutil';
 
 /**
  * Framing of records in spool and journal segments:
@@ -26,13 +26,23 @@ export interface RecordLocation {
   end: number;
 }
 
-export function encodeRecord(format: RecordFormat, meta: Buffer, body: Buffer): Buffer {
+/** The record as [header + meta, body]: write both with one writev, no copy of the body. */
+export function encodeRecordParts(format: RecordFormat, meta: Buffer, body: Buffer): [Buffer, Buffer] {
   if (meta.length !== format.metaBytes) throw new Error(`record meta must be ${format.metaBytes} bytes`);
-  const header = Buffer.allocUnsafe(RECORD_HEADER_BYTES);
-  header.writeUInt32LE(format.magic, 0);
-  header.writeUInt32LE(body.length, 4);
-  header.writeUInt32LE(crc32(body, crc32(meta)), 8);
-  return Buffer.concat([header, meta, body]);
+  const head = Buffer.allocUnsafe(RECORD_HEADER_BYTES + meta.length);
+  head.writeUInt32LE(format.magic, 0);
+  head.writeUInt32LE(body.length, 4);
+  head.writeUInt32LE(crc32(body, crc32(meta)), 8);
+  meta.copy(head, RECORD_HEADER_BYTES);
+  return [head, body];
+}
+
+/** Positional writev that loops until every byte of `parts` is written; returns the byte count. */
+export function writeParts(fd: number, parts: Buffer[], position: number): number {
+  const total = parts.reduce((n, b) => n + b.length, 0);
+  let done = fs.writevSync(fd, parts, position);
+  if (done < total) writeFully(fd, Buffer.concat(parts).subarray(done), position + done);
+  return total;
 }
 
 /**
@@ -66,8 +76,8 @@ export function scanRecords(fd: number, format: RecordFormat, withBodies: boolea
 }
 
 /** Reads and verifies one record's body. */
-export function readRecordBody(fd: number, loc: RecordLocation, crcExpected?: number): Buffer {
-  const body = Buffer.allocUnsafe(loc.bodyLength);
+export function readRecordBody(fd: number, loc: RecordLocation, crcExpected?: number, into?: Buffer): Buffer {
+  const body = into ? into.subarray(0, loc.bodyLength) : Buffer.allocUnsafe(loc.bodyLength);
   if (readFully(fd, body, 0, loc.bodyLength, loc.bodyOffset) !== loc.bodyLength) {
     throw new Error(`record at ${loc.offset} is truncated`);
   }

@@ -41,8 +41,9 @@ export class Replica {
     return new Replica(fd, sizeBytes);
   }
 
-  read(offset: number, length: number): Buffer {
-    const buf = Buffer.allocUnsafe(length);
+  /** Reads `length` bytes at `offset` into `into` (a fresh buffer when not given). */
+  read(offset: number, length: number, into: Buffer = Buffer.allocUnsafe(length)): Buffer {
+    const buf = into.subarray(0, length);
     const n = readFully(this.fd, buf, 0, length, offset);
     if (n < length) buf.fill(0, n);
     return buf;

@@ -1,9 +1,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { fsyncDir, writeFully, readFully } from '../../common/fsutil';
-import { encodeRecord, RecordFormat, RECORD_HEADER_BYTES, scanRecords, readRecordBody } from './record-file';
+import { fsyncDir, readFully } from '../../common/fsutil';
+import { encodeRecordParts, writeParts, RecordFormat, RECORD_HEADER_BYTES, scanRecords, readRecordBody } from './record-file';
 import { listSegments, segmentFileName } from './segments';
 import { Limits } from '../../proto/limits';
+import { BufferArena } from '../../common/arena';
 
 const SPOOL_FORMAT: RecordFormat = { magic: 0x31505346 /* FSP1 */, metaBytes: 16, maxBodyBytes: Limits.maxFrameBytes };
 const EXT = 'seg';
@@ -82,9 +83,7 @@ export class Spool {
     const meta = Buffer.allocUnsafe(16);
     meta.writeBigUInt64LE(BigInt(firstSeq), 0);
     meta.writeBigUInt64LE(BigInt(lastSeq), 8);
-    const record = encodeRecord(SPOOL_FORMAT, meta, frame);
-    writeFully(this.activeFd, record, this.activeSize);
-    this.activeSize += record.length;
+    this.activeSize += writeParts(this.activeFd, encodeRecordParts(SPOOL_FORMAT, meta, frame), this.activeSize);
     this.appendedSeq = Math.max(this.appendedSeq, lastSeq);
     const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     this.scheduleFlush();
@@ -141,16 +140,21 @@ export class Spool {
     return new SpoolCursor(this.segments, afterSeq);
   }
 
-  /** Deletes segments holding only seqs <= `seq` (the apply checkpoint). Never the active one. */
+  /**
+   * Forgets segments holding only seqs <= `seq` (the apply checkpoint; never the active one)
+   * and deletes their files in the background: unlinking a large, just-written file is slow
+   * and must not hold up apply. A file a crash leaves behind is skipped by every cursor (its
+   * seqs are at or below the checkpoint) and deleted by the next prune after a restart.
+   */
   pruneThrough(seq: number): number {
-    let removed = 0;
+    const doomed: string[] = [];
     while (this.segments.length > 1 && this.segments[1].firstSeq - 1 <= seq) {
-      const seg = this.segments.shift() as Segment;
-      fs.rmSync(seg.file, { force: true });
-      removed++;
+      doomed.push((this.segments.shift() as Segment).file);
     }
-    if (removed > 0) fsyncDir(this.dir);
-    return removed;
+    if (doomed.length > 0) {
+      void Promise.all(doomed.map((file) => fs.promises.rm(file, { force: true }))).catch(() => undefined);
+    }
+    return doomed.length;
   }
 
   close(): void {
@@ -180,7 +184,8 @@ export class SpoolCursor {
     this.segFirstSeq = start;
   }
 
-  next(): SpoolRecord | undefined {
+  /** The next record; its frame is read into `arena` when one is given. */
+  next(arena?: BufferArena): SpoolRecord | undefined {
     for (;;) {
       const index = this.segments.findIndex((s) => s.firstSeq === this.segFirstSeq);
       if (index < 0) {
@@ -198,7 +203,7 @@ export class SpoolCursor {
         this.offset = 0;
         continue;
       }
-      const record = this.readAt(seg);
+      const record = this.readAt(seg, arena);
       if (record.lastSeq > this.afterSeq) return record;
     }
   }
@@ -221,7 +226,7 @@ export class SpoolCursor {
     this.fdFile = '';
   }
 
-  private readAt(seg: Segment): SpoolRecord {
+  private readAt(seg: Segment, arena: BufferArena | undefined): SpoolRecord {
     const fd = this.fileFor(seg);
     const head = this.head;
     readFully(fd, head, 0, head.length, this.offset);
@@ -229,7 +234,7 @@ export class SpoolCursor {
     const bodyOffset = this.offset + head.length;
     const bodyLength = head.readUInt32LE(4);
     const loc = { offset: this.offset, meta, bodyOffset, bodyLength, end: bodyOffset + bodyLength };
-    const frame = readRecordBody(fd, loc, head.readUInt32LE(8));
+    const frame = readRecordBody(fd, loc, head.readUInt32LE(8), arena?.take(bodyLength));
     this.offset = loc.end;
     return { firstSeq: Number(meta.readBigUInt64LE(0)), lastSeq: Number(meta.readBigUInt64LE(8)), frame, bytes: loc.end - loc.offset };
   }

@@ -4,11 +4,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { buildChangeSet, ChangeRecord } from '../../agent/transport/change-set';
 import { encodeFrame } from '../../proto/frames';
 import { validateChangeSet } from '../../proto/validate';
-import { applyBatch } from '../../receiver/apply/apply-batch';
+import { applyBatch, rollBack } from '../../receiver/apply/apply-batch';
 import { IntervalSet } from '../../receiver/apply/interval-set';
 import { DataLayout } from '../../receiver/layout';
 import { Checkpoint, readCheckpoint } from '../../receiver/storage/checkpoint';
-import { UndoJournal } from '../../receiver/storage/journal';
+import { UndoJournal, undoRecordsNewestFirst } from '../../receiver/storage/journal';
 import { Replica } from '../../receiver/storage/replica';
 import { Spool } from '../../receiver/storage/spool';
 import { VolumeStore } from '../../receiver/volume-store';
@@ -109,6 +109,34 @@ describe('apply with undo journal', () => {
     journal.close();
   });
 
+  it('one apply step over many change sets with overlaps across them journals true old data for every seq', async () => {
+    const root = tmp('step');
+    const layout = new DataLayout(root);
+    const spec = { volumeId: 'v1', sizeBytes: SIZE, blockSize: 4096 };
+    const model = new VolumeModel(SIZE);
+    const store = VolumeStore.open(layout, spec, 0, 1 << 16);
+    let seq = 0;
+    for (let b = 0; b < 8; b++) {
+      // Each change set rewrites ranges the previous ones wrote, so pieces of one step overlap.
+      const records = [write((b % 3) * 4096, 16384, 0x10 + b), write(8192 + b * 512, 4096, 0x40 + b)];
+      records.forEach((r, i) => model.add(seq + 1 + i, r));
+      const cs = buildChangeSet('v1', seq + 1, records, 'exact');
+      await store.ingest(encodeFrame({ changeSet: cs }), validateChangeSet(cs, SIZE));
+      seq += records.length;
+    }
+    const step = store.applyNext();
+    expect(step && [step.firstSeq, step.lastSeq]).toEqual([1, seq]);
+    store.saveCheckpoint();
+    for (const point of [0, 3, 8, 11, seq]) {
+      const image = Replica.open(path.join(root, `image-${point}`), SIZE);
+      image.write(0, fs.readFileSync(layout.replicaFile('v1')));
+      rollBack(undoRecordsNewestFirst(layout.journalDir('v1'), point), image);
+      expect(sha256(image.read(0, SIZE)), `image at seq ${point}`).toBe(sha256(model.imageAt(point)));
+      image.close();
+    }
+    store.close();
+  });
+
   it('opening a volume after a crash mid-apply rolls back and re-applies to the exact state', async () => {
     const root = tmp('recover');
     const layout = new DataLayout(root);
@@ -123,10 +151,11 @@ describe('apply with undo journal', () => {
       await store.ingest(encodeFrame({ changeSet: cs }), validateChangeSet(cs, SIZE));
       seq += records.length;
     }
-    store.applyNext();
+    // One change set per step (maxBytes 1), so the crash lands between change sets.
+    store.applyNext(1);
     store.saveCheckpoint();
-    store.applyNext();
-    store.applyNext(); // applied and journaled, but no checkpoint: a crash now leaves work to undo
+    store.applyNext(1);
+    store.applyNext(1); // applied and journaled, but no checkpoint: a crash now leaves work to undo
     const applied = store.appliedSeq;
     expect(readCheckpoint(layout.checkpointFile('v1'))).toBeLessThan(applied);
     // Simulate the crash: drop the store without closing (no final checkpoint).
