@@ -55,9 +55,10 @@ export function exportCommand(): Command {
     .requiredOption('--point <id|latest|time>', 'point id, "latest", or ISO-8601 time (newest point at or before it)')
     .requiredOption('--out <file>', 'output image file')
     .option('--format <raw|vhd>', 'raw image or fixed VHD', formatOption, 'raw' as ExportFormat)
-    .action((opts: { data: string; volume: string; point: string; out: string; format: ExportFormat }) => {
+    .option('--force', 'also export a point cut while a resync ran (not consistent)')
+    .action((opts: { data: string; volume: string; point: string; out: string; format: ExportFormat; force?: boolean }) => {
       const started = Date.now();
-      const result = exportPoint({ dataDir: opts.data, volumeId: opts.volume, point: opts.point, out: opts.out, format: opts.format });
+      const result = exportPoint({ dataDir: opts.data, volumeId: opts.volume, point: opts.point, out: opts.out, format: opts.format, allowUnusable: opts.force === true });
       const p = result.point;
       process.stdout.write(
         `exported ${opts.volume} at point ${p.id} (seq ${p.seq}, ${usToIso(p.timeUs)}, ${p.kind}, ${p.accuracy}) to ${opts.out}: ` +

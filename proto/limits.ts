@@ -2,7 +2,7 @@
 export const Limits = {
   /** One WebSocket message (one encoded Frame). */
   maxFrameBytes: 72 * 1024 * 1024,
-  /** Uncompressed payload of one ChangeSet or ResyncChunk. */
+  /** Uncompressed payload of one ChangeSet. */
   maxPayloadBytes: 64 * 1024 * 1024,
   maxExtents: 65536,
   /** One WRITE extent; DISCARD extents may be larger (they carry no payload). */
@@ -17,6 +17,8 @@ export const Limits = {
   credentialBytes: 32,
   minBlockSize: 512,
   maxBlockSize: 1024 * 1024,
+  /** Blocks per HashRequest (16 bytes of hash each). */
+  maxHashBlocks: 16384,
   /** 1 PiB; keeps every offset well inside the exact range of a JS number. */
   maxVolumeBytes: 2 ** 50,
   maxSeq: Number.MAX_SAFE_INTEGER,

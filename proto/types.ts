@@ -1,6 +1,7 @@
 import { ferry } from './generated/ferry';
 
-export type ExtentKind = 'write' | 'discard' | 'flush';
+/** `noop` holds a seq and changes nothing (a resync read that matched the receiver's hash). */
+export type ExtentKind = 'write' | 'discard' | 'flush' | 'noop';
 export type AccuracyName = 'exact' | 'approximate' | 'none';
 export type TagKindName = 'crash' | 'app';
 
@@ -38,6 +39,14 @@ export interface ValidTag {
   name: string;
   timeUs: number;
   cuts: TagCut[];
+}
+
+export interface ValidHashRequest {
+  volumeId: string;
+  offset: number;
+  blockSize: number;
+  count: number;
+  requestId: number;
 }
 
 export interface VolumeSpec {

@@ -3,7 +3,7 @@ import { ErrorCode, ProtocolError } from './errors';
 import { checkVolumeId, isSafeId } from './ids';
 import { Limits } from './limits';
 import { unpackPayload } from './payload';
-import { accuracyName, AccuracyName, ChangeBatch, ChangeExtent, ExtentKind, TagCut, ValidTag, VolumeSpec } from './types';
+import { accuracyName, AccuracyName, ChangeBatch, ChangeExtent, ExtentKind, TagCut, ValidHashRequest, ValidTag, VolumeSpec } from './types';
 
 const SECTOR = 512;
 
@@ -42,6 +42,7 @@ const extentKinds: Record<number, ExtentKind> = {
   [ferry.Extent.Kind.WRITE]: 'write',
   [ferry.Extent.Kind.DISCARD]: 'discard',
   [ferry.Extent.Kind.FLUSH]: 'flush',
+  [ferry.Extent.Kind.NOOP]: 'noop',
 };
 
 function checkExtent(ext: ferry.IExtent, seq: number, volumeBytes: number, dataOffset: number): ChangeExtent {
@@ -49,8 +50,8 @@ function checkExtent(ext: ferry.IExtent, seq: number, volumeBytes: number, dataO
   const kind = extentKinds[kindValue] ?? bad(ErrorCode.BAD_EXTENTS, `extent of seq ${seq} has unknown kind ${kindValue}`);
   const offset = ext.offset ?? 0;
   const length = ext.length ?? 0;
-  if (kind === 'flush') {
-    if (offset !== 0 || length !== 0) bad(ErrorCode.BAD_EXTENTS, `flush marker of seq ${seq} must have offset 0 and length 0`);
+  if (kind === 'flush' || kind === 'noop') {
+    if (offset !== 0 || length !== 0) bad(ErrorCode.BAD_EXTENTS, `${kind} marker of seq ${seq} must have offset 0 and length 0`);
   } else {
     if (length === 0) bad(ErrorCode.BAD_EXTENTS, `${kind} of seq ${seq} has length 0`);
     if (kind === 'write' && length > Limits.maxWriteLength) bad(ErrorCode.TOO_LARGE, `write of seq ${seq} is ${length} bytes, cap ${Limits.maxWriteLength}`);
@@ -98,6 +99,23 @@ export function validateChangeSet(cs: ferry.IChangeSet, volumeBytes: number, ver
     payloadCrc32: cs.payloadCrc32 ?? 0,
   }, verifyCrc);
   return { volumeId, firstSeq, lastSeq, extents, accuracy, data, pendingSinceUs: cs.pendingSinceUs ?? 0 };
+}
+
+/** A hash request must name whole blocks of a declared volume (the last one may be short). */
+export function validateHashRequest(req: ferry.IHashRequest, volumeBytes: number): ValidHashRequest {
+  const volumeId = checkVolumeId(req.volumeId ?? '');
+  const offset = req.offset ?? 0;
+  const blockSize = req.blockSize ?? 0;
+  const count = req.count ?? 0;
+  if (!Number.isInteger(blockSize) || blockSize < Limits.minBlockSize || blockSize > Limits.maxBlockSize || (blockSize & (blockSize - 1)) !== 0) {
+    bad(ErrorCode.BAD_FRAME, `hash block size ${blockSize} must be a power of two from ${Limits.minBlockSize} to ${Limits.maxBlockSize}`);
+  }
+  if (count < 1 || count > Limits.maxHashBlocks) bad(ErrorCode.TOO_LARGE, `hash request for ${count} blocks: 1 to ${Limits.maxHashBlocks} allowed`);
+  if (!Number.isSafeInteger(offset) || offset % blockSize !== 0) bad(ErrorCode.BAD_FRAME, `hash request offset ${offset} is not a multiple of the block size ${blockSize}`);
+  if (offset + (count - 1) * blockSize >= volumeBytes) {
+    bad(ErrorCode.OUT_OF_RANGE, `hash request for ${count} blocks at ${offset} reaches past the volume end (${volumeBytes})`);
+  }
+  return { volumeId, offset, blockSize, count, requestId: req.requestId ?? 0 };
 }
 
 const tagKinds: Record<number, ValidTag['kind']> = { [ferry.Tag.Kind.CRASH]: 'crash', [ferry.Tag.Kind.APP]: 'app' };

@@ -1,3 +1,4 @@
+import * as fs from 'fs';
 import { log } from '../common/log';
 import { nowUs } from '../common/time';
 import { ErrorCode, ProtocolError } from '../proto/errors';
@@ -8,6 +9,9 @@ import { DataLayout } from './layout';
 import type { Session } from './session';
 import { VolumeRuntimeStatus, writeStatusFile } from './status';
 import { VolumeStore } from './volume-store';
+
+/** How often a paused apply looks for its pause file to be gone. */
+const PAUSE_POLL_MS = 200;
 
 export interface CoreOptions {
   retentionUs: number;
@@ -26,6 +30,8 @@ interface VolumeRuntime {
   pendingSinceUs: number;
   lastDurableCaptureUs: number;
   applyError?: string;
+  /** Callbacks waiting for apply to reach a seq (hash requests), oldest first. */
+  appliedWaiters: Array<{ seq: number; callback: (err?: Error) => void }>;
 }
 
 /**
@@ -36,6 +42,7 @@ export class ReceiverCore {
   private readonly volumes = new Map<string, VolumeRuntime>();
   readonly sessions = new Set<Session>();
   private pumpScheduled = false;
+  private pausePoll: NodeJS.Timeout | undefined;
   private timers: NodeJS.Timeout[] = [];
   listenAddress = '';
   prunedPoints = 0;
@@ -67,7 +74,7 @@ export class ReceiverCore {
     if (report.rolledBackRecords > 0 || report.durableSeq > report.checkpointSeq) {
       log.info('volume recovered', { volume: spec.volumeId, ...report });
     }
-    const rt: VolumeRuntime = { store, lastContactUs: 0, pendingSinceUs: 0, lastDurableCaptureUs: store.appliedCaptureUs };
+    const rt: VolumeRuntime = { store, lastContactUs: 0, pendingSinceUs: 0, lastDurableCaptureUs: store.appliedCaptureUs, appliedWaiters: [] };
     this.volumes.set(spec.volumeId, rt);
     return rt;
   }
@@ -131,24 +138,48 @@ export class ReceiverCore {
     }
   }
 
+  /** Calls back once `volume` has applied through `seq` (at once if it has), or with the apply error. */
+  whenApplied(volume: VolumeStore, seq: number, callback: (err?: Error) => void): void {
+    const rt = this.volumes.get(volume.spec.volumeId);
+    if (!rt) return callback(new Error(`volume ${volume.spec.volumeId} is not open`));
+    rt.appliedWaiters.push({ seq, callback });
+    this.releaseAppliedWaiters(rt);
+    this.schedulePump();
+  }
+
+  private releaseAppliedWaiters(rt: VolumeRuntime): void {
+    while (rt.appliedWaiters.length > 0) {
+      const next = rt.appliedWaiters[0];
+      if (!rt.applyError && rt.store.appliedSeq < next.seq) return;
+      rt.appliedWaiters.shift();
+      next.callback(rt.applyError ? new Error(`apply stopped for volume ${rt.store.spec.volumeId}: ${rt.applyError}`) : undefined);
+    }
+  }
+
   schedulePump(): void {
     if (this.pumpScheduled) return;
     this.pumpScheduled = true;
     setImmediate(() => this.pump());
   }
 
-  /** Applies one change set per volume per turn, so ingest and other volumes keep moving. */
+  /** Applies one step per volume per turn, so ingest and other volumes keep moving. */
   private pump(): void {
     this.pumpScheduled = false;
     let more = false;
+    let paused = false;
     for (const [id, rt] of this.volumes) {
       if (rt.applyError) continue;
+      if (rt.store.hasWork() && fs.existsSync(this.layout.applyPauseFile(id))) {
+        paused = true;
+        continue;
+      }
       let step;
       try {
         step = rt.store.applyNext();
       } catch (err) {
         rt.applyError = (err as Error).message;
         log.error('apply stopped for volume', { volume: id, error: rt.applyError });
+        this.releaseAppliedWaiters(rt);
         continue;
       }
       if (!step) continue;
@@ -160,9 +191,17 @@ export class ReceiverCore {
       if (rt.store.hasWork()) more = true;
       else rt.store.saveCheckpoint();
       this.notifyApplied(rt.store);
+      this.releaseAppliedWaiters(rt);
     }
     this.releaseThrottles();
     if (more) this.schedulePump();
+    else if (paused && !this.pausePoll) {
+      this.pausePoll = setTimeout(() => {
+        this.pausePoll = undefined;
+        this.schedulePump();
+      }, PAUSE_POLL_MS);
+      this.pausePoll.unref();
+    }
   }
 
   private notifyApplied(store: VolumeStore): void {
@@ -237,6 +276,7 @@ export class ReceiverCore {
   }
 
   stop(): void {
+    if (this.pausePoll) clearTimeout(this.pausePoll);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     for (const rt of this.volumes.values()) rt.store.close();

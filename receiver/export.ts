@@ -22,6 +22,8 @@ export interface ExportRequest {
   point: string;
   out: string;
   format: ExportFormat;
+  /** Also export a point cut while a resync ran (accuracy none: its image is not consistent). */
+  allowUnusable?: boolean;
 }
 
 export interface ExportResult {
@@ -33,15 +35,24 @@ export interface ExportResult {
 
 const COPY_CHUNK = 4 * 1024 * 1024;
 
-export function resolvePoint(catalog: Catalog, volumeId: string, spec: string): PointRow {
-  const points = catalog.points(volumeId);
-  if (points.length === 0) throw new FerryError(`volume ${volumeId} has no recovery points yet`, ExitCode.notFound);
-  if (spec === 'latest') return points[points.length - 1];
+/**
+ * The point `spec` names. `latest` and times only consider usable points; a point cut during
+ * a resync (accuracy none) is refused unless `allowUnusable`.
+ */
+export function resolvePoint(catalog: Catalog, volumeId: string, spec: string, allowUnusable = false): PointRow {
+  const all = catalog.points(volumeId);
+  if (all.length === 0) throw new FerryError(`volume ${volumeId} has no recovery points yet`, ExitCode.notFound);
   if (/^\d+$/.test(spec)) {
-    const p = points.find((x) => x.id === Number(spec));
+    const p = all.find((x) => x.id === Number(spec));
     if (!p) throw new FerryError(`volume ${volumeId} has no point ${spec} (see: ferry points --volume ${volumeId})`, ExitCode.notFound);
+    if (p.accuracy === 'none' && !allowUnusable) {
+      throw new FerryError(`point ${p.id} was cut while a resync was running: its image is not consistent (use --force to export it anyway)`, ExitCode.notReady);
+    }
     return p;
   }
+  const points = allowUnusable ? all : all.filter((p) => p.accuracy !== 'none');
+  if (points.length === 0) throw new FerryError(`volume ${volumeId} has no usable recovery point yet (its initial resync has not finished)`, ExitCode.notReady);
+  if (spec === 'latest') return points[points.length - 1];
   const ms = Date.parse(spec);
   if (Number.isNaN(ms)) throw new FerryError(`--point must be a point id, "latest" or an ISO-8601 time, not ${JSON.stringify(spec)}`, ExitCode.usage);
   const atOrBefore = points.filter((p) => p.timeUs <= ms * 1000);
@@ -93,7 +104,7 @@ export function exportPoint(req: ExportRequest): ExportResult {
     if (!volume) throw new FerryError(`no volume ${req.volumeId} in ${req.dataDir}`, ExitCode.notFound);
     const tmp = `${req.out}.partial-${process.pid}`;
     const result = withVolumeLock(layout, req.volumeId, 'shared', true, () => {
-      const point = resolvePoint(catalog, req.volumeId, req.point);
+      const point = resolvePoint(catalog, req.volumeId, req.point, req.allowUnusable);
       const applied = readCheckpoint(layout.checkpointFile(req.volumeId));
       if (point.seq > applied) {
         throw new FerryError(

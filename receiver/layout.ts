@@ -40,6 +40,10 @@ export class DataLayout {
   checkpointFile(volumeId: string): string {
     return path.join(this.volumeDir(volumeId), 'checkpoint');
   }
+  /** While this file exists, apply holds off for the volume (ingest and acks go on, up to the spool cap). */
+  applyPauseFile(volumeId: string): string {
+    return path.join(this.volumeDir(volumeId), 'apply.paused');
+  }
   /** flock'd shared by exports, exclusive by recovery and journal pruning. */
   lockFile(volumeId: string): string {
     return path.join(this.volumeDir(volumeId), 'lock');

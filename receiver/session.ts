@@ -5,8 +5,7 @@ import { nowUs } from '../common/time';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { decodeFrame, DecodedFrame, encodeFrame, errorFrame, ferry, OutgoingFrame } from '../proto/frames';
 import { checkVolumeId } from '../proto/ids';
-import { weakerAccuracy } from '../proto/types';
-import { checkProof, validateChangeSet, validateHello, validateTag, validateVolumeInfo, ValidHello } from '../proto/validate';
+import { checkProof, validateChangeSet, validateHashRequest, validateHello, validateTag, validateVolumeInfo, ValidHello } from '../proto/validate';
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
 import type { ReceiverCore } from './core';
 import type { VolumeStore } from './volume-store';
@@ -120,6 +119,7 @@ export class Session {
     if (frame.changeSet) return this.onChangeSet(frame.changeSet, raw);
     if (frame.tag) return this.onTag(frame.tag);
     if (frame.heartbeat) return this.core.noteHeartbeat(this, frame.heartbeat.pendingSinceUs ?? 0);
+    if (frame.hashRequest) return this.onHashRequest(frame.hashRequest);
     throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body} is not accepted from an agent`);
   }
 
@@ -155,23 +155,38 @@ export class Session {
     this.core.afterIngest(this, volume);
   }
 
+  /**
+   * Block hashes for a hash-compare resync. They must reflect every change this session sent
+   * before the request, so the answer waits until apply has caught up with what was accepted.
+   */
+  private onHashRequest(request: ferry.IHashRequest): void {
+    const volume = this.ownVolume(request.volumeId ?? '');
+    const req = validateHashRequest(request, volume.spec.sizeBytes);
+    volume.flushSpool();
+    this.core.whenApplied(volume, volume.acceptedSeq, (err) => {
+      if (err) return this.fail(err);
+      const hashes = volume.replicaHashes(req.offset, req.blockSize, req.count);
+      this.send({ blockHashes: { volumeId: req.volumeId, offset: req.offset, blockSize: req.blockSize, hashes, requestId: req.requestId } });
+    });
+  }
+
   private onTag(tagFrame: ferry.ITag): void {
     const tag = validateTag(tagFrame);
-    const cuts = tag.cuts.map((cut) => {
+    for (const cut of tag.cuts) {
       const volume = this.ownVolume(cut.volumeId);
       if (cut.seq > volume.acceptedSeq) {
         throw new ProtocolError(ErrorCode.BAD_TAG, `tag cut of ${cut.volumeId} at seq ${cut.seq} is past the last change received (${volume.acceptedSeq})`);
       }
       volume.flushSpool();
-      return { volume, cut };
-    });
+    }
     const pointIds = this.core.catalog.addPoints(
-      cuts.map(({ volume, cut }) => ({
+      tag.cuts.map((cut) => ({
         volumeId: cut.volumeId,
         seq: cut.seq,
         timeUs: tag.timeUs || nowUs(),
         kind: tag.kind,
-        accuracy: weakerAccuracy(cut.accuracy, volume.lastAccuracy ?? cut.accuracy),
+        // The agent knows the capture state at the cut (resync, scan, kernel mode): its word counts.
+        accuracy: cut.accuracy,
         origin: 'tag' as const,
         groupId: tag.groupId,
         name: tag.name,

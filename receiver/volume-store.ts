@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import { decodeFrame } from '../proto/frames';
 import { ErrorCode, ProtocolError } from '../proto/errors';
-import { AccuracyName, ChangeBatch, VolumeSpec } from '../proto/types';
+import { ChangeBatch, VolumeSpec } from '../proto/types';
 import { validateChangeSet } from '../proto/validate';
 import { ApplyGroup, rollBack } from './apply/apply-batch';
 import { DataLayout } from './layout';
@@ -11,6 +11,7 @@ import { Replica } from './storage/replica';
 import { Spool, SpoolCursor } from './storage/spool';
 import { flock } from '../native/addon';
 import { BufferArena } from '../common/arena';
+import { blockHashes } from '../common/block-hash';
 
 const AUTO_POINT_INTERVAL_US = 1_000_000;
 /** Spooled bytes one apply step may take: big enough to share fsyncs, small enough to keep ingest responsive. */
@@ -53,7 +54,6 @@ export class VolumeStore {
   private lastCheckpointMs = Date.now();
   /** Spool frames and old data of one apply step (see APPLY_STEP_BYTES and ApplyGroup). */
   private readonly arena = new BufferArena(APPLY_ARENA_BYTES);
-  lastAccuracy: AccuracyName | undefined;
   appliedCaptureUs = 0;
   readonly openReport: OpenReport;
 
@@ -152,7 +152,6 @@ export class VolumeStore {
       throw new ProtocolError(ErrorCode.SEQ_GAP, `volume ${this.spec.volumeId}: change set starts at seq ${batch.firstSeq}, expected ${this.accepted + 1} (records ${this.accepted + 1}..${batch.firstSeq - 1} are missing)`);
     }
     this.accepted = batch.lastSeq;
-    this.lastAccuracy = batch.accuracy;
     const bytes = frame.length + 40;
     this.unapplied.push({ lastSeq: batch.lastSeq, firstCaptureUs: batch.extents[0]?.captureTimeUs ?? 0, bytes });
     this.unappliedBytesTotal += bytes;
@@ -206,6 +205,12 @@ export class VolumeStore {
         this.lastAutoPointUs = ext.captureTimeUs;
       }
     }
+  }
+
+  /** Hashes of `count` blocks of the replica as applied now (see common/block-hash). */
+  replicaHashes(offset: number, blockSize: number, count: number): Buffer {
+    const end = Math.min(this.spec.sizeBytes, offset + count * blockSize);
+    return blockHashes(this.replica.read(offset, end - offset), blockSize);
   }
 
   /** Makes the applied state durable, then frees spool segments it no longer needs. */

@@ -16,6 +16,7 @@ const kindValue: Record<ExtentKind, ferry.Extent.Kind> = {
   write: ferry.Extent.Kind.WRITE,
   discard: ferry.Extent.Kind.DISCARD,
   flush: ferry.Extent.Kind.FLUSH,
+  noop: ferry.Extent.Kind.NOOP,
 };
 
 /** Builds the wire form of consecutive records firstSeq, firstSeq+1, ... of one volume. */

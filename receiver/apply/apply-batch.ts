@@ -17,7 +17,7 @@ interface Piece {
 
 function* piecesOf(batch: ChangeBatch, afterSeq: number): Generator<Piece> {
   for (const ext of batch.extents) {
-    if (ext.seq <= afterSeq || ext.kind === 'flush') continue;
+    if (ext.seq <= afterSeq || ext.kind === 'flush' || ext.kind === 'noop') continue;
     for (let done = 0; done < ext.length; done += UNDO_PIECE_BYTES) {
       const length = Math.min(UNDO_PIECE_BYTES, ext.length - done);
       const data = ext.kind === 'write' ? batch.data.subarray(ext.dataOffset + done, ext.dataOffset + done + length) : undefined;

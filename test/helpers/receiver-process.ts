@@ -1,61 +1,25 @@
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { ReceiverChild, startReceiverChild } from '../../receiver/child-process';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const FERRY_BIN = path.join(REPO_ROOT, 'bin', 'ferry');
 
-export interface ReceiverProcess {
-  child: ChildProcess;
-  port: number;
-  url: string;
-  fingerprint: string;
-  output: () => string;
-  /** Resolves when the process has exited. */
-  exited: Promise<number | null>;
+export interface ReceiverProcess extends ReceiverChild {
   kill9: () => Promise<void>;
-  stop: () => Promise<void>;
 }
 
 /** Starts `ferry receiver run` as a real process and waits until it prints its address. */
-export function startReceiverProcess(dataDir: string, passphraseFile: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ReceiverProcess> {
-  const child = spawn(
-    process.execPath,
-    [FERRY_BIN, 'receiver', 'run', '--data', dataDir, '--listen', '127.0.0.1:0', '--passphrase-file', passphraseFile, ...extraArgs],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn', ...env } },
-  );
-  let out = '';
-  let err = '';
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString();
-      const port = /listening on wss:\/\/[^:]+:(\d+)/.exec(out);
-      const fp = /fingerprint: ([0-9A-F:]+)/.exec(out);
-      if (port && fp) {
-        child.stdout?.off('data', onData);
-        resolve({
-          child,
-          port: Number(port[1]),
-          url: `wss://127.0.0.1:${port[1]}`,
-          fingerprint: fp[1],
-          output: () => out + err,
-          exited,
-          kill9: async () => {
-            child.kill('SIGKILL');
-            await exited;
-          },
-          stop: async () => {
-            if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-            await exited;
-          },
-        });
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', (c: Buffer) => (err += c.toString()));
-    void exited.then((code) => reject(new Error(`receiver exited early (code ${code}):\n${out}${err}`)));
-  });
+export async function startReceiverProcess(dataDir: string, passphraseFile: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ReceiverProcess> {
+  const rx = await startReceiverChild(dataDir, passphraseFile, extraArgs, env);
+  return {
+    ...rx,
+    kill9: async () => {
+      rx.child.kill('SIGKILL');
+      await rx.exited;
+    },
+  };
 }
 
 export interface CliResult {

@@ -1,0 +1,346 @@
+import * as fs from 'fs';
+import type * as http from 'http';
+import type * as net from 'net';
+import { ExitCode, FerryError } from '../common/errors';
+import { log } from '../common/log';
+import { Signal } from '../common/signal';
+import { nowUs } from '../common/time';
+import { createCaptureSource } from './capture/select';
+import type { CaptureSource, ProtectedVolume, VolumeCut } from './capture/types';
+import type { AgentConfig } from './config';
+import { Pipeline } from './pipeline/pipeline';
+import { AgentState } from './state';
+import { AgentStatus, VolumeState, VolumeStatus, writeAgentStatus } from './status';
+import { cutAppConsistent, weakestCut } from './tags/app-tag';
+import { startControlServer, startMetricsServer } from './control';
+import { ConnectionError, ReceiverConnection, VolumeProgress } from './transport/receiver-connection';
+import { registerAgent } from './register';
+import { connectionFailure } from './transport/failure';
+import { probeVolume } from './volumes';
+
+/** Longest hold of new writes when a kernel source cuts a multi-volume tag. */
+const TAG_HOLD_MS = 300;
+const HEARTBEAT_MS = 1000;
+const STATUS_MS = 1000;
+const RESYNC_LOG_MS = 5000;
+const MIN_BACKOFF_MS = 500;
+const MAX_BACKOFF_MS = 30_000;
+const TAG_ACK_TIMEOUT_MS = 60_000;
+/** Receiver refusals that retrying cannot fix. */
+const FATAL_CODES = new Set(['AUTH_FAILED', 'FORBIDDEN_VOLUME', 'VOLUME_MISMATCH', 'BAD_VOLUME_ID', 'UNSUPPORTED_VERSION']);
+
+export interface TagResult {
+  pointIds: number[];
+  kind: 'crash' | 'app';
+  accuracy: VolumeCut['accuracy'];
+  cuts: VolumeCut[];
+  frozenMs?: number;
+  note?: string;
+}
+
+/**
+ * The protection agent ("mobility service"): captures the configured volumes, resyncs them
+ * when needed and streams their changes to the receiver, reconnecting with backoff, cutting
+ * crash-consistent tags every interval and app-consistent tags on request.
+ */
+export class Agent {
+  readonly state: AgentState;
+  private source: CaptureSource | undefined;
+  private pipeline: Pipeline | undefined;
+  private volumes: ProtectedVolume[] = [];
+  private attached = false;
+  private conn: ReceiverConnection | undefined;
+  private stopping = false;
+  private readonly stopSignal = new Signal();
+  private fatal: FerryError | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private lastError: string | undefined;
+  private agentId = '';
+  private lastCrashCuts = '';
+  private crashTagBusy = false;
+  private lastCrashTagMs = 0;
+  private lastAppTagMs = 0;
+  private tagsSent = 0;
+
+  constructor(readonly config: AgentConfig) {
+    this.state = new AgentState(config.stateDir);
+  }
+
+  /** Runs until `stop` (resolves) or an unrecoverable error (rejects with a FerryError). */
+  async run(): Promise<void> {
+    this.state.ensure();
+    const credential = this.state.loadCredential() ?? (await this.registerFromConfig());
+    this.agentId = credential.agentId;
+    this.volumes = this.config.volumes.map(probeVolume);
+    this.source = await createCaptureSource(this.config, this.state);
+    this.pipeline = new Pipeline(this.source, this.config.pipeline);
+    this.pipeline.onFatalError((err) => this.fail(new FerryError(`replication stopped: ${err.message}`, ExitCode.failure)));
+    this.pipeline.start();
+    this.startTimers();
+    const servers: Array<net.Server | http.Server> = [await startControlServer(this, this.state.socketPath)];
+    if (this.config.metricsListen) servers.push(await startMetricsServer(this, this.config.metricsListen));
+    log.info('agent started', { name: this.config.name, agent: this.agentId, capture: this.source.kind, volumes: this.volumes.map((v) => v.id) });
+    try {
+      await this.sessionLoop(credential.credential);
+    } finally {
+      for (const server of servers) server.close();
+      await this.shutdown();
+    }
+    if (this.fatal) throw this.fatal;
+  }
+
+  private async registerFromConfig(): Promise<{ agentId: string; credential: Buffer }> {
+    const file = this.config.passphraseFile;
+    if (!file) {
+      throw new FerryError(`this agent is not registered: run \`ferry agent register --config ${this.config.file}\` first`, ExitCode.auth);
+    }
+    const passphrase = fs.readFileSync(file, 'utf8').trim();
+    return registerAgent(this.config, this.state, passphrase);
+  }
+
+  stop(): void {
+    this.stopping = true;
+    this.stopSignal.notify();
+    void this.conn?.close();
+  }
+
+  private fail(err: FerryError): void {
+    if (!this.fatal) this.fatal = err;
+    log.error('agent stopping', { error: err.message });
+    this.stop();
+  }
+
+  // ---- the session with the receiver -------------------------------------------------------
+
+  private async sessionLoop(credential: Buffer): Promise<void> {
+    let backoffMs = MIN_BACKOFF_MS;
+    while (!this.stopping) {
+      try {
+        await this.oneSession(credential);
+        backoffMs = MIN_BACKOFF_MS;
+      } catch (err) {
+        if (this.stopping) break;
+        const cerr = err instanceof ConnectionError ? err : undefined;
+        this.lastError = (err as Error).message;
+        if (cerr && (cerr.kind === 'untrusted' || FATAL_CODES.has(cerr.code ?? ''))) {
+          this.fail(connectionFailure(cerr));
+          break;
+        }
+        if (!cerr) {
+          this.fail(err instanceof FerryError ? err : new FerryError((err as Error).message, ExitCode.failure));
+          break;
+        }
+        log.warn('no session with the receiver; retrying', { error: this.lastError, retryInMs: backoffMs });
+      }
+      if (this.stopping) break;
+      await this.stopSignal.wait(backoffMs * (0.75 + Math.random() / 2));
+      backoffMs = Math.min(MAX_BACKOFF_MS, backoffMs * 2);
+    }
+  }
+
+  private async oneSession(credential: Buffer): Promise<void> {
+    const { receiver } = this.config;
+    const conn = await ReceiverConnection.connect(receiver.url, { fingerprint: receiver.fingerprint, caFile: receiver.caFile });
+    this.conn = conn;
+    const pipeline = this.pipeline as Pipeline;
+    let attachedToPipeline = false;
+    try {
+      await conn.login(this.agentId, credential);
+      const durable = new Map<string, VolumeProgress>();
+      for (const v of this.volumes) durable.set(v.id, await conn.declareVolume(v.id, v.sizeBytes, v.blockSize));
+      if (!this.attached) await this.attachVolumes(durable);
+      const failed = new Promise<ConnectionError>((resolve) => {
+        if (conn.error) resolve(conn.error);
+        conn.once('failed', resolve);
+      });
+      pipeline.attach(conn, durable);
+      attachedToPipeline = true;
+      this.lastError = undefined;
+      log.info('connected to the receiver', { url: receiver.url, durable: Object.fromEntries([...durable].map(([id, p]) => [id, p.durableSeq])) });
+      if (this.stopping) return;
+      const err = await Promise.race([failed, this.stopSignal.wait(2 ** 31 - 1).then(() => undefined)]);
+      if (err && !this.stopping) throw err;
+    } finally {
+      if (attachedToPipeline) pipeline.detach(conn.error ?? new Error('session closed'));
+      this.conn = undefined;
+      await conn.close();
+    }
+  }
+
+  /** First session: the source learns where each stream stands and starts any resync needed. */
+  private async attachVolumes(durable: Map<string, VolumeProgress>): Promise<void> {
+    const source = this.source as CaptureSource;
+    const pipeline = this.pipeline as Pipeline;
+    for (const v of this.volumes) {
+      const need = await source.attach(v, durable.get(v.id)?.durableSeq ?? 0);
+      log.info(need.kind === 'none' ? 'volume protected, no resync needed' : 'volume needs a resync', { volume: v.id, resync: need.kind, reason: need.reason });
+      if (need.kind !== 'none') source.startResync(v.id, need.kind, pipeline.requestHashes);
+    }
+    this.attached = true;
+  }
+
+  // ---- timers: heartbeat, crash tags, status -----------------------------------------------
+
+  private startTimers(): void {
+    const every = (ms: number, fn: () => void): void => {
+      const t = setInterval(fn, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(HEARTBEAT_MS, () => this.pipeline?.heartbeat());
+    every(this.config.tags.crashIntervalMs, () => void this.crashTag());
+    every(STATUS_MS, () => this.writeStatus());
+    every(RESYNC_LOG_MS, () => this.logResyncProgress());
+  }
+
+  /** A crash-consistent tag across all volumes, skipped when no stream moved since the last. */
+  private async crashTag(): Promise<void> {
+    const source = this.source;
+    const pipeline = this.pipeline;
+    if (!source || !pipeline || !this.attached || !pipeline.isConnected || this.crashTagBusy) return;
+    this.crashTagBusy = true;
+    try {
+      const cuts = await source.tag(this.volumes.map((v) => v.id), { holdMs: TAG_HOLD_MS, quiesced: false });
+      const key = JSON.stringify(cuts);
+      if (key === this.lastCrashCuts) return;
+      await withTimeout(pipeline.tag('crash', cuts), TAG_ACK_TIMEOUT_MS, 'the crash tag ack');
+      this.lastCrashCuts = key;
+      this.lastCrashTagMs = Date.now();
+      this.tagsSent++;
+    } catch (err) {
+      log.debug('crash tag not confirmed', { error: (err as Error).message });
+    } finally {
+      this.crashTagBusy = false;
+    }
+  }
+
+  /** A tag requested by an operator: app-consistent (freeze + hooks) or a plain crash tag. */
+  async tag(app: boolean, name: string): Promise<TagResult> {
+    const source = this.source;
+    const pipeline = this.pipeline;
+    if (!source || !pipeline || !this.attached) throw new Error('the agent is still starting: no volume is attached yet');
+    if (!pipeline.isConnected) throw new Error('the agent has no session with the receiver right now');
+    const ids = this.volumes.map((v) => v.id);
+    if (!app) {
+      const cuts = await source.tag(ids, { holdMs: TAG_HOLD_MS, quiesced: false });
+      const pointIds = await withTimeout(pipeline.tag('crash', cuts, name), TAG_ACK_TIMEOUT_MS, 'the tag ack');
+      this.tagsSent++;
+      return { pointIds, kind: 'crash', cuts, accuracy: weakestCut(cuts) };
+    }
+    const mounts = this.config.volumes.flatMap((v) => (v.mount ? [v.mount] : []));
+    const cut = await cutAppConsistent(source, ids, mounts, { ...this.config.tags, holdMs: TAG_HOLD_MS });
+    // A cut that missed the freeze is still a good crash-consistent point: record it as one.
+    const kind = cut.appConsistent ? 'app' : 'crash';
+    if (!cut.appConsistent) log.warn('the tag is not application-consistent', { note: cut.note });
+    const pointIds = await withTimeout(pipeline.tag(kind, cut.cuts, name), TAG_ACK_TIMEOUT_MS, 'the tag ack');
+    this.lastAppTagMs = Date.now();
+    this.tagsSent++;
+    return { pointIds, kind, cuts: cut.cuts, accuracy: cut.accuracy, frozenMs: cut.frozenMs, note: cut.note };
+  }
+
+  // ---- status ----------------------------------------------------------------------------------
+
+  status(): AgentStatus {
+    const pipeline = this.pipeline;
+    const source = this.source;
+    const connected = pipeline?.isConnected ?? false;
+    const throttled = pipeline?.isThrottled ?? false;
+    const now = nowUs();
+    const volumes: VolumeStatus[] = this.volumes.map((v) => {
+      const p = pipeline?.volumeStatus(v.id);
+      const progress = this.attached ? source?.resyncProgress(v.id) : undefined;
+      const mode = this.attached && source ? source.mode(v.id) : 'starting';
+      const resyncing = progress !== undefined && progress.finishedMs === undefined;
+      let state: VolumeState = 'protected';
+      if (!connected) state = 'disconnected';
+      else if (resyncing) state = 'resyncing';
+      else if (throttled) state = 'throttled';
+      else if (source?.kind === 'kernel' && mode !== 'exact') state = 'degraded';
+      const oldest = p?.oldestPendingCaptureUs ?? 0;
+      const elapsedS = progress ? Math.max(0.001, ((progress.finishedMs ?? Date.now()) - progress.startedMs) / 1000) : 0;
+      const rate = progress ? progress.doneBytes / elapsedS : 0;
+      return {
+        volumeId: v.id,
+        path: v.path,
+        sizeBytes: v.sizeBytes,
+        state,
+        mode,
+        rpoSeconds: oldest > 0 ? Math.max(0, now - oldest) / 1e6 : 0,
+        backlogBytes: p?.backlogBytes ?? 0,
+        capturedSeq: p?.capturedSeq ?? 0,
+        durableSeq: p?.durableSeq ?? 0,
+        resync: progress && {
+          kind: progress.kind,
+          percent: progress.totalBytes > 0 ? (100 * progress.doneBytes) / progress.totalBytes : 100,
+          doneBytes: progress.doneBytes,
+          totalBytes: progress.totalBytes,
+          sentBytes: progress.sentBytes,
+          rateBytesPerSecond: rate,
+          etaSeconds: resyncing && rate > 0 ? (progress.totalBytes - progress.doneBytes) / rate : null,
+          finished: !resyncing,
+        },
+      };
+    });
+    return {
+      pid: process.pid,
+      updatedMs: Date.now(),
+      name: this.config.name,
+      agentId: this.agentId,
+      receiver: this.config.receiver.url,
+      capture: source?.kind ?? 'scan',
+      connected,
+      throttled,
+      lastError: this.lastError,
+      sentBytes: pipeline?.sent.total ?? 0,
+      throughputBytesPerSecond: pipeline?.sent.bytesPerSecond() ?? 0,
+      rssBytes: process.memoryUsage.rss(),
+      points: { lastCrashTagMs: this.lastCrashTagMs, lastAppTagMs: this.lastAppTagMs, tagsSent: this.tagsSent },
+      volumes,
+    };
+  }
+
+  private writeStatus(): void {
+    try {
+      writeAgentStatus(this.state.statusFile, this.status());
+    } catch (err) {
+      log.warn('cannot write the status file', { error: (err as Error).message });
+    }
+  }
+
+  private logResyncProgress(): void {
+    for (const v of this.status().volumes) {
+      if (v.state !== 'resyncing' || !v.resync) continue;
+      log.info('resync progress', {
+        volume: v.volumeId,
+        percent: Number(v.resync.percent.toFixed(1)),
+        rateMBps: Number((v.resync.rateBytesPerSecond / 1e6).toFixed(1)),
+        etaSeconds: v.resync.etaSeconds === null ? null : Math.round(v.resync.etaSeconds),
+      });
+    }
+  }
+
+  private async shutdown(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.pipeline?.stop();
+    await this.source?.close();
+    this.writeStatus();
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    timer.unref();
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}

@@ -1,0 +1,415 @@
+import * as fs from 'fs';
+import { BLOCK_HASH_BYTES, blockHash } from '../../common/block-hash';
+import { log } from '../../common/log';
+import { nowUs } from '../../common/time';
+import { readDirect } from '../../native/addon';
+import { AccuracyName } from '../../proto/types';
+import { BlockEntry, ResyncState, ScanTable } from './scan-table';
+import { Signal } from '../../common/signal';
+import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, TagOptions, VolumeCut } from './types';
+
+/** Bytes read (and hashed) per step of a pass. */
+const CHUNK_BYTES = 4 * 1024 * 1024;
+/** Compact the scan table's log after this many entries (or on the timer). */
+const COMPACT_LOG_ENTRIES = 65536;
+const COMPACT_INTERVAL_MS = 10_000;
+
+export interface ScanOptions {
+  stateDirOf: (volumeId: string) => string;
+  intervalMs: number;
+  blockSize: number;
+  /** Data emitted but not yet committed, per volume, above which scanning pauses. */
+  maxPendingBytes: number;
+}
+
+interface QueuedRecord {
+  record: CapturedRecord;
+  entry: BlockEntry | undefined;
+  /** Where the pass was when it emitted this record (start of its chunk). */
+  passOffset: number;
+}
+
+/** A handed-out record as the source remembers it until commit: no data, just bookkeeping. */
+interface OutstandingRecord {
+  seq: number;
+  bytes: number;
+  entry: BlockEntry | undefined;
+  passOffset: number;
+}
+
+interface ResyncRun {
+  kind: ResyncKind;
+  remote: RemoteHashes;
+  progress: ResyncProgress;
+  /** Seq of the last record of the resync pass, once it has finished. */
+  doneSeq: number;
+}
+
+/** One volume under scan capture: a file handle, its scan table and its queue of records. */
+class ScanVolume {
+  nextSeq: number;
+  readonly queue: QueuedRecord[] = [];
+  /** Handed out, not yet committed, oldest first. */
+  readonly outstanding: OutstandingRecord[] = [];
+  pendingBytes = 0;
+  resync: ResyncRun | undefined;
+  /** Set by `settle`: a pass that started before this time does not count. */
+  settleRequestedUs = 0;
+  lastPassStartUs = 0;
+  lastPassEndUs = 0;
+  passOffset = 0;
+  readonly room = new Signal();
+  readonly wake = new Signal();
+  readonly passDone = new Signal();
+  private readonly zeroHash: Buffer;
+  private readonly buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+
+  constructor(
+    readonly spec: ProtectedVolume,
+    readonly table: ScanTable,
+    private readonly file: fs.promises.FileHandle,
+    receiverDurableSeq: number,
+    private readonly opts: ScanOptions,
+    private readonly emitted: () => void,
+  ) {
+    this.nextSeq = receiverDurableSeq + 1;
+    this.zeroHash = blockHash(Buffer.alloc(opts.blockSize));
+  }
+
+  get blockSize(): number {
+    return this.opts.blockSize;
+  }
+
+  /** A fresh replica reads as zeroes: tell the table so that zero blocks are never sent. */
+  assumeZeroReplica(): void {
+    for (let b = 0; b < this.table.blocks; b++) {
+      const len = Math.min(this.blockSize, this.spec.sizeBytes - b * this.blockSize);
+      this.table.noteReceiverHas(b, len === this.blockSize ? this.zeroHash : blockHash(Buffer.alloc(len)));
+    }
+  }
+
+  accuracy(): AccuracyName {
+    return this.resync ? 'none' : 'approximate';
+  }
+
+  async run(isClosed: () => boolean): Promise<void> {
+    while (!isClosed()) {
+      const started = Date.now();
+      await this.pass(isClosed);
+      if (isClosed()) return;
+      const wait = started + this.opts.intervalMs - Date.now();
+      if (wait > 0 && this.settleRequestedUs <= this.lastPassStartUs) await this.wake.wait(wait);
+    }
+  }
+
+  private async pass(isClosed: () => boolean): Promise<void> {
+    const resync = this.resync;
+    const startOffset = resync ? Math.min(this.table.resync.cursor, this.spec.sizeBytes) : 0;
+    this.lastPassStartUs = nowUs();
+    for (let offset = startOffset - (startOffset % CHUNK_BYTES); offset < this.spec.sizeBytes; offset += CHUNK_BYTES) {
+      while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
+      if (isClosed()) return;
+      if (!resync && this.settleRequestedUs > this.lastPassStartUs) {
+        // An app-consistent tag wants a pass that began after the freeze: start over.
+        this.lastPassStartUs = nowUs();
+        offset = -CHUNK_BYTES;
+        continue;
+      }
+      this.passOffset = offset;
+      const length = Math.min(CHUNK_BYTES, this.spec.sizeBytes - offset);
+      if (resync?.kind === 'hash-compare') await this.learnRemoteHashes(resync.remote, offset, length);
+      const data = await this.read(offset, length);
+      this.scanChunk(offset, data, resync ? 'none' : 'approximate');
+      if (resync) resync.progress.doneBytes = offset + length;
+    }
+    this.passOffset = this.spec.sizeBytes;
+    this.lastPassEndUs = nowUs();
+    if (resync) {
+      resync.doneSeq = this.nextSeq - 1;
+      this.resync = undefined;
+      log.info('resync pass read the whole volume', { volume: this.spec.id, kind: resync.kind, sentBytes: resync.progress.sentBytes, doneSeq: resync.doneSeq });
+      this.finishedResync = resync;
+      this.noteResyncDurable();
+    }
+    this.passDone.notify();
+  }
+
+  /** The last finished resync, kept until its records are committed (see persistedResync). */
+  finishedResync: ResyncRun | undefined;
+
+  private async read(offset: number, length: number): Promise<Buffer> {
+    if (this.spec.isBlockDevice) {
+      const data = await readDirect(this.spec.path, offset, length);
+      if (data.length !== length) throw new Error(`${this.spec.path}: short read at ${offset} (${data.length} of ${length} bytes)`);
+      return data;
+    }
+    const buf = this.buffer.subarray(0, length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.file.read(buf, done, length - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    if (done < length) buf.fill(0, done);
+    return buf;
+  }
+
+  close(): Promise<void> {
+    this.table.close();
+    return this.file.close();
+  }
+
+  /** Hash-compare: blocks the table does not know yet take the receiver's hash. */
+  private async learnRemoteHashes(remote: RemoteHashes, offset: number, length: number): Promise<void> {
+    const first = offset / this.blockSize;
+    const count = Math.ceil(length / this.blockSize);
+    let unknown = false;
+    for (let b = first; b < first + count; b++) if (!this.table.isKnown(b)) unknown = true;
+    if (!unknown) return;
+    const hashes = await remote(this.spec.id, offset, this.blockSize, count);
+    for (let i = 0; i < count; i++) {
+      if (!this.table.isKnown(first + i)) this.table.noteReceiverHas(first + i, hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES));
+    }
+  }
+
+  private scanChunk(offset: number, data: Buffer, accuracy: AccuracyName): void {
+    const captureTimeUs = nowUs();
+    let emitted = false;
+    for (let start = 0; start < data.length; start += this.blockSize) {
+      const block = (offset + start) / this.blockSize;
+      const bytes = data.subarray(start, Math.min(data.length, start + this.blockSize));
+      const hash = blockHash(bytes);
+      if (this.table.sentMatches(block, hash)) continue;
+      this.table.noteSent(block, hash);
+      const seq = this.nextSeq++;
+      const record: CapturedRecord = { volumeId: this.spec.id, seq, kind: 'write', offset: offset + start, length: bytes.length, captureTimeUs, data: Buffer.from(bytes), accuracy };
+      this.queue.push({ record, entry: { seq, block, hash }, passOffset: offset });
+      this.pendingBytes += bytes.length;
+      if (this.resync) this.resync.progress.sentBytes += bytes.length;
+      emitted = true;
+    }
+    if (emitted) this.emitted();
+  }
+
+  /** Resync state as it may be persisted: only what the receiver already holds durably. */
+  persistedResync(): ResyncState {
+    const oldest = this.outstanding[0] ?? this.queue[0];
+    const running = this.resync;
+    if (running) return { kind: running.kind, cursor: oldest ? oldest.passOffset : this.passOffset, doneSeq: 0 };
+    const finished = this.finishedResync;
+    if (finished && this.table.committedSeq < finished.doneSeq) {
+      return { kind: finished.kind, cursor: oldest ? oldest.passOffset : this.spec.sizeBytes, doneSeq: 0 };
+    }
+    return { kind: 'none', cursor: 0, doneSeq: finished?.doneSeq ?? this.table.resync.doneSeq };
+  }
+
+  /** After a commit or the end of a pass: note how far the resync is durable (a restart resumes there). */
+  noteResyncDurable(): void {
+    const finished = this.finishedResync;
+    if (finished && finished.progress.finishedMs === undefined && this.table.committedSeq >= finished.doneSeq) {
+      finished.progress.finishedMs = Date.now();
+      log.info('resync complete: the receiver holds all of it', { volume: this.spec.id, kind: finished.kind, doneSeq: finished.doneSeq });
+    }
+    if (!this.resync && this.table.resync.kind === 'none') return;
+    const state = this.persistedResync();
+    if (state.kind === this.table.resync.kind && state.cursor === this.table.resync.cursor && state.doneSeq === this.table.resync.doneSeq) return;
+    this.table.logResync(state, this.table.committedSeq);
+  }
+
+  compact(): void {
+    this.table.resync = this.persistedResync();
+    this.table.compact(this.outstanding.flatMap((q) => (q.entry ? [q.entry] : [])));
+  }
+}
+
+/**
+ * Driverless capture: every `intervalMs` each volume is read in blocks, hashed, and compared
+ * with what the receiver holds (or will hold); changed blocks become write records. Points
+ * are approximate (a pass is not an instant) unless the volume was frozen for the pass.
+ */
+export class ScanSource implements CaptureSource {
+  readonly kind = 'scan' as const;
+  private readonly volumes = new Map<string, ScanVolume>();
+  private readonly batches = new Map<number, Array<{ volume: ScanVolume; items: OutstandingRecord[] }>>();
+  private nextBatchId = 1;
+  private closed = false;
+  private readonly available = new Signal();
+  private readonly loops: Array<Promise<void>> = [];
+  private compactTimer: NodeJS.Timeout | undefined;
+  private rr = 0;
+
+  constructor(private readonly opts: ScanOptions) {}
+
+  async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
+    if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
+    const file = await fs.promises.open(spec.path, 'r');
+    const { table, stale } = ScanTable.open(this.opts.stateDirOf(spec.id), spec.sizeBytes, this.opts.blockSize, receiverDurableSeq);
+    const volume = new ScanVolume(spec, table, file, receiverDurableSeq, this.opts, () => this.available.notify());
+    this.volumes.set(spec.id, volume);
+    let need: ResyncNeed;
+    if (stale && receiverDurableSeq === 0) {
+      volume.assumeZeroReplica();
+      need = { kind: 'full', reason: 'the replica is new' };
+    } else if (stale) {
+      need = { kind: 'hash-compare', reason: "no scan table describes the receiver's copy (unclean stop, another machine, or a receiver restore)" };
+    } else if (table.resync.kind !== 'none') {
+      need = { kind: table.resync.kind, reason: `resuming the interrupted ${table.resync.kind} resync at byte ${table.resync.cursor}` };
+    } else {
+      need = { kind: 'none', reason: 'the scan table matches the receiver' };
+    }
+    if (need.kind === 'none') this.startLoop(volume);
+    if (!this.compactTimer) {
+      this.compactTimer = setInterval(() => this.compactAll(), COMPACT_INTERVAL_MS);
+      this.compactTimer.unref();
+    }
+    return need;
+  }
+
+  private startLoop(volume: ScanVolume): void {
+    this.loops.push(
+      volume.run(() => this.closed).catch((err: unknown) => {
+        if (!this.closed) log.error('scan stopped', { volume: volume.spec.id, error: (err as Error).message });
+      }),
+    );
+  }
+
+  startResync(volumeId: string, kind: ResyncKind, remote: RemoteHashes): void {
+    const volume = this.volume(volumeId);
+    const resumeAt = volume.table.resync.kind === kind ? volume.table.resync.cursor : 0;
+    volume.table.resync = { kind, cursor: resumeAt, doneSeq: 0 };
+    volume.resync = { kind, remote, doneSeq: 0, progress: { kind, doneBytes: resumeAt, totalBytes: volume.spec.sizeBytes, sentBytes: 0, startedMs: Date.now() } };
+    volume.compact();
+    this.startLoop(volume);
+  }
+
+  resyncProgress(volumeId: string): ResyncProgress | undefined {
+    const volume = this.volumes.get(volumeId);
+    return volume?.resync?.progress ?? volume?.finishedResync?.progress;
+  }
+
+  mode(volumeId: string): CaptureMode {
+    this.volume(volumeId);
+    return 'approximate';
+  }
+
+  private volume(volumeId: string): ScanVolume {
+    const v = this.volumes.get(volumeId);
+    if (!v) throw new Error(`volume ${volumeId} is not attached`);
+    return v;
+  }
+
+  async next(maxBytes: number, timeoutMs: number): Promise<CaptureBatch | undefined> {
+    if (!this.hasQueued()) await this.available.wait(timeoutMs);
+    if (!this.hasQueued() || this.closed) return undefined;
+    const parts: Array<{ volume: ScanVolume; items: QueuedRecord[] }> = [];
+    let bytes = 0;
+    const vols = [...this.volumes.values()];
+    // Round-robin over volumes so that one busy volume cannot starve the others.
+    for (let i = 0; i < vols.length && bytes < maxBytes; i++) {
+      const volume = vols[(this.rr + i) % vols.length];
+      const items: QueuedRecord[] = [];
+      while (volume.queue.length > 0 && (bytes < maxBytes || items.length === 0)) {
+        const item = volume.queue.shift() as QueuedRecord;
+        items.push(item);
+        bytes += item.record.length;
+      }
+      if (items.length > 0) parts.push({ volume, items });
+    }
+    this.rr++;
+    const kept: Array<{ volume: ScanVolume; items: OutstandingRecord[] }> = [];
+    for (const { volume, items } of parts) {
+      volume.table.log(items.flatMap((q) => (q.entry ? [q.entry] : [])));
+      const outstanding = items.map((q) => ({ seq: q.record.seq, bytes: q.record.length, entry: q.entry, passOffset: q.passOffset }));
+      volume.outstanding.push(...outstanding);
+      kept.push({ volume, items: outstanding });
+    }
+    const id = this.nextBatchId++;
+    this.batches.set(id, kept);
+    return { id, records: parts.flatMap((p) => p.items.map((q) => q.record)) };
+  }
+
+  private hasQueued(): boolean {
+    for (const v of this.volumes.values()) if (v.queue.length > 0) return true;
+    return false;
+  }
+
+  async commit(batchId: number): Promise<void> {
+    const parts = this.batches.get(batchId);
+    if (!parts) throw new Error(`capture batch ${batchId} is not outstanding`);
+    this.batches.delete(batchId);
+    for (const { volume, items } of parts) {
+      // Batches are committed in the order they were handed out: this one heads the list.
+      if (volume.outstanding[0] !== items[0]) throw new Error(`capture batch ${batchId} committed out of order`);
+      volume.outstanding.splice(0, items.length);
+      volume.table.noteCommitted(
+        items.flatMap((q) => (q.entry ? [q.entry] : [])),
+        items[items.length - 1].seq,
+      );
+      volume.pendingBytes -= items.reduce((n, q) => n + q.bytes, 0);
+      volume.room.notify();
+      volume.noteResyncDurable();
+      if (volume.table.logEntryCount >= COMPACT_LOG_ENTRIES) volume.compact();
+    }
+  }
+
+  oldestQueuedCaptureUs(): number {
+    let oldest = 0;
+    for (const v of this.volumes.values()) {
+      const head = v.queue[0]?.record.captureTimeUs ?? 0;
+      if (head > 0 && (oldest === 0 || head < oldest)) oldest = head;
+    }
+    return oldest;
+  }
+
+  /** Scan streams have no writes to hold: the cut is simply what has been emitted so far. */
+  async tag(volumeIds: string[], options: TagOptions): Promise<VolumeCut[]> {
+    return volumeIds.map((id) => {
+      const v = this.volume(id);
+      const accuracy: AccuracyName = v.resync ? 'none' : options.quiesced ? 'exact' : 'approximate';
+      return { volumeId: id, seq: v.nextSeq - 1, accuracy };
+    });
+  }
+
+  async settle(volumeIds: string[], deadlineMs: number): Promise<boolean> {
+    const volumes = volumeIds.map((id) => this.volume(id));
+    if (volumes.some((v) => v.resync)) return false;
+    const requested = nowUs();
+    for (const v of volumes) {
+      v.settleRequestedUs = requested;
+      v.wake.notify();
+    }
+    for (const v of volumes) {
+      while (!(v.lastPassStartUs >= requested && v.lastPassEndUs >= v.lastPassStartUs)) {
+        const left = deadlineMs - Date.now();
+        if (left <= 0 || this.closed) return false;
+        await v.passDone.wait(left);
+      }
+    }
+    return true;
+  }
+
+  private compactAll(): void {
+    for (const v of this.volumes.values()) {
+      try {
+        v.compact();
+      } catch (err) {
+        log.warn('cannot save the scan table', { volume: v.spec.id, error: (err as Error).message });
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.compactTimer) clearInterval(this.compactTimer);
+    for (const v of this.volumes.values()) {
+      v.wake.notify();
+      v.room.notify();
+    }
+    this.available.notify();
+    await Promise.all(this.loops);
+    for (const v of this.volumes.values()) {
+      v.compact();
+      await v.close();
+    }
+  }
+}

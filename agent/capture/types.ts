@@ -1,0 +1,103 @@
+import type { AccuracyName, ExtentKind } from '../../proto/types';
+
+/**
+ * How a capture source currently sees writes to a volume:
+ * - exact: every write with its data, in completion order (kernel DATA mode);
+ * - approximate: the ranges are known, the data is read back later (kernel METADATA, scan);
+ * - bitmap-draining: only dirty regions are known; they are being read back (kernel BITMAP).
+ */
+export type CaptureMode = 'exact' | 'approximate' | 'bitmap-draining';
+
+/** One change of one volume, numbered in that volume's stream. */
+export interface CapturedRecord {
+  volumeId: string;
+  seq: number;
+  kind: ExtentKind;
+  offset: number;
+  /** Bytes; for a write equal to data.length. 0 for flush and noop markers. */
+  length: number;
+  captureTimeUs: number;
+  /** The written bytes (writes only). */
+  data?: Buffer;
+  /** What a recovery point cut right after this record is worth. */
+  accuracy: AccuracyName;
+}
+
+/** Records handed out together; they are freed (committed) together once the receiver has them durable. */
+export interface CaptureBatch {
+  id: number;
+  records: CapturedRecord[];
+}
+
+/** A volume as the agent protects it. */
+export interface ProtectedVolume {
+  id: string;
+  path: string;
+  sizeBytes: number;
+  blockSize: number;
+  /** Block devices are read with O_DIRECT: their page cache may be stale next to a mounted filesystem. */
+  isBlockDevice: boolean;
+}
+
+export type ResyncKind = 'full' | 'hash-compare' | 'delta';
+
+/** What a volume needs before its stream alone keeps the replica equal to the source. */
+export type ResyncNeed = { kind: 'none'; reason: string } | { kind: ResyncKind; reason: string };
+
+export interface ResyncProgress {
+  kind: ResyncKind;
+  doneBytes: number;
+  totalBytes: number;
+  /** Bytes of block data the resync put into the stream (the rest matched or was zero). */
+  sentBytes: number;
+  startedMs: number;
+  finishedMs?: number;
+}
+
+export interface VolumeCut {
+  volumeId: string;
+  seq: number;
+  accuracy: AccuracyName;
+}
+
+export interface TagOptions {
+  /** Longest time new writes may be held to cut all streams at one moment. */
+  holdMs: number;
+  /** The volumes are frozen and `settle` succeeded: the cut is a consistent image. */
+  quiesced: boolean;
+}
+
+/** Where a hash-compare resync gets the receiver's block hashes from (16 bytes per block). */
+export type RemoteHashes = (volumeId: string, offset: number, blockSize: number, count: number) => Promise<Buffer>;
+
+/**
+ * A source of change records for the volumes of one machine: the `scan` source (no driver)
+ * or the `kernel` source (dm-ferry / ferryflt). Records come out in transactional batches:
+ * `next` hands a batch out, `commit` frees it after the receiver made it durable; a batch
+ * never committed is produced again after the agent restarts.
+ */
+export interface CaptureSource {
+  readonly kind: 'scan' | 'kernel';
+  /**
+   * Starts capturing `volume`. `receiverDurableSeq` is where the receiver's stream of it
+   * stands; the source continues the stream after it and says which resync is needed.
+   */
+  attach(volume: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed>;
+  /** Runs a resync in the background, its data ordered into the stream. */
+  startResync(volumeId: string, kind: ResyncKind, remote: RemoteHashes): void;
+  resyncProgress(volumeId: string): ResyncProgress | undefined;
+  mode(volumeId: string): CaptureMode;
+  /** The next batch of at most about `maxBytes`, waiting up to `timeoutMs` for one. */
+  next(maxBytes: number, timeoutMs: number): Promise<CaptureBatch | undefined>;
+  commit(batchId: number): Promise<void>;
+  /** Capture time of the oldest change not yet handed out (0: none). */
+  oldestQueuedCaptureUs(): number;
+  /** Cuts every listed stream at one moment; records up to each cut are handed out before any after it. */
+  tag(volumeIds: string[], options: TagOptions): Promise<VolumeCut[]>;
+  /**
+   * Makes the streams reflect the volumes as they are now (the scan source runs a full pass;
+   * the kernel source has nothing to do). True when that finished before `deadlineMs`.
+   */
+  settle(volumeIds: string[], deadlineMs: number): Promise<boolean>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,59 @@
+import { buildChangeSet } from '../transport/change-set';
+import { encodeFrame, ferry } from '../../proto/frames';
+import type { AccuracyName } from '../../proto/types';
+import type { CapturedRecord } from '../capture/types';
+
+/** A change set ready to send: encoded once, sent again unchanged after a reconnect. */
+export interface SealedChangeSet {
+  type: 'changes';
+  volumeId: string;
+  firstSeq: number;
+  lastSeq: number;
+  frame: Buffer;
+  /** Uncompressed bytes of written data (throughput and backlog figures). */
+  dataBytes: number;
+  oldestCaptureUs: number;
+}
+
+export interface PendingTag {
+  type: 'tag';
+  tag: ferry.ITag;
+}
+
+export type OutgoingItem = SealedChangeSet | PendingTag;
+
+/** Records of one volume waiting to become a change set; they share one accuracy. */
+export class OpenChangeSet {
+  readonly records: CapturedRecord[] = [];
+  dataBytes = 0;
+  readonly openedMs = Date.now();
+
+  constructor(
+    readonly volumeId: string,
+    readonly accuracy: AccuracyName,
+  ) {}
+
+  add(record: CapturedRecord): void {
+    this.records.push(record);
+    if (record.kind === 'write') this.dataBytes += record.length;
+  }
+
+  get lastSeq(): number {
+    return this.records[this.records.length - 1]?.seq ?? 0;
+  }
+
+  /** Builds the frame; `pendingSinceUs` is the oldest capture time the agent still holds after it. */
+  seal(pendingSinceUs: number): SealedChangeSet {
+    const first = this.records[0];
+    const cs = buildChangeSet(this.volumeId, first.seq, this.records, this.accuracy, pendingSinceUs);
+    return {
+      type: 'changes',
+      volumeId: this.volumeId,
+      firstSeq: first.seq,
+      lastSeq: this.lastSeq,
+      frame: encodeFrame({ changeSet: cs }),
+      dataBytes: this.dataBytes,
+      oldestCaptureUs: this.records.reduce((oldest, r) => (r.captureTimeUs > 0 && (oldest === 0 || r.captureTimeUs < oldest) ? r.captureTimeUs : oldest), 0),
+    };
+  }
+}

@@ -1,0 +1,413 @@
+import { randomUUID } from 'crypto';
+import { log } from '../../common/log';
+import { Signal } from '../../common/signal';
+import { nowUs } from '../../common/time';
+import { DecodedFrame, ferry } from '../../proto/frames';
+import { accuracyValue } from '../../proto/types';
+import type { CaptureSource, VolumeCut } from '../capture/types';
+import type { ConnectionError, ReceiverConnection, VolumeProgress } from '../transport/receiver-connection';
+import { OpenChangeSet, OutgoingItem, SealedChangeSet } from './outgoing';
+import { Throughput } from './throughput';
+
+export interface PipelineOptions {
+  /** A change set is sealed at this many bytes of data... */
+  maxBatchBytes: number;
+  /** ...or when its oldest record has waited this long. */
+  maxBatchDelayMs: number;
+  /** Encoded change sets sent and not yet durable, at most. */
+  windowBytes: number;
+}
+
+/** The receiver's durable seq went below what it had acknowledged: it lost data. */
+export class ReceiverRegressedError extends Error {}
+
+interface CaptureBatchState {
+  id: number;
+  /** Highest seq of each volume in the batch; the batch is committed when all are durable. */
+  lastSeq: Map<string, number>;
+}
+
+interface TagRequest {
+  kind: 'crash' | 'app';
+  name: string;
+  cuts: VolumeCut[];
+  groupId: string;
+  resolve: (pointIds: number[]) => void;
+  reject: (err: Error) => void;
+  queued: boolean;
+}
+
+interface HashWaiter {
+  request: ferry.IHashRequest;
+  resolve: (hashes: Buffer) => void;
+  reject: (err: Error) => void;
+  sent: boolean;
+}
+
+export interface VolumePipelineStatus {
+  durableSeq: number;
+  capturedSeq: number;
+  backlogBytes: number;
+  oldestPendingCaptureUs: number;
+}
+
+/**
+ * Moves change records from the capture source to the receiver: batches them into change sets
+ * (by size and time, lz4), sends them within a bounded window, and commits capture batches only
+ * once the receiver has acknowledged them as durable. Survives reconnects: unacknowledged change
+ * sets are sent again, from where the receiver's durable seq says it stands.
+ */
+export class Pipeline {
+  private conn: ReceiverConnection | undefined;
+  private readonly open = new Map<string, OpenChangeSet>();
+  private outgoing: OutgoingItem[] = [];
+  private inFlight: SealedChangeSet[] = [];
+  private inFlightBytes = 0;
+  private readonly batches: CaptureBatchState[] = [];
+  private readonly durable = new Map<string, number>();
+  private readonly committed = new Map<string, number>();
+  private readonly pulled = new Map<string, number>();
+  private readonly tags: TagRequest[] = [];
+  private readonly hashWaiters = new Map<number, HashWaiter>();
+  private nextHashRequestId = 1;
+  private throttled = false;
+  private running = false;
+  private readonly room = new Signal();
+  private loop: Promise<void> | undefined;
+  private committing = Promise.resolve();
+  private fatal: Error | undefined;
+  private readonly onFatal: Array<(err: Error) => void> = [];
+  readonly sent = new Throughput();
+
+  constructor(
+    private readonly source: CaptureSource,
+    private readonly opts: PipelineOptions,
+  ) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.pump();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.room.notify();
+    await this.loop;
+    await this.committing;
+    const stopped = new Error('the agent is stopping');
+    for (const tag of [...this.tags]) this.failTag(tag, stopped);
+    for (const waiter of this.hashWaiters.values()) waiter.reject(stopped);
+    this.hashWaiters.clear();
+  }
+
+  /** Called with an error the pipeline cannot recover from by itself (see ReceiverRegressedError). */
+  onFatalError(handler: (err: Error) => void): void {
+    this.onFatal.push(handler);
+  }
+
+  get isThrottled(): boolean {
+    return this.throttled;
+  }
+
+  get isConnected(): boolean {
+    return this.conn?.isOpen ?? false;
+  }
+
+  // ---- connection -----------------------------------------------------------------------------
+
+  /** Starts using a logged-in connection whose volumes are declared; `durable` is where each stands. */
+  attach(conn: ReceiverConnection, durable: Map<string, VolumeProgress>): void {
+    for (const [volumeId, p] of durable) {
+      const committed = this.committed.get(volumeId) ?? 0;
+      if (p.durableSeq < committed) {
+        this.raiseFatal(new ReceiverRegressedError(`receiver reports volume ${volumeId} durable through seq ${p.durableSeq}, but it had acknowledged ${committed}: it lost data`));
+        return;
+      }
+      this.noteDurable(volumeId, p.durableSeq);
+    }
+    this.conn = conn;
+    this.throttled = false;
+    conn.on('progress', (volumeId: string, p: VolumeProgress) => this.noteDurable(volumeId, p.durableSeq));
+    conn.on('throttle', (delayMs: number) => this.onThrottle(delayMs));
+    conn.on('frame', (frame: DecodedFrame) => this.onFrame(frame));
+    for (const waiter of this.hashWaiters.values()) waiter.sent = false;
+    this.sendHashRequests();
+    this.trySend();
+  }
+
+  /** The connection failed: what was in flight goes back to the front of the queue. */
+  detach(err: ConnectionError | Error): void {
+    if (!this.conn) return;
+    this.conn.removeAllListeners('progress');
+    this.conn.removeAllListeners('throttle');
+    this.conn.removeAllListeners('frame');
+    this.conn = undefined;
+    this.outgoing = [...this.inFlight, ...this.outgoing];
+    this.inFlight = [];
+    this.inFlightBytes = 0;
+    for (const tag of this.tags.filter((t) => t.queued)) this.failTag(tag, new Error(`the connection failed before the receiver confirmed the tag: ${err.message}`));
+  }
+
+  private onThrottle(delayMs: number): void {
+    const was = this.throttled;
+    this.throttled = delayMs > 0;
+    if (this.throttled && !was) log.warn('receiver asked to slow down: sending paused', { delayMs });
+    if (!this.throttled && was) log.info('receiver resumed: sending again');
+    this.trySend();
+  }
+
+  private onFrame(frame: DecodedFrame): void {
+    if (frame.tagAck) {
+      const tag = this.tags.find((t) => t.groupId === frame.tagAck?.groupId);
+      if (tag) {
+        this.tags.splice(this.tags.indexOf(tag), 1);
+        tag.resolve((frame.tagAck.pointIds ?? []).map(Number));
+      }
+    }
+    if (frame.blockHashes) {
+      const waiter = this.hashWaiters.get(frame.blockHashes.requestId ?? 0);
+      if (waiter) {
+        this.hashWaiters.delete(frame.blockHashes.requestId ?? 0);
+        const h = frame.blockHashes.hashes ?? new Uint8Array();
+        waiter.resolve(Buffer.from(h.buffer, h.byteOffset, h.byteLength));
+      }
+    }
+  }
+
+  // ---- hash-compare resync ------------------------------------------------------------------
+
+  /** Asks the receiver for block hashes; waits through reconnects until it answers. */
+  requestHashes = (volumeId: string, offset: number, blockSize: number, count: number): Promise<Buffer> => {
+    return new Promise((resolve, reject) => {
+      if (!this.running) return reject(new Error('the agent is stopping'));
+      const requestId = this.nextHashRequestId++;
+      this.hashWaiters.set(requestId, { request: { volumeId, offset, blockSize, count, requestId }, resolve, reject, sent: false });
+      this.sendHashRequests();
+    });
+  };
+
+  private sendHashRequests(): void {
+    if (!this.conn?.isOpen) return;
+    for (const waiter of this.hashWaiters.values()) {
+      if (waiter.sent) continue;
+      waiter.sent = true;
+      this.conn.send({ hashRequest: waiter.request });
+    }
+  }
+
+  // ---- tags ------------------------------------------------------------------------------------
+
+  /**
+   * Sends a tag at `cuts` once every record up to each cut is on its way; resolves with the
+   * receiver's point ids.
+   */
+  tag(kind: 'crash' | 'app', cuts: VolumeCut[], name = ''): Promise<number[]> {
+    return new Promise((resolve, reject) => {
+      this.tags.push({ kind, name, cuts, groupId: randomUUID(), resolve, reject, queued: false });
+      this.room.notify();
+    });
+  }
+
+  private failTag(tag: TagRequest, err: Error): void {
+    const i = this.tags.indexOf(tag);
+    if (i >= 0) this.tags.splice(i, 1);
+    tag.reject(err);
+  }
+
+  /** Queues the tags whose cuts have all been pulled from the source, after their change sets. */
+  private queueReadyTags(): void {
+    for (const tag of this.tags) {
+      if (tag.queued) continue;
+      if (!tag.cuts.every((c) => c.seq <= (this.pulled.get(c.volumeId) ?? 0) || c.seq <= (this.durable.get(c.volumeId) ?? 0))) continue;
+      for (const c of tag.cuts) this.seal(c.volumeId);
+      tag.queued = true;
+      this.outgoing.push({
+        type: 'tag',
+        tag: {
+          kind: tag.kind === 'app' ? ferry.Tag.Kind.APP : ferry.Tag.Kind.CRASH,
+          groupId: tag.groupId,
+          name: tag.name,
+          timeUs: nowUs(),
+          cuts: tag.cuts.map((c) => ({ volumeId: c.volumeId, seq: c.seq, accuracy: accuracyValue(c.accuracy) })),
+        },
+      });
+    }
+  }
+
+  // ---- the pump -------------------------------------------------------------------------------
+
+  private async pump(): Promise<void> {
+    while (this.running && !this.fatal) {
+      this.queueReadyTags();
+      this.sealStale();
+      this.trySend();
+      if (this.queuedBytes() >= this.opts.windowBytes) {
+        await this.room.wait(this.opts.maxBatchDelayMs);
+        continue;
+      }
+      let batch;
+      try {
+        batch = await this.source.next(this.opts.maxBatchBytes, this.opts.maxBatchDelayMs);
+      } catch (err) {
+        this.raiseFatal(err as Error);
+        return;
+      }
+      if (!batch) continue;
+      const lastSeq = new Map<string, number>();
+      for (const rec of batch.records) {
+        lastSeq.set(rec.volumeId, rec.seq);
+        this.pulled.set(rec.volumeId, Math.max(this.pulled.get(rec.volumeId) ?? 0, rec.seq));
+        if (rec.seq <= (this.durable.get(rec.volumeId) ?? 0)) continue; // the receiver has it (redelivery)
+        let open = this.open.get(rec.volumeId);
+        if (open && open.accuracy !== rec.accuracy) {
+          this.seal(rec.volumeId);
+          open = undefined;
+        }
+        if (!open) {
+          open = new OpenChangeSet(rec.volumeId, rec.accuracy);
+          this.open.set(rec.volumeId, open);
+        }
+        open.add(rec);
+        if (open.dataBytes >= this.opts.maxBatchBytes) this.seal(rec.volumeId);
+      }
+      this.batches.push({ id: batch.id, lastSeq });
+      this.commitDurable();
+    }
+  }
+
+  /** Bytes queued or in flight: pulling more from the source waits while this is over the window. */
+  private queuedBytes(): number {
+    let bytes = this.inFlightBytes;
+    for (const item of this.outgoing) if (item.type === 'changes') bytes += item.frame.length;
+    for (const open of this.open.values()) bytes += open.dataBytes;
+    return bytes;
+  }
+
+  private seal(volumeId: string): void {
+    const open = this.open.get(volumeId);
+    if (!open || open.records.length === 0) return;
+    this.open.delete(volumeId);
+    this.outgoing.push(open.seal(this.oldestPendingCaptureUs()));
+  }
+
+  private sealStale(): void {
+    const now = Date.now();
+    for (const [volumeId, open] of this.open) if (now - open.openedMs >= this.opts.maxBatchDelayMs) this.seal(volumeId);
+  }
+
+  private trySend(): void {
+    const conn = this.conn;
+    if (!conn?.isOpen) return;
+    while (this.outgoing.length > 0) {
+      const item = this.outgoing[0];
+      if (item.type === 'changes') {
+        if (this.throttled || this.inFlightBytes >= this.opts.windowBytes) return;
+        if (item.lastSeq <= (this.durable.get(item.volumeId) ?? 0)) {
+          this.outgoing.shift();
+          continue;
+        }
+        this.outgoing.shift();
+        try {
+          conn.sendRaw(item.frame);
+        } catch {
+          this.outgoing.unshift(item);
+          return;
+        }
+        this.inFlight.push(item);
+        this.inFlightBytes += item.frame.length;
+        this.sent.add(item.dataBytes);
+      } else {
+        this.outgoing.shift();
+        try {
+          conn.send({ tag: item.tag });
+        } catch {
+          return;
+        }
+      }
+    }
+  }
+
+  private noteDurable(volumeId: string, seq: number): void {
+    if (seq <= (this.durable.get(volumeId) ?? 0)) return;
+    this.durable.set(volumeId, seq);
+    const keep: SealedChangeSet[] = [];
+    for (const cs of this.inFlight) {
+      if (cs.volumeId === volumeId && cs.lastSeq <= seq) this.inFlightBytes -= cs.frame.length;
+      else keep.push(cs);
+    }
+    this.inFlight = keep;
+    this.commitDurable();
+    this.room.notify();
+    this.trySend();
+  }
+
+  /** Commits, in order, every capture batch whose records are all durable at the receiver. */
+  private commitDurable(): void {
+    this.committing = this.committing.then(async () => {
+      while (this.batches.length > 0) {
+        const head = this.batches[0];
+        for (const [volumeId, seq] of head.lastSeq) if (seq > (this.durable.get(volumeId) ?? 0)) return;
+        this.batches.shift();
+        try {
+          await this.source.commit(head.id);
+        } catch (err) {
+          this.raiseFatal(err as Error);
+          return;
+        }
+        for (const [volumeId, seq] of head.lastSeq) this.committed.set(volumeId, Math.max(this.committed.get(volumeId) ?? 0, seq));
+      }
+    });
+  }
+
+  private raiseFatal(err: Error): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    this.running = false;
+    this.room.notify();
+    for (const h of this.onFatal) h(err);
+  }
+
+  // ---- figures ---------------------------------------------------------------------------------
+
+  /** Capture time of the oldest change not yet durable at the receiver (0: none). */
+  oldestPendingCaptureUs(): number {
+    let oldest = this.source.oldestQueuedCaptureUs();
+    const consider = (t: number): void => {
+      if (t > 0 && (oldest === 0 || t < oldest)) oldest = t;
+    };
+    for (const cs of this.inFlight) consider(cs.oldestCaptureUs);
+    for (const item of this.outgoing) if (item.type === 'changes') consider(item.oldestCaptureUs);
+    for (const open of this.open.values()) for (const r of open.records) consider(r.captureTimeUs);
+    return oldest;
+  }
+
+  volumeStatus(volumeId: string): VolumePipelineStatus {
+    let backlog = 0;
+    let oldest = 0;
+    const consider = (t: number): void => {
+      if (t > 0 && (oldest === 0 || t < oldest)) oldest = t;
+    };
+    for (const cs of [...this.inFlight, ...this.outgoing]) {
+      if (cs.type !== 'changes' || cs.volumeId !== volumeId) continue;
+      backlog += cs.dataBytes;
+      consider(cs.oldestCaptureUs);
+    }
+    const open = this.open.get(volumeId);
+    if (open) {
+      backlog += open.dataBytes;
+      for (const r of open.records) consider(r.captureTimeUs);
+    }
+    return { durableSeq: this.durable.get(volumeId) ?? 0, capturedSeq: this.pulled.get(volumeId) ?? 0, backlogBytes: backlog, oldestPendingCaptureUs: oldest };
+  }
+
+  /** Sends a heartbeat carrying the agent's backlog age (the receiver's RPO figure). */
+  heartbeat(): void {
+    if (!this.conn?.isOpen) return;
+    try {
+      this.conn.send({ heartbeat: { timeUs: nowUs(), pendingSinceUs: this.oldestPendingCaptureUs() } });
+    } catch {
+      // the failure is reported through the connection's 'failed' event
+    }
+  }
+}

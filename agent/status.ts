@@ -1,0 +1,84 @@
+import * as fs from 'fs';
+import { writeFileAtomic } from '../common/fsutil';
+import type { CaptureMode, ResyncKind } from './capture/types';
+
+export type VolumeState = 'resyncing' | 'protected' | 'degraded' | 'throttled' | 'disconnected';
+
+export interface ResyncStatus {
+  kind: ResyncKind;
+  percent: number;
+  doneBytes: number;
+  totalBytes: number;
+  sentBytes: number;
+  rateBytesPerSecond: number;
+  etaSeconds: number | null;
+  finished: boolean;
+}
+
+export interface VolumeStatus {
+  volumeId: string;
+  path: string;
+  sizeBytes: number;
+  state: VolumeState;
+  mode: CaptureMode | 'starting';
+  rpoSeconds: number;
+  backlogBytes: number;
+  capturedSeq: number;
+  durableSeq: number;
+  resync?: ResyncStatus;
+}
+
+export interface AgentStatus {
+  pid: number;
+  updatedMs: number;
+  name: string;
+  agentId: string;
+  receiver: string;
+  capture: 'scan' | 'kernel';
+  connected: boolean;
+  throttled: boolean;
+  lastError?: string;
+  sentBytes: number;
+  throughputBytesPerSecond: number;
+  rssBytes: number;
+  points: { lastCrashTagMs: number; lastAppTagMs: number; tagsSent: number };
+  volumes: VolumeStatus[];
+}
+
+export function writeAgentStatus(file: string, status: AgentStatus): void {
+  writeFileAtomic(file, `${JSON.stringify(status, null, 2)}\n`, 0o600);
+}
+
+export function readAgentStatus(file: string): AgentStatus | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as AgentStatus;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Prometheus text exposition of the same figures. */
+export function prometheusText(s: AgentStatus): string {
+  const lines: string[] = [];
+  const metric = (name: string, help: string, type: 'gauge' | 'counter', samples: Array<[string, number]>): void => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`);
+  };
+  const vol = (v: VolumeStatus): string => `{volume="${v.volumeId}"}`;
+  metric('ferry_agent_connected', '1 when the agent has a session with the receiver', 'gauge', [['', s.connected ? 1 : 0]]);
+  metric('ferry_agent_throttled', '1 while the receiver asks the agent to slow down', 'gauge', [['', s.throttled ? 1 : 0]]);
+  metric('ferry_agent_sent_bytes_total', 'change data sent to the receiver (uncompressed)', 'counter', [['', s.sentBytes]]);
+  metric('ferry_agent_throughput_bytes_per_second', 'change data sent over the last 10 s', 'gauge', [['', s.throughputBytesPerSecond]]);
+  metric('ferry_agent_resident_memory_bytes', 'resident set size of the agent', 'gauge', [['', s.rssBytes]]);
+  metric('ferry_volume_rpo_seconds', 'age of the oldest change not yet durable at the receiver', 'gauge', s.volumes.map((v) => [vol(v), v.rpoSeconds]));
+  metric('ferry_volume_backlog_bytes', 'captured change data not yet durable at the receiver', 'gauge', s.volumes.map((v) => [vol(v), v.backlogBytes]));
+  metric('ferry_volume_durable_seq', 'highest seq the receiver holds durably', 'gauge', s.volumes.map((v) => [vol(v), v.durableSeq]));
+  metric('ferry_volume_resync_percent', 'progress of the running or last resync', 'gauge', s.volumes.filter((v) => v.resync).map((v) => [vol(v), v.resync?.percent ?? 0]));
+  metric(
+    'ferry_volume_protected',
+    '1 when the volume is protected (resync done, connected, not throttled)',
+    'gauge',
+    s.volumes.map((v) => [vol(v), v.state === 'protected' ? 1 : 0]),
+  );
+  return `${lines.join('\n')}\n`;
+}

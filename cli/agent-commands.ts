@@ -1,0 +1,126 @@
+import { Command } from 'commander';
+import * as fs from 'fs';
+import { Agent } from '../agent/agent';
+import { loadAgentConfig } from '../agent/config';
+import { controlRequest } from '../agent/control';
+import { registerAgent } from '../agent/register';
+import { AgentState } from '../agent/state';
+import { AgentStatus, readAgentStatus } from '../agent/status';
+import { ExitCode, FerryError } from '../common/errors';
+import { formatBytes } from '../common/units';
+import { durationOption } from './options';
+import { ResyncProgressBars } from './progress';
+
+async function readPassphrase(file: string | undefined): Promise<string> {
+  let text: string;
+  if (file) {
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new FerryError(`cannot read passphrase file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ExitCode.usage);
+    }
+  } else {
+    if (process.stdin.isTTY) process.stderr.write('receiver passphrase: ');
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    text = Buffer.concat(chunks).toString('utf8');
+  }
+  const passphrase = text.split('\n')[0].trim();
+  if (passphrase === '') throw new FerryError('the passphrase is empty', ExitCode.usage);
+  return passphrase;
+}
+
+async function runAgent(opts: { config: string }): Promise<void> {
+  const agent = new Agent(loadAgentConfig(opts.config));
+  const bars = process.stderr.isTTY ? new ResyncProgressBars(() => agent.status()) : undefined;
+  const stop = (): void => agent.stop();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    await agent.run();
+  } finally {
+    bars?.stop();
+  }
+}
+
+function printStatus(s: AgentStatus, running: boolean): void {
+  const out = [
+    `agent ${s.name} (${s.agentId}) ${running ? `running, pid ${s.pid}` : 'NOT RUNNING'}; capture ${s.capture}; receiver ${s.receiver} ${s.connected ? 'connected' : 'disconnected'}${s.throttled ? ', throttled' : ''}`,
+    `sent ${formatBytes(s.sentBytes)}, ${formatBytes(s.throughputBytesPerSecond)}/s; memory ${formatBytes(s.rssBytes)}${s.lastError ? `; last error: ${s.lastError}` : ''}`,
+    '',
+    ['VOLUME', 'STATE', 'MODE', 'RPO', 'BACKLOG', 'DURABLE SEQ', 'RESYNC'].join('\t'),
+  ];
+  for (const v of s.volumes) {
+    const r = v.resync;
+    const resync = !r ? '-' : r.finished ? `${r.kind} done (${formatBytes(r.sentBytes)} sent)` : `${r.kind} ${r.percent.toFixed(1)}% ${formatBytes(r.rateBytesPerSecond)}/s ETA ${r.etaSeconds === null ? '?' : `${Math.round(r.etaSeconds)}s`}`;
+    out.push([v.volumeId, v.state, v.mode, `${v.rpoSeconds.toFixed(3)}s`, formatBytes(v.backlogBytes), String(v.durableSeq), resync].join('\t'));
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+export function agentCommand(): Command {
+  const cmd = new Command('agent').description('the protection agent that runs on each protected machine');
+
+  cmd
+    .command('run')
+    .description('protect the configured volumes: capture, resync and stream changes to the receiver (foreground; the service runs this)')
+    .requiredOption('--config <file>', 'agent config (JSON or YAML)')
+    .action(runAgent);
+
+  cmd
+    .command('register')
+    .description('register this machine with the receiver once (passphrase from --passphrase-file or stdin, never the command line)')
+    .requiredOption('--config <file>', 'agent config (JSON or YAML)')
+    .option('--passphrase-file <file>', 'file holding the receiver passphrase (default: read stdin)')
+    .action(async (opts: { config: string; passphraseFile?: string }) => {
+      const config = loadAgentConfig(opts.config);
+      const passphrase = await readPassphrase(opts.passphraseFile);
+      const { agentId } = await registerAgent(config, new AgentState(config.stateDir), passphrase);
+      process.stdout.write(`registered as ${agentId}; credential stored in ${new AgentState(config.stateDir).credentialFile}\n`);
+    });
+
+  cmd
+    .command('status')
+    .description('state, RPO, backlog, throughput and resync progress of every volume')
+    .requiredOption('--config <file>', 'agent config (JSON or YAML)')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { config: string; json?: boolean }) => {
+      const state = new AgentState(loadAgentConfig(opts.config).stateDir);
+      let status: AgentStatus | undefined;
+      let running = true;
+      try {
+        const reply = await controlRequest(state.socketPath, { cmd: 'status' }, 5000);
+        if (reply.ok) status = reply.status;
+      } catch {
+        running = false;
+      }
+      status ??= readAgentStatus(state.statusFile);
+      if (!status) throw new FerryError(`no agent has run with state directory ${state.dir}`, ExitCode.notFound);
+      if (opts.json) process.stdout.write(`${JSON.stringify({ running, ...status }, null, 2)}\n`);
+      else printStatus(status, running);
+      if (!running) process.exitCode = ExitCode.notReady;
+    });
+
+  cmd
+    .command('tag')
+    .description('cut a recovery point now: crash-consistent, or with --app application-consistent (hooks + filesystem freeze)')
+    .requiredOption('--config <file>', 'agent config (JSON or YAML)')
+    .option('--app', 'freeze the configured mount points and run the hooks around the tag')
+    .option('--name <name>', 'a name for the point', '')
+    .option('--timeout <duration>', 'how long to wait for the agent', durationOption, 120_000)
+    .action(async (opts: { config: string; app?: boolean; name: string; timeout: number }) => {
+      const state = new AgentState(loadAgentConfig(opts.config).stateDir);
+      let reply;
+      try {
+        reply = await controlRequest(state.socketPath, { cmd: 'tag', app: opts.app === true, name: opts.name }, opts.timeout);
+      } catch (err) {
+        throw new FerryError((err as Error).message, ExitCode.notReady);
+      }
+      if (!reply.ok) throw new FerryError(`tag failed: ${reply.error}`, ExitCode.failure);
+      const tag = reply.tag;
+      if (!tag) throw new FerryError('the agent answered without a tag', ExitCode.failure);
+      const frozen = tag.frozenMs !== undefined ? `, filesystems frozen ${tag.frozenMs} ms` : '';
+      process.stdout.write(`point(s) ${tag.pointIds.join(', ')}: ${tag.kind}, ${tag.accuracy}${frozen}${tag.note ? ` (${tag.note})` : ''}\n`);
+    });
+  return cmd;
+}
