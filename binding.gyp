@@ -10,9 +10,14 @@
         "native/addon/errors.cc",
         "native/addon/flock.cc",
         "native/addon/file_ops.cc",
-        "native/addon/fs_freeze.cc"
+        "native/addon/fs_freeze.cc",
+        "native/addon/control.cc"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native/common",
+        "native/linux"
+      ],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"]
     }

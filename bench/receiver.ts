@@ -23,6 +23,7 @@ import {
   timeAsync,
   timeSync,
   UsageError,
+  warmPageCache,
   withWorkDir,
 } from './common';
 
@@ -115,26 +116,6 @@ function baselineWrite(file: string, totalBytes: number, pool: RandomPool, syncE
       if (syncEvery === undefined) fs.fsyncSync(fd);
       else fs.fdatasyncSync(fd);
     });
-  } finally {
-    fs.closeSync(fd);
-    fs.rmSync(file, { force: true });
-  }
-}
-
-/**
- * Writes and deletes a scratch file. In a VM, page-cache pages the guest has never touched
- * are slow to fill the first time (the host allocates them lazily): without this, whichever
- * measurement needs fresh pages first pays for it. Afterwards baseline and apply both reuse
- * warm pages.
- */
-function warmPageCache(file: string, totalBytes: number, pool: RandomPool): void {
-  const fd = fs.openSync(file, 'w', 0o600);
-  try {
-    for (let offset = 0; offset < totalBytes; offset += SEQ_WRITE_BYTES) {
-      const chunk = pool.slice(offset / SEQ_WRITE_BYTES, SEQ_WRITE_BYTES);
-      fs.writeSync(fd, chunk, 0, chunk.length, offset);
-    }
-    fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);
     fs.rmSync(file, { force: true });
@@ -361,7 +342,7 @@ async function main(): Promise<void> {
     const fsType = checkFreeSpace(dir, volumeBytes);
     const pool = new RandomPool(Math.min(volumeBytes, MAX_POOL_BYTES));
     progress('warm-up');
-    warmPageCache(path.join(dir, 'warm-up'), WARM_UP_VOLUMES * volumeBytes, pool);
+    warmPageCache(path.join(dir, 'warm-up'), WARM_UP_VOLUMES * volumeBytes, (i) => pool.slice(i, SEQ_WRITE_BYTES));
     progress('baseline');
     const baseline: [number, number] = [
       medianBaseline(path.join(dir, 'baseline-fsync'), volumeBytes, pool, undefined),

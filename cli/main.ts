@@ -1,5 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { describeError, ExitCode, FerryError } from '../common/errors';
+import { agentCommand } from './agent-commands';
+import { pushInstallCommand } from './push-install';
+import { quickstartCommand } from './quickstart';
 import { receiverCommand } from './receiver-commands';
 import { exportCommand, pointsCommand } from './recovery-commands';
 
@@ -8,9 +11,12 @@ function buildProgram(): Command {
     .description('Ferry: block-level continuous replication for disaster recovery')
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)');
+  program.addCommand(agentCommand());
   program.addCommand(receiverCommand());
   program.addCommand(pointsCommand());
   program.addCommand(exportCommand());
+  program.addCommand(quickstartCommand());
+  program.addCommand(pushInstallCommand());
   const exitOnError = (cmd: Command): void => {
     cmd.exitOverride();
     cmd.commands.forEach(exitOnError);

@@ -55,3 +55,11 @@ export function writeFully(fd: number, buf: Buffer, position: number): void {
     done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
   }
 }
+
+/** Positional writev that loops until every byte of `parts` is written; returns the byte count. */
+export function writeParts(fd: number, parts: Buffer[], position: number): number {
+  const total = parts.reduce((n, b) => n + b.length, 0);
+  let done = fs.writevSync(fd, parts, position);
+  if (done < total) writeFully(fd, Buffer.concat(parts).subarray(done), position + done);
+  return total;
+}

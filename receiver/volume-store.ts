@@ -16,6 +16,8 @@ import { blockHashes } from '../common/block-hash';
 const AUTO_POINT_INTERVAL_US = 1_000_000;
 /** Spooled bytes one apply step may take: big enough to share fsyncs, small enough to keep ingest responsive. */
 const APPLY_STEP_BYTES = 16 * 1024 * 1024;
+/** Ingested change sets held in memory for apply (see VolumeStore.recent). */
+const RECENT_CACHE_BYTES = 64 * 1024 * 1024;
 /** One step's frames (a little over APPLY_STEP_BYTES) plus the old data of one journal group. */
 const APPLY_ARENA_BYTES = 64 * 1024 * 1024;
 
@@ -52,6 +54,12 @@ export class VolumeStore {
   private readonly unapplied: Array<{ lastSeq: number; firstCaptureUs: number; bytes: number }> = [];
   private unappliedBytesTotal = 0;
   private lastCheckpointMs = Date.now();
+  /**
+   * Change sets validated at ingest and not yet applied, by first seq: apply takes them from
+   * here instead of reading and decoding the spool again. Bounded; the spool stays the truth.
+   */
+  private readonly recent = new Map<number, { batch: ChangeBatch; bytes: number }>();
+  private recentBytes = 0;
   /** Spool frames and old data of one apply step (see APPLY_STEP_BYTES and ApplyGroup). */
   private readonly arena = new BufferArena(APPLY_ARENA_BYTES);
   appliedCaptureUs = 0;
@@ -152,6 +160,10 @@ export class VolumeStore {
       throw new ProtocolError(ErrorCode.SEQ_GAP, `volume ${this.spec.volumeId}: change set starts at seq ${batch.firstSeq}, expected ${this.accepted + 1} (records ${this.accepted + 1}..${batch.firstSeq - 1} are missing)`);
     }
     this.accepted = batch.lastSeq;
+    if (this.recentBytes + frame.length <= RECENT_CACHE_BYTES) {
+      this.recent.set(batch.firstSeq, { batch, bytes: frame.length });
+      this.recentBytes += frame.length;
+    }
     const bytes = frame.length + 40;
     this.unapplied.push({ lastSeq: batch.lastSeq, firstCaptureUs: batch.extents[0]?.captureTimeUs ?? 0, bytes });
     this.unappliedBytesTotal += bytes;
@@ -175,13 +187,10 @@ export class VolumeStore {
     const autoPoints: AutoPoint[] = [];
     let bytes = 0;
     while (this.applied < this.spool.durableSeq && bytes < maxBytes) {
-      const rec = this.cursor.next(this.arena);
+      const rec = this.cursor.next(this.arena, (first, last) => this.recent.get(first)?.batch.lastSeq === last);
       if (!rec) break;
       bytes += rec.bytes;
-      const frame = decodeFrame(rec.frame);
-      if (!frame.changeSet) throw new Error(`spool record ${rec.firstSeq}..${rec.lastSeq} holds no change set`);
-      // The spool record's own CRC has just covered these bytes: skip the payload's.
-      const batch = validateChangeSet(frame.changeSet, this.spec.sizeBytes, false);
+      const batch = this.takeRecent(rec.firstSeq, rec.lastSeq) ?? this.decodeSpooled(rec.frame, rec.firstSeq, rec.lastSeq);
       const after = this.applied;
       group.add(batch, after);
       this.applied = batch.lastSeq;
@@ -193,6 +202,22 @@ export class VolumeStore {
       this.unappliedBytesTotal -= (this.unapplied.shift() as { bytes: number }).bytes;
     }
     return { firstSeq: firstAfter + 1, lastSeq: this.applied, autoPoints };
+  }
+
+  /** The batch as validated at ingest, if it is still held in memory (it saves a read and a decode). */
+  private takeRecent(firstSeq: number, lastSeq: number): ChangeBatch | undefined {
+    const held = this.recent.get(firstSeq);
+    if (!held || held.batch.lastSeq !== lastSeq) return undefined;
+    this.recent.delete(firstSeq);
+    this.recentBytes -= held.bytes;
+    return held.batch;
+  }
+
+  private decodeSpooled(raw: Buffer, firstSeq: number, lastSeq: number): ChangeBatch {
+    const frame = decodeFrame(raw);
+    if (!frame.changeSet) throw new Error(`spool record ${firstSeq}..${lastSeq} holds no change set`);
+    // The spool record's own CRC has just covered these bytes: skip the payload's.
+    return validateChangeSet(frame.changeSet, this.spec.sizeBytes, false);
   }
 
   /** One crash-consistent point per second of capture time, for write-ordered streams only. */

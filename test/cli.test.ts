@@ -16,7 +16,22 @@ function expectCleanFailure(args: string[], status: number, message: RegExp): vo
 
 describe('ferry CLI', () => {
   it('prints help for every command with exit 0', () => {
-    for (const args of [['--help'], ['receiver', '--help'], ['receiver', 'run', '--help'], ['receiver', 'status', '--help'], ['points', '--help'], ['export', '--help']]) {
+    const commands = [
+      ['--help'],
+      ['receiver', '--help'],
+      ['receiver', 'run', '--help'],
+      ['receiver', 'status', '--help'],
+      ['points', '--help'],
+      ['export', '--help'],
+      ['agent', '--help'],
+      ['agent', 'run', '--help'],
+      ['agent', 'register', '--help'],
+      ['agent', 'status', '--help'],
+      ['agent', 'tag', '--help'],
+      ['quickstart', '--help'],
+      ['push-install', '--help'],
+    ];
+    for (const args of commands) {
       const r = runFerry(args);
       expect(r.status, args.join(' ')).toBe(0);
       expect(r.stdout).toMatch(/Usage: ferry/);
@@ -33,6 +48,9 @@ describe('ferry CLI', () => {
     expectCleanFailure(['receiver', 'run', '--data', dir, '--passphrase-file', path.join(dir, 'missing')], 2, /cannot read passphrase file/);
     expectCleanFailure(['export', '--data', dir, '--volume', 'v', '--point', 'latest', '--out', 'x', '--format', 'zip'], 2, /expected raw or vhd/);
     expectCleanFailure(['points', '--data', dir, '--volume', '../../etc'], 2, /not a valid volume id/);
+    expectCleanFailure(['agent', 'run'], 2, /required option '--config <file>'/);
+    expectCleanFailure(['agent', 'tag', '--config', 'x', '--timeout', 'never'], 2, /expected a duration/);
+    expectCleanFailure(['quickstart', '--size', 'huge'], 2, /expected a size/);
   });
 
   it('reports missing data with exit 3', () => {

@@ -126,7 +126,9 @@ export class ScanTable {
       const seq = Number(entry.readBigUInt64LE(0));
       if (seq > upTo) continue;
       if (entry.readBigUInt64LE(8) === RESYNC_ENTRY) {
-        this.resync = { kind: RESYNC_KINDS[entry.readUInt32LE(16)] ?? 'none', cursor: Number(entry.readBigUInt64LE(20)), doneSeq: Number(entry.readBigUInt64LE(28)) };
+        const kind = RESYNC_KINDS[entry.readUInt32LE(16)] ?? 'none';
+        const value = Number(entry.readBigUInt64LE(20));
+        this.resync = kind === 'none' ? { kind, cursor: 0, doneSeq: value } : { kind, cursor: value, doneSeq: 0 };
         continue;
       }
       const block = Number(entry.readBigUInt64LE(8));
@@ -179,9 +181,9 @@ export class ScanTable {
     const buf = Buffer.alloc(LOG_ENTRY_BYTES);
     buf.writeBigUInt64LE(BigInt(seq), 0);
     buf.writeBigUInt64LE(RESYNC_ENTRY, 8);
+    // In the 16 bytes a block hash takes: the kind, then the cursor (running) or done seq (finished).
     buf.writeUInt32LE(RESYNC_KINDS.indexOf(state.kind), 16);
-    buf.writeBigUInt64LE(BigInt(state.cursor), 20);
-    buf.writeBigUInt64LE(BigInt(state.doneSeq), 28);
+    buf.writeBigUInt64LE(BigInt(state.kind === 'none' ? state.doneSeq : state.cursor), 20);
     this.append(buf);
   }
 

@@ -253,7 +253,11 @@ export class Pipeline {
         this.raiseFatal(err as Error);
         return;
       }
-      if (!batch) continue;
+      if (!batch) {
+        // A source should wait for records itself; never spin the event loop if one does not.
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
       const lastSeq = new Map<string, number>();
       for (const rec of batch.records) {
         lastSeq.set(rec.volumeId, rec.seq);

@@ -1,5 +1,6 @@
 #include <napi.h>
 
+#include "control.h"
 #include "register.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -8,6 +9,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ferry::RegisterDevice(env, exports);
   ferry::RegisterFsFreeze(env, exports);
   ferry::RegisterDirectRead(env, exports);
+  ferry::RegisterControl(env, exports);
   return exports;
 }
 

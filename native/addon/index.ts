@@ -153,3 +153,362 @@ export function isReflinkUnsupported(err: unknown): boolean {
 export function isFerryNativeError(err: unknown): err is FerryNativeError {
   return err instanceof Error && typeof (err as { code?: unknown }).code === 'string';
 }
+
+// ---------------------------------------------------------------------------
+// dm-ferry control device (/dev/ferry-ctl): the kernel capture path.
+//
+// Every call runs on a worker thread and returns a Promise (the event loop
+// never waits for the kernel). Failures reject with the errors described at
+// the top of this file: `.code` is the errno name, see native/linux/README.md
+// for what each errno means per call. The change-record format and its parser
+// live in ./ferry-abi (re-exported here).
+
+export * from './ferry-abi';
+import {
+  CAPTURE_MODES,
+  START_STATES,
+  parseBatch,
+  type CaptureMode,
+  type ChangeBatch,
+  type StartState,
+} from './ferry-abi';
+
+/** Raw results of the ctl* addon functions (numbers as the kernel reports them). */
+export interface RawDeviceInfo {
+  name: string;
+  index: number;
+  mode: number;
+  devMajor: number;
+  devMinor: number;
+  dataMajor: number;
+  dataMinor: number;
+  metaMajor: number;
+  metaMinor: number;
+  sizeBytes: number;
+  granularity: number;
+  startState: number;
+  generation: number;
+  flags: number;
+  firstSeq: number;
+  nextSeq: number;
+  committedSeq: number;
+  seqLimit: number;
+  bitmapBits: number;
+  dirtyBits: number;
+  bitmapEpoch: number;
+  ringCapacity: number;
+  ringUsed: number;
+  ringHandedOut: number;
+  poolSize: number;
+  poolUsed: number;
+  inflight: number;
+  counters: DeviceCounters;
+}
+
+export interface DeviceCounters {
+  /** WRITE records (with payload) and their bytes. */
+  writes: number;
+  writeBytes: number;
+  /** DIRTY records: METADATA-mode writes, failed writes, payloads that could not be copied. */
+  dirtyRecords: number;
+  discards: number;
+  flushes: number;
+  tags: number;
+  resyncMarks: number;
+  modeChanges: number;
+  /** Writes that only set bitmap bits (BITMAP mode). */
+  bitmapWrites: number;
+  failedWrites: number;
+  droppedFlushes: number;
+  recordsCommitted: number;
+  bytesCommitted: number;
+}
+
+/** A tracked device, as LIST/STATS report it. */
+export interface DeviceInfo extends RawDeviceInfo {
+  modeName: CaptureMode;
+  startStateName: StartState;
+  /** The table is suspended: no new seqs until it resumes. */
+  suspended: boolean;
+}
+
+export interface ControlVersion {
+  abiVersion: number;
+  maxDevices: number;
+  batchHeaderSize: number;
+  recordHeaderSize: number;
+  devInfoSize: number;
+  maxTagHoldMs: number;
+  moduleVersion: string;
+}
+
+export interface RawGetResult {
+  batchId: number;
+  nrecords: number;
+  bytes: number;
+  batchFlags: number;
+}
+
+export interface TagResult {
+  /** The TAG record's seq on each device, in the order the devices were given. */
+  seqs: number[];
+  /** How long new writes were held, ns. */
+  holdNs: number;
+}
+
+export interface RawStats {
+  ndevices: number;
+  batchesInflight: number;
+  consumerAttached: boolean;
+  nextBatchId: number;
+  committedBatchId: number;
+  gets: number;
+  commits: number;
+  resets: number;
+  tagsOk: number;
+  tagsTimedOut: number;
+  tagHoldLastNs: number;
+  tagHoldMaxNs: number;
+  device: RawDeviceInfo | null;
+}
+
+export interface ControlStats extends Omit<RawStats, 'device'> {
+  device: DeviceInfo | null;
+}
+
+export interface RawBitmapResult {
+  returned: number;
+  granularity: number;
+  nbits: number;
+  dirtyBits: number;
+  epoch: number;
+  cutSeq: number;
+}
+
+export interface BitmapChunk extends RawBitmapResult {
+  /** The bitmap bytes copied: a view into the buffer used. */
+  data: Buffer;
+  startByte: number;
+}
+
+export interface FerryNative {
+  /** open(path, O_RDWR | O_CLOEXEC) of the control device; resolves the fd. Needs CAP_SYS_ADMIN. */
+  ctlOpen(path: string): Promise<number>;
+  /** close(fd). Closing the fd that consumed changes makes its uncommitted batches deliverable again. */
+  ctlClose(fd: number): Promise<void>;
+  /** FERRY_IOC_VERSION. */
+  ctlVersion(fd: number): Promise<ControlVersion>;
+  /** FERRY_IOC_LIST: every tracked device. */
+  ctlList(fd: number): Promise<RawDeviceInfo[]>;
+  /**
+   * FERRY_IOC_GET_CHANGES into `buffer` (parse it with parseBatch). The first fd to call it owns
+   * the stream until closed (others get EBUSY). EMSGSIZE: the buffer cannot hold the next record;
+   * the error's `.needed` says how many bytes would. ENOBUFS: 16 batches are uncommitted.
+   */
+  ctlGetChanges(fd: number, buffer: Buffer): Promise<RawGetResult>;
+  /** FERRY_IOC_COMMIT: frees every batch <= batchId. EINVAL: never handed out; ESTALE: voided by a reset. */
+  ctlCommit(fd: number, batchId: number): Promise<void>;
+  /** poll(POLLIN) on a worker thread: true when records are waiting, false on timeout. */
+  ctlWait(fd: number, timeoutMs: number): Promise<boolean>;
+  /**
+   * FERRY_IOC_TAG: hold new writes on every device (at most holdMs, 0 = module default), wait for
+   * the ones in flight, insert a TAG record at that cut, release. ETIMEDOUT: the writes in flight
+   * did not finish in time (nothing inserted, writes released); ENOSPC: a device is in BITMAP mode
+   * or its ring is full; EAGAIN: a device is suspended. Errors carry `.holdNs`.
+   */
+  ctlTag(fd: number, devices: number[], holdMs: number, tagId: number): Promise<TagResult>;
+  /** FERRY_IOC_STATS: global figures plus one device (or none with devIndex undefined). */
+  ctlStats(fd: number, devIndex?: number): Promise<RawStats>;
+  /**
+   * FERRY_IOC_GET_BITMAP: copies bitmap bytes from startByte into buffer; with cut=true first
+   * inserts the RESYNC_MARK/BITMAP_CUT record whose seq the drained data belongs at. EBUSY in
+   * BITMAP mode (drain the records first); ERANGE: startByte past the end.
+   */
+  ctlGetBitmap(fd: number, devIndex: number, buffer: Buffer, startByte: number, cut: boolean): Promise<RawBitmapResult>;
+  /** FERRY_IOC_CLEAR_BITMAP: resolves the bits still set. ESTALE: the epoch changed (the device overflowed again). */
+  ctlClearBitmap(fd: number, devIndex: number, epoch: number, startBit: number, nbits: number): Promise<number>;
+  /** FERRY_IOC_RESYNC_MARK: resolves the marker's seq. ERANGE: outside the device; ENOSPC: ring full. */
+  ctlResyncMark(fd: number, devIndex: number, offset: number, length: number): Promise<number>;
+  /** Any ferry ioctl on a caller-built argument buffer (tests and diagnostics). */
+  ctlIoctlRaw(fd: number, request: number, buffer: Buffer): Promise<number>;
+  /** ioctl numbers and ABI sizes as compiled into the addon. */
+  ctlConstants: Readonly<Record<string, number>>;
+}
+
+export const CONTROL_DEVICE_PATH = '/dev/ferry-ctl';
+const DEFAULT_CHANGE_BUFFER_BYTES = 4 * 1024 * 1024;
+const MAX_CHANGE_BUFFER_BYTES = 1024 * 1024 * 1024;
+const BITMAP_CHUNK_BYTES = 1024 * 1024;
+
+function deviceInfo(raw: RawDeviceInfo): DeviceInfo {
+  return {
+    ...raw,
+    modeName: CAPTURE_MODES[raw.mode] ?? 'data',
+    startStateName: START_STATES[raw.startState] ?? 'unknown',
+    suspended: (raw.flags & 0x1) !== 0,
+  };
+}
+
+function controlError(code: string, message: string): FerryNativeError {
+  const err = new Error(message) as FerryNativeError;
+  err.code = code;
+  return err;
+}
+
+/**
+ * An open /dev/ferry-ctl. One agent should own the change stream: the first instance that calls
+ * getChanges() does, until it is closed; then every batch it did not commit is handed out again
+ * (flagged as redelivered) to the next owner.
+ */
+export class FerryControl {
+  private closed = false;
+  private pool: Buffer | undefined;
+  private poolBusy = false;
+
+  private constructor(
+    readonly fd: number,
+    readonly path: string,
+  ) {}
+
+  /** Opens the control device (needs CAP_SYS_ADMIN). ENOENT: dm-ferry is not loaded. */
+  static async open(devicePath: string = CONTROL_DEVICE_PATH): Promise<FerryControl> {
+    const fd = await loadNative().ctlOpen(devicePath);
+    return new FerryControl(fd, devicePath);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw controlError('EBADF', `${this.path} is closed`);
+  }
+
+  /** Closes the fd (idempotent). Uncommitted batches of this consumer become deliverable again. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool = undefined;
+    await loadNative().ctlClose(this.fd);
+  }
+
+  /** Module and ABI versions; check abiVersion === FERRY_ABI_VERSION before using the stream. */
+  async version(): Promise<ControlVersion> {
+    this.checkOpen();
+    return loadNative().ctlVersion(this.fd);
+  }
+
+  /** Every tracked device with its mode, seqs, bitmap and counters. */
+  async list(): Promise<DeviceInfo[]> {
+    this.checkOpen();
+    return (await loadNative().ctlList(this.fd)).map(deviceInfo);
+  }
+
+  /** Global stream and tag figures, plus one device's info when devIndex is given (ENODEV if unknown). */
+  async stats(devIndex?: number): Promise<ControlStats> {
+    this.checkOpen();
+    const raw = await loadNative().ctlStats(this.fd, devIndex);
+    return { ...raw, device: raw.device === null ? null : deviceInfo(raw.device) };
+  }
+
+  /**
+   * Hands out the oldest records not handed out yet, over all devices, as one batch; an empty
+   * batch (batchId 0) when there are none. Without `buffer` the records are views into an
+   * internal buffer that the next such call reuses (and grows when one record needs more); with
+   * `buffer` they are views into it and EMSGSIZE (`.needed`) says when it is too small.
+   */
+  async getChanges(buffer?: Buffer): Promise<ChangeBatch> {
+    this.checkOpen();
+    const native = loadNative();
+    if (buffer !== undefined) {
+      await native.ctlGetChanges(this.fd, buffer);
+      return parseBatch(buffer);
+    }
+    if (this.poolBusy) throw controlError('ERR_FERRY_BUSY', 'getChanges() without a buffer is already running');
+    this.poolBusy = true;
+    try {
+      this.pool ??= Buffer.allocUnsafe(DEFAULT_CHANGE_BUFFER_BYTES);
+      try {
+        await native.ctlGetChanges(this.fd, this.pool);
+      } catch (err) {
+        const needed = (err as { needed?: number }).needed;
+        if (!isFerryNativeError(err) || err.code !== 'EMSGSIZE' || needed === undefined || needed > MAX_CHANGE_BUFFER_BYTES) throw err;
+        this.pool = Buffer.allocUnsafe(Math.ceil(needed / 1048576) * 1048576);
+        await native.ctlGetChanges(this.fd, this.pool);
+      }
+      return parseBatch(this.pool);
+    } finally {
+      this.poolBusy = false;
+    }
+  }
+
+  /** Frees every record of batches <= batchId (call once the receiver acked them durably). */
+  async commit(batchId: number): Promise<void> {
+    this.checkOpen();
+    await loadNative().ctlCommit(this.fd, batchId);
+  }
+
+  /**
+   * Waits up to timeoutMs for records; true if some are waiting. The poll() occupies one libuv
+   * worker thread (4 by default, UV_THREADPOOL_SIZE) for the whole wait: prefer waits of a
+   * second or less in a loop over very long ones.
+   */
+  async wait(timeoutMs: number): Promise<boolean> {
+    this.checkOpen();
+    return loadNative().ctlWait(this.fd, timeoutMs);
+  }
+
+  /**
+   * Inserts a consistency tag at one cut across `devices` (indexes): new writes are held at most
+   * `holdMs` (default: the module's tag_hold_ms, 300 ms) while the ones in flight finish.
+   * `tagId` (default 0) becomes the TAG records' offset.
+   */
+  async tag(devices: number[], options: { holdMs?: number; tagId?: number } = {}): Promise<TagResult> {
+    this.checkOpen();
+    return loadNative().ctlTag(this.fd, devices, options.holdMs ?? 0, options.tagId ?? 0);
+  }
+
+  /**
+   * Inserts a RESYNC_MARK for [offset, offset + length) and resolves its seq: read that range
+   * from the device after this call and send it in place of the marker.
+   */
+  async resyncMark(devIndex: number, offset: number, length: number): Promise<number> {
+    this.checkOpen();
+    return loadNative().ctlResyncMark(this.fd, devIndex, offset, length);
+  }
+
+  /**
+   * One chunk of a device's dirty bitmap (default: all of it up to 1 MiB from startByte 0).
+   * cut=true first inserts the BITMAP_CUT record (cutSeq): data read back for the dirty regions
+   * belongs at that seq. EBUSY while the device is in BITMAP mode.
+   */
+  async getBitmap(devIndex: number, options: { cut?: boolean; startByte?: number; buffer?: Buffer } = {}): Promise<BitmapChunk> {
+    this.checkOpen();
+    const buffer = options.buffer ?? Buffer.alloc(BITMAP_CHUNK_BYTES);
+    const startByte = options.startByte ?? 0;
+    const raw = await loadNative().ctlGetBitmap(this.fd, devIndex, buffer, startByte, options.cut ?? false);
+    return { ...raw, startByte, data: buffer.subarray(0, raw.returned) };
+  }
+
+  /**
+   * The whole dirty bitmap of a device, read chunk by chunk under one epoch (ESTALE if the device
+   * overflowed meanwhile). With cut=true the BITMAP_CUT record is inserted first.
+   */
+  async readBitmap(devIndex: number, options: { cut?: boolean } = {}): Promise<BitmapChunk> {
+    const first = await this.getBitmap(devIndex, { cut: options.cut });
+    const totalBytes = Math.ceil(first.nbits / 64) * 8;
+    const chunks: Buffer[] = [Buffer.from(first.data)];
+    let have = first.returned;
+    while (have < totalBytes) {
+      const next = await this.getBitmap(devIndex, { startByte: have });
+      if (next.epoch !== first.epoch) throw controlError('ESTALE', `device ${devIndex} overflowed while its bitmap was read`);
+      if (next.returned === 0) break;
+      chunks.push(Buffer.from(next.data));
+      have += next.returned;
+    }
+    const data = Buffer.concat(chunks);
+    return { ...first, returned: data.length, data };
+  }
+
+  /** Clears bits [startBit, startBit + nbits) if `epoch` is still current; resolves the bits still set. */
+  async clearBitmap(devIndex: number, epoch: number, startBit: number, nbits: number): Promise<number> {
+    this.checkOpen();
+    return loadNative().ctlClearBitmap(this.fd, devIndex, epoch, startBit, nbits);
+  }
+}

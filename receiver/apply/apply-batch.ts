@@ -6,6 +6,8 @@ import { BufferArena } from '../../common/arena';
 
 /** Old and new data held in memory before a journal fsync; bounds apply memory. */
 const MAX_PENDING_BYTES = 32 * 1024 * 1024;
+/** Longest contiguous range read or written with one system call. */
+const MAX_RUN_BYTES = 8 * 1024 * 1024;
 
 interface Piece {
   seq: number;
@@ -35,8 +37,7 @@ function* piecesOf(batch: ChangeBatch, afterSeq: number): Generator<Piece> {
  */
 export class ApplyGroup {
   private readonly touched = new IntervalSet();
-  private undo: UndoRecord[] = [];
-  private writes: Piece[] = [];
+  private pieces: Piece[] = [];
   private pendingBytes = 0;
 
   /** Old data is read into `arena`, which must not be reset before `finish` returns. */
@@ -51,30 +52,74 @@ export class ApplyGroup {
     for (const piece of piecesOf(batch, afterSeq)) {
       const end = piece.offset + piece.length;
       if (this.touched.overlaps(piece.offset, end) || this.pendingBytes >= MAX_PENDING_BYTES) this.commit();
-      const old = this.replica.read(piece.offset, piece.length, this.arena?.take(piece.length));
-      const zero = isAllZero(old);
-      this.undo.push({ seq: piece.seq, offset: piece.offset, length: piece.length, zero, data: zero ? Buffer.alloc(0) : old });
-      this.writes.push(piece);
+      this.pieces.push(piece);
       this.touched.add(piece.offset, end);
-      this.pendingBytes += (zero ? 0 : piece.length) + (piece.data ? piece.length : 0);
+      this.pendingBytes += piece.length + (piece.data ? piece.length : 0);
     }
   }
 
   /** Journals (durably) and then writes every queued piece. */
   finish(): void {
-    if (this.writes.length > 0) this.commit();
+    if (this.pieces.length > 0) this.commit();
   }
 
   private commit(): void {
-    this.journal.append(this.undo);
-    for (const piece of this.writes) {
-      if (piece.data) this.replica.write(piece.offset, piece.data);
-      else this.replica.zero(piece.offset, piece.length);
-    }
-    this.undo = [];
-    this.writes = [];
+    const old = this.readOldData();
+    this.journal.append(
+      this.pieces.map((piece, i) => {
+        const data = old[i];
+        const zero = data === undefined || isAllZero(data);
+        return { seq: piece.seq, offset: piece.offset, length: piece.length, zero, data: zero ? Buffer.alloc(0) : (data as Buffer) };
+      }),
+    );
+    this.writeNewData();
+    this.pieces = [];
     this.pendingBytes = 0;
     this.touched.clear();
+  }
+
+  /** Runs of pieces that are contiguous on the volume, each at most MAX_RUN_BYTES long. */
+  private runs(include: (piece: Piece) => boolean): Piece[][] {
+    const runs: Piece[][] = [];
+    let run: Piece[] = [];
+    let runEnd = -1;
+    let runBytes = 0;
+    for (const piece of this.pieces) {
+      if (!include(piece)) continue;
+      if (run.length > 0 && (piece.offset !== runEnd || runBytes + piece.length > MAX_RUN_BYTES)) {
+        runs.push(run);
+        run = [];
+        runBytes = 0;
+      }
+      run.push(piece);
+      runEnd = piece.offset + piece.length;
+      runBytes += piece.length;
+    }
+    if (run.length > 0) runs.push(run);
+    return runs;
+  }
+
+  /**
+   * The old data of every piece (undefined: zeroes, a hole), read one contiguous run at a time
+   * (pieces never overlap here).
+   */
+  private readOldData(): Array<Buffer | undefined> {
+    const old = new Map<Piece, Buffer>();
+    for (const run of this.runs(() => true)) {
+      const start = run[0].offset;
+      const length = run[run.length - 1].offset + run[run.length - 1].length - start;
+      if (this.replica.isHole(start, length)) continue;
+      const data = this.replica.read(start, length, this.arena?.take(length));
+      for (const piece of run) old.set(piece, data.subarray(piece.offset - start, piece.offset - start + piece.length));
+    }
+    return this.pieces.map((p) => old.get(p));
+  }
+
+  private writeNewData(): void {
+    for (const run of this.runs((p) => p.data !== undefined)) {
+      this.replica.writev(run[0].offset, run.map((p) => p.data as Buffer));
+    }
+    for (const piece of this.pieces) if (!piece.data) this.replica.zero(piece.offset, piece.length);
   }
 }
 

@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { fsyncDir } from '../../common/fsutil';
-import { encodeRecordParts, RecordFormat, writeParts, RecordLocation, readRecordBody, scanRecords } from './record-file';
+import { fsyncDir, writeParts } from '../../common/fsutil';
+import { encodeRecordParts, RecordFormat, RecordLocation, readRecordBody, scanRecords } from './record-file';
 import { listSegments, segmentFileName, SegmentRef } from './segments';
 
 /** Undo pieces are at most this long, so reading and journaling old data stays bounded. */
@@ -9,6 +9,12 @@ export const UNDO_PIECE_BYTES = 1024 * 1024;
 const JOURNAL_FORMAT: RecordFormat = { magic: 0x314e4a46 /* FJN1 */, metaBytes: 24, maxBodyBytes: UNDO_PIECE_BYTES };
 const EXT = 'jnl';
 const FLAG_ZERO = 1;
+/** Buffers per writev (IOV_MAX is 1024 on Linux). */
+const MAX_WRITEV_PARTS = 512;
+
+function pendingBytes(parts: readonly Buffer[]): number {
+  return parts.reduce((n, b) => n + b.length, 0);
+}
 
 /** The data a range held before the write with this seq overwrote it. */
 export interface UndoRecord {
@@ -123,8 +129,14 @@ export class UndoJournal {
   append(records: readonly UndoRecord[]): void {
     if (records.length === 0) return;
     let newFile = false;
+    let parts: Buffer[] = [];
+    const writePending = (): void => {
+      if (parts.length > 0) this.activeSize += writeParts(this.activeFd, parts, this.activeSize);
+      parts = [];
+    };
     for (const rec of records) {
-      if (rec.seq > this.newest && (this.activeFd < 0 || this.activeSize >= this.segmentBytes)) {
+      if (rec.seq > this.newest && (this.activeFd < 0 || this.activeSize + pendingBytes(parts) >= this.segmentBytes)) {
+        writePending();
         if (this.activeFd >= 0) {
           fs.fdatasyncSync(this.activeFd);
           fs.closeSync(this.activeFd);
@@ -135,10 +147,11 @@ export class UndoJournal {
         this.segments.push({ firstSeq: rec.seq, file });
         newFile = true;
       }
-      const parts = encodeRecordParts(JOURNAL_FORMAT, encodeMeta(rec), rec.zero ? Buffer.alloc(0) : rec.data);
-      this.activeSize += writeParts(this.activeFd, parts, this.activeSize);
+      parts.push(...encodeRecordParts(JOURNAL_FORMAT, encodeMeta(rec), rec.zero ? Buffer.alloc(0) : rec.data));
+      if (parts.length >= MAX_WRITEV_PARTS) writePending();
       this.newest = Math.max(this.newest, rec.seq);
     }
+    writePending();
     fs.fdatasyncSync(this.activeFd);
     if (newFile) fsyncDir(this.dir);
   }

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import { crc32 } from 'zlib';
-import { readFully, writeFully } from '../../common/fsutil';
+import { readFully } from '../../common/fsutil';
 
 /**
  * Framing of records in spool and journal segments:
@@ -35,14 +35,6 @@ export function encodeRecordParts(format: RecordFormat, meta: Buffer, body: Buff
   head.writeUInt32LE(crc32(body, crc32(meta)), 8);
   meta.copy(head, RECORD_HEADER_BYTES);
   return [head, body];
-}
-
-/** Positional writev that loops until every byte of `parts` is written; returns the byte count. */
-export function writeParts(fd: number, parts: Buffer[], position: number): number {
-  const total = parts.reduce((n, b) => n + b.length, 0);
-  let done = fs.writevSync(fd, parts, position);
-  if (done < total) writeFully(fd, Buffer.concat(parts).subarray(done), position + done);
-  return total;
 }
 
 /**

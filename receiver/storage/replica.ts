@@ -1,6 +1,6 @@
 import * as fs from 'fs';
-import { readFully, writeFully } from '../../common/fsutil';
-import { isReflinkUnsupported, punchHole } from '../../native/addon';
+import { readFully, writeFully, writeParts } from '../../common/fsutil';
+import { isReflinkUnsupported, punchHole, seekData } from '../../native/addon';
 
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 
@@ -41,6 +41,19 @@ export class Replica {
     return new Replica(fd, sizeBytes);
   }
 
+  /**
+   * True when [offset, offset+length) is a hole: it reads as zeroes without reading (reading
+   * a hole still fills page cache with zeroes, which is slow for a fresh replica).
+   */
+  isHole(offset: number, length: number): boolean {
+    try {
+      const data = seekData(this.fd, offset);
+      return data < 0 || data >= offset + length;
+    } catch {
+      return false; // the filesystem cannot tell: read instead
+    }
+  }
+
   /** Reads `length` bytes at `offset` into `into` (a fresh buffer when not given). */
   read(offset: number, length: number, into: Buffer = Buffer.allocUnsafe(length)): Buffer {
     const buf = into.subarray(0, length);
@@ -51,6 +64,12 @@ export class Replica {
 
   write(offset: number, data: Buffer): void {
     writeFully(this.fd, data, offset);
+  }
+
+  /** Writes consecutive buffers to one contiguous range. */
+  writev(offset: number, buffers: Buffer[]): void {
+    if (buffers.length === 1) return this.write(offset, buffers[0]);
+    writeParts(this.fd, buffers, offset);
   }
 
   zero(offset: number, length: number): void {

@@ -1,13 +1,14 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { fsyncDir, readFully } from '../../common/fsutil';
-import { encodeRecordParts, writeParts, RecordFormat, RECORD_HEADER_BYTES, scanRecords, readRecordBody } from './record-file';
+import { fsyncDir, readFully, writeParts } from '../../common/fsutil';
+import { encodeRecordParts, RecordFormat, RECORD_HEADER_BYTES, scanRecords, readRecordBody } from './record-file';
 import { listSegments, segmentFileName } from './segments';
 import { Limits } from '../../proto/limits';
 import { BufferArena } from '../../common/arena';
 
 const SPOOL_FORMAT: RecordFormat = { magic: 0x31505346 /* FSP1 */, metaBytes: 16, maxBodyBytes: Limits.maxFrameBytes };
 const EXT = 'seg';
+const EMPTY = Buffer.alloc(0);
 
 export interface SpoolRecord {
   firstSeq: number;
@@ -26,8 +27,8 @@ interface Segment {
 
 /**
  * The process-server cache of one volume: append-only segments of incoming change-set
- * frames. `append` resolves only after the bytes are fsync'd (group commit: appends made in
- * the same tick share one fdatasync), which is what allows the receiver to acknowledge.
+ * frames. `append` resolves only after the bytes are fsync'd (group commit: appends made while
+ * one fdatasync runs share the next), which is what allows the receiver to acknowledge.
  */
 export class Spool {
   private segments: Segment[] = [];
@@ -37,6 +38,8 @@ export class Spool {
   private durable = 0;
   private waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private flushScheduled = false;
+  private flushing = false;
+  private readonly closeAfterFlush: number[] = [];
   private newSegmentUnsynced = false;
 
   private constructor(
@@ -90,7 +93,7 @@ export class Spool {
     return done;
   }
 
-  /** Makes every append so far durable now. */
+  /** Makes every append so far durable now, on this thread (tags and hash requests need it at once). */
   flush(): void {
     this.flushScheduled = false;
     const waiters = this.waiters;
@@ -102,26 +105,75 @@ export class Spool {
         fsyncDir(this.dir);
         this.newSegmentUnsynced = false;
       }
-      this.segments[this.segments.length - 1].durableSize = this.activeSize;
-      this.durable = this.appendedSeq;
     } catch (err) {
       for (const w of waiters) w.reject(err as Error);
       return;
     }
+    this.markDurable(this.segments[this.segments.length - 1], this.activeSize, this.appendedSeq);
     for (const w of waiters) w.resolve();
+  }
+
+  private markDurable(segment: Segment, size: number, seq: number): void {
+    segment.durableSize = Math.max(segment.durableSize, size);
+    this.durable = Math.max(this.durable, seq);
   }
 
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => this.flush());
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flushInBackground();
+    });
+  }
+
+  /**
+   * Group commit without blocking the event loop: one fdatasync on the thread pool covers every
+   * append made before it started; appends made meanwhile wait for the next one.
+   */
+  private flushInBackground(): void {
+    if (this.flushing || this.activeFd < 0 || this.waiters.length === 0) return;
+    const fd = this.activeFd;
+    const segment = this.segments[this.segments.length - 1];
+    const size = this.activeSize;
+    const seq = this.appendedSeq;
+    const waiters = this.waiters;
+    const newSegment = this.newSegmentUnsynced;
+    this.waiters = [];
+    this.newSegmentUnsynced = false;
+    this.flushing = true;
+    fs.fdatasync(fd, (syncErr) => {
+      let err: Error | null = syncErr;
+      if (!err && newSegment) {
+        try {
+          fsyncDir(this.dir);
+        } catch (dirErr) {
+          err = dirErr as Error;
+        }
+      }
+      this.flushing = false;
+      for (const closing of this.closeAfterFlush.splice(0)) fs.closeSync(closing);
+      if (err) {
+        for (const w of waiters) w.reject(err);
+      } else {
+        this.markDurable(segment, size, seq);
+        for (const w of waiters) w.resolve();
+      }
+      if (this.waiters.length > 0) this.flushInBackground();
+    });
+  }
+
+  /** Closes a segment's fd, or leaves that to the background flush still using it. */
+  private closeFd(fd: number): void {
+    if (this.flushing) this.closeAfterFlush.push(fd);
+    else fs.closeSync(fd);
   }
 
   private ensureActiveSegment(firstSeq: number): void {
     if (this.activeFd >= 0 && this.activeSize < this.segmentBytes) return;
     if (this.activeFd >= 0) {
       this.flush();
-      fs.closeSync(this.activeFd);
+      this.closeFd(this.activeFd);
       this.activeFd = -1;
     }
     // A replayed change set may start at or below the previous segment's first seq; names
@@ -160,7 +212,7 @@ export class Spool {
   close(): void {
     if (this.activeFd >= 0) {
       this.flush();
-      fs.closeSync(this.activeFd);
+      this.closeFd(this.activeFd);
       this.activeFd = -1;
     }
   }
@@ -184,8 +236,11 @@ export class SpoolCursor {
     this.segFirstSeq = start;
   }
 
-  /** The next record; its frame is read into `arena` when one is given. */
-  next(arena?: BufferArena): SpoolRecord | undefined {
+  /**
+   * The next record; its frame is read into `arena` when one is given. With `skipBody` true
+   * for a record, only its header is read (the caller holds the frame already) and `frame` is empty.
+   */
+  next(arena?: BufferArena, skipBody?: (firstSeq: number, lastSeq: number) => boolean): SpoolRecord | undefined {
     for (;;) {
       const index = this.segments.findIndex((s) => s.firstSeq === this.segFirstSeq);
       if (index < 0) {
@@ -203,7 +258,7 @@ export class SpoolCursor {
         this.offset = 0;
         continue;
       }
-      const record = this.readAt(seg, arena);
+      const record = this.readAt(seg, arena, skipBody);
       if (record.lastSeq > this.afterSeq) return record;
     }
   }
@@ -226,16 +281,18 @@ export class SpoolCursor {
     this.fdFile = '';
   }
 
-  private readAt(seg: Segment, arena: BufferArena | undefined): SpoolRecord {
+  private readAt(seg: Segment, arena: BufferArena | undefined, skipBody: ((firstSeq: number, lastSeq: number) => boolean) | undefined): SpoolRecord {
     const fd = this.fileFor(seg);
     const head = this.head;
     readFully(fd, head, 0, head.length, this.offset);
     const meta = Buffer.from(head.subarray(RECORD_HEADER_BYTES));
+    const firstSeq = Number(meta.readBigUInt64LE(0));
+    const lastSeq = Number(meta.readBigUInt64LE(8));
     const bodyOffset = this.offset + head.length;
     const bodyLength = head.readUInt32LE(4);
     const loc = { offset: this.offset, meta, bodyOffset, bodyLength, end: bodyOffset + bodyLength };
-    const frame = readRecordBody(fd, loc, head.readUInt32LE(8), arena?.take(bodyLength));
+    const frame = skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, head.readUInt32LE(8), arena?.take(bodyLength));
     this.offset = loc.end;
-    return { firstSeq: Number(meta.readBigUInt64LE(0)), lastSeq: Number(meta.readBigUInt64LE(8)), frame, bytes: loc.end - loc.offset };
+    return { firstSeq, lastSeq, frame, bytes: loc.end - loc.offset };
   }
 }

@@ -1,11 +1,22 @@
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentLab, churn, fileHash, waitFor } from '../helpers/agent-lab';
-import { runFerry } from '../helpers/receiver-process';
+import { runFerry, runFerryAsync } from '../helpers/receiver-process';
 import { sha256 } from '../helpers/volume-model';
 
 const MiB = 1024 * 1024;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
 const SEED = Number(process.env.FERRY_SEED ?? Date.now() % 100000);
 
 describe('agent resync (scan capture, real receiver, real TLS)', () => {
@@ -54,11 +65,19 @@ describe('agent resync (scan capture, real receiver, real TLS)', () => {
     await lab.startReceiver();
     const size = 64 * MiB;
     const image = lab.volumeImage('vol1.img', size, SEED);
-    lab.writeConfig({ volumes: [{ id: 'vol1', path: image }] });
+    const metricsPort = await freePort();
+    lab.writeConfig({ volumes: [{ id: 'vol1', path: image }], metrics: { listen: `127.0.0.1:${metricsPort}` } });
     lab.register();
     let agent = lab.startAgent();
     const first = await lab.waitProtected('vol1', agent.child.pid as number);
     expect(first.resync?.kind).toBe('full');
+    // The same figures through `ferry agent status --json` and the Prometheus endpoint.
+    const status = JSON.parse((await runFerryAsync(['agent', 'status', '--config', lab.configFile, '--json'])).stdout) as { running: boolean; volumes: Array<{ state: string }> };
+    expect(status).toMatchObject({ running: true, volumes: [{ state: 'protected' }] });
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toContain('ferry_volume_protected{volume="vol1"} 1');
+    expect(metrics).toMatch(/ferry_volume_rpo_seconds\{volume="vol1"\} [0-9.]+/);
+    expect(metrics).toMatch(/ferry_agent_sent_bytes_total [1-9]/);
     await agent.stop();
     // Re-protect from scratch: the agent has no table, the receiver already has the data.
     fs.rmSync(path.join(lab.dir, 'agent-state', 'volumes'), { recursive: true, force: true });

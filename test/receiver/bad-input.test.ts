@@ -217,6 +217,33 @@ describe('bad input is refused with a clear code and changes nothing', () => {
     await expectRefusal(tag, 'BAD_TAG');
   });
 
+  it('answers hash requests for whole blocks of its own volume only (BAD_FRAME, TOO_LARGE, OUT_OF_RANGE, FORBIDDEN_VOLUME)', async () => {
+    const ok = await sessionA();
+    ok.send({ hashRequest: { volumeId: VOL_A, offset: 0, blockSize: 65536, count: 2, requestId: 7 } });
+    const answer = await ok.waitFor((f) => f.blockHashes ?? undefined, 20_000, 'block hashes');
+    const expected = Buffer.alloc(2 * 65536);
+    expected.fill(1, 0, 65536);
+    expected.fill(2, 8192, 12288);
+    const own = (b: Buffer): string => crypto.createHash('sha256').update(b).digest().subarray(0, 16).toString('hex');
+    expect(Buffer.from(answer.hashes ?? []).toString('hex')).toBe(own(expected.subarray(0, 65536)) + own(expected.subarray(65536)));
+    expect(answer.requestId).toBe(7);
+    await ok.close();
+    const cases: Array<[ferry.IHashRequest, string]> = [
+      [{ volumeId: VOL_A, offset: 0, blockSize: 3000, count: 1 }, 'BAD_FRAME'],
+      [{ volumeId: VOL_A, offset: 512, blockSize: 4096, count: 1 }, 'BAD_FRAME'],
+      [{ volumeId: VOL_A, offset: 0, blockSize: 4096, count: Limits.maxHashBlocks + 1 }, 'TOO_LARGE'],
+      [{ volumeId: VOL_A, offset: SIZE, blockSize: 4096, count: 1 }, 'OUT_OF_RANGE'],
+    ];
+    for (const [request, code] of cases) {
+      const conn = await sessionA();
+      conn.send({ hashRequest: request });
+      await expectRefusal(conn, code);
+    }
+    const foreign = await loggedInConnection(rx, agentB.agentId, agentB.credential);
+    foreign.send({ hashRequest: { volumeId: VOL_A, offset: 0, blockSize: 4096, count: 1 } });
+    await expectRefusal(foreign, 'FORBIDDEN_VOLUME');
+  });
+
   it('left replica, journal, spool and catalog unchanged and kept serving other agents', async () => {
     expect(snapshot(dataDir)).toEqual(before);
     expect(bystander.error).toBeUndefined();

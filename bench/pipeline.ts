@@ -1,0 +1,147 @@
+// Pipeline benchmark: agent -> receiver over loopback, next to baselines from the same run.
+// Usage: node dist/bench/pipeline.js [--stream-mib N] [--churn-mbps N] [--rpo-seconds N] [--resync-mib N] [--dir DIR] [--json]
+
+import * as fs from 'fs';
+import * as path from 'path';
+import { parseArgs } from 'util';
+import { startReceiverChild } from '../receiver/child-process';
+import { formatTable, integerOption, MiB, runBench, UsageError, warmPageCache, withWorkDir } from './common';
+import { resyncVersusRsync, ResyncFigures } from './pipeline/resync-vs-rsync';
+import { DataPool, endToEndMBps, linkLimitMBps, rpoAtChurn, RpoFigures } from './pipeline/stream';
+
+const NAME = 'pipeline bench';
+const USAGE =
+  'usage: node dist/bench/pipeline.js [--stream-mib N] [--churn-mbps N] [--rpo-seconds N] [--resync-mib N] [--dir DIR] [--json]\n' +
+  '  --stream-mib N   data streamed for (a), in MiB (default 2048)\n' +
+  '  --churn-mbps N   steady churn for (b), MB/s (default 50)\n' +
+  '  --rpo-seconds N  how long (b) runs (default 10)\n' +
+  '  --resync-mib N   image size for (c)/(d), MiB (default 2048; 0 skips them)\n' +
+  '  --dir DIR        parent of the temporary work directory (needs about 4 x resync-mib free)\n' +
+  '  --json           print one JSON object instead of the table';
+
+const PASSPHRASE = 'bench passphrase for the pipeline';
+/** Page cache to warm before measuring, in multiples of the streamed data (spool, replica, journal). */
+const WARM_UP_FACTOR = 3;
+
+interface Options {
+  streamMiB: number;
+  churnMBps: number;
+  rpoSeconds: number;
+  resyncMiB: number;
+  dir: string | undefined;
+  json: boolean;
+  help: boolean;
+}
+
+function parseOptions(argv: string[]): Options {
+  let values;
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        'stream-mib': { type: 'string' },
+        'churn-mbps': { type: 'string' },
+        'rpo-seconds': { type: 'string' },
+        'resync-mib': { type: 'string' },
+        dir: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return {
+    streamMiB: integerOption('stream-mib', values['stream-mib'], 2048, 64, 65536),
+    churnMBps: integerOption('churn-mbps', values['churn-mbps'], 50, 1, 2000),
+    rpoSeconds: integerOption('rpo-seconds', values['rpo-seconds'], 10, 1, 600),
+    resyncMiB: integerOption('resync-mib', values['resync-mib'], 2048, 0, 65536),
+    dir: values.dir,
+    json: values.json ?? false,
+    help: values.help ?? false,
+  };
+}
+
+interface Figures {
+  linkMBps: number;
+  endToEnd: { appliedMBps: number; durableMBps: number };
+  rpo: RpoFigures;
+  resync: ResyncFigures | undefined;
+}
+
+const fmt = (n: number, digits = 1): string => n.toFixed(digits);
+const verdict = (ok: boolean): string => (ok ? 'PASS' : 'MISS');
+
+function report(f: Figures, o: Options): string {
+  const e2eRatio = f.endToEnd.appliedMBps / f.linkMBps;
+  const rows = [
+    ['(a) link limit: raw wss over TLS 1.3, 1 MiB messages, separate processes', `${fmt(f.linkMBps)} MB/s`, '1.00x'],
+    ['(a) ferry end to end: captured -> lz4 -> TLS -> spooled + fsync (durable)', `${fmt(f.endToEnd.durableMBps)} MB/s`, `${fmt(f.endToEnd.durableMBps / f.linkMBps, 2)}x`],
+    ['(a) ferry end to end: ... -> applied to the replica with undo journal', `${fmt(f.endToEnd.appliedMBps)} MB/s`, `${fmt(e2eRatio, 2)}x`],
+    [`(b) RPO at ${o.churnMBps} MB/s churn for ${o.rpoSeconds} s: p50 / p99 / max`, `${fmt(f.rpo.p50, 3)} / ${fmt(f.rpo.p99, 3)} / ${fmt(f.rpo.max, 3)} s`, ''],
+  ];
+  const lines = [`Ferry pipeline benchmark (loopback; ${o.streamMiB} MiB streamed for (a); data: half incompressible, half text-like)`, '', formatTable(['measure', 'figure', 'x link'], rows), ''];
+  lines.push(`target (a) applied >= 0.7x link limit: ${verdict(e2eRatio >= 0.7)} (${fmt(e2eRatio, 2)}x)`);
+  lines.push(`target (b) RPO p99 < 1 s: ${verdict(f.rpo.p99 < 1)} (${fmt(f.rpo.p99, 3)} s)`);
+  const r = f.resync;
+  if (r) {
+    const rsync = (s: number | null): string => (s === null ? 'rsync not installed' : `${fmt(s, 2)} s`);
+    lines.push(
+      '',
+      formatTable(
+        ['(c)/(d) real agent process, scan capture, ' + `${r.imageMiB} MiB image`, 'ferry', 'rsync --inplace --no-whole-file'],
+        [
+          ['initial resync (ferry: until durable at the receiver)', `${fmt(r.ferryInitialSeconds, 2)} s`, rsync(r.rsyncInitialSeconds)],
+          [`incremental after 1% random 4 KiB changes (${fmt(r.changedBytes / MiB)} MiB)`, `${fmt(r.ferryIncrementalSeconds, 2)} s`, rsync(r.rsyncIncrementalSeconds)],
+          ['agent peak RSS', `${fmt(r.agentPeakRssBytes / MiB)} MiB`, ''],
+        ],
+      ),
+      `ferry initial resync sent ${fmt(r.ferryInitialSentBytes / MiB)} MiB (zero blocks skipped); scan interval ${r.scanIntervalMs} ms`,
+      `target (c) agent RSS < 200 MiB: ${verdict(r.agentPeakRssBytes < 200 * MiB)} (${fmt(r.agentPeakRssBytes / MiB)} MiB)`,
+    );
+    if (r.rsyncInitialSeconds !== null && r.rsyncIncrementalSeconds !== null) {
+      const faster = r.ferryInitialSeconds < r.rsyncInitialSeconds && r.ferryIncrementalSeconds < r.rsyncIncrementalSeconds;
+      lines.push(
+        `target (d) faster than rsync in both: ${verdict(faster)} (initial ${fmt(r.rsyncInitialSeconds / r.ferryInitialSeconds, 2)}x, incremental ${fmt(r.rsyncIncrementalSeconds / r.ferryIncrementalSeconds, 2)}x rsync's time)`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  if (o.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const progress = (s: string): void => {
+    if (process.stderr.isTTY) process.stderr.write(`${NAME}: ${s}\n`);
+  };
+  const figures = await withWorkDir(o.dir, 'ferry-bench-pipeline-', async (dir) => {
+    const passphraseFile = path.join(dir, 'passphrase');
+    fs.writeFileSync(passphraseFile, `${PASSPHRASE}\n`, { mode: 0o600 });
+    const receiverDir = path.join(dir, 'receiver');
+    const receiver = await startReceiverChild(receiverDir, passphraseFile);
+    try {
+      progress('generating data, warming the page cache');
+      const pool = new DataPool();
+      warmPageCache(path.join(dir, 'warm-up'), WARM_UP_FACTOR * o.streamMiB * MiB, (i) => pool.message(i));
+      progress('(a) link limit');
+      const linkMBps = await linkLimitMBps(receiverDir, pool, o.streamMiB * MiB);
+      progress('(a) ferry end to end');
+      const endToEnd = await endToEndMBps(receiver, PASSPHRASE, pool, o.streamMiB * MiB);
+      progress(`(b) RPO at ${o.churnMBps} MB/s`);
+      const rpo = await rpoAtChurn(receiver, PASSPHRASE, pool, o.churnMBps, o.rpoSeconds);
+      const resync = o.resyncMiB > 0 ? await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress) : undefined;
+      return { linkMBps, endToEnd, rpo, resync };
+    } finally {
+      await receiver.stop();
+    }
+  });
+  process.stdout.write(o.json ? `${JSON.stringify(figures, null, 2)}\n` : `${report(figures, o)}\n`);
+}
+
+runBench(NAME, USAGE, main);

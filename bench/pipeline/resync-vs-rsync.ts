@@ -1,0 +1,176 @@
+import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { controlRequest } from '../../agent/control';
+import type { AgentStatus } from '../../agent/status';
+import { FERRY_BIN, ReceiverChild } from '../../receiver/child-process';
+import { MiB, seededRandom } from '../common';
+
+export interface ResyncFigures {
+  imageMiB: number;
+  changedBytes: number;
+  ferryInitialSeconds: number;
+  ferryInitialSentBytes: number;
+  ferryIncrementalSeconds: number;
+  rsyncInitialSeconds: number | null;
+  rsyncIncrementalSeconds: number | null;
+  agentPeakRssBytes: number;
+  scanIntervalMs: number;
+}
+
+const POLL_MS = 50;
+const SCAN_INTERVAL_MS = 200;
+const SCAN_BLOCK = 64 * 1024;
+const CHANGE_BYTES = 4096;
+
+/** A 2 GiB-class image like a used disk: 3/4 incompressible data, 1/4 zeroes, written once. */
+function makeImage(file: string, bytes: number): void {
+  const random = seededRandom(42);
+  const fd = fs.openSync(file, 'w');
+  const chunk = Buffer.alloc(MiB);
+  try {
+    for (let off = 0; off < bytes; off += MiB) {
+      if ((off / MiB) % 4 === 3) chunk.fill(0);
+      else for (let i = 0; i < MiB; i += 4) chunk.writeUInt32LE((random() * 2 ** 32) >>> 0, i);
+      fs.writeSync(fd, chunk, 0, MiB, off);
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Rewrites 1% of the image in random 4 KiB writes; returns how many 64 KiB scan blocks it touched. */
+function changeOnePercent(file: string, bytes: number, seed: number): { blocks: number; bytes: number } {
+  const random = seededRandom(seed);
+  const fd = fs.openSync(file, 'r+');
+  const touched = new Set<number>();
+  const data = Buffer.alloc(CHANGE_BYTES);
+  let written = 0;
+  try {
+    while (written < bytes / 100) {
+      const offset = Math.floor(random() * (bytes / CHANGE_BYTES)) * CHANGE_BYTES;
+      for (let i = 0; i < CHANGE_BYTES; i += 4) data.writeUInt32LE((random() * 2 ** 32) >>> 0, i);
+      fs.writeSync(fd, data, 0, CHANGE_BYTES, offset);
+      touched.add(Math.floor(offset / SCAN_BLOCK));
+      written += CHANGE_BYTES;
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { blocks: touched.size, bytes: written };
+}
+
+function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function waitStatus(socket: string, what: string, ok: (s: AgentStatus) => boolean, timeoutMs: number, onPoll: () => void): Promise<AgentStatus> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    onPoll();
+    try {
+      const reply = await controlRequest(socket, { cmd: 'status' }, 5000);
+      if (reply.ok && reply.status && ok(reply.status)) return reply.status;
+    } catch {
+      // the agent is starting: its control socket is not there yet
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+function timeRsync(src: string, dst: string): number | null {
+  const start = process.hrtime.bigint();
+  const r = spawnSync('rsync', ['--inplace', '--no-whole-file', src, dst], { stdio: 'ignore' });
+  if (r.error || r.status !== 0) return null;
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+export function rsyncAvailable(): boolean {
+  try {
+    execFileSync('rsync', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * (c)+(d): the real agent process with scan capture protects an image: initial resync, then
+ * an incremental cycle after 1% random 4 KiB changes; rsync of the same image is the peer.
+ */
+export async function resyncVersusRsync(dir: string, receiver: ReceiverChild, passphraseFile: string, imageMiB: number, progress: (s: string) => void): Promise<ResyncFigures> {
+  const bytes = imageMiB * MiB;
+  const image = path.join(dir, 'source.img');
+  progress(`writing a ${imageMiB} MiB image`);
+  makeImage(image, bytes);
+  const config = path.join(dir, 'agent.json');
+  fs.writeFileSync(
+    config,
+    JSON.stringify({
+      receiver: { url: receiver.url, fingerprint: receiver.fingerprint },
+      stateDir: './agent-state',
+      capture: 'scan',
+      volumes: [{ id: 'resync', path: image }],
+      scan: { intervalMs: SCAN_INTERVAL_MS },
+    }),
+  );
+  const reg = spawnSync(process.execPath, [FERRY_BIN, 'agent', 'register', '--config', config, '--passphrase-file', passphraseFile], { encoding: 'utf8' });
+  if (reg.status !== 0) throw new Error(`agent register failed: ${reg.stderr}`);
+  const socket = path.join(dir, 'agent-state', 'agent.sock');
+  progress('ferry: initial resync');
+  const start = process.hrtime.bigint();
+  const agent: ChildProcess = spawn(process.execPath, [FERRY_BIN, 'agent', 'run', '--config', config], { stdio: 'ignore', env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } });
+  let peakRss = 0;
+  const sampleRss = (): void => {
+    peakRss = Math.max(peakRss, rssBytes(agent.pid ?? 0));
+  };
+  try {
+    const initial = await waitStatus(socket, 'the initial resync', (s) => s.volumes[0]?.resync?.finished === true && s.volumes[0].backlogBytes === 0, 30 * 60_000, sampleRss);
+    const ferryInitialSeconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const base = initial.volumes[0].durableSeq;
+    progress('ferry: incremental cycle after 1% random 4 KiB changes');
+    const change = changeOnePercent(image, bytes, 7);
+    const incStart = process.hrtime.bigint();
+    await waitStatus(socket, 'the incremental cycle', (s) => s.volumes[0].durableSeq >= base + change.blocks && s.volumes[0].backlogBytes === 0, 10 * 60_000, sampleRss);
+    const ferryIncrementalSeconds = Number(process.hrtime.bigint() - incStart) / 1e9;
+
+    let rsyncInitialSeconds: number | null = null;
+    let rsyncIncrementalSeconds: number | null = null;
+    if (rsyncAvailable()) {
+      // rsync runs on a second copy of the image, from the state before the changes.
+      progress('rsync: initial copy');
+      const rsSource = path.join(dir, 'rsync-source.img');
+      makeImage(rsSource, bytes);
+      const rsDest = path.join(dir, 'rsync-dest.img');
+      rsyncInitialSeconds = timeRsync(rsSource, rsDest);
+      progress('rsync: incremental after the same 1% changes');
+      changeOnePercent(rsSource, bytes, 7);
+      rsyncIncrementalSeconds = timeRsync(rsSource, rsDest);
+    }
+    return {
+      imageMiB,
+      changedBytes: change.bytes,
+      ferryInitialSeconds,
+      ferryInitialSentBytes: initial.volumes[0].resync?.sentBytes ?? 0,
+      ferryIncrementalSeconds,
+      rsyncInitialSeconds,
+      rsyncIncrementalSeconds,
+      agentPeakRssBytes: peakRss,
+      scanIntervalMs: SCAN_INTERVAL_MS,
+    };
+  } finally {
+    if (agent.exitCode === null && agent.signalCode === null) {
+      const exited = new Promise((r) => agent.once('exit', r));
+      agent.kill('SIGTERM');
+      await exited;
+    }
+  }
+}

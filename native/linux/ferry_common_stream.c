@@ -1,0 +1,3 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The portable core (native/common/ferry_stream.c) compiled into the module. */
+#include "ferry_stream.c"
