@@ -11,6 +11,7 @@
         "native/addon/flock.cc",
         "native/addon/file_ops.cc",
         "native/addon/fs_freeze.cc",
+        "native/addon/malloc_tune.cc",
         "native/addon/control.cc"
       ],
       "include_dirs": [
@@ -19,7 +20,37 @@
         "native/linux"
       ],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
-      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"]
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
+      "conditions": [
+        ["OS=='win'", {
+          "sources!": [
+            "native/addon/addon.cc",
+            "native/addon/device.cc",
+            "native/addon/direct_read.cc",
+            "native/addon/errors.cc",
+            "native/addon/flock.cc",
+            "native/addon/file_ops.cc",
+            "native/addon/fs_freeze.cc",
+            "native/addon/malloc_tune.cc",
+            "native/addon/control.cc"
+          ],
+          "sources": [
+            "native/addon/win/addon_win.cc",
+            "native/addon/win/control_win.cc",
+            "native/addon/win/device_win.cc",
+            "native/addon/win/errors_win.cc",
+            "native/addon/win/unsupported_win.cc",
+            "native/addon/win/vss_win.cc",
+            "native/addon/win/win_io.cc"
+          ],
+          "include_dirs": ["native/addon", "native/addon/win", "native/windows"],
+          "defines": ["WIN32_LEAN_AND_MEAN", "NOMINMAX", "_WIN32_WINNT=0x0A00", "UNICODE", "_UNICODE"],
+          "libraries": ["vssapi.lib", "ole32.lib"],
+          "msvs_settings": {
+            "VCCLCompilerTool": { "AdditionalOptions": ["/std:c++17", "/W4"] }
+          }
+        }]
+      ]
     }
   ]
 }

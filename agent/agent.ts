@@ -3,6 +3,7 @@ import type * as http from 'http';
 import type * as net from 'net';
 import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
+import { limitHeapRetention } from '../common/memory';
 import { Signal } from '../common/signal';
 import { nowUs } from '../common/time';
 import { createCaptureSource } from './capture/select';
@@ -68,6 +69,7 @@ export class Agent {
 
   /** Runs until `stop` (resolves) or an unrecoverable error (rejects with a FerryError). */
   async run(): Promise<void> {
+    limitHeapRetention();
     this.state.ensure();
     const credential = this.state.loadCredential() ?? (await this.registerFromConfig());
     this.agentId = credential.agentId;

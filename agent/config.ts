@@ -36,15 +36,15 @@ export interface AgentConfig {
   metricsListen?: string;
 }
 
-const DEFAULTS = {
+export const DEFAULTS = {
   stateDir: '/var/lib/ferry',
   scanIntervalMs: 1000,
   scanBlockSize: 64 * 1024,
-  scanMaxPendingBytes: 64 * 1024 * 1024,
+  scanMaxPendingBytes: 16 * 1024 * 1024,
   resyncBlockSize: 64 * 1024,
   maxBatchBytes: 4 * 1024 * 1024,
   maxBatchDelayMs: 50,
-  windowBytes: 32 * 1024 * 1024,
+  windowBytes: 16 * 1024 * 1024,
   crashIntervalMs: 1000,
   freezeTimeoutMs: 10_000,
   hookTimeoutMs: 60_000,

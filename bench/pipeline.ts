@@ -2,12 +2,13 @@
 // Usage: node dist/bench/pipeline.js [--stream-mib N] [--churn-mbps N] [--rpo-seconds N] [--resync-mib N] [--dir DIR] [--json]
 
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { parseArgs } from 'util';
 import { startReceiverChild } from '../receiver/child-process';
 import { formatTable, integerOption, MiB, runBench, UsageError, warmPageCache, withWorkDir } from './common';
 import { resyncVersusRsync, ResyncFigures } from './pipeline/resync-vs-rsync';
-import { DataPool, endToEndMBps, linkLimitMBps, rpoAtChurn, RpoFigures } from './pipeline/stream';
+import { CpuUse, DataPool, endToEnd, linkLimit, rpoAtChurn, RpoFigures } from './pipeline/stream';
 
 const NAME = 'pipeline bench';
 const USAGE =
@@ -66,7 +67,8 @@ function parseOptions(argv: string[]): Options {
 
 interface Figures {
   linkMBps: number;
-  endToEnd: { appliedMBps: number; durableMBps: number };
+  linkCpu: CpuUse;
+  endToEnd: { appliedMBps: number; durableMBps: number; cpu: CpuUse };
   rpo: RpoFigures;
   resync: ResyncFigures | undefined;
 }
@@ -82,7 +84,17 @@ function report(f: Figures, o: Options): string {
     ['(a) ferry end to end: ... -> applied to the replica with undo journal', `${fmt(f.endToEnd.appliedMBps)} MB/s`, `${fmt(e2eRatio, 2)}x`],
     [`(b) RPO at ${o.churnMBps} MB/s churn for ${o.rpoSeconds} s: p50 / p99 / max`, `${fmt(f.rpo.p50, 3)} / ${fmt(f.rpo.p99, 3)} / ${fmt(f.rpo.max, 3)} s`, ''],
   ];
-  const lines = [`Ferry pipeline benchmark (loopback; ${o.streamMiB} MiB streamed for (a); data: half incompressible, half text-like)`, '', formatTable(['measure', 'figure', 'x link'], rows), ''];
+  const gb = (o.streamMiB * MiB) / 1e9;
+  const cpu = (c: CpuUse): string => `${fmt(c.sender / gb, 2)} + ${fmt(c.receiver / gb, 2)}`;
+  const lines = [
+    `Ferry pipeline benchmark (loopback; ${o.streamMiB} MiB streamed for (a); data: half incompressible, half text-like)`,
+    '',
+    formatTable(['measure', 'figure', 'x link'], rows),
+    '',
+    `CPU seconds per GB streamed, sending + receiving process: link ${cpu(f.linkCpu)}, ferry ${cpu(f.endToEnd.cpu)}`,
+    `(both ends share this machine's ${os.cpus().length} cores: ferry's lz4, validation, fsyncs and apply come out of the same budget as TLS)`,
+    '',
+  ];
   lines.push(`target (a) applied >= 0.7x link limit: ${verdict(e2eRatio >= 0.7)} (${fmt(e2eRatio, 2)}x)`);
   lines.push(`target (b) RPO p99 < 1 s: ${verdict(f.rpo.p99 < 1)} (${fmt(f.rpo.p99, 3)} s)`);
   const r = f.resync;
@@ -130,13 +142,13 @@ async function main(): Promise<void> {
       const pool = new DataPool();
       warmPageCache(path.join(dir, 'warm-up'), WARM_UP_FACTOR * o.streamMiB * MiB, (i) => pool.message(i));
       progress('(a) link limit');
-      const linkMBps = await linkLimitMBps(receiverDir, pool, o.streamMiB * MiB);
+      const link = await linkLimit(receiverDir, pool, o.streamMiB * MiB);
       progress('(a) ferry end to end');
-      const endToEnd = await endToEndMBps(receiver, PASSPHRASE, pool, o.streamMiB * MiB);
+      const e2e = await endToEnd(receiver, PASSPHRASE, pool, o.streamMiB * MiB);
       progress(`(b) RPO at ${o.churnMBps} MB/s`);
       const rpo = await rpoAtChurn(receiver, PASSPHRASE, pool, o.churnMBps, o.rpoSeconds);
       const resync = o.resyncMiB > 0 ? await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress) : undefined;
-      return { linkMBps, endToEnd, rpo, resync };
+      return { linkMBps: link.mbps, linkCpu: link.cpu, endToEnd: e2e, rpo, resync };
     } finally {
       await receiver.stop();
     }

@@ -11,18 +11,32 @@ export interface PackedPayload {
   payloadCrc32: number;
 }
 
-/** lz4 block compression; the raw bytes are kept when compression does not shrink them. */
-export function packPayload(raw: Buffer): PackedPayload {
+/**
+ * lz4 block compression; the raw bytes are kept when compression does not shrink them. With
+ * `scratch`, the compressed bytes are written there (grown as needed) instead of a new buffer:
+ * the result is then only valid until the next call with the same scratch.
+ */
+export function packPayload(raw: Buffer, scratch?: ScratchBuffer): PackedPayload {
   const payloadCrc32 = crc32(raw);
   if (raw.length === 0) {
     return { compression: ferry.Compression.COMPRESSION_NONE, payload: raw, uncompressedSize: 0, payloadCrc32 };
   }
-  const out = Buffer.allocUnsafe(lz4.encodeBound(raw.length));
+  const out = scratch ? scratch.get(lz4.encodeBound(raw.length)) : Buffer.allocUnsafe(lz4.encodeBound(raw.length));
   const size = lz4.encodeBlock(raw, out);
   if (size <= 0 || size >= raw.length) {
     return { compression: ferry.Compression.COMPRESSION_NONE, payload: raw, uncompressedSize: raw.length, payloadCrc32 };
   }
   return { compression: ferry.Compression.LZ4_BLOCK, payload: out.subarray(0, size), uncompressedSize: raw.length, payloadCrc32 };
+}
+
+/** A reusable buffer that grows to the largest size asked of it (saves an allocation per call). */
+export class ScratchBuffer {
+  private buf = Buffer.alloc(0);
+
+  get(size: number): Buffer {
+    if (this.buf.length < size) this.buf = Buffer.allocUnsafe(size);
+    return this.buf.subarray(0, size);
+  }
 }
 
 /** Decompresses and verifies a payload; throws ProtocolError on any mismatch. */

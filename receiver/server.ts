@@ -3,6 +3,7 @@ import { AddressInfo } from 'net';
 import { WebSocketServer } from 'ws';
 import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
+import { limitHeapRetention } from '../common/memory';
 import { Limits } from '../proto/limits';
 import { Catalog } from './catalog';
 import { CoreOptions, ReceiverCore } from './core';
@@ -25,6 +26,7 @@ export interface RunningReceiver {
 
 /** Starts the receiver: opens (and recovers) every volume, then serves wss with TLS 1.3 only. */
 export async function startReceiver(options: ReceiverOptions): Promise<RunningReceiver> {
+  limitHeapRetention();
   const layout = new DataLayout(options.dataDir);
   const identity = await loadOrCreateIdentity(layout, options);
   const catalog = Catalog.open(layout.catalogFile);

@@ -4,6 +4,7 @@ import { log } from '../../common/log';
 import { nowUs } from '../../common/time';
 import { readDirect } from '../../native/addon';
 import { AccuracyName } from '../../proto/types';
+import { BlockHasher, sharedBuffer } from './block-hasher';
 import { BlockEntry, ResyncState, ScanTable } from './scan-table';
 import { Signal } from '../../common/signal';
 import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, TagOptions, VolumeCut } from './types';
@@ -62,7 +63,8 @@ class ScanVolume {
   readonly wake = new Signal();
   readonly passDone = new Signal();
   private readonly zeroHash: Buffer;
-  private readonly buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  /** Two chunk buffers, shared with the hash worker: one being hashed, one being read into. */
+  private readonly buffers = [sharedBuffer(CHUNK_BYTES), sharedBuffer(CHUNK_BYTES)];
 
   constructor(
     readonly spec: ProtectedVolume,
@@ -70,6 +72,7 @@ class ScanVolume {
     private readonly file: fs.promises.FileHandle,
     receiverDurableSeq: number,
     private readonly opts: ScanOptions,
+    private readonly hasher: BlockHasher,
     private readonly emitted: () => void,
   ) {
     this.nextSeq = receiverDurableSeq + 1;
@@ -106,11 +109,20 @@ class ScanVolume {
     const resync = this.resync;
     const startOffset = resync ? Math.min(this.table.resync.cursor, this.spec.sizeBytes) : 0;
     this.lastPassStartUs = nowUs();
+    // Read-ahead: the next chunk is read (thread pool) while this one is hashed.
+    let ahead: { offset: number; data: Promise<Buffer> } | undefined;
+    let flip = 0;
+    const readChunk = (offset: number): Promise<Buffer> => this.read(offset, Math.min(CHUNK_BYTES, this.spec.sizeBytes - offset), this.buffers[flip++ % 2]);
     for (let offset = startOffset - (startOffset % CHUNK_BYTES); offset < this.spec.sizeBytes; offset += CHUNK_BYTES) {
       while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
-      if (isClosed()) return;
+      if (isClosed()) {
+        await ahead?.data.catch(() => undefined);
+        return;
+      }
       if (!resync && this.settleRequestedUs > this.lastPassStartUs) {
         // An app-consistent tag wants a pass that began after the freeze: start over.
+        await ahead?.data.catch(() => undefined);
+        ahead = undefined;
         this.lastPassStartUs = nowUs();
         offset = -CHUNK_BYTES;
         continue;
@@ -118,10 +130,13 @@ class ScanVolume {
       this.passOffset = offset;
       const length = Math.min(CHUNK_BYTES, this.spec.sizeBytes - offset);
       if (resync?.kind === 'hash-compare') await this.learnRemoteHashes(resync.remote, offset, length);
-      const data = await this.read(offset, length);
-      this.scanChunk(offset, data, resync ? 'none' : 'approximate');
+      const data = await (ahead?.offset === offset ? ahead.data : readChunk(offset));
+      const next = offset + CHUNK_BYTES;
+      ahead = next < this.spec.sizeBytes ? { offset: next, data: readChunk(next) } : undefined;
+      await this.scanChunk(offset, data, resync ? 'none' : 'approximate');
       if (resync) resync.progress.doneBytes = offset + length;
     }
+    await ahead?.data.catch(() => undefined);
     this.passOffset = this.spec.sizeBytes;
     this.lastPassEndUs = nowUs();
     if (resync) {
@@ -137,13 +152,14 @@ class ScanVolume {
   /** The last finished resync, kept until its records are committed (see persistedResync). */
   finishedResync: ResyncRun | undefined;
 
-  private async read(offset: number, length: number): Promise<Buffer> {
+  private async read(offset: number, length: number, into: Buffer): Promise<Buffer> {
     if (this.spec.isBlockDevice) {
       const data = await readDirect(this.spec.path, offset, length);
       if (data.length !== length) throw new Error(`${this.spec.path}: short read at ${offset} (${data.length} of ${length} bytes)`);
-      return data;
+      data.copy(into);
+      return into.subarray(0, length);
     }
-    const buf = this.buffer.subarray(0, length);
+    const buf = into.subarray(0, length);
     let done = 0;
     while (done < length) {
       const { bytesRead } = await this.file.read(buf, done, length - done, offset + done);
@@ -172,13 +188,14 @@ class ScanVolume {
     }
   }
 
-  private scanChunk(offset: number, data: Buffer, accuracy: AccuracyName): void {
+  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName): Promise<void> {
+    const hashes = await this.hasher.hash(data, this.blockSize);
     const captureTimeUs = nowUs();
     let emitted = false;
-    for (let start = 0; start < data.length; start += this.blockSize) {
+    for (let start = 0, i = 0; start < data.length; start += this.blockSize, i++) {
       const block = (offset + start) / this.blockSize;
       const bytes = data.subarray(start, Math.min(data.length, start + this.blockSize));
-      const hash = blockHash(bytes);
+      const hash = hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES);
       if (this.table.sentMatches(block, hash)) continue;
       this.table.noteSent(block, hash);
       const seq = this.nextSeq++;
@@ -217,8 +234,10 @@ class ScanVolume {
   }
 
   compact(): void {
-    this.table.resync = this.persistedResync();
-    this.table.compact(this.outstanding.flatMap((q) => (q.entry ? [q.entry] : [])));
+    const resync = this.persistedResync();
+    const saved = this.table.resync;
+    this.table.resync = resync;
+    if (!this.table.compact(this.outstanding.flatMap((q) => (q.entry ? [q.entry] : [])))) this.table.resync = saved;
   }
 }
 
@@ -237,6 +256,7 @@ export class ScanSource implements CaptureSource {
   private readonly loops: Array<Promise<void>> = [];
   private compactTimer: NodeJS.Timeout | undefined;
   private rr = 0;
+  private readonly hasher = new BlockHasher();
 
   constructor(private readonly opts: ScanOptions) {}
 
@@ -244,7 +264,7 @@ export class ScanSource implements CaptureSource {
     if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
     const file = await fs.promises.open(spec.path, 'r');
     const { table, stale } = ScanTable.open(this.opts.stateDirOf(spec.id), spec.sizeBytes, this.opts.blockSize, receiverDurableSeq);
-    const volume = new ScanVolume(spec, table, file, receiverDurableSeq, this.opts, () => this.available.notify());
+    const volume = new ScanVolume(spec, table, file, receiverDurableSeq, this.opts, this.hasher, () => this.available.notify());
     this.volumes.set(spec.id, volume);
     let need: ResyncNeed;
     if (stale && receiverDurableSeq === 0) {
@@ -317,14 +337,16 @@ export class ScanSource implements CaptureSource {
     }
     this.rr++;
     const kept: Array<{ volume: ScanVolume; items: OutstandingRecord[] }> = [];
+    const logged: Array<Promise<void>> = [];
     for (const { volume, items } of parts) {
-      volume.table.log(items.flatMap((q) => (q.entry ? [q.entry] : [])));
+      logged.push(volume.table.log(items.flatMap((q) => (q.entry ? [q.entry] : []))));
       const outstanding = items.map((q) => ({ seq: q.record.seq, bytes: q.record.length, entry: q.entry, passOffset: q.passOffset }));
       volume.outstanding.push(...outstanding);
       kept.push({ volume, items: outstanding });
     }
     const id = this.nextBatchId++;
     this.batches.set(id, kept);
+    await Promise.all(logged);
     return { id, records: parts.flatMap((p) => p.items.map((q) => q.record)) };
   }
 
@@ -411,5 +433,6 @@ export class ScanSource implements CaptureSource {
       v.compact();
       await v.close();
     }
+    await this.hasher.close();
   }
 }

@@ -13,6 +13,17 @@ const LOG_ENTRY_BYTES = 8 + 8 + BLOCK_HASH_BYTES + 4;
 const RESYNC_ENTRY = 0xffffffffffffffffn;
 const RESYNC_KINDS: Array<ResyncState['kind']> = ['none', 'full', 'hash-compare', 'delta'];
 
+function encodeEntries(entries: readonly BlockEntry[]): Buffer {
+  const buf = Buffer.alloc(entries.length * LOG_ENTRY_BYTES);
+  entries.forEach((e, i) => {
+    const off = i * LOG_ENTRY_BYTES;
+    buf.writeBigUInt64LE(BigInt(e.seq), off);
+    buf.writeBigUInt64LE(BigInt(e.block), off + 8);
+    e.hash.copy(buf, off + 16);
+  });
+  return buf;
+}
+
 /** A block whose hash the stream carries: written to the log before its record is handed out. */
 export interface BlockEntry {
   seq: number;
@@ -49,6 +60,7 @@ export class ScanTable {
   committedSeq = 0;
   private logFd = -1;
   private logEntries = 0;
+  private syncsInFlight = 0;
 
   private constructor(
     private readonly dir: string,
@@ -138,8 +150,12 @@ export class ScanTable {
     }
   }
 
-  /** Writes a snapshot of `durable` and starts an empty log; `outstanding` are re-logged. */
-  compact(outstanding: readonly BlockEntry[] = []): void {
+  /**
+   * Writes a snapshot of `durable` and starts an empty log; `outstanding` are re-logged.
+   * Returns false (and does nothing) while a log fdatasync is still running on the old log.
+   */
+  compact(outstanding: readonly BlockEntry[] = []): boolean {
+    if (this.syncsInFlight > 0) return false;
     const header = Buffer.alloc(SNAPSHOT_HEADER_BYTES);
     header.writeUInt32LE(SNAPSHOT_MAGIC, 0);
     header.writeUInt32LE(SNAPSHOT_VERSION, 4);
@@ -156,25 +172,33 @@ export class ScanTable {
     this.logFd = fs.openSync(this.logFile, 'w', 0o600);
     this.logEntries = 0;
     fsyncDir(this.dir);
-    if (outstanding.length > 0) this.log(outstanding);
+    if (outstanding.length > 0) {
+      this.append(encodeEntries(outstanding));
+      fs.fdatasyncSync(this.logFd);
+    }
+    return true;
   }
 
-  /** Makes the block hashes of records about to be handed out durable (before they are sent). */
-  log(entries: readonly BlockEntry[]): void {
+  /**
+   * Makes the block hashes of records about to be handed out durable before they are sent.
+   * The fdatasync runs on the thread pool; it also covers resync entries written before it.
+   */
+  async log(entries: readonly BlockEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    const buf = Buffer.alloc(entries.length * LOG_ENTRY_BYTES);
-    entries.forEach((e, i) => {
-      const off = i * LOG_ENTRY_BYTES;
-      buf.writeBigUInt64LE(BigInt(e.seq), off);
-      buf.writeBigUInt64LE(BigInt(e.block), off + 8);
-      e.hash.copy(buf, off + 16);
-    });
-    this.append(buf);
+    this.append(encodeEntries(entries));
+    const fd = this.logFd;
+    this.syncsInFlight++;
+    try {
+      await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    } finally {
+      this.syncsInFlight--;
+    }
   }
 
   /**
    * Records how far a resync is durable, valid once the receiver holds seq `seq`: a restart
-   * resumes the resync there instead of at zero.
+   * resumes the resync there instead of at zero. Not synced by itself: losing the newest of
+   * these to a crash only makes the resync resume a little earlier.
    */
   logResync(state: ResyncState, seq: number): void {
     this.resync = state;
@@ -192,7 +216,6 @@ export class ScanTable {
       buf.writeUInt32LE(crc32(buf.subarray(off, off + LOG_ENTRY_BYTES - 4)), off + LOG_ENTRY_BYTES - 4);
     }
     fs.writeSync(this.logFd, buf, 0, buf.length, this.logEntries * LOG_ENTRY_BYTES);
-    fs.fdatasyncSync(this.logFd);
     this.logEntries += buf.length / LOG_ENTRY_BYTES;
   }
 

@@ -1,7 +1,10 @@
-import { buildChangeSet } from '../transport/change-set';
+import { buildChangeSet, ChangeSetScratch } from '../transport/change-set';
+import { ScratchBuffer } from '../../proto/payload';
 import { encodeFrame, ferry } from '../../proto/frames';
 import type { AccuracyName } from '../../proto/types';
 import type { CapturedRecord } from '../capture/types';
+
+const SCRATCH: ChangeSetScratch = { raw: new ScratchBuffer(), compressed: new ScratchBuffer() };
 
 /** A change set ready to send: encoded once, sent again unchanged after a reconnect. */
 export interface SealedChangeSet {
@@ -45,7 +48,8 @@ export class OpenChangeSet {
   /** Builds the frame; `pendingSinceUs` is the oldest capture time the agent still holds after it. */
   seal(pendingSinceUs: number): SealedChangeSet {
     const first = this.records[0];
-    const cs = buildChangeSet(this.volumeId, first.seq, this.records, this.accuracy, pendingSinceUs);
+    // The payload is gathered and compressed in shared scratch buffers; encodeFrame copies it out.
+    const cs = buildChangeSet(this.volumeId, first.seq, this.records, this.accuracy, pendingSinceUs, SCRATCH);
     return {
       type: 'changes',
       volumeId: this.volumeId,

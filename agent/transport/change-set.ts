@@ -1,5 +1,5 @@
 import { ferry } from '../../proto/frames';
-import { packPayload } from '../../proto/payload';
+import { packPayload, ScratchBuffer } from '../../proto/payload';
 import { accuracyValue, AccuracyName, ExtentKind } from '../../proto/types';
 
 /** One change record as a capture source hands it over. */
@@ -19,15 +19,26 @@ const kindValue: Record<ExtentKind, ferry.Extent.Kind> = {
   noop: ferry.Extent.Kind.NOOP,
 };
 
-/** Builds the wire form of consecutive records firstSeq, firstSeq+1, ... of one volume. */
+/** Where buildChangeSet may gather and compress the payload instead of allocating for each set. */
+export interface ChangeSetScratch {
+  raw: ScratchBuffer;
+  compressed: ScratchBuffer;
+}
+
+/**
+ * Builds the wire form of consecutive records firstSeq, firstSeq+1, ... of one volume. With
+ * `scratch`, the payload lives in it: encode the change set before the next build.
+ */
 export function buildChangeSet(
   volumeId: string,
   firstSeq: number,
   records: readonly ChangeRecord[],
   accuracy: AccuracyName,
   pendingSinceUs = 0,
+  scratch?: ChangeSetScratch,
 ): ferry.IChangeSet {
-  const payload = packPayload(Buffer.concat(records.filter((r) => r.kind === 'write').map((r) => r.data ?? Buffer.alloc(0))));
+  const writes = records.filter((r) => r.kind === 'write').map((r) => r.data ?? Buffer.alloc(0));
+  const payload = packPayload(scratch ? gather(writes, scratch.raw) : Buffer.concat(writes), scratch?.compressed);
   return {
     volumeId,
     firstSeq,
@@ -40,4 +51,12 @@ export function buildChangeSet(
     accuracy: accuracyValue(accuracy),
     pendingSinceUs,
   };
+}
+
+/** Concatenates `parts` into `scratch` (no new allocation once it has grown). */
+function gather(parts: readonly Buffer[], scratch: ScratchBuffer): Buffer {
+  const out = scratch.get(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) off += p.copy(out, off);
+  return out;
 }

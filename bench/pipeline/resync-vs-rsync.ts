@@ -86,11 +86,21 @@ async function waitStatus(socket: string, what: string, ok: (s: AgentStatus) => 
   }
 }
 
-function timeRsync(src: string, dst: string): number | null {
+/**
+ * rsync's delta transfer of `src` onto `dst`. --ignore-times: its quick check (size and mtime)
+ * would otherwise skip a file rewritten within the same second without reading it.
+ */
+function timeRsync(src: string, dst: string): number {
   const start = process.hrtime.bigint();
-  const r = spawnSync('rsync', ['--inplace', '--no-whole-file', src, dst], { stdio: 'ignore' });
-  if (r.error || r.status !== 0) return null;
-  return Number(process.hrtime.bigint() - start) / 1e9;
+  const r = spawnSync('rsync', ['--inplace', '--no-whole-file', '--ignore-times', src, dst], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.error || r.status !== 0) throw new Error(`rsync failed: ${r.error?.message ?? r.stderr}`);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (!sameFiles(src, dst)) throw new Error('rsync left the destination different from the source');
+  return seconds;
+}
+
+function sameFiles(a: string, b: string): boolean {
+  return spawnSync('cmp', ['-s', a, b]).status === 0;
 }
 
 export function rsyncAvailable(): boolean {

@@ -1,6 +1,8 @@
 import { spawn } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import WebSocket from 'ws';
+import { DEFAULTS } from '../../agent/config';
 import { Pipeline } from '../../agent/pipeline/pipeline';
 import { ReceiverConnection, VolumeProgress } from '../../agent/transport/receiver-connection';
 import { nowUs } from '../../common/time';
@@ -10,8 +12,11 @@ import { MiB, seededRandom } from '../common';
 import { SyntheticSource } from './synthetic-source';
 
 const RECORD_BYTES = 64 * 1024;
+/** USER_HZ: what /proc reports times in (100 on every Linux this runs on). */
+const CLOCK_TICKS_PER_SECOND = 100;
 const VOLUME_BYTES = 1024 * MiB;
-const PIPELINE = { maxBatchBytes: 4 * MiB, maxBatchDelayMs: 50, windowBytes: 32 * MiB };
+/** The agent's defaults. */
+const PIPELINE = { maxBatchBytes: DEFAULTS.maxBatchBytes, maxBatchDelayMs: DEFAULTS.maxBatchDelayMs, windowBytes: DEFAULTS.windowBytes };
 
 /**
  * Data like a used disk's: per 64 KiB block, either incompressible or text-like (lz4 halves
@@ -51,8 +56,30 @@ export class DataPool {
   }
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc. */
+export function processCpuSeconds(pid: number): number {
+  // Fields after the command name: state is [0], utime [11], stime [12], in clock ticks.
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** CPU used by this process and a peer process while `fn` runs. */
+async function withCpu<T>(peerPid: number, fn: () => Promise<T>): Promise<{ result: T; cpu: CpuUse }> {
+  const peer0 = processCpuSeconds(peerPid);
+  const self0 = process.cpuUsage();
+  const result = await fn();
+  const self = process.cpuUsage(self0);
+  return { result, cpu: { sender: (self.user + self.system) / 1e6, receiver: processCpuSeconds(peerPid) - peer0 } };
+}
+
+/** CPU seconds of the sending process (the agent side) and the receiving one. */
+export interface CpuUse {
+  sender: number;
+  receiver: number;
+}
+
 /** (a) baseline: raw wss (TLS 1.3) throughput of the same bytes between two processes. */
-export async function linkLimitMBps(receiverDir: string, pool: DataPool, totalBytes: number): Promise<number> {
+export async function linkLimit(receiverDir: string, pool: DataPool, totalBytes: number): Promise<{ mbps: number; cpu: CpuUse }> {
   const layout = new DataLayout(receiverDir);
   const server = spawn(process.execPath, [path.join(__dirname, 'link-server.js'), layout.certFile, layout.keyFile, String(totalBytes)], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
@@ -70,17 +97,19 @@ export async function linkLimitMBps(receiverDir: string, pool: DataPool, totalBy
       ws.once('open', () => resolve());
       ws.once('error', reject);
     });
-    const start = process.hrtime.bigint();
-    const done = new Promise<void>((resolve) => ws.once('message', () => resolve()));
-    for (let i = 0; i < totalBytes / MiB; i++) {
-      ws.send(pool.message(i));
-      // Same flow control as the agent: never queue more than its window in the socket.
-      while (ws.bufferedAmount > PIPELINE.windowBytes) await new Promise((r) => setImmediate(r));
-    }
-    await done;
-    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const { result: seconds, cpu } = await withCpu(server.pid as number, async () => {
+      const start = process.hrtime.bigint();
+      const done = new Promise<void>((resolve) => ws.once('message', () => resolve()));
+      for (let i = 0; i < totalBytes / MiB; i++) {
+        ws.send(pool.message(i));
+        // Same flow control as the agent: never queue more than its window in the socket.
+        while (ws.bufferedAmount > PIPELINE.windowBytes) await new Promise((r) => setImmediate(r));
+      }
+      await done;
+      return Number(process.hrtime.bigint() - start) / 1e9;
+    });
     ws.close();
-    return totalBytes / 1e6 / seconds;
+    return { mbps: totalBytes / 1e6 / seconds, cpu };
   } finally {
     server.kill();
   }
@@ -101,18 +130,20 @@ async function streamSession(receiver: ReceiverChild, passphrase: string, volume
 }
 
 /** (a) Ferry end to end: captured records until the receiver has applied them, lz4 + TLS. */
-export async function endToEndMBps(receiver: ReceiverChild, passphrase: string, pool: DataPool, totalBytes: number): Promise<{ appliedMBps: number; durableMBps: number }> {
+export async function endToEnd(receiver: ReceiverChild, passphrase: string, pool: DataPool, totalBytes: number): Promise<{ appliedMBps: number; durableMBps: number; cpu: CpuUse }> {
   const source = new SyntheticSource('bench-a', VOLUME_BYTES, RECORD_BYTES, (seq) => pool.block(seq), totalBytes);
   const { conn, pipeline } = await streamSession(receiver, passphrase, 'bench-a', source);
-  const start = process.hrtime.bigint();
-  pipeline.start();
-  await conn.waitForProgress('bench-a', source.lastSeq, 'durableSeq', 10 * 60_000);
-  const durableSeconds = Number(process.hrtime.bigint() - start) / 1e9;
-  await conn.waitForProgress('bench-a', source.lastSeq, 'appliedSeq', 10 * 60_000);
-  const appliedSeconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const { result, cpu } = await withCpu(receiver.child.pid as number, async () => {
+    const start = process.hrtime.bigint();
+    pipeline.start();
+    await conn.waitForProgress('bench-a', source.lastSeq, 'durableSeq', 10 * 60_000);
+    const durableSeconds = Number(process.hrtime.bigint() - start) / 1e9;
+    await conn.waitForProgress('bench-a', source.lastSeq, 'appliedSeq', 10 * 60_000);
+    return { durableSeconds, appliedSeconds: Number(process.hrtime.bigint() - start) / 1e9 };
+  });
   await pipeline.stop();
   await conn.close();
-  return { appliedMBps: totalBytes / 1e6 / appliedSeconds, durableMBps: totalBytes / 1e6 / durableSeconds };
+  return { appliedMBps: totalBytes / 1e6 / result.appliedSeconds, durableMBps: totalBytes / 1e6 / result.durableSeconds, cpu };
 }
 
 export interface RpoFigures {

@@ -9,6 +9,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ferry::RegisterDevice(env, exports);
   ferry::RegisterFsFreeze(env, exports);
   ferry::RegisterDirectRead(env, exports);
+  ferry::RegisterMallocTune(env, exports);
   ferry::RegisterControl(env, exports);
   return exports;
 }

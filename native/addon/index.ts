@@ -1,4 +1,5 @@
-// Typed wrapper and loader for the ferry_native N-API addon (Linux only).
+// Typed wrapper and loader for the ferry_native N-API addon (Linux; on Windows the same
+// names come from native/addon/win, see native/windows/README.md for the differences).
 //
 // System-call failures throw an Error shaped like Node's own: `.code` is the
 // errno name ('EBADF', 'EOPNOTSUPP'...), `.errno` the positive errno value (as
@@ -46,6 +47,12 @@ export interface FerryNative {
    * with fewer bytes at end of file.
    */
   readDirect(path: string, offset: number, length: number): Promise<Buffer>;
+  /**
+   * mallopt(M_MMAP_THRESHOLD): allocations of at least `bytes` get their own mapping, returned
+   * to the OS when freed, and glibc stops raising the threshold as large blocks are freed.
+   * Returns false where the C library is not glibc (nothing changed).
+   */
+  pinMmapThreshold(bytes: number): boolean;
 }
 
 const PACKAGE_NAME = 'ferry';
@@ -127,6 +134,10 @@ export function freezeFs(mountPath: string): void {
 
 export function thawFs(mountPath: string): void {
   loadNative().thawFs(mountPath);
+}
+
+export function pinMmapThreshold(bytes: number): boolean {
+  return loadNative().pinMmapThreshold(bytes);
 }
 
 export function readDirect(filePath: string, offset: number, length: number): Promise<Buffer> {
@@ -333,9 +344,45 @@ export interface FerryNative {
   ctlIoctlRaw(fd: number, request: number, buffer: Buffer): Promise<number>;
   /** ioctl numbers and ABI sizes as compiled into the addon. */
   ctlConstants: Readonly<Record<string, number>>;
+  /** Windows only (ferryflt): re-read the protection list from the registry. */
+  ctlRescan?(fd: number): Promise<RescanResult>;
+  /** Windows only: an application-consistent tag through VSS (see FerryControl.vssTag). */
+  vssTag?(
+    fd: number,
+    volumes: string[],
+    devices: number[],
+    tagId: number,
+    holdMs: number,
+    timeoutMs: number,
+    keepSnapshot: boolean,
+  ): Promise<VssTagResult>;
 }
 
-export const CONTROL_DEVICE_PATH = '/dev/ferry-ctl';
+/** Windows: volumes that began or ended protection after a registry change. */
+export interface RescanResult {
+  started: number;
+  stopped: number;
+  failed: number;
+  tracked: number;
+}
+
+/** Windows: the outcome of FerryControl.vssTag, per device in the order given. */
+export interface VssTagResult {
+  tagId: number;
+  /** The TAG record's seq per device (0 where none was inserted). */
+  seqs: number[];
+  /** 'ok', or the errno name of why that device got no TAG ('ENOENT': VSS never froze it). */
+  status: string[];
+  /** The write hold lasted until volsnap held the volume: the cut is consistent across devices. */
+  bridged: boolean[];
+  holdNs: number;
+  snapshotSetId: string;
+  /** Shadow copy device paths when keepSnapshot was set (for verification). */
+  snapshotDevices: string[];
+}
+
+/** /dev/ferry-ctl (dm-ferry) on Linux, \\.\FerryCtl (ferryflt.sys) on Windows. */
+export const CONTROL_DEVICE_PATH = process.platform === 'win32' ? '\\\\.\\FerryCtl' : '/dev/ferry-ctl';
 const DEFAULT_CHANGE_BUFFER_BYTES = 4 * 1024 * 1024;
 const MAX_CHANGE_BUFFER_BYTES = 1024 * 1024 * 1024;
 const BITMAP_CHUNK_BYTES = 1024 * 1024;
@@ -412,6 +459,8 @@ export class FerryControl {
    * batch (batchId 0) when there are none. Without `buffer` the records are views into an
    * internal buffer that the next such call reuses (and grows when one record needs more); with
    * `buffer` they are views into it and EMSGSIZE (`.needed`) says when it is too small.
+   * On Windows the driver returns its result struct in the last 56 bytes of `buffer`, so a
+   * batch can use all but those (`.needed` includes them).
    */
   async getChanges(buffer?: Buffer): Promise<ChangeBatch> {
     this.checkOpen();
@@ -510,5 +559,48 @@ export class FerryControl {
   async clearBitmap(devIndex: number, epoch: number, startBit: number, nbits: number): Promise<number> {
     this.checkOpen();
     return loadNative().ctlClearBitmap(this.fd, devIndex, epoch, startBit, nbits);
+  }
+
+  /** Windows only: re-read which volumes are protected (registry) and start or stop them. */
+  async rescan(): Promise<RescanResult> {
+    this.checkOpen();
+    const native = loadNative();
+    if (native.ctlRescan === undefined) throw controlError('ENOSYS', 'rescan() is only available on Windows');
+    return native.ctlRescan(this.fd);
+  }
+
+  /**
+   * Windows only: an application-consistent tag.  Runs a VSS copy backup of `volumes` ("E:\\"):
+   * the writers freeze, the file system flushes, and ferryflt inserts a TAG (`tagId`) on each of
+   * `devices` at that freeze point; the shadow copy is deleted unless keepSnapshot is set.
+   * Bounded by timeoutMs (default 60 s): on timeout VSS is cancelled and the writers thaw.
+   * Rejects with the first failing device's errno name unless every device was tagged and bridged.
+   * The Linux agent takes application-consistent tags with freezeFs + tag() + thawFs instead.
+   */
+  async vssTag(
+    volumes: string[],
+    devices: number[],
+    options: { tagId?: number; holdMs?: number; timeoutMs?: number; keepSnapshot?: boolean } = {},
+  ): Promise<VssTagResult> {
+    this.checkOpen();
+    const native = loadNative();
+    if (native.vssTag === undefined) throw controlError('ENOSYS', 'vssTag() is only available on Windows');
+    const result = await native.vssTag(
+      this.fd,
+      volumes,
+      devices,
+      options.tagId ?? 0,
+      options.holdMs ?? 0,
+      options.timeoutMs ?? 60_000,
+      options.keepSnapshot ?? false,
+    );
+    const bad = result.status.findIndex((st, i) => st !== 'ok' || !result.bridged[i]);
+    if (bad >= 0) {
+      const code = result.status[bad] === 'ok' ? 'ETIMEDOUT' : result.status[bad];
+      const err = controlError(code, `vssTag: device ${devices[bad]} was not tagged at the VSS freeze point (${code})`);
+      (err as FerryNativeError & { result?: VssTagResult }).result = result;
+      throw err;
+    }
+    return result;
   }
 }

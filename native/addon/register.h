@@ -10,5 +10,6 @@ void RegisterFlock(Napi::Env env, Napi::Object exports);
 void RegisterDevice(Napi::Env env, Napi::Object exports);
 void RegisterFsFreeze(Napi::Env env, Napi::Object exports);
 void RegisterDirectRead(Napi::Env env, Napi::Object exports);
+void RegisterMallocTune(Napi::Env env, Napi::Object exports);
 
 }  // namespace ferry

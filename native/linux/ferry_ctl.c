@@ -220,10 +220,22 @@ static int ferry_ioc_get(struct ferry_ioc_get *a, struct file *file)
 	return r;
 }
 
+/* Called with reg.lock held. */
 static void ferry_dispatch_events(u32 events)
 {
+	int i;
+
 	if (events & FERRY_EV_READY)
 		ferry_ctl_wake_readers();
+	/*
+	 * Stream-wide calls merge the events of every device, so a lease
+	 * request cannot be traced to its device: extend every lease (an
+	 * early extension costs one metadata write).
+	 */
+	if (events & FERRY_EV_LEASE)
+		for (i = 0; i < FERRY_MAX_DEVICES; i++)
+			if (reg.tgt[i])
+				ferry_handle_events(reg.tgt[i], FERRY_EV_LEASE);
 }
 
 static int ferry_ioc_commit(struct ferry_ioc_commit *a, struct file *file)

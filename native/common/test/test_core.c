@@ -1188,6 +1188,121 @@ static void test_concurrent(void)
 	ferry_dev_destroy(devs[1]);
 }
 
+/*
+ * A live device restarted DIRTY (the Windows filter does this after a
+ * resume from hibernation, whose writes bypass every filter): writes held
+ * and drained, ferry_dev_start() again with the current next seq.  Seqs
+ * continue without a gap, uncommitted records stay, every bit is set, the
+ * old bitmap epoch is void, and the drain protocol leads back to DATA.
+ */
+static void test_restart_live(void)
+{
+	struct ferry_dev_config c = tcfg(1 << 20, 4096, 256, 1 << 16);
+	struct ferry_dev *dev = tdev_clean(&c, 100);
+	struct tbatch *b = tb_new();
+	struct ferry_stream s;
+	struct ferry_dev_info i;
+	u64 old_epoch, next, seq, epoch;
+	u32 ev = 0, ev2 = 0;
+
+	ferry_stream_init(&s);
+	ferry_stream_set(&s, 0, dev);
+	twrite(dev, 0, 4096, 1);
+	CHECK_EQ(tget(&s, 1 << 20, b), 0);	/* START, WRITE handed out */
+	CHECK_EQ(b->n, 2);
+	twrite(dev, 8192, 4096, 2);		/* not handed out yet */
+	info(dev, &i);
+	old_epoch = i.bitmap_epoch;
+	next = i.next_seq;
+	CHECK_EQ(next, 103);
+
+	ferry_dev_hold(dev, true);
+	CHECK_EQ(ferry_dev_inflight(dev), 0);
+	ev = ferry_dev_start(dev, FERRY_START_DIRTY, 2, next, next + 1000);
+	ferry_dev_hold(dev, false);
+	CHECK(ev & FERRY_EV_READY);
+	info(dev, &i);
+	CHECK_EQ(i.mode, FERRY_MODE_DRAINING);
+	CHECK_EQ(i.start_state, FERRY_START_DIRTY);
+	CHECK_EQ(i.generation, 2);
+	CHECK_EQ(i.first_seq, next);
+	CHECK_EQ(i.next_seq, next + 1);
+	CHECK_EQ(i.dirty_bits, 256);
+	CHECK(i.bitmap_epoch != old_epoch);
+	CHECK_EQ(i.ring_used, 4);		/* the old records are kept */
+	CHECK_EQ(ferry_dev_bitmap_clear(dev, old_epoch, 0, 256, &ev2),
+		 -ESTALE);
+
+	/* the batch handed out before the restart still commits */
+	CHECK_EQ(ferry_stream_commit(&s, b->h.batch_id, &ev2), 0);
+	twrite(dev, 4096, 512, 3);
+	CHECK_EQ(tget(&s, 1 << 20, b), 0);
+	CHECK_EQ(b->n, 3);
+	CHECK_EQ(b->r[0].h.kind, FERRY_REC_WRITE);	/* from before */
+	CHECK_EQ(b->r[0].h.seq, 102);
+	CHECK_EQ(b->r[1].h.kind, FERRY_REC_START);
+	CHECK_EQ(b->r[1].h.seq, 103);
+	CHECK_EQ(b->r[1].h.length, FERRY_START_DIRTY);
+	CHECK_EQ(b->r[1].h.offset, 2);
+	CHECK_EQ(b->r[1].h.accuracy, FERRY_ACC_NONE);
+	CHECK_EQ(b->r[2].h.kind, FERRY_REC_WRITE);
+	CHECK_EQ(b->r[2].h.seq, 104);
+	CHECK_EQ(b->r[2].h.mode, FERRY_MODE_DRAINING);
+	CHECK_EQ(b->r[2].h.accuracy, FERRY_ACC_NONE);
+	CHECK(payload_ok(&b->r[2], 3));
+	CHECK_EQ(ferry_stream_commit(&s, b->h.batch_id, &ev2), 0);
+
+	/* drain: cut, read, clear everything: DATA again */
+	CHECK_EQ(ferry_dev_bitmap_cut(dev, &seq, &epoch, &ev2), 0);
+	CHECK_EQ(seq, 105);
+	CHECK_EQ(ferry_dev_bitmap_clear(dev, epoch, 0, 256, &ev2), 0);
+	info(dev, &i);
+	CHECK_EQ(i.mode, FERRY_MODE_DATA);
+	CHECK_EQ(i.dirty_bits, 0);
+	tb_del(b);
+	ferry_dev_destroy(dev);
+}
+
+/*
+ * Commits while frozen (the Windows filter keeps a saved device frozen
+ * until a write makes it mark the metadata DIRTY again; the agent keeps
+ * committing meanwhile): no seq is used while frozen, the mode climbs back
+ * at the thaw, with its MODE record.
+ */
+static void test_frozen_commit(void)
+{
+	struct ferry_dev_config c = tcfg(1 << 20, 4096, 64, 1 << 20);
+	struct ferry_dev *dev = tdev_clean(&c, 1);
+	struct tbatch *b = tb_new();
+	struct ferry_stream s;
+	struct ferry_dev_info i;
+	u64 out[4], next;
+	u32 ev = 0;
+
+	ferry_stream_init(&s);
+	ferry_stream_set(&s, 0, dev);
+	fill_to_bitmap(dev, 0);
+	CHECK_EQ(tget(&s, 1 << 20, b), 0);
+	ferry_dev_freeze(dev);
+	next = ferry_dev_persist(dev, out);
+	CHECK_EQ(ferry_stream_commit(&s, b->h.batch_id, &ev), 0);
+	info(dev, &i);
+	CHECK_EQ(i.mode, FERRY_MODE_BITMAP);	/* no MODE record while frozen */
+	CHECK_EQ(i.next_seq, next);
+	CHECK_EQ(i.ring_used, 0);
+	ferry_dev_thaw(dev);
+	info(dev, &i);
+	CHECK_EQ(i.mode, FERRY_MODE_DRAINING);
+	CHECK_EQ(i.next_seq, next + 1);
+	CHECK_EQ(tget(&s, 1 << 20, b), 0);
+	CHECK_EQ(b->n, 1);
+	CHECK_EQ(b->r[0].h.kind, FERRY_REC_MODE);
+	CHECK_EQ(b->r[0].h.mode, FERRY_MODE_DRAINING);
+	CHECK_EQ(b->r[0].h.seq, next);
+	tb_del(b);
+	ferry_dev_destroy(dev);
+}
+
 /* ------------------------------------------------------------------ */
 
 struct test_case {
@@ -1209,6 +1324,8 @@ static const struct test_case tests[] = {
 	{ "bitmap_granularity", test_bitmap_granularity },
 	{ "persist", test_persist },
 	{ "seq_lease", test_seq_lease },
+	{ "restart_live", test_restart_live },
+	{ "frozen_commit", test_frozen_commit },
 	{ "discard_failed_short", test_discard_failed_short },
 	{ "md", test_md },
 	{ "concurrent", test_concurrent },

@@ -1,0 +1,47 @@
+// pinMmapThreshold: fixes glibc's mmap threshold for the process.
+//
+// glibc serves allocations at or above the mmap threshold with mmap and returns them to the OS
+// when freed, but each time such a block is freed it raises the threshold to that size (up to
+// 32 MiB). A process that churns multi-megabyte buffers (the agent's change-set frames) then
+// serves everything below that size from the heap, which never shrinks below its highest live
+// block: resident memory grows by the churn, not by what is live. Fixing the threshold turns
+// the dynamic adjustment off.
+#include <errno.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "args.h"
+#include "errors.h"
+#include "register.h"
+
+namespace ferry {
+
+namespace {
+
+Napi::Value PinMmapThreshold(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t bytes;
+  if (!ReadOffset(info, 0, "bytes", &bytes)) return env.Undefined();
+  if (bytes < 4096 || bytes > 32 * 1024 * 1024) {
+    ThrowRangeError(env, "bytes must be from 4096 to 32 MiB");
+    return env.Undefined();
+  }
+#if defined(__GLIBC__)
+  if (mallopt(M_MMAP_THRESHOLD, static_cast<int>(bytes)) != 1) {
+    ThrowErrno(env, EINVAL, "mallopt", "mallopt(M_MMAP_THRESHOLD)");
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, true);
+#else
+  return Napi::Boolean::New(env, false);
+#endif
+}
+
+}  // namespace
+
+void RegisterMallocTune(Napi::Env env, Napi::Object exports) {
+  exports.Set("pinMmapThreshold", Napi::Function::New(env, PinMmapThreshold, "pinMmapThreshold"));
+}
+
+}  // namespace ferry

@@ -1,0 +1,562 @@
+// The ctl* functions on Windows: ferryflt's control device \\.\FerryCtl.
+//
+// Same names, arguments and results as control.cc on Linux, so
+// FerryControl (index.ts) works unchanged.  Every call is an overlapped
+// DeviceIoControl on a worker thread and returns a Promise; the event loop
+// never waits for the driver.  The IOCTLs and their buffer layouts are in
+// native/windows/ferry_winioctl.h and native/windows/README.md.
+//
+// Differences from Linux, hidden here where possible:
+//  - "fd" is the HANDLE's value.
+//  - GET_CHANGES and GET_BITMAP return their result struct in the last
+//    bytes of the output buffer (the batch / bitmap starts at offset 0, as
+//    in the Linux Buffer), so the usable space is the Buffer's length minus
+//    that struct; EMSGSIZE's .needed includes it.
+//  - ctlWait pends a WAIT request and cancels it at the timeout.
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "errors.h"
+#include "ferry_winioctl.h"
+#include "register_win.h"
+#include "win_io.h"
+
+namespace ferry {
+
+namespace {
+
+template <typename T>
+void InitArg(T* arg) {
+  std::memset(arg, 0, sizeof(*arg));
+  arg->size = sizeof(T);
+  arg->version = FERRY_ABI_VERSION;
+}
+
+double Num(uint64_t v) { return static_cast<double>(v); }
+
+bool ReadHandle(const Napi::CallbackInfo& info, size_t index, HANDLE* out) {
+  int fd;
+  if (!ReadFd(info, index, "fd", &fd)) return false;
+  *out = NumberHandle(fd);
+  return true;
+}
+
+bool ReadU32(const Napi::CallbackInfo& info, size_t index, const char* name, uint32_t* out) {
+  int64_t value;
+  if (!ReadOffset(info, index, name, &value)) return false;
+  if (value > 0xffffffffLL) {
+    ThrowRangeError(info.Env(), std::string("The \"") + name + "\" argument must be <= 4294967295");
+    return false;
+  }
+  *out = static_cast<uint32_t>(value);
+  return true;
+}
+
+bool ReadU64(const Napi::CallbackInfo& info, size_t index, const char* name, uint64_t* out) {
+  int64_t value;
+  if (!ReadOffset(info, index, name, &value)) return false;
+  *out = static_cast<uint64_t>(value);
+  return true;
+}
+
+bool ReadBuffer(const Napi::CallbackInfo& info, size_t index, const char* name,
+                Napi::Buffer<uint8_t>* out) {
+  if (!info[index].IsBuffer()) {
+    ThrowTypeError(info.Env(), std::string("The \"") + name + "\" argument must be a Buffer");
+    return false;
+  }
+  *out = info[index].As<Napi::Buffer<uint8_t>>();
+  return true;
+}
+
+// A Buffer used as METHOD_OUT_DIRECT output: room for data plus trailer.
+bool CheckOutBuffer(Napi::Env env, const Napi::Buffer<uint8_t>& buf, size_t trailer) {
+  if (buf.Length() <= trailer || buf.Length() > 0xffffffffULL) {
+    ThrowRangeError(env, "The \"buffer\" argument must be longer than " + std::to_string(trailer) +
+                             " bytes and shorter than 4 GiB on Windows");
+    return false;
+  }
+  return true;
+}
+
+Napi::Object DevInfoObject(Napi::Env env, const ferry_dev_info& d) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", Napi::String::New(env, d.name, strnlen(d.name, sizeof(d.name))));
+  o.Set("index", d.index);
+  o.Set("mode", d.mode);
+  o.Set("devMajor", d.dev_major);
+  o.Set("devMinor", d.dev_minor);
+  o.Set("dataMajor", d.data_major);
+  o.Set("dataMinor", d.data_minor);
+  o.Set("metaMajor", d.meta_major);
+  o.Set("metaMinor", d.meta_minor);
+  o.Set("sizeBytes", Num(d.size_bytes));
+  o.Set("granularity", d.granularity);
+  o.Set("startState", d.start_state);
+  o.Set("generation", d.generation);
+  o.Set("flags", d.flags);
+  o.Set("firstSeq", Num(d.first_seq));
+  o.Set("nextSeq", Num(d.next_seq));
+  o.Set("committedSeq", Num(d.committed_seq));
+  o.Set("seqLimit", Num(d.seq_limit));
+  o.Set("bitmapBits", Num(d.bitmap_bits));
+  o.Set("dirtyBits", Num(d.dirty_bits));
+  o.Set("bitmapEpoch", Num(d.bitmap_epoch));
+  o.Set("ringCapacity", d.ring_capacity);
+  o.Set("ringUsed", d.ring_used);
+  o.Set("ringHandedOut", d.ring_handed_out);
+  o.Set("poolSize", d.pool_size);
+  o.Set("poolUsed", d.pool_used);
+  o.Set("inflight", d.inflight);
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("writes", Num(d.writes));
+  c.Set("writeBytes", Num(d.write_bytes));
+  c.Set("dirtyRecords", Num(d.dirty_records));
+  c.Set("discards", Num(d.discards));
+  c.Set("flushes", Num(d.flushes));
+  c.Set("tags", Num(d.tags));
+  c.Set("resyncMarks", Num(d.resync_marks));
+  c.Set("modeChanges", Num(d.mode_changes));
+  c.Set("bitmapWrites", Num(d.bitmap_writes));
+  c.Set("failedWrites", Num(d.failed_writes));
+  c.Set("droppedFlushes", Num(d.dropped_flushes));
+  c.Set("recordsCommitted", Num(d.records_committed));
+  c.Set("bytesCommitted", Num(d.bytes_committed));
+  o.Set("counters", c);
+  return o;
+}
+
+// One METHOD_BUFFERED call whose argument struct is both input and output.
+template <typename T>
+DWORD BufferedCall(HANDLE h, DWORD code, T* arg) {
+  return Ioctl(h, code, arg, sizeof(T), arg, sizeof(T)).error;
+}
+
+// ---- exported functions ----
+
+Napi::Value CtlOpen(const Napi::CallbackInfo& info) {
+  std::string path;
+  if (!ReadPath(info, 0, "path", &path)) return info.Env().Undefined();
+  auto handle = std::make_shared<HANDLE>(INVALID_HANDLE_VALUE);
+  auto* w = new WinWorker(
+      info.Env(), "CreateFile(" + path + ")",
+      [path, handle](const char** syscall) -> DWORD {
+        *syscall = "CreateFileW";
+        *handle = CreateFileW(Widen(path).c_str(), GENERIC_READ | GENERIC_WRITE,
+                              FILE_SHARE_READ | FILE_SHARE_WRITE, nullptr, OPEN_EXISTING,
+                              FILE_FLAG_OVERLAPPED, nullptr);
+        return *handle == INVALID_HANDLE_VALUE ? GetLastError() : 0;
+      },
+      [handle](Napi::Env env) { return Napi::Number::New(env, HandleNumber(*handle)); });
+  return w->Start();
+}
+
+Napi::Value CtlClose(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  if (!ReadHandle(info, 0, &h)) return info.Env().Undefined();
+  auto* w = new WinWorker(
+      info.Env(), "CloseHandle(ferry control handle)",
+      [h](const char** syscall) -> DWORD {
+        *syscall = "CloseHandle";
+        return CloseHandle(h) ? 0 : GetLastError();
+      },
+      [](Napi::Env env) { return env.Undefined(); });
+  return w->Start();
+}
+
+Napi::Value CtlVersion(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  if (!ReadHandle(info, 0, &h)) return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_version>();
+  InitArg(arg.get());
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_VERSION)",
+      [h, arg](const char**) { return BufferedCall(h, FERRY_WIN_IOC_VERSION, arg.get()); },
+      [arg](Napi::Env env) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("abiVersion", arg->abi_version);
+        o.Set("maxDevices", arg->max_devices);
+        o.Set("batchHeaderSize", arg->batch_hdr_size);
+        o.Set("recordHeaderSize", arg->rec_hdr_size);
+        o.Set("devInfoSize", arg->dev_info_size);
+        o.Set("maxTagHoldMs", arg->max_tag_hold_ms);
+        o.Set("moduleVersion",
+              Napi::String::New(env, arg->module_version,
+                                strnlen(arg->module_version, sizeof(arg->module_version))));
+        return o;
+      });
+  return w->Start();
+}
+
+// LIST: the struct, then the entries, in one buffered output.
+struct ListBuf {
+  ferry_ioc_list list;
+  ferry_dev_info entries[FERRY_MAX_DEVICES];
+};
+
+Napi::Value CtlList(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  if (!ReadHandle(info, 0, &h)) return info.Env().Undefined();
+  auto buf = std::make_shared<ListBuf>();
+  std::memset(buf.get(), 0, sizeof(ListBuf));
+  InitArg(&buf->list);
+  buf->list.capacity = FERRY_MAX_DEVICES;
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_LIST)",
+      [h, buf](const char**) {
+        return Ioctl(h, FERRY_WIN_IOC_LIST, &buf->list, sizeof(buf->list), buf.get(),
+                     sizeof(ListBuf))
+            .error;
+      },
+      [buf](Napi::Env env) {
+        Napi::Array out = Napi::Array::New(env, buf->list.returned);
+        for (uint32_t i = 0; i < buf->list.returned && i < FERRY_MAX_DEVICES; i++)
+          out.Set(i, DevInfoObject(env, buf->entries[i]));
+        return out;
+      });
+  return w->Start();
+}
+
+Napi::Value CtlGetChanges(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  Napi::Buffer<uint8_t> buf;
+  if (!ReadHandle(info, 0, &h) || !ReadBuffer(info, 1, "buffer", &buf) ||
+      !CheckOutBuffer(info.Env(), buf, sizeof(ferry_ioc_get)))
+    return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_get>();
+  InitArg(arg.get());
+  uint8_t* data = buf.Data();
+  DWORD len = static_cast<DWORD>(buf.Length());
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_GET_CHANGES)",
+      [h, arg, data, len](const char**) {
+        ferry_ioc_get in = *arg;
+        IoResult r = Ioctl(h, FERRY_WIN_IOC_GET_CHANGES, &in, sizeof(in), data, len);
+        // the results are the last bytes of the output (also on EMSGSIZE)
+        if (r.error == 0 || FERRY_WIN_STATUS_IS_WARNING(r.error))
+          std::memcpy(arg.get(), data + len - sizeof(ferry_ioc_get), sizeof(ferry_ioc_get));
+        return r.error;
+      },
+      [arg](Napi::Env env) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("batchId", Num(arg->batch_id));
+        o.Set("nrecords", arg->nrecords);
+        o.Set("bytes", Num(arg->bytes));
+        o.Set("batchFlags", arg->batch_flags);
+        return o;
+      },
+      [arg](Napi::Env, Napi::Error& error) {
+        if (arg->needed) error.Set("needed", Num(arg->needed + sizeof(ferry_ioc_get)));
+      });
+  w->Keep(buf);
+  return w->Start();
+}
+
+Napi::Value CtlCommit(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  uint64_t batch_id;
+  if (!ReadHandle(info, 0, &h) || !ReadU64(info, 1, "batchId", &batch_id))
+    return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_commit>();
+  InitArg(arg.get());
+  arg->batch_id = batch_id;
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_COMMIT)",
+      [h, arg](const char**) {
+        return Ioctl(h, FERRY_WIN_IOC_COMMIT, arg.get(), sizeof(*arg), nullptr, 0).error;
+      },
+      [](Napi::Env env) { return env.Undefined(); });
+  return w->Start();
+}
+
+Napi::Value CtlWait(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  uint32_t timeout_ms;
+  if (!ReadHandle(info, 0, &h) || !ReadU32(info, 1, "timeoutMs", &timeout_ms))
+    return info.Env().Undefined();
+  if (timeout_ms >= INFINITE) {
+    ThrowRangeError(info.Env(), "The \"timeoutMs\" argument is too large");
+    return info.Env().Undefined();
+  }
+  auto ready = std::make_shared<bool>(false);
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_WAIT)",
+      [h, timeout_ms, ready](const char**) -> DWORD {
+        ferry_win_wait arg;
+        InitArg(&arg);
+        IoResult r = Ioctl(h, FERRY_WIN_IOC_WAIT, &arg, sizeof(arg), &arg, sizeof(arg), timeout_ms);
+        if (r.timed_out && (r.error == ERROR_OPERATION_ABORTED || r.error == 0)) {
+          *ready = r.error == 0 && arg.ready != 0;  // completed just before the cancel
+          return 0;
+        }
+        *ready = r.error == 0 && arg.ready != 0;
+        return r.error;
+      },
+      [ready](Napi::Env env) { return Napi::Boolean::New(env, *ready); });
+  return w->Start();
+}
+
+Napi::Value CtlTag(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HANDLE h;
+  uint32_t hold_ms;
+  uint64_t tag_id;
+  if (!ReadHandle(info, 0, &h)) return env.Undefined();
+  if (!info[1].IsArray()) {
+    ThrowTypeError(env, "The \"devices\" argument must be an array of device indexes");
+    return env.Undefined();
+  }
+  if (!ReadU32(info, 2, "holdMs", &hold_ms) || !ReadU64(info, 3, "tagId", &tag_id))
+    return env.Undefined();
+  Napi::Array devs = info[1].As<Napi::Array>();
+  if (devs.Length() == 0 || devs.Length() > FERRY_MAX_DEVICES) {
+    ThrowRangeError(env, "The \"devices\" argument must list 1 to " +
+                             std::to_string(FERRY_MAX_DEVICES) + " devices");
+    return env.Undefined();
+  }
+  auto arg = std::make_shared<ferry_ioc_tag>();
+  InitArg(arg.get());
+  arg->tag_id = tag_id;
+  arg->hold_ms = hold_ms;
+  arg->ndevs = devs.Length();
+  for (uint32_t i = 0; i < devs.Length(); i++) {
+    Napi::Value v = devs.Get(i);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= 4294967295.0 && d == std::floor(d))) {
+      ThrowTypeError(env, "The \"devices\" argument must hold device indexes (integers >= 0)");
+      return env.Undefined();
+    }
+    arg->devs[i] = static_cast<uint32_t>(d);
+  }
+  auto* w = new WinWorker(
+      env, "DeviceIoControl(FERRY_WIN_IOC_TAG)",
+      [h, arg](const char**) { return BufferedCall(h, FERRY_WIN_IOC_TAG, arg.get()); },
+      [arg](Napi::Env e) {
+        Napi::Object o = Napi::Object::New(e);
+        Napi::Array seqs = Napi::Array::New(e, arg->ndevs);
+        for (uint32_t i = 0; i < arg->ndevs; i++) seqs.Set(i, Num(arg->seqs[i]));
+        o.Set("seqs", seqs);
+        o.Set("holdNs", Num(arg->hold_ns));
+        return o;
+      },
+      [arg](Napi::Env, Napi::Error& error) { error.Set("holdNs", Num(arg->hold_ns)); });
+  return w->Start();
+}
+
+Napi::Value CtlStats(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  uint32_t dev = FERRY_DEV_NONE;
+  if (!ReadHandle(info, 0, &h)) return info.Env().Undefined();
+  if (!info[1].IsUndefined() && !info[1].IsNull() && !ReadU32(info, 1, "devIndex", &dev))
+    return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_stats>();
+  InitArg(arg.get());
+  arg->dev_index = dev;
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_STATS)",
+      [h, arg](const char**) { return BufferedCall(h, FERRY_WIN_IOC_STATS, arg.get()); },
+      [arg](Napi::Env env) {
+        const ferry_global_stats& g = arg->global;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("ndevices", g.ndevices);
+        o.Set("batchesInflight", g.batches_inflight);
+        o.Set("consumerAttached", Napi::Boolean::New(env, g.consumer_attached != 0));
+        o.Set("nextBatchId", Num(g.next_batch_id));
+        o.Set("committedBatchId", Num(g.committed_batch_id));
+        o.Set("gets", Num(g.gets));
+        o.Set("commits", Num(g.commits));
+        o.Set("resets", Num(g.resets));
+        o.Set("tagsOk", Num(g.tags_ok));
+        o.Set("tagsTimedOut", Num(g.tags_timed_out));
+        o.Set("tagHoldLastNs", Num(g.tag_hold_last_ns));
+        o.Set("tagHoldMaxNs", Num(g.tag_hold_max_ns));
+        o.Set("device", arg->dev_index == FERRY_DEV_NONE
+                            ? env.Null()
+                            : Napi::Value(DevInfoObject(env, arg->dev)));
+        return o;
+      });
+  return w->Start();
+}
+
+Napi::Value CtlGetBitmap(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  uint32_t dev;
+  Napi::Buffer<uint8_t> buf;
+  uint64_t start;
+  bool cut;
+  if (!ReadHandle(info, 0, &h) || !ReadU32(info, 1, "devIndex", &dev) ||
+      !ReadBuffer(info, 2, "buffer", &buf) || !ReadU64(info, 3, "startByte", &start) ||
+      !ReadBool(info, 4, "cut", &cut) || !CheckOutBuffer(info.Env(), buf, sizeof(ferry_ioc_bitmap)))
+    return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_bitmap>();
+  InitArg(arg.get());
+  arg->dev_index = dev;
+  arg->flags = cut ? FERRY_BITMAP_F_CUT : 0;
+  arg->start_byte = start;
+  // the bitmap bytes first, the struct in the last bytes of the output
+  arg->buf_len = static_cast<uint32_t>(buf.Length() - sizeof(ferry_ioc_bitmap));
+  uint8_t* data = buf.Data();
+  DWORD len = static_cast<DWORD>(buf.Length());
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_GET_BITMAP)",
+      [h, arg, data, len](const char**) {
+        ferry_ioc_bitmap in = *arg;
+        IoResult r = Ioctl(h, FERRY_WIN_IOC_GET_BITMAP, &in, sizeof(in), data, len);
+        if (r.error == 0)
+          std::memcpy(arg.get(), data + len - sizeof(ferry_ioc_bitmap), sizeof(ferry_ioc_bitmap));
+        return r.error;
+      },
+      [arg](Napi::Env env) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("returned", arg->returned);
+        o.Set("granularity", arg->granularity);
+        o.Set("nbits", Num(arg->nbits));
+        o.Set("dirtyBits", Num(arg->dirty_bits));
+        o.Set("epoch", Num(arg->epoch));
+        o.Set("cutSeq", Num(arg->cut_seq));
+        return o;
+      });
+  w->Keep(buf);
+  return w->Start();
+}
+
+Napi::Value CtlClearBitmap(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  uint32_t dev;
+  uint64_t epoch, start_bit, nbits;
+  if (!ReadHandle(info, 0, &h) || !ReadU32(info, 1, "devIndex", &dev) ||
+      !ReadU64(info, 2, "epoch", &epoch) || !ReadU64(info, 3, "startBit", &start_bit) ||
+      !ReadU64(info, 4, "nbits", &nbits))
+    return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_clear_bitmap>();
+  InitArg(arg.get());
+  arg->dev_index = dev;
+  arg->epoch = epoch;
+  arg->start_bit = start_bit;
+  arg->nbits = nbits;
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_CLEAR_BITMAP)",
+      [h, arg](const char**) { return BufferedCall(h, FERRY_WIN_IOC_CLEAR_BITMAP, arg.get()); },
+      [arg](Napi::Env env) { return Napi::Number::New(env, Num(arg->dirty_bits)); },
+      [arg](Napi::Env, Napi::Error& error) { error.Set("dirtyBits", Num(arg->dirty_bits)); });
+  return w->Start();
+}
+
+Napi::Value CtlResyncMark(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  uint32_t dev, length;
+  uint64_t offset;
+  if (!ReadHandle(info, 0, &h) || !ReadU32(info, 1, "devIndex", &dev) ||
+      !ReadU64(info, 2, "offset", &offset) || !ReadU32(info, 3, "length", &length))
+    return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_resync>();
+  InitArg(arg.get());
+  arg->dev_index = dev;
+  arg->offset = offset;
+  arg->length = length;
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_RESYNC_MARK)",
+      [h, arg](const char**) { return BufferedCall(h, FERRY_WIN_IOC_RESYNC_MARK, arg.get()); },
+      [arg](Napi::Env env) { return Napi::Number::New(env, Num(arg->seq)); });
+  return w->Start();
+}
+
+// Windows only: re-read the protection list from the registry.
+Napi::Value CtlRescan(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  if (!ReadHandle(info, 0, &h)) return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_win_rescan>();
+  InitArg(arg.get());
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_RESCAN)",
+      [h, arg](const char**) { return BufferedCall(h, FERRY_WIN_IOC_RESCAN, arg.get()); },
+      [arg](Napi::Env env) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("started", arg->started);
+        o.Set("stopped", arg->stopped);
+        o.Set("failed", arg->failed);
+        o.Set("tracked", arg->tracked);
+        return o;
+      });
+  return w->Start();
+}
+
+// Any METHOD_BUFFERED ferryflt IOCTL on a caller-built buffer (tests).
+Napi::Value CtlIoctlRaw(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HANDLE h;
+  uint32_t request;
+  Napi::Buffer<uint8_t> buf;
+  if (!ReadHandle(info, 0, &h) || !ReadU32(info, 1, "request", &request) ||
+      !ReadBuffer(info, 2, "buffer", &buf))
+    return env.Undefined();
+  if (FERRY_WIN_CODE_DEVICE_TYPE(request) != FERRY_WIN_DEVICE_TYPE ||
+      FERRY_WIN_CODE_METHOD(request) != FERRY_WIN_BUFFERED) {
+    ThrowRangeError(env, "ctlIoctlRaw: request is not a buffered ferryflt IOCTL");
+    return env.Undefined();
+  }
+  if (buf.Length() > 0xffffffffULL) {
+    ThrowRangeError(env, "ctlIoctlRaw: buffer too large");
+    return env.Undefined();
+  }
+  uint8_t* data = buf.Data();
+  DWORD len = static_cast<DWORD>(buf.Length());
+  auto returned = std::make_shared<DWORD>(0);
+  auto* w = new WinWorker(
+      env, "DeviceIoControl(ferryflt " + std::to_string((request >> 2) & 0xfff) + ")",
+      [h, request, data, len, returned](const char**) {
+        IoResult r = Ioctl(h, request, data, len, data, len);
+        *returned = r.bytes;
+        return r.error;
+      },
+      [returned](Napi::Env e) { return Napi::Number::New(e, *returned); });
+  w->Keep(buf);
+  return w->Start();
+}
+
+}  // namespace
+
+void RegisterControlWin(Napi::Env env, Napi::Object exports) {
+  exports.Set("ctlOpen", Napi::Function::New(env, CtlOpen, "ctlOpen"));
+  exports.Set("ctlClose", Napi::Function::New(env, CtlClose, "ctlClose"));
+  exports.Set("ctlVersion", Napi::Function::New(env, CtlVersion, "ctlVersion"));
+  exports.Set("ctlList", Napi::Function::New(env, CtlList, "ctlList"));
+  exports.Set("ctlGetChanges", Napi::Function::New(env, CtlGetChanges, "ctlGetChanges"));
+  exports.Set("ctlCommit", Napi::Function::New(env, CtlCommit, "ctlCommit"));
+  exports.Set("ctlWait", Napi::Function::New(env, CtlWait, "ctlWait"));
+  exports.Set("ctlTag", Napi::Function::New(env, CtlTag, "ctlTag"));
+  exports.Set("ctlStats", Napi::Function::New(env, CtlStats, "ctlStats"));
+  exports.Set("ctlGetBitmap", Napi::Function::New(env, CtlGetBitmap, "ctlGetBitmap"));
+  exports.Set("ctlClearBitmap", Napi::Function::New(env, CtlClearBitmap, "ctlClearBitmap"));
+  exports.Set("ctlResyncMark", Napi::Function::New(env, CtlResyncMark, "ctlResyncMark"));
+  exports.Set("ctlRescan", Napi::Function::New(env, CtlRescan, "ctlRescan"));
+  exports.Set("ctlIoctlRaw", Napi::Function::New(env, CtlIoctlRaw, "ctlIoctlRaw"));
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("FERRY_IOC_VERSION", static_cast<double>(FERRY_WIN_IOC_VERSION));
+  c.Set("FERRY_IOC_LIST", static_cast<double>(FERRY_WIN_IOC_LIST));
+  c.Set("FERRY_IOC_GET_CHANGES", static_cast<double>(FERRY_WIN_IOC_GET_CHANGES));
+  c.Set("FERRY_IOC_COMMIT", static_cast<double>(FERRY_WIN_IOC_COMMIT));
+  c.Set("FERRY_IOC_TAG", static_cast<double>(FERRY_WIN_IOC_TAG));
+  c.Set("FERRY_IOC_STATS", static_cast<double>(FERRY_WIN_IOC_STATS));
+  c.Set("FERRY_IOC_GET_BITMAP", static_cast<double>(FERRY_WIN_IOC_GET_BITMAP));
+  c.Set("FERRY_IOC_CLEAR_BITMAP", static_cast<double>(FERRY_WIN_IOC_CLEAR_BITMAP));
+  c.Set("FERRY_IOC_RESYNC_MARK", static_cast<double>(FERRY_WIN_IOC_RESYNC_MARK));
+  c.Set("FERRY_WIN_IOC_WAIT", static_cast<double>(FERRY_WIN_IOC_WAIT));
+  c.Set("FERRY_WIN_IOC_RESCAN", static_cast<double>(FERRY_WIN_IOC_RESCAN));
+  c.Set("FERRY_WIN_IOC_VSS_ARM", static_cast<double>(FERRY_WIN_IOC_VSS_ARM));
+  c.Set("FERRY_WIN_IOC_VSS_RESULT", static_cast<double>(FERRY_WIN_IOC_VSS_RESULT));
+  c.Set("FERRY_ABI_VERSION", FERRY_ABI_VERSION);
+  c.Set("sizeofBatchHeader", static_cast<double>(sizeof(ferry_batch_hdr)));
+  c.Set("sizeofRecord", static_cast<double>(sizeof(ferry_rec)));
+  c.Set("sizeofDevInfo", static_cast<double>(sizeof(ferry_dev_info)));
+  // bytes of an output Buffer that the result struct takes on Windows
+  c.Set("getChangesTrailer", static_cast<double>(sizeof(ferry_ioc_get)));
+  c.Set("getBitmapTrailer", static_cast<double>(sizeof(ferry_ioc_bitmap)));
+  exports.Set("ctlConstants", c);
+}
+
+}  // namespace ferry
