@@ -12,7 +12,7 @@ import type { AgentConfig } from './config';
 import { Pipeline } from './pipeline/pipeline';
 import { AgentState } from './state';
 import { AgentStatus, VolumeState, VolumeStatus, writeAgentStatus } from './status';
-import { cutAppConsistent, weakestCut } from './tags/app-tag';
+import { cutAppConsistent, cutWithVss, weakestCut } from './tags/app-tag';
 import { startControlServer, startMetricsServer } from './control';
 import { ConnectionError, ReceiverConnection, VolumeProgress } from './transport/receiver-connection';
 import { registerAgent } from './register';
@@ -230,7 +230,9 @@ export class Agent {
       return { pointIds, kind: 'crash', cuts, accuracy: weakestCut(cuts) };
     }
     const mounts = this.config.volumes.flatMap((v) => (v.mount ? [v.mount] : []));
-    const cut = await cutAppConsistent(source, ids, mounts, { ...this.config.tags, holdMs: TAG_HOLD_MS });
+    const settings = { ...this.config.tags, holdMs: TAG_HOLD_MS };
+    // Windows has no FIFREEZE: the VSS writers freeze and the filter cuts at that point.
+    const cut = process.platform === 'win32' ? await cutWithVss(source, ids, mounts, settings) : await cutAppConsistent(source, ids, mounts, settings);
     // A cut that missed the freeze is still a good crash-consistent point: record it as one.
     const kind = cut.appConsistent ? 'app' : 'crash';
     if (!cut.appConsistent) log.warn('the tag is not application-consistent', { note: cut.note });

@@ -9,6 +9,7 @@ import { AgentStatus, readAgentStatus } from '../agent/status';
 import { ExitCode, FerryError } from '../common/errors';
 import { formatBytes } from '../common/units';
 import { durationOption } from './options';
+import { addProtectCommands } from './protect-commands';
 import { ResyncProgressBars } from './progress';
 
 async function readPassphrase(file: string | undefined): Promise<string> {
@@ -122,5 +123,6 @@ export function agentCommand(): Command {
       const frozen = tag.frozenMs !== undefined ? `, filesystems frozen ${tag.frozenMs} ms` : '';
       process.stdout.write(`point(s) ${tag.pointIds.join(', ')}: ${tag.kind}, ${tag.accuracy}${frozen}${tag.note ? ` (${tag.note})` : ''}\n`);
     });
+  addProtectCommands(cmd);
   return cmd;
 }

@@ -28,6 +28,8 @@ describe('ferry CLI', () => {
       ['agent', 'register', '--help'],
       ['agent', 'status', '--help'],
       ['agent', 'tag', '--help'],
+      ['agent', 'protect', '--help'],
+      ['agent', 'unprotect', '--help'],
       ['quickstart', '--help'],
       ['push-install', '--help'],
     ];

@@ -385,6 +385,7 @@ export class ScanSource implements CaptureSource {
 
   /** Scan streams have no writes to hold: the cut is simply what has been emitted so far. */
   async tag(volumeIds: string[], options: TagOptions): Promise<VolumeCut[]> {
+    if (options.vssVolumes?.length) throw new Error('scan capture cannot cut at a VSS freeze point: it needs the ferryflt driver');
     return volumeIds.map((id) => {
       const v = this.volume(id);
       const accuracy: AccuracyName = v.resync ? 'none' : options.quiesced ? 'exact' : 'approximate';

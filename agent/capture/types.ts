@@ -65,6 +65,11 @@ export interface TagOptions {
   holdMs: number;
   /** The volumes are frozen and `settle` succeeded: the cut is a consistent image. */
   quiesced: boolean;
+  /**
+   * Windows: volumes ("E:\\") whose VSS writers freeze around the cut. The kernel source then
+   * cuts at the VSS freeze point (ferryflt sees it go by); other sources refuse it.
+   */
+  vssVolumes?: string[];
 }
 
 /** Where a hash-compare resync gets the receiver's block hashes from (16 bytes per block). */

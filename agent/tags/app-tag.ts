@@ -65,3 +65,21 @@ export async function cutAppConsistent(
   }
   return result;
 }
+
+/**
+ * Windows: pre-hook, a cut at the VSS freeze point of `volumes` (the kernel source runs the VSS
+ * requester and the filter inserts the tag while the writers are frozen), post-hook.
+ */
+export async function cutWithVss(source: CaptureSource, volumeIds: string[], volumes: string[], settings: AppTagSettings): Promise<AppTagCut> {
+  if (volumes.length === 0) throw new Error('an application-consistent tag on Windows needs the volumes\' mount points (e.g. "C:\\") in the config');
+  if (settings.preHook) await runHook(settings.preHook, 'pre', settings.hookTimeoutMs);
+  try {
+    const started = Date.now();
+    const cuts = await source.tag(volumeIds, { holdMs: settings.holdMs, quiesced: true, vssVolumes: volumes });
+    return { cuts, accuracy: weakestCut(cuts), frozenMs: Date.now() - started, appConsistent: true };
+  } finally {
+    if (settings.postHook) {
+      await runHook(settings.postHook, 'post', settings.hookTimeoutMs).catch((err: Error) => log.error('post-hook failed', { error: err.message }));
+    }
+  }
+}

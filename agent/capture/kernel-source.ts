@@ -1,0 +1,406 @@
+import { describeError, errnoCode } from '../../common/errors';
+import { log } from '../../common/log';
+import { Signal } from '../../common/signal';
+import { BatchFormatError, type ChangeRecord, type FerryControl, type StartState } from '../../native/addon';
+import { planAttach } from './kernel/attach-plan';
+import { Converter } from './kernel/converter';
+import { blockDeviceNumber, sameDevice } from './kernel/devices';
+import { StreamLog } from './kernel/stream-log';
+import { DEVICE_MODE_TO_CAPTURE, KernelVolume } from './kernel/volume';
+import { VolumeWalker } from './kernel/walker';
+import type { CaptureBatch, CaptureMode, CaptureSource, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, TagOptions, VolumeCut } from './types';
+
+/** The kernel refuses a 17th uncommitted batch (ENOBUFS). */
+const MAX_KERNEL_BATCHES = 16;
+/** Longest single poll() of the control device (it holds a libuv worker thread). */
+const POLL_MS = 250;
+const EMPTY = Buffer.alloc(0);
+/** GET buffer: payloads of up to this much per kernel batch. */
+const GET_BYTES = 1024 * 1024;
+/**
+ * GET buffer while the stream carries DIRTY records (header only, read back at hand-out): about
+ * 340 of them per kernel batch, so that a batch commits (and frees its ring slots) once a few
+ * MiB of read-backs are durable, not after tens of MiB.
+ */
+const READ_BACK_GET_BYTES = 16 * 1024;
+/** A tag's cut is known once its TAG record is converted; give up after this long. */
+const TAG_WAIT_MS = 30_000;
+
+export interface KernelSourceOptions {
+  control: FerryControl;
+  stateDirOf: (volumeId: string) => string;
+  resyncBlockSize: number;
+  /** Every volume the agent will attach: the stream is read once all of them are. */
+  volumeIds: readonly string[];
+}
+
+interface Outstanding {
+  kernelBatchId: number;
+  /** The batch ends its kernel batch: committing it commits the kernel batch. */
+  endsKernelBatch: boolean;
+  lastStream: Map<KernelVolume, number>;
+  marks: Map<KernelVolume, number>;
+}
+
+/** A kernel batch being handed out, possibly as several capture batches. */
+interface KernelBatch {
+  id: number;
+  records: ChangeRecord[];
+  next: number;
+}
+
+/**
+ * Kernel capture through dm-ferry (/dev/ferry-ctl): every completed write of a protected volume
+ * comes with its data, in completion order. A kernel batch is handed out as one capture batch,
+ * or as several when its read-backs would make one too large; it is committed in the kernel when
+ * the pipeline commits the last of them (the receiver holds all of it durably). Records are
+ * converted, and data read back, only when the pipeline asks for them.
+ *
+ * Each volume's stream is numbered here, not by the kernel: kernel seqs jump after a crash,
+ * BITMAP-mode writes have none, and resync data is inserted. A kernel record takes a fixed
+ * number of stream seqs; an anchor per handed-out batch (stream-log.ts) lets a restarted agent
+ * give the batches the kernel hands out again the very seqs they had.
+ */
+export class KernelSource implements CaptureSource {
+  readonly kind = 'kernel' as const;
+  private readonly control: FerryControl;
+  private readonly volumes = new Map<string, KernelVolume>();
+  private byIndex = new Map<number, KernelVolume>();
+  private readonly converter: Converter;
+  private current: KernelBatch | undefined;
+  private kernelBatchesOut = 0;
+  private getBuffer = Buffer.allocUnsafe(GET_BYTES);
+  private readBackHeavy = false;
+  private readonly outstanding = new Map<number, Outstanding>();
+  private nextBatchId = 1;
+  private nextTagId = 1;
+  private started = false;
+  private closed = false;
+  private failure: Error | undefined;
+  private readonly available = new Signal();
+  private readonly room = new Signal();
+  private readonly loops: Array<Promise<void>> = [];
+  private remote: RemoteHashes | undefined;
+
+  constructor(private readonly opts: KernelSourceOptions) {
+    this.control = opts.control;
+    this.converter = new Converter({
+      control: this.control,
+      volumeAt: (i) => this.byIndex.get(i),
+      refreshIndexes: () => this.refreshIndexes(),
+      onNewLoad: (v, generation, startState) => this.onNewLoad(v, generation, startState),
+      onGap: (v, expected, got) => this.onGap(v, expected, got),
+    });
+  }
+
+  async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
+    if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
+    const device = blockDeviceNumber(spec.path);
+    if (!device) throw new Error(`volume ${spec.id}: ${spec.path} is not a block device`);
+    const info = (await this.control.list()).find((d) => sameDevice(d, device));
+    if (!info) throw new Error(`volume ${spec.id}: ${spec.path} is not a ferry device`);
+    if (info.sizeBytes !== spec.sizeBytes) throw new Error(`volume ${spec.id}: the ferry device is ${info.sizeBytes} bytes, ${spec.path} ${spec.sizeBytes}`);
+    const streamLog = StreamLog.open(this.opts.stateDirOf(spec.id), spec.sizeBytes, this.opts.resyncBlockSize);
+    const plan = planAttach(
+      { generation: info.generation, startState: info.startStateName, firstSeq: info.firstSeq, committedSeq: info.committedSeq, dirtyBits: info.dirtyBits },
+      streamLog,
+      receiverDurableSeq,
+    );
+    const v = new KernelVolume(spec, device, streamLog, receiverDurableSeq, {
+      devIndex: info.index,
+      generation: info.generation,
+      loadFirstSeq: info.firstSeq,
+      mode: info.modeName,
+      nextStream: plan.nextStream,
+      firstKseq: plan.firstKseq,
+    });
+    this.volumes.set(spec.id, v);
+    this.byIndex.set(info.index, v);
+    if (plan.need.kind !== 'none') {
+      v.tracker.resyncStarted();
+      // Runs once the agent calls startResync (with the receiver's hashes), at the plan's cursor.
+      v.resyncRequest = { kind: plan.need.kind, cursor: plan.resumeCursor, ready: false };
+      streamLog.saveResync({ kind: plan.need.kind, cursor: plan.resumeCursor }, receiverDurableSeq);
+    } else if (plan.drain || info.modeName === 'bitmap' || info.modeName === 'draining') {
+      v.tracker.bitmapEntered();
+      v.drainRequested = plan.drain || info.dirtyBits > 0;
+    }
+    log.info('kernel capture attached', {
+      volume: spec.id,
+      device: info.name,
+      load: info.generation,
+      start: info.startStateName,
+      mode: info.modeName,
+      dirtyBits: info.dirtyBits,
+      streamFrom: plan.nextStream,
+    });
+    if (this.opts.volumeIds.every((id) => this.volumes.has(id))) this.start();
+    return plan.need;
+  }
+
+  startResync(volumeId: string, kind: ResyncKind, remote: RemoteHashes): void {
+    const v = this.volume(volumeId);
+    this.remote = remote;
+    const cursor = v.resyncRequest?.kind === kind ? v.resyncRequest.cursor : 0;
+    v.tracker.resyncStarted();
+    v.resyncRequest = { kind, remote, cursor, ready: true };
+    v.lastResync = { kind, doneBytes: cursor, totalBytes: kind === 'delta' ? 0 : v.spec.sizeBytes, sentBytes: 0, startedMs: Date.now() };
+    v.log.saveResync({ kind, cursor }, v.committedStream);
+    v.changed.notify();
+  }
+
+  resyncProgress(volumeId: string): ResyncProgress | undefined {
+    return this.volumes.get(volumeId)?.lastResync;
+  }
+
+  mode(volumeId: string): CaptureMode {
+    return DEVICE_MODE_TO_CAPTURE[this.volume(volumeId).mode];
+  }
+
+  private volume(volumeId: string): KernelVolume {
+    const v = this.volumes.get(volumeId);
+    if (!v) throw new Error(`volume ${volumeId} is not attached`);
+    return v;
+  }
+
+  // ---- reading the kernel stream -------------------------------------------------------------
+
+  private start(): void {
+    if (this.started) return;
+    this.started = true;
+    const walkerCtx = { control: this.control, blockSize: this.opts.resyncBlockSize, isClosed: () => this.closed };
+    for (const v of this.volumes.values()) {
+      this.loops.push(this.guard(new VolumeWalker(walkerCtx, v).run(), `walker of ${v.id}`));
+    }
+    this.available.notify();
+  }
+
+  private guard(p: Promise<void>, what: string): Promise<void> {
+    return p.catch((err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err)), what));
+  }
+
+  private fail(err: Error, what: string): void {
+    if (this.closed) return;
+    log.error('kernel capture failed', { in: what, error: err.message });
+    this.failure ??= new Error(`kernel capture: ${what}: ${err.message}`);
+    this.available.notify();
+  }
+
+  /** Takes the next kernel batch (copied out of the shared buffer); false if none came in time. */
+  private async takeKernelBatch(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.closed) return false;
+      const left = deadline - Date.now();
+      if (this.kernelBatchesOut >= MAX_KERNEL_BATCHES) {
+        if (left <= 0) return false;
+        await this.room.wait(left);
+        continue;
+      }
+      let batch;
+      const size = this.readBackHeavy ? READ_BACK_GET_BYTES : this.getBuffer.length;
+      try {
+        batch = await this.control.getChanges(this.getBuffer.subarray(0, size));
+      } catch (err) {
+        const code = errnoCode(err);
+        const needed = (err as { needed?: number }).needed;
+        if (code === 'EMSGSIZE' && needed !== undefined) {
+          // One record (a large write) needs more: grow for it.
+          if (needed > this.getBuffer.length) this.getBuffer = Buffer.allocUnsafe(Math.ceil(needed / GET_BYTES) * GET_BYTES);
+          this.readBackHeavy = false;
+          continue;
+        }
+        if (code === 'ENOBUFS') {
+          if (left <= 0) return false;
+          await this.room.wait(Math.min(left, POLL_MS));
+          continue;
+        }
+        if (code === 'EBUSY') throw new Error('another process owns the dm-ferry change stream (is another agent running?)');
+        if (err instanceof BatchFormatError) throw new Error(`the dm-ferry module sent a malformed batch: ${err.message}`);
+        throw err;
+      }
+      if (batch.batchId !== 0) {
+        // The records are views into a buffer the next GET reuses: copy the payloads.
+        const records = batch.records.map((r) => ({ ...r, data: r.data.length > 0 ? Buffer.from(r.data) : EMPTY }));
+        this.readBackHeavy = records.some((r) => r.kind === 'dirty');
+        this.current = { id: batch.batchId, records, next: 0 };
+        this.kernelBatchesOut++;
+        return true;
+      }
+      if (left <= 0) return false;
+      await this.control.wait(Math.min(left, POLL_MS));
+    }
+  }
+
+  private async refreshIndexes(): Promise<void> {
+    const devices = await this.control.list();
+    const map = new Map<number, KernelVolume>();
+    for (const v of this.volumes.values()) {
+      const info = devices.find((d) => sameDevice(d, v.device));
+      if (!info) continue;
+      if (info.index !== v.devIndex) log.info('the volume\'s ferry device has a new index', { volume: v.id, from: v.devIndex, to: info.index });
+      v.devIndex = info.index;
+      map.set(info.index, v);
+    }
+    this.byIndex = map;
+  }
+
+  /** A new table was loaded on the device while the agent ran (protect, unprotect, reload). */
+  private onNewLoad(v: KernelVolume, generation: number, startState: StartState): void {
+    log.warn('the ferry device was loaded again', { volume: v.id, load: generation, start: startState });
+    const walk = v.walk;
+    const resync = walk?.purpose === 'resync' && !walk.readDone ? walk.kind : v.resyncRequest?.kind;
+    v.abandonLoad('the device was reloaded before the tag reached the agent');
+    v.generation = generation;
+    if (startState === 'clean') {
+      // What the old load did not commit is now dirty bits: drain them (and finish a resync).
+      if (resync) v.resyncRequest = { kind: resync, remote: this.remote, cursor: v.log.resync.cursor, ready: true };
+      v.tracker.bitmapEntered();
+      v.drainRequested = true;
+    } else {
+      this.requestCompare(v, `the device's metadata was ${startState} at load ${generation}`);
+    }
+    v.changed.notify();
+  }
+
+  private onGap(v: KernelVolume, expected: number, got: number): void {
+    this.requestCompare(v, `kernel seq ${got} arrived where ${expected} was expected`);
+  }
+
+  private requestCompare(v: KernelVolume, reason: string): void {
+    log.warn('volume needs a hash-compare resync', { volume: v.id, reason });
+    v.tracker.resyncStarted();
+    v.resyncRequest = { kind: 'hash-compare', remote: this.remote, cursor: 0, ready: true };
+    v.lastResync = { kind: 'hash-compare', doneBytes: 0, totalBytes: v.spec.sizeBytes, sentBytes: 0, startedMs: Date.now() };
+    v.log.saveResync({ kind: 'hash-compare', cursor: 0 }, v.committedStream);
+    v.changed.notify();
+  }
+
+  // ---- CaptureSource: hand-out and commit ----------------------------------------------------
+
+  async next(maxBytes: number, timeoutMs: number): Promise<CaptureBatch | undefined> {
+    if (this.failure) throw this.failure;
+    if (!this.started || this.closed) {
+      await this.available.wait(timeoutMs);
+      if (this.failure) throw this.failure;
+      return undefined;
+    }
+    if (!this.current && !(await this.takeKernelBatch(timeoutMs))) return undefined;
+    const kb = this.current as KernelBatch;
+    const { batch, consumed } = await this.converter.convert(kb.records, kb.next, kb.id, maxBytes);
+    kb.next += consumed;
+    const endsKernelBatch = kb.next >= kb.records.length;
+    if (endsKernelBatch) this.current = undefined;
+    // Log before hand-out: a restart gives a redelivered batch the same stream seqs.
+    for (const [v, anchor] of batch.anchors) v.log.appendAnchors([anchor]);
+    const lastStream = new Map<KernelVolume, number>();
+    for (const r of batch.records) lastStream.set(this.volume(r.volumeId), r.seq);
+    const id = this.nextBatchId++;
+    this.outstanding.set(id, { kernelBatchId: kb.id, endsKernelBatch, lastStream, marks: batch.marks });
+    for (const t of batch.tags) t.volume.noteTag(t.kseq, t.cut);
+    return { id, records: batch.records };
+  }
+
+  async commit(batchId: number): Promise<void> {
+    const o = this.outstanding.get(batchId);
+    if (!o) throw new Error(`capture batch ${batchId} is not outstanding`);
+    const oldest = this.outstanding.keys().next().value;
+    if (oldest !== batchId) throw new Error(`capture batch ${batchId} committed before batch ${oldest}`);
+    if (o.endsKernelBatch) {
+      try {
+        await this.control.commit(o.kernelBatchId);
+      } catch (err) {
+        throw new Error(`dm-ferry refused to commit batch ${o.kernelBatchId}: ${describeError(err)}`);
+      }
+      this.kernelBatchesOut--;
+    }
+    this.outstanding.delete(batchId);
+    for (const [v, seq] of o.lastStream) {
+      v.committedStream = Math.max(v.committedStream, seq);
+      v.log.noteCommitted(v.committedStream);
+    }
+    for (const [v, n] of o.marks) v.outstandingMarks = Math.max(0, v.outstandingMarks - n);
+    for (const v of new Set([...o.lastStream.keys(), ...o.marks.keys()])) v.changed.notify();
+    this.room.notify();
+  }
+
+  /** Records still in the kernel are not seen until handed out: the oldest of the current kernel batch. */
+  oldestQueuedCaptureUs(): number {
+    const kb = this.current;
+    if (!kb || kb.next >= kb.records.length) return 0;
+    return Number(kb.records[kb.next].timeNs / 1000n);
+  }
+
+  // ---- tags ------------------------------------------------------------------------------------
+
+  /**
+   * One TAG ioctl over every device: new writes are held (at most holdMs) until the writes in
+   * flight complete, then each stream gets a TAG record at that same cut. A volume's cut is the
+   * stream seq of its last record before the TAG, known once the converter reaches it.
+   */
+  async tag(volumeIds: string[], options: TagOptions): Promise<VolumeCut[]> {
+    const vols = volumeIds.map((id) => this.volume(id));
+    let result;
+    try {
+      result = options.vssVolumes?.length
+        ? await this.vssCut(vols.map((v) => v.devIndex), options.vssVolumes, options.holdMs)
+        : await this.control.tag(
+            vols.map((v) => v.devIndex),
+            { holdMs: options.holdMs, tagId: this.nextTagId++ },
+          );
+    } catch (err) {
+      throw new Error(tagFailure(err, options.holdMs));
+    }
+    const cuts = await Promise.all(vols.map((v, i) => v.waitTag(result.seqs[i], TAG_WAIT_MS)));
+    for (const c of cuts) if (c.seq < 1) throw new Error(`volume ${c.volumeId}: nothing has been captured yet, so there is nothing to cut`);
+    return cuts;
+  }
+
+  /**
+   * Windows: a VSS copy backup of `volumes`; ferryflt inserts the TAG records when the freeze
+   * request passes it. Every device must be tagged and the write hold must have bridged to
+   * volsnap's own hold, or the cut is not one application-consistent instant.
+   */
+  private async vssCut(devices: number[], volumes: string[], holdMs: number): Promise<{ seqs: number[] }> {
+    const result = await this.control.vssTag(volumes, devices, { tagId: this.nextTagId++, holdMs });
+    const missed = result.status.findIndex((s) => s !== 'ok');
+    if (missed >= 0) throw new Error(`VSS did not freeze device ${devices[missed]} (${result.status[missed]}): no application-consistent cut`);
+    if (!result.bridged.every(Boolean)) throw new Error('the write hold ended before VSS held the volumes: the cut is not one instant, try again');
+    return { seqs: result.seqs };
+  }
+
+  /** Kernel streams hold every write as it completes: nothing to wait for. */
+  async settle(): Promise<boolean> {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.available.notify();
+    this.room.notify();
+    for (const v of this.volumes.values()) {
+      v.abandonLoad('the agent is stopping');
+      v.changed.notify();
+    }
+    await Promise.all(this.loops);
+    // Closing the control device makes every uncommitted batch deliverable again.
+    await this.control.close();
+    for (const v of this.volumes.values()) v.log.close();
+  }
+}
+
+function tagFailure(err: unknown, holdMs: number): string {
+  switch (errnoCode(err)) {
+    case 'ENOSPC':
+      return 'a device is in bitmap mode (the agent is behind): no consistent cut until its dirty regions are drained';
+    case 'EAGAIN':
+      return 'a device is suspended: try the tag again';
+    case 'ETIMEDOUT':
+      return `the writes in flight did not complete within the ${holdMs} ms hold: the tag was revoked`;
+    case 'ENODEV':
+      return 'a ferry device went away';
+    default:
+      return `the kernel refused the tag: ${describeError(err)}`;
+  }
+}
