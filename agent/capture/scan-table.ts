@@ -61,6 +61,7 @@ export class ScanTable {
   private logFd = -1;
   private logEntries = 0;
   private syncsInFlight = 0;
+  private closeDeferred = false;
 
   private constructor(
     private readonly dir: string,
@@ -192,6 +193,7 @@ export class ScanTable {
       await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
     } finally {
       this.syncsInFlight--;
+      if (this.syncsInFlight === 0 && this.closeDeferred) this.close();
     }
   }
 
@@ -252,7 +254,13 @@ export class ScanTable {
     this.committedSeq = Math.max(this.committedSeq, seq);
   }
 
+  /** Closes the log; while an fdatasync is still running on it, the close waits for that to end. */
   close(): void {
+    if (this.syncsInFlight > 0) {
+      this.closeDeferred = true;
+      return;
+    }
+    this.closeDeferred = false;
     if (this.logFd >= 0) fs.closeSync(this.logFd);
     this.logFd = -1;
   }

@@ -20,7 +20,7 @@ const SIZE = 16 * BLOCK;
 const hashOf = (fill: number): Buffer => blockHash(Buffer.alloc(BLOCK, fill));
 
 describe('ScanTable', () => {
-  it('after a crash, knows exactly the blocks the receiver holds durably: logged entries up to its durable seq', () => {
+  it('after a crash, knows exactly the blocks the receiver holds durably: logged entries up to its durable seq', async () => {
     const dir = tmp('scan-table');
     const { table, stale } = ScanTable.open(dir, SIZE, BLOCK, 0);
     expect(stale).toBe(true);
@@ -28,7 +28,7 @@ describe('ScanTable', () => {
     table.noteCommitted([], 0);
     table.compact();
     // Seqs 1..4 handed out (logged), of which the receiver made 1..2 durable before the crash.
-    table.log([
+    await table.log([
       { seq: 1, block: 1, hash: hashOf(1) },
       { seq: 2, block: 2, hash: hashOf(2) },
       { seq: 3, block: 3, hash: hashOf(3) },
@@ -45,12 +45,12 @@ describe('ScanTable', () => {
     t.close();
   });
 
-  it('ignores a torn log tail, and is stale when the receiver is behind its snapshot or the geometry changed', () => {
+  it('ignores a torn log tail, and is stale when the receiver is behind its snapshot or the geometry changed', async () => {
     const dir = tmp('scan-table-torn');
     const { table } = ScanTable.open(dir, SIZE, BLOCK, 0);
     table.noteCommitted([{ seq: 5, block: 0, hash: hashOf(9) }], 5);
     table.compact();
-    table.log([{ seq: 6, block: 1, hash: hashOf(6) }]);
+    await table.log([{ seq: 6, block: 1, hash: hashOf(6) }]);
     table.close();
     const log = path.join(dir, 'scan-log');
     fs.appendFileSync(log, Buffer.alloc(17, 0xff)); // half an entry
