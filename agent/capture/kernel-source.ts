@@ -5,6 +5,7 @@ import { BatchFormatError, type ChangeRecord, type FerryControl, type StartState
 import { planAttach } from './kernel/attach-plan';
 import { Converter } from './kernel/converter';
 import { blockDeviceNumber, sameDevice } from './kernel/devices';
+import { coveredReadBacks } from './kernel/records';
 import { StreamLog } from './kernel/stream-log';
 import { DEVICE_MODE_TO_CAPTURE, KernelVolume } from './kernel/volume';
 import { VolumeWalker } from './kernel/walker';
@@ -46,6 +47,8 @@ interface Outstanding {
 interface KernelBatch {
   id: number;
   records: ChangeRecord[];
+  /** Read-backs that an earlier read-back of the batch carries (sent as NOOPs). */
+  covered: Set<number>;
   next: number;
 }
 
@@ -223,7 +226,7 @@ export class KernelSource implements CaptureSource {
         // The records are views into a buffer the next GET reuses: copy the payloads.
         const records = batch.records.map((r) => ({ ...r, data: r.data.length > 0 ? Buffer.from(r.data) : EMPTY }));
         this.readBackHeavy = records.some((r) => r.kind === 'dirty');
-        this.current = { id: batch.batchId, records, next: 0 };
+        this.current = { id: batch.batchId, records, covered: coveredReadBacks(records), next: 0 };
         this.kernelBatchesOut++;
         return true;
       }
@@ -287,7 +290,7 @@ export class KernelSource implements CaptureSource {
     }
     if (!this.current && !(await this.takeKernelBatch(timeoutMs))) return undefined;
     const kb = this.current as KernelBatch;
-    const { batch, consumed } = await this.converter.convert(kb.records, kb.next, kb.id, maxBytes);
+    const { batch, consumed } = await this.converter.convert(kb.records, kb.next, kb.id, maxBytes, kb.covered);
     kb.next += consumed;
     const endsKernelBatch = kb.next >= kb.records.length;
     if (endsKernelBatch) this.current = undefined;

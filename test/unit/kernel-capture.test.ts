@@ -10,16 +10,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AccuracyTracker } from '../../agent/capture/kernel/accuracy';
 import { planAttach, type DeviceAtAttach, type StreamHistory } from '../../agent/capture/kernel/attach-plan';
 import { BlockSet } from '../../agent/capture/kernel/block-set';
-import { PIECE_BYTES, piecesOf, planRecord, streamWidth } from '../../agent/capture/kernel/records';
+import { coveredReadBacks, PIECE_BYTES, piecesOf, planRecord, streamWidth } from '../../agent/capture/kernel/records';
 import { StreamLog } from '../../agent/capture/kernel/stream-log';
 import { RecordFlag, type ChangeRecord, type RecordKind } from '../../native/addon/ferry-abi';
 
-function rec(kind: RecordKind, length: number, opts: { flags?: number; data?: number; seq?: number } = {}): ChangeRecord {
+function rec(kind: RecordKind, length: number, opts: { flags?: number; data?: number; seq?: number; offset?: number; devIndex?: number } = {}): ChangeRecord {
   return {
     seq: opts.seq ?? 1,
-    devIndex: 0,
+    devIndex: opts.devIndex ?? 0,
     kind,
-    offset: 0,
+    offset: opts.offset ?? 0,
     length,
     timeNs: 0n,
     accuracy: 'exact',
@@ -56,6 +56,26 @@ describe('kernel records in the stream', () => {
       { offset: 512 + PIECE_BYTES, length: 1024 },
     ]);
     expect(piecesOf(0, 0)).toEqual([]);
+  });
+
+  it('reads a range back once per kernel batch while nothing else changed it in between', () => {
+    const MiB = 1024 * 1024;
+    const dirty = (offset: number, length = MiB, opts: { flags?: number; devIndex?: number } = {}): ChangeRecord => rec('dirty', length, { offset, ...opts });
+    // A sequential writer wrapping a 2 MiB volume: the second pass is covered by the first.
+    expect([...coveredReadBacks([dirty(0), dirty(MiB), dirty(0), dirty(MiB), dirty(0)])]).toEqual([2, 3, 4]);
+    // Covered by several earlier read-backs together; not by one that covers only part of it.
+    expect([...coveredReadBacks([dirty(0), dirty(MiB), dirty(0, 2 * MiB), dirty(MiB, 2 * MiB)])]).toEqual([2]);
+    // Anything else that changed the range in between (a write with data, a discard, a resync
+    // mark) makes the next read-back needed again.
+    expect([...coveredReadBacks([dirty(0), rec('write', 4096, { offset: 4096, data: 4096 }), dirty(0), dirty(0)])]).toEqual([3]);
+    expect([...coveredReadBacks([dirty(0), rec('discard', 4096, { offset: MiB - 4096 }), dirty(0)])]).toEqual([]);
+    expect([...coveredReadBacks([dirty(0), rec('resync-mark', MiB, { offset: 0 }), dirty(0)])]).toEqual([]);
+    // Records without a range, or of another device, change nothing.
+    expect([...coveredReadBacks([dirty(0), rec('flush', 0), rec('tag', 0), dirty(0, MiB, { devIndex: 1 }), dirty(0)])]).toEqual([4]);
+    // A new load of the table, or a redelivered read-back (its data may be at the receiver from
+    // before this batch was taken), covers nothing.
+    expect([...coveredReadBacks([dirty(0), rec('start', 0), dirty(0)])]).toEqual([]);
+    expect([...coveredReadBacks([dirty(0, MiB, { flags: RecordFlag.REDELIVERED }), dirty(0), dirty(0)])]).toEqual([2]);
   });
 });
 

@@ -2,7 +2,7 @@ import { blockHash } from '../../../common/block-hash';
 import { log } from '../../../common/log';
 import { readDirect, START_STATES, type ChangeRecord, type FerryControl, type StartState } from '../../../native/addon';
 import type { CapturedRecord, VolumeCut } from '../types';
-import { piecesOf, planRecord, streamWidth, type RecordPlan } from './records';
+import { pieceCount, piecesOf, planRecord, streamWidth, type RecordPlan } from './records';
 import type { Anchor } from './stream-log';
 import type { KernelVolume, PendingMark } from './volume';
 
@@ -42,6 +42,8 @@ interface Item {
   stream: number;
   width: number;
   read?: Promise<Buffer[]>;
+  /** A read-back whose data an earlier read-back of the kernel batch carries: NOOPs. */
+  covered?: boolean;
   mark?: PendingMark;
 }
 
@@ -79,9 +81,16 @@ export class Converter {
   /**
    * Converts records[from..] of kernel batch `kernelBatchId` until about `maxBytes` of data
    * (payloads and read-backs; at least one record); returns the batch and how many records it
-   * took. `records` must be copies: they outlive the kernel's batch buffer.
+   * took. `records` must be copies: they outlive the kernel's batch buffer. `covered`: indexes
+   * of read-backs an earlier read-back of the same kernel batch carries (coveredReadBacks).
    */
-  async convert(records: readonly ChangeRecord[], from: number, kernelBatchId: number, maxBytes: number): Promise<{ batch: ConvertedBatch; consumed: number }> {
+  async convert(
+    records: readonly ChangeRecord[],
+    from: number,
+    kernelBatchId: number,
+    maxBytes: number,
+    covered: ReadonlySet<number>,
+  ): Promise<{ batch: ConvertedBatch; consumed: number }> {
     const out: ConvertedBatch = { kernelBatchId, records: [], anchors: new Map(), marks: new Map(), dataBytes: 0, oldestCaptureUs: 0, tags: [] };
     const part: ChangeRecord[] = [];
     let bytes = 0;
@@ -89,10 +98,10 @@ export class Converter {
       const r = records[i];
       part.push(r);
       const plan = planRecord(r);
-      if (plan.kind === 'write' || plan.kind === 'read' || plan.kind === 'mark') bytes += r.length;
+      if (plan.kind === 'write' || plan.kind === 'mark' || (plan.kind === 'read' && !covered.has(i))) bytes += r.length;
     }
     if (part.some((r) => r.kind === 'start' || (!this.ctx.volumeAt(r.devIndex) && !this.unknownWarned.has(r.devIndex)))) await this.ctx.refreshIndexes();
-    const items = await this.assign(part, out);
+    const items = await this.assign(part, from, covered, out);
     // Every read of the batch is done before the device's next seq is taken: records below it
     // may have had later writes read into the data (see AccuracyTracker).
     await Promise.all(items.map((i) => i.read ?? i.mark?.data));
@@ -105,9 +114,9 @@ export class Converter {
   }
 
   /** First pass: stream seqs for every record (in kernel order), read-backs started. */
-  private async assign(recs: ChangeRecord[], out: ConvertedBatch): Promise<Item[]> {
+  private async assign(recs: ChangeRecord[], from: number, covered: ReadonlySet<number>, out: ConvertedBatch): Promise<Item[]> {
     const items: Item[] = [];
-    for (const rec of recs) {
+    for (const [n, rec] of recs.entries()) {
       const v = this.ctx.volumeAt(rec.devIndex);
       if (!v) {
         if (!this.unknownWarned.has(rec.devIndex)) {
@@ -148,7 +157,8 @@ export class Converter {
           item.mark = mark;
         }
       }
-      if (plan.kind === 'read' || (plan.kind === 'mark' && !item.mark)) {
+      if (plan.kind === 'read' && covered.has(from + n)) item.covered = true;
+      else if (plan.kind === 'read' || (plan.kind === 'mark' && !item.mark)) {
         const read = this.readBack(v, rec.offset, rec.length);
         read.catch(() => undefined); // awaited in order below
         item.read = read;
@@ -208,6 +218,13 @@ export class Converter {
         v.touched?.addRange(rec.offset, rec.length);
         break;
       case 'read': {
+        if (item.covered) {
+          // The earlier read-back's data holds this write: same seqs, nothing to send again.
+          for (let i = pieceCount(rec.length); i > 0; i--) push({ kind: 'noop', offset: 0, length: 0 });
+          if (plan.fua) push({ kind: 'flush', offset: 0, length: 0 });
+          v.touched?.addRange(rec.offset, rec.length);
+          break;
+        }
         const pieces = await (item.read as Promise<Buffer[]>);
         v.tracker.readBack(nextKseq);
         writes(pieces);

@@ -64,3 +64,88 @@ export function piecesOf(offset: number, length: number): Array<{ offset: number
   for (let done = 0; done < length; done += PIECE_BYTES) out.push({ offset: offset + done, length: Math.min(PIECE_BYTES, length - done) });
   return out;
 }
+
+/** [start, end) of one device's bytes, and whether its last change in the batch was a read-back. */
+interface Span {
+  start: number;
+  end: number;
+  readBack: boolean;
+}
+
+/**
+ * Byte ranges of one device, each with the kind of the last record of the kernel batch that
+ * changed it (a read-back, or anything else that changes data). Disjoint and sorted.
+ */
+class LastChange {
+  private spans: Span[] = [];
+
+  /** True if every byte of [start, end) was last changed by a read-back. */
+  readBackOver(start: number, end: number): boolean {
+    let at = start;
+    for (let i = this.first(start); i < this.spans.length && at < end; i++) {
+      const s = this.spans[i];
+      if (s.start > at || !s.readBack) return false;
+      at = s.end;
+    }
+    return at >= end;
+  }
+
+  set(start: number, end: number, readBack: boolean): void {
+    const i = this.first(start);
+    let j = i;
+    while (j < this.spans.length && this.spans[j].start < end) j++;
+    const keep: Span[] = [];
+    const head = this.spans[i];
+    if (head && head.start < start) keep.push({ start: head.start, end: start, readBack: head.readBack });
+    keep.push({ start, end, readBack });
+    const tail = this.spans[j - 1];
+    if (j > i && tail.end > end) keep.push({ start: end, end: tail.end, readBack: tail.readBack });
+    this.spans.splice(i, j - i, ...keep);
+  }
+
+  /** Index of the first span that ends after `offset`. */
+  private first(offset: number): number {
+    let lo = 0;
+    let hi = this.spans.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.spans[mid].end <= offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}
+
+/**
+ * Read-back records of one kernel batch whose data an earlier read-back of the same batch
+ * already carries: every byte of the range was last changed, earlier in the batch, by a
+ * read-back. Read-backs run after the batch was taken, so after every write of the batch had
+ * completed: the earlier one read this record's data (or newer), and nothing in between changed
+ * the range. Such a record keeps its stream seqs as NOOPs instead of reading and sending the
+ * range again: a sequential writer that wraps a small volume many times in METADATA mode fills
+ * the ring with DIRTY records of the same ranges. Returns indexes into `records`.
+ */
+export function coveredReadBacks(records: readonly ChangeRecord[]): Set<number> {
+  const covered = new Set<number>();
+  const devices = new Map<number, LastChange>();
+  records.forEach((rec, i) => {
+    if (rec.kind === 'start') {
+      devices.delete(rec.devIndex); // a new load of the table: nothing before it counts
+      return;
+    }
+    const plan = planRecord(rec);
+    if (plan.kind !== 'write' && plan.kind !== 'read' && plan.kind !== 'mark' && plan.kind !== 'discard') return;
+    if (rec.length === 0) return;
+    let last = devices.get(rec.devIndex);
+    if (!last) {
+      last = new LastChange();
+      devices.set(rec.devIndex, last);
+    }
+    const end = rec.offset + rec.length;
+    if (plan.kind === 'read' && last.readBackOver(rec.offset, end)) covered.add(i);
+    // A resync mark's data is read when the mark is placed, maybe before later writes of the
+    // batch; a redelivered record's data may be at the receiver already, read before them.
+    last.set(rec.offset, end, plan.kind === 'read' && (rec.flags & RecordFlag.REDELIVERED) === 0);
+  });
+  return covered;
+}
