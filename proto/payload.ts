@@ -39,8 +39,15 @@ export class ScratchBuffer {
   }
 }
 
-/** Decompresses and verifies a payload; throws ProtocolError on any mismatch. */
-export function unpackPayload(packed: PackedPayload, verifyCrc = true): Buffer {
+/** Gives memory for `size` bytes (a scratch buffer, an arena slice) instead of a fresh buffer. */
+export type PayloadAlloc = (size: number) => Buffer;
+
+/**
+ * Decompresses and verifies a payload; throws ProtocolError on any mismatch. With `alloc`, an
+ * lz4 payload is decompressed into the memory it gives: a fresh multi-megabyte buffer is a new
+ * mapping whose every page faults in, and churning them keeps the garbage collector busy.
+ */
+export function unpackPayload(packed: PackedPayload, verifyCrc = true, alloc?: PayloadAlloc): Buffer {
   const { compression, payload, uncompressedSize, payloadCrc32 } = packed;
   if (uncompressedSize > Limits.maxPayloadBytes) {
     throw new ProtocolError(ErrorCode.TOO_LARGE, `payload of ${uncompressedSize} bytes exceeds the ${Limits.maxPayloadBytes}-byte cap`);
@@ -52,7 +59,7 @@ export function unpackPayload(packed: PackedPayload, verifyCrc = true): Buffer {
     }
     raw = payload;
   } else if (compression === ferry.Compression.LZ4_BLOCK) {
-    raw = Buffer.allocUnsafe(uncompressedSize);
+    raw = alloc ? alloc(uncompressedSize).subarray(0, uncompressedSize) : Buffer.allocUnsafe(uncompressedSize);
     const size = payload.length === 0 ? -1 : lz4.decodeBlock(payload, raw);
     if (size !== uncompressedSize) {
       throw new ProtocolError(

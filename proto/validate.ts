@@ -2,7 +2,7 @@ import { ferry } from './generated/ferry';
 import { ErrorCode, ProtocolError } from './errors';
 import { checkVolumeId, isSafeId } from './ids';
 import { Limits } from './limits';
-import { unpackPayload } from './payload';
+import { PayloadAlloc, unpackPayload } from './payload';
 import { accuracyName, AccuracyName, ChangeBatch, ChangeExtent, ExtentKind, TagCut, ValidHashRequest, ValidTag, VolumeSpec } from './types';
 
 const SECTOR = 512;
@@ -66,9 +66,10 @@ function checkExtent(ext: ferry.IExtent, seq: number, volumeBytes: number, dataO
 /**
  * Checks every field of a change set against the volume and returns it decompressed.
  * `verifyCrc` may be false only for a frame already validated once and stored under a CRC of
- * its own (the spool re-reading what it accepted).
+ * its own (the spool re-reading what it accepted). With `alloc`, the decompressed data lives
+ * in the memory it gives (see unpackPayload): the batch's data is only valid as long as that is.
  */
-export function validateChangeSet(cs: ferry.IChangeSet, volumeBytes: number, verifyCrc = true): ChangeBatch {
+export function validateChangeSet(cs: ferry.IChangeSet, volumeBytes: number, verifyCrc = true, alloc?: PayloadAlloc): ChangeBatch {
   const volumeId = checkVolumeId(cs.volumeId ?? '');
   const firstSeq = checkSeq(cs.firstSeq ?? 0, 'first seq');
   const lastSeq = checkSeq(cs.lastSeq ?? 0, 'last seq');
@@ -97,7 +98,7 @@ export function validateChangeSet(cs: ferry.IChangeSet, volumeBytes: number, ver
     payload: Buffer.from(payloadBytes.buffer, payloadBytes.byteOffset, payloadBytes.byteLength),
     uncompressedSize,
     payloadCrc32: cs.payloadCrc32 ?? 0,
-  }, verifyCrc);
+  }, verifyCrc, alloc);
   return { volumeId, firstSeq, lastSeq, extents, accuracy, data, pendingSinceUs: cs.pendingSinceUs ?? 0 };
 }
 

@@ -5,12 +5,20 @@ import { nowUs } from '../common/time';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { decodeFrame, DecodedFrame, encodeFrame, errorFrame, ferry, OutgoingFrame } from '../proto/frames';
 import { checkVolumeId } from '../proto/ids';
+import { ScratchBuffer } from '../proto/payload';
 import { checkProof, validateChangeSet, validateHashRequest, validateHello, validateTag, validateVolumeInfo, ValidHello } from '../proto/validate';
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
 import type { ReceiverCore } from './core';
 import type { VolumeStore } from './volume-store';
 
 type State = 'hello' | 'proof' | 'ready' | 'closed';
+
+/**
+ * Where change sets are decompressed to be validated at ingest. Nothing keeps that data (the
+ * volume keeps the frame, and apply decompresses it again into its own arena), so one buffer
+ * reused frame after frame spares a fresh multi-megabyte buffer per change set.
+ */
+const VALIDATION_SCRATCH = new ScratchBuffer();
 
 /**
  * One agent connection: handshake (HMAC challenge), then volumes, change sets and tags.
@@ -144,7 +152,7 @@ export class Session {
 
   private onChangeSet(cs: ferry.IChangeSet, raw: Buffer): void {
     const volume = this.ownVolume(cs.volumeId ?? '');
-    const batch = validateChangeSet(cs, volume.spec.sizeBytes);
+    const batch = validateChangeSet(cs, volume.spec.sizeBytes, true, (size) => VALIDATION_SCRATCH.get(size));
     volume
       .ingest(raw, batch)
       .then(() => {

@@ -16,9 +16,12 @@ import { blockHashes } from '../common/block-hash';
 const AUTO_POINT_INTERVAL_US = 1_000_000;
 /** Spooled bytes one apply step may take: big enough to share fsyncs, small enough to keep ingest responsive. */
 const APPLY_STEP_BYTES = 16 * 1024 * 1024;
-/** Ingested change sets held in memory for apply (see VolumeStore.recent). */
+/** Ingested change-set frames held in memory for apply (see VolumeStore.recent). */
 const RECENT_CACHE_BYTES = 64 * 1024 * 1024;
-/** One step's frames (a little over APPLY_STEP_BYTES) plus the old data of one journal group. */
+/**
+ * One step's frames read from the spool (a little over APPLY_STEP_BYTES), their decompressed
+ * data and the old data of its journal groups; a step that needs more gets buffers of its own.
+ */
 const APPLY_ARENA_BYTES = 64 * 1024 * 1024;
 
 export interface AutoPoint {
@@ -55,12 +58,12 @@ export class VolumeStore {
   private unappliedBytesTotal = 0;
   private lastCheckpointMs = Date.now();
   /**
-   * Change sets validated at ingest and not yet applied, by first seq: apply takes them from
-   * here instead of reading and decoding the spool again. Bounded; the spool stays the truth.
+   * Frames of change sets validated at ingest and not yet applied, by first seq: apply takes
+   * them from here instead of reading the spool again. Bounded; the spool stays the truth.
    */
-  private readonly recent = new Map<number, { batch: ChangeBatch; bytes: number }>();
+  private readonly recent = new Map<number, { frame: Buffer; lastSeq: number }>();
   private recentBytes = 0;
-  /** Spool frames and old data of one apply step (see APPLY_STEP_BYTES and ApplyGroup). */
+  /** Spool frames, decompressed data and old data of one apply step (see APPLY_ARENA_BYTES). */
   private readonly arena = new BufferArena(APPLY_ARENA_BYTES);
   appliedCaptureUs = 0;
   readonly openReport: OpenReport;
@@ -149,6 +152,7 @@ export class VolumeStore {
   /**
    * Spools a validated change set. Resolves when it is durable. A change set entirely at or
    * below what was already accepted is a replay: nothing is written, it is acknowledged again.
+   * Only `frame` is kept, never `batch.data`: the caller may reuse that memory once this returns.
    */
   async ingest(frame: Buffer, batch: ChangeBatch): Promise<'stored' | 'duplicate'> {
     if (batch.lastSeq <= this.accepted) {
@@ -161,7 +165,7 @@ export class VolumeStore {
     }
     this.accepted = batch.lastSeq;
     if (this.recentBytes + frame.length <= RECENT_CACHE_BYTES) {
-      this.recent.set(batch.firstSeq, { batch, bytes: frame.length });
+      this.recent.set(batch.firstSeq, { frame, lastSeq: batch.lastSeq });
       this.recentBytes += frame.length;
     }
     const bytes = frame.length + 40;
@@ -187,10 +191,10 @@ export class VolumeStore {
     const autoPoints: AutoPoint[] = [];
     let bytes = 0;
     while (this.applied < this.spool.durableSeq && bytes < maxBytes) {
-      const rec = this.cursor.next(this.arena, (first, last) => this.recent.get(first)?.batch.lastSeq === last);
+      const rec = this.cursor.next(this.arena, (first, last) => this.recent.get(first)?.lastSeq === last);
       if (!rec) break;
       bytes += rec.bytes;
-      const batch = this.takeRecent(rec.firstSeq, rec.lastSeq) ?? this.decodeSpooled(rec.frame, rec.firstSeq, rec.lastSeq);
+      const batch = this.decodeSpooled(this.takeRecent(rec.firstSeq, rec.lastSeq) ?? rec.frame, rec.firstSeq, rec.lastSeq);
       const after = this.applied;
       group.add(batch, after);
       this.applied = batch.lastSeq;
@@ -204,20 +208,22 @@ export class VolumeStore {
     return { firstSeq: firstAfter + 1, lastSeq: this.applied, autoPoints };
   }
 
-  /** The batch as validated at ingest, if it is still held in memory (it saves a read and a decode). */
-  private takeRecent(firstSeq: number, lastSeq: number): ChangeBatch | undefined {
+  /** The frame as validated at ingest, if it is still held in memory (it saves a spool read). */
+  private takeRecent(firstSeq: number, lastSeq: number): Buffer | undefined {
     const held = this.recent.get(firstSeq);
-    if (!held || held.batch.lastSeq !== lastSeq) return undefined;
+    if (!held || held.lastSeq !== lastSeq) return undefined;
     this.recent.delete(firstSeq);
-    this.recentBytes -= held.bytes;
-    return held.batch;
+    this.recentBytes -= held.frame.length;
+    return held.frame;
   }
 
+  /** The change set of a spooled frame, its data decompressed into the step's arena. */
   private decodeSpooled(raw: Buffer, firstSeq: number, lastSeq: number): ChangeBatch {
     const frame = decodeFrame(raw);
     if (!frame.changeSet) throw new Error(`spool record ${firstSeq}..${lastSeq} holds no change set`);
-    // The spool record's own CRC has just covered these bytes: skip the payload's.
-    return validateChangeSet(frame.changeSet, this.spec.sizeBytes, false);
+    // Skip the payload's CRC: the spool record's own CRC has just covered these bytes, or (a
+    // frame held since ingest) the payload's was checked then.
+    return validateChangeSet(frame.changeSet, this.spec.sizeBytes, false, (size) => this.arena.take(size));
   }
 
   /** One crash-consistent point per second of capture time, for write-ordered streams only. */
