@@ -1,6 +1,7 @@
 #include "args.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 
 #include "errors.h"
@@ -103,6 +104,38 @@ bool ReadPath(const Napi::CallbackInfo& info, size_t index, const char* name,
                    "ERR_INVALID_ARG_VALUE");
     return false;
   }
+  return true;
+}
+
+bool ReadU32(const Napi::CallbackInfo& info, size_t index, const char* name,
+             uint32_t* out) {
+  int64_t value;
+  if (!ReadOffset(info, index, name, &value)) return false;
+  if (value > UINT32_MAX) {
+    ThrowRangeError(info.Env(), std::string("The \"") + name +
+                                    "\" argument must be <= 4294967295");
+    return false;
+  }
+  *out = static_cast<uint32_t>(value);
+  return true;
+}
+
+bool ReadU64(const Napi::CallbackInfo& info, size_t index, const char* name,
+             uint64_t* out) {
+  int64_t value;
+  if (!ReadOffset(info, index, name, &value)) return false;
+  *out = static_cast<uint64_t>(value);
+  return true;
+}
+
+bool ReadBuffer(const Napi::CallbackInfo& info, size_t index, const char* name,
+                Napi::Buffer<uint8_t>* out) {
+  if (!info[index].IsBuffer()) {
+    ThrowTypeError(info.Env(), std::string("The \"") + name +
+                                   "\" argument must be a Buffer");
+    return false;
+  }
+  *out = info[index].As<Napi::Buffer<uint8_t>>();
   return true;
 }
 

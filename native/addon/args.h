@@ -22,5 +22,13 @@ bool ReadString(const Napi::CallbackInfo& info, size_t index, const char* name,
 // A non-empty string without NUL bytes.
 bool ReadPath(const Napi::CallbackInfo& info, size_t index, const char* name,
               std::string* out);
+// An integer >= 0 and <= 2^32 - 1.
+bool ReadU32(const Napi::CallbackInfo& info, size_t index, const char* name,
+             uint32_t* out);
+// An integer >= 0 and <= 2^53.
+bool ReadU64(const Napi::CallbackInfo& info, size_t index, const char* name,
+             uint64_t* out);
+bool ReadBuffer(const Napi::CallbackInfo& info, size_t index, const char* name,
+                Napi::Buffer<uint8_t>* out);
 
 }  // namespace ferry

@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include <climits>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -25,6 +24,7 @@
 #include <vector>
 
 #include "args.h"
+#include "ctl_values.h"
 #include "errors.h"
 #include "ferry_abi.h"
 #include "ferry_ioctl.h"
@@ -108,99 +108,6 @@ int Ioctl(int fd, unsigned long request, void* arg) {
   }
 }
 
-template <typename T>
-void InitArg(T* arg) {
-  std::memset(arg, 0, sizeof(*arg));
-  arg->size = sizeof(T);
-  arg->version = FERRY_ABI_VERSION;
-}
-
-double Num(uint64_t v) { return static_cast<double>(v); }
-
-// ---- argument readers (leave a pending JS exception and return false) ----
-
-bool ReadU32(const Napi::CallbackInfo& info, size_t index, const char* name,
-             uint32_t* out) {
-  int64_t value;
-  if (!ReadOffset(info, index, name, &value)) return false;
-  if (value > UINT32_MAX) {
-    ThrowRangeError(info.Env(), std::string("The \"") + name +
-                                    "\" argument must be <= 4294967295");
-    return false;
-  }
-  *out = static_cast<uint32_t>(value);
-  return true;
-}
-
-bool ReadU64(const Napi::CallbackInfo& info, size_t index, const char* name,
-             uint64_t* out) {
-  int64_t value;
-  if (!ReadOffset(info, index, name, &value)) return false;
-  *out = static_cast<uint64_t>(value);
-  return true;
-}
-
-bool ReadBuffer(const Napi::CallbackInfo& info, size_t index, const char* name,
-                Napi::Buffer<uint8_t>* out) {
-  if (!info[index].IsBuffer()) {
-    ThrowTypeError(info.Env(), std::string("The \"") + name +
-                                   "\" argument must be a Buffer");
-    return false;
-  }
-  *out = info[index].As<Napi::Buffer<uint8_t>>();
-  return true;
-}
-
-// ---- result builders ----
-
-Napi::Object DevInfoObject(Napi::Env env, const ferry_dev_info& d) {
-  Napi::Object o = Napi::Object::New(env);
-  size_t name_len = strnlen(d.name, sizeof(d.name));
-  o.Set("name", Napi::String::New(env, d.name, name_len));
-  o.Set("index", d.index);
-  o.Set("mode", d.mode);
-  o.Set("devMajor", d.dev_major);
-  o.Set("devMinor", d.dev_minor);
-  o.Set("dataMajor", d.data_major);
-  o.Set("dataMinor", d.data_minor);
-  o.Set("metaMajor", d.meta_major);
-  o.Set("metaMinor", d.meta_minor);
-  o.Set("sizeBytes", Num(d.size_bytes));
-  o.Set("granularity", d.granularity);
-  o.Set("startState", d.start_state);
-  o.Set("generation", d.generation);
-  o.Set("flags", d.flags);
-  o.Set("firstSeq", Num(d.first_seq));
-  o.Set("nextSeq", Num(d.next_seq));
-  o.Set("committedSeq", Num(d.committed_seq));
-  o.Set("seqLimit", Num(d.seq_limit));
-  o.Set("bitmapBits", Num(d.bitmap_bits));
-  o.Set("dirtyBits", Num(d.dirty_bits));
-  o.Set("bitmapEpoch", Num(d.bitmap_epoch));
-  o.Set("ringCapacity", d.ring_capacity);
-  o.Set("ringUsed", d.ring_used);
-  o.Set("ringHandedOut", d.ring_handed_out);
-  o.Set("poolSize", d.pool_size);
-  o.Set("poolUsed", d.pool_used);
-  o.Set("inflight", d.inflight);
-  Napi::Object c = Napi::Object::New(env);
-  c.Set("writes", Num(d.writes));
-  c.Set("writeBytes", Num(d.write_bytes));
-  c.Set("dirtyRecords", Num(d.dirty_records));
-  c.Set("discards", Num(d.discards));
-  c.Set("flushes", Num(d.flushes));
-  c.Set("tags", Num(d.tags));
-  c.Set("resyncMarks", Num(d.resync_marks));
-  c.Set("modeChanges", Num(d.mode_changes));
-  c.Set("bitmapWrites", Num(d.bitmap_writes));
-  c.Set("failedWrites", Num(d.failed_writes));
-  c.Set("droppedFlushes", Num(d.dropped_flushes));
-  c.Set("recordsCommitted", Num(d.records_committed));
-  c.Set("bytesCommitted", Num(d.bytes_committed));
-  o.Set("counters", c);
-  return o;
-}
-
 // ---- exported functions ----
 
 Napi::Value CtlOpen(const Napi::CallbackInfo& info) {
@@ -240,20 +147,7 @@ Napi::Value CtlVersion(const Napi::CallbackInfo& info) {
   auto* w = new CtlWorker(
       info.Env(), "ioctl(FERRY_IOC_VERSION)",
       [fd, arg](const char**) { return Ioctl(fd, FERRY_IOC_VERSION, arg.get()); },
-      [arg](Napi::Env env) {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("abiVersion", arg->abi_version);
-        o.Set("maxDevices", arg->max_devices);
-        o.Set("batchHeaderSize", arg->batch_hdr_size);
-        o.Set("recordHeaderSize", arg->rec_hdr_size);
-        o.Set("devInfoSize", arg->dev_info_size);
-        o.Set("maxTagHoldMs", arg->max_tag_hold_ms);
-        o.Set("moduleVersion",
-              Napi::String::New(env, arg->module_version,
-                                strnlen(arg->module_version,
-                                        sizeof(arg->module_version))));
-        return o;
-      });
+      [arg](Napi::Env env) { return VersionObject(env, *arg); });
   return Queue(w);
 }
 
@@ -291,14 +185,7 @@ Napi::Value CtlGetChanges(const Napi::CallbackInfo& info) {
       [fd, arg](const char**) {
         return Ioctl(fd, FERRY_IOC_GET_CHANGES, arg.get());
       },
-      [arg](Napi::Env env) {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("batchId", Num(arg->batch_id));
-        o.Set("nrecords", arg->nrecords);
-        o.Set("bytes", Num(arg->bytes));
-        o.Set("batchFlags", arg->batch_flags);
-        return o;
-      },
+      [arg](Napi::Env env) { return GetChangesObject(env, *arg); },
       [arg](Napi::Env, Napi::Error& error) {
         if (arg->needed) error.Set("needed", Num(arg->needed));
       });
@@ -353,47 +240,14 @@ Napi::Value CtlWait(const Napi::CallbackInfo& info) {
 Napi::Value CtlTag(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
-  uint32_t hold_ms;
-  uint64_t tag_id;
-  if (!ReadFd(info, 0, "fd", &fd)) return env.Undefined();
-  if (!info[1].IsArray()) {
-    ThrowTypeError(env, "The \"devices\" argument must be an array of device indexes");
-    return env.Undefined();
-  }
-  if (!ReadU32(info, 2, "holdMs", &hold_ms) ||
-      !ReadU64(info, 3, "tagId", &tag_id))
-    return env.Undefined();
-  Napi::Array devs = info[1].As<Napi::Array>();
-  if (devs.Length() == 0 || devs.Length() > FERRY_MAX_DEVICES) {
-    ThrowRangeError(env, "The \"devices\" argument must list 1 to " +
-                             std::to_string(FERRY_MAX_DEVICES) + " devices");
-    return env.Undefined();
-  }
   auto arg = std::make_shared<ferry_ioc_tag>();
   InitArg(arg.get());
-  arg->tag_id = tag_id;
-  arg->hold_ms = hold_ms;
-  arg->ndevs = devs.Length();
-  for (uint32_t i = 0; i < devs.Length(); i++) {
-    Napi::Value v = devs.Get(i);
-    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-    if (!(d >= 0 && d <= UINT32_MAX && d == std::floor(d))) {
-      ThrowTypeError(env, "The \"devices\" argument must hold device indexes (integers >= 0)");
-      return env.Undefined();
-    }
-    arg->devs[i] = static_cast<uint32_t>(d);
-  }
+  if (!ReadFd(info, 0, "fd", &fd) || !ReadTagArgs(info, 1, arg.get()))
+    return env.Undefined();
   auto* w = new CtlWorker(
       env, "ioctl(FERRY_IOC_TAG)",
       [fd, arg](const char**) { return Ioctl(fd, FERRY_IOC_TAG, arg.get()); },
-      [arg](Napi::Env e) {
-        Napi::Object o = Napi::Object::New(e);
-        Napi::Array seqs = Napi::Array::New(e, arg->ndevs);
-        for (uint32_t i = 0; i < arg->ndevs; i++) seqs.Set(i, Num(arg->seqs[i]));
-        o.Set("seqs", seqs);
-        o.Set("holdNs", Num(arg->hold_ns));
-        return o;
-      },
+      [arg](Napi::Env e) { return TagObject(e, *arg); },
       [arg](Napi::Env, Napi::Error& error) {
         error.Set("holdNs", Num(arg->hold_ns));
       });
@@ -413,26 +267,7 @@ Napi::Value CtlStats(const Napi::CallbackInfo& info) {
   auto* w = new CtlWorker(
       info.Env(), "ioctl(FERRY_IOC_STATS)",
       [fd, arg](const char**) { return Ioctl(fd, FERRY_IOC_STATS, arg.get()); },
-      [arg](Napi::Env env) {
-        const ferry_global_stats& g = arg->global;
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("ndevices", g.ndevices);
-        o.Set("batchesInflight", g.batches_inflight);
-        o.Set("consumerAttached", Napi::Boolean::New(env, g.consumer_attached != 0));
-        o.Set("nextBatchId", Num(g.next_batch_id));
-        o.Set("committedBatchId", Num(g.committed_batch_id));
-        o.Set("gets", Num(g.gets));
-        o.Set("commits", Num(g.commits));
-        o.Set("resets", Num(g.resets));
-        o.Set("tagsOk", Num(g.tags_ok));
-        o.Set("tagsTimedOut", Num(g.tags_timed_out));
-        o.Set("tagHoldLastNs", Num(g.tag_hold_last_ns));
-        o.Set("tagHoldMaxNs", Num(g.tag_hold_max_ns));
-        o.Set("device", arg->dev_index == FERRY_DEV_NONE
-                            ? env.Null()
-                            : Napi::Value(DevInfoObject(env, arg->dev)));
-        return o;
-      });
+      [arg](Napi::Env env) { return StatsObject(env, *arg); });
   return Queue(w);
 }
 
@@ -459,16 +294,7 @@ Napi::Value CtlGetBitmap(const Napi::CallbackInfo& info) {
       [fd, arg](const char**) {
         return Ioctl(fd, FERRY_IOC_GET_BITMAP, arg.get());
       },
-      [arg](Napi::Env env) {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("returned", arg->returned);
-        o.Set("granularity", arg->granularity);
-        o.Set("nbits", Num(arg->nbits));
-        o.Set("dirtyBits", Num(arg->dirty_bits));
-        o.Set("epoch", Num(arg->epoch));
-        o.Set("cutSeq", Num(arg->cut_seq));
-        return o;
-      });
+      [arg](Napi::Env env) { return BitmapObject(env, *arg); });
   w->Keep(buf);
   return Queue(w);
 }

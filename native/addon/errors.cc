@@ -1,23 +1,8 @@
+// The addon's errno-shaped errors, the same on Linux and Windows; the errno
+// names and texts come from errno_posix.cc or win/errors_win.cc.
 #include "errors.h"
 
-#include <string.h>
-
 namespace ferry {
-
-namespace {
-
-const char* ErrnoName(int err) {
-  const char* name = strerrorname_np(err);
-  return name != nullptr ? name : "UNKNOWN";
-}
-
-const char* ErrnoDescription(int err) {
-  // strerrordesc_np is thread-safe, unlike strerror.
-  const char* desc = strerrordesc_np(err);
-  return desc != nullptr ? desc : "Unknown error";
-}
-
-}  // namespace
 
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall,
                        const std::string& label) {

@@ -17,6 +17,12 @@ Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall,
 Napi::Error CodeError(Napi::Env env, const char* code, int err,
                       const std::string& message);
 
+// The errno's name ('EBADF', or 'UNKNOWN') and text ("Bad file descriptor",
+// or "Unknown error"): errno_posix.cc on Linux, win/errors_win.cc on Windows
+// (Linux's names and numbers there too).
+const char* ErrnoName(int err);
+const char* ErrnoDescription(int err);
+
 void ThrowErrno(Napi::Env env, int err, const char* syscall,
                 const std::string& label);
 void ThrowTypeError(Napi::Env env, const std::string& message,

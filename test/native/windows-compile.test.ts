@@ -110,6 +110,8 @@ describe.skipIf(skip)('Windows driver and addon compile checks (mingw-w64)', () 
     const win = sourcesFor('win');
     const checked = [
       'native/addon/args.cc',
+      'native/addon/ctl_values.cc',
+      'native/addon/errors.cc',
       ...fs.readdirSync(path.join(ROOT, 'native', 'addon', 'win')).filter((f) => f.endsWith('.cc')).map((f) => `native/addon/win/${f}`),
     ].sort();
     expect(win).toEqual(checked);

@@ -1,4 +1,4 @@
-// The addon's error helpers (errors.h) for Windows, plus Win32/HRESULT
+// Errno names and texts for errors.cc on Windows, plus Win32/HRESULT
 // errors (win_errors.h).  Errno names and numbers are Linux's: the agent
 // compares .code strings, and they must mean the same on both systems.
 #include "win_errors.h"
@@ -135,41 +135,14 @@ Napi::Error HresultError(Napi::Env env, long hr, const char* stage,
 
 // ---- errors.h ----
 
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall,
-                       const std::string& label) {
+const char* ErrnoName(int err) {
   const ErrnoInfo* info = FindErrno(err);
-  Napi::Error error = Napi::Error::New(
-      env, label + " failed: " + (info != nullptr ? info->text : "Unknown error"));
-  error.Set("code", info != nullptr ? info->name : "UNKNOWN");
-  error.Set("errno", static_cast<double>(err));
-  error.Set("syscall", syscall);
-  return error;
+  return info != nullptr ? info->name : "UNKNOWN";
 }
 
-Napi::Error CodeError(Napi::Env env, const char* code, int err,
-                      const std::string& message) {
-  Napi::Error error = Napi::Error::New(env, message);
-  error.Set("code", code);
-  error.Set("errno", static_cast<double>(err));
-  return error;
-}
-
-void ThrowErrno(Napi::Env env, int err, const char* syscall,
-                const std::string& label) {
-  ErrnoError(env, err, syscall, label).ThrowAsJavaScriptException();
-}
-
-void ThrowTypeError(Napi::Env env, const std::string& message,
-                    const char* code) {
-  Napi::TypeError error = Napi::TypeError::New(env, message);
-  error.Set("code", code);
-  error.ThrowAsJavaScriptException();
-}
-
-void ThrowRangeError(Napi::Env env, const std::string& message) {
-  Napi::RangeError error = Napi::RangeError::New(env, message);
-  error.Set("code", "ERR_OUT_OF_RANGE");
-  error.ThrowAsJavaScriptException();
+const char* ErrnoDescription(int err) {
+  const ErrnoInfo* info = FindErrno(err);
+  return info != nullptr ? info->text : "Unknown error";
 }
 
 // ---- UTF-8 / UTF-16 ----

@@ -223,7 +223,7 @@ void RunVssTag(const VssParams& p, VssOutcome* out) {
   if (SUCCEEDED(init)) CoUninitialize();
 }
 
-const char* ErrnoName(uint32_t e) {
+const char* TagStatusName(uint32_t e) {
   switch (e) {
     case 0: return "ok";
     case FERRY_WIN_ENOENT: return "ENOENT";
@@ -305,7 +305,7 @@ Napi::Value VssTag(const Napi::CallbackInfo& info) {
         Napi::Array bridged = Napi::Array::New(e, r.ndevs);
         for (uint32_t i = 0; i < r.ndevs && i < FERRY_MAX_DEVICES; i++) {
           seqs.Set(i, static_cast<double>(r.seqs[i]));
-          status.Set(i, ErrnoName(r.status[i]));
+          status.Set(i, TagStatusName(r.status[i]));
           bridged.Set(i, Napi::Boolean::New(e, (r.bridged >> i) & 1));
         }
         o.Set("tagId", static_cast<double>(r.tag_id));
