@@ -4,10 +4,9 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
-import { parseArgs } from 'util';
 import { findPackageRoot } from '../native/addon';
 import { startReceiverChild } from '../receiver/child-process';
-import { formatTable, integerOption, MiB, runBench, UsageError, withWorkDir } from './common';
+import { formatTable, integerOption, MiB, parseBenchArgs, runBench, withWorkDir } from './common';
 import { fioCommand, JOBS, parseFio, type FioFigures } from './capture/fio';
 import { loadLab } from './capture/lab-loader';
 
@@ -35,22 +34,12 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: { seconds: { type: 'string' }, 'size-mib': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const { values, json, help } = parseBenchArgs(argv, ['seconds', 'size-mib']);
   return {
     seconds: integerOption('seconds', values.seconds, 10, 2, 600),
     sizeMiB: integerOption('size-mib', values['size-mib'], 256, 64, 16384),
-    json: values.json ?? false,
-    help: values.help ?? false,
+    json,
+    help,
   };
 }
 

@@ -1,11 +1,36 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { parseArgs } from 'util';
 
 export const MiB = 1024 * 1024;
 
 /** A bad command line: reported without a stack trace, exit code 2. */
 export class UsageError extends Error {}
+
+/** A bench's command line: its own options, all taking a value, plus --json and --help (-h). */
+export interface BenchArgs {
+  values: Partial<Record<string, string>>;
+  json: boolean;
+  help: boolean;
+}
+
+/** Parses `argv` strictly (no positionals, no unknown options); a bad argument is a UsageError. */
+export function parseBenchArgs(argv: string[], valueOptions: readonly string[]): BenchArgs {
+  const options = Object.fromEntries(valueOptions.map((name) => [name, { type: 'string' as const }]));
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+      allowPositionals: false,
+    });
+    const { json, help, ...rest } = values;
+    return { values: rest as Partial<Record<string, string>>, json: json === true, help: help === true };
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
+}
 
 /** Parses a whole number in [min, max]; `raw` is the option's text as given. */
 export function integerOption(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {

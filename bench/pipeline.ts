@@ -4,9 +4,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { parseArgs } from 'util';
 import { startReceiverChild } from '../receiver/child-process';
-import { formatTable, integerOption, MiB, runBench, UsageError, warmPageCache, withWorkDir } from './common';
+import { formatTable, integerOption, MiB, parseBenchArgs, runBench, warmPageCache, withWorkDir } from './common';
 import { resyncVersusRsync, ResyncFigures } from './pipeline/resync-vs-rsync';
 import { CpuUse, DataPool, endToEnd, linkLimit, rpoAtChurn, RpoFigures } from './pipeline/stream';
 
@@ -35,33 +34,15 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        'stream-mib': { type: 'string' },
-        'churn-mbps': { type: 'string' },
-        'rpo-seconds': { type: 'string' },
-        'resync-mib': { type: 'string' },
-        dir: { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const { values, json, help } = parseBenchArgs(argv, ['stream-mib', 'churn-mbps', 'rpo-seconds', 'resync-mib', 'dir']);
   return {
     streamMiB: integerOption('stream-mib', values['stream-mib'], 2048, 64, 65536),
     churnMBps: integerOption('churn-mbps', values['churn-mbps'], 50, 1, 2000),
     rpoSeconds: integerOption('rpo-seconds', values['rpo-seconds'], 10, 1, 600),
     resyncMiB: integerOption('resync-mib', values['resync-mib'], 2048, 0, 65536),
     dir: values.dir,
-    json: values.json ?? false,
-    help: values.help ?? false,
+    json,
+    help,
   };
 }
 

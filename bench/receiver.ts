@@ -5,7 +5,6 @@
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { parseArgs } from 'util';
 import { buildChangeSet, ChangeRecord } from '../agent/transport/change-set';
 import { decodeFrame, encodeFrame } from '../proto/frames';
 import { VolumeSpec } from '../proto/types';
@@ -18,6 +17,7 @@ import {
   integerOption,
   mbPerSecond,
   MiB,
+  parseBenchArgs,
   runBench,
   seededRandom,
   timeAsync,
@@ -59,30 +59,11 @@ interface Options {
   help: boolean;
 }
 
-interface RawOptions {
-  mib?: string;
-  dir?: string;
-  json?: boolean;
-  help?: boolean;
-}
-
-function parseRawOptions(argv: string[]): RawOptions {
-  try {
-    return parseArgs({
-      args: argv,
-      options: { mib: { type: 'string' }, dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err));
-  }
-}
-
 function parseOptions(argv: string[]): Options {
-  const { mib, dir, json, help } = parseRawOptions(argv);
+  const { values, json, help } = parseBenchArgs(argv, ['mib', 'dir']);
+  const { mib, dir } = values;
   if (dir !== undefined && dir.trim() === '') throw new UsageError('--dir must not be empty');
-  return { mib: integerOption('mib', mib, DEFAULT_MIB, 1, 65536), dir, json: json ?? false, help: help ?? false };
+  return { mib: integerOption('mib', mib, DEFAULT_MIB, 1, 65536), dir, json, help };
 }
 
 /** Incompressible data, generated once before anything is timed. */
