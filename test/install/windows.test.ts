@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Language, Node as SyntaxNode, Parser } from 'web-tree-sitter';
+import { powershellSyntaxErrors } from '../helpers/powershell';
 import { makeTempDir, REPO_ROOT } from '../helpers/receiver-process';
 import { ferry, listTree, RunResult, STACK_TRACE } from './cli-run';
 import { freePort, Smbd, startSmbd } from './peers';
@@ -29,23 +29,6 @@ function has(tool: string): boolean {
 
 function sha256(file: string): string {
   return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-}
-
-/** Syntax errors (ERROR and MISSING nodes) that the PowerShell grammar finds. */
-async function powershellSyntaxErrors(source: string): Promise<string[]> {
-  await Parser.init();
-  const language = await Language.load(require.resolve('tree-sitter-powershell/tree-sitter-powershell.wasm'));
-  const parser = new Parser();
-  parser.setLanguage(language);
-  const tree = parser.parse(source);
-  if (!tree) throw new Error('the PowerShell parser returned no tree');
-  const errors: string[] = [];
-  const walk = (node: SyntaxNode): void => {
-    if (node.type === 'ERROR' || node.isMissing) errors.push(`line ${node.startPosition.row + 1}: ${node.isMissing ? `missing ${node.type}` : JSON.stringify(node.text.slice(0, 60))}`);
-    for (const child of node.children) if (child) walk(child);
-  };
-  walk(tree.rootNode);
-  return errors;
 }
 
 function smbTarget(port = smbd.port): string {

@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Language, Node as SyntaxNode, Parser } from 'web-tree-sitter';
+import { powershellSyntaxErrors } from '../helpers/powershell';
 import { InfSyntaxError, checkFilterInf, parseInf, type FilterInfSpec } from '../windows/inf';
 import { checkNativeDriver, readPe } from '../windows/pe';
 
@@ -128,23 +128,6 @@ describe.skipIf(skip)('Windows driver and addon compile checks (mingw-w64)', () 
     expect(r.output).toContain('native/windows: host tests passed');
   }, 300_000);
 });
-
-/** Syntax errors (ERROR and MISSING nodes) the tree-sitter PowerShell grammar finds. */
-async function powershellSyntaxErrors(source: string): Promise<string[]> {
-  await Parser.init();
-  const language = await Language.load(require.resolve('tree-sitter-powershell/tree-sitter-powershell.wasm'));
-  const parser = new Parser();
-  parser.setLanguage(language);
-  const tree = parser.parse(source);
-  if (!tree) throw new Error('the PowerShell parser returned no tree');
-  const errors: string[] = [];
-  const walk = (node: SyntaxNode): void => {
-    if (node.type === 'ERROR' || node.isMissing) errors.push(`line ${node.startPosition.row + 1}: ${node.isMissing ? `missing ${node.type}` : JSON.stringify(node.text.slice(0, 60))}`);
-    for (const child of node.children) if (child) walk(child);
-  };
-  walk(tree.rootNode);
-  return errors;
-}
 
 describe('ferryflt.inf, the WDK project and the Windows test procedure', () => {
   const infText = fs.readFileSync(path.join(WIN, 'ferryflt.inf'), 'utf8');
