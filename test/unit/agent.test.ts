@@ -80,6 +80,18 @@ describe('ScanTable', () => {
     expect(progress(15)).toEqual({ kind: 'full', cursor: 8 * BLOCK, doneSeq: 0 });
     expect(progress(30)).toEqual({ kind: 'none', cursor: 0, doneSeq: 25 });
   });
+
+  it('closed while a log fdatasync is in flight, finishes the sync and keeps the entries', async () => {
+    const dir = tmp('scan-table-close');
+    const { table } = ScanTable.open(dir, SIZE, BLOCK, 0);
+    table.compact();
+    const logged = table.log([{ seq: 1, block: 2, hash: hashOf(7) }]);
+    table.close(); // the agent shutting down mid-sync
+    await expect(logged).resolves.toBeUndefined();
+    const reopened = ScanTable.open(dir, SIZE, BLOCK, 1).table;
+    expect(reopened.sentMatches(2, hashOf(7))).toBe(true);
+    reopened.close();
+  });
 });
 
 describe('agent config', () => {
