@@ -7,6 +7,10 @@ export const ExitCode = {
   notReady: 4,
   auth: 5,
   unreachable: 6,
+  /** The recovery point was recorded, but weaker than asked (an app tag became a crash point). */
+  pointDowngraded: 7,
+  /** A verify found damage (receiver) or divergence between source and replica (agent). */
+  damageFound: 8,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
