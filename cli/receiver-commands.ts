@@ -8,6 +8,10 @@ import { startReceiver } from '../receiver/server';
 import { readStatusFile, ReceiverStatus } from '../receiver/status';
 import { durationOption, hostPortOption, sizeOption } from './options';
 
+function reserveOption(value: string): number {
+  return value.trim() === '0' ? 0 : sizeOption(value);
+}
+
 interface RunOptions {
   data: string;
   listen: { host: string; port: number };
@@ -18,6 +22,8 @@ interface RunOptions {
   spoolCap: number;
   segmentSize: number;
   retentionInterval: number;
+  minFree: number;
+  reserve: number;
 }
 
 async function runReceiver(opts: RunOptions): Promise<void> {
@@ -33,6 +39,8 @@ async function runReceiver(opts: RunOptions): Promise<void> {
     segmentBytes: opts.segmentSize,
     checkpointIntervalMs: 200,
     retentionIntervalMs: opts.retentionInterval,
+    minFreeBytes: opts.minFree,
+    reserveBytes: opts.reserve,
   });
   const { identity } = receiver;
   const lines = [
@@ -68,19 +76,22 @@ function printStatus(status: ReceiverStatus, running: boolean): void {
   const out: string[] = [];
   out.push(`receiver ${running ? `running (pid ${status.pid})` : 'not running'} on ${status.listen}, ${status.sessions} agent session(s)`);
   out.push(`updated ${new Date(status.updatedUs / 1000).toISOString()}; fingerprint ${status.fingerprint}`);
+  for (const s of status.storage ?? []) out.push(`storage ${s.path}: ${formatBytes(s.freeBytes)} free of ${formatBytes(s.totalBytes)}${s.low ? ' (LOW: agents held)' : ''}`);
+  for (const a of status.alerts ?? []) out.push(`${a.severity.toUpperCase()} ${a.subject}: ${a.message}`);
   out.push('');
-  out.push(['VOLUME', 'AGENT', 'RPO', 'APPLY LAG', 'DURABLE SEQ', 'APPLIED SEQ', 'SPOOL'].join('\t'));
+  out.push(['VOLUME', 'STATE', 'AGENT', 'RPO', 'APPLY LAG', 'DURABLE SEQ', 'APPLIED SEQ', 'SPOOL'].join('\t'));
   for (const v of status.volumes) {
     out.push(
       [
         v.volumeId,
+        v.state ?? 'healthy',
         v.connected ? 'connected' : 'offline',
         `${v.rpoSeconds.toFixed(3)}s`,
         `${v.applyLagSeconds.toFixed(3)}s (${v.applyLagSeqs} seqs)`,
         String(v.durableSeq),
         String(v.appliedSeq),
         formatBytes(v.unappliedBytes),
-      ].join('\t') + (v.applyError ? `\tAPPLY STOPPED: ${v.applyError}` : ''),
+      ].join('\t') + (v.problem ? `\t${v.problem}` : ''),
     );
   }
   process.stdout.write(`${out.join('\n')}\n`);
@@ -101,6 +112,8 @@ export function receiverCommand(): Command {
     .option('--retention-interval <duration>', 'how often retention pruning runs', durationOption, 60 * 1000)
     .option('--spool-cap <size>', 'unapplied spool per volume above which agents are throttled', sizeOption, 1024 ** 3)
     .option('--segment-size <size>', 'size at which spool and journal segments roll over', sizeOption, 64 * 1024 ** 2)
+    .option('--min-free <size>', 'free space below which agents are held until there is room (at most a quarter of a small file system)', sizeOption, 1024 ** 3)
+    .option('--reserve <size>', 'space kept back for checkpoints and the catalog when the disk fills up (0: none)', reserveOption, 64 * 1024 ** 2)
     .action(runReceiver);
 
   cmd

@@ -164,3 +164,21 @@ export function checkProof(proof: Uint8Array | null | undefined): Buffer {
   if (proof.length === 0 || proof.length > Limits.maxProofBytes) bad(ErrorCode.AUTH_FAILED, 'proof has the wrong size');
   return Buffer.from(proof.buffer, proof.byteOffset, proof.byteLength);
 }
+
+export interface ValidRepairDone {
+  volumeId: string;
+  requestId: number;
+  throughSeq: number;
+  sentBytes: number;
+}
+
+/** An agent's word that a repair is in its stream: a declared volume, a seq it has sent. */
+export function validateRepairDone(done: ferry.IRepairDone): ValidRepairDone {
+  const volumeId = checkVolumeId(done.volumeId ?? '');
+  const requestId = done.requestId ?? 0;
+  if (!Number.isInteger(requestId) || requestId < 1) bad(ErrorCode.BAD_FRAME, `repair request id ${requestId} is not a repair this receiver asked for`);
+  const throughSeq = done.throughSeq ?? 0;
+  if (!Number.isSafeInteger(throughSeq) || throughSeq < 0) bad(ErrorCode.BAD_FRAME, `repair through seq ${throughSeq} is not a sequence number`);
+  const sentBytes = done.sentBytes ?? 0;
+  return { volumeId, requestId, throughSeq, sentBytes: Number.isSafeInteger(sentBytes) ? sentBytes : 0 };
+}

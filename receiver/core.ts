@@ -3,15 +3,21 @@ import { log } from '../common/log';
 import { nowUs } from '../common/time';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { VolumeSpec } from '../proto/types';
-import { Catalog } from './catalog';
+import { Catalog, RepairRow } from './catalog';
 import { ReceiverIdentity } from './identity';
 import { DataLayout } from './layout';
+import { RepairDesk } from './repairs';
 import type { Session } from './session';
-import { VolumeRuntimeStatus, writeStatusFile } from './status';
-import { VolumeStore } from './volume-store';
+import { StorageDamage } from './storage/damage';
+import { StorageMonitor } from './storage-monitor';
+import { ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
+import { classifyStorageError, VolumeHealth } from './volume-health';
+import { AppliedStep, VolumeStore } from './volume-store';
 
 /** How often a paused apply looks for its pause file to be gone. */
 const PAUSE_POLL_MS = 200;
+/** How often free space is read and failed volumes are looked at. */
+const HEALTH_TICK_MS = 1000;
 
 export interface CoreOptions {
   retentionUs: number;
@@ -21,22 +27,32 @@ export interface CoreOptions {
   retentionIntervalMs: number;
   /** Size at which spool and journal segments roll over. */
   segmentBytes: number;
+  /** Free space below which agents are held (see StorageMonitor). */
+  minFreeBytes: number;
+  /** Space kept back for checkpoints and the catalog on a full disk. */
+  reserveBytes: number;
 }
 
 interface VolumeRuntime {
-  store: VolumeStore;
+  readonly spec: VolumeSpec;
+  /** Undefined while the volume's files cannot be opened (see health). */
+  store: VolumeStore | undefined;
+  readonly health: VolumeHealth;
   lastContactUs: number;
   /** Reported by the agent: capture time of the oldest change it still holds beyond what is durable. */
   pendingSinceUs: number;
-  lastDurableCaptureUs: number;
-  applyError?: string;
   /** Callbacks waiting for apply to reach a seq (hash requests), oldest first. */
   appliedWaiters: Array<{ seq: number; callback: (err?: Error) => void }>;
 }
 
 /**
  * The receiver's state shared by all sessions: catalog, open volumes, the apply pump,
- * checkpoints, retention, throttling and the status file.
+ * checkpoints, retention, throttling, storage faults and repairs, and the status file.
+ *
+ * Storage faults stay inside one volume: a failed write or fsync stops that volume's ingest
+ * (nothing unsynced is acknowledged) and a failed apply step stops its apply, each until it
+ * recovers by itself (at once when a full disk has room again, else after a growing delay);
+ * a volume whose files cannot be opened waits the same way while every other volume runs.
  */
 export class ReceiverCore {
   private readonly volumes = new Map<string, VolumeRuntime>();
@@ -44,6 +60,8 @@ export class ReceiverCore {
   private pumpScheduled = false;
   private pausePoll: NodeJS.Timeout | undefined;
   private timers: NodeJS.Timeout[] = [];
+  private readonly monitor: StorageMonitor;
+  private readonly repairs: RepairDesk;
   listenAddress = '';
   prunedPoints = 0;
   prunedJournalSegments = 0;
@@ -53,30 +71,62 @@ export class ReceiverCore {
     readonly catalog: Catalog,
     readonly identity: ReceiverIdentity,
     private readonly options: CoreOptions,
-  ) {}
+  ) {
+    this.monitor = new StorageMonitor({ minFreeBytes: options.minFreeBytes, reserveBytes: options.reserveBytes, reserveFile: layout.reserveFile });
+    this.repairs = new RepairDesk(catalog, (volumeId, repair) => this.sendRepair(volumeId, repair));
+  }
 
   /** Opens every known volume (finishing crash recovery) and starts the background work. */
   start(): void {
-    for (const row of this.catalog.volumes()) this.openVolume({ volumeId: row.id, sizeBytes: row.sizeBytes, blockSize: row.blockSize });
+    for (const row of this.catalog.volumes()) {
+      const rt = this.runtime({ volumeId: row.id, sizeBytes: row.sizeBytes, blockSize: row.blockSize });
+      if (row.damaged) {
+        rt.health.fail('open', new Error(`${row.damaged}: its size and owner cannot be trusted (restore the catalog, or remove the volume)`));
+        log.error('volume not opened', { volume: row.id, error: row.damaged, file: this.catalog.file });
+        continue;
+      }
+      this.tryOpen(rt);
+    }
+    this.storageTick();
     this.runRetention();
     this.timers.push(setInterval(() => this.checkpointDue(), this.options.checkpointIntervalMs));
     this.timers.push(setInterval(() => this.runRetention(), this.options.retentionIntervalMs));
-    this.timers.push(setInterval(() => this.writeStatus(), 1000));
+    this.timers.push(setInterval(() => this.healthTick(), HEALTH_TICK_MS));
     for (const t of this.timers) t.unref();
     this.schedulePump();
     this.writeStatus();
   }
 
-  private openVolume(spec: VolumeSpec): VolumeRuntime {
-    const lastAuto = this.catalog.lastPoint(spec.volumeId, 'auto');
-    const store = VolumeStore.open(this.layout, spec, lastAuto?.timeUs ?? 0, this.options.segmentBytes);
-    const report = store.openReport;
-    if (report.rolledBackRecords > 0 || report.durableSeq > report.checkpointSeq) {
-      log.info('volume recovered', { volume: spec.volumeId, ...report });
+  private runtime(spec: VolumeSpec): VolumeRuntime {
+    let rt = this.volumes.get(spec.volumeId);
+    if (!rt) {
+      rt = { spec, store: undefined, health: new VolumeHealth(), lastContactUs: 0, pendingSinceUs: 0, appliedWaiters: [] };
+      this.volumes.set(spec.volumeId, rt);
     }
-    const rt: VolumeRuntime = { store, lastContactUs: 0, pendingSinceUs: 0, lastDurableCaptureUs: store.appliedCaptureUs, appliedWaiters: [] };
-    this.volumes.set(spec.volumeId, rt);
     return rt;
+  }
+
+  /** Opens a volume's files (crash recovery included); a failure leaves it waiting for a retry. */
+  private tryOpen(rt: VolumeRuntime): boolean {
+    const id = rt.spec.volumeId;
+    try {
+      const lastAuto = this.catalog.lastPoint(id, 'auto');
+      const store = VolumeStore.open(this.layout, rt.spec, lastAuto?.timeUs ?? 0, this.options.segmentBytes);
+      rt.store = store;
+      const report = store.openReport;
+      const { damage, ...facts } = report;
+      if (report.rolledBackRecords > 0 || report.durableSeq > report.checkpointSeq || report.tornBytes > 0 || report.checkpointRecovered || report.sumsBuilt) {
+        log.info('volume recovered', { volume: id, ...facts, checkpointRecovered: report.checkpointRecovered?.seq });
+      }
+      if (rt.health.recovered('open')) log.info('volume opened again', { volume: id });
+      this.noteDamage(rt, damage);
+      this.schedulePump();
+      return true;
+    } catch (err) {
+      rt.health.fail('open', err);
+      log.error('volume cannot be opened; other volumes go on, this one is retried', { volume: id, error: (err as Error).message });
+      return false;
+    }
   }
 
   /** Declares a volume for an agent: creates it on first sight, refuses someone else's. */
@@ -91,13 +141,91 @@ export class ReceiverCore {
         `volume ${spec.volumeId} is registered as ${row.sizeBytes} bytes / ${row.blockSize}-byte blocks, not ${spec.sizeBytes} / ${spec.blockSize}`,
       );
     }
-    if (!row) {
-      this.catalog.addVolume({ id: spec.volumeId, agentId, sizeBytes: spec.sizeBytes, blockSize: spec.blockSize, createdUs: nowUs() });
-      log.info('volume registered', { volume: spec.volumeId, agent: agentId, sizeBytes: spec.sizeBytes });
+    if (!row) return this.createVolume(agentId, spec);
+    const rt = this.volumes.get(spec.volumeId) ?? this.runtime(spec);
+    if (!rt.store) {
+      if (!rt.health.failure('open') && this.tryOpen(rt)) return this.attached(rt);
+      throw new ProtocolError(ErrorCode.VOLUME_FAILED, `volume ${spec.volumeId} cannot be opened on the receiver (${rt.health.describe() ?? 'unknown'}); it is retried`);
     }
-    const rt = this.volumes.get(spec.volumeId) ?? this.openVolume(spec);
+    return this.attached(rt);
+  }
+
+  private attached(rt: VolumeRuntime): VolumeStore {
     rt.lastContactUs = nowUs();
-    return rt.store;
+    return rt.store as VolumeStore;
+  }
+
+  /**
+   * A new volume: its files are made first (a size the file system cannot hold is refused
+   * here), and only then is it entered in the catalog, so a refusal leaves nothing behind.
+   */
+  private createVolume(agentId: string, spec: VolumeSpec): VolumeStore {
+    const dir = this.layout.volumeDir(spec.volumeId);
+    const existed = fs.existsSync(dir);
+    let store: VolumeStore;
+    try {
+      store = VolumeStore.open(this.layout, spec, 0, this.options.segmentBytes);
+    } catch (err) {
+      if (!existed) fs.rmSync(dir, { recursive: true, force: true });
+      const info = classifyStorageError(err);
+      if (info.code === 'EFBIG' || info.code === 'EINVAL') {
+        throw new ProtocolError(ErrorCode.VOLUME_TOO_LARGE, `volume ${spec.volumeId} of ${spec.sizeBytes} bytes is larger than the receiver's file system can hold (${info.code})`);
+      }
+      if (info.full) throw new ProtocolError(ErrorCode.STORAGE_FULL, `no room on the receiver for volume ${spec.volumeId}: ${info.message}`);
+      throw new ProtocolError(ErrorCode.VOLUME_FAILED, `cannot create volume ${spec.volumeId} on the receiver: ${info.message}`);
+    }
+    try {
+      this.catalog.addVolume({ id: spec.volumeId, agentId, sizeBytes: spec.sizeBytes, blockSize: spec.blockSize, createdUs: nowUs() });
+    } catch (err) {
+      store.abandon();
+      if (!existed) fs.rmSync(dir, { recursive: true, force: true });
+      const info = classifyStorageError(err);
+      throw new ProtocolError(info.full ? ErrorCode.STORAGE_FULL : ErrorCode.VOLUME_FAILED, `cannot register volume ${spec.volumeId}: ${info.message}`);
+    }
+    log.info('volume registered', { volume: spec.volumeId, agent: agentId, sizeBytes: spec.sizeBytes });
+    const rt = this.runtime(spec);
+    rt.store = store;
+    return this.attached(rt);
+  }
+
+  // ---- ingest --------------------------------------------------------------------------------
+
+  /** Refuses change sets for a volume whose storage cannot take them now. */
+  checkIngest(volumeId: string): void {
+    const rt = this.volumes.get(volumeId);
+    if (!rt?.store) throw new ProtocolError(ErrorCode.VOLUME_FAILED, `volume ${volumeId} is not open on the receiver (${rt?.health.describe() ?? 'unknown'})`);
+    const failure = rt.health.failure('ingest');
+    if (failure) {
+      throw new ProtocolError(
+        failure.full ? ErrorCode.STORAGE_FULL : ErrorCode.VOLUME_FAILED,
+        `volume ${volumeId} ${failure.full ? 'has no room on the receiver' : 'failed on the receiver'}: ${failure.reason}; nothing was stored, retry later`,
+      );
+    }
+  }
+
+  /**
+   * A spool write or fsync failed: nothing unsynced is acknowledged, ingest of the volume
+   * stops until the spool recovers, and every session sending to it is told why (its agent
+   * resends from the durable seq once it is back). Returns the error for the session.
+   */
+  ingestFailed(store: VolumeStore, err: unknown): ProtocolError {
+    if (err instanceof ProtocolError) return err;
+    const rt = this.volumes.get(store.spec.volumeId);
+    const info = classifyStorageError(err);
+    const code = info.full ? ErrorCode.STORAGE_FULL : ErrorCode.VOLUME_FAILED;
+    const perr = new ProtocolError(code, `volume ${store.spec.volumeId}: the receiver could not store the change set (${info.message}); nothing of it was acknowledged, resend after the durable seq`);
+    if (rt && !rt.health.failure('ingest')) {
+      rt.health.fail('ingest', err);
+      if (info.full) this.monitor.releaseReserve();
+      log.error(info.full ? 'spool full: ingest held until there is room' : 'spool write failed: ingest stopped until the spool recovers', {
+        volume: store.spec.volumeId,
+        error: info.message,
+        durableSeq: store.durableSeq,
+      });
+      for (const session of this.sessions) if (session.volumes.get(store.spec.volumeId) === store) session.fail(perr);
+      this.refreshThrottles();
+    }
+    return perr;
   }
 
   /** A change set became durable: note the agent's backlog (for RPO) and wake the apply pump. */
@@ -118,23 +246,50 @@ export class ReceiverCore {
     }
   }
 
-  /** Throttle an agent whose volume's unapplied spool exceeds the cap. */
-  afterIngest(session: Session, volume: VolumeStore): void {
-    if (!session.throttled && volume.unappliedBytes > this.options.spoolCapBytes) {
-      session.throttled = true;
-      log.warn('throttling agent: spool above cap', { agent: session.agentId, volume: volume.spec.volumeId, spoolBytes: volume.unappliedBytes });
-      session.send({ throttle: { delayMs: 200, reason: 'spool above cap', spoolBytes: volume.unappliedBytes } });
-    }
+  afterIngest(session: Session): void {
+    this.refreshThrottle(session);
   }
 
-  private releaseThrottles(): void {
-    for (const session of this.sessions) {
-      if (!session.throttled) continue;
-      const worst = Math.max(0, ...[...session.volumes.values()].map((v) => v.unappliedBytes));
-      if (worst <= this.options.spoolCapBytes / 2) {
-        session.throttled = false;
-        session.send({ throttle: { delayMs: 0, reason: 'spool drained', spoolBytes: worst } });
-      }
+  /** Why the volume's agent must hold its change sets now, or undefined. */
+  private holdReason(rt: VolumeRuntime, wasHeld: boolean): string | undefined {
+    const ingest = rt.health.failure('ingest');
+    if (ingest?.full) return `no room for the spool of ${rt.spec.volumeId}`;
+    const low = this.monitor.isLow(this.volumePaths(rt.spec.volumeId));
+    if (low) return `free space on the receiver is low (${Math.round(low.freeBytes / 1048576)} MiB free at ${low.path})`;
+    const spool = rt.store?.unappliedBytes ?? 0;
+    if (spool > this.options.spoolCapBytes || (wasHeld && spool > this.options.spoolCapBytes / 2)) return 'spool above cap';
+    return undefined;
+  }
+
+  private refreshThrottle(session: Session): void {
+    let reason: string | undefined;
+    let spoolBytes = 0;
+    for (const store of session.volumes.values()) {
+      const rt = this.volumes.get(store.spec.volumeId);
+      if (!rt) continue;
+      spoolBytes = Math.max(spoolBytes, store.unappliedBytes);
+      reason ??= this.holdReason(rt, session.throttleReason !== undefined);
+    }
+    if (reason !== session.throttleReason) {
+      if (reason) log.warn('throttling agent', { agent: session.agentId, reason, spoolBytes });
+      else log.info('releasing agent', { agent: session.agentId, spoolBytes });
+    }
+    session.setThrottle(reason, spoolBytes);
+  }
+
+  private refreshThrottles(): void {
+    for (const session of this.sessions) this.refreshThrottle(session);
+  }
+
+  /** Records the points of a tag (all or none); no room in the catalog is the agent's to retry. */
+  recordPoints(points: Parameters<Catalog['addPoints']>[0]): number[] {
+    try {
+      return this.catalog.addPoints(points);
+    } catch (err) {
+      const info = classifyStorageError(err);
+      if (!info.full) throw err;
+      this.monitor.releaseReserve();
+      throw new ProtocolError(ErrorCode.STORAGE_FULL, `no room in the receiver's catalog for the points of this tag: ${info.message}`);
     }
   }
 
@@ -148,13 +303,17 @@ export class ReceiverCore {
   }
 
   private releaseAppliedWaiters(rt: VolumeRuntime): void {
+    const failure = rt.health.failure('apply');
     while (rt.appliedWaiters.length > 0) {
       const next = rt.appliedWaiters[0];
-      if (!rt.applyError && rt.store.appliedSeq < next.seq) return;
+      const stuck = failure && !failure.full;
+      if (!stuck && (rt.store?.appliedSeq ?? 0) < next.seq) return;
       rt.appliedWaiters.shift();
-      next.callback(rt.applyError ? new Error(`apply stopped for volume ${rt.store.spec.volumeId}: ${rt.applyError}`) : undefined);
+      next.callback(stuck ? new ProtocolError(ErrorCode.VOLUME_FAILED, `apply stopped for volume ${rt.spec.volumeId}: ${failure.reason}; it is retried`) : undefined);
     }
   }
+
+  // ---- apply ---------------------------------------------------------------------------------
 
   schedulePump(): void {
     if (this.pumpScheduled) return;
@@ -168,32 +327,25 @@ export class ReceiverCore {
     let more = false;
     let paused = false;
     for (const [id, rt] of this.volumes) {
-      if (rt.applyError) continue;
-      if (rt.store.hasWork() && fs.existsSync(this.layout.applyPauseFile(id))) {
+      const store = rt.store;
+      if (!store || rt.health.failure('apply')) continue;
+      if (store.hasWork() && fs.existsSync(this.layout.applyPauseFile(id))) {
         paused = true;
         continue;
       }
-      let step;
+      let step: AppliedStep | undefined;
       try {
-        step = rt.store.applyNext();
+        step = store.applyNext();
+        if (step && !store.hasWork()) store.saveCheckpoint();
       } catch (err) {
-        rt.applyError = (err as Error).message;
-        log.error('apply stopped for volume', { volume: id, error: rt.applyError });
-        this.releaseAppliedWaiters(rt);
+        this.applyFailed(rt, err);
         continue;
       }
       if (!step) continue;
-      if (step.autoPoints.length > 0) {
-        this.catalog.addPoints(
-          step.autoPoints.map((p) => ({ volumeId: id, seq: p.seq, timeUs: p.timeUs, kind: 'crash' as const, accuracy: 'exact' as const, origin: 'auto' as const, groupId: 'auto', name: '' })),
-        );
-      }
-      if (rt.store.hasWork()) more = true;
-      else rt.store.saveCheckpoint();
-      this.notifyApplied(rt.store);
-      this.releaseAppliedWaiters(rt);
+      this.afterStep(rt, store, step);
+      if (store.hasWork()) more = true;
     }
-    this.releaseThrottles();
+    this.refreshThrottles();
     if (more) this.schedulePump();
     else if (paused && !this.pausePoll) {
       this.pausePoll = setTimeout(() => {
@@ -201,6 +353,91 @@ export class ReceiverCore {
         this.schedulePump();
       }, PAUSE_POLL_MS);
       this.pausePoll.unref();
+    }
+  }
+
+  private afterStep(rt: VolumeRuntime, store: VolumeStore, step: AppliedStep): void {
+    const id = rt.spec.volumeId;
+    if (step.autoPoints.length > 0) {
+      try {
+        this.catalog.addPoints(
+          step.autoPoints.map((p) => ({ volumeId: id, seq: p.seq, timeUs: p.timeUs, kind: 'crash' as const, accuracy: 'exact' as const, origin: 'auto' as const, groupId: 'auto', name: '' })),
+        );
+      } catch (err) {
+        log.warn('automatic points not recorded', { volume: id, error: (err as Error).message });
+      }
+    }
+    if (step.damage.length > 0 || step.lost.length > 0) {
+      this.noteDamage(rt, [
+        ...step.damage,
+        ...step.lost.map((l): StorageDamage => ({
+          kind: 'spool',
+          file: l.stretches[0]?.file ?? this.layout.spoolDir(id),
+          offset: l.stretches[0]?.offset ?? 0,
+          length: l.stretches.reduce((n, s) => n + s.length, 0),
+          seqFrom: l.fromSeq,
+          seqTo: l.toSeq,
+          detail: `change sets of seqs ${l.fromSeq}..${l.toSeq} are lost to damage: apply went on after them`,
+        })),
+      ]);
+    }
+    this.repairs.settle(id, store.appliedSeq);
+    this.notifyApplied(store);
+    this.releaseAppliedWaiters(rt);
+  }
+
+  /**
+   * An apply step or checkpoint failed: apply of the volume stops (ingest goes on, up to the
+   * spool cap) until `recoverApply` succeeds. Nothing of the failed step counts as applied.
+   */
+  private applyFailed(rt: VolumeRuntime, err: unknown): void {
+    const info = rt.health.fail('apply', err);
+    if (info.full) this.monitor.releaseReserve();
+    log.error(info.full ? 'no room to apply: apply held until there is room' : 'apply failed: held until it recovers', { volume: rt.spec.volumeId, error: info.message });
+    this.releaseAppliedWaiters(rt);
+  }
+
+  /** Damage found in a volume: recorded, and a repair asked where the source can heal it. */
+  private noteDamage(rt: VolumeRuntime, damage: readonly StorageDamage[]): void {
+    if (damage.length === 0) return;
+    const id = rt.spec.volumeId;
+    let fresh;
+    try {
+      fresh = this.repairs.record(id, damage);
+    } catch (err) {
+      log.error('damage found but not recorded in the catalog', { volume: id, damage: damage.length, error: (err as Error).message });
+      return;
+    }
+    const replica = fresh.filter((d) => d.kind === 'replica' && d.volumeOffset !== undefined);
+    const lost = fresh.filter((d) => d.kind === 'spool' && d.seqFrom !== undefined);
+    if (lost.length > 0) {
+      this.repairs.request(id, `change sets lost to damage (seqs ${lost.map((d) => `${d.seqFrom}..${d.seqTo}`).join(', ')})`, [], [...lost, ...replica].map((d) => d.id));
+    } else if (replica.length > 0) {
+      this.repairs.request(
+        id,
+        'replica blocks do not match their checksums',
+        replica.map((d) => ({ offset: d.volumeOffset as number, length: d.volumeLength ?? 0 })),
+        replica.map((d) => d.id),
+      );
+    }
+  }
+
+  private sendRepair(volumeId: string, repair: RepairRow): void {
+    for (const session of this.sessions) {
+      if (!session.volumes.has(volumeId)) continue;
+      session.send({ repairRequest: { volumeId, requestId: repair.id, ranges: repair.ranges, reason: repair.reason } });
+    }
+  }
+
+  /** Repairs still owed by the agent of `volumeId` (sent again after every login). */
+  pendingRepairs(volumeId: string): RepairRow[] {
+    return this.repairs.pending(volumeId);
+  }
+
+  /** The agent says every block of a repair is in its stream through `throughSeq`. */
+  repairDone(volume: VolumeStore, repairId: number, throughSeq: number): void {
+    if (!this.repairs.noteDone(volume.spec.volumeId, repairId, throughSeq, volume.appliedSeq)) {
+      log.warn('RepairDone for a repair not pending', { volume: volume.spec.volumeId, repair: repairId });
     }
   }
 
@@ -213,7 +450,67 @@ export class ReceiverCore {
 
   private checkpointDue(): void {
     for (const rt of this.volumes.values()) {
-      if (rt.store.checkpointDue(this.options.checkpointIntervalMs)) rt.store.saveCheckpoint();
+      const store = rt.store;
+      if (!store || !store.checkpointDue(this.options.checkpointIntervalMs)) continue;
+      try {
+        store.saveCheckpoint();
+      } catch (err) {
+        this.applyFailed(rt, err);
+      }
+    }
+  }
+
+  // ---- storage health ---------------------------------------------------------------------
+
+  private volumePaths(volumeId: string): string[] {
+    return [this.layout.volumeDir(volumeId), this.layout.spoolDir(volumeId), this.layout.journalDir(volumeId)];
+  }
+
+  /** Reads free space, holds or releases agents, and retries what failed when it is due. */
+  private healthTick(): void {
+    this.storageTick();
+    for (const rt of this.volumes.values()) this.retryFailures(rt);
+    this.writeStatus();
+  }
+
+  private storageTick(): void {
+    const paths = [this.layout.root, ...[...this.volumes.keys()].flatMap((id) => this.volumePaths(id))];
+    for (const { space, becameLow } of this.monitor.refresh(paths)) {
+      if (becameLow) log.warn('free space low on the receiver: agents are held', { path: space.path, freeBytes: space.freeBytes, minFreeBytes: this.options.minFreeBytes });
+      else log.info('free space back on the receiver: agents released', { path: space.path, freeBytes: space.freeBytes });
+    }
+    this.refreshThrottles();
+  }
+
+  private retryFailures(rt: VolumeRuntime): void {
+    const id = rt.spec.volumeId;
+    const room = this.monitor.hasRoom(this.volumePaths(id));
+    if (!rt.store) {
+      if (rt.health.due('open', room) && !this.catalog.volume(id)?.damaged) this.tryOpen(rt);
+      return;
+    }
+    const store = rt.store;
+    if (rt.health.due('ingest', room)) {
+      try {
+        store.recoverIngest();
+        rt.health.recovered('ingest');
+        log.info('ingest resumed: the spool takes change sets again', { volume: id, durableSeq: store.durableSeq });
+        this.refreshThrottles();
+      } catch (err) {
+        rt.health.fail('ingest', err);
+        log.warn('spool still cannot take change sets', { volume: id, error: (err as Error).message });
+      }
+    }
+    if (rt.health.due('apply', room)) {
+      try {
+        const rolledBack = store.recoverApply();
+        rt.health.recovered('apply');
+        log.info('apply resumed from the checkpoint', { volume: id, checkpointSeq: store.checkpointSeq, rolledBackRecords: rolledBack });
+        this.schedulePump();
+      } catch (err) {
+        rt.health.fail('apply', err);
+        log.warn('apply still cannot resume', { volume: id, error: (err as Error).message });
+      }
     }
   }
 
@@ -221,45 +518,79 @@ export class ReceiverCore {
   runRetention(): void {
     const cutoff = nowUs() - this.options.retentionUs;
     for (const [id, rt] of this.volumes) {
-      const pruned = this.catalog.prunePointsBefore(id, cutoff);
-      this.prunedPoints += pruned;
-      const oldest = this.catalog.oldestPointSeq(id);
-      const keepAfter = Math.min(oldest ?? rt.store.checkpointSeq, rt.store.checkpointSeq);
-      const segments = rt.store.pruneJournalThrough(keepAfter);
-      this.prunedJournalSegments += segments;
-      if (pruned > 0 || segments > 0) log.info('retention pruned', { volume: id, points: pruned, journalSegments: segments });
+      const store = rt.store;
+      if (!store) continue;
+      try {
+        const pruned = this.catalog.prunePointsBefore(id, cutoff);
+        this.prunedPoints += pruned;
+        const oldest = this.catalog.oldestPointSeq(id);
+        const keepAfter = Math.min(oldest ?? store.checkpointSeq, store.checkpointSeq);
+        const segments = store.pruneJournalThrough(keepAfter);
+        this.prunedJournalSegments += segments;
+        if (pruned > 0 || segments > 0) log.info('retention pruned', { volume: id, points: pruned, journalSegments: segments });
+      } catch (err) {
+        log.warn('retention did not run for a volume', { volume: id, error: (err as Error).message });
+      }
     }
   }
+
+  // ---- status --------------------------------------------------------------------------------
 
   volumeStatus(): VolumeRuntimeStatus[] {
     const now = nowUs();
     const connected = new Set<string>();
     for (const s of this.sessions) for (const id of s.volumes.keys()) connected.add(id);
+    let openDamage: ReturnType<RepairDesk['openDamage']> = [];
+    try {
+      openDamage = this.repairs.openDamage();
+    } catch {
+      // the catalog cannot be read: the status still says what it can
+    }
     return [...this.volumes.entries()].map(([id, rt]) => {
       const store = rt.store;
       const isConnected = connected.has(id);
       let rpoUs: number;
       if (isConnected) rpoUs = rt.pendingSinceUs > 0 ? Math.max(0, now - rt.pendingSinceUs) : 0;
       else rpoUs = rt.lastContactUs > 0 ? now - rt.lastContactUs : 0;
-      const oldestUnapplied = store.oldestUnappliedCaptureUs;
+      const oldestUnapplied = store?.oldestUnappliedCaptureUs ?? 0;
+      const damage = openDamage.filter((d) => d.volumeId === id);
+      const held = this.holdReason(rt, false);
+      const state = rt.health.state !== 'healthy' ? rt.health.state : damage.length > 0 ? 'damaged' : held ? 'held' : 'healthy';
       return {
         volumeId: id,
         connected: isConnected,
-        durableSeq: store.durableSeq,
-        appliedSeq: store.appliedSeq,
-        checkpointSeq: store.checkpointSeq,
+        state,
+        problem: rt.health.describe() ?? (damage.length > 0 ? `${damage.length} damaged place(s), repair ${this.repairs.pending(id).length > 0 ? 'pending' : 'not possible'}` : held),
+        durableSeq: store?.durableSeq ?? 0,
+        appliedSeq: store?.appliedSeq ?? 0,
+        checkpointSeq: store?.checkpointSeq ?? 0,
         rpoSeconds: rpoUs / 1e6,
-        applyLagSeqs: store.durableSeq - store.appliedSeq,
+        applyLagSeqs: store ? store.durableSeq - store.appliedSeq : 0,
         applyLagSeconds: oldestUnapplied > 0 ? Math.max(0, now - oldestUnapplied) / 1e6 : 0,
-        unappliedBytes: store.unappliedBytes,
-        journalSegments: store.journalSegments,
-        applyError: rt.applyError,
+        unappliedBytes: store?.unappliedBytes ?? 0,
+        journalSegments: store?.journalSegments ?? 0,
+        damage: damage.map((d) => ({ kind: d.kind, file: d.file, offset: d.offset, seqFrom: d.seqFrom, seqTo: d.seqTo, volumeOffset: d.volumeOffset, detail: d.detail })),
+        applyError: rt.health.failure('apply')?.reason,
       };
     });
   }
 
+  private alerts(volumes: VolumeRuntimeStatus[]): ReceiverAlert[] {
+    const alerts: ReceiverAlert[] = [];
+    for (const space of this.monitor.all) {
+      if (space.low) alerts.push({ severity: 'warning', subject: space.path, message: `free space low: ${Math.round(space.freeBytes / 1048576)} MiB free; agents are held until there is room` });
+    }
+    if (this.monitor.reserveReleased) alerts.push({ severity: 'warning', subject: this.layout.reserveFile, message: 'the space reserve was used up by a full disk' });
+    for (const v of volumes) {
+      if (v.state === 'failed' || v.state === 'full') alerts.push({ severity: 'error', subject: v.volumeId, message: v.problem ?? v.state });
+      for (const d of v.damage) alerts.push({ severity: 'error', subject: v.volumeId, message: `damage in ${d.kind} ${d.file} at byte ${d.offset}: ${d.detail}` });
+    }
+    return alerts;
+  }
+
   writeStatus(): void {
     try {
+      const volumes = this.volumeStatus();
       writeStatusFile(this.layout.statusFile, {
         pid: process.pid,
         updatedUs: nowUs(),
@@ -268,7 +599,9 @@ export class ReceiverCore {
         sessions: this.sessions.size,
         prunedPoints: this.prunedPoints,
         prunedJournalSegments: this.prunedJournalSegments,
-        volumes: this.volumeStatus(),
+        storage: this.monitor.all.map((s) => ({ path: s.path, freeBytes: s.freeBytes, totalBytes: s.totalBytes, low: s.low })),
+        alerts: this.alerts(volumes),
+        volumes,
       });
     } catch (err) {
       log.warn('cannot write status file', { error: (err as Error).message });
@@ -279,7 +612,14 @@ export class ReceiverCore {
     if (this.pausePoll) clearTimeout(this.pausePoll);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    for (const rt of this.volumes.values()) rt.store.close();
+    for (const rt of this.volumes.values()) {
+      try {
+        rt.store?.close();
+      } catch (err) {
+        log.warn('volume not closed cleanly', { volume: rt.spec.volumeId, error: (err as Error).message });
+        rt.store?.abandon();
+      }
+    }
     this.volumes.clear();
     this.writeStatus();
     this.catalog.close();

@@ -31,6 +31,10 @@ export class DataLayout {
   replicaFile(volumeId: string): string {
     return path.join(this.volumeDir(volumeId), 'replica.img');
   }
+  /** Block checksums of the replica (storage/block-sums.ts). */
+  sumsFile(volumeId: string): string {
+    return path.join(this.volumeDir(volumeId), 'replica.sums');
+  }
   spoolDir(volumeId: string): string {
     return path.join(this.volumeDir(volumeId), 'spool');
   }
@@ -43,6 +47,10 @@ export class DataLayout {
   /** While this file exists, apply holds off for the volume (ingest and acks go on, up to the spool cap). */
   applyPauseFile(volumeId: string): string {
     return path.join(this.volumeDir(volumeId), 'apply.paused');
+  }
+  /** Space kept back so that checkpoints and the catalog can still be written on a full disk. */
+  get reserveFile(): string {
+    return path.join(this.root, 'reserve');
   }
   /** flock'd shared by exports, exclusive by recovery and journal pruning. */
   lockFile(volumeId: string): string {

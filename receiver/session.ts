@@ -6,7 +6,7 @@ import { ErrorCode, ProtocolError } from '../proto/errors';
 import { decodeFrame, DecodedFrame, encodeFrame, errorFrame, ferry, OutgoingFrame } from '../proto/frames';
 import { checkVolumeId } from '../proto/ids';
 import { ScratchBuffer } from '../proto/payload';
-import { checkProof, validateChangeSet, validateHashRequest, validateHello, validateTag, validateVolumeInfo, ValidHello } from '../proto/validate';
+import { checkProof, validateChangeSet, validateHashRequest, validateHello, validateRepairDone, validateTag, validateVolumeInfo, ValidHello } from '../proto/validate';
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
 import type { ReceiverCore } from './core';
 import type { VolumeStore } from './volume-store';
@@ -31,7 +31,7 @@ export class Session {
   private nonce: Buffer = Buffer.alloc(0);
   agentId = '';
   readonly volumes = new Map<string, VolumeStore>();
-  throttled = false;
+  private throttle: string | undefined;
 
   constructor(
     private readonly ws: WebSocket,
@@ -42,6 +42,19 @@ export class Session {
   send(frame: OutgoingFrame): void {
     if (this.state === 'closed') return;
     this.ws.send(encodeFrame(frame));
+  }
+
+  /** Why the agent is held now (undefined: it may send). */
+  get throttleReason(): string | undefined {
+    return this.throttle;
+  }
+
+  /** Holds the agent's change sets (a reason) or lets them go (undefined); tells it on change. */
+  setThrottle(reason: string | undefined, spoolBytes: number): void {
+    if (reason === this.throttle) return;
+    this.throttle = reason;
+    if (this.state !== 'ready') return;
+    this.send({ throttle: { delayMs: reason ? 200 : 0, reason: reason ?? 'resumed', spoolBytes } });
   }
 
   onMessage(data: Buffer, isBinary: boolean): void {
@@ -128,6 +141,7 @@ export class Session {
     if (frame.tag) return this.onTag(frame.tag);
     if (frame.heartbeat) return this.core.noteHeartbeat(this, frame.heartbeat.pendingSinceUs ?? 0);
     if (frame.hashRequest) return this.onHashRequest(frame.hashRequest);
+    if (frame.repairDone) return this.onRepairDone(frame.repairDone);
     throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body} is not accepted from an agent`);
   }
 
@@ -136,6 +150,11 @@ export class Session {
     const volume = this.core.attachVolume(this.agentId, spec);
     this.volumes.set(spec.volumeId, volume);
     this.send({ volumeState: { volumeId: spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq } });
+    // Held from the start when the receiver has no room (the agent must not send into it).
+    this.core.afterIngest(this);
+    for (const repair of this.core.pendingRepairs(spec.volumeId)) {
+      this.send({ repairRequest: { volumeId: spec.volumeId, requestId: repair.id, ranges: repair.ranges, reason: repair.reason } });
+    }
   }
 
   /** The session's own volume, or a clear refusal for a foreign, undeclared or malformed id. */
@@ -152,6 +171,7 @@ export class Session {
 
   private onChangeSet(cs: ferry.IChangeSet, raw: Buffer): void {
     const volume = this.ownVolume(cs.volumeId ?? '');
+    this.core.checkIngest(volume.spec.volumeId);
     const batch = validateChangeSet(cs, volume.spec.sizeBytes, true, (size) => VALIDATION_SCRATCH.get(size));
     volume
       .ingest(raw, batch)
@@ -159,8 +179,27 @@ export class Session {
         this.core.noteDurable(volume, batch.pendingSinceUs);
         this.send({ ack: { volumes: [{ volumeId: volume.spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq }] } });
       })
-      .catch((err: unknown) => this.fail(err));
-    this.core.afterIngest(this, volume);
+      .catch((err: unknown) => this.fail(this.core.ingestFailed(volume, err)));
+    this.core.afterIngest(this);
+  }
+
+  /** Makes what this volume accepted durable now; a failure is the volume's, told as such. */
+  private flush(volume: VolumeStore): void {
+    try {
+      volume.flushSpool();
+    } catch (err) {
+      throw this.core.ingestFailed(volume, err);
+    }
+  }
+
+  /** The agent has every block of a repair in its stream: it counts once applied. */
+  private onRepairDone(done: ferry.IRepairDone): void {
+    const valid = validateRepairDone(done);
+    const volume = this.ownVolume(valid.volumeId);
+    if (valid.throughSeq > volume.acceptedSeq) {
+      throw new ProtocolError(ErrorCode.BAD_FRAME, `repair ${valid.requestId} of ${valid.volumeId} ends at seq ${valid.throughSeq}, past the last change received (${volume.acceptedSeq})`);
+    }
+    this.core.repairDone(volume, valid.requestId, valid.throughSeq);
   }
 
   /**
@@ -170,7 +209,7 @@ export class Session {
   private onHashRequest(request: ferry.IHashRequest): void {
     const volume = this.ownVolume(request.volumeId ?? '');
     const req = validateHashRequest(request, volume.spec.sizeBytes);
-    volume.flushSpool();
+    this.flush(volume);
     this.core.whenApplied(volume, volume.acceptedSeq, (err) => {
       if (err) return this.fail(err);
       const hashes = volume.replicaHashes(req.offset, req.blockSize, req.count);
@@ -185,9 +224,9 @@ export class Session {
       if (cut.seq > volume.acceptedSeq) {
         throw new ProtocolError(ErrorCode.BAD_TAG, `tag cut of ${cut.volumeId} at seq ${cut.seq} is past the last change received (${volume.acceptedSeq})`);
       }
-      volume.flushSpool();
+      this.flush(volume);
     }
-    const pointIds = this.core.catalog.addPoints(
+    const pointIds = this.core.recordPoints(
       tag.cuts.map((cut) => ({
         volumeId: cut.volumeId,
         seq: cut.seq,

@@ -1,9 +1,36 @@
 import * as fs from 'fs';
 import { writeFileAtomic } from '../common/fsutil';
 
+/**
+ * healthy; held (agents wait: free space low or spool above cap); damaged (damage found, a
+ * repair pending or impossible); full (a write found no room: resumes when there is);
+ * failed (I/O error or the files cannot be opened: retried).
+ */
+export type VolumeHealthState = 'healthy' | 'held' | 'damaged' | 'full' | 'failed';
+
+export interface VolumeDamageStatus {
+  kind: string;
+  file: string;
+  offset: number;
+  seqFrom?: number;
+  seqTo?: number;
+  volumeOffset?: number;
+  detail: string;
+}
+
+export interface ReceiverAlert {
+  severity: 'warning' | 'error';
+  /** A volume id or a path. */
+  subject: string;
+  message: string;
+}
+
 export interface VolumeRuntimeStatus {
   volumeId: string;
   connected: boolean;
+  state: VolumeHealthState;
+  /** Why the state is not healthy. */
+  problem?: string;
   durableSeq: number;
   appliedSeq: number;
   checkpointSeq: number;
@@ -13,6 +40,8 @@ export interface VolumeRuntimeStatus {
   applyLagSeconds: number;
   unappliedBytes: number;
   journalSegments: number;
+  /** Damage found and not healed yet. */
+  damage: VolumeDamageStatus[];
   applyError?: string;
 }
 
@@ -24,6 +53,9 @@ export interface ReceiverStatus {
   sessions: number;
   prunedPoints: number;
   prunedJournalSegments: number;
+  /** Free space of every file system holding receiver data. */
+  storage: Array<{ path: string; freeBytes: number; totalBytes: number; low: boolean }>;
+  alerts: ReceiverAlert[];
   volumes: VolumeRuntimeStatus[];
 }
 

@@ -1,4 +1,5 @@
-// Sparse-file and reflink primitives: punchHole, seekData, seekHole, cloneFile.
+// Sparse-file, reflink and cache primitives: punchHole, seekData, seekHole,
+// cloneFile, allocate, dropCache.
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -68,6 +69,32 @@ Napi::Value CloneFile(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value Allocate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t offset, length;
+  if (!ReadFd(info, 0, "fd", &fd) || !ReadOffset(info, 1, "offset", &offset) ||
+      !ReadOffset(info, 2, "length", &length)) {
+    return env.Undefined();
+  }
+  if (length == 0) return env.Undefined();
+  if (fallocate(fd, 0, offset, length) != 0) {
+    ThrowErrno(env, errno, "fallocate", "fallocate");
+  }
+  return env.Undefined();
+}
+
+// Drops the file's clean cached pages, so that the next read comes from the
+// disk: after a failed fsync the page cache may hold data the disk does not.
+Napi::Value DropCache(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ReadFd(info, 0, "fd", &fd)) return env.Undefined();
+  int err = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  if (err != 0) ThrowErrno(env, err, "posix_fadvise", "posix_fadvise(DONTNEED)");
+  return env.Undefined();
+}
+
 }  // namespace
 
 void RegisterFileOps(Napi::Env env, Napi::Object exports) {
@@ -75,6 +102,8 @@ void RegisterFileOps(Napi::Env env, Napi::Object exports) {
   exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
   exports.Set("seekHole", Napi::Function::New(env, SeekHole, "seekHole"));
   exports.Set("cloneFile", Napi::Function::New(env, CloneFile, "cloneFile"));
+  exports.Set("allocate", Napi::Function::New(env, Allocate, "allocate"));
+  exports.Set("dropCache", Napi::Function::New(env, DropCache, "dropCache"));
 }
 
 }  // namespace ferry

@@ -27,6 +27,10 @@ export interface FerryNative {
   seekHole(fd: number, offset: number): number;
   /** ioctl(FICLONE): make dstFd a reflink copy of srcFd. See isReflinkUnsupported(). */
   cloneFile(srcFd: number, dstFd: number): void;
+  /** fallocate(mode 0): reserves blocks for [offset, offset+length) (ENOSPC when there is no room). */
+  allocate(fd: number, offset: number, length: number): void;
+  /** posix_fadvise(DONTNEED): drops the file's clean cached pages, so the next read comes from the disk. */
+  dropCache(fd: number): void;
   /**
    * flock(2). Returns true once the lock is taken (or released); with
    * wait=false returns false instead of blocking. wait=true blocks the
@@ -114,6 +118,14 @@ export function seekHole(fd: number, offset: number): number {
 
 export function cloneFile(srcFd: number, dstFd: number): void {
   loadNative().cloneFile(srcFd, dstFd);
+}
+
+export function allocate(fd: number, offset: number, length: number): void {
+  loadNative().allocate(fd, offset, length);
+}
+
+export function dropCache(fd: number): void {
+  loadNative().dropCache(fd);
 }
 
 export function flock(fd: number, mode: FlockMode, wait: boolean): boolean {

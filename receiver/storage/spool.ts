@@ -1,14 +1,26 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { fsyncDir, readFully, writeParts } from '../../common/fsutil';
-import { encodeRecordParts, RecordFormat, RECORD_HEADER_BYTES, scanRecords, readRecordBody } from './record-file';
+import { fsyncDir, writeParts } from '../../common/fsutil';
+import { dropCache } from '../../native/addon';
+import { DamagedStretch, encodeRecordParts, RecordFormat, readRecordBody, readRecordHeader, scanSegment } from './record-file';
 import { listSegments, segmentFileName } from './segments';
 import { Limits } from '../../proto/limits';
 import { BufferArena } from '../../common/arena';
+import { StorageDamage } from './damage';
 
-const SPOOL_FORMAT: RecordFormat = { magic: 0x31505346 /* FSP1 */, metaBytes: 16, maxBodyBytes: Limits.maxFrameBytes };
+const SPOOL_FORMAT: RecordFormat = { magic: 0x32505346 /* FSP2 */, magic1: 0x31505346 /* FSP1 */, metaBytes: 16, maxBodyBytes: Limits.maxFrameBytes };
 const EXT = 'seg';
 const EMPTY = Buffer.alloc(0);
+
+/** A stretch of a segment that holds no readable change set: what it held is lost. */
+export interface SpoolLost {
+  file: string;
+  offset: number;
+  length: number;
+  /** The seqs it held, when its header survived. */
+  firstSeq?: number;
+  lastSeq?: number;
+}
 
 export interface SpoolRecord {
   firstSeq: number;
@@ -16,6 +28,8 @@ export interface SpoolRecord {
   /** The change-set frame exactly as it arrived. */
   frame: Buffer;
   bytes: number;
+  /** Damaged stretches the cursor passed since the record before this one. */
+  lostBefore?: SpoolLost[];
 }
 
 interface Segment {
@@ -23,12 +37,38 @@ interface Segment {
   file: string;
   /** Bytes known to be valid and durable. */
   durableSize: number;
+  /** Damaged stretches found when the spool was opened, in file order. */
+  damage: DamagedStretch[];
+}
+
+/** The spool cannot take appends until `recover` (an append or fsync failed). */
+export class SpoolFailedError extends Error {
+  constructor(
+    readonly failure: Error,
+    readonly file: string,
+  ) {
+    super(`${file}: ${failure.message}`);
+    this.name = 'SpoolFailedError';
+  }
+
+  /** The errno name of the failure ('ENOSPC', 'EIO'...), when it has one. */
+  get code(): string | undefined {
+    return (this.failure as NodeJS.ErrnoException).code;
+  }
+}
+
+function seqsOf(meta: Buffer): { firstSeq: number; lastSeq: number } {
+  return { firstSeq: Number(meta.readBigUInt64LE(0)), lastSeq: Number(meta.readBigUInt64LE(8)) };
 }
 
 /**
  * The process-server cache of one volume: append-only segments of incoming change-set
  * frames. `append` resolves only after the bytes are fsync'd (group commit: appends made while
  * one fdatasync runs share the next), which is what allows the receiver to acknowledge.
+ *
+ * A failed write or fsync is never acknowledged and breaks the spool until `recover`: after a
+ * failed fsync the page cache may hold bytes the disk does not, so recovery cuts the active
+ * segment back to what was last made durable and reads it again from the disk.
  */
 export class Spool {
   private segments: Segment[] = [];
@@ -41,39 +81,90 @@ export class Spool {
   private flushing = false;
   private readonly closeAfterFlush: number[] = [];
   private newSegmentUnsynced = false;
+  private broken: SpoolFailedError | undefined;
+  /** Damage found by `open`, for the owner to report. */
+  readonly damageFound: StorageDamage[] = [];
+  /** Bytes of torn tails dropped by `open`. */
+  tornBytesDropped = 0;
+  private firstHeld = 0;
 
   private constructor(
     private readonly dir: string,
     private readonly segmentBytes: number,
   ) {}
 
-  /** Opens the spool, dropping a torn tail left by a crash (it was never acknowledged). */
+  /**
+   * Opens the spool. A torn tail (an append a crash cut short, never acknowledged) is dropped;
+   * damaged stretches anywhere else are kept in place, reported in `damageFound`, and skipped
+   * by cursors, which say so (SpoolRecord.lostBefore).
+   */
   static open(dir: string, segmentBytes = 64 * 1024 * 1024): Spool {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const spool = new Spool(dir, segmentBytes);
     const refs = listSegments(dir, EXT);
+    const spans: Array<{ low: number; high: number }> = [];
     for (let i = 0; i < refs.length; i++) {
       const isLast = i === refs.length - 1;
       const fd = fs.openSync(refs[i].file, isLast ? 'r+' : 'r');
       try {
-        const { records, validEnd } = scanRecords(fd, SPOOL_FORMAT, isLast);
-        if (isLast && validEnd < fs.fstatSync(fd).size) {
-          fs.ftruncateSync(fd, validEnd);
-          fs.fsyncSync(fd);
+        const scan = scanSegment(fd, SPOOL_FORMAT, true);
+        if (scan.tornBytes > 0) {
+          if (isLast) {
+            fs.ftruncateSync(fd, scan.validEnd);
+            fs.fsyncSync(fd);
+            spool.tornBytesDropped += scan.tornBytes;
+          } else {
+            // An older segment was fsync'd whole before the next one began: a short one is damage.
+            scan.damage.push({ offset: scan.validEnd, length: scan.tornBytes });
+          }
         }
-        for (const r of records) spool.appendedSeq = Math.max(spool.appendedSeq, Number(r.meta.readBigUInt64LE(8)));
-        spool.segments.push({ firstSeq: refs[i].firstSeq, file: refs[i].file, durableSize: validEnd });
+        let low = 0;
+        let high = 0;
+        for (const r of scan.records) {
+          const seqs = seqsOf(r.meta);
+          spool.appendedSeq = Math.max(spool.appendedSeq, seqs.lastSeq);
+          if (low === 0 || seqs.firstSeq < low) low = seqs.firstSeq;
+          high = Math.max(high, seqs.lastSeq);
+        }
+        spans.push({ low, high });
+        for (const d of scan.damage) {
+          const seqs = d.record ? seqsOf(d.record.meta) : undefined;
+          if (seqs) spool.appendedSeq = Math.max(spool.appendedSeq, seqs.lastSeq);
+          spool.damageFound.push({
+            kind: 'spool',
+            file: refs[i].file,
+            offset: d.offset,
+            length: d.length,
+            ...(seqs ? { seqFrom: seqs.firstSeq, seqTo: seqs.lastSeq } : {}),
+            detail: seqs ? `change set of seqs ${seqs.firstSeq}..${seqs.lastSeq} fails its CRC` : 'bytes that are no valid change set',
+          });
+        }
+        const end = isLast ? scan.validEnd : scan.size;
+        spool.segments.push({ firstSeq: refs[i].firstSeq, file: refs[i].file, durableSize: end, damage: scan.damage });
       } finally {
         fs.closeSync(fd);
       }
     }
     spool.durable = spool.appendedSeq;
+    // Segments a prune had not deleted yet when a crash came may be left with gaps between
+    // them: only the run of segments that reaches the newest without a gap counts as held.
+    for (let i = spans.length - 1; i >= 0; i--) {
+      if (spans[i].low === 0) continue;
+      if (spool.firstHeld !== 0 && spans[i].high < spool.firstHeld - 1) break;
+      spool.firstHeld = spool.firstHeld === 0 ? spans[i].low : Math.min(spool.firstHeld, spans[i].low);
+    }
     const newest = spool.segments[spool.segments.length - 1];
-    if (newest && newest.durableSize < segmentBytes) {
+    // Never append behind damage: a damaged newest segment is left as it is.
+    if (newest && newest.durableSize < segmentBytes && newest.damage.length === 0) {
       spool.activeFd = fs.openSync(newest.file, 'r+');
       spool.activeSize = newest.durableSize;
     }
     return spool;
+  }
+
+  /** First seq of the oldest change set the spool holds (0: none). */
+  get firstSeqHeld(): number {
+    return this.firstHeld;
   }
 
   /** Highest seq whose change set is durable in the spool. */
@@ -81,21 +172,59 @@ export class Spool {
     return this.durable;
   }
 
+  /** Set while an append or fsync failure keeps the spool from taking appends. */
+  get failure(): SpoolFailedError | undefined {
+    return this.broken;
+  }
+
+  /**
+   * Writes a change set and resolves once it is durable. Throws at once (nothing appended)
+   * when the write fails; the promise rejects when its fsync fails. `firstSeq` must not leave a gap
+   * after what was appended before (a replay that starts lower is fine).
+   */
   append(frame: Buffer, firstSeq: number, lastSeq: number): Promise<void> {
+    if (this.broken) throw this.broken;
+    if (this.appendedSeq > 0 && firstSeq > this.appendedSeq + 1) {
+      throw new Error(`spool ${this.dir}: change set ${firstSeq}..${lastSeq} would leave a gap after seq ${this.appendedSeq}`);
+    }
     this.ensureActiveSegment(firstSeq);
     const meta = Buffer.allocUnsafe(16);
     meta.writeBigUInt64LE(BigInt(firstSeq), 0);
     meta.writeBigUInt64LE(BigInt(lastSeq), 8);
-    this.activeSize += writeParts(this.activeFd, encodeRecordParts(SPOOL_FORMAT, meta, frame), this.activeSize);
+    const before = this.activeSize;
+    try {
+      this.activeSize += writeParts(this.activeFd, encodeRecordParts(SPOOL_FORMAT, meta, frame), this.activeSize);
+    } catch (err) {
+      // Nothing of a failed write may stay behind: a later append would follow garbage.
+      try {
+        fs.ftruncateSync(this.activeFd, before);
+      } catch (truncErr) {
+        this.breakWith(truncErr as Error);
+      }
+      this.activeSize = before;
+      throw err;
+    }
     this.appendedSeq = Math.max(this.appendedSeq, lastSeq);
     const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     this.scheduleFlush();
     return done;
   }
 
+  private activeFile(): string {
+    return this.segments[this.segments.length - 1]?.file ?? this.dir;
+  }
+
+  private breakWith(err: Error): void {
+    if (!this.broken) this.broken = new SpoolFailedError(err, this.activeFile());
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w.reject(this.broken);
+  }
+
   /** Makes every append so far durable now, on this thread (tags and hash requests need it at once). */
   flush(): void {
     this.flushScheduled = false;
+    if (this.broken) throw this.broken;
     const waiters = this.waiters;
     this.waiters = [];
     if (this.activeFd < 0) return;
@@ -106,8 +235,9 @@ export class Spool {
         this.newSegmentUnsynced = false;
       }
     } catch (err) {
-      for (const w of waiters) w.reject(err as Error);
-      return;
+      this.waiters = waiters;
+      this.breakWith(err as Error);
+      throw this.broken;
     }
     this.markDurable(this.segments[this.segments.length - 1], this.activeSize, this.appendedSeq);
     for (const w of waiters) w.resolve();
@@ -132,7 +262,7 @@ export class Spool {
    * append made before it started; appends made meanwhile wait for the next one.
    */
   private flushInBackground(): void {
-    if (this.flushing || this.activeFd < 0 || this.waiters.length === 0) return;
+    if (this.flushing || this.activeFd < 0 || this.waiters.length === 0 || this.broken) return;
     const fd = this.activeFd;
     const segment = this.segments[this.segments.length - 1];
     const size = this.activeSize;
@@ -153,12 +283,13 @@ export class Spool {
       }
       this.flushing = false;
       for (const closing of this.closeAfterFlush.splice(0)) fs.closeSync(closing);
-      if (err) {
-        for (const w of waiters) w.reject(err);
-      } else {
-        this.markDurable(segment, size, seq);
-        for (const w of waiters) w.resolve();
+      if (err || this.broken) {
+        this.waiters = [...waiters, ...this.waiters];
+        this.breakWith(err ?? (this.broken as Error));
+        return;
       }
+      this.markDurable(segment, size, seq);
+      for (const w of waiters) w.resolve();
       if (this.waiters.length > 0) this.flushInBackground();
     });
   }
@@ -181,10 +312,43 @@ export class Spool {
     const previous = this.segments[this.segments.length - 1];
     const name = previous ? Math.max(firstSeq, previous.firstSeq + 1) : firstSeq;
     const file = path.join(this.dir, segmentFileName(name, EXT));
-    this.activeFd = fs.openSync(file, 'wx', 0o600);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'wx', 0o600);
+    } catch (err) {
+      // A file a failed earlier attempt created (and could not use) is taken over, empty.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || fs.statSync(file).size !== 0) throw err;
+      fd = fs.openSync(file, 'r+');
+    }
+    this.activeFd = fd;
     this.activeSize = 0;
     this.newSegmentUnsynced = true;
-    this.segments.push({ firstSeq: name, file, durableSize: 0 });
+    this.segments.push({ firstSeq: name, file, durableSize: 0, damage: [] });
+  }
+
+  /**
+   * Makes the spool take appends again after a failure: the active segment is cut back to what
+   * was durable, synced, its cache dropped, and read again from the disk. Anything appended
+   * after the last successful fsync is gone (it was never acknowledged). Throws when the disk
+   * still fails; call again later.
+   */
+  recover(): void {
+    if (this.flushing) throw new Error(`spool ${this.dir}: a flush is still running`);
+    const segment = this.segments[this.segments.length - 1];
+    if (this.activeFd >= 0 && segment) {
+      fs.ftruncateSync(this.activeFd, segment.durableSize);
+      fs.fsyncSync(this.activeFd);
+      dropCache(this.activeFd);
+      const scan = scanSegment(this.activeFd, SPOOL_FORMAT, true);
+      if (scan.damage.length > 0 || scan.tornBytes > 0 || scan.size !== segment.durableSize) {
+        throw new Error(`${segment.file}: durable records do not read back intact after the failure (${scan.damage.length} damaged stretch(es))`);
+      }
+      this.activeSize = segment.durableSize;
+    }
+    fsyncDir(this.dir);
+    this.newSegmentUnsynced = false;
+    this.appendedSeq = this.durable;
+    this.broken = undefined;
   }
 
   /** A reader positioned at the first durable record whose last seq is after `afterSeq`. */
@@ -209,9 +373,17 @@ export class Spool {
     return doomed.length;
   }
 
-  close(): void {
+  /** Closes the files; `flush` first when `sync` (a clean stop), never after a failure. */
+  close(sync = true): void {
     if (this.activeFd >= 0) {
-      this.flush();
+      if (sync && !this.broken) {
+        try {
+          this.flush();
+        } catch {
+          // reported through the waiters; nothing more to save
+        }
+      }
+      this.breakWith(new Error('the spool was closed'));
       this.closeFd(this.activeFd);
       this.activeFd = -1;
     }
@@ -220,12 +392,13 @@ export class Spool {
 
 /**
  * Walks the spool forward record by record; returns undefined at the durable end and can be
- * called again later to continue from there as more records become durable.
+ * called again later to continue from there as more records become durable. Damaged stretches
+ * are skipped and reported with the record that follows them.
  */
 export class SpoolCursor {
   private segFirstSeq: number;
   private offset = 0;
-  private readonly head = Buffer.allocUnsafe(RECORD_HEADER_BYTES + SPOOL_FORMAT.metaBytes);
+  private lost: SpoolLost[] = [];
 
   constructor(
     private readonly segments: readonly Segment[],
@@ -238,7 +411,8 @@ export class SpoolCursor {
 
   /**
    * The next record; its frame is read into `arena` when one is given. With `skipBody` true
-   * for a record, only its header is read (the caller holds the frame already) and `frame` is empty.
+   * for a record, only its header is read (the caller holds the frame already) and `frame` is
+   * empty. Throws RecordDamageError when a record fails its CRC now though it passed at open.
    */
   next(arena?: BufferArena, skipBody?: (firstSeq: number, lastSeq: number) => boolean): SpoolRecord | undefined {
     for (;;) {
@@ -251,6 +425,13 @@ export class SpoolCursor {
         continue;
       }
       const seg = this.segments[index];
+      const damaged = seg.damage.find((d) => d.offset === this.offset);
+      if (damaged) {
+        const seqs = damaged.record ? seqsOf(damaged.record.meta) : undefined;
+        if (!seqs || seqs.lastSeq > this.afterSeq) this.lost.push({ file: seg.file, offset: damaged.offset, length: damaged.length, ...seqs });
+        this.offset = damaged.offset + damaged.length;
+        continue;
+      }
       if (this.offset >= seg.durableSize) {
         const next = this.segments[index + 1];
         if (!next) return undefined;
@@ -259,7 +440,12 @@ export class SpoolCursor {
         continue;
       }
       const record = this.readAt(seg, arena, skipBody);
-      if (record.lastSeq > this.afterSeq) return record;
+      if (record.lastSeq > this.afterSeq) {
+        if (this.lost.length > 0) record.lostBefore = this.lost;
+        this.lost = [];
+        return record;
+      }
+      this.lost = [];
     }
   }
 
@@ -283,16 +469,23 @@ export class SpoolCursor {
 
   private readAt(seg: Segment, arena: BufferArena | undefined, skipBody: ((firstSeq: number, lastSeq: number) => boolean) | undefined): SpoolRecord {
     const fd = this.fileFor(seg);
-    const head = this.head;
-    readFully(fd, head, 0, head.length, this.offset);
-    const meta = Buffer.from(head.subarray(RECORD_HEADER_BYTES));
-    const firstSeq = Number(meta.readBigUInt64LE(0));
-    const lastSeq = Number(meta.readBigUInt64LE(8));
-    const bodyOffset = this.offset + head.length;
-    const bodyLength = head.readUInt32LE(4);
-    const loc = { offset: this.offset, meta, bodyOffset, bodyLength, end: bodyOffset + bodyLength };
-    const frame = skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, head.readUInt32LE(8), arena?.take(bodyLength));
+    const loc = readRecordHeader(fd, SPOOL_FORMAT, this.offset, seg.durableSize);
+    const { firstSeq, lastSeq } = seqsOf(loc.meta);
+    const frame = skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, true, arena?.take(loc.bodyLength));
     this.offset = loc.end;
     return { firstSeq, lastSeq, frame, bytes: loc.end - loc.offset };
   }
 }
+
+/** Reads a spool segment file whole, for `ferry receiver verify`. */
+export function scanSpoolSegment(file: string): ReturnType<typeof scanSegment> & { seqs: Array<{ firstSeq: number; lastSeq: number }> } {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const scan = scanSegment(fd, SPOOL_FORMAT, true);
+    return { ...scan, seqs: scan.records.map((r) => seqsOf(r.meta)) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export const SPOOL_SEGMENT_EXT = EXT;

@@ -50,7 +50,7 @@ describe('Spool', () => {
     spool.close();
     const seg = path.join(dir, fs.readdirSync(dir)[0]);
     const full = fs.readFileSync(seg);
-    const firstRecordBytes = 12 + 16 + 'first'.length;
+    const firstRecordBytes = 16 + 16 + 'first'.length;
     fs.appendFileSync(seg, full.subarray(firstRecordBytes, full.length - 3)); // a half-written record
     const reopened = Spool.open(dir, 1 << 20);
     expect(reopened.durableSeq).toBe(4);

@@ -13,7 +13,7 @@ namespace ferry {
 namespace {
 
 const char* const kNames[] = {
-    "punchHole", "seekData", "seekHole", "cloneFile", "flock", "freezeFs", "thawFs",
+    "punchHole", "seekData", "seekHole", "cloneFile", "allocate", "dropCache", "flock", "freezeFs", "thawFs",
 };
 
 Napi::Value Unsupported(const Napi::CallbackInfo& info) {

@@ -1,0 +1,83 @@
+/** Errors that mean "no room": they clear by themselves once space is freed. */
+const FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL', 'EFBIG']);
+
+export interface StorageErrorInfo {
+  /** The file system is full (or a quota): retry once there is room again. */
+  full: boolean;
+  /** errno name when there is one. */
+  code?: string;
+  message: string;
+}
+
+/** What a storage error means for the volume: full (waits for space) or failed (I/O error). */
+export function classifyStorageError(err: unknown): StorageErrorInfo {
+  const e = err as { code?: unknown; failure?: { code?: unknown }; message?: unknown };
+  const code = typeof e.code === 'string' ? e.code : typeof e.failure?.code === 'string' ? e.failure.code : undefined;
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  return { full: code !== undefined && FULL_CODES.has(code), code, message };
+}
+
+export type Side = 'open' | 'ingest' | 'apply';
+
+interface Failure {
+  reason: string;
+  full: boolean;
+  sinceMs: number;
+  attempts: number;
+  retryAtMs: number;
+}
+
+const FIRST_RETRY_MS = 1000;
+const MAX_RETRY_MS = 60_000;
+/** A full disk is looked at again at least this often even when no space shows up where we look. */
+const FULL_RETRY_MS = 5000;
+
+export type HealthState = 'healthy' | 'full' | 'failed';
+
+/**
+ * The failure state of one volume, per side: opening its files, ingest (spool) and apply
+ * (journal, replica, checkpoint). Each side fails and recovers on its own; a failure is
+ * retried with a growing delay, a full disk as soon as there is room again.
+ */
+export class VolumeHealth {
+  private readonly failures = new Map<Side, Failure>();
+
+  fail(side: Side, err: unknown, nowMs = Date.now()): StorageErrorInfo {
+    const info = classifyStorageError(err);
+    const previous = this.failures.get(side);
+    const attempts = (previous?.attempts ?? 0) + 1;
+    const delay = info.full ? FULL_RETRY_MS : Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (attempts - 1));
+    this.failures.set(side, { reason: info.message, full: info.full, sinceMs: previous?.sinceMs ?? nowMs, attempts, retryAtMs: nowMs + delay });
+    return info;
+  }
+
+  recovered(side: Side): boolean {
+    return this.failures.delete(side);
+  }
+
+  failure(side: Side): Readonly<Failure> | undefined {
+    return this.failures.get(side);
+  }
+
+  /** True when `side` failed and is due for another attempt (`roomNow`: space came back). */
+  due(side: Side, roomNow: boolean, nowMs = Date.now()): boolean {
+    const f = this.failures.get(side);
+    if (!f) return false;
+    return nowMs >= f.retryAtMs || (f.full && roomNow);
+  }
+
+  get state(): HealthState {
+    let state: HealthState = 'healthy';
+    for (const f of this.failures.values()) {
+      if (!f.full) return 'failed';
+      state = 'full';
+    }
+    return state;
+  }
+
+  /** One line per failed side, for status and logs. */
+  describe(): string | undefined {
+    const parts = [...this.failures.entries()].map(([side, f]) => `${side} ${f.full ? 'waits for space' : 'failed'}: ${f.reason}`);
+    return parts.length > 0 ? parts.join('; ') : undefined;
+  }
+}
