@@ -18,6 +18,8 @@ import { AppliedStep, VolumeStore } from './volume-store';
 const PAUSE_POLL_MS = 200;
 /** How often free space is read and failed volumes are looked at. */
 const HEALTH_TICK_MS = 1000;
+/** Every this many ticks, damage other processes recorded (verify) is looked for. */
+const DAMAGE_POLL_TICKS = 3;
 
 export interface CoreOptions {
   retentionUs: number;
@@ -62,6 +64,7 @@ export class ReceiverCore {
   private timers: NodeJS.Timeout[] = [];
   private readonly monitor: StorageMonitor;
   private readonly repairs: RepairDesk;
+  private ticks = 0;
   listenAddress = '';
   prunedPoints = 0;
   prunedJournalSegments = 0;
@@ -469,7 +472,17 @@ export class ReceiverCore {
   /** Reads free space, holds or releases agents, and retries what failed when it is due. */
   private healthTick(): void {
     this.storageTick();
-    for (const rt of this.volumes.values()) this.retryFailures(rt);
+    this.ticks++;
+    for (const rt of this.volumes.values()) {
+      this.retryFailures(rt);
+      if (rt.store && this.ticks % DAMAGE_POLL_TICKS === 0) {
+        try {
+          this.repairs.requestRecorded(rt.spec.volumeId);
+        } catch (err) {
+          log.warn('cannot read recorded damage', { volume: rt.spec.volumeId, error: (err as Error).message });
+        }
+      }
+    }
     this.writeStatus();
   }
 

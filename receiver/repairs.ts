@@ -87,6 +87,21 @@ export class RepairDesk {
     else this.waiting.delete(volumeId);
   }
 
+  /**
+   * Asks for the repair of replica damage that another process (`ferry receiver verify`)
+   * recorded and nobody asked for yet.
+   */
+  requestRecorded(volumeId: string): void {
+    const rows = this.catalog.damage(volumeId).filter((d) => d.state === 'open' && d.kind === 'replica' && d.repairId === undefined && d.volumeOffset !== undefined);
+    if (rows.length === 0) return;
+    this.request(
+      volumeId,
+      'replica blocks do not match their checksums (found by verify)',
+      rows.map((d) => ({ offset: d.volumeOffset as number, length: d.volumeLength ?? d.length })),
+      rows.map((d) => d.id),
+    );
+  }
+
   openDamage(volumeId?: string): DamageRow[] {
     return this.catalog.damage(volumeId).filter((d) => d.state === 'open');
   }

@@ -185,6 +185,7 @@ export class VolumeStore {
     const cursor = this.spool.cursor(this.applied);
     try {
       for (let rec = cursor.next(); rec; rec = cursor.next()) {
+        if (rec.lostOnly) continue;
         const frame = decodeFrame(rec.frame);
         const firstCaptureUs = frame.changeSet?.extents?.[0]?.captureTimeUs ?? 0;
         this.unapplied.push({ lastSeq: rec.lastSeq, firstCaptureUs, bytes: rec.bytes });
@@ -320,6 +321,11 @@ export class VolumeStore {
     while (through < this.spool.durableSeq && bytes < maxBytes) {
       const rec = this.cursor.next(this.arena, (first, last) => this.recent.get(first)?.lastSeq === last);
       if (!rec) break;
+      if (rec.lostOnly) {
+        if (rec.lastSeq > through) lost.push({ fromSeq: through + 1, toSeq: rec.lastSeq, stretches: rec.lostBefore ?? [] });
+        through = Math.max(through, rec.lastSeq);
+        continue;
+      }
       if (rec.firstSeq > through + 1) {
         if (!rec.lostBefore?.length) {
           throw new ApplyGapError(`volume ${this.spec.volumeId}: the spool jumps from seq ${through} to ${rec.firstSeq} with no damage to explain it`);

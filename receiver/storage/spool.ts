@@ -30,6 +30,8 @@ export interface SpoolRecord {
   bytes: number;
   /** Damaged stretches the cursor passed since the record before this one. */
   lostBefore?: SpoolLost[];
+  /** No record, only damage whose header names its seqs (firstSeq..lastSeq): they are lost. */
+  lostOnly?: boolean;
 }
 
 interface Segment {
@@ -434,7 +436,7 @@ export class SpoolCursor {
       }
       if (this.offset >= seg.durableSize) {
         const next = this.segments[index + 1];
-        if (!next) return undefined;
+        if (!next) return this.lostAtEnd();
         this.segFirstSeq = next.firstSeq;
         this.offset = 0;
         continue;
@@ -447,6 +449,20 @@ export class SpoolCursor {
       }
       this.lost = [];
     }
+  }
+
+  /**
+   * Damage after the last durable record: when its header says which seqs it held, they are
+   * reported now (nothing later will); otherwise the next record tells where the gap ends.
+   */
+  private lostAtEnd(): SpoolRecord | undefined {
+    const known = this.lost.filter((l) => l.lastSeq !== undefined);
+    if (known.length === 0) return undefined;
+    const lost = this.lost;
+    this.lost = [];
+    const firstSeq = Math.min(...known.map((l) => l.firstSeq as number));
+    const lastSeq = Math.max(...known.map((l) => l.lastSeq as number));
+    return { firstSeq, lastSeq, frame: EMPTY, bytes: 0, lostBefore: lost, lostOnly: true };
   }
 
   private fd = -1;

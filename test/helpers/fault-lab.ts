@@ -1,0 +1,288 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ChangeRecord } from '../../agent/transport/change-set';
+import type { ReceiverConnection } from '../../agent/transport/receiver-connection';
+import { ferry } from '../../proto/frames';
+import { loggedInConnection, registeredConnection, sendRecords } from './agent-session';
+import { ReceiverProcess, runFerry, runFerryAsync, startReceiverProcess, writePassphrase } from './receiver-process';
+import { prng, randomRecords, sha256, VolumeModel } from './volume-model';
+
+/** One volume as the test's own agent streams it: every record kept so any seq can be rebuilt. */
+export class StreamedVolume {
+  readonly model: VolumeModel;
+  seq = 0;
+  readonly records = new Map<number, ChangeRecord>();
+
+  constructor(
+    readonly id: string,
+    readonly sizeBytes: number,
+  ) {
+    this.model = new VolumeModel(sizeBytes);
+  }
+
+  add(records: ChangeRecord[]): { first: number; last: number } {
+    const first = this.seq + 1;
+    records.forEach((r, i) => {
+      this.model.add(first + i, r);
+      this.records.set(first + i, r);
+    });
+    this.seq += records.length;
+    return { first, last: this.seq };
+  }
+}
+
+export interface ExportOutcome {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  sha?: string;
+}
+
+/**
+ * A receiver process and one test agent speaking the real protocol, with an independent model
+ * of each volume: what the tests of faults at rest and full disks build on.
+ */
+export class FaultLab {
+  readonly dataDir: string;
+  readonly passFile: string;
+  readonly passphrase: string;
+  rx: ReceiverProcess | undefined;
+  conn: ReceiverConnection | undefined;
+  private credentials: { agentId: string; credential: Buffer } | undefined;
+  readonly volumes = new Map<string, StreamedVolume>();
+  /** Every RepairRequest the receiver sent, in order. */
+  readonly repairRequests: ferry.IRepairRequest[] = [];
+  readonly rand: () => number;
+  private clockUs = Date.now() * 1000 - 3_600_000_000;
+
+  constructor(
+    readonly dir: string,
+    readonly receiverArgs: string[] = [],
+    seed = 1,
+    dataDir?: string,
+  ) {
+    this.dataDir = dataDir ?? path.join(dir, 'data');
+    const pass = writePassphrase(dir);
+    this.passFile = pass.file;
+    this.passphrase = pass.passphrase;
+    this.rand = prng(seed);
+  }
+
+  volume(id: string, sizeBytes: number): StreamedVolume {
+    let v = this.volumes.get(id);
+    if (!v) {
+      v = new StreamedVolume(id, sizeBytes);
+      this.volumes.set(id, v);
+    }
+    return v;
+  }
+
+  nextTimeUs(): number {
+    this.clockUs += 2000;
+    return this.clockUs;
+  }
+
+  async start(extraArgs: string[] = []): Promise<ReceiverProcess> {
+    this.rx = await startReceiverProcess(this.dataDir, this.passFile, [...this.receiverArgs, ...extraArgs], { FERRY_LOG_LEVEL: 'info' });
+    return this.rx;
+  }
+
+  /** Logs in (registering the first time) and declares every volume; returns where each stands. */
+  async connect(): Promise<Map<string, number>> {
+    const rx = this.rx as ReceiverProcess;
+    if (!this.credentials) {
+      const r = await registeredConnection(rx, this.passphrase, 'fault-agent');
+      this.conn = r.conn;
+      this.credentials = { agentId: r.agentId, credential: r.credential };
+    } else {
+      this.conn = await loggedInConnection(rx, this.credentials.agentId, this.credentials.credential);
+    }
+    this.conn.on('frame', (f: ferry.Frame) => {
+      if (f.repairRequest) this.repairRequests.push(f.repairRequest);
+    });
+    const durable = new Map<string, number>();
+    for (const v of this.volumes.values()) durable.set(v.id, (await this.conn.declareVolume(v.id, v.sizeBytes, 4096)).durableSeq);
+    return durable;
+  }
+
+  /** Random records for a volume, sent as change sets of up to `perSet`; returns the last seq. */
+  sendRandom(volumeId: string, count: number, perSet = 20): number {
+    const v = this.volumes.get(volumeId) as StreamedVolume;
+    let left = count;
+    while (left > 0) {
+      const n = Math.min(perSet, left);
+      const recs = randomRecords(this.rand, n, v.sizeBytes, () => this.nextTimeUs());
+      const { first } = v.add(recs);
+      sendRecords(this.conn as ReceiverConnection, volumeId, first, recs);
+      left -= n;
+    }
+    return v.seq;
+  }
+
+  /** Sends records as one change set. */
+  send(volumeId: string, records: ChangeRecord[]): number {
+    const v = this.volumes.get(volumeId) as StreamedVolume;
+    const { first } = v.add(records);
+    sendRecords(this.conn as ReceiverConnection, volumeId, first, records);
+    return v.seq;
+  }
+
+  /** Sends again every record after `durable` (what an agent does after reconnecting). */
+  resend(volumeId: string, durable: number): void {
+    const v = this.volumes.get(volumeId) as StreamedVolume;
+    let next = durable + 1;
+    while (next <= v.seq) {
+      const batch: ChangeRecord[] = [];
+      for (let s = next; s <= v.seq && batch.length < 20; s++) batch.push(v.records.get(s) as ChangeRecord);
+      next = sendRecords(this.conn as ReceiverConnection, volumeId, next, batch) + 1;
+    }
+  }
+
+  /** The first RepairRequest for `volumeId` (already received, or the next one). */
+  async repairRequest(volumeId: string, timeoutMs = 60_000): Promise<ferry.IRepairRequest> {
+    const seen = this.repairRequests.find((r) => r.volumeId === volumeId);
+    if (seen) return seen;
+    return (this.conn as ReceiverConnection).waitFor((f) => (f.repairRequest?.volumeId === volumeId ? f.repairRequest : undefined), timeoutMs, `a repair request for ${volumeId}`);
+  }
+
+  /**
+   * Answers a repair as an agent would: the ranges (all of the volume when none) are sent again
+   * from the model of the source, then RepairDone. Returns the seq it ends at.
+   */
+  answerRepair(request: ferry.IRepairRequest, chunk = 256 * 1024): number {
+    const v = this.volumes.get(request.volumeId ?? '') as StreamedVolume;
+    const image = v.model.imageAt(v.seq);
+    const ranges = (request.ranges ?? []).length > 0 ? (request.ranges ?? []).map((r) => ({ offset: Number(r.offset ?? 0), length: Number(r.length ?? 0) })) : [{ offset: 0, length: v.sizeBytes }];
+    for (const r of ranges) {
+      for (let off = r.offset; off < r.offset + r.length; off += chunk) {
+        const len = Math.min(chunk, r.offset + r.length - off);
+        this.send(v.id, [{ kind: 'write', offset: off, length: len, captureTimeUs: this.nextTimeUs(), data: Buffer.from(image.subarray(off, off + len)) }]);
+      }
+    }
+    (this.conn as ReceiverConnection).send({ repairDone: { volumeId: v.id, requestId: request.requestId, throughSeq: v.seq, sentBytes: 0 } });
+    return v.seq;
+  }
+
+  async tag(volumeId: string, seq?: number): Promise<{ pointId: number; seq: number }> {
+    const v = this.volumes.get(volumeId) as StreamedVolume;
+    const cut = seq ?? v.seq;
+    const [pointId] = await (this.conn as ReceiverConnection).tag({
+      kind: ferry.Tag.Kind.CRASH,
+      groupId: `t-${volumeId}-${cut}-${Math.floor(this.rand() * 1e9)}`,
+      timeUs: this.nextTimeUs(),
+      cuts: [{ volumeId, seq: cut, accuracy: ferry.Accuracy.EXACT }],
+    });
+    return { pointId, seq: cut };
+  }
+
+  async waitApplied(volumeId: string, seq?: number): Promise<void> {
+    const v = this.volumes.get(volumeId) as StreamedVolume;
+    await (this.conn as ReceiverConnection).waitForProgress(volumeId, seq ?? v.seq, 'appliedSeq', 120_000);
+  }
+
+  async waitDurable(volumeId: string, seq?: number): Promise<number> {
+    const v = this.volumes.get(volumeId) as StreamedVolume;
+    return (await (this.conn as ReceiverConnection).waitForProgress(volumeId, seq ?? v.seq, 'durableSeq', 120_000)).durableSeq;
+  }
+
+  async stop(): Promise<void> {
+    await this.conn?.close().catch(() => undefined);
+    this.conn = undefined;
+    await this.rx?.stop();
+    this.rx = undefined;
+  }
+
+  async kill9(): Promise<void> {
+    await this.rx?.kill9();
+    this.rx = undefined;
+    this.conn = undefined;
+  }
+
+  /** `ferry export` of a point (id or "latest"); the image's SHA-256 when it was written. */
+  async exportPoint(volumeId: string, point: string | number): Promise<ExportOutcome> {
+    const out = path.join(this.dir, `export-${volumeId}-${point}.img`);
+    fs.rmSync(out, { force: true });
+    const r = await runFerryAsync(['export', '--data', this.dataDir, '--volume', volumeId, '--point', String(point), '--out', out]);
+    const sha = r.status === 0 ? sha256(fs.readFileSync(out)) : undefined;
+    fs.rmSync(out, { force: true });
+    return { ...r, sha };
+  }
+
+  expectedSha(volumeId: string, seq: number): string {
+    return sha256((this.volumes.get(volumeId) as StreamedVolume).model.imageAt(seq));
+  }
+
+  verify(volumeId?: string): { status: number | null; report: VerifyJson; stderr: string } {
+    const r = runFerry(['receiver', 'verify', '--data', this.dataDir, '--json', ...(volumeId ? ['--volume', volumeId] : [])]);
+    let report: VerifyJson = { damageCount: -1, volumes: [], catalog: { damage: [] } };
+    try {
+      report = JSON.parse(r.stdout) as VerifyJson;
+    } catch {
+      // the status and stderr say why
+    }
+    return { status: r.status, report, stderr: r.stderr };
+  }
+
+  status(): StatusJson {
+    return JSON.parse(runFerry(['receiver', 'status', '--data', this.dataDir, '--json']).stdout) as StatusJson;
+  }
+}
+
+export interface DamageJson {
+  kind: string;
+  file: string;
+  offset: number;
+  length: number;
+  seqFrom?: number;
+  seqTo?: number;
+  volumeOffset?: number;
+  detail: string;
+}
+
+export interface VerifyJson {
+  damageCount: number;
+  catalog: { damage: DamageJson[] };
+  volumes: Array<{ volumeId: string; damage: DamageJson[]; replicaBlocksChecked: number; tornBytes: number }>;
+}
+
+export interface StatusJson {
+  running: boolean;
+  alerts: Array<{ severity: string; subject: string; message: string }>;
+  storage: Array<{ path: string; freeBytes: number; low: boolean }>;
+  volumes: Array<{ volumeId: string; state: string; problem?: string; durableSeq: number; appliedSeq: number; damage: DamageJson[] }>;
+}
+
+/** Records of a spool or journal segment file: where each starts, its body and its meta. */
+export function segmentRecords(file: string, metaBytes: number): Array<{ offset: number; bodyOffset: number; bodyLength: number; meta: Buffer }> {
+  const buf = fs.readFileSync(file);
+  const out: Array<{ offset: number; bodyOffset: number; bodyLength: number; meta: Buffer }> = [];
+  let off = 0;
+  while (off + 16 + metaBytes <= buf.length) {
+    const bodyLength = buf.readUInt32LE(off + 4);
+    out.push({ offset: off, bodyOffset: off + 16 + metaBytes, bodyLength, meta: buf.subarray(off + 16, off + 16 + metaBytes) });
+    off += 16 + metaBytes + bodyLength;
+  }
+  return out;
+}
+
+/** Flips the bits of one byte of a file (what a bad sector or a stray write does). */
+export function flipByte(file: string, offset: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, offset);
+    b[0] ^= 0xff;
+    fs.writeSync(fd, b, 0, 1, offset);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export function segmentFiles(dir: string, ext: string): string[] {
+  return fs
+    .readdirSync(dir)
+    .filter((n) => n.endsWith(`.${ext}`))
+    .sort()
+    .map((n) => path.join(dir, n));
+}

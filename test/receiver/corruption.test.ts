@@ -1,0 +1,300 @@
+/**
+ * Damage at rest: bytes flipped in each kind of file of a stopped receiver (spool middle and
+ * tail, undo journal, checkpoint slots, catalog rows, replica blocks). After a restart the
+ * damage is reported with its file and offset, no export writes a wrong image (it is exact or
+ * it refuses with exit 8), `ferry receiver verify` finds it, the other volume keeps running,
+ * and the repair path (a RepairRequest answered by the agent) makes later points exact again.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FaultLab, flipByte, segmentFiles, segmentRecords } from '../helpers/fault-lab';
+import { makeTempDir, runFerry } from '../helpers/receiver-process';
+import { randomRecords } from '../helpers/volume-model';
+
+const A = 'vol-a';
+const B = 'vol-b';
+const SIZE = 4 * 1024 * 1024;
+const SEGMENT_ARGS = ['--segment-size', '128KiB'];
+
+const dirs: string[] = [];
+const labs: FaultLab[] = [];
+afterAll(async () => {
+  for (const lab of labs) await lab.stop().catch(() => undefined);
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function newLab(name: string, seed: number): FaultLab {
+  const dir = makeTempDir(name);
+  dirs.push(dir);
+  const lab = new FaultLab(dir, SEGMENT_ARGS, seed);
+  labs.push(lab);
+  return lab;
+}
+
+function spoolSeqs(meta: Buffer): { first: number; last: number } {
+  return { first: Number(meta.readBigUInt64LE(0)), last: Number(meta.readBigUInt64LE(8)) };
+}
+
+/** Every spool record of a volume with its file. */
+function spoolRecords(lab: FaultLab, volumeId: string): Array<{ file: string; offset: number; bodyOffset: number; bodyLength: number; first: number; last: number }> {
+  return segmentFiles(path.join(lab.dataDir, 'volumes', volumeId, 'spool'), 'seg').flatMap((file) =>
+    segmentRecords(file, 16).map((r) => ({ file, offset: r.offset, bodyOffset: r.bodyOffset, bodyLength: r.bodyLength, ...spoolSeqs(r.meta) })),
+  );
+}
+
+async function expectExact(lab: FaultLab, volumeId: string, point: { pointId: number; seq: number }): Promise<void> {
+  const r = await lab.exportPoint(volumeId, point.pointId);
+  expect(r.status, `export of point ${point.pointId}: ${r.stderr}`).toBe(0);
+  expect(r.sha, `point ${point.pointId} at seq ${point.seq}`).toBe(lab.expectedSha(volumeId, point.seq));
+}
+
+async function expectRefused(lab: FaultLab, volumeId: string, point: number | string, mention: RegExp): Promise<void> {
+  const r = await lab.exportPoint(volumeId, point);
+  expect(r.status, `export of point ${point} must refuse: ${r.stdout}`).toBe(8);
+  expect(r.stderr).toMatch(mention);
+  expect(r.stderr).not.toMatch(/\n\s+at /); // one line, no stack trace
+  expect(fs.readdirSync(lab.dir).filter((n) => n.includes('.partial-'))).toEqual([]);
+}
+
+describe('damage at rest is found, reported and never exported as a good image', () => {
+  it('spool: a damaged change set in the middle is reported, apply goes on after it, points that need it refuse, a repair heals it, the other volume runs on', async () => {
+    const lab = newLab('corrupt-spool', 11);
+    lab.volume(A, SIZE);
+    lab.volume(B, SIZE);
+    await lab.start();
+    await lab.connect();
+    lab.sendRandom(A, 40);
+    const p1 = await lab.tag(A);
+    await lab.waitApplied(A);
+    // Hold apply so the next change sets stay in the spool, unapplied, when the damage comes.
+    fs.writeFileSync(path.join(lab.dataDir, 'volumes', A, 'apply.paused'), '');
+    const held = lab.volumes.get(A)?.seq ?? 0;
+    lab.sendRandom(A, 60);
+    const p2 = await lab.tag(A);
+    lab.sendRandom(A, 60);
+    const p3 = await lab.tag(A);
+    await lab.waitDurable(A);
+    lab.sendRandom(B, 30);
+    await lab.waitApplied(B);
+    await lab.stop();
+
+    const victim = spoolRecords(lab, A).find((r) => r.first > held + 5 && r.last < p2.seq);
+    expect(victim, 'a spooled, unapplied change set before point 2').toBeDefined();
+    if (!victim) return;
+    flipByte(victim.file, victim.bodyOffset + Math.floor(victim.bodyLength / 2));
+    const verifyBefore = lab.verify(A);
+    expect(verifyBefore.status).toBe(8);
+    expect(verifyBefore.report.volumes[0].damage).toContainEqual(expect.objectContaining({ kind: 'spool', file: victim.file, offset: victim.offset, seqFrom: victim.first, seqTo: victim.last }));
+
+    fs.rmSync(path.join(lab.dataDir, 'volumes', A, 'apply.paused'));
+    const rx = await lab.start();
+    const durable = await lab.connect();
+    // Nothing acknowledged went backwards: the damaged record's seqs are known from its header.
+    expect(durable.get(A)).toBe(p3.seq);
+    const repair = await lab.repairRequest(A);
+    expect(repair.ranges ?? []).toEqual([]); // lost writes could be anywhere: the whole volume
+    await lab.waitApplied(A, p3.seq);
+    expect(rx.output().split('\n').some((l) => l.includes('damage found') && l.includes(victim.file) && l.includes(`"offset":${victim.offset}`))).toBe(true);
+
+    await expectExact(lab, A, p1);
+    await expectRefused(lab, A, p2.pointId, /lost to damage/);
+    await expectRefused(lab, A, p3.pointId, /lost to damage/);
+    const status = lab.status();
+    const a = status.volumes.find((v) => v.volumeId === A);
+    expect(a?.state).toBe('damaged');
+    expect(a?.damage.some((d) => d.file === victim.file && d.seqFrom === victim.first)).toBe(true);
+    expect(status.volumes.find((v) => v.volumeId === B)?.state).toBe('healthy');
+
+    // The other volume never stopped.
+    lab.sendRandom(B, 20);
+    const pb = await lab.tag(B);
+    await lab.waitApplied(B);
+    await expectExact(lab, B, pb);
+
+    // The agent answers the repair with the source's blocks: later points are exact again.
+    const through = lab.answerRepair(repair);
+    await lab.waitApplied(A, through);
+    const p4 = await lab.tag(A);
+    await lab.waitApplied(A);
+    await expectExact(lab, A, p4);
+    await expectRefused(lab, A, p3.pointId, /lost to damage/);
+    expect(lab.status().volumes.find((v) => v.volumeId === A)?.state).toBe('healthy');
+    await lab.stop();
+  });
+
+  it('spool: a damaged last change set is reported as damage (not dropped as a torn tail) and the durable seq does not go back', async () => {
+    const lab = newLab('corrupt-tail', 12);
+    lab.volume(A, SIZE);
+    await lab.start();
+    await lab.connect();
+    lab.sendRandom(A, 30);
+    const p1 = await lab.tag(A);
+    await lab.waitApplied(A);
+    fs.writeFileSync(path.join(lab.dataDir, 'volumes', A, 'apply.paused'), '');
+    lab.sendRandom(A, 30);
+    const last = await lab.waitDurable(A);
+    await lab.stop();
+    const records = spoolRecords(lab, A);
+    const tail = records[records.length - 1];
+    flipByte(tail.file, tail.bodyOffset + 10);
+    fs.rmSync(path.join(lab.dataDir, 'volumes', A, 'apply.paused'));
+    const rx = await lab.start();
+    const durable = await lab.connect();
+    expect(durable.get(A)).toBe(last);
+    await lab.repairRequest(A);
+    expect(rx.output()).toMatch(/damage found/);
+    await lab.waitApplied(A, last);
+    await expectExact(lab, A, p1);
+    await lab.stop();
+  });
+
+  it('journal: points that need a damaged undo record refuse to export, newer points export exact', async () => {
+    const lab = newLab('corrupt-journal', 13);
+    lab.volume(A, SIZE);
+    await lab.start();
+    await lab.connect();
+    const points: Array<{ pointId: number; seq: number }> = [];
+    for (let i = 0; i < 8; i++) {
+      lab.sendRandom(A, 25);
+      points.push(await lab.tag(A));
+    }
+    await lab.waitApplied(A);
+    await lab.stop();
+    const journalDir = path.join(lab.dataDir, 'volumes', A, 'journal');
+    const records = segmentFiles(journalDir, 'jnl').flatMap((file) => segmentRecords(file, 24).map((r) => ({ ...r, file, seq: Number(r.meta.readBigUInt64LE(0)) })));
+    const withData = records.filter((r) => r.bodyLength > 4096 && r.seq > points[2].seq && r.seq <= points[4].seq);
+    expect(withData.length).toBeGreaterThan(0);
+    const victim = withData[0];
+    flipByte(victim.file, victim.bodyOffset + victim.bodyLength - 7);
+    const v = lab.verify(A);
+    expect(v.status).toBe(8);
+    expect(v.report.volumes[0].damage).toContainEqual(expect.objectContaining({ kind: 'journal', file: victim.file, offset: victim.offset, seqFrom: victim.seq }));
+
+    await lab.start();
+    await lab.connect();
+    for (const p of points) {
+      if (p.seq < victim.seq) await expectRefused(lab, A, p.pointId, new RegExp(`damaged undo journal.*${path.basename(victim.file)}`));
+      else await expectExact(lab, A, p);
+    }
+    // Replication goes on: a new point exports exact.
+    lab.sendRandom(A, 10);
+    const fresh = await lab.tag(A);
+    await lab.waitApplied(A);
+    await expectExact(lab, A, fresh);
+    await lab.stop();
+  });
+
+  it('checkpoint: with both slots damaged the applied seq is recovered from journal and spool, and every point still exports exact', async () => {
+    const lab = newLab('corrupt-checkpoint', 14);
+    lab.volume(A, SIZE);
+    await lab.start();
+    await lab.connect();
+    const points: Array<{ pointId: number; seq: number }> = [];
+    for (let i = 0; i < 5; i++) {
+      lab.sendRandom(A, 30);
+      points.push(await lab.tag(A));
+    }
+    await lab.waitApplied(A);
+    // Some change sets stay unapplied, so recovery has both undo and redo to do.
+    fs.writeFileSync(path.join(lab.dataDir, 'volumes', A, 'apply.paused'), '');
+    lab.sendRandom(A, 40);
+    points.push(await lab.tag(A));
+    await lab.waitDurable(A);
+    await lab.kill9();
+    const cp = path.join(lab.dataDir, 'volumes', A, 'checkpoint');
+    flipByte(cp, 9);
+    flipByte(cp, 512 + 9);
+    const before = lab.verify(A);
+    expect(before.status).toBe(8);
+    expect(before.report.volumes[0].damage.filter((d) => d.kind === 'checkpoint')).toHaveLength(2);
+
+    fs.rmSync(path.join(lab.dataDir, 'volumes', A, 'apply.paused'));
+    const rx = await lab.start();
+    const durable = await lab.connect();
+    expect(durable.get(A)).toBe(lab.volumes.get(A)?.seq);
+    await lab.waitApplied(A);
+    expect(rx.output()).toMatch(/both checkpoint slots are damaged; the applied seq was recovered/);
+    for (const p of points) await expectExact(lab, A, p);
+    await lab.stop();
+    expect(lab.verify(A).status).toBe(0);
+  });
+
+  it('catalog: a point whose row fails its checksum is shown damaged and never exported; latest skips it', async () => {
+    const lab = newLab('corrupt-catalog', 15);
+    lab.volume(A, SIZE);
+    await lab.start();
+    await lab.connect();
+    lab.sendRandom(A, 20);
+    const p1 = await lab.tag(A);
+    lab.sendRandom(A, 20);
+    const p2 = await lab.tag(A);
+    lab.sendRandom(A, 20);
+    const p3 = await lab.tag(A);
+    await lab.waitApplied(A);
+    await lab.stop();
+    // A flipped bit in the stored seq of p3 (what moves a point), written the way a bad
+    // sector would: behind SQLite's back, the row's checksum unchanged.
+    const db = new Database(path.join(lab.dataDir, 'catalog.db'));
+    db.prepare('UPDATE points SET seq = seq + 4 WHERE id = ?').run(p3.pointId);
+    db.close();
+    const listed = JSON.parse(runFerry(['points', '--data', lab.dataDir, '--volume', A, '--json']).stdout) as Array<{ id: number; damaged?: string }>;
+    expect(listed.find((p) => p.id === p3.pointId)?.damaged).toMatch(/fails its checksum/);
+    expect(listed.find((p) => p.id === p2.pointId)?.damaged).toBeUndefined();
+    await expectRefused(lab, A, p3.pointId, /fails its checksum/);
+    const latest = await lab.exportPoint(A, 'latest');
+    expect(latest.status).toBe(0);
+    expect(latest.sha).toBe(lab.expectedSha(A, p2.seq));
+    await expectExact(lab, A, p1);
+    const v = lab.verify();
+    expect(v.status).toBe(8);
+    expect(v.report.catalog.damage.some((d) => /point .* fails its checksum/.test(d.detail))).toBe(true);
+    // The receiver starts and goes on with the volume.
+    await lab.start();
+    await lab.connect();
+    lab.sendRandom(A, 5);
+    const p4 = await lab.tag(A);
+    await lab.waitApplied(A);
+    await expectExact(lab, A, p4);
+    await lab.stop();
+  });
+
+  it('replica: a flipped byte is found by verify and by export, the receiver asks the agent to repair it, and later points are exact', async () => {
+    const lab = newLab('corrupt-replica', 16);
+    const big = 8 * 1024 * 1024;
+    lab.volume(A, big);
+    await lab.start();
+    await lab.connect();
+    const marker = 6 * 1024 * 1024;
+    lab.send(A, [{ kind: 'write', offset: marker, length: 65536, captureTimeUs: lab.nextTimeUs(), data: Buffer.alloc(65536, 0x5a) }]);
+    // Random writes stay in the first half: the marker block is written once.
+    lab.send(A, randomRecords(lab.rand, 30, 4 * 1024 * 1024, () => lab.nextTimeUs()));
+    const p1 = await lab.tag(A);
+    await lab.waitApplied(A);
+    await lab.stop();
+    const damagedAt = marker + 3 * 4096 + 100;
+    flipByte(path.join(lab.dataDir, 'volumes', A, 'replica.img'), damagedAt);
+    await expectRefused(lab, A, p1.pointId, /do not match their checksums/);
+
+    const rx = await lab.start();
+    await lab.connect();
+    const v = lab.verify(A);
+    expect(v.status).toBe(8);
+    const found = v.report.volumes[0].damage.find((d) => d.kind === 'replica');
+    expect(found?.volumeOffset).toBe(marker + 3 * 4096);
+    // verify recorded it; the running receiver asks the agent for those blocks.
+    const repair = await lab.repairRequest(A);
+    expect((repair.ranges ?? []).map((r) => Number(r.offset))).toContain(marker + 3 * 4096);
+    const through = lab.answerRepair(repair);
+    await lab.waitApplied(A, through);
+    const p2 = await lab.tag(A);
+    await lab.waitApplied(A);
+    await expectExact(lab, A, p2);
+    // The old point needed the damaged bytes as they were: its history there is lost.
+    await expectRefused(lab, A, p1.pointId, /do not match their checksums/);
+    expect(lab.verify(A).status).toBe(0);
+    expect(rx.output()).toMatch(/repair requested from the agent/);
+    await lab.stop();
+  });
+});
