@@ -218,7 +218,7 @@ export class ReceiverCore {
     const code = info.full ? ErrorCode.STORAGE_FULL : ErrorCode.VOLUME_FAILED;
     const perr = new ProtocolError(code, `volume ${store.spec.volumeId}: the receiver could not store the change set (${info.message}); nothing of it was acknowledged, resend after the durable seq`);
     if (rt && !rt.health.failure('ingest')) {
-      rt.health.fail('ingest', err);
+      rt.health.fail('ingest', err, this.freeNow(store.spec.volumeId));
       if (info.full) this.monitor.releaseReserve();
       log.error(info.full ? 'spool full: ingest held until there is room' : 'spool write failed: ingest stopped until the spool recovers', {
         volume: store.spec.volumeId,
@@ -394,7 +394,7 @@ export class ReceiverCore {
    * spool cap) until `recoverApply` succeeds. Nothing of the failed step counts as applied.
    */
   private applyFailed(rt: VolumeRuntime, err: unknown): void {
-    const info = rt.health.fail('apply', err);
+    const info = rt.health.fail('apply', err, this.freeNow(rt.spec.volumeId));
     if (info.full) this.monitor.releaseReserve();
     log.error(info.full ? 'no room to apply: apply held until there is room' : 'apply failed: held until it recovers', { volume: rt.spec.volumeId, error: info.message });
     this.releaseAppliedWaiters(rt);
@@ -465,6 +465,12 @@ export class ReceiverCore {
 
   // ---- storage health ---------------------------------------------------------------------
 
+  /** Free space where a volume lives, read now (a failure compares later readings with it). */
+  private freeNow(volumeId: string): number {
+    this.monitor.refresh(this.volumePaths(volumeId));
+    return this.monitor.freeFor(this.volumePaths(volumeId));
+  }
+
   private volumePaths(volumeId: string): string[] {
     return [this.layout.volumeDir(volumeId), this.layout.spoolDir(volumeId), this.layout.journalDir(volumeId)];
   }
@@ -497,31 +503,31 @@ export class ReceiverCore {
 
   private retryFailures(rt: VolumeRuntime): void {
     const id = rt.spec.volumeId;
-    const room = this.monitor.hasRoom(this.volumePaths(id));
+    const free = this.monitor.freeFor(this.volumePaths(id));
     if (!rt.store) {
-      if (rt.health.due('open', room) && !this.catalog.volume(id)?.damaged) this.tryOpen(rt);
+      if (rt.health.due('open', free) && !this.catalog.volume(id)?.damaged) this.tryOpen(rt);
       return;
     }
     const store = rt.store;
-    if (rt.health.due('ingest', room)) {
+    if (rt.health.due('ingest', free)) {
       try {
         store.recoverIngest();
         rt.health.recovered('ingest');
         log.info('ingest resumed: the spool takes change sets again', { volume: id, durableSeq: store.durableSeq });
         this.refreshThrottles();
       } catch (err) {
-        rt.health.fail('ingest', err);
+        rt.health.fail('ingest', err, free);
         log.warn('spool still cannot take change sets', { volume: id, error: (err as Error).message });
       }
     }
-    if (rt.health.due('apply', room)) {
+    if (rt.health.due('apply', free)) {
       try {
         const rolledBack = store.recoverApply();
         rt.health.recovered('apply');
         log.info('apply resumed from the checkpoint', { volume: id, checkpointSeq: store.checkpointSeq, rolledBackRecords: rolledBack });
         this.schedulePump();
       } catch (err) {
-        rt.health.fail('apply', err);
+        rt.health.fail('apply', err, free);
         log.warn('apply still cannot resume', { volume: id, error: (err as Error).message });
       }
     }

@@ -81,9 +81,15 @@ export class StorageMonitor {
     return undefined;
   }
 
-  /** True when every file system holding one of `paths` has room again (above its floor). */
-  hasRoom(paths: readonly string[]): boolean {
-    return this.isLow(paths) === undefined;
+  /** The least free space among the file systems holding `paths`, as last read. */
+  freeFor(paths: readonly string[]): number {
+    let free = Infinity;
+    for (const p of paths) {
+      const dev = this.devOf.get(p);
+      const space = dev === undefined ? undefined : this.spaces.get(dev);
+      if (space) free = Math.min(free, space.freeBytes);
+    }
+    return free === Infinity ? 0 : free;
   }
 
   get all(): FileSystemSpace[] {

@@ -25,12 +25,16 @@ interface Failure {
   sinceMs: number;
   attempts: number;
   retryAtMs: number;
+  /** Free bytes where the volume lives when it failed for lack of space. */
+  freeAtFailure: number;
 }
 
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 60_000;
-/** A full disk is looked at again at least this often even when no space shows up where we look. */
-const FULL_RETRY_MS = 5000;
+/** A full disk is tried again once this much more is free than when it filled up... */
+const FULL_HEADROOM_BYTES = 4 * 1024 * 1024;
+/** ...or at least this often (space may come back where nobody looks, e.g. a quota). */
+const FULL_RETRY_MS = 30_000;
 
 export type HealthState = 'healthy' | 'full' | 'failed';
 
@@ -42,12 +46,12 @@ export type HealthState = 'healthy' | 'full' | 'failed';
 export class VolumeHealth {
   private readonly failures = new Map<Side, Failure>();
 
-  fail(side: Side, err: unknown, nowMs = Date.now()): StorageErrorInfo {
+  fail(side: Side, err: unknown, freeBytes = 0, nowMs = Date.now()): StorageErrorInfo {
     const info = classifyStorageError(err);
     const previous = this.failures.get(side);
     const attempts = (previous?.attempts ?? 0) + 1;
     const delay = info.full ? FULL_RETRY_MS : Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (attempts - 1));
-    this.failures.set(side, { reason: info.message, full: info.full, sinceMs: previous?.sinceMs ?? nowMs, attempts, retryAtMs: nowMs + delay });
+    this.failures.set(side, { reason: info.message, full: info.full, sinceMs: previous?.sinceMs ?? nowMs, attempts, retryAtMs: nowMs + delay, freeAtFailure: freeBytes });
     return info;
   }
 
@@ -59,11 +63,14 @@ export class VolumeHealth {
     return this.failures.get(side);
   }
 
-  /** True when `side` failed and is due for another attempt (`roomNow`: space came back). */
-  due(side: Side, roomNow: boolean, nowMs = Date.now()): boolean {
+  /**
+   * True when `side` failed and is due for another attempt: after its delay, or for a full
+   * disk as soon as clearly more is free (`freeBytes`: free where the volume lives now).
+   */
+  due(side: Side, freeBytes: number, nowMs = Date.now()): boolean {
     const f = this.failures.get(side);
     if (!f) return false;
-    return nowMs >= f.retryAtMs || (f.full && roomNow);
+    return nowMs >= f.retryAtMs || (f.full && freeBytes >= f.freeAtFailure + FULL_HEADROOM_BYTES);
   }
 
   get state(): HealthState {
