@@ -20,7 +20,7 @@ import { sha256 } from '../helpers/volume-model';
  */
 
 const HANDSHAKE_MS = 4000;
-const IDLE_MS = 3000;
+const IDLE_MS = 5000;
 const PER_PEER = 4;
 const TOTAL = 24;
 const LOCKOUT_AFTER = 3;
@@ -94,8 +94,9 @@ function memoryOf(pid: number): { rss: number; hwm: number } {
 }
 
 /**
- * A well-behaved agent session that streams a small change set and a heartbeat every 200 ms
- * and waits for each ack, for the whole suite. Any failure ends it and is kept for the checks.
+ * A well-behaved agent session for the whole suite: like the real agent it sends a heartbeat
+ * every 500 ms, and it streams a small change set at a time, waiting for each ack. Any failure
+ * ends it and is kept for the checks.
  */
 class Streamer {
   acks = 0;
@@ -103,8 +104,12 @@ class Streamer {
   private running = true;
   private seq = 0;
   private readonly done: Promise<void>;
+  private readonly heartbeat: NodeJS.Timeout;
 
   constructor(private readonly conn: ReceiverConnection) {
+    this.heartbeat = setInterval(() => {
+      if (conn.isOpen) conn.send({ heartbeat: { timeUs: Date.now() * 1000, pendingSinceUs: 0 } });
+    }, 500);
     this.done = this.loop();
   }
 
@@ -113,7 +118,6 @@ class Streamer {
       while (this.running) {
         const last = this.seq + 1;
         this.conn.send({ changeSet: buildChangeSet(VOL_GOOD, last, [write((last % 64) * 4096, 4096, last & 0xff)], 'exact') });
-        this.conn.send({ heartbeat: { timeUs: Date.now() * 1000, pendingSinceUs: 0 } });
         await this.conn.waitForProgress(VOL_GOOD, last, 'durableSeq', 30_000);
         this.seq = last;
         this.acks++;
@@ -135,6 +139,7 @@ class Streamer {
   async stop(): Promise<void> {
     this.running = false;
     await this.done;
+    clearInterval(this.heartbeat);
     await this.conn.close();
   }
 }
@@ -380,12 +385,12 @@ describe('hostile clients are refused with a clear code, hold nothing for long a
   });
 
   it('pauses registrations from every address beyond a budget of failures, but never logins (AUTH_LOCKED)', async () => {
-    // A spread-out guesser: wrong passphrases from ever new addresses, 8 at a time.
+    // A spread-out guesser: wrong passphrases from ever new addresses, 6 at a time.
     let attacking = true;
     const seen: string[] = [];
     const attack = (async () => {
       while (attacking) {
-        const round = await Promise.all(Array.from({ length: 8 }, () => registrationOutcome(freshPeer(), 'a wrong guess')));
+        const round = await Promise.all(Array.from({ length: 6 }, () => registrationOutcome(freshPeer(), 'a wrong guess')));
         seen.push(...round.map((r) => (r.code === 'AUTH_LOCKED' ? r.message : r.code)));
       }
     })();
