@@ -1,4 +1,5 @@
 import type { Socket } from 'net';
+import { log } from '../common/log';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import type { ClientLimits } from './client-limits';
 
@@ -30,6 +31,8 @@ export class ConnectionGuard {
 
   constructor(
     private readonly raw: Socket,
+    /** `address:port`, for the log. */
+    private readonly peer: string,
     private readonly limits: GuardLimits,
   ) {
     this.arm(limits.handshakeTimeoutMs, () =>
@@ -80,8 +83,9 @@ export class ConnectionGuard {
   private violate(code: ErrorCode, message: string): void {
     if (this.disposed) return;
     clearTimeout(this.timer);
-    if (this.session) this.session.fail(new ProtocolError(code, message));
-    else (this.stream ?? this.raw).destroy();
+    if (this.session) return this.session.fail(new ProtocolError(code, message));
+    log.warn('connection closed before it was a session', { peer: this.peer, reason: message });
+    (this.stream ?? this.raw).destroy();
   }
 
   private armIdle(ms: number): void {

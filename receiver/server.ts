@@ -24,6 +24,7 @@ export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<C
 
 /** One accepted TCP connection: its bounds, and whether it was admitted or is only to be told why not. */
 interface Connection {
+  raw: Socket;
   guard: ConnectionGuard;
   address: string;
   refusal: string | undefined;
@@ -51,9 +52,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   core.start();
 
   const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...definedOnly(options) };
-  const gate = new ConnectionGate(limits);
   const auth = new AuthThrottle(limits);
-  const connections = new Map<string, Connection>();
   const handshakeMs = limits.handshakeTimeoutMs;
   const server = https.createServer({
     cert: identity.cert,
@@ -68,23 +67,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   });
   const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: Limits.maxFrameBytes + 1024 * 1024 });
 
-  server.on('connection', (raw: Socket) => {
-    const address = peerAddress(raw.remoteAddress);
-    const admission = gate.admit(address);
-    if (admission.kind === 'dropped') {
-      raw.destroy();
-      return;
-    }
-    const key = connectionKey(raw);
-    const guard = new ConnectionGuard(raw, limits);
-    connections.set(key, { guard, address, refusal: admission.kind === 'refused' ? admission.message : undefined });
-    raw.once('close', () => {
-      guard.dispose();
-      connections.delete(key);
-      admission.release();
-    });
-  });
-  server.on('secureConnection', (tls: Socket) => connections.get(connectionKey(tls))?.guard.watch(tls));
+  const connections = trackConnections(server, limits);
   // Only WebSocket upgrades are served: anything else is told so and closed.
   server.on('request', (_req, res) => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Connection: 'close' });
@@ -93,7 +76,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
 
   wss.on('connection', (ws, req) => {
     const peer = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
-    const connection = connections.get(connectionKey(req.socket));
+    const connection = connections.lookup(req.socket);
     if (!connection) {
       ws.terminate();
       return;
@@ -137,9 +120,42 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
     core,
     close: async () => {
       for (const client of wss.clients) client.terminate();
+      connections.destroyAll();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
       core.stop();
+    },
+  };
+}
+
+/**
+ * Admits every TCP connection within the caps (or marks it to be told TOO_MANY_CONNECTIONS,
+ * or drops it) and puts it under a ConnectionGuard from accept to close.
+ */
+function trackConnections(server: https.Server, limits: ClientLimits): { lookup(socket: Socket): Connection | undefined; destroyAll(): void } {
+  const gate = new ConnectionGate(limits);
+  const connections = new Map<string, Connection>();
+  server.on('connection', (raw: Socket) => {
+    const admission = gate.admit(peerAddress(raw.remoteAddress));
+    if (admission.kind === 'dropped') {
+      raw.destroy();
+      return;
+    }
+    const key = connectionKey(raw);
+    const guard = new ConnectionGuard(raw, `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`, limits);
+    connections.set(key, { raw, guard, address: peerAddress(raw.remoteAddress), refusal: admission.kind === 'refused' ? admission.message : undefined });
+    raw.once('close', () => {
+      guard.dispose();
+      connections.delete(key);
+      admission.release();
+    });
+  });
+  server.on('secureConnection', (tls: Socket) => connections.get(connectionKey(tls))?.guard.watch(tls));
+  return {
+    lookup: (socket) => connections.get(connectionKey(socket)),
+    // Connections that never became sessions would otherwise hold up the server's close.
+    destroyAll: () => {
+      for (const c of connections.values()) c.raw.destroy();
     },
   };
 }
