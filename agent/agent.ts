@@ -27,7 +27,12 @@ const RESYNC_LOG_MS = 5000;
 const MIN_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 30_000;
 const TAG_ACK_TIMEOUT_MS = 60_000;
-/** Receiver refusals that retrying cannot fix. */
+/**
+ * Receiver refusals that retrying cannot fix. Everything else is retried with backoff, among
+ * them AUTH_LOCKED and TOO_MANY_CONNECTIONS (the receiver is busy or holding back an address),
+ * HANDSHAKE_TIMEOUT and IDLE_TIMEOUT (a slow or stalled link), and BAD_TIME (a clock that is
+ * off until it is set right: the error stays in the status meanwhile).
+ */
 const FATAL_CODES = new Set(['AUTH_FAILED', 'FORBIDDEN_VOLUME', 'VOLUME_MISMATCH', 'BAD_VOLUME_ID', 'UNSUPPORTED_VERSION']);
 
 export interface TagResult {

@@ -19,6 +19,12 @@ export function sizeOption(value: string): number {
   return bytes;
 }
 
+export function countOption(value: string): number {
+  const n = Number(value.trim());
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of at least 1');
+  return n;
+}
+
 export function formatOption(value: string): 'raw' | 'vhd' {
   if (value !== 'raw' && value !== 'vhd') throw new InvalidArgumentError('expected raw or vhd');
   return value;

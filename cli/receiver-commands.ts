@@ -1,15 +1,16 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import * as fs from 'fs';
 import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
 import { formatBytes } from '../common/units';
+import { DEFAULT_CLIENT_LIMITS } from '../receiver/client-limits';
 import { DataLayout } from '../receiver/layout';
 import { startReceiver } from '../receiver/server';
 import { readStatusFile, ReceiverStatus } from '../receiver/status';
 import { describeDamage } from '../receiver/storage/damage';
 import { verifyDataDir, VerifyReport } from '../receiver/verify';
 import { isSafeId } from '../proto/ids';
-import { durationOption, hostPortOption, sizeOption } from './options';
+import { countOption, durationOption, hostPortOption, sizeOption } from './options';
 
 function reserveOption(value: string): number {
   return value.trim() === '0' ? 0 : sizeOption(value);
@@ -27,9 +28,30 @@ interface RunOptions {
   retentionInterval: number;
   minFree: number;
   reserve: number;
+  handshakeTimeout: number;
+  idleTimeout: number;
+  preLoginBytes: number;
+  maxConnections: number;
+  maxConnectionsPerPeer: number;
+  authLockoutAfter: number;
+  authLockout: number;
+  authLockoutMax: number;
+  failedRegistrationsPerSecond: number;
+  maxTimeAhead: number;
 }
 
+/** Agents send a heartbeat every second: a shorter idle bound would close healthy sessions. */
+const MIN_IDLE_TIMEOUT_MS = 2000;
+/** An agent's upgrade request, Hello and proof take well under 1 KiB. */
+const MIN_PRE_LOGIN_BYTES = 4096;
+
 async function runReceiver(opts: RunOptions): Promise<void> {
+  if (opts.idleTimeout < MIN_IDLE_TIMEOUT_MS) {
+    throw new FerryError(`--idle-timeout must be at least ${MIN_IDLE_TIMEOUT_MS / 1000}s: agents send a heartbeat every second`, ExitCode.usage);
+  }
+  if (opts.preLoginBytes < MIN_PRE_LOGIN_BYTES) {
+    throw new FerryError(`--pre-login-bytes must be at least ${MIN_PRE_LOGIN_BYTES / 1024}KiB: an agent's handshake needs about 1 KiB`, ExitCode.usage);
+  }
   const receiver = await startReceiver({
     dataDir: opts.data,
     host: opts.listen.host,
@@ -44,6 +66,16 @@ async function runReceiver(opts: RunOptions): Promise<void> {
     retentionIntervalMs: opts.retentionInterval,
     minFreeBytes: opts.minFree,
     reserveBytes: opts.reserve,
+    handshakeTimeoutMs: opts.handshakeTimeout,
+    idleTimeoutMs: opts.idleTimeout,
+    preLoginBytes: opts.preLoginBytes,
+    maxConnections: opts.maxConnections,
+    maxConnectionsPerPeer: opts.maxConnectionsPerPeer,
+    authLockoutAfter: opts.authLockoutAfter,
+    authLockoutMs: opts.authLockout,
+    authLockoutMaxMs: opts.authLockoutMax,
+    failedRegistrationsPerSecond: opts.failedRegistrationsPerSecond,
+    maxTimeAheadMs: opts.maxTimeAhead,
   });
   const { identity } = receiver;
   const lines = [
@@ -100,23 +132,41 @@ function printStatus(status: ReceiverStatus, running: boolean): void {
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
+/** An option whose help shows its default in the unit an operator types, e.g. "(default: 10s)". */
+function shown<T>(flags: string, description: string, parse: (value: string) => T, value: T, label: string): Option {
+  return new Option(flags, description).argParser(parse).default(value, label);
+}
+
 export function receiverCommand(): Command {
+  const d = DEFAULT_CLIENT_LIMITS;
   const cmd = new Command('receiver').description('the receiving side: durable spool, replicas, undo journal, recovery points');
 
   cmd
     .command('run')
     .description('run the receiver (creates the data directory, certificate and passphrase on first run)')
     .requiredOption('--data <dir>', 'data directory')
-    .option('--listen <host:port>', 'address to serve wss on', hostPortOption, { host: '0.0.0.0', port: 7443 })
+    .addOption(shown('--listen <host:port>', 'address to serve wss on', hostPortOption, { host: '0.0.0.0', port: 7443 }, '0.0.0.0:7443'))
     .option('--tls-cert <file>', 'PEM certificate to serve instead of the generated self-signed one')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--passphrase-file <file>', 'registration passphrase (instead of a generated one)')
-    .option('--retention <duration>', 'how long recovery points stay exportable', durationOption, 24 * 3600 * 1000)
-    .option('--retention-interval <duration>', 'how often retention pruning runs', durationOption, 60 * 1000)
-    .option('--spool-cap <size>', 'unapplied spool per volume above which agents are throttled', sizeOption, 1024 ** 3)
-    .option('--segment-size <size>', 'size at which spool and journal segments roll over', sizeOption, 64 * 1024 ** 2)
-    .option('--min-free <size>', 'free space below which agents are held until there is room (at most a quarter of a small file system)', sizeOption, 1024 ** 3)
-    .option('--reserve <size>', 'space kept back for checkpoints and the catalog when the disk fills up (0: none)', reserveOption, 64 * 1024 ** 2)
+    .addOption(shown('--retention <duration>', 'how long recovery points stay exportable', durationOption, 24 * 3600 * 1000, '24h'))
+    .addOption(shown('--retention-interval <duration>', 'how often retention pruning runs', durationOption, 60 * 1000, '60s'))
+    .addOption(shown('--spool-cap <size>', 'unapplied spool per volume above which agents are throttled', sizeOption, 1024 ** 3, '1GiB'))
+    .addOption(shown('--segment-size <size>', 'size at which spool and journal segments roll over', sizeOption, 64 * 1024 ** 2, '64MiB'))
+    .addOption(shown('--min-free <size>', 'free space below which agents are held until there is room (at most a quarter of a small file system)', sizeOption, 1024 ** 3, '1GiB'))
+    .addOption(shown('--reserve <size>', 'space kept back for checkpoints and the catalog when the disk fills up (0: none)', reserveOption, 64 * 1024 ** 2, '64MiB'))
+    .addOption(shown('--handshake-timeout <duration>', 'time from connect to login (TLS, upgrade, Hello and proof)', durationOption, d.handshakeTimeoutMs, '10s'))
+    .addOption(shown('--idle-timeout <duration>', 'close a logged-in session that sends nothing for this long', durationOption, d.idleTimeoutMs, '60s'))
+    .addOption(shown('--pre-login-bytes <size>', 'bytes a connection may send before it has logged in', sizeOption, d.preLoginBytes, '64KiB'))
+    .addOption(shown('--max-connections <n>', 'open connections in total', countOption, d.maxConnections, '1024 connections'))
+    .addOption(shown('--max-connections-per-peer <n>', 'open connections from one address', countOption, d.maxConnectionsPerPeer, '16 connections'))
+    .addOption(shown('--auth-lockout-after <n>', 'failed logins or registrations from one address before it is locked out', countOption, d.authLockoutAfter, '5 failures'))
+    .addOption(shown('--auth-lockout <duration>', 'first lockout of an address; doubles with every further failure', durationOption, d.authLockoutMs, '1s'))
+    .addOption(shown('--auth-lockout-max <duration>', 'longest lockout of an address', durationOption, d.authLockoutMaxMs, '5m'))
+    .addOption(
+      shown('--failed-registrations-per-second <n>', 'failed registrations from all addresses beyond which registrations pause', countOption, d.failedRegistrationsPerSecond, '10 per second'),
+    )
+    .addOption(shown('--max-time-ahead <duration>', "how far past the receiver's clock capture and tag times may be", durationOption, d.maxTimeAheadMs, '24h'))
     .action(runReceiver);
 
   cmd

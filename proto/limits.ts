@@ -22,4 +22,10 @@ export const Limits = {
   /** 1 PiB; keeps every offset well inside the exact range of a JS number. */
   maxVolumeBytes: 2 ** 50,
   maxSeq: Number.MAX_SAFE_INTEGER,
+  /** Earliest capture or point time accepted: 2000-01-01T00:00:00Z (a clock reading earlier is wrong). */
+  minTimeUs: 946_684_800_000_000,
+  /** Default for how far ahead of the receiver's clock a time may be (clock skew). */
+  maxTimeAheadUs: 24 * 3600 * 1_000_000,
+  /** Default for the bytes a peer may send before it has logged in (the handshake needs < 1 KiB). */
+  maxPreLoginBytes: 64 * 1024,
 } as const;

@@ -1,3 +1,4 @@
+import { usToIso } from '../common/time';
 import { ferry } from './generated/ferry';
 import { ErrorCode, ProtocolError } from './errors';
 import { checkVolumeId, isSafeId } from './ids';
@@ -137,6 +138,46 @@ export function validateTag(tag: ferry.ITag): ValidTag {
     return { volumeId, seq: checkSeq(cut.seq ?? 0, `tag cut of ${volumeId}`), accuracy: checkAccuracy(cut.accuracy ?? 0) };
   });
   return { kind, groupId, name, timeUs: tag.timeUs ?? 0, cuts };
+}
+
+/** The capture and point times a receiver accepts right now (µs since the epoch, inclusive). */
+export interface TimeWindow {
+  minUs: number;
+  maxUs: number;
+}
+
+/** From 2000-01-01 to `aheadUs` past the receiver's clock `nowUs` (agents' clocks may run a little ahead). */
+export function timeWindow(nowUs: number, aheadUs: number = Limits.maxTimeAheadUs): TimeWindow {
+  return { minUs: Limits.minTimeUs, maxUs: nowUs + aheadUs };
+}
+
+/** Refuses a time outside the window with BAD_TIME; 0 passes (each caller gives it its meaning). */
+function checkTime(value: number, what: string, window: TimeWindow): void {
+  if (value === 0 || (Number.isSafeInteger(value) && value >= window.minUs && value <= window.maxUs)) return;
+  bad(
+    ErrorCode.BAD_TIME,
+    `${what} ${usToIso(value)} (${String(value)} us) is outside the accepted range ${usToIso(window.minUs)} .. ${usToIso(window.maxUs)} ` +
+      "(the receiver's clock plus the allowed skew): check the clock of the protected machine",
+  );
+}
+
+/** Capture times of a change set (0: unknown) and its backlog time (0: none) must be in the window. */
+export function checkChangeSetTimes(batch: ChangeBatch, window: TimeWindow): void {
+  for (const ext of batch.extents) checkTime(ext.captureTimeUs, `capture time of seq ${ext.seq}`, window);
+  checkTime(batch.pendingSinceUs, 'pending-since time of the change set', window);
+}
+
+/** A tag's time must be in the window; 0 stands for "when the receiver records it". */
+export function checkTagTime(tag: ValidTag, window: TimeWindow): void {
+  checkTime(tag.timeUs, `time of tag ${JSON.stringify(tag.groupId)}`, window);
+}
+
+/** A heartbeat's times (0: none); returns the agent's backlog time. */
+export function validateHeartbeat(heartbeat: ferry.IHeartbeat, window: TimeWindow): { pendingSinceUs: number } {
+  checkTime(heartbeat.timeUs ?? 0, 'heartbeat time', window);
+  const pendingSinceUs = heartbeat.pendingSinceUs ?? 0;
+  checkTime(pendingSinceUs, 'heartbeat pending-since time', window);
+  return { pendingSinceUs };
 }
 
 export interface ValidHello {

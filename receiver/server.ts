@@ -1,20 +1,38 @@
 import * as https from 'https';
-import { AddressInfo } from 'net';
+import { AddressInfo, Socket } from 'net';
 import { WebSocketServer } from 'ws';
 import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
 import { limitHeapRetention } from '../common/memory';
+import { ErrorCode, ProtocolError } from '../proto/errors';
 import { Limits } from '../proto/limits';
+import { ConnectionGate, peerAddress } from './admission';
+import { AuthThrottle } from './auth-throttle';
 import { Catalog } from './catalog';
+import { ClientLimits, DEFAULT_CLIENT_LIMITS } from './client-limits';
+import { ConnectionGuard } from './connection-guard';
 import { CoreOptions, ReceiverCore } from './core';
 import { IdentityOptions, loadOrCreateIdentity, ReceiverIdentity } from './identity';
 import { DataLayout } from './layout';
 import { Session } from './session';
 
-export interface ReceiverOptions extends IdentityOptions, CoreOptions {
+export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<ClientLimits> {
   dataDir: string;
   host: string;
   port: number;
+}
+
+/** One accepted TCP connection: its bounds, and whether it was admitted or is only to be told why not. */
+interface Connection {
+  raw: Socket;
+  guard: ConnectionGuard;
+  address: string;
+  refusal: string | undefined;
+}
+
+/** The raw and the TLS socket of one connection report the same remote end: that links them. */
+function connectionKey(socket: Socket): string {
+  return `${socket.remoteAddress ?? '?'}|${socket.remotePort ?? '?'}`;
 }
 
 export interface RunningReceiver {
@@ -33,20 +51,58 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   const core = new ReceiverCore(layout, catalog, identity, options);
   core.start();
 
-  const server = https.createServer({ cert: identity.cert, key: identity.key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+  const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...definedOnly(options) };
+  const auth = new AuthThrottle(limits);
+  const handshakeMs = limits.handshakeTimeoutMs;
+  const server = https.createServer({
+    cert: identity.cert,
+    key: identity.key,
+    minVersion: 'TLSv1.3',
+    maxVersion: 'TLSv1.3',
+    // Each phase of the handshake on its own is bounded too (the guard bounds them together).
+    handshakeTimeout: handshakeMs,
+    headersTimeout: handshakeMs,
+    requestTimeout: handshakeMs,
+    connectionsCheckingInterval: Math.min(30_000, Math.max(100, Math.floor(handshakeMs / 4))),
+  });
   const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: Limits.maxFrameBytes + 1024 * 1024 });
+
+  const connections = trackConnections(server, limits);
+  // Only WebSocket upgrades are served: anything else is told so and closed.
+  server.on('request', (_req, res) => {
+    res.writeHead(426, { 'Content-Type': 'text/plain', Connection: 'close' });
+    res.end('ferry receiver: agents connect with wss\n');
+  });
+
   wss.on('connection', (ws, req) => {
     const peer = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
-    const session = new Session(ws, core, peer);
-    core.sessions.add(session);
+    const connection = connections.lookup(req.socket);
+    if (!connection) {
+      ws.terminate();
+      return;
+    }
+    const { guard, address, refusal } = connection;
+    const session = new Session(ws, core, peer, {
+      peerAddress: address,
+      auth,
+      maxTimeAheadUs: limits.maxTimeAheadMs * 1000,
+      closeGraceMs: limits.closeGraceMs,
+      onLogin: () => guard.onLogin(),
+    });
+    guard.bindSession(session);
     ws.on('message', (data, isBinary) => session.onMessage(data as Buffer, isBinary));
     ws.on('error', (err) => log.warn('connection error', { peer, error: err.message }));
     ws.on('close', () => {
       session.closed();
       core.sessions.delete(session);
     });
+    if (refusal) {
+      session.fail(new ProtocolError(ErrorCode.TOO_MANY_CONNECTIONS, refusal));
+      return;
+    }
+    core.sessions.add(session);
   });
-  server.on('tlsClientError', (err) => log.warn('TLS handshake refused', { error: err.message }));
+  server.on('tlsClientError', (err, tls) => log.warn('TLS handshake refused', { peer: tls.remoteAddress, error: err.message }));
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
@@ -64,9 +120,48 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
     core,
     close: async () => {
       for (const client of wss.clients) client.terminate();
+      connections.destroyAll();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
       core.stop();
     },
   };
+}
+
+/**
+ * Admits every TCP connection within the caps (or marks it to be told TOO_MANY_CONNECTIONS,
+ * or drops it) and puts it under a ConnectionGuard from accept to close.
+ */
+function trackConnections(server: https.Server, limits: ClientLimits): { lookup(socket: Socket): Connection | undefined; destroyAll(): void } {
+  const gate = new ConnectionGate(limits);
+  const connections = new Map<string, Connection>();
+  server.on('connection', (raw: Socket) => {
+    const admission = gate.admit(peerAddress(raw.remoteAddress));
+    if (admission.kind === 'dropped') {
+      raw.destroy();
+      return;
+    }
+    const key = connectionKey(raw);
+    const guard = new ConnectionGuard(raw, `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`, limits);
+    connections.set(key, { raw, guard, address: peerAddress(raw.remoteAddress), refusal: admission.kind === 'refused' ? admission.message : undefined });
+    raw.once('close', () => {
+      guard.dispose();
+      connections.delete(key);
+      admission.release();
+    });
+  });
+  server.on('secureConnection', (tls: Socket) => connections.get(connectionKey(tls))?.guard.watch(tls));
+  return {
+    lookup: (socket) => connections.get(connectionKey(socket)),
+    // Connections that never became sessions would otherwise hold up the server's close.
+    destroyAll: () => {
+      for (const c of connections.values()) c.raw.destroy();
+    },
+  };
+}
+
+/** The options that are set (undefined ones must not override the defaults). */
+function definedOnly(options: Partial<ClientLimits>): Partial<ClientLimits> {
+  const keys = Object.keys(DEFAULT_CLIENT_LIMITS) as Array<keyof ClientLimits>;
+  return Object.fromEntries(keys.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]));
 }

@@ -6,12 +6,40 @@ import { ErrorCode, ProtocolError } from '../proto/errors';
 import { decodeFrame, DecodedFrame, encodeFrame, errorFrame, ferry, OutgoingFrame } from '../proto/frames';
 import { checkVolumeId } from '../proto/ids';
 import { ScratchBuffer } from '../proto/payload';
-import { checkProof, validateChangeSet, validateHashRequest, validateHello, validateRepairDone, validateTag, validateVolumeInfo, ValidHello } from '../proto/validate';
+import {
+  checkChangeSetTimes,
+  checkProof,
+  checkTagTime,
+  timeWindow,
+  TimeWindow,
+  validateChangeSet,
+  validateHashRequest,
+  validateHeartbeat,
+  validateHello,
+  validateRepairDone,
+  validateTag,
+  validateVolumeInfo,
+  ValidHello,
+} from '../proto/validate';
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
+import type { AuthIntent, AuthThrottle } from './auth-throttle';
 import type { ReceiverCore } from './core';
 import type { VolumeStore } from './volume-store';
 
 type State = 'hello' | 'proof' | 'ready' | 'closed';
+
+/** What a session needs from the receiver's limits on clients. */
+export interface SessionPolicy {
+  /** The peer's address without port: the key of login lockouts. */
+  peerAddress: string;
+  auth: AuthThrottle;
+  /** How far past the receiver's clock a capture or tag time may be. */
+  maxTimeAheadUs: number;
+  /** After an Error frame, how long the peer has to close before the socket is destroyed. */
+  closeGraceMs: number;
+  /** Called once, when the agent has proved who it is. */
+  onLogin(): void;
+}
 
 /**
  * Where change sets are decompressed to be validated at ingest. Nothing keeps that data (the
@@ -29,6 +57,7 @@ export class Session {
   private state: State = 'hello';
   private hello: ValidHello | undefined;
   private nonce: Buffer = Buffer.alloc(0);
+  private closeTimer: NodeJS.Timeout | undefined;
   agentId = '';
   readonly volumes = new Map<string, VolumeStore>();
   private throttle: string | undefined;
@@ -37,6 +66,7 @@ export class Session {
     private readonly ws: WebSocket,
     private readonly core: ReceiverCore,
     readonly peer: string,
+    private readonly policy: SessionPolicy,
   ) {}
 
   send(frame: OutgoingFrame): void {
@@ -76,25 +106,52 @@ export class Session {
     this.ws.send(errorFrame(perr.code, perr.message));
     this.state = 'closed';
     this.ws.close(1008, perr.codeName);
+    // A peer that never answers the close (stalled, or still sending) holds nothing for long.
+    this.closeTimer = setTimeout(() => this.ws.terminate(), this.policy.closeGraceMs);
+    this.closeTimer.unref();
   }
 
   closed(): void {
     this.state = 'closed';
+    clearTimeout(this.closeTimer);
   }
 
   private handle(frame: DecodedFrame, raw: Buffer): void {
     switch (this.state) {
-      case 'hello':
-        if (!frame.hello) throw new ProtocolError(ErrorCode.NOT_AUTHENTICATED, `expected Hello, got ${frame.body}`);
-        return this.onHello(frame.hello);
-      case 'proof':
-        if (frame.register && this.hello?.intent === 'register') return this.onRegister(frame.register.proof);
-        if (frame.login && this.hello?.intent === 'login') return this.onLogin(frame.login.proof);
+      case 'hello': {
+        const hello = frame.hello;
+        if (!hello) throw new ProtocolError(ErrorCode.NOT_AUTHENTICATED, `expected Hello, got ${frame.body}`);
+        return this.authStep(hello.intent === ferry.Hello.Intent.REGISTER ? 'register' : 'login', () => this.onHello(hello));
+      }
+      case 'proof': {
+        const register = frame.register;
+        const login = frame.login;
+        if (register && this.hello?.intent === 'register') return this.authStep('register', () => this.onRegister(register.proof));
+        if (login && this.hello?.intent === 'login') return this.authStep('login', () => this.onLogin(login.proof));
         throw new ProtocolError(ErrorCode.NOT_AUTHENTICATED, `expected the ${this.hello?.intent} proof, got ${frame.body}`);
+      }
       case 'ready':
         return this.onReadyFrame(frame, raw);
       default:
         return;
+    }
+  }
+
+  /**
+   * One step of the handshake under the lockout rules: a locked-out address (or, for a
+   * registration, a spent global budget) is refused before any proof is looked at, and every
+   * AUTH_FAILED counts against the address. Checked at Hello and again at the proof, so
+   * connections opened before a lockout cannot keep guessing.
+   */
+  private authStep(intent: AuthIntent, step: () => void): void {
+    const { auth, peerAddress } = this.policy;
+    const refusal = auth.refusal(peerAddress, intent);
+    if (refusal) throw new ProtocolError(ErrorCode.AUTH_LOCKED, refusal);
+    try {
+      step();
+    } catch (err) {
+      if (err instanceof ProtocolError && err.code === ErrorCode.AUTH_FAILED) auth.noteFailure(peerAddress, intent);
+      throw err;
     }
   }
 
@@ -117,6 +174,8 @@ export class Session {
     this.core.catalog.addAgent({ id: agentId, name, credential, createdUs: nowUs() });
     this.agentId = agentId;
     this.state = 'ready';
+    this.policy.auth.noteRegistered(this.policy.peerAddress);
+    this.policy.onLogin();
     log.info('agent registered', { agent: agentId, name, peer: this.peer });
     this.send({ welcome: { agentId, credential, serverTimeUs: nowUs() } });
   }
@@ -132,14 +191,20 @@ export class Session {
     }
     this.agentId = agentId;
     this.state = 'ready';
+    this.policy.onLogin();
     this.send({ welcome: { agentId, serverTimeUs: nowUs() } });
+  }
+
+  /** The capture and tag times accepted now. */
+  private timeWindow(): TimeWindow {
+    return timeWindow(nowUs(), this.policy.maxTimeAheadUs);
   }
 
   private onReadyFrame(frame: DecodedFrame, raw: Buffer): void {
     if (frame.volumeInfo) return this.onVolumeInfo(frame.volumeInfo);
     if (frame.changeSet) return this.onChangeSet(frame.changeSet, raw);
     if (frame.tag) return this.onTag(frame.tag);
-    if (frame.heartbeat) return this.core.noteHeartbeat(this, frame.heartbeat.pendingSinceUs ?? 0);
+    if (frame.heartbeat) return this.core.noteHeartbeat(this, validateHeartbeat(frame.heartbeat, this.timeWindow()).pendingSinceUs);
     if (frame.hashRequest) return this.onHashRequest(frame.hashRequest);
     if (frame.repairDone) return this.onRepairDone(frame.repairDone);
     throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body} is not accepted from an agent`);
@@ -173,6 +238,7 @@ export class Session {
     const volume = this.ownVolume(cs.volumeId ?? '');
     this.core.checkIngest(volume.spec.volumeId);
     const batch = validateChangeSet(cs, volume.spec.sizeBytes, true, (size) => VALIDATION_SCRATCH.get(size));
+    checkChangeSetTimes(batch, this.timeWindow());
     volume
       .ingest(raw, batch)
       .then(() => {
@@ -219,6 +285,7 @@ export class Session {
 
   private onTag(tagFrame: ferry.ITag): void {
     const tag = validateTag(tagFrame);
+    checkTagTime(tag, this.timeWindow());
     for (const cut of tag.cuts) {
       const volume = this.ownVolume(cut.volumeId);
       if (cut.seq > volume.acceptedSeq) {

@@ -58,7 +58,8 @@ export class ReceiverConnection extends EventEmitter {
     ws.on('error', (err) => this.fail(new ConnectionError('closed', `connection error: ${err.message}`)));
   }
 
-  static connect(url: string, trust: ReceiverTrust, timeoutMs = 10_000): Promise<ReceiverConnection> {
+  /** `localAddress` picks the address to dial from (tests play several peers from 127.0.0.0/8). */
+  static connect(url: string, trust: ReceiverTrust, timeoutMs = 10_000, localAddress?: string): Promise<ReceiverConnection> {
     const pinned = trust.fingerprint ? normalizeFingerprint(trust.fingerprint) : undefined;
     if (!pinned && !trust.caFile) throw new ConnectionError('untrusted', 'no way to verify the receiver: give its certificate fingerprint or a CA file');
     const ws = new WebSocket(url, {
@@ -69,6 +70,7 @@ export class ReceiverConnection extends EventEmitter {
       // A pinned self-signed certificate is checked against the fingerprint below instead.
       rejectUnauthorized: !pinned,
       ca: trust.caFile ? fs.readFileSync(trust.caFile) : undefined,
+      localAddress,
     });
     return new Promise((resolve, reject) => {
       let settled = false;

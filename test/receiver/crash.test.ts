@@ -100,7 +100,9 @@ describe('receiver killed with SIGKILL during ingest and apply', () => {
     }
 
     // Final run: everything still owed is sent, applied, and every acknowledged point exports exact.
-    const rx = await startReceiverProcess(dataDir, passFile, ['--segment-size', '1MiB'], { FERRY_LOG_LEVEL: 'info' });
+    // The session sends no heartbeats while every point is exported (minutes on a busy machine):
+    // a long idle bound keeps the receiver from closing it meanwhile.
+    const rx = await startReceiverProcess(dataDir, passFile, ['--segment-size', '1MiB', '--idle-timeout', '1h'], { FERRY_LOG_LEVEL: 'info' });
     try {
       const conn = await loggedInConnection(rx, credentials?.agentId ?? '', credentials?.credential ?? Buffer.alloc(0));
       const state = await conn.declareVolume(VOLUME, SIZE, 4096);

@@ -5,7 +5,8 @@ import { computeProof, passphraseKey, proofMatches } from '../../proto/auth';
 import { decodeFrame, encodeFrame, ferry } from '../../proto/frames';
 import { isSafeId } from '../../proto/ids';
 import { packPayload, unpackPayload } from '../../proto/payload';
-import { validateChangeSet } from '../../proto/validate';
+import { checkChangeSetTimes, checkTagTime, timeWindow, validateChangeSet, validateHeartbeat, validateTag } from '../../proto/validate';
+import { usToIso } from '../../common/time';
 import { parseDurationMs, parseHostPort, parseSizeBytes } from '../../common/units';
 import { vhdChecksum, vhdFixedFooter, vhdGeometry } from '../../receiver/vhd';
 
@@ -50,6 +51,44 @@ describe('frames and validation', () => {
   it('accepts only safe ids', () => {
     for (const ok of ['vol-1', 'A.b_c', 'x'.repeat(64)]) expect(isSafeId(ok)).toBe(true);
     for (const bad of ['', '..', '../x', 'a/b', '.x', '-x', 'x'.repeat(65), 'a..b', 'a\0b']) expect(isSafeId(bad)).toBe(false);
+  });
+});
+
+describe('bounded times', () => {
+  const now = Date.UTC(2030, 5, 1) * 1000;
+  const window = timeWindow(now, 24 * 3600e6);
+  const batchAt = (captureTimeUs: number, pendingSinceUs = 0): ReturnType<typeof validateChangeSet> => {
+    const cs = buildChangeSet('v', 1, [{ kind: 'write', offset: 0, length: 512, captureTimeUs, data: Buffer.alloc(512, 1) }], 'exact');
+    return validateChangeSet({ ...cs, pendingSinceUs }, 4096);
+  };
+  const tagAt = (timeUs: number): ReturnType<typeof validateTag> =>
+    validateTag({ kind: ferry.Tag.Kind.CRASH, groupId: 'g', timeUs, cuts: [{ volumeId: 'v', seq: 1, accuracy: ferry.Accuracy.EXACT }] });
+
+  it('accepts 2000-01-01 up to a day past the receiver clock, and 0 where it means "none" or "now"', () => {
+    for (const t of [0, Date.UTC(2000, 0, 1) * 1000, now, now + 24 * 3600e6]) {
+      expect(() => checkChangeSetTimes(batchAt(t, t), window)).not.toThrow();
+      expect(() => checkTagTime(tagAt(t), window)).not.toThrow();
+      expect(validateHeartbeat({ timeUs: t, pendingSinceUs: t }, window).pendingSinceUs).toBe(t);
+    }
+  });
+
+  it('refuses anything else with BAD_TIME, naming the field and the range', () => {
+    const u64max = decodeFrame(encodeFrame({ heartbeat: { timeUs: { low: -1, high: -1, unsigned: true } as unknown as number } })).heartbeat?.timeUs as number;
+    expect(u64max).toBeGreaterThan(1.8e19);
+    for (const t of [1, Date.UTC(1999, 11, 31, 23, 59, 59) * 1000, now + 24 * 3600e6 + 1, u64max]) {
+      expect(() => checkChangeSetTimes(batchAt(t), window)).toThrow(expect.objectContaining({ code: ferry.ErrorCode.BAD_TIME }));
+      expect(() => checkChangeSetTimes(batchAt(now, t), window)).toThrow(/pending-since time of the change set/);
+      expect(() => checkTagTime(tagAt(t), window)).toThrow(/time of tag "g" .* is outside the accepted range 2000-01-01T00:00:00.000Z \.\. 2030-06-02T00:00:00.000Z/);
+      expect(() => validateHeartbeat({ timeUs: t }, window)).toThrow(/heartbeat time/);
+    }
+    expect(() => checkChangeSetTimes(batchAt(u64max), window)).toThrow(/capture time of seq 1 out-of-range time \(18446744073709552000 us\)/);
+  });
+
+  it('prints any stored time without throwing', () => {
+    expect(usToIso(Date.UTC(2024, 1, 2) * 1000)).toBe('2024-02-02T00:00:00.000Z');
+    expect(usToIso(-1)).toBe('1969-12-31T23:59:59.999Z');
+    expect(usToIso(18446744073709551615)).toBe('out-of-range time (18446744073709552000 us)');
+    expect(usToIso(Number.NaN)).toBe('out-of-range time (NaN us)');
   });
 });
 
