@@ -6,7 +6,7 @@ import { formatBytes } from '../common/units';
 import { DataLayout } from '../receiver/layout';
 import { startReceiver } from '../receiver/server';
 import { readStatusFile, ReceiverStatus } from '../receiver/status';
-import { durationOption, hostPortOption, sizeOption } from './options';
+import { durationFlag, hostPortFlag, sizeFlag } from './options';
 
 interface RunOptions {
   data: string;
@@ -93,14 +93,14 @@ export function receiverCommand(): Command {
     .command('run')
     .description('run the receiver (creates the data directory, certificate and passphrase on first run)')
     .requiredOption('--data <dir>', 'data directory')
-    .option('--listen <host:port>', 'address to serve wss on', hostPortOption, { host: '0.0.0.0', port: 7443 })
+    .addOption(hostPortFlag('--listen <host:port>', 'address to serve wss on', { host: '0.0.0.0', port: 7443 }))
     .option('--tls-cert <file>', 'PEM certificate to serve instead of the generated self-signed one')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--passphrase-file <file>', 'registration passphrase (instead of a generated one)')
-    .option('--retention <duration>', 'how long recovery points stay exportable', durationOption, 24 * 3600 * 1000)
-    .option('--retention-interval <duration>', 'how often retention pruning runs', durationOption, 60 * 1000)
-    .option('--spool-cap <size>', 'unapplied spool per volume above which agents are throttled', sizeOption, 1024 ** 3)
-    .option('--segment-size <size>', 'size at which spool and journal segments roll over', sizeOption, 64 * 1024 ** 2)
+    .addOption(durationFlag('--retention <duration>', 'how long recovery points stay exportable', 24 * 3600 * 1000))
+    .addOption(durationFlag('--retention-interval <duration>', 'how often retention pruning runs', 60 * 1000))
+    .addOption(sizeFlag('--spool-cap <size>', 'unapplied spool per volume above which agents are throttled', 1024 ** 3))
+    .addOption(sizeFlag('--segment-size <size>', 'size at which spool and journal segments roll over', 64 * 1024 ** 2))
     .action(runReceiver);
 
   cmd
