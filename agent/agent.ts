@@ -244,7 +244,11 @@ export class Agent {
     const cut = process.platform === 'win32' ? await cutWithVss(source, ids, mounts, settings) : await cutAppConsistent(source, ids, mounts, settings);
     // A cut that missed the freeze is still a good crash-consistent point: record it as one.
     const kind = cut.appConsistent ? 'app' : 'crash';
-    if (!cut.appConsistent) log.warn('the app tag is not application-consistent: recording a crash point', { reasonCode: cut.reasonCode, reason: cut.note });
+    if (!cut.appConsistent) {
+      // No mount point is a standing choice of the config, not an event: the caller hears it anyway.
+      const level = cut.reasonCode === 'no-mount' ? 'info' : 'warn';
+      log[level]('the app tag is not application-consistent: recording a crash point', { reasonCode: cut.reasonCode, reason: cut.note });
+    }
     const pointIds = await withTimeout(pipeline.tag(kind, cut.cuts, name), TAG_ACK_TIMEOUT_MS, 'the tag ack');
     if (cut.appConsistent) this.lastAppTagMs = Date.now();
     this.tagsSent++;
