@@ -450,8 +450,8 @@ export class ScanSource implements CaptureSource {
         if (this.closed) return { settled: false, failure: { kind: 'stopping' } };
         const left = deadlineMs - Date.now();
         if (left <= 0) {
-          const failure = { kind: 'deadline' as const, volumeId: v.spec.id, waitedMs: Date.now() - startedMs, doneBytes: v.passProgress(requested), totalBytes: v.spec.sizeBytes };
-          return { settled: false, failure: { ...failure, waitingForAcks: v.pendingBytes >= this.opts.maxPendingBytes } };
+          const waitingForAcks = v.pendingBytes >= this.opts.maxPendingBytes;
+          return { settled: false, failure: { kind: 'deadline', volumeId: v.spec.id, waitedMs: Date.now() - startedMs, doneBytes: v.passProgress(requested), totalBytes: v.spec.sizeBytes, waitingForAcks } };
         }
         await v.passDone.wait(left);
       }

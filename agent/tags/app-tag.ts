@@ -49,9 +49,9 @@ export async function cutAppConsistent(
 ): Promise<AppTagCut> {
   const preHookError = settings.preHook ? await hookFailure(settings.preHook, 'pre', settings.hookTimeoutMs) : undefined;
   const guard = new FreezeGuard(settings.freezeTimeoutMs, freezeOps);
-  // Leave a little of the bound for the cut itself.
-  const settleBudgetMs = settings.freezeTimeoutMs - Math.min(500, settings.freezeTimeoutMs / 10);
-  const facts: AppTagFacts = { mounts, preHookError, settleBudgetMs, freezeExpired: false, freezeTimeoutMs: settings.freezeTimeoutMs };
+  // The settle may use the bound but for a little kept for the cut itself.
+  const cutReserveMs = Math.min(500, settings.freezeTimeoutMs / 10);
+  const facts: AppTagFacts = { mounts, preHookError, settleBudgetMs: settings.freezeTimeoutMs - cutReserveMs, freezeExpired: false, freezeTimeoutMs: settings.freezeTimeoutMs };
   let result: AppTagCut | undefined;
   try {
     if (!preHookError) {
@@ -60,7 +60,7 @@ export async function cutAppConsistent(
       } catch (err) {
         facts.freezeError = (err as Error).message;
       }
-      if (!facts.freezeError) facts.settle = await source.settle(volumeIds, guard.deadlineMs - (settings.freezeTimeoutMs - settleBudgetMs));
+      if (!facts.freezeError) facts.settle = await source.settle(volumeIds, guard.deadlineMs - cutReserveMs);
     }
     facts.freezeExpired = guard.expired;
     const quiesced = appTagVerdict(facts).appConsistent;
