@@ -13,9 +13,11 @@ import { Pipeline } from './pipeline/pipeline';
 import { AgentState } from './state';
 import { AgentStatus, VolumeState, VolumeStatus, writeAgentStatus } from './status';
 import { cutAppConsistent, cutWithVss, weakestCut } from './tags/app-tag';
+import type { DowngradeCode } from './tags/verdict';
 import { startControlServer, startMetricsServer } from './control';
 import { ConnectionError, ReceiverConnection, VolumeProgress } from './transport/receiver-connection';
 import { registerAgent } from './register';
+import { ReconnectBackoff } from './transport/backoff';
 import { connectionFailure } from './transport/failure';
 import { probeVolume } from './volumes';
 
@@ -41,7 +43,13 @@ export interface TagResult {
   accuracy: VolumeCut['accuracy'];
   cuts: VolumeCut[];
   frozenMs?: number;
-  note?: string;
+  /** An app tag was asked for and the point is one; false for a downgraded app tag (see `reason`). */
+  appConsistent: boolean;
+  /** Why an app tag became a crash point: the first reason's code, and every reason in words. */
+  reasonCode?: DowngradeCode;
+  reason?: string;
+  /** The post-hook failed after the cut (the point stands). */
+  postHookError?: string;
 }
 
 /**
@@ -120,11 +128,10 @@ export class Agent {
   // ---- the session with the receiver -------------------------------------------------------
 
   private async sessionLoop(credential: Buffer): Promise<void> {
-    let backoffMs = MIN_BACKOFF_MS;
+    const backoff = new ReconnectBackoff(MIN_BACKOFF_MS, MAX_BACKOFF_MS);
     while (!this.stopping) {
       try {
-        await this.oneSession(credential);
-        backoffMs = MIN_BACKOFF_MS;
+        await this.oneSession(credential, () => backoff.reset());
       } catch (err) {
         if (this.stopping) break;
         const cerr = err instanceof ConnectionError ? err : undefined;
@@ -137,15 +144,16 @@ export class Agent {
           this.fail(err instanceof FerryError ? err : new FerryError((err as Error).message, ExitCode.failure));
           break;
         }
-        log.warn('no session with the receiver; retrying', { error: this.lastError, retryInMs: backoffMs });
       }
       if (this.stopping) break;
-      await this.stopSignal.wait(backoffMs * (0.75 + Math.random() / 2));
-      backoffMs = Math.min(MAX_BACKOFF_MS, backoffMs * 2);
+      const { stepMs, delayMs } = backoff.next();
+      log.warn('no session with the receiver; retrying', { error: this.lastError, backoffMs: stepMs, retryInMs: delayMs });
+      await this.stopSignal.wait(delayMs);
     }
   }
 
-  private async oneSession(credential: Buffer): Promise<void> {
+  /** One session: connect, log in, declare the volumes (then `established`), stream until it fails. */
+  private async oneSession(credential: Buffer, established: () => void): Promise<void> {
     const { receiver } = this.config;
     const conn = await ReceiverConnection.connect(receiver.url, { fingerprint: receiver.fingerprint, caFile: receiver.caFile });
     this.conn = conn;
@@ -155,6 +163,7 @@ export class Agent {
       await conn.login(this.agentId, credential);
       const durable = new Map<string, VolumeProgress>();
       for (const v of this.volumes) durable.set(v.id, await conn.declareVolume(v.id, v.sizeBytes, v.blockSize));
+      established();
       if (!this.attached) await this.attachVolumes(durable);
       const failed = new Promise<ConnectionError>((resolve) => {
         if (conn.error) resolve(conn.error);
@@ -232,7 +241,7 @@ export class Agent {
       const cuts = await source.tag(ids, { holdMs: TAG_HOLD_MS, quiesced: false });
       const pointIds = await withTimeout(pipeline.tag('crash', cuts, name), TAG_ACK_TIMEOUT_MS, 'the tag ack');
       this.tagsSent++;
-      return { pointIds, kind: 'crash', cuts, accuracy: weakestCut(cuts) };
+      return { pointIds, kind: 'crash', cuts, accuracy: weakestCut(cuts), appConsistent: false };
     }
     const mounts = this.config.volumes.flatMap((v) => (v.mount ? [v.mount] : []));
     const settings = { ...this.config.tags, holdMs: TAG_HOLD_MS };
@@ -240,11 +249,25 @@ export class Agent {
     const cut = process.platform === 'win32' ? await cutWithVss(source, ids, mounts, settings) : await cutAppConsistent(source, ids, mounts, settings);
     // A cut that missed the freeze is still a good crash-consistent point: record it as one.
     const kind = cut.appConsistent ? 'app' : 'crash';
-    if (!cut.appConsistent) log.warn('the tag is not application-consistent', { note: cut.note });
+    if (!cut.appConsistent) {
+      // No mount point is a standing choice of the config, not an event: the caller hears it anyway.
+      const level = cut.reasonCode === 'no-mount' ? 'info' : 'warn';
+      log[level]('the app tag is not application-consistent: recording a crash point', { reasonCode: cut.reasonCode, reason: cut.note });
+    }
     const pointIds = await withTimeout(pipeline.tag(kind, cut.cuts, name), TAG_ACK_TIMEOUT_MS, 'the tag ack');
-    this.lastAppTagMs = Date.now();
+    if (cut.appConsistent) this.lastAppTagMs = Date.now();
     this.tagsSent++;
-    return { pointIds, kind, cuts: cut.cuts, accuracy: cut.accuracy, frozenMs: cut.frozenMs, note: cut.note };
+    return {
+      pointIds,
+      kind,
+      cuts: cut.cuts,
+      accuracy: cut.accuracy,
+      frozenMs: cut.frozenMs,
+      appConsistent: cut.appConsistent,
+      reasonCode: cut.reasonCode,
+      reason: cut.note,
+      postHookError: cut.postHookError,
+    };
   }
 
   // ---- status ----------------------------------------------------------------------------------

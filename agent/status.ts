@@ -21,6 +21,7 @@ export interface VolumeStatus {
   sizeBytes: number;
   state: VolumeState;
   mode: CaptureMode | 'starting';
+  /** Seconds since the earliest moment a change not yet durable at the receiver may have happened. */
   rpoSeconds: number;
   backlogBytes: number;
   capturedSeq: number;
@@ -70,7 +71,7 @@ export function prometheusText(s: AgentStatus): string {
   metric('ferry_agent_sent_bytes_total', 'change data sent to the receiver (uncompressed)', 'counter', [['', s.sentBytes]]);
   metric('ferry_agent_throughput_bytes_per_second', 'change data sent over the last 10 s', 'gauge', [['', s.throughputBytesPerSecond]]);
   metric('ferry_agent_resident_memory_bytes', 'resident set size of the agent', 'gauge', [['', s.rssBytes]]);
-  metric('ferry_volume_rpo_seconds', 'age of the oldest change not yet durable at the receiver', 'gauge', s.volumes.map((v) => [vol(v), v.rpoSeconds]));
+  metric('ferry_volume_rpo_seconds', 'time since the earliest moment a change not yet durable at the receiver may have happened (scan: includes writes no pass has read yet)', 'gauge', s.volumes.map((v) => [vol(v), v.rpoSeconds]));
   metric('ferry_volume_backlog_bytes', 'captured change data not yet durable at the receiver', 'gauge', s.volumes.map((v) => [vol(v), v.backlogBytes]));
   metric('ferry_volume_durable_seq', 'highest seq the receiver holds durably', 'gauge', s.volumes.map((v) => [vol(v), v.durableSeq]));
   metric('ferry_volume_resync_percent', 'progress of the running or last resync', 'gauge', s.volumes.filter((v) => v.resync).map((v) => [vol(v), v.resync?.percent ?? 0]));

@@ -8,7 +8,7 @@ import { AgentState } from '../agent/state';
 import { AgentStatus, readAgentStatus } from '../agent/status';
 import { ExitCode, FerryError } from '../common/errors';
 import { formatBytes } from '../common/units';
-import { durationOption } from './options';
+import { durationFlag } from './options';
 import { addProtectCommands } from './protect-commands';
 import { ResyncProgressBars } from './progress';
 
@@ -104,24 +104,39 @@ export function agentCommand(): Command {
 
   cmd
     .command('tag')
-    .description('cut a recovery point now: crash-consistent, or with --app application-consistent (hooks + filesystem freeze)')
+    .description(
+      'cut a recovery point now: crash-consistent, or with --app application-consistent (hooks + filesystem freeze); ' +
+        `an app tag that could only be recorded as a crash point exits ${ExitCode.pointDowngraded} and says why`,
+    )
     .requiredOption('--config <file>', 'agent config (JSON or YAML)')
     .option('--app', 'freeze the configured mount points and run the hooks around the tag')
-    .option('--name <name>', 'a name for the point', '')
-    .option('--timeout <duration>', 'how long to wait for the agent', durationOption, 120_000)
-    .action(async (opts: { config: string; app?: boolean; name: string; timeout: number }) => {
+    .option('--name <name>', 'a name for the point (default: none)')
+    .addOption(durationFlag('--timeout <duration>', 'how long to wait for the agent', 120_000))
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { config: string; app?: boolean; name?: string; timeout: number; json?: boolean }) => {
       const state = new AgentState(loadAgentConfig(opts.config).stateDir);
       let reply;
       try {
-        reply = await controlRequest(state.socketPath, { cmd: 'tag', app: opts.app === true, name: opts.name }, opts.timeout);
+        reply = await controlRequest(state.socketPath, { cmd: 'tag', app: opts.app === true, name: opts.name ?? '' }, opts.timeout);
       } catch (err) {
         throw new FerryError((err as Error).message, ExitCode.notReady);
       }
       if (!reply.ok) throw new FerryError(`tag failed: ${reply.error}`, ExitCode.failure);
       const tag = reply.tag;
       if (!tag) throw new FerryError('the agent answered without a tag', ExitCode.failure);
-      const frozen = tag.frozenMs !== undefined ? `, filesystems frozen ${tag.frozenMs} ms` : '';
-      process.stdout.write(`point(s) ${tag.pointIds.join(', ')}: ${tag.kind}, ${tag.accuracy}${frozen}${tag.note ? ` (${tag.note})` : ''}\n`);
+      const points = `point${tag.pointIds.length === 1 ? '' : 's'} ${tag.pointIds.join(', ')}`;
+      if (opts.json) {
+        const { pointIds, kind, accuracy, appConsistent, reasonCode, reason, frozenMs, postHookError, cuts } = tag;
+        process.stdout.write(`${JSON.stringify({ pointIds, kind, accuracy, appConsistent, reasonCode, reason, frozenMs, postHookError, cuts }, null, 2)}\n`);
+      } else {
+        const frozen = tag.frozenMs !== undefined ? `, filesystems frozen ${tag.frozenMs} ms` : '';
+        process.stdout.write(`point(s) ${tag.pointIds.join(', ')}: ${tag.kind}, ${tag.accuracy}${frozen}\n`);
+      }
+      if (tag.postHookError) process.stderr.write(`ferry: warning: ${points} stands, but the post-hook failed: ${tag.postHookError}\n`);
+      if (opts.app === true && !tag.appConsistent) {
+        process.stderr.write(`ferry: ${points} recorded as crash-consistent, not application-consistent: ${tag.reason ?? 'no reason given'}\n`);
+        process.exitCode = ExitCode.pointDowngraded;
+      }
     });
   addProtectCommands(cmd);
   return cmd;

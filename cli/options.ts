@@ -1,5 +1,5 @@
-import { InvalidArgumentError } from 'commander';
-import { parseDurationMs, parseHostPort, parseSizeBytes } from '../common/units';
+import { InvalidArgumentError, Option } from 'commander';
+import { formatDuration, formatSize, parseDurationMs, parseHostPort, parseSizeBytes } from '../common/units';
 
 export function hostPortOption(value: string): { host: string; port: number } {
   const hp = parseHostPort(value);
@@ -28,4 +28,34 @@ export function countOption(value: string): number {
 export function formatOption(value: string): 'raw' | 'vhd' {
   if (value !== 'raw' && value !== 'vhd') throw new InvalidArgumentError('expected raw or vhd');
   return value;
+}
+
+// Options with a default: --help shows the default the way an operator would type it
+// ("(default: 24h)", "(default: 1GiB)", "(default: 0.0.0.0:7443)"), never as milliseconds,
+// bytes or JSON, while the program gets the parsed value.
+
+/** A duration option; the program gets milliseconds. */
+export function durationFlag(flags: string, description: string, defaultMs: number): Option {
+  return new Option(flags, description).argParser(durationOption).default(defaultMs, formatDuration(defaultMs));
+}
+
+/** A size option; the program gets bytes. */
+export function sizeFlag(flags: string, description: string, defaultBytes: number): Option {
+  return new Option(flags, description).argParser(sizeOption).default(defaultBytes, formatSize(defaultBytes));
+}
+
+/** A HOST:PORT option; the program gets { host, port }. */
+export function hostPortFlag(flags: string, description: string, defaultValue: { host: string; port: number }): Option {
+  const shown = defaultValue.host.includes(':') ? `[${defaultValue.host}]:${defaultValue.port}` : `${defaultValue.host}:${defaultValue.port}`;
+  return new Option(flags, description).argParser(hostPortOption).default(defaultValue, shown);
+}
+
+/** A text option (a name, a path, a choice), its default shown as typed, without quotes. */
+export function textFlag(flags: string, description: string, defaultValue: string, shown = defaultValue): Option {
+  return new Option(flags, description).default(defaultValue, shown);
+}
+
+/** A repeatable option: each use adds one value; none by default. */
+export function listFlag<T>(flags: string, description: string, parse: (value: string) => T): Option {
+  return new Option(flags, description).argParser((value: string, previous: T[]) => [...previous, parse(value)]).default([], 'none');
 }

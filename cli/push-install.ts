@@ -10,7 +10,7 @@ import { formatResults, HostResult, runLimited } from '../push/result';
 import { pushOverSmb } from '../push/smb-push';
 import { pushOverSsh } from '../push/ssh-push';
 import { parseSmbTarget, parseSshTarget, readHostsFile, SmbTarget, SshTarget } from '../push/targets';
-import { durationOption } from './options';
+import { durationFlag, listFlag, textFlag } from './options';
 
 interface PushCliOptions {
   ssh: string[];
@@ -48,8 +48,6 @@ interface PushCliOptions {
   resultTimeout: number;
   keepRemoteFiles?: boolean;
 }
-
-const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -218,21 +216,21 @@ async function runPushInstall(opts: PushCliOptions): Promise<void> {
 export function pushInstallCommand(): Command {
   return new Command('push-install')
     .description('install the agent on remote machines: Linux over SSH (SFTP + install.sh), Windows over SMB (smbclient + svcctl)')
-    .option('--ssh <user@host[:port]>', 'a Linux target (repeat for more)', collect, [])
+    .addOption(listFlag('--ssh <user@host[:port]>', 'a Linux target (repeat for more)', String))
     .option('--hosts <file>', 'Linux targets, one per line, each optionally followed by per-host install options')
-    .option('--smb <//host[:port]/share>', 'a Windows target share, e.g. //winsrv01/ADMIN$ (repeat for more)', collect, [])
+    .addOption(listFlag('--smb <//host[:port]/share>', 'a Windows target share, e.g. //winsrv01/ADMIN$ (repeat for more)', String))
     .option('--parallel <n>', 'hosts installed at the same time', positiveInt, 4)
     .option('--key <file>', 'SSH private key (default: ssh-agent)')
-    .option('--known-hosts <file>', 'OpenSSH known_hosts used to verify host keys', path.join(os.homedir(), '.ssh', 'known_hosts'))
+    .addOption(textFlag('--known-hosts <file>', 'OpenSSH known_hosts used to verify host keys', path.join(os.homedir(), '.ssh', 'known_hosts'), '~/.ssh/known_hosts'))
     .option('--accept-new-host-key', 'record the key of a host not yet in known_hosts (a changed key is always refused)')
-    .option('--connect-timeout <duration>', 'connection and handshake timeout', durationOption, 15_000)
+    .addOption(durationFlag('--connect-timeout <duration>', 'connection and handshake timeout', 15_000))
     .option('--sudo-password-file <file>', 'sudo password for a non-root SSH user (sent over the SSH channel)')
     .option('--package <file>', 'agent package from installer/make-package.sh (default: build one now)')
     .option('--receiver <url>', 'receiver wss://HOST:PORT')
     .option('--fingerprint <sha256>', 'receiver certificate fingerprint')
     .option('--ca-file <file>', 'CA bundle that verifies the receiver (instead of --fingerprint)')
     .option('--passphrase-file <file>', 'registration passphrase (default: first line of stdin); sent over the encrypted channel, never on a command line')
-    .option('--volume <ID=PATH[:MOUNT]>', 'volume to protect (repeat); Windows: ID=C:', collect, [])
+    .addOption(listFlag('--volume <ID=PATH[:MOUNT]>', 'volume to protect (repeat); Windows: ID=C:', String))
     .option('--name <name>', 'agent name (default: the host name)')
     .addOption(new Option('--capture <mode>', 'auto | kernel | scan').argParser(captureOption))
     .option('--prefix <dir>', 'install prefix on the target (default /opt/ferry)')
@@ -249,8 +247,8 @@ export function pushInstallCommand(): Command {
     .option('--windows-package <dir>', 'Windows agent package folder (install.ps1, PACKAGE, runtime, app)')
     .option('--smb-dir <dir>', 'folder inside the share for the upload (default Temp on ADMIN$)')
     .option('--smb-share-path <path>', 'Windows path of the share root (default C:\\Windows for ADMIN$, X:\\ for X$)')
-    .option('--smb-service-name <name>', 'name of the one-shot bootstrap service', 'FerryPushInstall')
-    .option('--result-timeout <duration>', 'how long to wait for install.ps1 to report', durationOption, 600_000)
+    .addOption(textFlag('--smb-service-name <name>', 'name of the one-shot bootstrap service', 'FerryPushInstall'))
+    .addOption(durationFlag('--result-timeout <duration>', 'how long to wait for install.ps1 to report', 600_000))
     .option('--keep-remote-files', 'leave the copied Windows package on the share (the passphrase is always removed)')
     .action(async (opts: PushCliOptions) => runPushInstall(opts));
 }

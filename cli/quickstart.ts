@@ -2,14 +2,14 @@ import { Command } from 'commander';
 import { log } from '../common/log';
 import { formatBytes } from '../common/units';
 import { runQuickstart } from '../quickstart/run';
-import { sizeOption } from './options';
+import { sizeFlag, textFlag } from './options';
 
 export function quickstartCommand(): Command {
   return new Command('quickstart')
     .description('try the whole product on this machine (no root): receiver, agent with scan capture, churn, a recovery point, its export, a byte check')
-    .option('--dir <dir>', 'working directory (wiped and recreated if a previous quick start made it)', 'ferry-quickstart')
-    .option('--size <size>', 'size of the sample volume', sizeOption, 64 * 1024 * 1024)
-    .option('--churn <size>', 'data written to the volume while it is protected', sizeOption, 8 * 1024 * 1024)
+    .addOption(textFlag('--dir <dir>', 'working directory (wiped and recreated if a previous quick start made it)', 'ferry-quickstart'))
+    .addOption(sizeFlag('--size <size>', 'size of the sample volume', 64 * 1024 * 1024))
+    .addOption(sizeFlag('--churn <size>', 'data written to the volume while it is protected', 8 * 1024 * 1024))
     .action(async (opts: { dir: string; size: number; churn: number }) => {
       // The report is the output; the agent's and receiver's progress logs would only bury it.
       if (process.env.FERRY_LOG_LEVEL === undefined) log.level = 'warn';

@@ -10,7 +10,7 @@ import { readStatusFile, ReceiverStatus } from '../receiver/status';
 import { describeDamage } from '../receiver/storage/damage';
 import { verifyDataDir, VerifyReport } from '../receiver/verify';
 import { isSafeId } from '../proto/ids';
-import { countOption, durationOption, hostPortOption, sizeOption } from './options';
+import { countOption, durationFlag, hostPortFlag, sizeFlag, sizeOption } from './options';
 
 function reserveOption(value: string): number {
   return value.trim() === '0' ? 0 : sizeOption(value);
@@ -145,28 +145,28 @@ export function receiverCommand(): Command {
     .command('run')
     .description('run the receiver (creates the data directory, certificate and passphrase on first run)')
     .requiredOption('--data <dir>', 'data directory')
-    .addOption(shown('--listen <host:port>', 'address to serve wss on', hostPortOption, { host: '0.0.0.0', port: 7443 }, '0.0.0.0:7443'))
+    .addOption(hostPortFlag('--listen <host:port>', 'address to serve wss on', { host: '0.0.0.0', port: 7443 }))
     .option('--tls-cert <file>', 'PEM certificate to serve instead of the generated self-signed one')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--passphrase-file <file>', 'registration passphrase (instead of a generated one)')
-    .addOption(shown('--retention <duration>', 'how long recovery points stay exportable', durationOption, 24 * 3600 * 1000, '24h'))
-    .addOption(shown('--retention-interval <duration>', 'how often retention pruning runs', durationOption, 60 * 1000, '60s'))
-    .addOption(shown('--spool-cap <size>', 'unapplied spool per volume above which agents are throttled', sizeOption, 1024 ** 3, '1GiB'))
-    .addOption(shown('--segment-size <size>', 'size at which spool and journal segments roll over', sizeOption, 64 * 1024 ** 2, '64MiB'))
-    .addOption(shown('--min-free <size>', 'free space below which agents are held until there is room (at most a quarter of a small file system)', sizeOption, 1024 ** 3, '1GiB'))
+    .addOption(durationFlag('--retention <duration>', 'how long recovery points stay exportable', 24 * 3600 * 1000))
+    .addOption(durationFlag('--retention-interval <duration>', 'how often retention pruning runs', 60 * 1000))
+    .addOption(sizeFlag('--spool-cap <size>', 'unapplied spool per volume above which agents are throttled', 1024 ** 3))
+    .addOption(sizeFlag('--segment-size <size>', 'size at which spool and journal segments roll over', 64 * 1024 ** 2))
+    .addOption(sizeFlag('--min-free <size>', 'free space below which agents are held until there is room (at most a quarter of a small file system)', 1024 ** 3))
     .addOption(shown('--reserve <size>', 'space kept back for checkpoints and the catalog when the disk fills up (0: none)', reserveOption, 64 * 1024 ** 2, '64MiB'))
-    .addOption(shown('--handshake-timeout <duration>', 'time from connect to login (TLS, upgrade, Hello and proof)', durationOption, d.handshakeTimeoutMs, '10s'))
-    .addOption(shown('--idle-timeout <duration>', 'close a logged-in session that sends nothing for this long', durationOption, d.idleTimeoutMs, '60s'))
-    .addOption(shown('--pre-login-bytes <size>', 'bytes a connection may send before it has logged in', sizeOption, d.preLoginBytes, '64KiB'))
+    .addOption(durationFlag('--handshake-timeout <duration>', 'time from connect to login (TLS, upgrade, Hello and proof)', d.handshakeTimeoutMs))
+    .addOption(durationFlag('--idle-timeout <duration>', 'close a logged-in session that sends nothing for this long', d.idleTimeoutMs))
+    .addOption(sizeFlag('--pre-login-bytes <size>', 'bytes a connection may send before it has logged in', d.preLoginBytes))
     .addOption(shown('--max-connections <n>', 'open connections in total', countOption, d.maxConnections, '1024 connections'))
     .addOption(shown('--max-connections-per-peer <n>', 'open connections from one address', countOption, d.maxConnectionsPerPeer, '16 connections'))
     .addOption(shown('--auth-lockout-after <n>', 'failed logins or registrations from one address before it is locked out', countOption, d.authLockoutAfter, '5 failures'))
-    .addOption(shown('--auth-lockout <duration>', 'first lockout of an address; doubles with every further failure', durationOption, d.authLockoutMs, '1s'))
-    .addOption(shown('--auth-lockout-max <duration>', 'longest lockout of an address', durationOption, d.authLockoutMaxMs, '5m'))
+    .addOption(durationFlag('--auth-lockout <duration>', 'first lockout of an address; doubles with every further failure', d.authLockoutMs))
+    .addOption(durationFlag('--auth-lockout-max <duration>', 'longest lockout of an address', d.authLockoutMaxMs))
     .addOption(
       shown('--failed-registrations-per-second <n>', 'failed registrations from all addresses beyond which registrations pause', countOption, d.failedRegistrationsPerSecond, '10 per second'),
     )
-    .addOption(shown('--max-time-ahead <duration>', "how far past the receiver's clock capture and tag times may be", durationOption, d.maxTimeAheadMs, '24h'))
+    .addOption(durationFlag('--max-time-ahead <duration>', "how far past the receiver's clock capture and tag times may be", d.maxTimeAheadMs))
     .action(runReceiver);
 
   cmd

@@ -8,7 +8,7 @@ import { Catalog } from '../receiver/catalog';
 import { exportPoint, ExportFormat } from '../receiver/export';
 import { DataLayout } from '../receiver/layout';
 import { readCheckpoint } from '../receiver/storage/checkpoint';
-import { formatOption } from './options';
+import { formatOption, textFlag } from './options';
 
 function openCatalog(dataDir: string): { catalog: Catalog; layout: DataLayout } {
   const layout = new DataLayout(dataDir);
@@ -54,7 +54,7 @@ export function exportCommand(): Command {
     .requiredOption('--volume <id>', 'volume id')
     .requiredOption('--point <id|latest|time>', 'point id, "latest", or ISO-8601 time (newest point at or before it)')
     .requiredOption('--out <file>', 'output image file')
-    .option('--format <raw|vhd>', 'raw image or fixed VHD', formatOption, 'raw' as ExportFormat)
+    .addOption(textFlag('--format <raw|vhd>', 'raw image or fixed VHD', 'raw').argParser(formatOption))
     .option('--force', 'also export a point cut while a resync ran (not consistent)')
     .action((opts: { data: string; volume: string; point: string; out: string; format: ExportFormat; force?: boolean }) => {
       const started = Date.now();

@@ -41,6 +41,24 @@ export function formatBytes(bytes: number): string {
   return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+/** Milliseconds as an operator writes them: 86400000 -> "24h", 90000 -> "90s", 1500 -> "1.5s", 250 -> "250ms". */
+export function formatDuration(ms: number): string {
+  const units: Array<[string, number]> = [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]];
+  for (const [unit, size] of units) {
+    // Whole days only from two on: "24h" reads better than "1d".
+    if (ms % size === 0 && ms >= (unit === 'd' ? 2 * size : size)) return `${ms / size}${unit}`;
+  }
+  if (ms >= 1000) return `${Number((ms / 1000).toFixed(1))}s`;
+  return `${Math.round(ms)}ms`;
+}
+
+/** A size as an operator writes it when it is a whole number of units: 1073741824 -> "1GiB", 65536 -> "64KiB". */
+export function formatSize(bytes: number): string {
+  const units: Array<[string, number]> = [['TiB', 1024 ** 4], ['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]];
+  for (const [unit, size] of units) if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
+  return bytes >= 1024 ? formatBytes(bytes).replace(' ', '') : `${bytes}B`;
+}
+
 /** "HOST:PORT" or "[v6]:PORT" -> parts; undefined when malformed. */
 export function parseHostPort(text: string): { host: string; port: number } | undefined {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text.trim());

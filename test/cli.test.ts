@@ -40,6 +40,30 @@ describe('ferry CLI', () => {
     }
   });
 
+  it('shows every default in --help as an operator types it: no raw millisecond or byte count, no JSON', () => {
+    // Walk the whole command tree from `ferry --help`, so that a new subcommand is checked too.
+    const defaults: string[] = [];
+    const visit = (args: string[]): void => {
+      const r = runFerry([...args, '--help']);
+      expect(r.status, args.join(' ')).toBe(0);
+      const help = r.stdout.replace(/\s+/g, ' ');
+      for (const m of help.matchAll(/\(default: ([^)]*)\)/g)) defaults.push(`${args.join(' ')}: ${m[1]}`);
+      const commands = /\nCommands:\n([\s\S]*?)(?:\n\n|$)/.exec(r.stdout)?.[1] ?? '';
+      for (const line of commands.split('\n')) {
+        const name = /^ {2}([a-z][a-z-]*)/.exec(line)?.[1];
+        if (name && name !== 'help') visit([...args, name]);
+      }
+    };
+    visit([]);
+    expect(defaults.length).toBeGreaterThan(10);
+    for (const d of defaults) {
+      const value = d.slice(d.indexOf(': ') + 2);
+      expect(value, d).not.toMatch(/^-?\d{3,}(\.\d+)?$/); // 86400000, 1073741824, 600
+      expect(value, d).not.toMatch(/^["{[]/); // "raw", {"host":...}, []
+    }
+    expect(defaults).toEqual(expect.arrayContaining(['receiver run: 24h', 'receiver run: 0.0.0.0:7443', 'receiver run: 1GiB', 'agent tag: 2m']));
+  });
+
   it('refuses bad arguments with exit 2 and a clear message', () => {
     expectCleanFailure(['frobnicate'], 2, /unknown command/);
     expectCleanFailure(['receiver', 'run'], 2, /required option '--data <dir>'/);

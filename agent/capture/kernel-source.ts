@@ -9,7 +9,7 @@ import { coveredReadBacks } from './kernel/records';
 import { StreamLog } from './kernel/stream-log';
 import { DEVICE_MODE_TO_CAPTURE, KernelVolume } from './kernel/volume';
 import { VolumeWalker } from './kernel/walker';
-import type { CaptureBatch, CaptureMode, CaptureSource, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, TagOptions, VolumeCut } from './types';
+import type { CaptureBatch, CaptureMode, CaptureSource, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, SettleResult, TagOptions, VolumeCut } from './types';
 
 /** The kernel refuses a 17th uncommitted batch (ENOBUFS). */
 const MAX_KERNEL_BATCHES = 16;
@@ -373,8 +373,8 @@ export class KernelSource implements CaptureSource {
   }
 
   /** Kernel streams hold every write as it completes: nothing to wait for. */
-  async settle(): Promise<boolean> {
-    return true;
+  async settle(): Promise<SettleResult> {
+    return { settled: true };
   }
 
   async close(): Promise<void> {

@@ -5,9 +5,10 @@ import { nowUs } from '../../common/time';
 import { readDirect } from '../../native/addon';
 import { AccuracyName } from '../../proto/types';
 import { BlockHasher, sharedBuffer } from './block-hasher';
+import { ChunkReadTimes } from './read-times';
 import { BlockEntry, ResyncState, ScanTable } from './scan-table';
 import { Signal } from '../../common/signal';
-import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, TagOptions, VolumeCut } from './types';
+import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, SettleResult, TagOptions, VolumeCut } from './types';
 
 /** Bytes read (and hashed) per step of a pass. */
 const CHUNK_BYTES = 4 * 1024 * 1024;
@@ -21,6 +22,13 @@ export interface ScanOptions {
   blockSize: number;
   /** Data emitted but not yet committed, per volume, above which scanning pauses. */
   maxPendingBytes: number;
+}
+
+/** A chunk read in flight, and when it was issued. */
+interface ChunkRead {
+  offset: number;
+  issuedUs: number;
+  data: Promise<Buffer>;
 }
 
 interface QueuedRecord {
@@ -59,6 +67,8 @@ class ScanVolume {
   lastPassStartUs = 0;
   lastPassEndUs = 0;
   passOffset = 0;
+  /** When each chunk was last read: a change found in a chunk may date back to its previous read. */
+  readonly readTimes: ChunkReadTimes;
   readonly room = new Signal();
   readonly wake = new Signal();
   readonly passDone = new Signal();
@@ -77,6 +87,8 @@ class ScanVolume {
   ) {
     this.nextSeq = receiverDurableSeq + 1;
     this.zeroHash = blockHash(Buffer.alloc(opts.blockSize));
+    // Nothing this process read vouches for the volume before it started capturing.
+    this.readTimes = new ChunkReadTimes(Math.ceil(spec.sizeBytes / CHUNK_BYTES), nowUs());
   }
 
   get blockSize(): number {
@@ -110,9 +122,13 @@ class ScanVolume {
     const startOffset = resync ? Math.min(this.table.resync.cursor, this.spec.sizeBytes) : 0;
     this.lastPassStartUs = nowUs();
     // Read-ahead: the next chunk is read (thread pool) while this one is hashed.
-    let ahead: { offset: number; data: Promise<Buffer> } | undefined;
+    let ahead: ChunkRead | undefined;
     let flip = 0;
-    const readChunk = (offset: number): Promise<Buffer> => this.read(offset, Math.min(CHUNK_BYTES, this.spec.sizeBytes - offset), this.buffers[flip++ % 2]);
+    const readChunk = (offset: number): ChunkRead => ({
+      offset,
+      issuedUs: nowUs(),
+      data: this.read(offset, Math.min(CHUNK_BYTES, this.spec.sizeBytes - offset), this.buffers[flip++ % 2]),
+    });
     for (let offset = startOffset - (startOffset % CHUNK_BYTES); offset < this.spec.sizeBytes; offset += CHUNK_BYTES) {
       while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
       if (isClosed()) {
@@ -130,10 +146,11 @@ class ScanVolume {
       this.passOffset = offset;
       const length = Math.min(CHUNK_BYTES, this.spec.sizeBytes - offset);
       if (resync?.kind === 'hash-compare') await this.learnRemoteHashes(resync.remote, offset, length);
-      const data = await (ahead?.offset === offset ? ahead.data : readChunk(offset));
+      const current = ahead?.offset === offset ? ahead : readChunk(offset);
+      const data = await current.data;
       const next = offset + CHUNK_BYTES;
-      ahead = next < this.spec.sizeBytes ? { offset: next, data: readChunk(next) } : undefined;
-      await this.scanChunk(offset, data, resync ? 'none' : 'approximate');
+      ahead = next < this.spec.sizeBytes ? readChunk(next) : undefined;
+      await this.scanChunk(offset, data, resync ? 'none' : 'approximate', current.issuedUs);
       if (resync) resync.progress.doneBytes = offset + length;
     }
     await ahead?.data.catch(() => undefined);
@@ -170,6 +187,18 @@ class ScanVolume {
     return buf;
   }
 
+  /** Earliest moment a change not yet handed out may have happened: queued, or not seen yet. */
+  unsentSinceUs(): number {
+    let oldest = this.readTimes.oldest();
+    for (const q of this.queue) if (q.record.captureTimeUs < oldest) oldest = q.record.captureTimeUs;
+    return oldest;
+  }
+
+  /** How far the current pass has read, for a settle that wants a pass begun at `sinceUs`. */
+  passProgress(sinceUs: number): number {
+    return this.lastPassStartUs >= sinceUs ? Math.min(this.passOffset, this.spec.sizeBytes) : 0;
+  }
+
   close(): Promise<void> {
     this.table.close();
     return this.file.close();
@@ -188,9 +217,14 @@ class ScanVolume {
     }
   }
 
-  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName): Promise<void> {
+  /** `readUs`: when the read of this chunk was issued; a write after it is left to the next pass. */
+  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs: number): Promise<void> {
     const hashes = await this.hasher.hash(data, this.blockSize);
-    const captureTimeUs = nowUs();
+    // A change found now happened after the previous read of this chunk saw the old contents:
+    // that is the earliest moment it could have happened, so the RPO counts from there.
+    const chunk = offset / CHUNK_BYTES;
+    const captureTimeUs = this.readTimes.get(chunk);
+    this.readTimes.set(chunk, readUs);
     let emitted = false;
     for (let start = 0, i = 0; start < data.length; start += this.blockSize, i++) {
       const block = (offset + start) / this.blockSize;
@@ -374,13 +408,18 @@ export class ScanSource implements CaptureSource {
     }
   }
 
+  /** Counts writes not seen yet too: a block changed right after a pass read it waits for the next pass. */
   oldestQueuedCaptureUs(): number {
     let oldest = 0;
     for (const v of this.volumes.values()) {
-      const head = v.queue[0]?.record.captureTimeUs ?? 0;
-      if (head > 0 && (oldest === 0 || head < oldest)) oldest = head;
+      const since = v.unsentSinceUs();
+      if (since > 0 && (oldest === 0 || since < oldest)) oldest = since;
     }
     return oldest;
+  }
+
+  unsentSinceUs(volumeId: string): number {
+    return this.volumes.get(volumeId)?.unsentSinceUs() ?? 0;
   }
 
   /** Scan streams have no writes to hold: the cut is simply what has been emitted so far. */
@@ -393,9 +432,14 @@ export class ScanSource implements CaptureSource {
     });
   }
 
-  async settle(volumeIds: string[], deadlineMs: number): Promise<boolean> {
+  async settle(volumeIds: string[], deadlineMs: number): Promise<SettleResult> {
     const volumes = volumeIds.map((id) => this.volume(id));
-    if (volumes.some((v) => v.resync)) return false;
+    for (const v of volumes) {
+      if (!v.resync) continue;
+      const p = v.resync.progress;
+      return { settled: false, failure: { kind: 'resync-running', volumeId: v.spec.id, resync: v.resync.kind, doneBytes: p.doneBytes, totalBytes: p.totalBytes } };
+    }
+    const startedMs = Date.now();
     const requested = nowUs();
     for (const v of volumes) {
       v.settleRequestedUs = requested;
@@ -403,12 +447,16 @@ export class ScanSource implements CaptureSource {
     }
     for (const v of volumes) {
       while (!(v.lastPassStartUs >= requested && v.lastPassEndUs >= v.lastPassStartUs)) {
+        if (this.closed) return { settled: false, failure: { kind: 'stopping' } };
         const left = deadlineMs - Date.now();
-        if (left <= 0 || this.closed) return false;
+        if (left <= 0) {
+          const waitingForAcks = v.pendingBytes >= this.opts.maxPendingBytes;
+          return { settled: false, failure: { kind: 'deadline', volumeId: v.spec.id, waitedMs: Date.now() - startedMs, doneBytes: v.passProgress(requested), totalBytes: v.spec.sizeBytes, waitingForAcks } };
+        }
         await v.passDone.wait(left);
       }
     }
-    return true;
+    return { settled: true };
   }
 
   private compactAll(): void {

@@ -72,6 +72,19 @@ export interface TagOptions {
   vssVolumes?: string[];
 }
 
+/** Why a source could not make its streams reflect the volumes (see `CaptureSource.settle`). */
+export type SettleFailure =
+  /** A resync of the volume is running: its stream cannot describe the volume until it is done. */
+  | { kind: 'resync-running'; volumeId: string; resync: ResyncKind; doneBytes: number; totalBytes: number }
+  /**
+   * The deadline passed while the volume was still being read (`doneBytes` of `totalBytes`);
+   * `waitingForAcks`: reading had stopped until the receiver acknowledges the changes already read.
+   */
+  | { kind: 'deadline'; volumeId: string; waitedMs: number; doneBytes: number; totalBytes: number; waitingForAcks: boolean }
+  | { kind: 'stopping' };
+
+export type SettleResult = { settled: true } | { settled: false; failure: SettleFailure };
+
 /** Where a hash-compare resync gets the receiver's block hashes from (16 bytes per block). */
 export type RemoteHashes = (volumeId: string, offset: number, blockSize: number, count: number) => Promise<Buffer>;
 
@@ -95,14 +108,20 @@ export interface CaptureSource {
   /** The next batch of at most about `maxBytes`, waiting up to `timeoutMs` for one. */
   next(maxBytes: number, timeoutMs: number): Promise<CaptureBatch | undefined>;
   commit(batchId: number): Promise<void>;
-  /** Capture time of the oldest change not yet handed out (0: none). */
+  /**
+   * Earliest moment a change not yet handed out may have happened, over all volumes (0: none):
+   * the capture time of the oldest queued record, or for the scan source, when a block was
+   * read longest ago if that is older (a write right after the read waits for the next pass).
+   */
   oldestQueuedCaptureUs(): number;
+  /** The same for one volume; sources that see every write as it completes may leave it out. */
+  unsentSinceUs?(volumeId: string): number;
   /** Cuts every listed stream at one moment; records up to each cut are handed out before any after it. */
   tag(volumeIds: string[], options: TagOptions): Promise<VolumeCut[]>;
   /**
    * Makes the streams reflect the volumes as they are now (the scan source runs a full pass;
-   * the kernel source has nothing to do). True when that finished before `deadlineMs`.
+   * the kernel source has nothing to do), by `deadlineMs` at the latest; says why when it could not.
    */
-  settle(volumeIds: string[], deadlineMs: number): Promise<boolean>;
+  settle(volumeIds: string[], deadlineMs: number): Promise<SettleResult>;
   close(): Promise<void>;
 }

@@ -402,6 +402,8 @@ export class Pipeline {
       backlog += open.dataBytes;
       for (const r of open.records) consider(r.captureTimeUs);
     }
+    // Changes the source has not handed out yet (scan: also writes no pass has seen yet).
+    consider(this.source.unsentSinceUs?.(volumeId) ?? 0);
     return { durableSeq: this.durable.get(volumeId) ?? 0, capturedSeq: this.pulled.get(volumeId) ?? 0, backlogBytes: backlog, oldestPendingCaptureUs: oldest };
   }
 

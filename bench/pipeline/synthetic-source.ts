@@ -1,6 +1,6 @@
 import { Signal } from '../../common/signal';
 import { nowUs } from '../../common/time';
-import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, ResyncNeed, ResyncProgress, VolumeCut } from '../../agent/capture/types';
+import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, ResyncNeed, ResyncProgress, SettleResult, VolumeCut } from '../../agent/capture/types';
 
 /**
  * A capture source for the pipeline bench: sequential writes of `recordBytes` over a volume,
@@ -92,8 +92,8 @@ export class SyntheticSource implements CaptureSource {
     return [{ volumeId: this.volumeId, seq: this.nextSeq - 1, accuracy: 'exact' }];
   }
 
-  async settle(): Promise<boolean> {
-    return true;
+  async settle(): Promise<SettleResult> {
+    return { settled: true };
   }
 
   async close(): Promise<void> {

@@ -1,9 +1,13 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CaptureSource, VolumeCut } from '../../agent/capture/types';
 import { cutAppConsistent } from '../../agent/tags/app-tag';
+import type { FreezeOps } from '../../agent/tags/freeze';
+import { freezeFs, thawFs } from '../../native/addon';
+import { ExitCode } from '../../common/errors';
 import { AgentLab, waitFor } from '../helpers/agent-lab';
 import { runFerry, runFerryAsync } from '../helpers/receiver-process';
 
@@ -59,7 +63,7 @@ function stuckSource(): { source: CaptureSource; release: () => void } {
     kind: 'scan',
     settle: async () => {
       await settled;
-      return true;
+      return { settled: true };
     },
     tag: async (ids: string[]): Promise<VolumeCut[]> => ids.map((volumeId) => ({ volumeId, seq: 1, accuracy: 'exact' as const })),
   } as unknown as CaptureSource;
@@ -114,6 +118,52 @@ describe.skipIf(!isRoot)('app-consistent tags: FIFREEZE on a real ext4 (root)', 
     await agent.stop();
   });
 
+  it('an app tag that cannot settle in time is recorded as a crash point: exit 7 with the true reason', async () => {
+    const slow = new AgentLab('freeze-settle');
+    const fs2 = new LoopFs(slow.dir, 'fs2', 64);
+    try {
+      await slow.startReceiver(['--spool-cap', '1MiB']);
+      slow.writeConfig({
+        volumes: [{ id: 'fs2', path: fs2.device, mount: fs2.mount }],
+        scan: { maxPendingBytes: '1MiB' },
+        pipeline: { windowBytes: '1MiB', maxBatchBytes: '256KiB' },
+        tags: { freezeTimeoutMs: '2s' },
+      });
+      slow.register();
+      const agent = slow.startAgent();
+      const pid = agent.child.pid as number;
+      await slow.waitProtected('fs2', pid);
+      // The receiver stops applying: its spool passes the cap and it throttles the agent, whose
+      // reads then stop at maxPendingBytes until the receiver acknowledges more. No pass can
+      // read the whole volume before the settle deadline.
+      const pause = path.join(slow.receiverDir, 'volumes', 'fs2', 'apply.paused');
+      fs.writeFileSync(pause, '');
+      for (let i = 0; i < 12; i++) fs.writeFileSync(path.join(fs2.mount, `data-${i}.bin`), randomBytes(1024 * 1024));
+      run('sync', ['-f', fs2.mount]);
+      await waitFor('the agent to be throttled', () => slow.status(pid)?.throttled);
+      const tagging = runFerryAsync(['agent', 'tag', '--config', slow.configFile, '--app', '--json']);
+      // The verdict comes before the point is sent; the receiver may resume once it is made.
+      await waitFor('the agent to give up on settling', () => agent.output().includes('the app tag is not application-consistent'), 30_000);
+      fs.rmSync(pause);
+      const r = await tagging;
+      expect(r.status, r.stderr).toBe(ExitCode.pointDowngraded);
+      expect(r.stderr).toMatch(
+        /^ferry: point \d+ recorded as crash-consistent, not application-consistent: the settle deadline passed: after [\d.]+m?s fs2 had not been read in full since the freeze \([^)]* of 64\.0 MiB, and reading was paused until the receiver acknowledges the changes already read\); the wait is bounded by tags\.freezeTimeoutMs \(2s, less 200ms kept for the cut\)$/m,
+      );
+      expect(r.stderr).not.toMatch(/resync/);
+      const result = JSON.parse(r.stdout) as { pointIds: number[]; kind: string; appConsistent: boolean; reasonCode: string; reason: string };
+      expect(result).toMatchObject({ kind: 'crash', appConsistent: false, reasonCode: 'settle-deadline' });
+      expect(r.stderr).toContain(result.reason);
+      const points = JSON.parse(runFerry(['points', '--data', slow.receiverDir, '--json']).stdout) as Array<{ id: number; kind: string }>;
+      expect(points.find((p) => p.id === result.pointIds[0])?.kind).toBe('crash');
+      expect(await writeCompletes(fs2.mount, 'after-downgraded-tag')).toBe(0);
+      await agent.stop();
+    } finally {
+      fs2.release();
+      await slow.cleanup();
+    }
+  });
+
   it('thaws at the bound when the cut is stuck, even before the stuck step returns', async () => {
     const { source, release } = stuckSource();
     const cut = cutAppConsistent(source, ['fs1'], [loop.mount], { freezeTimeoutMs: 500, holdMs: 100, hookTimeoutMs: 5000 });
@@ -125,22 +175,30 @@ describe.skipIf(!isRoot)('app-consistent tags: FIFREEZE on a real ext4 (root)', 
     release();
     const result = await cut;
     expect(result.appConsistent).toBe(false);
-    expect(result.note).toMatch(/freeze bound/);
+    expect(result.reasonCode).toBe('freeze-bound');
+    expect(result.note).toMatch(/^the freeze bound \(tags.freezeTimeoutMs, 500ms\) passed before the cut/);
   });
 
-  it('thaws when the post-hook fails, and never freezes when the pre-hook fails or hangs', async () => {
+  it('thaws when the post-hook fails, and never freezes when the pre-hook fails or hangs: a crash point that says why', async () => {
     const hook = (name: string, body: string): string => {
       const file = path.join(lab.dir, name);
       fs.writeFileSync(file, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
       return file;
     };
-    const settled = { kind: 'scan', settle: async () => true, tag: async (ids: string[]) => ids.map((volumeId) => ({ volumeId, seq: 1, accuracy: 'exact' as const })) } as unknown as CaptureSource;
+    const settled = { kind: 'scan', settle: async () => ({ settled: true }), tag: async (ids: string[]) => ids.map((volumeId) => ({ volumeId, seq: 1, accuracy: 'exact' as const })) } as unknown as CaptureSource;
     const base = { freezeTimeoutMs: 10_000, holdMs: 100, hookTimeoutMs: 2000 };
-    const postFails = await cutAppConsistent(settled, ['fs1'], [loop.mount], { ...base, postHook: hook('post-fail.sh', 'echo cannot unlock tables >&2; exit 3') });
-    expect(postFails.cuts).toHaveLength(1);
+    const frozen: string[] = [];
+    const ops: FreezeOps = { freeze: (m) => (frozen.push(m), freezeFs(m)), thaw: thawFs };
+    const postFails = await cutAppConsistent(settled, ['fs1'], [loop.mount], { ...base, postHook: hook('post-fail.sh', 'echo cannot unlock tables >&2; exit 3') }, ops);
+    expect(postFails).toMatchObject({ appConsistent: true, postHookError: expect.stringMatching(/post-hook .* exited with code 3: cannot unlock tables/) });
+    expect(frozen).toEqual([loop.mount]);
     expect(await writeCompletes(loop.mount, 'after-post-hook')).toBe(0);
-    await expect(cutAppConsistent(settled, ['fs1'], [loop.mount], { ...base, preHook: hook('pre-fail.sh', 'echo db busy >&2; exit 4') })).rejects.toThrow(/pre-hook .* exited with code 4: db busy/);
-    await expect(cutAppConsistent(settled, ['fs1'], [loop.mount], { ...base, hookTimeoutMs: 300, preHook: hook('pre-hang.sh', 'sleep 30') })).rejects.toThrow(/timed out after 300 ms/);
+    const preFails = await cutAppConsistent(settled, ['fs1'], [loop.mount], { ...base, preHook: hook('pre-fail.sh', 'echo db busy >&2; exit 4') }, ops);
+    expect(preFails).toMatchObject({ appConsistent: false, reasonCode: 'pre-hook-failed', note: expect.stringMatching(/pre-hook .* exited with code 4: db busy/) });
+    expect(preFails.cuts).toHaveLength(1);
+    const preHangs = await cutAppConsistent(settled, ['fs1'], [loop.mount], { ...base, hookTimeoutMs: 300, preHook: hook('pre-hang.sh', 'sleep 30') }, ops);
+    expect(preHangs).toMatchObject({ appConsistent: false, reasonCode: 'pre-hook-failed', note: expect.stringMatching(/timed out after 300 ms/) });
+    expect(frozen).toEqual([loop.mount]); // the failed pre-hooks froze nothing
     expect(await writeCompletes(loop.mount, 'after-pre-hook')).toBe(0);
   });
 });

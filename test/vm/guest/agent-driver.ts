@@ -238,7 +238,8 @@ interface TagOutcome {
 
 function parseTag(r: RunResult): TagOutcome {
   const m = /point\(s\) (\d+)[^:]*: (\w+), (\w+)/.exec(r.out);
-  if (r.code !== 0 || !m) return { ok: false, pointId: 0, kind: '', accuracy: '', out: r.out.trim() };
+  // Exit 7: an app tag recorded as a crash point (e.g. no mount point to freeze); the kind says so.
+  if ((r.code !== 0 && r.code !== 7) || !m) return { ok: false, pointId: 0, kind: '', accuracy: '', out: r.out.trim() };
   return { ok: true, pointId: Number(m[1]), kind: m[2], accuracy: m[3], out: r.out.trim() };
 }
 
