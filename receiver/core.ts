@@ -570,7 +570,9 @@ export class ReceiverCore {
       const isConnected = connected.has(id);
       let rpoUs: number;
       if (isConnected) rpoUs = rt.pendingSinceUs > 0 ? Math.max(0, now - rt.pendingSinceUs) : 0;
-      else rpoUs = rt.lastContactUs > 0 ? now - rt.lastContactUs : 0;
+      // Offline: exposed since the agent was last heard from, or earlier if it then held
+      // changes not yet durable here (scan capture dates them from the previous read).
+      else rpoUs = rt.lastContactUs > 0 ? now - Math.min(rt.lastContactUs, rt.pendingSinceUs || rt.lastContactUs) : 0;
       const oldestUnapplied = store?.oldestUnappliedCaptureUs ?? 0;
       const damage = openDamage.filter((d) => d.volumeId === id);
       const held = this.holdReason(rt, false);

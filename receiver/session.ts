@@ -239,8 +239,13 @@ export class Session {
     this.core.checkIngest(volume.spec.volumeId);
     const batch = validateChangeSet(cs, volume.spec.sizeBytes, true, (size) => VALIDATION_SCRATCH.get(size));
     checkChangeSetTimes(batch, this.timeWindow());
-    volume
-      .ingest(raw, batch)
+    let stored: Promise<'stored' | 'duplicate'>;
+    try {
+      stored = volume.ingest(raw, batch);
+    } catch (err) {
+      throw this.core.ingestFailed(volume, err);
+    }
+    stored
       .then(() => {
         this.core.noteDurable(volume, batch.pendingSinceUs);
         this.send({ ack: { volumes: [{ volumeId: volume.spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq }] } });

@@ -60,7 +60,22 @@ export interface ReceiverStatus {
 }
 
 export function writeStatusFile(file: string, status: ReceiverStatus): void {
-  writeFileAtomic(file, JSON.stringify(status, null, 2), 0o644);
+  const text = JSON.stringify(status, null, 2);
+  try {
+    writeFileAtomic(file, text, 0o644);
+  } catch (err) {
+    // A full disk has no block for a new file, but the old one's blocks can be written over:
+    // the status must still say what is wrong (a reader may see a torn file and retry).
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+    const fd = fs.openSync(file, 'r+');
+    try {
+      const buf = Buffer.from(text);
+      fs.writeSync(fd, buf, 0, buf.length, 0);
+      fs.ftruncateSync(fd, buf.length);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
 }
 
 export function readStatusFile(file: string): ReceiverStatus | undefined {

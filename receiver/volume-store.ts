@@ -243,11 +243,13 @@ export class VolumeStore {
    * The accepted seq moves only once the write succeeded; a write or fsync that fails rejects
    * and nothing of it is ever acknowledged.
    * Only `frame` is kept, never `batch.data`: the caller may reuse that memory once this returns.
+   * A write that fails throws at once (so the next frame of the session never sees a seq that
+   * was not stored); a failed fsync rejects the promise.
    */
-  async ingest(frame: Buffer, batch: ChangeBatch): Promise<'stored' | 'duplicate'> {
+  ingest(frame: Buffer, batch: ChangeBatch): Promise<'stored' | 'duplicate'> {
     if (batch.lastSeq <= this.accepted) {
       if (this.durableSeq < batch.lastSeq) this.spool.flush();
-      return 'duplicate';
+      return Promise.resolve('duplicate');
     }
     const expected = this.accepted + 1;
     if (batch.firstSeq > expected) {
@@ -264,8 +266,7 @@ export class VolumeStore {
     const bytes = frame.length + 40;
     this.unapplied.push({ lastSeq: batch.lastSeq, firstCaptureUs: batch.extents[0]?.captureTimeUs ?? 0, bytes });
     this.unappliedBytesTotal += bytes;
-    await durable;
-    return 'stored';
+    return durable.then(() => 'stored' as const);
   }
 
   /**

@@ -316,7 +316,8 @@ export class Spool {
     const file = path.join(this.dir, segmentFileName(name, EXT));
     let fd: number;
     try {
-      fd = fs.openSync(file, 'wx', 0o600);
+      // Read-write: recovery after a failed fsync reads the active segment back.
+      fd = fs.openSync(file, 'wx+', 0o600);
     } catch (err) {
       // A file a failed earlier attempt created (and could not use) is taken over, empty.
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || fs.statSync(file).size !== 0) throw err;

@@ -50,6 +50,12 @@ export class FaultLab {
   conn: ReceiverConnection | undefined;
   private credentials: { agentId: string; credential: Buffer } | undefined;
   readonly volumes = new Map<string, StreamedVolume>();
+  /** Error codes the receiver ended sessions with, in order. */
+  readonly refusals: string[] = [];
+  /** Highest durable seq the receiver acknowledged, per volume (what must never be lost). */
+  readonly acked = new Map<string, number>();
+  /** Points the receiver acknowledged. */
+  readonly points: Array<{ volumeId: string; pointId: number; seq: number }> = [];
   /** Every RepairRequest the receiver sent, in order. */
   readonly repairRequests: ferry.IRepairRequest[] = [];
   readonly rand: () => number;
@@ -83,8 +89,12 @@ export class FaultLab {
   }
 
   async start(extraArgs: string[] = []): Promise<ReceiverProcess> {
-    this.rx = await startReceiverProcess(this.dataDir, this.passFile, [...this.receiverArgs, ...extraArgs], { FERRY_LOG_LEVEL: 'info' });
-    return this.rx;
+    const rx = await startReceiverProcess(this.dataDir, this.passFile, [...this.receiverArgs, ...extraArgs], { FERRY_LOG_LEVEL: 'info' });
+    this.rx = rx;
+    // FERRY_TEST_LOGS=DIR keeps every receiver's log for a look after a failure.
+    const logs = process.env.FERRY_TEST_LOGS;
+    if (logs) void rx.exited.then(() => fs.writeFileSync(path.join(logs, `receiver-${path.basename(this.dir)}-${rx.child.pid}.log`), rx.output()));
+    return rx;
   }
 
   /** Logs in (registering the first time) and declares every volume; returns where each stands. */
@@ -97,8 +107,15 @@ export class FaultLab {
     } else {
       this.conn = await loggedInConnection(rx, this.credentials.agentId, this.credentials.credential);
     }
-    this.conn.on('frame', (f: ferry.Frame) => {
+    const conn = this.conn;
+    conn.on('frame', (f: ferry.Frame) => {
       if (f.repairRequest) this.repairRequests.push(f.repairRequest);
+    });
+    conn.on('progress', (volumeId: string, p: { durableSeq: number }) => {
+      if (conn === this.conn) this.acked.set(volumeId, Math.max(this.acked.get(volumeId) ?? 0, p.durableSeq));
+    });
+    conn.on('failed', (err: { code?: string }) => {
+      if (err.code) this.refusals.push(err.code);
     });
     const durable = new Map<string, number>();
     for (const v of this.volumes.values()) durable.set(v.id, (await this.conn.declareVolume(v.id, v.sizeBytes, 4096)).durableSeq);
@@ -185,6 +202,103 @@ export class FaultLab {
     return (await (this.conn as ReceiverConnection).waitForProgress(volumeId, seq ?? v.seq, 'durableSeq', 120_000)).durableSeq;
   }
 
+  /**
+   * Streams `count` more random records of a volume the way an agent does: obeys Throttle,
+   * keeps a bounded window in flight, and after a refused or lost session logs in again and
+   * resends everything after the receiver's durable seq. Every `tagEvery` change sets it cuts
+   * a tag. Checks on every reconnect that the receiver's durable seq did not go back below
+   * what it had acknowledged. Resolves once all of it is durable.
+   */
+  async stream(volumeId: string, count: number, opts: { perSet?: number; windowSets?: number; tagEvery?: number; deadlineMs?: number } = {}): Promise<void> {
+    const v = this.volumes.get(volumeId) as StreamedVolume;
+    const perSet = opts.perSet ?? 10;
+    const windowSets = opts.windowSets ?? 4;
+    const target = v.seq + count;
+    const deadline = Date.now() + (opts.deadlineMs ?? 240_000);
+    let sets = 0;
+    let resendFrom: number | undefined;
+    let lastHeartbeatMs = 0;
+    for (;;) {
+      if (Date.now() > deadline) {
+        throw new Error(`streaming ${volumeId} did not finish: seq ${v.seq}/${target}, acked ${this.acked.get(volumeId) ?? 0}, last refusals ${this.refusals.slice(-5).join(',')}`);
+      }
+      const conn = this.conn;
+      if (!conn || conn.error) {
+        resendFrom = await this.reconnect(volumeId, deadline);
+        continue;
+      }
+      if (Date.now() - lastHeartbeatMs >= 1000) {
+        // An agent heartbeats every second, held or not (the receiver closes silent sessions).
+        lastHeartbeatMs = Date.now();
+        try {
+          conn.send({ heartbeat: { timeUs: Date.now() * 1000, pendingSinceUs: 0 } });
+        } catch {
+          continue;
+        }
+      }
+      if (conn.throttleDelayMs > 0) {
+        await waitUntil(conn, () => conn.throttleDelayMs === 0, 1000);
+        continue;
+      }
+      if (resendFrom !== undefined) {
+        // Held change sets go out only once the receiver lets them (as an agent's pipeline does).
+        try {
+          this.resend(volumeId, resendFrom);
+        } catch {
+          // the connection failed again: reconnect
+        }
+        resendFrom = undefined;
+        continue;
+      }
+      const durable = conn.volumeProgress(volumeId)?.durableSeq ?? 0;
+      if (durable >= target && v.seq >= target) return;
+      if (v.seq < target && v.seq - durable < windowSets * perSet) {
+        const n = Math.min(perSet, target - v.seq);
+        const recs = randomRecords(this.rand, n, v.sizeBytes, () => this.nextTimeUs());
+        const { first } = v.add(recs);
+        try {
+          sendRecords(conn, volumeId, first, recs);
+        } catch {
+          continue; // the connection failed: the next turn reconnects and resends
+        }
+        sets++;
+        if (opts.tagEvery && sets % opts.tagEvery === 0) {
+          const cut = v.seq;
+          void conn
+            .tag({ kind: ferry.Tag.Kind.CRASH, groupId: `s-${volumeId}-${cut}`, timeUs: this.nextTimeUs(), cuts: [{ volumeId, seq: cut, accuracy: ferry.Accuracy.EXACT }] })
+            .then(([pointId]) => this.points.push({ volumeId, pointId, seq: cut }))
+            .catch(() => undefined);
+        }
+        continue;
+      }
+      await conn.waitForProgress(volumeId, Math.min(v.seq, durable + 1), 'durableSeq', 1000).catch(() => undefined);
+    }
+  }
+
+  /** Logs in again until the receiver takes the session; returns its durable seq for the volume. */
+  async reconnect(volumeId: string, deadline: number): Promise<number> {
+    this.conn?.removeAllListeners('frame');
+    await this.conn?.close().catch(() => undefined);
+    this.conn = undefined;
+    for (;;) {
+      try {
+        const durable = await this.connect();
+        const d = durable.get(volumeId) ?? 0;
+        const acked = this.acked.get(volumeId) ?? 0;
+        if (d < acked) this.regressions.push(`${volumeId}: durable ${d} after reconnect, ${acked} acknowledged before`);
+        return d;
+      } catch {
+        await this.conn?.close().catch(() => undefined);
+        this.conn = undefined;
+        if (Date.now() > deadline) throw new Error(`cannot reconnect to the receiver (last refusals: ${this.refusals.slice(-5).join(',')})`);
+        await new Promise((r) => setTimeout(r, 250)); // an agent's reconnect backoff
+      }
+    }
+  }
+
+  /** Violations of "nothing acknowledged goes back" seen on reconnects. */
+  readonly regressions: string[] = [];
+
   async stop(): Promise<void> {
     await this.conn?.close().catch(() => undefined);
     this.conn = undefined;
@@ -226,6 +340,25 @@ export class FaultLab {
   status(): StatusJson {
     return JSON.parse(runFerry(['receiver', 'status', '--data', this.dataDir, '--json']).stdout) as StatusJson;
   }
+}
+
+/** Resolves when `done()` holds (checked on every frame and failure) or after `maxMs`. */
+function waitUntil(conn: ReceiverConnection, done: () => boolean, maxMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (done() || conn.error) return resolve();
+    const finish = (): void => {
+      clearTimeout(timer);
+      conn.off('frame', check);
+      conn.off('failed', finish);
+      resolve();
+    };
+    const check = (): void => {
+      if (done()) finish();
+    };
+    const timer = setTimeout(finish, maxMs);
+    conn.on('frame', check);
+    conn.on('failed', finish);
+  });
 }
 
 export interface DamageJson {

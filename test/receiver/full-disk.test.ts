@@ -1,0 +1,189 @@
+/**
+ * A full disk is a state, not a crash: the receiver's spool, undo journal or replica each runs
+ * out of room on a real (loop-mounted) ext4, and all of its data on a small tmpfs, while an
+ * agent streams. Nothing that was not stored is acknowledged, nothing acknowledged is lost,
+ * the receiver holds the agent and resumes by itself once space is freed (no restart, no
+ * resync), and the same holds across a SIGKILL while full. Needs root (mount, losetup).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/agent-lab';
+import { FaultLab } from '../helpers/fault-lab';
+import { makeTempDir } from '../helpers/receiver-process';
+import { fillWithBallast, MountedFs, mountExt4, mountTmpfs } from '../helpers/small-fs';
+
+const isRoot = process.getuid?.() === 0;
+if (!isRoot && process.env.CI) throw new Error('the full-disk tests need root (loop devices, mount) and CI runs them');
+
+const A = 'vol-a';
+const MiB = 1024 * 1024;
+/** No floor, no reserve: the stream runs into ENOSPC itself. */
+const NO_FLOOR = ['--min-free', '1', '--reserve', '0', '--segment-size', '1MiB'];
+
+const mounts: MountedFs[] = [];
+const dirs: string[] = [];
+const labs: FaultLab[] = [];
+afterAll(async () => {
+  for (const lab of labs) await lab.stop().catch(() => undefined);
+  for (const m of mounts.reverse()) {
+    try {
+      m.unmount();
+    } catch {
+      // already gone
+    }
+  }
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function newLab(name: string, args: string[], seed: number): FaultLab {
+  const dir = makeTempDir(name);
+  dirs.push(dir);
+  const lab = new FaultLab(dir, args, seed);
+  labs.push(lab);
+  return lab;
+}
+
+function mount(m: MountedFs): MountedFs {
+  mounts.push(m);
+  return m;
+}
+
+async function waitForState(lab: FaultLab, volumeId: string, states: string[], what: string, timeoutMs = 120_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = lab.status().volumes.find((x) => x.volumeId === volumeId);
+    if (v && states.includes(v.state)) return v.state;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: volume is ${v?.state} (${v?.problem ?? ''})\nreceiver log:\n${lab.rx?.output().slice(-4000) ?? ''}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The end of every run: nothing acknowledged went back, and every point exports as the model says. */
+async function expectNothingLost(lab: FaultLab): Promise<void> {
+  expect(lab.regressions).toEqual([]);
+  const final = await lab.tag(A);
+  await lab.waitApplied(A);
+  const r = await lab.exportPoint(A, final.pointId);
+  expect(r.status, r.stderr).toBe(0);
+  expect(r.sha, 'the final image equals the source').toBe(lab.expectedSha(A, final.seq));
+  const acked = lab.points.filter((p) => p.volumeId === A);
+  const sample = acked.filter((_, i) => i % Math.max(1, Math.floor(acked.length / 5)) === 0);
+  for (const p of sample) {
+    const e = await lab.exportPoint(A, p.pointId);
+    expect(e.status, `point ${p.pointId}: ${e.stderr}`).toBe(0);
+    expect(e.sha, `point ${p.pointId} at seq ${p.seq}`).toBe(lab.expectedSha(A, p.seq));
+  }
+}
+
+/**
+ * Fills the file system at `fsDir` up to `leave` free bytes, streams until the receiver says the
+ * volume is full, optionally kills it there, frees the space, and lets the stream finish.
+ */
+async function runOutOfSpace(lab: FaultLab, fsDir: string, leave: number, opts: { pauseApply?: boolean; killWhileFull?: boolean; count: number }): Promise<void> {
+  const ballast = fillWithBallast(fsDir, leave);
+  const pause = path.join(lab.dataDir, 'volumes', A, 'apply.paused');
+  if (opts.pauseApply) fs.writeFileSync(pause, '');
+  const streaming = lab.stream(A, opts.count, { tagEvery: 7 });
+  streaming.catch(() => undefined);
+  const refusalsBefore = lab.refusals.length;
+  await waitForState(lab, A, ['full'], 'the volume to run out of room');
+  const status = lab.status();
+  expect(status.alerts.some((a) => a.subject === A && a.severity === 'error')).toBe(true);
+  if (opts.killWhileFull) await lab.kill9();
+  fs.rmSync(ballast);
+  fs.rmSync(pause, { force: true });
+  if (opts.killWhileFull) await lab.start();
+  await streaming;
+  await waitForState(lab, A, ['healthy'], 'the volume to be healthy again');
+  // What the receiver refused while full, it refused with a clear code.
+  for (const code of lab.refusals.slice(refusalsBefore)) expect(['STORAGE_FULL', 'VOLUME_FAILED']).toContain(code);
+}
+
+describe.skipIf(!isRoot)('a full disk is a state, not a crash (root)', { timeout: 600_000 }, () => {
+  it('spool: the agent is held before the spool file system fills, and let go when space comes back', async () => {
+    const lab = newLab('full-floor', ['--min-free', '12MiB', '--reserve', '0', '--segment-size', '1MiB'], 21);
+    const spoolDir = path.join(lab.dataDir, 'volumes', A, 'spool');
+    mount(mountExt4(path.join(lab.dir, 'spool.ext4'), spoolDir, 48));
+    lab.volume(A, 4 * MiB);
+    await lab.start();
+    await lab.connect();
+    await lab.stream(A, 200);
+    const ballast = fillWithBallast(spoolDir, 20 * MiB);
+    const pause = path.join(lab.dataDir, 'volumes', A, 'apply.paused');
+    fs.writeFileSync(pause, '');
+    const streaming = lab.stream(A, 3000, { tagEvery: 7 });
+    streaming.catch(() => undefined);
+    await waitForState(lab, A, ['held'], 'the agent to be held');
+    const status = lab.status();
+    expect(status.storage.some((s) => s.low)).toBe(true);
+    expect(status.alerts.some((a) => /free space low/.test(a.message))).toBe(true);
+    await waitFor('the Throttle frame', () => (lab.conn?.throttleDelayMs ?? 0) > 0);
+    fs.rmSync(ballast);
+    fs.rmSync(pause);
+    await streaming;
+    // Held in time: the spool never ran out, so no session was refused.
+    expect(lab.refusals).toEqual([]);
+    await expectNothingLost(lab);
+  });
+
+  it('spool: ENOSPC refuses the change set, nothing unstored is acknowledged, ingest resumes by itself, also after a SIGKILL while full', async () => {
+    const lab = newLab('full-spool', NO_FLOOR, 22);
+    const spoolDir = path.join(lab.dataDir, 'volumes', A, 'spool');
+    mount(mountExt4(path.join(lab.dir, 'spool.ext4'), spoolDir, 32));
+    lab.volume(A, 4 * MiB);
+    await lab.start();
+    await lab.connect();
+    await lab.stream(A, 100);
+    await runOutOfSpace(lab, spoolDir, 4 * MiB, { pauseApply: true, count: 1500 });
+    expect(lab.refusals).toContain('STORAGE_FULL');
+    await runOutOfSpace(lab, spoolDir, 4 * MiB, { pauseApply: true, killWhileFull: true, count: 1500 });
+    await expectNothingLost(lab);
+  });
+
+  it('journal: apply waits for room while ingest goes on, and resumes from its checkpoint by itself, also after a SIGKILL', async () => {
+    const lab = newLab('full-journal', NO_FLOOR, 23);
+    const journalDir = path.join(lab.dataDir, 'volumes', A, 'journal');
+    // The journal keeps what the stream overwrites (nothing is old enough for retention here):
+    // room for both rounds once the ballast is gone.
+    mount(mountExt4(path.join(lab.dir, 'journal.ext4'), journalDir, 128));
+    lab.volume(A, 4 * MiB);
+    await lab.start();
+    await lab.connect();
+    await lab.stream(A, 300);
+    await lab.waitApplied(A);
+    await runOutOfSpace(lab, journalDir, 2 * MiB, { count: 400 });
+    await runOutOfSpace(lab, journalDir, 2 * MiB, { killWhileFull: true, count: 400 });
+    await expectNothingLost(lab);
+  });
+
+  it('replica: a write into the sparse replica that finds no room is rolled back and applied again once there is', async () => {
+    const lab = newLab('full-replica', NO_FLOOR, 24);
+    const volumeDir = path.join(lab.dataDir, 'volumes', A);
+    mount(mountExt4(path.join(lab.dir, 'volume.ext4'), volumeDir, 96));
+    for (const sub of ['spool', 'journal']) mount(mountTmpfs(path.join(volumeDir, sub), 128));
+    lab.volume(A, 64 * MiB);
+    await lab.start();
+    await lab.connect();
+    await lab.stream(A, 50);
+    await runOutOfSpace(lab, volumeDir, 3 * MiB, { count: 400 });
+    await runOutOfSpace(lab, volumeDir, 3 * MiB, { killWhileFull: true, count: 400 });
+    await expectNothingLost(lab);
+  });
+
+  it('tmpfs: all the receiver data on a small tmpfs fills up, and everything resumes once space is freed, also after a SIGKILL', async () => {
+    const dir = makeTempDir('full-tmpfs');
+    dirs.push(dir);
+    const dataDir = path.join(dir, 'data');
+    mount(mountTmpfs(dataDir, 160));
+    const lab = new FaultLab(dir, NO_FLOOR, 25, dataDir);
+    labs.push(lab);
+    lab.volume(A, 8 * MiB);
+    await lab.start();
+    await lab.connect();
+    await lab.stream(A, 100);
+    await runOutOfSpace(lab, dataDir, 6 * MiB, { count: 500 });
+    await runOutOfSpace(lab, dataDir, 6 * MiB, { killWhileFull: true, count: 500 });
+    await expectNothingLost(lab);
+  });
+});
