@@ -12,6 +12,7 @@ import { StreamLog } from '../../agent/capture/kernel/stream-log';
 import { KernelVolume } from '../../agent/capture/kernel/volume';
 import { VolumeWalker } from '../../agent/capture/kernel/walker';
 import { blockRanges } from '../../agent/capture/ranges';
+import { ScanSource } from '../../agent/capture/scan-source';
 import type { CapturedRecord, ProtectedVolume, RepairResult } from '../../agent/capture/types';
 import { checkRepairRequest, RepairDesk } from '../../agent/repair-requests';
 import { BlockCheck, classifyBlock } from '../../agent/verify/classify';
@@ -295,5 +296,73 @@ describe('kernel capture: a repair of some ranges', () => {
     // Stopping the agent fails the repair that was running (the receiver asks again later).
     await waitFor('the repair to be failed by the stop', () => failed);
     expect(failed?.message).toMatch(/stopping/);
+  });
+});
+
+describe('scan capture: a repair of some ranges', () => {
+  it('waits until the stream is durable, sends the blocks that differ from the receiver, and marks points unusable meanwhile', async () => {
+    const dir = tmp('scan-repair');
+    const size = 16 * BS;
+    const image = path.join(dir, 'vol.img');
+    const data = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 4) data.writeUInt32LE((i * 2246822519) >>> 0, i);
+    fs.writeFileSync(image, data);
+    const source = new ScanSource({ stateDirOf: () => path.join(dir, 'state'), intervalMs: 20, blockSize: BS, maxPendingBytes: 8 << 20 });
+    // The receiver: a replica the records are applied to, and its block hashes.
+    const replica = Buffer.alloc(size);
+    const writes: CapturedRecord[] = [];
+    const remote = async (_id: string, offset: number, blockSize: number, count: number): Promise<Buffer> => blockHashes(replica.subarray(offset, offset + count * blockSize), blockSize);
+    // A pipeline stand-in: takes batches, applies them, commits them unless held.
+    let hold = false;
+    const held: number[] = [];
+    let stopped = false;
+    const pump = (async () => {
+      while (!stopped) {
+        const batch = await source.next(1 << 20, 20);
+        if (!batch) continue;
+        for (const r of batch.records) {
+          if (r.kind === 'write' && r.data) r.data.copy(replica, r.offset);
+          writes.push(r);
+        }
+        if (hold) held.push(batch.id);
+        else await source.commit(batch.id);
+      }
+    })();
+    const spec: ProtectedVolume = { id: 'vol1', path: image, sizeBytes: size, blockSize: 512, isBlockDevice: false };
+    try {
+      expect((await source.attach(spec, 0)).kind).toBe('full');
+      source.startResync('vol1', 'full', remote);
+      await waitFor('the resync to be durable', () => source.resyncProgress('vol1')?.finishedMs);
+      await waitFor('the replica to equal the source', () => replica.equals(data));
+      // The receiver loses blocks 2 and 9; the source changes block 5, whose record stays in flight.
+      replica.fill(0, 2 * BS, 3 * BS);
+      replica.fill(0xab, 9 * BS + 4096, 9 * BS + 8192);
+      hold = true;
+      data.fill(0x11, 5 * BS, 6 * BS);
+      fs.writeFileSync(image, data);
+      await waitFor('the change of block 5 to be in flight', () => held.length > 0);
+      let result: RepairResult | undefined;
+      const repair = source.repair('vol1', [{ offset: 2 * BS, length: BS }, { offset: 9 * BS + 100, length: 1 }, { offset: 12 * BS, length: 2 * BS }], remote, 'test');
+      void repair.then((r) => (result = r));
+      // Until what is in flight is durable, the receiver's hashes would not describe it: the repair waits.
+      await waitFor('the repair to start', () => source.repairProgress('vol1'));
+      expect(source.repairProgress('vol1')).toMatchObject({ reason: 'test', totalBytes: 4 * BS, doneBytes: 0 });
+      expect((await source.tag(['vol1'], { holdMs: 0, quiesced: false }))[0].accuracy).toBe('none');
+      const before = writes.length;
+      hold = false;
+      for (const id of held.splice(0)) await source.commit(id);
+      await waitFor('the repair to be durable', () => result);
+      const sent = writes.slice(before).filter((w) => w.kind === 'write');
+      expect(sent.map((w) => w.offset / BS)).toEqual([2, 9]);
+      expect(sent.every((w) => w.accuracy === 'none')).toBe(true);
+      expect(result).toEqual({ throughSeq: sent[1].seq, sentBytes: 2 * BS });
+      expect(replica.equals(data)).toBe(true);
+      expect(source.repairProgress('vol1')).toMatchObject({ doneBytes: 4 * BS, sentBytes: 2 * BS, finishedMs: expect.any(Number) });
+      expect((await source.tag(['vol1'], { holdMs: 0, quiesced: false }))[0].accuracy).toBe('approximate');
+    } finally {
+      stopped = true;
+      await source.close();
+      await pump;
+    }
   });
 });
