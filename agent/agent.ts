@@ -276,7 +276,7 @@ export class Agent {
    * `ferry agent verify`: compares every block of the volumes (or of one) with the replica while
    * they are in use, and repairs real divergence through the capture source unless told not to.
    */
-  async verify(request: { volumeId?: string; repair: boolean }, onProgress: (p: VerifyProgress) => void): Promise<VerifyReport> {
+  async verify(request: { volumeId?: string; repair: boolean }, onProgress: (p: VerifyProgress) => void, cancelled: () => boolean = () => false): Promise<VerifyReport> {
     const source = this.source;
     const pipeline = this.pipeline;
     if (!source || !pipeline || !this.attached) throw new FerryError('the agent is still starting: no volume is attached yet', ExitCode.notReady);
@@ -295,7 +295,7 @@ export class Agent {
     if (this.verifying) throw new FerryError('a verify is already running on this agent', ExitCode.notReady);
     this.verifying = true;
     try {
-      const deps = { source, remote: pipeline.requestHashes, whenDurable: (id: string, seq: number) => pipeline.whenDurable(id, seq), isStopping: () => this.stopping };
+      const deps = { source, remote: pipeline.requestHashes, whenDurable: (id: string, seq: number) => pipeline.whenDurable(id, seq), isStopping: () => this.stopping || cancelled() };
       const reports = [];
       for (const v of volumes) {
         log.info('verify started', { volume: v.id, repair: request.repair });

@@ -25,11 +25,17 @@ function parseRequest(line: string): ControlRequest {
   throw new Error(`unknown command ${JSON.stringify(doc.cmd)}`);
 }
 
-async function handle(agent: Agent, line: string, progress: (p: VerifyProgress) => void): Promise<ControlReply> {
+/** The client of a request: where a verify's progress goes, and whether it went away. */
+interface Requester {
+  progress(p: VerifyProgress): void;
+  gone(): boolean;
+}
+
+async function handle(agent: Agent, line: string, client: Requester): Promise<ControlReply> {
   try {
     const req = parseRequest(line);
     if (req.cmd === 'status') return { ok: true, status: agent.status() };
-    if (req.cmd === 'verify') return { ok: true, verify: await agent.verify({ volumeId: req.volumeId, repair: req.repair }, progress) };
+    if (req.cmd === 'verify') return { ok: true, verify: await agent.verify({ volumeId: req.volumeId, repair: req.repair }, client.progress, client.gone) };
     return { ok: true, tag: await agent.tag(req.app, req.name) };
   } catch (err) {
     return { ok: false, error: (err as Error).message, exitCode: err instanceof FerryError ? err.exitCode : undefined };
@@ -53,10 +59,14 @@ export function startControlServer(agent: Agent, socketPath: string): Promise<ne
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
       handled = true;
-      const progress = (p: VerifyProgress): void => {
-        if (!sock.destroyed) sock.write(`${JSON.stringify({ progress: p })}\n`);
+      const client: Requester = {
+        progress: (p) => {
+          if (!sock.destroyed) sock.write(`${JSON.stringify({ progress: p })}\n`);
+        },
+        // A verify whose client is gone (Ctrl-C) stops at its next step.
+        gone: () => sock.destroyed || sock.readableEnded,
       };
-      void handle(agent, buf.slice(0, nl), progress).then((reply) => {
+      void handle(agent, buf.slice(0, nl), client).then((reply) => {
         if (!sock.destroyed) sock.end(`${JSON.stringify(reply)}\n`);
       });
     });

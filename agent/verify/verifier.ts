@@ -20,6 +20,7 @@ export interface VerifyDeps {
   remote: RemoteHashes;
   /** Resolves once the receiver holds the volume durably through `seq`. */
   whenDurable(volumeId: string, seq: number): Promise<void>;
+  /** The agent is stopping, or whoever asked for the verify went away. */
   isStopping(): boolean;
 }
 
@@ -231,7 +232,7 @@ export class VolumeVerifier {
   }
 
   private checkStopping(): void {
-    if (this.deps.isStopping()) throw new Error('the agent is stopping');
+    if (this.deps.isStopping()) throw new Error('the verify was stopped (the agent is stopping, or its client went away)');
   }
 
   private progress(phase: VerifyProgress['phase'], doneBytes: number, totalBytes: number, suspects: number, check: number, force: boolean): void {
