@@ -229,6 +229,10 @@ export class VolumeVerifier {
       }
     }
     await this.deps.whenDurable(id, cutSeq);
+    // A resync that started meanwhile (the stream lost records) makes every difference real
+    // until it ends: what verify would find then says nothing about silent divergence.
+    const resync = this.deps.source.resyncProgress(id);
+    if (resync && resync.finishedMs === undefined) throw new Error(`volume ${id}: a ${resync.kind} resync started during the verify: verify again once it is done`);
   }
 
   private checkStopping(): void {

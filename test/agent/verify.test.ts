@@ -170,6 +170,13 @@ describe('ferry agent verify (scan capture, real receiver, real TLS)', () => {
     oneLine(runFerry(['agent', 'verify', '--config', l.configFile]), ExitCode.notReady, /^ferry: no agent is running/);
     oneLine(runFerry(['agent', 'verify', '--config', path.join(l.dir, 'missing.json')]), ExitCode.usage, /^ferry: cannot read config/);
     expect(runFerry(['agent', 'verify', '--config', l.configFile, '--timeout', 'soon']).status).toBe(ExitCode.usage);
+    // An agent that runs but has never reached its receiver: not ready.
+    fs.mkdirSync(path.join(l.dir, 'agent-state'), { recursive: true });
+    const credential = { agentId: 'agent-0123456789abcdef', credential: Buffer.alloc(32, 7).toString('base64'), receiverUrl: 'wss://127.0.0.1:1' };
+    fs.writeFileSync(path.join(l.dir, 'agent-state', 'credential.json'), JSON.stringify(credential));
+    const agent = l.startAgent();
+    await waitFor('the agent to retry its receiver', () => /no session with the receiver; retrying/.test(agent.output()));
+    oneLine(await verify(l), ExitCode.notReady, /^ferry: verify failed: the agent is still starting: no volume is attached yet$/m);
   });
 });
 
