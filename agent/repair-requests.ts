@@ -56,7 +56,12 @@ export interface RepairDeskDeps {
 interface VolumeRepairs {
   running: number | undefined;
   queue: ValidRepairRequest[];
-  done: Map<number, ferry.IRepairDone>;
+  /** Answers given, by request id, with what was asked (an id a receiver reuses for other ranges runs again). */
+  done: Map<number, { asked: string; answer: ferry.IRepairDone }>;
+}
+
+function whatIsAsked(r: ValidRepairRequest): string {
+  return JSON.stringify([r.ranges, r.reason]);
 }
 
 /**
@@ -90,9 +95,9 @@ export class RepairDesk {
     const r = check.request;
     const vol = this.volume(r.volumeId);
     const done = vol.done.get(r.requestId);
-    if (done) {
-      log.info('repair request already done: answering it again', { volume: r.volumeId, requestId: r.requestId, throughSeq: done.throughSeq });
-      this.deps.send(done);
+    if (done && done.asked === whatIsAsked(r)) {
+      log.info('repair request already done: answering it again', { volume: r.volumeId, requestId: r.requestId, throughSeq: done.answer.throughSeq });
+      this.deps.send(done.answer);
       return;
     }
     if (vol.running === r.requestId || vol.queue.some((q) => q.requestId === r.requestId)) {
@@ -130,7 +135,8 @@ export class RepairDesk {
       .then(
         (result) => {
           const done: ferry.IRepairDone = { volumeId: r.volumeId, requestId: r.requestId, throughSeq: result.throughSeq, sentBytes: result.sentBytes };
-          vol.done.set(r.requestId, done);
+          vol.done.delete(r.requestId);
+          vol.done.set(r.requestId, { asked: whatIsAsked(r), answer: done });
           if (vol.done.size > DONE_KEPT) vol.done.delete(vol.done.keys().next().value as number);
           const sent = this.deps.send(done);
           log.info('repair request done', { volume: r.volumeId, requestId: r.requestId, throughSeq: result.throughSeq, sentBytes: result.sentBytes, answered: sent });

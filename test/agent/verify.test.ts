@@ -224,8 +224,9 @@ describe('RepairRequest from the receiver (fake receiver, real agent process)', 
     damage(17);
     damage(5);
     let mark = fake.writes.length;
-    fake.send({ repairRequest: { volumeId: 'vol1', requestId: 7, ranges: [{ offset: 3 * BLOCK + 5, length: 10 }, { offset: 16 * BLOCK, length: 2 * BLOCK }], reason: 'test damage' } });
-    fake.send({ repairRequest: { volumeId: 'vol1', requestId: 7, ranges: [{ offset: 3 * BLOCK + 5, length: 10 }], reason: 'test damage' } });
+    const request7 = { volumeId: 'vol1', requestId: 7, ranges: [{ offset: 3 * BLOCK + 5, length: 10 }, { offset: 16 * BLOCK, length: 2 * BLOCK }], reason: 'test damage' };
+    fake.send({ repairRequest: request7 });
+    fake.send({ repairRequest: request7 });
     fake.send({ repairRequest: { volumeId: 'vol1', requestId: 10, ranges: [{ offset: 5 * BLOCK, length: BLOCK }] } });
     await doneFor(10);
     expect(fake.repairDone.map((d) => d.requestId)).toEqual([7, 10]);
@@ -266,7 +267,7 @@ describe('RepairRequest from the receiver (fake receiver, real agent process)', 
 
     // After a new login the receiver asks again for what it has no answer of: a request already
     // done is answered from memory (the same RepairDone, nothing sent again).
-    fake.onLogin = [{ repairRequest: { volumeId: 'vol1', requestId: 7, ranges: [{ offset: 3 * BLOCK, length: BLOCK }] } }];
+    fake.onLogin = [{ repairRequest: request7 }];
     mark = fake.writes.length;
     const logins = fake.logins;
     fake.dropSession();

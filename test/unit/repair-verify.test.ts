@@ -141,9 +141,13 @@ describe('RepairRequest from the receiver', () => {
     expect(sent).toEqual([{ volumeId: 'vol1', requestId: 1, throughSeq: 40, sentBytes: 512 }]);
     runs[1].finish({ throughSeq: 41, sentBytes: 0 });
     await waitFor('the second answer', () => sent.length === 2);
-    desk.onRequest({ volumeId: 'vol1', requestId: 1 }); // asked again after a login
+    desk.onRequest({ volumeId: 'vol1', requestId: 1, ranges: [{ offset: 0, length: 512 }] }); // asked again after a login
     expect(sent[2]).toEqual(sent[0]);
     expect(runs).toHaveLength(2);
+    // The same id for other ranges (a receiver that lost its own records): a new repair.
+    desk.onRequest({ volumeId: 'vol1', requestId: 1, ranges: [{ offset: 4096, length: 512 }] });
+    expect(runs).toHaveLength(3);
+    expect(runs[2].ranges).toEqual([{ offset: 4096, length: 512 }]);
   });
 });
 
