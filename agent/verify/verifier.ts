@@ -8,9 +8,10 @@ import { BlockCheck, classifyBlock } from './classify';
 const CHUNK_BYTES = 4 * 1024 * 1024;
 /** Checks of a suspect block at most: busy blocks are retried, a divergence is confirmed once. */
 export const MAX_CHECKS = 6;
-/** Longest wait for the capture source to settle (a scan pass) in one check. */
-const SETTLE_MS = 30 * 60_000;
+/** Longest wait for the capture source to catch up (a scan pass, a drain) in one check. */
+const CATCH_UP_MS = 30 * 60_000;
 const TAG_HOLD_MS = 300;
+/** Cuts refused in a row (a device in BITMAP mode, suspended...) before a check gives up. */
 const TAG_TRIES = 30;
 const TAG_RETRY_MS = 1000;
 const PROGRESS_EVERY_MS = 250;
@@ -208,25 +209,33 @@ export class VolumeVerifier {
 
   /**
    * Waits until the receiver has applied everything captured before now: the source settles
-   * (scan capture: a full pass that started now), a cut of the stream is taken, and the receiver
-   * must hold it durably. Its hashes are answered after it applied all it accepted.
+   * (scan capture: a full pass that started now), a cut of the stream is taken where the stream
+   * carries every write before it (not during a drain of dirty regions, a resync or a repair:
+   * their cuts are `none`), and the receiver must hold it durably. Its hashes are answered
+   * after it applied all it accepted.
    */
   private async catchUp(): Promise<void> {
     const id = this.volume.id;
-    if (!(await this.deps.source.settle([id], Date.now() + SETTLE_MS))) {
+    const deadline = Date.now() + CATCH_UP_MS;
+    if (!(await this.deps.source.settle([id], deadline))) {
       this.checkStopping();
-      throw new Error(`volume ${id}: the capture source could not catch up (a resync started, or no scan pass finished within ${SETTLE_MS / 60_000} minutes)`);
+      throw new Error(`volume ${id}: the capture source could not catch up (a resync started, or no scan pass finished within ${CATCH_UP_MS / 60_000} minutes)`);
     }
     let cutSeq: number | undefined;
-    for (let attempt = 1; cutSeq === undefined; attempt++) {
+    for (let refused = 0; cutSeq === undefined; ) {
       this.checkStopping();
+      let why: string;
       try {
         const [cut] = await this.deps.source.tag([id], { holdMs: TAG_HOLD_MS, quiesced: false });
-        cutSeq = cut.seq;
+        if (cut.accuracy !== 'none') cutSeq = cut.seq;
+        why = 'the stream does not carry every write yet (a resync, a repair or a drain of dirty regions runs)';
       } catch (err) {
-        if (attempt >= TAG_TRIES) throw new Error(`volume ${id}: cannot cut the stream to catch up: ${(err as Error).message}`);
-        await new Promise((resolve) => setTimeout(resolve, TAG_RETRY_MS));
+        why = (err as Error).message;
+        if (++refused >= TAG_TRIES) throw new Error(`volume ${id}: cannot cut the stream to catch up: ${why}`);
       }
+      if (cutSeq !== undefined) break;
+      if (Date.now() > deadline) throw new Error(`volume ${id}: could not catch up within ${CATCH_UP_MS / 60_000} minutes: ${why}`);
+      await new Promise((resolve) => setTimeout(resolve, TAG_RETRY_MS));
     }
     await this.deps.whenDurable(id, cutSeq);
     // A resync that started meanwhile (the stream lost records) makes every difference real
