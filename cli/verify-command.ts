@@ -13,8 +13,10 @@ interface VerifyOptions {
   volume?: string;
   repair: boolean;
   json?: boolean;
-  timeout: number;
+  timeout?: number;
 }
+
+const DEFAULT_TIMEOUT_MS = 24 * 3600_000;
 
 function offsetsLine(what: string, offsets: number[], total: number): string {
   const more = total > offsets.length ? ` (first ${offsets.length} of ${total})` : '';
@@ -54,7 +56,7 @@ async function runVerify(opts: VerifyOptions): Promise<void> {
   const bar = process.stderr.isTTY && !opts.json ? new VerifyProgressBar() : undefined;
   let reply;
   try {
-    reply = await controlRequest(state.socketPath, { cmd: 'verify', volumeId: opts.volume, repair: opts.repair }, opts.timeout, (p) => bar?.update(p));
+    reply = await controlRequest(state.socketPath, { cmd: 'verify', volumeId: opts.volume, repair: opts.repair }, opts.timeout ?? DEFAULT_TIMEOUT_MS, (p) => bar?.update(p));
   } catch (err) {
     const message = (err as Error).message;
     throw new FerryError(message, /^no agent is running/.test(message) ? ExitCode.notReady : ExitCode.failure);
@@ -82,6 +84,6 @@ export function addVerifyCommand(agent: Command): void {
     .option('--volume <id>', 'verify only this volume (default: all)')
     .option('--no-repair', 'report divergence without repairing it')
     .option('--json', 'machine-readable output')
-    .option('--timeout <duration>', 'how long to wait for the agent', durationOption, 24 * 3600_000)
+    .option('--timeout <duration>', 'how long to wait for the agent (default: 24h)', durationOption)
     .action(runVerify);
 }
