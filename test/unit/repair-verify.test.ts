@@ -264,6 +264,49 @@ describe('kernel capture: a repair of some ranges', () => {
     }
   });
 
+  it('runs a repair again after its walk failed, and leaves nothing behind that would hold up drains', async () => {
+    const dir = tmp('kernel-repair-error');
+    const size = 2 * BS;
+    const image = path.join(dir, 'vol.img');
+    fs.writeFileSync(image, Buffer.alloc(size, 1));
+    let calls = 0;
+    const remote = async (_id: string, offset: number, blockSize: number, count: number): Promise<Buffer> => {
+      if (++calls === 1) throw new Error('the receiver went away');
+      return blockHashes(Buffer.alloc(count * blockSize, 2), blockSize);
+    };
+    const control = new FakeControl(size);
+    const spec: ProtectedVolume = { id: 'vol1', path: image, sizeBytes: size, blockSize: 512, isBlockDevice: false };
+    const v = new KernelVolume(spec, { major: 7, minor: 0 }, StreamLog.open(path.join(dir, 'state'), size, BS), 10, {
+      devIndex: 0,
+      generation: 1,
+      loadFirstSeq: 1,
+      mode: 'data',
+      nextStream: 11,
+      firstKseq: 100,
+    });
+    let closed = false;
+    const walker = new VolumeWalker({ control: control as unknown as FerryControl, blockSize: BS, isClosed: () => closed }, v).run();
+    const converter = new Converter({ control: control as unknown as FerryControl, volumeAt: () => v, refreshIndexes: async () => undefined, onNewLoad: () => undefined, onGap: () => undefined });
+    let result: RepairResult | undefined;
+    v.repairs.push({ ranges: [{ offset: 0, length: size }], remote, progress: { reason: 'test', doneBytes: 0, totalBytes: size, sentBytes: 0, startedMs: 0 }, resolve: (r) => (result = r), reject: (err) => expect.fail(err.message) });
+    v.changed.notify();
+    try {
+      await waitFor('the marks of the second attempt', () => control.marks.length === 2);
+      expect(calls).toBe(2);
+      await converter.convert(control.marks, 0, 1, 64 << 20, new Set());
+      v.committedStream = 12;
+      v.changed.notify();
+      await waitFor('the repair to end', () => result);
+      expect(result).toEqual({ throughSeq: 12, sentBytes: 2 * BS });
+      await waitFor('the clearing list to empty', () => v.clearing.length === 0);
+    } finally {
+      closed = true;
+      v.changed.notify();
+      await walker;
+      v.log.close();
+    }
+  });
+
   it('runs a repair again when the device was reloaded before its blocks were read', async () => {
     const dir = tmp('kernel-repair-reload');
     const size = 4 * BS;

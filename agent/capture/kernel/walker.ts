@@ -169,7 +169,10 @@ export class VolumeWalker {
       if (w.readDone) log.info(read, { volume: v.id, kind: w.kind, sentBytes: w.progress.sentBytes });
     } catch (err) {
       if (!this.stopped) log.error('walk failed; it starts again', { volume: v.id, kind: w.kind, error: (err as Error).message });
-      if (!this.stopped && !w.cancelled) {
+      // It never completes: out of the clearing list with it, or no drain could start again.
+      const cancelled = w.cancelled;
+      w.cancelled = true;
+      if (!this.stopped && !cancelled) {
         if (w.purpose === 'resync') v.resyncRequest ??= { kind: w.kind, remote: w.remote, cursor: v.log.resync.cursor, ready: true };
         else if (w.purpose === 'drain') v.drainRequested = true;
         await v.changed.wait(1000);
