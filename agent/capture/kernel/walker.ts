@@ -24,12 +24,13 @@ export interface WalkerContext {
 
 /**
  * Runs one volume's walks: the resync the agent asked for, repairs of some ranges, and drains
- * of dirty bits whenever the device reports them. For every block it places a RESYNC_MARK at the current point of the
- * kernel stream and reads the block right after; the converter puts the data (or a NOOP, when
- * the receiver already holds it) at the mark's place in the stream. A write completing after
- * the mark has a later seq, so it is applied after the data: the replica converges even while
- * the volume is written. Bits are cleared once the data covering them is committed, with the
- * epoch read before the marks (a stale epoch means the device overflowed again: drain again).
+ * of dirty bits whenever the device reports them. For every block it places a RESYNC_MARK at the
+ * current point of the kernel stream and reads the block right after; the converter puts the
+ * data (or a NOOP, when the receiver already holds it) at the mark's place in the stream. A write
+ * completing after the mark has a later seq, so it is applied after the data: the replica
+ * converges even while the volume is written. Bits are cleared once the data covering them is
+ * committed, with the epoch read before the marks (a stale epoch means the device overflowed
+ * again: drain again).
  */
 export class VolumeWalker {
   private readonly zeroHashes = new Map<number, Buffer>();
