@@ -20,6 +20,9 @@ import { registerAgent } from './register';
 import { ReconnectBackoff } from './transport/backoff';
 import { connectionFailure } from './transport/failure';
 import { probeVolume } from './volumes';
+import { RepairDesk } from './repair-requests';
+import { VerifyProgress, VerifyReport, VolumeVerifier } from './verify/verifier';
+import type { DecodedFrame } from '../proto/frames';
 
 /** Longest hold of new writes when a kernel source cuts a multi-volume tag. */
 const TAG_HOLD_MS = 300;
@@ -29,6 +32,8 @@ const RESYNC_LOG_MS = 5000;
 const MIN_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 30_000;
 const TAG_ACK_TIMEOUT_MS = 60_000;
+/** Block offsets a verify report lists per kind at most. */
+const VERIFY_MAX_LISTED = 100;
 /**
  * Receiver refusals that retrying cannot fix. Everything else is retried with backoff, among
  * them AUTH_LOCKED and TOO_MANY_CONNECTIONS (the receiver is busy or holding back an address),
@@ -75,6 +80,24 @@ export class Agent {
   private lastCrashTagMs = 0;
   private lastAppTagMs = 0;
   private tagsSent = 0;
+  private verifying = false;
+  private readonly repairs = new RepairDesk({
+    volumes: () => new Map(this.volumes.map((v) => [v.id, v])),
+    run: (volumeId, ranges, reason) => {
+      const source = this.source as CaptureSource;
+      return source.repair(volumeId, ranges, (this.pipeline as Pipeline).requestHashes, reason);
+    },
+    send: (done) => {
+      const conn = this.conn;
+      if (!conn?.isOpen) return false;
+      try {
+        conn.send({ repairDone: done });
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  });
 
   constructor(readonly config: AgentConfig) {
     this.state = new AgentState(config.stateDir);
@@ -157,6 +180,10 @@ export class Agent {
     const { receiver } = this.config;
     const conn = await ReceiverConnection.connect(receiver.url, { fingerprint: receiver.fingerprint, caFile: receiver.caFile });
     this.conn = conn;
+    // The receiver may ask for repairs as soon as it has logged the agent in.
+    conn.on('frame', (frame: DecodedFrame) => {
+      if (frame.repairRequest) this.repairs.onRequest(frame.repairRequest);
+    });
     const pipeline = this.pipeline as Pipeline;
     let attachedToPipeline = false;
     try {
@@ -193,6 +220,7 @@ export class Agent {
       if (need.kind !== 'none') source.startResync(v.id, need.kind, pipeline.requestHashes);
     }
     this.attached = true;
+    this.repairs.start();
   }
 
   // ---- timers: heartbeat, crash tags, status -----------------------------------------------
@@ -270,6 +298,47 @@ export class Agent {
     };
   }
 
+  // ---- online verify -----------------------------------------------------------------------
+
+  /**
+   * `ferry agent verify`: compares every block of the volumes (or of one) with the replica while
+   * they are in use, and repairs real divergence through the capture source unless told not to.
+   */
+  async verify(request: { volumeId?: string; repair: boolean }, onProgress: (p: VerifyProgress) => void, cancelled: () => boolean = () => false): Promise<VerifyReport> {
+    const source = this.source;
+    const pipeline = this.pipeline;
+    if (!source || !pipeline || !this.attached) throw new FerryError('the agent is still starting: no volume is attached yet', ExitCode.notReady);
+    if (!pipeline.isConnected) throw new FerryError('the agent has no session with the receiver right now', ExitCode.notReady);
+    const volumes = request.volumeId === undefined ? this.volumes : this.volumes.filter((v) => v.id === request.volumeId);
+    if (volumes.length === 0) {
+      throw new FerryError(`unknown volume ${request.volumeId ?? ''}: this agent protects ${this.volumes.map((v) => v.id).join(', ')}`, ExitCode.usage);
+    }
+    for (const v of volumes) {
+      const r = source.resyncProgress(v.id);
+      if (r && r.finishedMs === undefined) {
+        const percent = r.totalBytes > 0 ? ((100 * r.doneBytes) / r.totalBytes).toFixed(0) : '0';
+        throw new FerryError(`volume ${v.id} is resyncing (${percent}%): verify it once the resync is done`, ExitCode.notReady);
+      }
+    }
+    if (this.verifying) throw new FerryError('a verify is already running on this agent', ExitCode.notReady);
+    this.verifying = true;
+    try {
+      const deps = { source, remote: pipeline.requestHashes, whenDurable: (id: string, seq: number) => pipeline.whenDurable(id, seq), isStopping: () => this.stopping || cancelled() };
+      const reports = [];
+      for (const v of volumes) {
+        log.info('verify started', { volume: v.id, repair: request.repair });
+        const report = await new VolumeVerifier(deps, v, { repair: request.repair, maxListed: VERIFY_MAX_LISTED, onProgress }).run();
+        const fields = { volume: v.id, diverged: report.divergedBlocks, busy: report.busyBlocks, repaired: report.repaired, seconds: report.durationMs / 1000 };
+        if (report.divergedBlocks > 0) log.warn('verify found divergence between the source and the replica', { ...fields, offsets: report.divergedOffsets.slice(0, 10) });
+        else log.info('verify found no divergence', fields);
+        reports.push(report);
+      }
+      return { volumes: reports };
+    } finally {
+      this.verifying = false;
+    }
+  }
+
   // ---- status ----------------------------------------------------------------------------------
 
   status(): AgentStatus {
@@ -281,11 +350,14 @@ export class Agent {
     const volumes: VolumeStatus[] = this.volumes.map((v) => {
       const p = pipeline?.volumeStatus(v.id);
       const progress = this.attached ? source?.resyncProgress(v.id) : undefined;
+      const repair = this.attached ? source?.repairProgress(v.id) : undefined;
       const mode = this.attached && source ? source.mode(v.id) : 'starting';
       const resyncing = progress !== undefined && progress.finishedMs === undefined;
+      const repairing = repair !== undefined && repair.finishedMs === undefined;
       let state: VolumeState = 'protected';
       if (!connected) state = 'disconnected';
       else if (resyncing) state = 'resyncing';
+      else if (repairing) state = 'repairing';
       else if (throttled) state = 'throttled';
       else if (source?.kind === 'kernel' && mode !== 'exact') state = 'degraded';
       const oldest = p?.oldestPendingCaptureUs ?? 0;
@@ -310,6 +382,14 @@ export class Agent {
           rateBytesPerSecond: rate,
           etaSeconds: resyncing && rate > 0 ? (progress.totalBytes - progress.doneBytes) / rate : null,
           finished: !resyncing,
+        },
+        repair: repair && {
+          reason: repair.reason,
+          percent: repair.totalBytes > 0 ? (100 * repair.doneBytes) / repair.totalBytes : 100,
+          doneBytes: repair.doneBytes,
+          totalBytes: repair.totalBytes,
+          sentBytes: repair.sentBytes,
+          finished: !repairing,
         },
       };
     });

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import { writeFileAtomic } from '../common/fsutil';
 import type { CaptureMode, ResyncKind } from './capture/types';
 
-export type VolumeState = 'resyncing' | 'protected' | 'degraded' | 'throttled' | 'disconnected';
+export type VolumeState = 'resyncing' | 'repairing' | 'protected' | 'degraded' | 'throttled' | 'disconnected';
 
 export interface ResyncStatus {
   kind: ResyncKind;
@@ -12,6 +12,16 @@ export interface ResyncStatus {
   sentBytes: number;
   rateBytesPerSecond: number;
   etaSeconds: number | null;
+  finished: boolean;
+}
+
+/** The running or last repair of a volume (a receiver's RepairRequest, or `ferry agent verify`). */
+export interface RepairStatus {
+  reason: string;
+  percent: number;
+  doneBytes: number;
+  totalBytes: number;
+  sentBytes: number;
   finished: boolean;
 }
 
@@ -27,6 +37,7 @@ export interface VolumeStatus {
   capturedSeq: number;
   durableSeq: number;
   resync?: ResyncStatus;
+  repair?: RepairStatus;
 }
 
 export interface AgentStatus {
@@ -75,6 +86,7 @@ export function prometheusText(s: AgentStatus): string {
   metric('ferry_volume_backlog_bytes', 'captured change data not yet durable at the receiver', 'gauge', s.volumes.map((v) => [vol(v), v.backlogBytes]));
   metric('ferry_volume_durable_seq', 'highest seq the receiver holds durably', 'gauge', s.volumes.map((v) => [vol(v), v.durableSeq]));
   metric('ferry_volume_resync_percent', 'progress of the running or last resync', 'gauge', s.volumes.filter((v) => v.resync).map((v) => [vol(v), v.resync?.percent ?? 0]));
+  metric('ferry_volume_repair_percent', 'progress of the running or last repair', 'gauge', s.volumes.filter((v) => v.repair).map((v) => [vol(v), v.repair?.percent ?? 0]));
   metric(
     'ferry_volume_protected',
     '1 when the volume is protected (resync done, connected, not throttled)',

@@ -11,6 +11,7 @@ import { formatBytes } from '../common/units';
 import { durationFlag } from './options';
 import { addProtectCommands } from './protect-commands';
 import { ResyncProgressBars } from './progress';
+import { addVerifyCommand } from './verify-command';
 
 async function readPassphrase(file: string | undefined): Promise<string> {
   let text: string;
@@ -49,12 +50,14 @@ function printStatus(s: AgentStatus, running: boolean): void {
     `agent ${s.name} (${s.agentId}) ${running ? `running, pid ${s.pid}` : 'NOT RUNNING'}; capture ${s.capture}; receiver ${s.receiver} ${s.connected ? 'connected' : 'disconnected'}${s.throttled ? ', throttled' : ''}`,
     `sent ${formatBytes(s.sentBytes)}, ${formatBytes(s.throughputBytesPerSecond)}/s; memory ${formatBytes(s.rssBytes)}${s.lastError ? `; last error: ${s.lastError}` : ''}`,
     '',
-    ['VOLUME', 'STATE', 'MODE', 'RPO', 'BACKLOG', 'DURABLE SEQ', 'RESYNC'].join('\t'),
+    ['VOLUME', 'STATE', 'MODE', 'RPO', 'BACKLOG', 'DURABLE SEQ', 'RESYNC', 'REPAIR'].join('\t'),
   ];
   for (const v of s.volumes) {
     const r = v.resync;
     const resync = !r ? '-' : r.finished ? `${r.kind} done (${formatBytes(r.sentBytes)} sent)` : `${r.kind} ${r.percent.toFixed(1)}% ${formatBytes(r.rateBytesPerSecond)}/s ETA ${r.etaSeconds === null ? '?' : `${Math.round(r.etaSeconds)}s`}`;
-    out.push([v.volumeId, v.state, v.mode, `${v.rpoSeconds.toFixed(3)}s`, formatBytes(v.backlogBytes), String(v.durableSeq), resync].join('\t'));
+    const p = v.repair;
+    const repair = !p ? '-' : p.finished ? `done (${formatBytes(p.sentBytes)} sent)` : `${p.percent.toFixed(1)}% (${formatBytes(p.sentBytes)} sent)`;
+    out.push([v.volumeId, v.state, v.mode, `${v.rpoSeconds.toFixed(3)}s`, formatBytes(v.backlogBytes), String(v.durableSeq), resync, repair].join('\t'));
   }
   process.stdout.write(`${out.join('\n')}\n`);
 }
@@ -139,5 +142,6 @@ export function agentCommand(): Command {
       }
     });
   addProtectCommands(cmd);
+  addVerifyCommand(cmd);
   return cmd;
 }

@@ -1,5 +1,6 @@
 import { MultiBar, Presets, SingleBar } from 'cli-progress';
 import type { AgentStatus } from '../agent/status';
+import type { VerifyProgress } from '../agent/verify/verifier';
 
 const REFRESH_MS = 500;
 
@@ -35,5 +36,36 @@ export class ResyncProgressBars {
   stop(): void {
     clearInterval(this.timer);
     this.multi.stop();
+  }
+}
+
+/** `ferry agent verify` on a terminal: one bar for the running phase of the running volume. */
+export class VerifyProgressBar {
+  private readonly bar = new SingleBar(
+    { format: ' {volume} {phase} |{bar}| {percentage}% {suspects}', hideCursor: true, clearOnComplete: true, stream: process.stderr },
+    Presets.shades_classic,
+  );
+  private key = '';
+  private started = false;
+
+  update(p: VerifyProgress): void {
+    const key = `${p.volumeId} ${p.phase} ${p.check}`;
+    const payload = {
+      volume: p.volumeId,
+      phase: p.phase === 'compare' ? 'compare' : p.phase === 'check' ? `check ${p.check}` : 'repair',
+      suspects: p.phase === 'repair' ? '' : `${p.suspects} block(s) differ${p.phase === 'compare' ? ' so far' : ', being checked'}`,
+    };
+    if (key !== this.key) {
+      if (this.started) this.bar.stop();
+      this.bar.start(Math.max(1, p.totalBytes), p.doneBytes, payload);
+      this.started = true;
+      this.key = key;
+    }
+    this.bar.update(p.doneBytes, payload);
+  }
+
+  stop(): void {
+    if (this.started) this.bar.stop();
+    this.started = false;
   }
 }

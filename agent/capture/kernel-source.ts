@@ -9,7 +9,23 @@ import { coveredReadBacks } from './kernel/records';
 import { StreamLog } from './kernel/stream-log';
 import { DEVICE_MODE_TO_CAPTURE, KernelVolume } from './kernel/volume';
 import { VolumeWalker } from './kernel/walker';
-import type { CaptureBatch, CaptureMode, CaptureSource, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, SettleResult, TagOptions, VolumeCut } from './types';
+import { blockRanges, rangeBytes } from './ranges';
+import type {
+  ByteRange,
+  CaptureBatch,
+  CaptureMode,
+  CaptureSource,
+  ProtectedVolume,
+  RemoteHashes,
+  RepairProgress,
+  RepairResult,
+  ResyncKind,
+  ResyncNeed,
+  ResyncProgress,
+  SettleResult,
+  TagOptions,
+  VolumeCut,
+} from './types';
 
 /** The kernel refuses a 17th uncommitted batch (ENOBUFS). */
 const MAX_KERNEL_BATCHES = 16;
@@ -154,6 +170,27 @@ export class KernelSource implements CaptureSource {
 
   resyncProgress(volumeId: string): ResyncProgress | undefined {
     return this.volumes.get(volumeId)?.lastResync;
+  }
+
+  get blockSize(): number {
+    return this.opts.resyncBlockSize;
+  }
+
+  /** The walker places resync marks over the blocks of the ranges and sends those that differ. */
+  repair(volumeId: string, ranges: readonly ByteRange[], remote: RemoteHashes, reason: string): Promise<RepairResult> {
+    const v = this.volume(volumeId);
+    if (this.closed) return Promise.reject(new Error('the agent is stopping'));
+    this.remote ??= remote;
+    const blocks = blockRanges(ranges, this.opts.resyncBlockSize, v.spec.sizeBytes);
+    return new Promise((resolve, reject) => {
+      const progress: RepairProgress = { reason, doneBytes: 0, totalBytes: rangeBytes(blocks), sentBytes: 0, startedMs: Date.now() };
+      v.repairs.push({ ranges: blocks, remote, progress, resolve, reject });
+      v.changed.notify();
+    });
+  }
+
+  repairProgress(volumeId: string): RepairProgress | undefined {
+    return this.volumes.get(volumeId)?.lastRepair;
   }
 
   mode(volumeId: string): CaptureMode {
@@ -384,9 +421,16 @@ export class KernelSource implements CaptureSource {
     this.room.notify();
     for (const v of this.volumes.values()) {
       v.abandonLoad('the agent is stopping');
+      for (const job of v.repairs.splice(0)) job.reject(new Error('the agent is stopping'));
       v.changed.notify();
     }
     await Promise.all(this.loops);
+    for (const v of this.volumes.values()) {
+      for (const w of v.clearing) {
+        w.repair?.reject(new Error('the agent is stopping'));
+        w.repair = undefined;
+      }
+    }
     // Closing the control device makes every uncommitted batch deliverable again.
     await this.control.close();
     for (const v of this.volumes.values()) v.log.close();

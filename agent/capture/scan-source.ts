@@ -1,14 +1,30 @@
-import * as fs from 'fs';
 import { BLOCK_HASH_BYTES, blockHash } from '../../common/block-hash';
 import { log } from '../../common/log';
 import { nowUs } from '../../common/time';
-import { readDirect } from '../../native/addon';
 import { AccuracyName } from '../../proto/types';
 import { BlockHasher, sharedBuffer } from './block-hasher';
 import { ChunkReadTimes } from './read-times';
 import { BlockEntry, ResyncState, ScanTable } from './scan-table';
 import { Signal } from '../../common/signal';
-import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, ProtectedVolume, RemoteHashes, ResyncKind, ResyncNeed, ResyncProgress, SettleResult, TagOptions, VolumeCut } from './types';
+import { VolumeReader } from './volume-reader';
+import { blockRanges, rangeBytes } from './ranges';
+import type {
+  ByteRange,
+  CaptureBatch,
+  CaptureMode,
+  CaptureSource,
+  CapturedRecord,
+  ProtectedVolume,
+  RemoteHashes,
+  RepairProgress,
+  RepairResult,
+  ResyncKind,
+  ResyncNeed,
+  ResyncProgress,
+  SettleResult,
+  TagOptions,
+  VolumeCut,
+} from './types';
 
 /** Bytes read (and hashed) per step of a pass. */
 const CHUNK_BYTES = 4 * 1024 * 1024;
@@ -54,6 +70,15 @@ interface ResyncRun {
   doneSeq: number;
 }
 
+/** A repair asked for: block-aligned ranges compared with the receiver's hashes (see CaptureSource.repair). */
+interface RepairJob {
+  ranges: ByteRange[];
+  remote: RemoteHashes;
+  progress: RepairProgress;
+  resolve: (result: RepairResult) => void;
+  reject: (err: Error) => void;
+}
+
 /** One volume under scan capture: a file handle, its scan table and its queue of records. */
 class ScanVolume {
   nextSeq: number;
@@ -62,6 +87,11 @@ class ScanVolume {
   readonly outstanding: OutstandingRecord[] = [];
   pendingBytes = 0;
   resync: ResyncRun | undefined;
+  /** Repairs waiting for the scan loop, oldest first; they run between passes. */
+  readonly repairs: RepairJob[] = [];
+  /** The repair putting its blocks into the stream now (points are not usable meanwhile). */
+  repairing: RepairJob | undefined;
+  lastRepair: RepairJob | undefined;
   /** Set by `settle`: a pass that started before this time does not count. */
   settleRequestedUs = 0;
   lastPassStartUs = 0;
@@ -79,7 +109,7 @@ class ScanVolume {
   constructor(
     readonly spec: ProtectedVolume,
     readonly table: ScanTable,
-    private readonly file: fs.promises.FileHandle,
+    private readonly reader: VolumeReader,
     receiverDurableSeq: number,
     private readonly opts: ScanOptions,
     private readonly hasher: BlockHasher,
@@ -103,18 +133,98 @@ class ScanVolume {
     }
   }
 
+  /** A resync or a repair is putting data into the stream: points cut now are not usable. */
+  get unusable(): boolean {
+    return this.resync !== undefined || this.repairing !== undefined;
+  }
+
   accuracy(): AccuracyName {
-    return this.resync ? 'none' : 'approximate';
+    return this.unusable ? 'none' : 'approximate';
   }
 
   async run(isClosed: () => boolean): Promise<void> {
     while (!isClosed()) {
+      const repair = this.resync ? undefined : this.repairs.shift();
+      if (repair) await this.runRepair(repair, isClosed);
+      if (isClosed()) return;
       const started = Date.now();
       await this.pass(isClosed);
       if (isClosed()) return;
       const wait = started + this.opts.intervalMs - Date.now();
-      if (wait > 0 && this.settleRequestedUs <= this.lastPassStartUs) await this.wake.wait(wait);
+      if (wait > 0 && this.settleRequestedUs <= this.lastPassStartUs && this.repairs.length === 0) await this.wake.wait(wait);
     }
+  }
+
+  /**
+   * A hash-compare pass over the repair's ranges only: each block takes the receiver's hash as
+   * what the receiver holds, and the blocks whose data differs are put into the stream.
+   */
+  private async runRepair(job: RepairJob, isClosed: () => boolean): Promise<void> {
+    const { progress } = job;
+    this.repairing = job;
+    this.lastRepair = job;
+    progress.startedMs = Date.now();
+    log.info('repair started', { volume: this.spec.id, reason: progress.reason, ranges: job.ranges.length, bytes: progress.totalBytes });
+    try {
+      // The receiver's hashes must cover every record the stream has given it so far: with
+      // nothing in flight its answer (given once it applied what it accepted) describes them all.
+      // The scan loop runs this repair, so nothing else is emitted until it ends.
+      while ((this.queue.length > 0 || this.outstanding.length > 0) && !isClosed()) await this.room.wait(1000);
+      let lastSeq = 0;
+      for (const range of job.ranges) {
+        const end = range.offset + range.length;
+        for (let offset = range.offset; offset < end; ) {
+          while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
+          if (isClosed()) throw new Error('the agent is stopping');
+          const length = Math.min(CHUNK_BYTES, end - offset);
+          await this.learnReceiverHashes(job.remote, offset, length);
+          const data = await this.read(offset, length, this.buffers[0]);
+          const before = this.nextSeq;
+          progress.sentBytes += await this.scanChunk(offset, data, 'none');
+          if (this.nextSeq > before) lastSeq = this.nextSeq - 1;
+          progress.doneBytes += length;
+          offset += length;
+        }
+      }
+      const throughSeq = lastSeq > 0 ? lastSeq : this.nextSeq - 1;
+      this.repairing = undefined;
+      void this.whenCommitted(throughSeq, isClosed).then(
+        () => {
+          progress.finishedMs = Date.now();
+          log.info('repair complete: the receiver holds all of it', { volume: this.spec.id, reason: progress.reason, sentBytes: progress.sentBytes, throughSeq });
+          job.resolve({ throughSeq, sentBytes: progress.sentBytes });
+        },
+        (err: unknown) => job.reject(err as Error),
+      );
+    } catch (err) {
+      this.repairing = undefined;
+      if (!isClosed()) log.warn('repair failed', { volume: this.spec.id, reason: progress.reason, error: (err as Error).message });
+      job.reject(err as Error);
+    }
+  }
+
+  /** Every block of [offset, offset + length) takes the receiver's hash, known or not. */
+  private async learnReceiverHashes(remote: RemoteHashes, offset: number, length: number): Promise<void> {
+    const first = offset / this.blockSize;
+    const count = Math.ceil(length / this.blockSize);
+    const hashes = await remote(this.spec.id, offset, this.blockSize, count);
+    for (let i = 0; i < count; i++) {
+      const h = hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES);
+      // A short answer: an impossible hash makes the block be sent, which is always safe.
+      this.table.noteReceiverHas(first + i, h.length === BLOCK_HASH_BYTES ? h : Buffer.alloc(BLOCK_HASH_BYTES));
+    }
+  }
+
+  private async whenCommitted(seq: number, isClosed: () => boolean): Promise<void> {
+    while (this.table.committedSeq < seq) {
+      if (isClosed()) throw new Error('the agent is stopping');
+      await this.room.wait(1000);
+    }
+  }
+
+  /** Rejects the repairs not started yet (the agent is stopping). */
+  dropRepairs(err: Error): void {
+    for (const job of this.repairs.splice(0)) job.reject(err);
   }
 
   private async pass(isClosed: () => boolean): Promise<void> {
@@ -169,22 +279,8 @@ class ScanVolume {
   /** The last finished resync, kept until its records are committed (see persistedResync). */
   finishedResync: ResyncRun | undefined;
 
-  private async read(offset: number, length: number, into: Buffer): Promise<Buffer> {
-    if (this.spec.isBlockDevice) {
-      const data = await readDirect(this.spec.path, offset, length);
-      if (data.length !== length) throw new Error(`${this.spec.path}: short read at ${offset} (${data.length} of ${length} bytes)`);
-      data.copy(into);
-      return into.subarray(0, length);
-    }
-    const buf = into.subarray(0, length);
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await this.file.read(buf, done, length - done, offset + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    if (done < length) buf.fill(0, done);
-    return buf;
+  private read(offset: number, length: number, into: Buffer): Promise<Buffer> {
+    return this.reader.read(offset, length, into);
   }
 
   /** Earliest moment a change not yet handed out may have happened: queued, or not seen yet. */
@@ -201,7 +297,7 @@ class ScanVolume {
 
   close(): Promise<void> {
     this.table.close();
-    return this.file.close();
+    return this.reader.close();
   }
 
   /** Hash-compare: blocks the table does not know yet take the receiver's hash. */
@@ -217,15 +313,19 @@ class ScanVolume {
     }
   }
 
-  /** `readUs`: when the read of this chunk was issued; a write after it is left to the next pass. */
-  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs: number): Promise<void> {
+  /**
+   * Emits the blocks of a chunk whose hash the stream does not carry yet; returns their bytes.
+   * `readUs`: when the read of this whole chunk was issued (a pass), so that a write after it is
+   * left to the next pass; a repair reads parts of chunks and leaves the passes' record alone.
+   */
+  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs?: number): Promise<number> {
     const hashes = await this.hasher.hash(data, this.blockSize);
     // A change found now happened after the previous read of this chunk saw the old contents:
     // that is the earliest moment it could have happened, so the RPO counts from there.
-    const chunk = offset / CHUNK_BYTES;
+    const chunk = Math.floor(offset / CHUNK_BYTES);
     const captureTimeUs = this.readTimes.get(chunk);
-    this.readTimes.set(chunk, readUs);
-    let emitted = false;
+    if (readUs !== undefined) this.readTimes.set(chunk, readUs);
+    let sent = 0;
     for (let start = 0, i = 0; start < data.length; start += this.blockSize, i++) {
       const block = (offset + start) / this.blockSize;
       const bytes = data.subarray(start, Math.min(data.length, start + this.blockSize));
@@ -237,9 +337,10 @@ class ScanVolume {
       this.queue.push({ record, entry: { seq, block, hash }, passOffset: offset });
       this.pendingBytes += bytes.length;
       if (this.resync) this.resync.progress.sentBytes += bytes.length;
-      emitted = true;
+      sent += bytes.length;
     }
-    if (emitted) this.emitted();
+    if (sent > 0) this.emitted();
+    return sent;
   }
 
   /** Resync state as it may be persisted: only what the receiver already holds durably. */
@@ -296,9 +397,9 @@ export class ScanSource implements CaptureSource {
 
   async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
     if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
-    const file = await fs.promises.open(spec.path, 'r');
+    const reader = await VolumeReader.open(spec);
     const { table, stale } = ScanTable.open(this.opts.stateDirOf(spec.id), spec.sizeBytes, this.opts.blockSize, receiverDurableSeq);
-    const volume = new ScanVolume(spec, table, file, receiverDurableSeq, this.opts, this.hasher, () => this.available.notify());
+    const volume = new ScanVolume(spec, table, reader, receiverDurableSeq, this.opts, this.hasher, () => this.available.notify());
     this.volumes.set(spec.id, volume);
     let need: ResyncNeed;
     if (stale && receiverDurableSeq === 0) {
@@ -339,6 +440,26 @@ export class ScanSource implements CaptureSource {
   resyncProgress(volumeId: string): ResyncProgress | undefined {
     const volume = this.volumes.get(volumeId);
     return volume?.resync?.progress ?? volume?.finishedResync?.progress;
+  }
+
+  get blockSize(): number {
+    return this.opts.blockSize;
+  }
+
+  repair(volumeId: string, ranges: readonly ByteRange[], remote: RemoteHashes, reason: string): Promise<RepairResult> {
+    const volume = this.volume(volumeId);
+    if (this.closed) return Promise.reject(new Error('the agent is stopping'));
+    const blocks = blockRanges(ranges, this.opts.blockSize, volume.spec.sizeBytes);
+    return new Promise((resolve, reject) => {
+      const progress: RepairProgress = { reason, doneBytes: 0, totalBytes: rangeBytes(blocks), sentBytes: 0, startedMs: Date.now() };
+      volume.repairs.push({ ranges: blocks, remote, progress, resolve, reject });
+      volume.wake.notify();
+    });
+  }
+
+  repairProgress(volumeId: string): RepairProgress | undefined {
+    const volume = this.volumes.get(volumeId);
+    return (volume?.repairing ?? volume?.lastRepair)?.progress;
   }
 
   mode(volumeId: string): CaptureMode {
@@ -427,7 +548,7 @@ export class ScanSource implements CaptureSource {
     if (options.vssVolumes?.length) throw new Error('scan capture cannot cut at a VSS freeze point: it needs the ferryflt driver');
     return volumeIds.map((id) => {
       const v = this.volume(id);
-      const accuracy: AccuracyName = v.resync ? 'none' : options.quiesced ? 'exact' : 'approximate';
+      const accuracy: AccuracyName = v.unusable ? 'none' : options.quiesced ? 'exact' : 'approximate';
       return { volumeId: id, seq: v.nextSeq - 1, accuracy };
     });
   }
@@ -473,6 +594,7 @@ export class ScanSource implements CaptureSource {
     this.closed = true;
     if (this.compactTimer) clearInterval(this.compactTimer);
     for (const v of this.volumes.values()) {
+      v.dropRepairs(new Error('the agent is stopping'));
       v.wake.notify();
       v.room.notify();
     }

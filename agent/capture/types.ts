@@ -88,6 +88,30 @@ export type SettleResult = { settled: true } | { settled: false; failure: Settle
 /** Where a hash-compare resync gets the receiver's block hashes from (16 bytes per block). */
 export type RemoteHashes = (volumeId: string, offset: number, blockSize: number, count: number) => Promise<Buffer>;
 
+/** A byte range of a volume. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/** What a finished repair put into the stream. */
+export interface RepairResult {
+  /** Every block of the repair is in the stream at a seq <= this (all of it durable at the receiver). */
+  throughSeq: number;
+  /** Bytes of block data sent (the blocks that differed from the receiver's). */
+  sentBytes: number;
+}
+
+export interface RepairProgress {
+  /** Why the repair runs (the receiver's reason, or `verify`). */
+  reason: string;
+  doneBytes: number;
+  totalBytes: number;
+  sentBytes: number;
+  startedMs: number;
+  finishedMs?: number;
+}
+
 /**
  * A source of change records for the volumes of one machine: the `scan` source (no driver)
  * or the `kernel` source (dm-ferry / ferryflt). Records come out in transactional batches:
@@ -104,6 +128,18 @@ export interface CaptureSource {
   /** Runs a resync in the background, its data ordered into the stream. */
   startResync(volumeId: string, kind: ResyncKind, remote: RemoteHashes): void;
   resyncProgress(volumeId: string): ResyncProgress | undefined;
+  /** Granularity of hash-compares and repairs (the receiver is asked for hashes of blocks this size). */
+  readonly blockSize: number;
+  /**
+   * Compares `ranges` of a volume (all of it when empty) with the receiver's block hashes, as a
+   * hash-compare resync does, and puts the blocks that differ into the stream, ordered with
+   * captured writes by seq. Repairs of a volume run one at a time, in the order asked. Resolves
+   * once every record of the repair is durable at the receiver. Points cut while it runs are
+   * not usable (accuracy none).
+   */
+  repair(volumeId: string, ranges: readonly ByteRange[], remote: RemoteHashes, reason: string): Promise<RepairResult>;
+  /** The running repair of the volume, else the last one. */
+  repairProgress(volumeId: string): RepairProgress | undefined;
   mode(volumeId: string): CaptureMode;
   /** The next batch of at most about `maxBytes`, waiting up to `timeoutMs` for one. */
   next(maxBytes: number, timeoutMs: number): Promise<CaptureBatch | undefined>;

@@ -44,6 +44,13 @@ interface HashWaiter {
   sent: boolean;
 }
 
+interface DurableWaiter {
+  volumeId: string;
+  seq: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
 export interface VolumePipelineStatus {
   durableSeq: number;
   capturedSeq: number;
@@ -70,6 +77,7 @@ export class Pipeline {
   private readonly tags: TagRequest[] = [];
   private readonly hashWaiters = new Map<number, HashWaiter>();
   private nextHashRequestId = 1;
+  private durableWaiters: DurableWaiter[] = [];
   private throttled = false;
   private running = false;
   private readonly room = new Signal();
@@ -99,6 +107,7 @@ export class Pipeline {
     for (const tag of [...this.tags]) this.failTag(tag, stopped);
     for (const waiter of this.hashWaiters.values()) waiter.reject(stopped);
     this.hashWaiters.clear();
+    for (const waiter of this.durableWaiters.splice(0)) waiter.reject(stopped);
   }
 
   /** Called with an error the pipeline cannot recover from by itself (see ReceiverRegressedError). */
@@ -194,6 +203,15 @@ export class Pipeline {
       waiter.sent = true;
       this.conn.send({ hashRequest: waiter.request });
     }
+  }
+
+  // ---- waiting for the receiver ------------------------------------------------------------
+
+  /** Resolves once the receiver holds the volume durably through `seq`; waits through reconnects. */
+  whenDurable(volumeId: string, seq: number): Promise<void> {
+    if (seq <= (this.durable.get(volumeId) ?? 0)) return Promise.resolve();
+    if (!this.running) return Promise.reject(new Error('the agent is stopping'));
+    return new Promise((resolve, reject) => this.durableWaiters.push({ volumeId, seq, resolve, reject }));
   }
 
   // ---- tags ------------------------------------------------------------------------------------
@@ -341,6 +359,11 @@ export class Pipeline {
       else keep.push(cs);
     }
     this.inFlight = keep;
+    if (this.durableWaiters.length > 0) {
+      const ready = this.durableWaiters.filter((w) => w.volumeId === volumeId && w.seq <= seq);
+      this.durableWaiters = this.durableWaiters.filter((w) => !ready.includes(w));
+      for (const w of ready) w.resolve();
+    }
     this.commitDurable();
     this.room.notify();
     this.trySend();

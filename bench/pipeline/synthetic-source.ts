@@ -1,6 +1,6 @@
 import { Signal } from '../../common/signal';
 import { nowUs } from '../../common/time';
-import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, ResyncNeed, ResyncProgress, SettleResult, VolumeCut } from '../../agent/capture/types';
+import type { CaptureBatch, CaptureMode, CaptureSource, CapturedRecord, RepairProgress, RepairResult, ResyncNeed, ResyncProgress, SettleResult, VolumeCut } from '../../agent/capture/types';
 
 /**
  * A capture source for the pipeline bench: sequential writes of `recordBytes` over a volume,
@@ -60,6 +60,16 @@ export class SyntheticSource implements CaptureSource {
   startResync(): void {}
 
   resyncProgress(): ResyncProgress | undefined {
+    return undefined;
+  }
+
+  readonly blockSize = 65536;
+
+  async repair(): Promise<RepairResult> {
+    throw new Error('the synthetic source cannot repair');
+  }
+
+  repairProgress(): RepairProgress | undefined {
     return undefined;
   }
 

@@ -1,14 +1,23 @@
 import { Signal } from '../../../common/signal';
 import type { CaptureMode as DeviceMode, ByteRange } from '../../../native/addon/ferry-abi';
-import type { CaptureMode, ProtectedVolume, RemoteHashes, ResyncKind, ResyncProgress, VolumeCut } from '../types';
+import type { CaptureMode, ProtectedVolume, RemoteHashes, RepairProgress, RepairResult, ResyncKind, ResyncProgress, VolumeCut } from '../types';
 import { AccuracyTracker } from './accuracy';
 import type { BlockSet } from './block-set';
 import type { DeviceNumber } from './devices';
 import type { StreamLog } from './stream-log';
 
-/** A run of resync marks over some ranges of a volume: a resync, or the drain of dirty bits. */
+/** A repair asked for (CaptureSource.repair): block-aligned ranges, compared like a hash-compare resync. */
+export interface RepairJob {
+  ranges: ByteRange[];
+  remote: RemoteHashes;
+  progress: RepairProgress;
+  resolve: (result: RepairResult) => void;
+  reject: (err: Error) => void;
+}
+
+/** A run of resync marks over some ranges of a volume: a resync, a repair, or the drain of dirty bits. */
 export interface Walk {
-  purpose: 'resync' | 'drain';
+  purpose: 'resync' | 'repair' | 'drain';
   kind: ResyncKind;
   /** Where the marks go; filled from the bitmap at the start of a delta or drain. */
   ranges: ByteRange[];
@@ -30,6 +39,8 @@ export interface Walk {
   /** Stream seq of the last mark converted. */
   lastStream: number;
   cancelled: boolean;
+  /** The repair this walk runs (purpose repair). */
+  repair?: RepairJob;
 }
 
 export interface WalkWindow {
@@ -89,6 +100,9 @@ export class KernelVolume {
   resyncRequest: { kind: ResyncKind; remote?: RemoteHashes; cursor: number; ready: boolean } | undefined;
   drainRequested = false;
   lastResync: ResyncProgress | undefined;
+  /** Repairs waiting for the walker, oldest first. */
+  readonly repairs: RepairJob[] = [];
+  lastRepair: RepairProgress | undefined;
   readonly tagCuts = new Map<number, VolumeCut>();
   readonly tagWaiters = new Map<number, (cut: VolumeCut | Error) => void>();
   readonly changed = new Signal();

@@ -23,13 +23,14 @@ export interface WalkerContext {
 }
 
 /**
- * Runs one volume's walks: the resync the agent asked for, then drains of dirty bits whenever
- * the device reports them. For every block it places a RESYNC_MARK at the current point of the
- * kernel stream and reads the block right after; the converter puts the data (or a NOOP, when
- * the receiver already holds it) at the mark's place in the stream. A write completing after
- * the mark has a later seq, so it is applied after the data: the replica converges even while
- * the volume is written. Bits are cleared once the data covering them is committed, with the
- * epoch read before the marks (a stale epoch means the device overflowed again: drain again).
+ * Runs one volume's walks: the resync the agent asked for, repairs of some ranges, and drains
+ * of dirty bits whenever the device reports them. For every block it places a RESYNC_MARK at the
+ * current point of the kernel stream and reads the block right after; the converter puts the
+ * data (or a NOOP, when the receiver already holds it) at the mark's place in the stream. A write
+ * completing after the mark has a later seq, so it is applied after the data: the replica
+ * converges even while the volume is written. Bits are cleared once the data covering them is
+ * committed, with the epoch read before the marks (a stale epoch means the device overflowed
+ * again: drain again).
  */
 export class VolumeWalker {
   private readonly zeroHashes = new Map<number, Buffer>();
@@ -70,6 +71,17 @@ export class VolumeWalker {
       const progress = { kind: req.kind, doneBytes: cursor, totalBytes: whole ? size : 0, sentBytes: 0, startedMs: Date.now() };
       v.lastResync = progress;
       return this.newWalk('resync', req.kind, whole ? [{ offset: cursor, length: size - cursor }] : [], whole, req.remote, progress);
+    }
+    // A pending resync covers every block: repairs wait for it.
+    const repair = req ? undefined : v.repairs.shift();
+    if (repair) {
+      v.tracker.resyncStarted();
+      v.lastRepair = repair.progress;
+      // One progress object: the converter counts into it, the status shows it.
+      const progress = Object.assign(repair.progress, { kind: 'hash-compare' as const, startedMs: Date.now() });
+      const w = this.newWalk('repair', 'hash-compare', repair.ranges, false, repair.remote, progress);
+      w.repair = repair;
+      return w;
     }
     // A drain waits for earlier walks to clear their bits, else it would read them again.
     if (v.drainRequested && v.clearing.length === 0) {
@@ -115,7 +127,16 @@ export class VolumeWalker {
     v.walk = w;
     try {
       if (w.purpose === 'drain') w.covers = v.tracker.episodes;
-      if (w.wholeDevice) {
+      if (w.purpose === 'repair') {
+        // Like a hash-compare resync of these blocks: once every record handed out before is
+        // durable, the receiver's hashes describe them; blocks written since are sent (touched).
+        w.baseline = 'remote';
+        v.touched = new BlockSet(this.ctx.blockSize, v.spec.sizeBytes);
+        const sinceSeq = v.nextStream - 1;
+        // Where the repair stands in the stream if it places no mark.
+        w.lastStream = sinceSeq;
+        await this.until(() => v.committedStream >= sinceSeq, w);
+      } else if (w.wholeDevice) {
         // A replica that never received anything is all zeroes; otherwise ask the receiver.
         w.baseline = v.receiverDurable === 0 && v.nextStream === 1 ? 'zero' : w.remote ? 'remote' : 'none';
         if (w.baseline !== 'none') v.touched = new BlockSet(this.ctx.blockSize, v.spec.sizeBytes);
@@ -127,12 +148,8 @@ export class VolumeWalker {
         w.ranges = ranges;
         w.progress.totalBytes = ranges.reduce((n, r) => n + r.length, 0);
       }
-      log.info(w.purpose === 'resync' ? 'resync started' : 'draining dirty regions', {
-        volume: v.id,
-        kind: w.kind,
-        bytes: w.ranges.reduce((n, r) => n + r.length, 0),
-        compare: w.baseline,
-      });
+      const started = { resync: 'resync started', repair: 'repair started', drain: 'draining dirty regions' }[w.purpose];
+      log.info(started, { volume: v.id, kind: w.kind, bytes: w.ranges.reduce((n, r) => n + r.length, 0), compare: w.baseline, reason: w.repair?.progress.reason });
       v.clearing.push(w);
       const info = await this.usableDevice(w);
       if (!info) return;
@@ -149,18 +166,39 @@ export class VolumeWalker {
       w.placedAll = true;
       if (w.marksConverted === w.marksPlaced) v.walkReadDone(w, await this.nextKseq());
       await this.until(() => w.readDone, w);
-      if (w.readDone) log.info(w.purpose === 'resync' ? 'resync read every block' : 'dirty regions read', { volume: v.id, kind: w.kind, sentBytes: w.progress.sentBytes });
+      const read = { resync: 'resync read every block', repair: 'repair read every block', drain: 'dirty regions read' }[w.purpose];
+      if (w.readDone) log.info(read, { volume: v.id, kind: w.kind, sentBytes: w.progress.sentBytes });
     } catch (err) {
       if (!this.stopped) log.error('walk failed; it starts again', { volume: v.id, kind: w.kind, error: (err as Error).message });
-      if (!this.stopped && !w.cancelled) {
+      // It never completes: out of the clearing list with it, or no drain could start again.
+      const cancelled = w.cancelled;
+      w.cancelled = true;
+      if (!this.stopped && !cancelled) {
         if (w.purpose === 'resync') v.resyncRequest ??= { kind: w.kind, remote: w.remote, cursor: v.log.resync.cursor, ready: true };
-        else v.drainRequested = true;
+        else if (w.purpose === 'drain') v.drainRequested = true;
         await v.changed.wait(1000);
       }
     } finally {
       if (v.walk === w) v.walk = undefined;
       if (v.touched && !w.readDone) v.touched = undefined;
+      // A repair that did not read every block runs again (after a device reload, an error).
+      if (!w.readDone) this.retryRepair(w);
     }
+  }
+
+  /** The walk of a repair stopped before its data was durable: run it again, or fail it when stopping. */
+  private retryRepair(w: Walk): void {
+    const job = w.repair;
+    if (!job) return;
+    w.repair = undefined;
+    if (this.stopped) {
+      job.reject(new Error('the agent is stopping'));
+      return;
+    }
+    job.progress.doneBytes = 0;
+    job.progress.sentBytes = 0;
+    this.v.repairs.unshift(job);
+    this.v.changed.notify();
   }
 
   /** Places the marks of [start, end); false when the walk stopped. */
@@ -312,6 +350,7 @@ export class VolumeWalker {
     for (const w of [...v.clearing]) {
       if (w.cancelled) {
         v.clearing.splice(v.clearing.indexOf(w), 1);
+        this.retryRepair(w);
         continue;
       }
       while (w.windows.length > 0) {
@@ -327,6 +366,13 @@ export class VolumeWalker {
           w.progress.finishedMs = Date.now();
           if (!v.resyncRequest) v.log.saveResync({ kind: 'none', cursor: 0 }, v.committedStream);
           log.info('resync complete: the receiver holds all of it', { volume: v.id, kind: w.kind, sentBytes: w.progress.sentBytes, seconds: (w.progress.finishedMs - w.progress.startedMs) / 1000 });
+        }
+        const job = w.repair;
+        if (job) {
+          w.repair = undefined;
+          job.progress.finishedMs = Date.now();
+          log.info('repair complete: the receiver holds all of it', { volume: v.id, reason: job.progress.reason, sentBytes: w.progress.sentBytes, throughSeq: w.lastStream });
+          job.resolve({ throughSeq: w.lastStream, sentBytes: w.progress.sentBytes });
         }
         v.changed.notify();
       }
