@@ -149,7 +149,7 @@ export class ApplyGroup {
       const hole = this.replica.isHole(start, end - start);
       const data = hole ? undefined : this.replica.read(start, end - start, this.arena?.take(end - start));
       const sums = this.sums?.read(start / SUM_BLOCK, Math.ceil((end - start) / SUM_BLOCK));
-      if (sums) this.checkBlocks(start, data, end - start, sums);
+      if (sums) this.checkBlocks(start, data, end - start, sums, run);
       for (const piece of run) {
         const { first, end: pieceEnd } = blocksOf(piece.offset, piece.length);
         const from = first * SUM_BLOCK - start;
@@ -164,8 +164,17 @@ export class ApplyGroup {
     return sortedPieces.map((p) => result.get(p) as PieceBefore);
   }
 
-  /** Reports blocks whose content no longer matches their sum. */
-  private checkBlocks(start: number, data: Buffer | undefined, length: number, sums: Uint32Array): void {
+  /**
+   * Reports blocks whose content no longer matches their sum and that stay damaged after the
+   * group (a block a piece overwrites whole is right again; its undo record keeps the sum it
+   * should have had, so an export of an older point still refuses it).
+   */
+  private checkBlocks(start: number, data: Buffer | undefined, length: number, sums: Uint32Array, run: readonly Piece[]): void {
+    const overwritten = (b: number): boolean => {
+      const blockStart = start + b * SUM_BLOCK;
+      const blockEnd = Math.min(start + length, blockStart + SUM_BLOCK);
+      return run.some((p) => p.offset <= blockStart && p.offset + p.length >= blockEnd);
+    };
     let badFrom = -1;
     const flush = (i: number): void => {
       if (badFrom < 0) return;
@@ -183,7 +192,7 @@ export class ApplyGroup {
     for (let i = 0; i < sums.length; i++) {
       const block = data?.subarray(i * SUM_BLOCK, Math.min(length, (i + 1) * SUM_BLOCK));
       const actual = block ? blockSum(block) : 0;
-      if (actual !== sums[i]) {
+      if (actual !== sums[i] && !overwritten(i)) {
         if (badFrom < 0) badFrom = i;
       } else flush(i);
     }
