@@ -111,7 +111,7 @@ static void test_version_list_stats(void)
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_LIST, &lb, sizeof(lb.l), sizeof(lb)).err,
 		 -FERRY_EINVAL);
 	lb.l.reserved = 0;
-	lb.l.capacity = 3;		/* room for 3 needs 32 + 3 * 368 */
+	lb.l.capacity = 3;		/* room for 3 needs 32 + 3 * 384 */
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_LIST, &lb, sizeof(lb.l),
 		       sizeof(lb.l) + 2 * sizeof(struct ferry_dev_info)).err,
 		 -FERRY_EINVAL);

@@ -194,7 +194,7 @@ async function scenarioCapture(): Promise<void> {
   const path = '/dev/mapper/f0';
   const ctl = await FerryControl.open();
   const version = await ctl.version();
-  eq(version.abiVersion, 1, 'ABI version');
+  eq(version.abiVersion, 2, 'ABI version');
   eq(version.recordHeaderSize, 48, 'record header size');
   const list = await ctl.list();
   eq(list.length, 1, 'tracked devices');
@@ -724,8 +724,8 @@ async function scenarioErrnos(): Promise<void> {
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [7]), 'ENODEV', 'TAG with an untracked index');
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [64]), 'ENODEV', 'TAG with index 64');
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [0], 1), 'EINVAL', 'TAG reserved field');
-  await raw(C.FERRY_IOC_STATS, arg(472, (x) => x.writeUInt32LE(9, 8)), 'ENODEV', 'STATS of an untracked index');
-  await raw(C.FERRY_IOC_STATS, arg(472, (x) => { x.writeUInt32LE(0xffffffff, 8); x.writeUInt32LE(1, 12); }), 'EINVAL', 'STATS reserved field');
+  await raw(C.FERRY_IOC_STATS, arg(488, (x) => x.writeUInt32LE(9, 8)), 'ENODEV', 'STATS of an untracked index');
+  await raw(C.FERRY_IOC_STATS, arg(488, (x) => { x.writeUInt32LE(0xffffffff, 8); x.writeUInt32LE(1, 12); }), 'EINVAL', 'STATS reserved field');
   const bmArg = (dev: number, flags: number, ptr: bigint, startByte: bigint, len: number): Buffer =>
     arg(80, (x) => {
       x.writeUInt32LE(dev, 8);
