@@ -186,6 +186,7 @@ u64 ferry_config_bitmap_bytes(const struct ferry_dev_config *cfg);
 
 /* Allocates a stopped device (ferry_zalloc); NULL on failure. */
 struct ferry_dev *ferry_dev_create(const struct ferry_dev_config *cfg);
+/* Every admitted I/O must have been completed (the list holds callers' memory). */
 void ferry_dev_destroy(struct ferry_dev *dev);
 
 /*
