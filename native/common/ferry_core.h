@@ -230,7 +230,10 @@ u32 ferry_dev_set_seq_limit(struct ferry_dev *dev, u64 limit);
  *
  * Every admitted I/O is completed by exactly one of ferry_capture_write(),
  * ferry_capture_discard(), ferry_capture_failed(), ferry_capture_flush() or
- * ferry_io_cancel(), given the same io.  io may be NULL when the caller has
+ * ferry_io_cancel(), given the same io.  The admitted range is what other
+ * writes in flight are checked against, so it must cover every byte the
+ * I/O may change; the range given at completion is what is recorded (it
+ * may be clipped to the device).  io may be NULL when the caller has
  * no storage for it: the I/O is then not tracked, and its completion records
  * it as if it had overlapped another write over its whole range (a write
  * becomes a DIRTY record, a discard is followed by one).
