@@ -48,7 +48,7 @@ type Phase = 'linear-1' | 'ferry' | 'ferry-null' | 'linear-2';
 interface Figures {
   runs: Record<Phase, Record<string, FioFigures>>;
   /** What the device went through while fio ran on dm-ferry (kernel counters). */
-  capture: { dirtyRecords: number; bitmapWrites: number; writes: number; modeAtEnd: string };
+  capture: { dirtyRecords: number; bitmapWrites: number; writes: number; overlaps: number; modeAtEnd: string };
   /** Seconds the agent needed after the last fio run to have everything durable. */
   agentCatchUpSeconds: number;
   bootMs: number | null;
@@ -79,7 +79,7 @@ node -e '
 const a = require("./dist/native/addon");
 a.FerryControl.open().then(async (c) => {
   const d = (await c.list()).find((x) => x.name === "fb");
-  console.log("CAPTURE " + JSON.stringify({ dirtyRecords: d.counters.dirtyRecords, bitmapWrites: d.counters.bitmapWrites, writes: d.counters.writes, modeAtEnd: d.modeName }));
+  console.log("CAPTURE " + JSON.stringify({ dirtyRecords: d.counters.dirtyRecords, bitmapWrites: d.counters.bitmapWrites, writes: d.counters.writes, overlaps: d.counters.overlaps, modeAtEnd: d.modeName }));
   await c.close();
 });'
 start=$(date +%s%N)
@@ -214,7 +214,7 @@ function report(f: Figures, o: Options): string {
     formatTable(['', 'dm-linear (before / after)', 'dm-ferry, null consumer', 'dm-ferry + agent'], rows),
     '',
     `target: dm-ferry >= ${TARGET_IOPS_RATIO}x dm-linear 4k IOPS: with the agent ${verdict(ratio('ferry'))}; module alone (null consumer) ${verdict(ratio('ferry-null'))}`,
-    `capture while the agent ran: ${f.capture.writes} writes with data, ${f.capture.dirtyRecords} without (pool full: read back), ${f.capture.bitmapWrites} bitmap-only (ring full); mode at the end: ${f.capture.modeAtEnd}`,
+    `capture while the agent ran: ${f.capture.writes} writes with data, ${f.capture.dirtyRecords} without (pool full or overlapped whole: read back), ${f.capture.bitmapWrites} bitmap-only (ring full), ${f.capture.overlaps} overlapping writes in flight together (fio --norandommap); mode at the end: ${f.capture.modeAtEnd}`,
     f.agentCatchUpSeconds >= CATCH_UP_LIMIT_S
       ? `the agent did not have everything durable at the receiver within ${CATCH_UP_LIMIT_S} s of its last fio run (it was still draining)`
       : `the agent had everything durable at the receiver ${f.agentCatchUpSeconds.toFixed(1)} s after its last fio run`,

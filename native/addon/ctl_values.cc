@@ -94,6 +94,8 @@ Napi::Object DevInfoObject(Napi::Env env, const ferry_dev_info& d) {
   c.Set("droppedFlushes", Num(d.dropped_flushes));
   c.Set("recordsCommitted", Num(d.records_committed));
   c.Set("bytesCommitted", Num(d.bytes_committed));
+  c.Set("overlaps", Num(d.overlaps));
+  c.Set("overlapDirty", Num(d.overlap_dirty));
   o.Set("counters", c);
   return o;
 }

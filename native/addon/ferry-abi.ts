@@ -2,7 +2,7 @@
 // constants, names and a zero-copy parser for the batches GET_CHANGES returns.
 // Pure code: no native addon needed, so it can parse captured batches anywhere.
 
-export const FERRY_ABI_VERSION = 1;
+export const FERRY_ABI_VERSION = 2;
 export const BATCH_MAGIC = 0x42595246; // "FRYB" little-endian
 export const BATCH_HEADER_SIZE = 48;
 export const RECORD_HEADER_SIZE = 48;
@@ -40,6 +40,8 @@ export const RecordFlag = {
   IO_ERROR: 0x2,
   BITMAP_CUT: 0x4,
   REDELIVERED: 0x8,
+  /** DIRTY: overlapping writes were in flight together; the disk may hold either's data there. */
+  OVERLAP: 0x10,
 } as const;
 
 /** ferry_dev_info.flags bits. */

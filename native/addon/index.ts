@@ -232,7 +232,10 @@ export interface DeviceCounters {
   /** WRITE records (with payload) and their bytes. */
   writes: number;
   writeBytes: number;
-  /** DIRTY records: METADATA-mode writes, failed writes, payloads that could not be copied. */
+  /**
+   * DIRTY records standing for a write: METADATA-mode writes, failed writes, payloads that could
+   * not be copied, writes overlapped whole by another write in flight.
+   */
   dirtyRecords: number;
   discards: number;
   flushes: number;
@@ -245,6 +248,10 @@ export interface DeviceCounters {
   droppedFlushes: number;
   recordsCommitted: number;
   bytesCommitted: number;
+  /** Pairs of overlapping writes in flight at the same time (read back, see native/common/README.md). */
+  overlaps: number;
+  /** DIRTY records added after a write's own record to read an overlap back. */
+  overlapDirty: number;
 }
 
 /** A tracked device, as LIST/STATS report it. */

@@ -31,7 +31,7 @@
 #define FERRY_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define FERRY_ABI_VERSION	1u
+#define FERRY_ABI_VERSION	2u
 #define FERRY_BATCH_MAGIC	0x42595246u	/* "FRYB" as little-endian bytes */
 #define FERRY_MAX_DEVICES	64u
 #define FERRY_DEV_NAME_LEN	128u
@@ -88,7 +88,11 @@ enum ferry_rec_kind {
 	 * it marks the cut for data drained from the dirty bitmap.
 	 */
 	FERRY_REC_RESYNC_MARK = 5,
-	/* METADATA mode write: range changed, data must be read back */
+	/*
+	 * range changed, data must be read back: a METADATA mode write, a
+	 * failed write (F_IO_ERROR), a short payload copy, or an overlap of
+	 * writes in flight together (F_OVERLAP)
+	 */
 	FERRY_REC_DIRTY = 6,
 	/* mode change: .mode = new mode, length = previous mode */
 	FERRY_REC_MODE = 7,
@@ -100,6 +104,12 @@ enum ferry_rec_kind {
 #define FERRY_REC_F_IO_ERROR	0x2u	/* DIRTY: the write failed, range unknown */
 #define FERRY_REC_F_BITMAP_CUT	0x4u	/* RESYNC_MARK made by GET_BITMAP */
 #define FERRY_REC_F_REDELIVERED	0x8u	/* handed out before a consumer reset */
+/*
+ * DIRTY: another write overlapping this range was in flight at the same
+ * time, so the disk may hold either's data there: read it back.  Either
+ * the write itself (overlapped whole) or a record right after its own.
+ */
+#define FERRY_REC_F_OVERLAP	0x10u
 
 struct ferry_batch_hdr {
 	uint32_t magic;		/* FERRY_BATCH_MAGIC */
@@ -182,9 +192,11 @@ struct ferry_dev_info {
 	uint64_t bitmap_writes;		/* writes recorded only in the bitmap */
 	uint64_t failed_writes, dropped_flushes;
 	uint64_t records_committed, bytes_committed;
+	uint64_t overlaps;		/* overlapping writes in flight together (pairs) */
+	uint64_t overlap_dirty;		/* DIRTY records added after a write for them */
 };
 
-FERRY_ABI_ASSERT(sizeof(struct ferry_dev_info) == 368, "dev info size");
+FERRY_ABI_ASSERT(sizeof(struct ferry_dev_info) == 384, "dev info size");
 
 struct ferry_ioc_version {
 	uint32_t size;
@@ -271,7 +283,7 @@ struct ferry_ioc_stats {
 	struct ferry_dev_info dev;	/* out (if dev_index given) */
 };
 
-FERRY_ABI_ASSERT(sizeof(struct ferry_ioc_stats) == 472, "stats size");
+FERRY_ABI_ASSERT(sizeof(struct ferry_ioc_stats) == 488, "stats size");
 
 #define FERRY_BITMAP_F_CUT	0x1u	/* emit the BITMAP_CUT record */
 

@@ -119,6 +119,8 @@ void ferry_dev_destroy(struct ferry_dev *dev)
 {
 	if (!dev)
 		return;
+	/* every admitted I/O was completed: the list points into callers' memory */
+	FERRY_BUG_ON(dev->io_list || dev->io_tracked || dev->inflight);
 	ferry_free(dev->ring);
 	ferry_free(dev->bitmap);
 	ferry_free(dev->pool);
@@ -454,46 +456,222 @@ u32 ferry_dev_set_seq_limit(struct ferry_dev *dev, u64 limit)
 
 /* ---- I/O path ---- */
 
-int ferry_io_begin(struct ferry_dev *dev)
+/*
+ * Overlapping writes in flight.
+ *
+ * A record gets its seq when its I/O completes (under the lock, in a
+ * ferry_capture_*() call) and the replica applies records in seq order.
+ * Two writes to the same bytes in flight together may reach the disk in
+ * either order, so completion order alone could leave the replica with the
+ * other write's bytes.  Each admitted I/O with a range is on dev->io_list
+ * from ferry_io_begin() (before the platform sends it down) until its
+ * completion call (after the disk completed it).  That call
+ *
+ *   (1) takes it off the list, then widens the hit range of every I/O still
+ *       on the list that overlaps it by the overlap (ferry_io_complete);
+ *   (2) records it as usual and, if its own hit range is not empty, makes
+ *       sure a read-back of (hit range) & (its range) comes after its record:
+ *       a DIRTY record right after it (or the write recorded as DIRTY in the
+ *       first place when the hit covers it whole), or bitmap bits when no
+ *       record can be made (the bitmap's drain cut comes later still).
+ *
+ * Claim: once nothing is in flight, every byte b of the replica (all
+ * records applied, read-backs included) equals the disk.  Let R be the
+ * last record in seq order whose range touches b (a bitmap cut touches
+ * every bit set when it is made).
+ *  - R reads back (DIRTY, RESYNC_MARK, bitmap cut): the agent reads b after
+ *    R was made.  A write that changes b on disk after that read completes
+ *    after R was made, so its own record touching b comes after R, which
+ *    is the last.  So the read saw b's final content.
+ *  - R carries a write W's data (WRITE, DISCARD), and suppose the disk's
+ *    final b came from another write D.  D's record is before R, so D
+ *    completed before W.  The disk applied D to b after W, and D completed
+ *    after that, so W had been sent down, hence was on the list, before D
+ *    completed, and was still on it then.  (1) at D's completion put b into
+ *    W's hit range, and (2) at W's completion put a read-back of b after R:
+ *    R is not the last.  So the disk's final b is W's.
+ * In words: each overlap of two writes in flight together is read back
+ * after the later of the two completed.  In a chain (A overlaps B overlaps
+ * C) each overlap gets its own read-back after its own pair; a byte where
+ * several writes met is read back after the last of them, since that one
+ * was in flight when each other one completed (they were all in flight
+ * together); nothing more is needed as the claim is per byte.
+ *
+ * An untracked I/O (io NULL) is never marked, so its completion treats it
+ * as marked over its whole range.  A cancelled I/O changed nothing and
+ * marks nothing.  The cost is one walk over the list per completion under
+ * the lock the completion takes anyway: O(writes in flight).
+ */
+
+/* Puts io on the list of I/Os in flight; dev->lock held. */
+static void ferry_io_track(struct ferry_dev *dev, struct ferry_io *io,
+			   u64 offset, u64 length)
+{
+	u64 end = offset + length;
+
+	if (end < offset)
+		end = ~0ULL;
+	io->start = offset;
+	io->end = end;
+	io->hit_start = 0;
+	io->hit_end = 0;
+	io->prev = NULL;
+	io->next = NULL;
+	if (!length)
+		return;		/* a flush: nothing to overlap */
+	io->next = dev->io_list;
+	if (io->next)
+		io->next->prev = io;
+	dev->io_list = io;
+	dev->io_tracked++;
+}
+
+/* Takes io off the list if it is on it; dev->lock held. */
+static void ferry_io_untrack(struct ferry_dev *dev, struct ferry_io *io)
+{
+	if (!io || io->start == io->end)
+		return;
+	FERRY_BUG_ON(!dev->io_tracked);
+	if (io->prev)
+		io->prev->next = io->next;
+	else
+		dev->io_list = io->next;
+	if (io->next)
+		io->next->prev = io->prev;
+	io->next = NULL;
+	io->prev = NULL;
+	io->start = io->end = 0;
+	dev->io_tracked--;
+}
+
+/*
+ * An I/O that may have changed [offset, offset + length) completed: step
+ * (1) above.  Returns in [*lo, *hi) the part of that range which must be
+ * read back after its record (empty: lo == hi); dev->lock held.
+ */
+static void ferry_io_complete(struct ferry_dev *dev, struct ferry_io *io,
+			      u64 offset, u64 length, u64 *lo, u64 *hi)
+{
+	u64 start = offset, end = offset + length;
+	struct ferry_io *o;
+
+	if (end < offset)
+		end = ~0ULL;
+	*lo = *hi = 0;
+	if (io) {
+		if (io->hit_start < io->hit_end) {
+			*lo = io->hit_start > start ? io->hit_start : start;
+			*hi = io->hit_end < end ? io->hit_end : end;
+			if (*lo >= *hi)
+				*lo = *hi = 0;
+		}
+		/* what it was admitted for is what it may have changed */
+		if (io->start < io->end) {
+			start = io->start;
+			end = io->end;
+		}
+		ferry_io_untrack(dev, io);
+	} else if (start < end) {
+		/* untracked: it may have overlapped anything in flight */
+		*lo = start;
+		*hi = end;
+	}
+	if (start >= end)
+		return;
+	for (o = dev->io_list; o; o = o->next) {
+		u64 a, b;
+
+		if (o->end <= start || end <= o->start)
+			continue;
+		a = o->start > start ? o->start : start;
+		b = o->end < end ? o->end : end;
+		if (o->hit_start == o->hit_end) {
+			o->hit_start = a;
+			o->hit_end = b;
+		} else {
+			if (a < o->hit_start)
+				o->hit_start = a;
+			if (b > o->hit_end)
+				o->hit_end = b;
+		}
+		dev->ctr.overlaps++;
+	}
+}
+
+int ferry_io_begin(struct ferry_dev *dev, struct ferry_io *io, u64 offset,
+		   u64 length)
 {
 	ferry_irqflags_t flags;
 	int held;
 
 	ferry_lock(&dev->lock, flags);
 	held = dev->hold;
-	if (!held)
+	if (!held) {
 		dev->inflight++;
+		if (io)
+			ferry_io_track(dev, io, offset, length);
+	}
 	ferry_unlock(&dev->lock, flags);
 	return held;
 }
 
-u32 ferry_io_cancel(struct ferry_dev *dev)
+u32 ferry_io_cancel(struct ferry_dev *dev, struct ferry_io *io)
 {
 	ferry_irqflags_t flags;
 	u32 events = 0;
 
 	ferry_lock(&dev->lock, flags);
+	ferry_io_untrack(dev, io);
 	ferry_io_done(dev, &events);
 	ferry_unlock(&dev->lock, flags);
 	return events;
 }
 
-u32 ferry_capture_write(struct ferry_dev *dev, u64 offset, u32 length,
-			u32 rflags, struct ferry_cap *cap)
+/*
+ * Step (2) for [lo, hi): the read-back of an overlap after the record just
+ * made.  DIRTY records (split like any range), or bitmap bits.
+ */
+static void ferry_overlap_dirty(struct ferry_dev *dev, u64 lo, u64 hi,
+				u32 *events)
+{
+	while (lo < hi) {
+		u64 n = hi - lo;
+		u32 chunk = n > FERRY_MAX_RECORD ? FERRY_MAX_RECORD : (u32)n;
+
+		if (!ferry_can_record(dev)) {
+			ferry_to_bitmap(dev, lo, hi - lo, events);
+			return;
+		}
+		ferry_push(dev, FERRY_REC_DIRTY, lo, chunk, FERRY_REC_F_OVERLAP,
+			   events);
+		dev->ctr.overlap_dirty++;
+		lo += chunk;
+	}
+}
+
+u32 ferry_capture_write(struct ferry_dev *dev, struct ferry_io *io,
+			u64 offset, u32 length, u32 rflags, struct ferry_cap *cap)
 {
 	ferry_irqflags_t flags;
 	struct ferry_slot *s;
 	u32 events = 0;
+	u64 lo, hi;
 	bool payload;
 
 	ferry_lock(&dev->lock, flags);
+	ferry_io_complete(dev, io, offset, length, &lo, &hi);
 	if (!ferry_can_record(dev)) {
+		/* the bits cover the overlap too: the drain reads it later */
 		ferry_to_bitmap(dev, offset, length, &events);
 		dev->ctr.bitmap_writes++;
 		goto done;
 	}
 	payload = length && dev->level == FERRY_MODE_DATA;
-	if (payload && length > dev->cfg.pool_size - dev->pool_used) {
+	if (lo == offset && hi == offset + length && length) {
+		/* overlapped whole: its payload may not be what the disk holds */
+		rflags |= FERRY_REC_F_OVERLAP;
+		payload = false;
+	} else if (payload && length > dev->cfg.pool_size - dev->pool_used) {
 		/* pool exhausted: DATA -> METADATA (or silently in DRAINING) */
 		ferry_set_level(dev, FERRY_MODE_METADATA, &events);
 		payload = false;
@@ -515,12 +693,15 @@ u32 ferry_capture_write(struct ferry_dev *dev, u64 offset, u32 length,
 		cap->slot = (u32)(s - dev->ring);
 		cap->pos = pos;
 		cap->left = length;
+		/* the overlap's DIRTY goes right after (GET waits for the WRITE) */
+		ferry_overlap_dirty(dev, lo, hi, &events);
 		/* not deliverable until ferry_capture_end() */
 		events &= ~FERRY_EV_READY;
 		ferry_unlock(&dev->lock, flags);
 		return events | FERRY_CAP_COPY;
 	}
 	if (length) {
+		/* a DIRTY record over the whole write covers any overlap too */
 		ferry_push(dev, FERRY_REC_DIRTY, offset, length, rflags,
 			   &events);
 		dev->ctr.dirty_records++;
@@ -596,25 +777,33 @@ static void ferry_capture_range(struct ferry_dev *dev, u16 kind, u64 offset,
 	}
 }
 
-u32 ferry_capture_discard(struct ferry_dev *dev, u64 offset, u64 length)
+u32 ferry_capture_discard(struct ferry_dev *dev, struct ferry_io *io,
+			  u64 offset, u64 length)
 {
 	ferry_irqflags_t flags;
 	u32 events = 0;
+	u64 lo, hi;
 
 	ferry_lock(&dev->lock, flags);
+	ferry_io_complete(dev, io, offset, length, &lo, &hi);
 	dev->ctr.discards++;
 	ferry_capture_range(dev, FERRY_REC_DISCARD, offset, length, 0, &events);
+	ferry_overlap_dirty(dev, lo, hi, &events);
 	ferry_io_done(dev, &events);
 	ferry_unlock(&dev->lock, flags);
 	return events;
 }
 
-u32 ferry_capture_failed(struct ferry_dev *dev, u64 offset, u64 length)
+u32 ferry_capture_failed(struct ferry_dev *dev, struct ferry_io *io,
+			 u64 offset, u64 length)
 {
 	ferry_irqflags_t flags;
 	u32 events = 0;
+	u64 lo, hi;
 
 	ferry_lock(&dev->lock, flags);
+	/* its DIRTY records cover any overlap: [lo, hi) is inside them */
+	ferry_io_complete(dev, io, offset, length, &lo, &hi);
 	dev->ctr.failed_writes++;
 	ferry_capture_range(dev, FERRY_REC_DIRTY, offset, length,
 			    FERRY_REC_F_IO_ERROR, &events);
@@ -623,12 +812,13 @@ u32 ferry_capture_failed(struct ferry_dev *dev, u64 offset, u64 length)
 	return events;
 }
 
-u32 ferry_capture_flush(struct ferry_dev *dev)
+u32 ferry_capture_flush(struct ferry_dev *dev, struct ferry_io *io)
 {
 	ferry_irqflags_t flags;
 	u32 events = 0;
 
 	ferry_lock(&dev->lock, flags);
+	ferry_io_untrack(dev, io);
 	if (ferry_can_record(dev)) {
 		ferry_push(dev, FERRY_REC_FLUSH, 0, 0, 0, &events);
 		dev->ctr.flushes++;
@@ -864,6 +1054,8 @@ void ferry_dev_info(struct ferry_dev *dev, struct ferry_dev_info *info)
 	info->dropped_flushes = c->dropped_flushes;
 	info->records_committed = c->records_committed;
 	info->bytes_committed = c->bytes_committed;
+	info->overlaps = c->overlaps;
+	info->overlap_dirty = c->overlap_dirty;
 	ferry_unlock(&dev->lock, flags);
 }
 

@@ -21,7 +21,9 @@
  *  - ferry_io_begin() and the ferry_capture_*() calls may run concurrently
  *    on any CPU and in atomic context; they take the device lock briefly
  *    and never sleep.  The payload copy (ferry_capture_copy) runs without
- *    the lock.
+ *    the lock.  Under the lock they walk the device's list of writes in
+ *    flight (O(writes in flight)); they never allocate: the list entries
+ *    (struct ferry_io) are the caller's, one per admitted I/O.
  *  - Everything else ("stream" calls: get/commit/reset, bitmap, tag,
  *    resync, attach/detach, start/freeze/persist) must be serialized by
  *    the caller (one mutex); they never sleep either, except where noted.
@@ -92,6 +94,23 @@ struct ferry_counters {
 	u64 tags, resync_marks, mode_changes, bitmap_writes;
 	u64 failed_writes, dropped_flushes;
 	u64 records_committed, bytes_committed;
+	u64 overlaps, overlap_dirty;
+};
+
+/*
+ * One admitted write-type I/O (write, discard, flush, ...) from
+ * ferry_io_begin() to the call that completes it (a ferry_capture_*() call
+ * or ferry_io_cancel()).  The caller provides the storage, typically inside
+ * its per-I/O data (dm-ferry: the per-bio data; ferryflt: the per-IRP
+ * context), and leaves it alone in between; the fields belong to the core.
+ * While admitted it is on the device's list of writes in flight.
+ */
+struct ferry_io {
+	struct ferry_io *next, *prev;	/* in flight on dev->io_list */
+	u64 start, end;			/* bytes it may change */
+	u64 hit_start, hit_end;		/* overlap with writes that completed
+					 * while it was in flight (hull);
+					 * empty when equal */
 };
 
 struct ferry_dev {
@@ -140,7 +159,11 @@ struct ferry_dev {
 
 	/* write hold for tags */
 	bool hold;
-	u32 inflight;
+	u32 inflight;		/* admitted, not completed (with or without a ferry_io) */
+
+	/* admitted I/Os with a range, most recent first (see ferry_core.c) */
+	struct ferry_io *io_list;
+	u32 io_tracked;
 
 	struct ferry_counters ctr;
 };
@@ -163,6 +186,7 @@ u64 ferry_config_bitmap_bytes(const struct ferry_dev_config *cfg);
 
 /* Allocates a stopped device (ferry_zalloc); NULL on failure. */
 struct ferry_dev *ferry_dev_create(const struct ferry_dev_config *cfg);
+/* Every admitted I/O must have been completed (the list holds callers' memory). */
 void ferry_dev_destroy(struct ferry_dev *dev);
 
 /*
@@ -198,35 +222,65 @@ u32 ferry_dev_set_seq_limit(struct ferry_dev *dev, u64 limit);
 /* ---- I/O path (any context) ---- */
 
 /*
- * A write-type I/O arrives.  Returns 0: pass (counted in flight), or 1: a
- * tag holds writes, queue it and call ferry_io_begin() again on release.
+ * A write-type I/O arrives that may change [offset, offset + length) of the
+ * device (length 0 for a flush).  Returns 0: admitted (counted in flight,
+ * io on the list of writes in flight if length > 0), or 1: a tag holds
+ * writes, io is untouched; queue the I/O and call ferry_io_begin() again
+ * on release.
+ *
+ * Every admitted I/O is completed by exactly one of ferry_capture_write(),
+ * ferry_capture_discard(), ferry_capture_failed(), ferry_capture_flush() or
+ * ferry_io_cancel(), given the same io.  The admitted range is what other
+ * writes in flight are checked against, so it must cover every byte the
+ * I/O may change; the range given at completion is what is recorded (it
+ * may be clipped to the device).  io may be NULL when the caller has
+ * no storage for it: the I/O is then not tracked, and its completion records
+ * it as if it had overlapped another write over its whole range (a write
+ * becomes a DIRTY record, a discard is followed by one).
+ *
+ * Overlapping writes in flight: the disk may apply two overlapping writes
+ * in the other order than they complete, and records are in completion
+ * order.  So a completion marks every write still in flight that overlaps
+ * it, and a marked write, when it completes, gets a DIRTY record over the
+ * overlap after its own record (or is itself recorded as DIRTY when the
+ * overlap covers it whole): the agent reads back what the disk holds once
+ * both are done.  ferry_core.c has the proof.
  */
-int ferry_io_begin(struct ferry_dev *dev);
+int ferry_io_begin(struct ferry_dev *dev, struct ferry_io *io, u64 offset,
+		   u64 length);
 
 /*
  * A write admitted by ferry_io_begin() completed successfully.  If the
  * result has FERRY_CAP_COPY, copy exactly `length` payload bytes with
  * ferry_capture_copy() and then call ferry_capture_end(); otherwise the
- * write is fully accounted (DIRTY record or bitmap).
+ * write is fully accounted (DIRTY record or bitmap).  Either way io is off
+ * the list when this returns: the caller may reuse it.
  */
-u32 ferry_capture_write(struct ferry_dev *dev, u64 offset, u32 length,
-			u32 flags, struct ferry_cap *cap);
+u32 ferry_capture_write(struct ferry_dev *dev, struct ferry_io *io,
+			u64 offset, u32 length, u32 flags,
+			struct ferry_cap *cap);
 void ferry_capture_copy(struct ferry_dev *dev, struct ferry_cap *cap,
 			const void *src, u32 len);
 u32 ferry_capture_end(struct ferry_dev *dev, struct ferry_cap *cap);
 
 /* A discard (any length; split into records of <= FERRY_MAX_RECORD). */
-u32 ferry_capture_discard(struct ferry_dev *dev, u64 offset, u64 length);
+u32 ferry_capture_discard(struct ferry_dev *dev, struct ferry_io *io,
+			  u64 offset, u64 length);
 /* A completed cache flush. */
-u32 ferry_capture_flush(struct ferry_dev *dev);
+u32 ferry_capture_flush(struct ferry_dev *dev, struct ferry_io *io);
 /* A write that failed: its range is unknown now (DIRTY + IO_ERROR). */
-u32 ferry_capture_failed(struct ferry_dev *dev, u64 offset, u64 length);
-/* An admitted I/O that needs no record (e.g. it was requeued). */
-u32 ferry_io_cancel(struct ferry_dev *dev);
+u32 ferry_capture_failed(struct ferry_dev *dev, struct ferry_io *io,
+			 u64 offset, u64 length);
+/*
+ * An admitted I/O that needs no record because it changed nothing on the
+ * device (it was requeued, or it lay outside the protected range).
+ */
+u32 ferry_io_cancel(struct ferry_dev *dev, struct ferry_io *io);
 
 /* ---- control (serialized by the caller) ---- */
 
 void ferry_dev_hold(struct ferry_dev *dev, bool on);
+/* Admitted I/Os not completed yet. */
 u32 ferry_dev_inflight(struct ferry_dev *dev);
 
 /* 0 if a TAG can be inserted now, else -FERRY_ENOSPC / -FERRY_EAGAIN. */

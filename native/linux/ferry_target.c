@@ -43,7 +43,8 @@ static struct workqueue_struct *ferry_wq;
 struct ferry_pb {
 	struct bvec_iter iter;	/* the bio's iterator at map time */
 	u64 offset;		/* bytes into the device */
-	bool tracked;		/* admitted by ferry_io_begin() */
+	bool tracked;		/* a write-type bio: admitted, or held */
+	struct ferry_io io;	/* the core's entry while it is in flight */
 };
 
 static bool ferry_bio_is_write(struct bio *bio)
@@ -69,7 +70,8 @@ static int ferry_map(struct dm_target *ti, struct bio *bio)
 	pb->iter = bio->bi_iter;
 	pb->offset = (u64)bio->bi_iter.bi_sector << SECTOR_SHIFT;
 	pb->tracked = true;
-	if (likely(!ferry_io_begin(ft->core)))
+	if (likely(!ferry_io_begin(ft->core, &pb->io, pb->offset,
+				   pb->iter.bi_size)))
 		return DM_MAPIO_REMAPPED;
 
 	/*
@@ -77,7 +79,7 @@ static int ferry_map(struct dm_target *ti, struct bio *bio)
 	 * the hold and empties the list under the same lock.
 	 */
 	spin_lock_irqsave(&ft->hold_lock, flags);
-	if (ferry_io_begin(ft->core)) {
+	if (ferry_io_begin(ft->core, &pb->io, pb->offset, pb->iter.bi_size)) {
 		bio_list_add(&ft->held, bio);
 		spin_unlock_irqrestore(&ft->hold_lock, flags);
 		return DM_MAPIO_SUBMITTED;
@@ -101,8 +103,11 @@ void ferry_release_held(struct ferry_target *ft)
 	spin_unlock_irqrestore(&ft->hold_lock, flags);
 
 	while ((bio = bio_list_pop(&list))) {
+		struct ferry_pb *pb = dm_per_bio_data(bio, sizeof(*pb));
+
 		/* cannot be held again: tags are serialized */
-		WARN_ON_ONCE(ferry_io_begin(ft->core));
+		WARN_ON_ONCE(ferry_io_begin(ft->core, &pb->io, pb->offset,
+					    pb->iter.bi_size));
 		dm_submit_bio_remap(bio, NULL);
 	}
 }
@@ -126,8 +131,8 @@ static u32 ferry_capture_payload(struct ferry_target *ft, struct bio *bio,
 	u32 flags = (bio->bi_opf & REQ_FUA) ? FERRY_REC_F_FUA : 0;
 	u32 events;
 
-	events = ferry_capture_write(ft->core, pb->offset, pb->iter.bi_size,
-				     flags, &cap);
+	events = ferry_capture_write(ft->core, &pb->io, pb->offset,
+				     pb->iter.bi_size, flags, &cap);
 	if (!(events & FERRY_CAP_COPY))
 		return events;
 	/* the bio was advanced by its completion: walk the saved iterator */
@@ -155,17 +160,19 @@ static int ferry_end_io(struct dm_target *ti, struct bio *bio,
 	if (*error) {
 		/* a failed write leaves its range unknown: read it back */
 		if (bytes)
-			events = ferry_capture_failed(ft->core, pb->offset,
-						      bytes);
+			events = ferry_capture_failed(ft->core, &pb->io,
+						      pb->offset, bytes);
 		else
-			events = ferry_io_cancel(ft->core);
+			events = ferry_io_cancel(ft->core, &pb->io);
 	} else if (bio_op(bio) == REQ_OP_DISCARD) {
-		events = ferry_capture_discard(ft->core, pb->offset, bytes);
+		events = ferry_capture_discard(ft->core, &pb->io, pb->offset,
+					       bytes);
 	} else if (bio_op(bio) != REQ_OP_WRITE) {
 		/* write-zeroes and the like are not enabled; be safe anyway */
-		events = ferry_capture_failed(ft->core, pb->offset, bytes);
+		events = ferry_capture_failed(ft->core, &pb->io, pb->offset,
+					      bytes);
 	} else if (!bytes) {
-		events = ferry_capture_flush(ft->core);
+		events = ferry_capture_flush(ft->core, &pb->io);
 	} else {
 		events = ferry_capture_payload(ft, bio, pb);
 	}
@@ -444,11 +451,12 @@ static void ferry_status(struct dm_target *ti, status_type_t type,
 	switch (type) {
 	case STATUSTYPE_INFO:
 		ferry_dev_info(ft->core, &info);
-		DMEMIT("%s %llu %llu %u/%u %u/%u %llu/%llu %u %d",
+		DMEMIT("%s %llu %llu %u/%u %u/%u %llu/%llu %u %d %llu",
 		       ferry_mode_name(info.mode), info.next_seq,
 		       info.committed_seq, info.ring_used, info.ring_capacity,
 		       info.pool_used, info.pool_size, info.dirty_bits,
-		       info.bitmap_bits, info.start_state, ft->index);
+		       info.bitmap_bits, info.start_state, ft->index,
+		       info.overlaps);
 		break;
 	case STATUSTYPE_TABLE:
 		DMEMIT("%s %s 6 pool_kb %u ring_records %u granularity_kb %u",

@@ -198,6 +198,7 @@ NTSTATUS DriverEntry(DRIVER_OBJECT *driver, UNICODE_STRING *reg_path)
 	g_ferry.reg_path.MaximumLength = (USHORT)(len + sizeof(WCHAR));
 
 	ferry_platform_init();
+	ferry_io_init();
 	KeInitializeMutex(&g_ferry.ctl_mutex, 0);
 	KeInitializeEvent(&g_ferry.drained, NotificationEvent, FALSE);
 	KeInitializeSpinLock(&g_ferry.vols_lock);

@@ -22,6 +22,9 @@
 #ifndef MdlMappingNoExecute
 #define MdlMappingNoExecute 0x40000000	/* Windows 8+; not in every DDK */
 #endif
+#ifndef POOL_NX_ALLOCATION
+#define POOL_NX_ALLOCATION 0x200	/* Windows 8+: NX entries in a lookaside list */
+#endif
 #ifndef IOCTL_VOLSNAP_FLUSH_AND_HOLD_WRITES
 #define IOCTL_VOLSNAP_FLUSH_AND_HOLD_WRITES \
 	CTL_CODE(0x53, 0, METHOD_BUFFERED, FILE_READ_ACCESS | FILE_WRITE_ACCESS)
@@ -123,6 +126,8 @@ struct ferry_global {
 	KSPIN_LOCK wait_lock;
 	LIST_ENTRY waiters;
 	volatile LONG nwaiters;
+	/* completion contexts of captured writes (io.c), never deleted */
+	NPAGED_LOOKASIDE_LIST write_ctx;
 	/* defaults (registry Parameters) */
 	u64 seq_lease;
 	u32 pool_kb, ring_records, granularity_kb;
@@ -144,6 +149,7 @@ void ferry_ctl_unlock(void);
 void ferry_vol_queue_work(struct ferry_vol *vol, LONG bits);
 
 /* io.c: the I/O path */
+void ferry_io_init(void);
 NTSTATUS ferry_vol_write(struct ferry_vol *vol, IRP *irp);
 NTSTATUS ferry_vol_flush(struct ferry_vol *vol, IRP *irp);
 NTSTATUS ferry_vol_dsm(struct ferry_vol *vol, IRP *irp);

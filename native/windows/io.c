@@ -8,7 +8,11 @@
  * the core's preallocated non-paged memory and MDL mappings, and never
  * allocate.  Each admitted IRP is counted in flight by the core until its
  * completion records it (ferry_io_begin / ferry_capture_*), which is what a
- * tag waits for.
+ * tag waits for.  Its ranges are on the core's list of writes in flight
+ * meanwhile (overlapping writes in flight are read back, see
+ * ../common/ferry_core.c); the list entries live in the IRP's completion
+ * context, allocated at dispatch: a lookaside entry for a write, an array
+ * next to the DSM ranges.  Without one the I/O is admitted untracked.
  */
 #include "ferryflt.h"
 
@@ -24,10 +28,42 @@ struct ferry_dsm_ctx {
 	struct ferry_prot *prot;
 	u32 kind;
 	u32 n;
+	struct ferry_io *io;		/* n entries, or NULL: untracked */
 	struct ferry_dsm_range r[FERRY_DSM_MAX];
 };
 
+/* The completion context of a captured write (g_ferry.write_ctx). */
+struct ferry_write_ctx {
+	struct ferry_prot *prot;
+	struct ferry_io io;
+};
+
+/* What an IRP asks the core to admit: n ranges, with their entries. */
+struct ferry_admit_req {
+	const struct ferry_dsm_range *r;
+	struct ferry_io *io;		/* n entries, or NULL: untracked */
+	u32 n;
+};
+
 static NTSTATUS ferry_submit(struct ferry_vol *vol, IRP *irp, bool requeued);
+
+static void ferry_dsm_free(struct ferry_dsm_ctx *d)
+{
+	if (!d)
+		return;
+	if (d->io)
+		ExFreePoolWithTag(d->io, FERRY_POOL_TAG);
+	ExFreePoolWithTag(d, FERRY_POOL_TAG);
+}
+
+/* At driver load (no DriverUnload: the list lives as long as the driver). */
+void ferry_io_init(void)
+{
+	ExInitializeNPagedLookasideList(&g_ferry.write_ctx, NULL, NULL,
+					POOL_NX_ALLOCATION,
+					sizeof(struct ferry_write_ctx),
+					FERRY_POOL_TAG, 0);
+}
 
 void ferry_prot_events(struct ferry_prot *p, u32 ev)
 {
@@ -178,7 +214,8 @@ NTSTATUS ferry_vol_wait_passthru(struct ferry_vol *vol, u32 ms)
 	}
 }
 
-static enum ferry_admit ferry_admit(struct ferry_vol *vol, IRP *irp, u32 nrec,
+static enum ferry_admit ferry_admit(struct ferry_vol *vol, IRP *irp,
+				    const struct ferry_admit_req *req,
 				    struct ferry_prot **pp)
 {
 	enum ferry_admit how;
@@ -201,8 +238,10 @@ static enum ferry_admit ferry_admit(struct ferry_vol *vol, IRP *irp, u32 nrec,
 		 */
 		*pp = vol->prot;
 		InterlockedIncrement(&vol->prot->ios);
-		for (i = 0; i < nrec; i++)
-			if (ferry_io_begin(vol->prot->core))
+		for (i = 0; i < req->n; i++)
+			if (ferry_io_begin(vol->prot->core,
+					   req->io ? &req->io[i] : NULL,
+					   req->r[i].offset, req->r[i].length))
 				ferry_bug(__FILE__, __LINE__);
 		how = FERRY_ADMIT_CAPTURE;
 	}
@@ -228,14 +267,15 @@ static NTSTATUS ferry_passthru_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
 }
 
 /* Copies the written bytes from the IRP's MDL chain into the pool. */
-static u32 ferry_capture_payload(struct ferry_prot *p, IRP *irp, u64 off,
-				 u32 len, u32 flags)
+static u32 ferry_capture_payload(struct ferry_prot *p, IRP *irp,
+				 struct ferry_io *io, u64 off, u32 len,
+				 u32 flags)
 {
 	struct ferry_cap cap;
 	MDL *mdl;
 	u32 ev;
 
-	ev = ferry_capture_write(p->core, off, len, flags, &cap);
+	ev = ferry_capture_write(p->core, io, off, len, flags, &cap);
 	if (!(ev & FERRY_CAP_COPY))
 		return ev;
 	for (mdl = irp->MdlAddress; mdl && cap.left; mdl = mdl->Next) {
@@ -250,9 +290,10 @@ static u32 ferry_capture_payload(struct ferry_prot *p, IRP *irp, u64 off,
 	return ev | ferry_capture_end(p->core, &cap);
 }
 
-static NTSTATUS ferry_write_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
+/* A captured write completed; io: its entry, or NULL if untracked. */
+static void ferry_write_complete(struct ferry_prot *p, IRP *irp,
+				 struct ferry_io *io)
 {
-	struct ferry_prot *p = ctx;
 	IO_STACK_LOCATION *sp = IoGetCurrentIrpStackLocation(irp);
 	u64 off = (u64)sp->Parameters.Write.ByteOffset.QuadPart;
 	u64 len = sp->Parameters.Write.Length, clen = len;
@@ -261,18 +302,38 @@ static NTSTATUS ferry_write_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
 		  irp->IoStatus.Information == len;
 	u32 ev;
 
+	if (!ferry_clip(p, &off, &clen))
+		/* empty, or past the protected size: nothing to record */
+		ev = ferry_io_cancel(p->core, io);
+	else if (ok && clen == len)
+		ev = ferry_capture_payload(p, irp, io, off, (u32)len, flags);
+	else
+		/* failed, short, or partly past the end: read it back */
+		ev = ferry_capture_failed(p->core, io, off, clen);
+	ferry_prot_done(p, irp, ev);
+}
+
+static NTSTATUS ferry_write_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
+{
+	struct ferry_write_ctx *w = ctx;
+
 	(void)dev;
 	if (irp->PendingReturned)
 		IoMarkIrpPending(irp);
-	if (!ferry_clip(p, &off, &clen))
-		/* empty, or past the protected size: nothing to record */
-		ev = ferry_io_cancel(p->core);
-	else if (ok && clen == len)
-		ev = ferry_capture_payload(p, irp, off, (u32)len, flags);
-	else
-		/* failed, short, or partly past the end: read it back */
-		ev = ferry_capture_failed(p->core, off, clen);
-	ferry_prot_done(p, irp, ev);
+	/* the core is done with w->io once the capture call returns */
+	ferry_write_complete(w->prot, irp, &w->io);
+	ExFreeToNPagedLookasideList(&g_ferry.write_ctx, w);
+	return STATUS_CONTINUE_COMPLETION;
+}
+
+/* A write admitted without a context (none could be allocated). */
+static NTSTATUS ferry_write_untracked_done(DEVICE_OBJECT *dev, IRP *irp,
+					   void *ctx)
+{
+	(void)dev;
+	if (irp->PendingReturned)
+		IoMarkIrpPending(irp);
+	ferry_write_complete(ctx, irp, NULL);
 	return STATUS_CONTINUE_COMPLETION;
 }
 
@@ -286,9 +347,9 @@ static NTSTATUS ferry_flush_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
 		IoMarkIrpPending(irp);
 	/* a failed flush promises nothing: no marker */
 	if (NT_SUCCESS(irp->IoStatus.Status))
-		ev = ferry_capture_flush(p->core);
+		ev = ferry_capture_flush(p->core, NULL);
 	else
-		ev = ferry_io_cancel(p->core);
+		ev = ferry_io_cancel(p->core, NULL);
 	ferry_prot_done(p, irp, ev);
 	return STATUS_CONTINUE_COMPLETION;
 }
@@ -305,14 +366,16 @@ static NTSTATUS ferry_dsm_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
 		IoMarkIrpPending(irp);
 	/* one record-making call per admitted range (ranges are clipped) */
 	for (i = 0; i < d->n; i++) {
+		struct ferry_io *io = d->io ? &d->io[i] : NULL;
+
 		if (ok && d->kind == FERRY_DSM_DISCARD)
-			ev |= ferry_capture_discard(p->core, d->r[i].offset,
+			ev |= ferry_capture_discard(p->core, io, d->r[i].offset,
 						    d->r[i].length);
 		else
-			ev |= ferry_capture_failed(p->core, d->r[i].offset,
+			ev |= ferry_capture_failed(p->core, io, d->r[i].offset,
 						   d->r[i].length);
 	}
-	ExFreePoolWithTag(d, FERRY_POOL_TAG);
+	ferry_dsm_free(d);
 	ferry_prot_done(p, irp, ev);
 	return STATUS_CONTINUE_COMPLETION;
 }
@@ -326,7 +389,7 @@ static NTSTATUS ferry_dsm_unknown_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
 	(void)dev;
 	if (irp->PendingReturned)
 		IoMarkIrpPending(irp);
-	ev = ferry_capture_failed(p->core, 0, p->cfg.dev_size);
+	ev = ferry_capture_failed(p->core, NULL, 0, p->cfg.dev_size);
 	ferry_prot_done(p, irp, ev);
 	return STATUS_CONTINUE_COMPLETION;
 }
@@ -336,7 +399,8 @@ static NTSTATUS ferry_dsm_unknown_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
 /*
  * Parses a DSM request.  *kind NONE: it changes no data.  Returns the
  * context with its ranges, or NULL when it could not be allocated (the
- * request then counts as changing the whole volume).
+ * request then counts as changing the whole volume).  Without room for the
+ * ranges' list entries they are admitted untracked.
  */
 static struct ferry_dsm_ctx *ferry_dsm_prepare(struct ferry_vol *vol, IRP *irp,
 					       u32 *kind)
@@ -355,9 +419,14 @@ static struct ferry_dsm_ctx *ferry_dsm_prepare(struct ferry_vol *vol, IRP *irp,
 		return NULL;
 	}
 	d->prot = NULL;
+	d->io = NULL;
 	d->kind = ferry_dsm_parse(irp->AssociatedIrp.SystemBuffer,
 				  sp->Parameters.DeviceIoControl.InputBufferLength,
 				  vol->size, d->r, FERRY_DSM_MAX, &d->n);
+	if (d->kind != FERRY_DSM_NONE && d->n)
+		d->io = ExAllocatePoolWithTag(NonPagedPoolNx,
+					      d->n * sizeof(*d->io),
+					      FERRY_POOL_TAG);
 	*kind = d->kind;
 	return d;
 }
@@ -370,42 +439,60 @@ static NTSTATUS ferry_submit(struct ferry_vol *vol, IRP *irp, bool requeued)
 {
 	IO_STACK_LOCATION *sp = IoGetCurrentIrpStackLocation(irp);
 	struct ferry_dsm_ctx *dsm = NULL;
+	struct ferry_write_ctx *w = NULL;
+	struct ferry_dsm_range whole = { 0, 0 };
+	struct ferry_admit_req req = { &whole, NULL, 1 };
 	struct ferry_prot *p = NULL;
 	PIO_COMPLETION_ROUTINE done;
 	enum ferry_admit how;
-	u32 kind = 0, nrec = 1;
+	u32 kind = 0;
 	void *ctx;
 
 	if (sp->MajorFunction == IRP_MJ_DEVICE_CONTROL) {
 		dsm = ferry_dsm_prepare(vol, irp, &kind);
 		if (kind == FERRY_DSM_NONE) {
-			if (dsm)
-				ExFreePoolWithTag(dsm, FERRY_POOL_TAG);
+			ferry_dsm_free(dsm);
 			IoCopyCurrentIrpStackLocationToNext(irp);
 			IoSetCompletionRoutine(irp, ferry_passthru_done, vol,
 					       TRUE, TRUE, TRUE);
 			InterlockedIncrement(&vol->passthru);
 			return IoCallDriver(vol->lower, irp);
 		}
-		if (dsm)
-			nrec = dsm->n;
+		if (dsm) {
+			req.r = dsm->r;
+			req.io = dsm->io;
+			req.n = dsm->n;
+		}
+	} else if (sp->MajorFunction == IRP_MJ_WRITE) {
+		whole.offset = (u64)sp->Parameters.Write.ByteOffset.QuadPart;
+		whole.length = sp->Parameters.Write.Length;
+		/* none left: the write goes down untracked (read back whole) */
+		w = ExAllocateFromNPagedLookasideList(&g_ferry.write_ctx);
+		if (w)
+			req.io = &w->io;
 	}
-	how = ferry_admit(vol, irp, nrec, &p);
+	how = ferry_admit(vol, irp, &req, &p);
+	if (how != FERRY_ADMIT_CAPTURE && w)
+		ExFreeToNPagedLookasideList(&g_ferry.write_ctx, w);
 	if (how == FERRY_ADMIT_QUEUED) {
-		if (dsm)
-			ExFreePoolWithTag(dsm, FERRY_POOL_TAG);
+		ferry_dsm_free(dsm);
 		if (!requeued)
 			IoMarkIrpPending(irp);
 		return STATUS_PENDING;
 	}
 	if (how == FERRY_ADMIT_PASS) {
-		if (dsm)
-			ExFreePoolWithTag(dsm, FERRY_POOL_TAG);
+		ferry_dsm_free(dsm);
 		done = ferry_passthru_done;
 		ctx = vol;
 	} else if (sp->MajorFunction == IRP_MJ_WRITE) {
-		done = ferry_write_done;
-		ctx = p;
+		if (w) {
+			w->prot = p;
+			done = ferry_write_done;
+			ctx = w;
+		} else {
+			done = ferry_write_untracked_done;
+			ctx = p;
+		}
 	} else if (sp->MajorFunction == IRP_MJ_FLUSH_BUFFERS) {
 		done = ferry_flush_done;
 		ctx = p;

@@ -26,7 +26,7 @@ function buildBatch(batchId: number, recs: RecSpec[], flags = 0, accuracy = 0): 
   const buf = Buffer.alloc(total + 64, 0xee); // trailing garbage must be ignored
   buf.fill(0, 0, total);
   buf.writeUInt32LE(0x42595246, 0);
-  buf.writeUInt16LE(1, 4);
+  buf.writeUInt16LE(2, 4);
   buf.writeUInt16LE(48, 6);
   buf.writeUInt32LE(48, 8);
   buf.writeUInt32LE(recs.length, 12);
@@ -102,7 +102,7 @@ describe('parseBatch', () => {
     const cases: Array<[string, Buffer]> = [
       ['short', Buffer.alloc(20)],
       ['magic', bad((b) => b.writeUInt32LE(0, 0))],
-      ['version', bad((b) => b.writeUInt16LE(2, 4))],
+      ['version', bad((b) => b.writeUInt16LE(1, 4))],
       ['record header size', bad((b) => b.writeUInt32LE(56, 8))],
       ['total past the buffer', bad((b) => b.writeBigUInt64LE(10_000n, 24))],
       ['record count', bad((b) => b.writeUInt32LE(2, 12))],

@@ -44,14 +44,22 @@ void tfill(u8 *p, u32 len, u64 offset, u8 seed)
 
 u32 twrite(struct ferry_dev *dev, u64 offset, u32 length, u8 seed)
 {
-	struct ferry_cap cap;
-	u32 ev;
+	struct ferry_io io;
 
-	if (ferry_io_begin(dev)) {
+	if (ferry_io_begin(dev, &io, offset, length)) {
 		fprintf(stderr, "twrite: device is held\n");
 		abort();
 	}
-	ev = ferry_capture_write(dev, offset, length, 0, &cap);
+	return tcomplete(dev, &io, offset, length, seed);
+}
+
+u32 tcomplete(struct ferry_dev *dev, struct ferry_io *io, u64 offset,
+	      u32 length, u8 seed)
+{
+	struct ferry_cap cap;
+	u32 ev;
+
+	ev = ferry_capture_write(dev, io, offset, length, 0, &cap);
 	if (ev & FERRY_CAP_COPY) {
 		u8 *p = malloc(length);
 		u32 half = length / 3;

@@ -55,6 +55,9 @@ struct ferry_dev *tdev_clean(const struct ferry_dev_config *cfg, u64 next_seq);
 
 /* One complete successful write with a payload made from `seed`. */
 u32 twrite(struct ferry_dev *dev, u64 offset, u32 length, u8 seed);
+/* The completion of a write admitted with io (capture, copy, end). */
+u32 tcomplete(struct ferry_dev *dev, struct ferry_io *io, u64 offset,
+	      u32 length, u8 seed);
 void tfill(u8 *p, u32 len, u64 offset, u8 seed);
 
 /* GET into a fresh buffer of buf_len bytes, decoded into b; returns ret. */
@@ -65,5 +68,12 @@ void tbatch_free(struct tbatch *b);
 u32 tdrain(struct ferry_stream *s, struct tbatch *b);
 
 const char *tkind(u16 kind);
+
+/* test_overlap.c */
+void test_overlap_records(void);
+void test_overlap_chain(void);
+void test_overlap_modes(void);
+void test_overlap_bookkeeping(void);
+void test_overlap_model(void);
 
 #endif /* FERRY_TEST_HARNESS_H */

@@ -134,6 +134,7 @@ static void test_data_capture(void)
 	struct tbatch *b = tb_new();
 	struct ferry_stream s;
 	struct ferry_dev_info i;
+	struct ferry_io io;
 	u32 ev = 0, k;
 
 	ferry_stream_init(&s);
@@ -144,15 +145,16 @@ static void test_data_capture(void)
 
 	CHECK(twrite(dev, 4096, 512, 1) & FERRY_EV_READY);
 	twrite(dev, 0, 8192, 2);
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_capture_flush(dev);
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_capture_discard(dev, 65536, 131072);
-	CHECK_EQ(ferry_io_begin(dev), 0);
+	CHECK_EQ(ferry_io_begin(dev, NULL, 0, 0), 0);
+	ferry_capture_flush(dev, NULL);
+	CHECK_EQ(ferry_io_begin(dev, &io, 65536, 131072), 0);
+	ferry_capture_discard(dev, &io, 65536, 131072);
+	CHECK_EQ(ferry_io_begin(dev, &io, 12288, 4096), 0);
 	{
 		struct ferry_cap cap;
 
-		ferry_capture_write(dev, 12288, 4096, FERRY_REC_F_FUA, &cap);
+		ferry_capture_write(dev, &io, 12288, 4096, FERRY_REC_F_FUA,
+				    &cap);
 		ferry_capture_copy(dev, &cap, (u8[4096]){ 7 }, 4096);
 		ferry_capture_end(dev, &cap);
 	}
@@ -346,6 +348,7 @@ static void test_bitmap_mode_and_drain(void)
 	struct tbatch *b = tb_new();
 	struct ferry_stream s;
 	struct ferry_dev_info i;
+	struct ferry_io io;
 	u64 seq = 0, epoch = 0, epoch2 = 0;
 	u8 bits[32];
 	u32 ev = 0, copied = 0, n, k;
@@ -363,10 +366,10 @@ static void test_bitmap_mode_and_drain(void)
 
 	twrite(dev, 100 * 4096, 8192, 1);	/* regions 100, 101 */
 	twrite(dev, 100 * 4096 + 512, 512, 1);	/* same region again */
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_capture_flush(dev);
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_capture_discard(dev, 200 * 4096, 4096);
+	CHECK_EQ(ferry_io_begin(dev, NULL, 0, 0), 0);
+	ferry_capture_flush(dev, NULL);
+	CHECK_EQ(ferry_io_begin(dev, &io, 200 * 4096, 4096), 0);
+	ferry_capture_discard(dev, &io, 200 * 4096, 4096);
 	info(dev, &i);
 	CHECK_EQ(i.mode, FERRY_MODE_BITMAP);
 	CHECK_EQ(i.ring_used, 49);
@@ -691,6 +694,7 @@ static void test_tag_cut(void)
 	struct ferry_stream s;
 	struct ferry_dev_info i;
 	struct ferry_cap cap;
+	struct ferry_io io, held[2];
 	u64 seqs[2] = { 0, 0 };
 	u32 ev = 0, k, tags = 0;
 	u8 buf[512];
@@ -703,16 +707,16 @@ static void test_tag_cut(void)
 	twrite(d, 0, 512, 2);
 
 	/* a write in flight on A */
-	CHECK_EQ(ferry_io_begin(a), 0);
+	CHECK_EQ(ferry_io_begin(a, &io, 4096, 512), 0);
 	ferry_dev_hold(a, true);
 	ferry_dev_hold(d, true);
 	CHECK_EQ(ferry_dev_inflight(a), 1);
 	CHECK_EQ(ferry_tag_cut(devs, 2, 77, seqs, &ev), -EBUSY);
 	/* new writes are held */
-	CHECK_EQ(ferry_io_begin(d), 1);
-	CHECK_EQ(ferry_io_begin(a), 1);
+	CHECK_EQ(ferry_io_begin(d, &held[0], 0, 512), 1);
+	CHECK_EQ(ferry_io_begin(a, &held[1], 0, 512), 1);
 	/* the in-flight write completes: the hold is achieved */
-	ev = ferry_capture_write(a, 4096, 512, 0, &cap);
+	ev = ferry_capture_write(a, &io, 4096, 512, 0, &cap);
 	CHECK(ev & FERRY_CAP_COPY);
 	CHECK(!(ev & FERRY_EV_DRAINED));
 	tfill(buf, 512, 4096, 3);
@@ -779,6 +783,7 @@ static void test_bitmap_granularity(void)
 	struct ferry_dev_config c = tcfg(10000, 4096, 64, 0);	/* 3 bits */
 	struct ferry_dev *dev = ferry_dev_create(&c);
 	struct ferry_dev_info i;
+	struct ferry_io io;
 	struct ferry_stream s;
 	struct tbatch *b = tb_new();
 	u64 epoch, seq;
@@ -811,8 +816,8 @@ static void test_bitmap_granularity(void)
 		ferry_dev_persist(dev, out);
 		CHECK_EQ(out[0], 0x2);
 		tdrain(&s, b);
-		CHECK_EQ(ferry_io_begin(dev), 0);
-		ferry_capture_discard(dev, 9999, 100000);	/* clipped: bit 2 */
+		CHECK_EQ(ferry_io_begin(dev, &io, 9999, 100000), 0);
+		ferry_capture_discard(dev, &io, 9999, 100000);	/* clipped: bit 2 */
 		ferry_dev_persist(dev, out);
 		CHECK_EQ(out[0], 0x4);
 		tdrain(&s, b);
@@ -856,6 +861,7 @@ static void test_persist(void)
 	struct ferry_dev *dev = ferry_dev_create(&c);
 	struct tbatch *b = tb_new();
 	struct ferry_stream s;
+	struct ferry_io io;
 	u64 out[4], next, seq;
 	u32 ev = 0, k;
 
@@ -868,10 +874,10 @@ static void test_persist(void)
 	twrite(dev, 20 * 4096, 4096, 1);	/* bit 20, handed out */
 	CHECK_EQ(tget(&s, 1 << 20, b), 0);
 	twrite(dev, 30 * 4096, 8192, 1);	/* bits 30, 31 */
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_capture_discard(dev, 250 * 4096, 4096);	/* bit 250 */
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_capture_flush(dev);
+	CHECK_EQ(ferry_io_begin(dev, &io, 250 * 4096, 4096), 0);
+	ferry_capture_discard(dev, &io, 250 * 4096, 4096);	/* bit 250 */
+	CHECK_EQ(ferry_io_begin(dev, NULL, 0, 0), 0);
+	ferry_capture_flush(dev, NULL);
 	CHECK_EQ(ferry_dev_resync_mark(dev, 100 * 4096, 4096, &seq, &ev), 0);
 	ferry_dev_freeze(dev);
 	next = ferry_dev_persist(dev, out);
@@ -957,22 +963,24 @@ static void test_discard_failed_short(void)
 	struct ferry_stream s;
 	struct ferry_dev_info i;
 	struct ferry_cap cap;
+	struct ferry_io io;
 	u8 buf[100] = { 0 };
 
 	ferry_stream_init(&s);
 	ferry_stream_set(&s, 0, dev);
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_capture_discard(dev, 4096, 3ULL << 30);
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_capture_failed(dev, 1 << 20, 65536);
+	CHECK_EQ(ferry_io_begin(dev, &io, 4096, 3ULL << 30), 0);
+	ferry_capture_discard(dev, &io, 4096, 3ULL << 30);
+	CHECK_EQ(ferry_io_begin(dev, &io, 1 << 20, 65536), 0);
+	ferry_capture_failed(dev, &io, 1 << 20, 65536);
 	/* the driver could only copy part of the payload */
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	CHECK(ferry_capture_write(dev, 0, 4096, 0, &cap) & FERRY_CAP_COPY);
+	CHECK_EQ(ferry_io_begin(dev, &io, 0, 4096), 0);
+	CHECK(ferry_capture_write(dev, &io, 0, 4096, 0, &cap) &
+	      FERRY_CAP_COPY);
 	ferry_capture_copy(dev, &cap, buf, sizeof(buf));
 	ferry_capture_end(dev, &cap);
 	/* cancelled I/O needs no record */
-	CHECK_EQ(ferry_io_begin(dev), 0);
-	ferry_io_cancel(dev);
+	CHECK_EQ(ferry_io_begin(dev, &io, 8192, 4096), 0);
+	ferry_io_cancel(dev, &io);
 	info(dev, &i);
 	CHECK_EQ(i.inflight, 0);
 	CHECK_EQ(tget(&s, 1 << 20, b), 0);
@@ -1084,11 +1092,12 @@ static void *tw_writer(void *arg)
 		u32 len = 512 * (1 + rand_r(&ctx->seed) % 64);
 		u64 off = 512ULL * (rand_r(&ctx->seed) % 4000);
 		struct ferry_cap cap;
+		struct ferry_io io;
 		u32 ev, half;
 
-		while (ferry_io_begin(dev))
+		while (ferry_io_begin(dev, &io, off, len))
 			;
-		ev = ferry_capture_write(dev, off, len, 0, &cap);
+		ev = ferry_capture_write(dev, &io, off, len, 0, &cap);
 		if (ev & FERRY_CAP_COPY) {
 			tfill(buf, len, off, tw_seed(off, len));
 			half = len / 2;
@@ -1171,7 +1180,9 @@ static void test_concurrent(void)
 		info(devs[0], &i0);
 		info(devs[1], &i1);
 		CHECK_EQ(i0.writes + i1.writes, writes);
-		CHECK_EQ(i0.dirty_records + i1.dirty_records, dirty);
+		/* DIRTY records: writes without data, and overlap read-backs */
+		CHECK_EQ(i0.dirty_records + i1.dirty_records +
+			 i0.overlap_dirty + i1.overlap_dirty, dirty);
 		CHECK_EQ(i0.writes + i0.dirty_records + i0.bitmap_writes +
 			 i1.writes + i1.dirty_records + i1.bitmap_writes,
 			 TW_THREADS * TW_WRITES);
@@ -1329,6 +1340,11 @@ static const struct test_case tests[] = {
 	{ "discard_failed_short", test_discard_failed_short },
 	{ "md", test_md },
 	{ "concurrent", test_concurrent },
+	{ "overlap_records", test_overlap_records },
+	{ "overlap_chain", test_overlap_chain },
+	{ "overlap_modes", test_overlap_modes },
+	{ "overlap_bookkeeping", test_overlap_bookkeeping },
+	{ "overlap_model", test_overlap_model },
 };
 
 int main(int argc, char **argv)

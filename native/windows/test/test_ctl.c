@@ -111,7 +111,7 @@ static void test_version_list_stats(void)
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_LIST, &lb, sizeof(lb.l), sizeof(lb)).err,
 		 -FERRY_EINVAL);
 	lb.l.reserved = 0;
-	lb.l.capacity = 3;		/* room for 3 needs 32 + 3 * 368 */
+	lb.l.capacity = 3;		/* room for 3 needs 32 + 3 * 384 */
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_LIST, &lb, sizeof(lb.l),
 		       sizeof(lb.l) + 2 * sizeof(struct ferry_dev_info)).err,
 		 -FERRY_EINVAL);
@@ -339,7 +339,7 @@ static void test_tag(void)
 	CHECK_EQ(info.flags & FERRY_DEV_F_HOLD, 0);	/* revoked */
 	CHECK_EQ(info.tags, 1);
 	tp.stuck = false;
-	ferry_io_cancel(tp.devs[0].core);
+	ferry_io_cancel(tp.devs[0].core, NULL);
 	tp.pending[0] = 0;
 
 	/* a device in BITMAP mode: ENOSPC before anything is held */
@@ -606,7 +606,7 @@ static void test_vss(void)
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_ARM, &arm, sizeof(arm), 0).err, 0);
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_RESULT, &vr, sizeof(vr), sizeof(vr)).err, 0);
 	CHECK_EQ(vr.status[0], FERRY_WIN_ENOENT);
-	ferry_io_cancel(tp.devs[2].core);
+	ferry_io_cancel(tp.devs[2].core, NULL);
 	tplat_free();
 }
 

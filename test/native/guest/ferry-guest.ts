@@ -194,7 +194,7 @@ async function scenarioCapture(): Promise<void> {
   const path = '/dev/mapper/f0';
   const ctl = await FerryControl.open();
   const version = await ctl.version();
-  eq(version.abiVersion, 1, 'ABI version');
+  eq(version.abiVersion, 2, 'ABI version');
   eq(version.recordHeaderSize, 48, 'record header size');
   const list = await ctl.list();
   eq(list.length, 1, 'tracked devices');
@@ -685,7 +685,7 @@ async function scenarioErrnos(): Promise<void> {
     await expectCode(native.ctlIoctlRaw(fd, req, buf), code, what);
     return buf;
   };
-  const arg = (size: number, fill: (b: Buffer) => void = () => {}, version = 1): Buffer => {
+  const arg = (size: number, fill: (b: Buffer) => void = () => {}, version = C.FERRY_ABI_VERSION): Buffer => {
     const buf = Buffer.alloc(size);
     buf.writeUInt32LE(size, 0);
     buf.writeUInt32LE(version, 4);
@@ -703,7 +703,7 @@ async function scenarioErrnos(): Promise<void> {
   wrongSize.writeUInt32LE(60, 0);
   await raw(C.FERRY_IOC_VERSION, wrongSize, 'EINVAL', 'VERSION with a wrong size field');
   await ok(C.FERRY_IOC_VERSION, arg(64, () => {}, 77), 'VERSION accepts any version');
-  await raw(C.FERRY_IOC_LIST, arg(32, () => {}, 2), 'EPROTO', 'LIST with ABI version 2');
+  await raw(C.FERRY_IOC_LIST, arg(32, () => {}, C.FERRY_ABI_VERSION + 1), 'EPROTO', 'LIST with the next ABI version');
   await raw(C.FERRY_IOC_LIST, arg(32, (x) => x.writeUInt32LE(65, 16)), 'EINVAL', 'LIST capacity 65');
   await raw(C.FERRY_IOC_LIST, arg(32, (x) => x.writeUInt32LE(1, 28)), 'EINVAL', 'LIST reserved field');
   await raw(C.FERRY_IOC_LIST, arg(32, (x) => x.writeUInt32LE(1, 16)), 'EFAULT', 'LIST with a null entries pointer');
@@ -724,8 +724,8 @@ async function scenarioErrnos(): Promise<void> {
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [7]), 'ENODEV', 'TAG with an untracked index');
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [64]), 'ENODEV', 'TAG with index 64');
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [0], 1), 'EINVAL', 'TAG reserved field');
-  await raw(C.FERRY_IOC_STATS, arg(472, (x) => x.writeUInt32LE(9, 8)), 'ENODEV', 'STATS of an untracked index');
-  await raw(C.FERRY_IOC_STATS, arg(472, (x) => { x.writeUInt32LE(0xffffffff, 8); x.writeUInt32LE(1, 12); }), 'EINVAL', 'STATS reserved field');
+  await raw(C.FERRY_IOC_STATS, arg(488, (x) => x.writeUInt32LE(9, 8)), 'ENODEV', 'STATS of an untracked index');
+  await raw(C.FERRY_IOC_STATS, arg(488, (x) => { x.writeUInt32LE(0xffffffff, 8); x.writeUInt32LE(1, 12); }), 'EINVAL', 'STATS reserved field');
   const bmArg = (dev: number, flags: number, ptr: bigint, startByte: bigint, len: number): Buffer =>
     arg(80, (x) => {
       x.writeUInt32LE(dev, 8);
