@@ -82,7 +82,8 @@ export async function runQuickstart(opts: QuickstartOptions): Promise<Quickstart
   fs.writeFileSync(passphraseFile, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
   const receiverDir = path.join(dir, 'receiver');
   opts.progress(`starting a receiver (data in ${receiverDir})`);
-  const receiver = await startReceiverChild(receiverDir, passphraseFile);
+  // The demo writes a few MiB: hold the agent only when the disk is really about to fill up.
+  const receiver = await startReceiverChild(receiverDir, passphraseFile, ['--min-free', '64MiB', '--reserve', '16MiB']);
   let agent: Agent | undefined;
   let agentRun: Promise<void> | undefined;
   try {
