@@ -118,6 +118,32 @@ describe('sparse files', () => {
       message: 'fallocate(PUNCH_HOLE) failed: Bad file descriptor',
     });
     expect(caught(() => native.seekHole(fd, 0))).toMatchObject({ code: 'EBADF', syscall: 'lseek' });
+    expect(caught(() => native.allocate(fd, 0, 4096))).toMatchObject({ code: 'EBADF', syscall: 'fallocate', message: 'fallocate failed: Bad file descriptor' });
+    expect(caught(() => native.dropCache(fd))).toMatchObject({ code: 'EBADF', syscall: 'posix_fadvise' });
+  });
+
+  it('allocate reserves blocks for a range of a sparse file, which keeps reading as zeroes', () => {
+    const file = path.join(tmp, 'reserve.bin');
+    fs.writeFileSync(file, '');
+    withFd(file, 'r+', (fd) => {
+      native.allocate(fd, 0, 1024 * 1024);
+      native.allocate(fd, 0, 0); // nothing to reserve: a no-op
+    });
+    const st = fs.statSync(file);
+    expect(st.size).toBe(1024 * 1024);
+    expect(st.blocks * 512).toBeGreaterThanOrEqual(1024 * 1024);
+    expect(fs.readFileSync(file).every((b) => b === 0)).toBe(true);
+  });
+
+  it('dropCache leaves the data as it is (the next read comes from the disk)', () => {
+    const file = path.join(tmp, 'cached.bin');
+    const data = crypto.randomBytes(256 * 1024);
+    fs.writeFileSync(file, data);
+    withFd(file, 'r+', (fd) => {
+      fs.fsyncSync(fd);
+      native.dropCache(fd);
+    });
+    expect(fs.readFileSync(file).equals(data)).toBe(true);
   });
 });
 

@@ -14,7 +14,9 @@ namespace ferry {
 
 namespace {
 
-Napi::Value PunchHole(const Napi::CallbackInfo& info) {
+// fallocate(fd, mode, offset, length) with the arguments of info; a zero length is a no-op
+// (fallocate itself rejects it with EINVAL).
+Napi::Value Fallocate(const Napi::CallbackInfo& info, int mode, const char* label) {
   Napi::Env env = info.Env();
   int fd;
   int64_t offset, length;
@@ -22,13 +24,16 @@ Napi::Value PunchHole(const Napi::CallbackInfo& info) {
       !ReadOffset(info, 2, "length", &length)) {
     return env.Undefined();
   }
-  // fallocate rejects a zero length with EINVAL; punching nothing is a no-op.
   if (length == 0) return env.Undefined();
-  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
-                length) != 0) {
-    ThrowErrno(env, errno, "fallocate", "fallocate(PUNCH_HOLE)");
+  if (fallocate(fd, mode, offset, length) != 0) {
+    ThrowErrno(env, errno, "fallocate", label);
   }
   return env.Undefined();
+}
+
+Napi::Value PunchHole(const Napi::CallbackInfo& info) {
+  return Fallocate(info, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                   "fallocate(PUNCH_HOLE)");
 }
 
 Napi::Value Seek(const Napi::CallbackInfo& info, int whence,
@@ -70,18 +75,7 @@ Napi::Value CloneFile(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Allocate(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd;
-  int64_t offset, length;
-  if (!ReadFd(info, 0, "fd", &fd) || !ReadOffset(info, 1, "offset", &offset) ||
-      !ReadOffset(info, 2, "length", &length)) {
-    return env.Undefined();
-  }
-  if (length == 0) return env.Undefined();
-  if (fallocate(fd, 0, offset, length) != 0) {
-    ThrowErrno(env, errno, "fallocate", "fallocate");
-  }
-  return env.Undefined();
+  return Fallocate(info, 0, "fallocate");
 }
 
 // Drops the file's clean cached pages, so that the next read comes from the

@@ -10,7 +10,9 @@ import { DataLayout } from '../../receiver/layout';
 import { Checkpoint, readCheckpoint } from '../../receiver/storage/checkpoint';
 import { UndoJournal, undoRecordsNewestFirst } from '../../receiver/storage/journal';
 import { Replica } from '../../receiver/storage/replica';
+import { encodeRecordParts, scanSegment } from '../../receiver/storage/record-file';
 import { Spool } from '../../receiver/storage/spool';
+import { classifyStorageError, VolumeHealth } from '../../receiver/volume-health';
 import { VolumeStore } from '../../receiver/volume-store';
 import { makeTempDir } from '../helpers/receiver-process';
 import { sha256, VolumeModel } from '../helpers/volume-model';
@@ -188,5 +190,104 @@ describe('Spool with replayed change sets', () => {
       cursor.close();
     }
     spool.close();
+  });
+});
+
+describe('segment scans tell a torn tail from damage', () => {
+  const format = { magic: 0x32505346, magic1: 0x31505346, metaBytes: 16, maxBodyBytes: 1 << 20 };
+  const meta = (first: number, last: number): Buffer => {
+    const m = Buffer.alloc(16);
+    m.writeBigUInt64LE(BigInt(first), 0);
+    m.writeBigUInt64LE(BigInt(last), 8);
+    return m;
+  };
+  const segment = (bodies: Buffer[]): { file: string; offsets: number[] } => {
+    const file = path.join(tmp('scan'), 'seg');
+    const offsets: number[] = [];
+    const parts: Buffer[] = [];
+    let pos = 0;
+    bodies.forEach((b, i) => {
+      offsets.push(pos);
+      const rec = encodeRecordParts(format, meta(i * 10 + 1, i * 10 + 10), b);
+      parts.push(...rec);
+      pos += rec[0].length + rec[1].length;
+    });
+    fs.writeFileSync(file, Buffer.concat(parts));
+    return { file, offsets };
+  };
+  const scan = (file: string): ReturnType<typeof scanSegment> => {
+    const fd = fs.openSync(file, 'r');
+    try {
+      return scanSegment(fd, format, true);
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  const flip = (file: string, at: number): void => {
+    const buf = fs.readFileSync(file);
+    buf[at] ^= 0x40;
+    fs.writeFileSync(file, buf);
+  };
+  const bodies = [Buffer.alloc(3000, 1), Buffer.alloc(5000, 2), Buffer.alloc(7000, 3)];
+
+  it('a file ending inside a record is a torn tail, nothing else', () => {
+    const { file, offsets } = segment(bodies);
+    fs.truncateSync(file, offsets[2] + 100);
+    const s = scan(file);
+    expect(s.records).toHaveLength(2);
+    expect(s.damage).toEqual([]);
+    expect(s.tornBytes).toBe(100);
+    expect(s.validEnd).toBe(offsets[2]);
+  });
+
+  it('a complete record whose body fails its CRC is damage, with its seqs, in the middle or at the end', () => {
+    for (const victim of [1, 2]) {
+      const { file, offsets } = segment(bodies);
+      flip(file, offsets[victim] + 32 + 10);
+      const s = scan(file);
+      expect(s.tornBytes).toBe(0);
+      expect(s.records.map((r) => r.offset)).toEqual(offsets.filter((_, i) => i !== victim));
+      expect(s.damage).toHaveLength(1);
+      expect(s.damage[0].offset).toBe(offsets[victim]);
+      expect(s.damage[0].record?.meta.readBigUInt64LE(0)).toBe(BigInt(victim * 10 + 1));
+    }
+  });
+
+  it('a damaged header makes a stretch without seqs, and the scan finds the next record after it', () => {
+    const { file, offsets } = segment(bodies);
+    flip(file, offsets[1] + 5);
+    const s = scan(file);
+    expect(s.records.map((r) => r.offset)).toEqual([offsets[0], offsets[2]]);
+    expect(s.damage).toEqual([{ offset: offsets[1], length: offsets[2] - offsets[1] }]);
+  });
+});
+
+describe('VolumeHealth', () => {
+  it('retries a failure after a growing delay, and a full disk as soon as clearly more is free', () => {
+    const h = new VolumeHealth();
+    const eio = Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    expect(h.fail('ingest', eio, 0, 1000).full).toBe(false);
+    expect(h.state).toBe('failed');
+    expect(h.due('ingest', 0, 1500)).toBe(false);
+    expect(h.due('ingest', 0, 2000)).toBe(true);
+    h.fail('ingest', eio, 0, 2000);
+    expect(h.due('ingest', 0, 3500)).toBe(false); // 2 s now
+    expect(h.due('ingest', 0, 4000)).toBe(true);
+    expect(h.recovered('ingest')).toBe(true);
+    expect(h.state).toBe('healthy');
+
+    const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    expect(h.fail('apply', full, 10 << 20, 0).full).toBe(true);
+    expect(h.state).toBe('full');
+    expect(h.due('apply', 11 << 20, 1000)).toBe(false); // 1 MiB more: not clearly
+    expect(h.due('apply', 20 << 20, 1000)).toBe(true);
+    expect(h.due('apply', 10 << 20, 30_000)).toBe(true); // and every 30 s in any case
+    expect(h.describe()).toMatch(/apply waits for space: ENOSPC/);
+  });
+
+  it('classifies errors by their code, also when wrapped', () => {
+    expect(classifyStorageError(Object.assign(new Error('x'), { code: 'EDQUOT' })).full).toBe(true);
+    expect(classifyStorageError({ message: 'wrapped', failure: { code: 'ENOSPC' } }).full).toBe(true);
+    expect(classifyStorageError(new Error('plain')).full).toBe(false);
   });
 });
