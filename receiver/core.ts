@@ -14,6 +14,16 @@ import { ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
 import { classifyStorageError, VolumeHealth } from './volume-health';
 import { AppliedStep, VolumeStore } from './volume-store';
 
+/** Total size of the file system holding `dir` (0 when it cannot be read). */
+function fileSystemBytes(dir: string): number {
+  try {
+    const st = fs.statfsSync(dir);
+    return st.blocks * st.bsize;
+  } catch {
+    return 0;
+  }
+}
+
 /** How often a paused apply looks for its pause file to be gone. */
 const PAUSE_POLL_MS = 200;
 /** How often free space is read and failed volumes are looked at. */
@@ -165,6 +175,13 @@ export class ReceiverCore {
   private createVolume(agentId: string, spec: VolumeSpec): VolumeStore {
     const dir = this.layout.volumeDir(spec.volumeId);
     const existed = fs.existsSync(dir);
+    const fsBytes = fileSystemBytes(fs.existsSync(this.layout.volumesDir) ? this.layout.volumesDir : this.layout.root);
+    if (fsBytes > 0 && spec.sizeBytes > fsBytes) {
+      throw new ProtocolError(
+        ErrorCode.VOLUME_TOO_LARGE,
+        `volume ${spec.volumeId} of ${spec.sizeBytes} bytes cannot fit on the receiver: the file system holding its replica has ${fsBytes} bytes in all`,
+      );
+    }
     let store: VolumeStore;
     try {
       store = VolumeStore.open(this.layout, spec, 0, this.options.segmentBytes);

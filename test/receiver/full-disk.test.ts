@@ -80,7 +80,7 @@ async function expectNothingLost(lab: FaultLab): Promise<void> {
  * Fills the file system at `fsDir` up to `leave` free bytes, streams until the receiver says the
  * volume is full, optionally kills it there, frees the space, and lets the stream finish.
  */
-async function runOutOfSpace(lab: FaultLab, fsDir: string, leave: number, opts: { pauseApply?: boolean; killWhileFull?: boolean; count: number }): Promise<void> {
+async function runOutOfSpace(lab: FaultLab, fsDir: string, leave: number, opts: { pauseApply?: boolean; killWhileFull?: boolean; count: number; whileFull?: () => void }): Promise<void> {
   const ballast = fillWithBallast(fsDir, leave);
   const pause = path.join(lab.dataDir, 'volumes', A, 'apply.paused');
   if (opts.pauseApply) fs.writeFileSync(pause, '');
@@ -90,6 +90,7 @@ async function runOutOfSpace(lab: FaultLab, fsDir: string, leave: number, opts: 
   await waitForState(lab, A, ['full'], 'the volume to run out of room');
   const status = lab.status();
   expect(status.alerts.some((a) => a.subject === A && a.severity === 'error')).toBe(true);
+  opts.whileFull?.();
   if (opts.killWhileFull) await lab.kill9();
   fs.rmSync(ballast);
   fs.rmSync(pause, { force: true });
@@ -176,13 +177,20 @@ describe.skipIf(!isRoot)('a full disk is a state, not a crash (root)', { timeout
     dirs.push(dir);
     const dataDir = path.join(dir, 'data');
     mount(mountTmpfs(dataDir, 160));
-    const lab = new FaultLab(dir, NO_FLOOR, 25, dataDir);
+    // With a space reserve: given back when the disk fills up, made again once there is room.
+    const lab = new FaultLab(dir, ['--min-free', '1', '--reserve', '4MiB', '--segment-size', '1MiB'], 25, dataDir);
     labs.push(lab);
     lab.volume(A, 8 * MiB);
     await lab.start();
     await lab.connect();
     await lab.stream(A, 100);
-    await runOutOfSpace(lab, dataDir, 6 * MiB, { count: 500 });
+    const reserve = path.join(dataDir, 'reserve');
+    await waitFor('the reserve to be made', () => fs.existsSync(reserve) && fs.statSync(reserve).size === 4 * MiB);
+    await runOutOfSpace(lab, dataDir, 6 * MiB, { count: 500, whileFull: () => {
+      expect(fs.existsSync(reserve)).toBe(false);
+      expect(lab.status().alerts.some((a) => /reserve was used up/.test(a.message))).toBe(true);
+    } });
+    await waitFor('the reserve to be made again', () => fs.existsSync(reserve) && fs.statSync(reserve).size === 4 * MiB);
     await runOutOfSpace(lab, dataDir, 6 * MiB, { killWhileFull: true, count: 500 });
     await expectNothingLost(lab);
   });
