@@ -70,17 +70,20 @@ function verifyReplica(layout: DataLayout, volume: VolumeRow, damage: StorageDam
       const count = Math.min(CHUNK_BLOCKS, sums.blocks - first);
       const actual = readBlocks(first, count);
       const stored = sums.read(first, count);
-      for (let i = 0; i < count; i++) {
-        checked++;
-        if (actual[i] === stored[i]) continue;
-        const b = first + i;
-        sleep(RECHECK_MS);
-        const again = readBlocks(b, 1)[0];
-        const storedAgain = sums.read(b, 1)[0];
-        if (again !== actual[i] || storedAgain !== stored[i]) {
-          if (again !== storedAgain) busy++;
+      checked += count;
+      const suspects: number[] = [];
+      for (let i = 0; i < count; i++) if (actual[i] !== stored[i]) suspects.push(i);
+      if (suspects.length === 0) continue;
+      // Once per chunk: apply writes a block and then its sum within one step.
+      sleep(RECHECK_MS);
+      const actualAgain = readBlocks(first, count);
+      const storedAgain = sums.read(first, count);
+      for (const i of suspects) {
+        if (actualAgain[i] !== actual[i] || storedAgain[i] !== stored[i]) {
+          if (actualAgain[i] !== storedAgain[i]) busy++;
           continue;
         }
+        const b = first + i;
         const last = damage[damage.length - 1];
         if (last && last.kind === 'replica' && last.offset + last.length === b * SUM_BLOCK) {
           last.length += SUM_BLOCK;
