@@ -537,6 +537,12 @@ export class ReceiverCore {
         log.warn('spool still cannot take change sets', { volume: id, error: (err as Error).message });
       }
     }
+    if (rt.health.due('apply', free) && rt.health.failure('apply')?.damaged) {
+      // A spool record damaged since the volume was opened: open it again, which finds the
+      // damage, reports it and lets apply go on after it.
+      this.reopen(rt, store);
+      return;
+    }
     if (rt.health.due('apply', free)) {
       try {
         const rolledBack = store.recoverApply();
@@ -548,6 +554,18 @@ export class ReceiverCore {
         log.warn('apply still cannot resume', { volume: id, error: (err as Error).message });
       }
     }
+  }
+
+  /** Closes a volume's files and opens them again; the sessions using it must declare it anew. */
+  private reopen(rt: VolumeRuntime, store: VolumeStore): void {
+    const perr = new ProtocolError(ErrorCode.VOLUME_FAILED, `volume ${rt.spec.volumeId} is being opened again on the receiver; declare it again`);
+    for (const session of this.sessions) if (session.volumes.get(rt.spec.volumeId) === store) session.fail(perr);
+    store.abandon();
+    rt.store = undefined;
+    rt.health.recovered('apply');
+    rt.health.recovered('ingest');
+    if (!this.tryOpen(rt)) return;
+    log.info('volume opened again after damage appeared', { volume: rt.spec.volumeId });
   }
 
   /** Drops points older than the window and the journal segments no remaining point needs. */

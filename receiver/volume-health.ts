@@ -4,6 +4,8 @@ const FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL', 'EFBIG']);
 export interface StorageErrorInfo {
   /** The file system is full (or a quota): retry once there is room again. */
   full: boolean;
+  /** A record failed its checksum: the files must be scanned again, not just retried. */
+  damaged: boolean;
   /** errno name when there is one. */
   code?: string;
   message: string;
@@ -14,7 +16,8 @@ export function classifyStorageError(err: unknown): StorageErrorInfo {
   const e = err as { code?: unknown; failure?: { code?: unknown }; message?: unknown };
   const code = typeof e.code === 'string' ? e.code : typeof e.failure?.code === 'string' ? e.failure.code : undefined;
   const message = typeof e.message === 'string' ? e.message : String(err);
-  return { full: code !== undefined && FULL_CODES.has(code), code, message };
+  const damaged = (err as { name?: unknown }).name === 'RecordDamageError';
+  return { full: code !== undefined && FULL_CODES.has(code), damaged, code, message };
 }
 
 export type Side = 'open' | 'ingest' | 'apply';
@@ -22,6 +25,7 @@ export type Side = 'open' | 'ingest' | 'apply';
 interface Failure {
   reason: string;
   full: boolean;
+  damaged: boolean;
   sinceMs: number;
   attempts: number;
   retryAtMs: number;
@@ -51,7 +55,7 @@ export class VolumeHealth {
     const previous = this.failures.get(side);
     const attempts = (previous?.attempts ?? 0) + 1;
     const delay = info.full ? FULL_RETRY_MS : Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (attempts - 1));
-    this.failures.set(side, { reason: info.message, full: info.full, sinceMs: previous?.sinceMs ?? nowMs, attempts, retryAtMs: nowMs + delay, freeAtFailure: freeBytes });
+    this.failures.set(side, { reason: info.message, full: info.full, damaged: info.damaged, sinceMs: previous?.sinceMs ?? nowMs, attempts, retryAtMs: nowMs + delay, freeAtFailure: freeBytes });
     return info;
   }
 

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { fsyncDir, writeParts } from '../../common/fsutil';
 import { dropCache } from '../../native/addon';
-import { DamagedStretch, encodeRecordParts, RecordFormat, readRecordBody, readRecordHeader, scanSegment } from './record-file';
+import { DamagedStretch, encodeRecordParts, RecordDamageError, RecordFormat, readRecordBody, readRecordHeader, scanSegment } from './record-file';
 import { listSegments, segmentFileName } from './segments';
 import { Limits } from '../../proto/limits';
 import { BufferArena } from '../../common/arena';
@@ -486,11 +486,17 @@ export class SpoolCursor {
 
   private readAt(seg: Segment, arena: BufferArena | undefined, skipBody: ((firstSeq: number, lastSeq: number) => boolean) | undefined): SpoolRecord {
     const fd = this.fileFor(seg);
-    const loc = readRecordHeader(fd, SPOOL_FORMAT, this.offset, seg.durableSize);
-    const { firstSeq, lastSeq } = seqsOf(loc.meta);
-    const frame = skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, true, arena?.take(loc.bodyLength));
-    this.offset = loc.end;
-    return { firstSeq, lastSeq, frame, bytes: loc.end - loc.offset };
+    try {
+      const loc = readRecordHeader(fd, SPOOL_FORMAT, this.offset, seg.durableSize);
+      const { firstSeq, lastSeq } = seqsOf(loc.meta);
+      const frame = skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, true, arena?.take(loc.bodyLength));
+      this.offset = loc.end;
+      return { firstSeq, lastSeq, frame, bytes: loc.end - loc.offset };
+    } catch (err) {
+      // Damaged since the spool was opened: opening it again finds and skips the damage.
+      if (err instanceof RecordDamageError) throw new RecordDamageError(err.offset, `${seg.file}: ${err.message}`);
+      throw err;
+    }
   }
 }
 

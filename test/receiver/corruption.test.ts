@@ -150,6 +150,42 @@ describe('damage at rest is found, reported and never exported as a good image',
     await lab.stop();
   });
 
+  it('spool: damage that appears while the receiver runs is found when apply reads it; the volume is opened again and goes on after it', async () => {
+    const lab = newLab('corrupt-live', 17);
+    lab.volume(A, SIZE);
+    await lab.start();
+    await lab.connect();
+    lab.sendRandom(A, 20);
+    const p1 = await lab.tag(A);
+    await lab.waitApplied(A);
+    const pause = path.join(lab.dataDir, 'volumes', A, 'apply.paused');
+    fs.writeFileSync(pause, '');
+    const held = lab.volumes.get(A)?.seq ?? 0;
+    lab.sendRandom(A, 60);
+    await lab.waitDurable(A);
+    // Restart, so that apply reads the change sets from the spool (not from memory), and damage
+    // one after the receiver has opened and checked the spool.
+    await lab.stop();
+    await lab.start();
+    await lab.connect();
+    const victim = spoolRecords(lab, A).find((r) => r.first > held + 5);
+    expect(victim).toBeDefined();
+    if (!victim) return;
+    flipByte(victim.file, victim.bodyOffset + 3);
+    fs.rmSync(pause);
+    // Apply trips over it, the volume is opened again, the damage reported and skipped.
+    const repair = await lab.repairRequest(A).catch(async () => {
+      await lab.connect();
+      return lab.repairRequest(A);
+    });
+    expect(repair.ranges ?? []).toEqual([]);
+    if (lab.conn?.error) await lab.connect();
+    await lab.waitApplied(A);
+    expect(lab.rx?.output()).toMatch(/volume opened again after damage appeared/);
+    await expectExact(lab, A, p1);
+    await lab.stop();
+  });
+
   it('journal: points that need a damaged undo record refuse to export, newer points export exact', async () => {
     const lab = newLab('corrupt-journal', 13);
     lab.volume(A, SIZE);
