@@ -273,7 +273,7 @@ export class ReceiverCore {
   /** Why the volume's agent must hold its change sets now, or undefined. */
   private holdReason(rt: VolumeRuntime, wasHeld: boolean): string | undefined {
     const ingest = rt.health.failure('ingest');
-    if (ingest?.full) return `no room for the spool of ${rt.spec.volumeId}`;
+    if (ingest) return ingest.full ? `no room for the spool of ${rt.spec.volumeId}` : `the spool of ${rt.spec.volumeId} failed; held while it recovers`;
     const low = this.monitor.isLow(this.volumePaths(rt.spec.volumeId));
     if (low) return `free space on the receiver is low (${Math.round(low.freeBytes / 1048576)} MiB free at ${low.path})`;
     const spool = rt.store?.unappliedBytes ?? 0;

@@ -1,5 +1,4 @@
 import * as fs from 'fs';
-import { writeFileAtomic } from '../common/fsutil';
 
 /**
  * healthy; held (agents wait: free space low or spool above cap); damaged (damage found, a
@@ -59,19 +58,25 @@ export interface ReceiverStatus {
   volumes: VolumeRuntimeStatus[];
 }
 
+/**
+ * The status is a snapshot rewritten every second, never fsync'd: a data disk that fails
+ * writes or fsyncs must not keep it from saying so (readers see the page cache), and after a
+ * crash the reader checks that the pid still runs.
+ */
 export function writeStatusFile(file: string, status: ReceiverStatus): void {
-  const text = JSON.stringify(status, null, 2);
+  const text = Buffer.from(JSON.stringify(status, null, 2));
+  const tmp = `${file}.tmp-${process.pid}`;
   try {
-    writeFileAtomic(file, text, 0o644);
-  } catch (err) {
-    // A full disk has no block for a new file, but the old one's blocks can be written over:
-    // the status must still say what is wrong (a reader may see a torn file and retry).
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+    fs.writeFileSync(tmp, text, { mode: 0o644 });
+    fs.renameSync(tmp, file);
+  } catch {
+    fs.rmSync(tmp, { force: true });
+    // A full disk has no block for a new file, but the old one's blocks can be written over
+    // (a reader may see a torn file and retry).
     const fd = fs.openSync(file, 'r+');
     try {
-      const buf = Buffer.from(text);
-      fs.writeSync(fd, buf, 0, buf.length, 0);
-      fs.ftruncateSync(fd, buf.length);
+      fs.writeSync(fd, text, 0, text.length, 0);
+      fs.ftruncateSync(fd, text.length);
     } finally {
       fs.closeSync(fd);
     }

@@ -16,10 +16,10 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/agent-lab';
 import { runFerryAsync, startReceiverProcess, type ReceiverProcess } from '../helpers/receiver-process';
+import { transpileGuestScript } from './guest-script';
 import { HostControl } from './host-control';
 import { isRoot, NO_CLEAN_EXIT, prepareLab, REPO_ROOT, type GuestDisk, type GuestResult, type Lab } from './lab';
 import { killAllLabProcesses } from './processes';
@@ -60,21 +60,6 @@ function sha256File(file: string): string {
     fs.closeSync(fd);
   }
   return h.digest('hex');
-}
-
-/** Transpiles the guest driver next to nothing else: it loads the agent's build from dist/. */
-function prepareDriver(out: string): string {
-  const rel = 'test/vm/guest/agent-driver.ts';
-  const result = ts.transpileModule(fs.readFileSync(path.join(REPO_ROOT, rel), 'utf8'), {
-    fileName: rel,
-    reportDiagnostics: true,
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, strict: true },
-  });
-  const errors = (result.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
-  if (errors.length > 0) throw new Error(`${rel}: ${ts.flattenDiagnosticMessageText(errors[0].messageText, '\n')}`);
-  const dest = path.join(out, 'agent-driver.js');
-  fs.writeFileSync(dest, result.outputText);
-  return dest;
 }
 
 /** A disk image whose first `randomBytes` are random (a volume with data to resync). */
@@ -212,7 +197,7 @@ describe.skipIf(skip)('kernel capture: the agent on dm-ferry in a real 6.1 kerne
     lab = await prepareLab();
     ko = await lab.buildModule(path.join(REPO_ROOT, 'native', 'linux'));
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-kcap-'));
-    driver = prepareDriver(dir);
+    driver = transpileGuestScript('test/vm/guest/agent-driver.ts', dir);
     writer = path.join(dir, 'random-writer');
     const cc = spawnSync('gcc', ['-O2', '-o', writer, path.join(REPO_ROOT, 'test', 'vm', 'guest', 'random-writer.c')], { encoding: 'utf8' });
     if (cc.status !== 0) throw new Error(`cannot build test/vm/guest/random-writer.c: ${cc.stderr}`);

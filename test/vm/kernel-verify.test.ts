@@ -10,10 +10,10 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/agent-lab';
 import { runFerryAsync, startReceiverProcess, type ReceiverProcess } from '../helpers/receiver-process';
+import { transpileGuestScript } from './guest-script';
 import { HostControl } from './host-control';
 import { isRoot, prepareLab, REPO_ROOT, type GuestResult, type Lab } from './lab';
 import { killAllLabProcesses } from './processes';
@@ -30,19 +30,6 @@ const SEED = Number(process.env.FERRY_SEED ?? Date.now() % 100000);
 interface DriverReport {
   failures: string[];
   facts: { point?: { pointId: number; accuracy: string; sha256: string }; underWrites?: { checks: number; busyBlocks: number } };
-}
-
-function transpile(rel: string, out: string): string {
-  const result = ts.transpileModule(fs.readFileSync(path.join(REPO_ROOT, rel), 'utf8'), {
-    fileName: rel,
-    reportDiagnostics: true,
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, strict: true },
-  });
-  const errors = (result.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
-  if (errors.length > 0) throw new Error(`${rel}: ${ts.flattenDiagnosticMessageText(errors[0].messageText, '\n')}`);
-  const dest = path.join(out, `${path.basename(rel, '.ts')}.js`);
-  fs.writeFileSync(dest, result.outputText);
-  return dest;
 }
 
 function describeRun(r: GuestResult): string {
@@ -66,7 +53,7 @@ describe.skipIf(skip)('online verify on dm-ferry in a real 6.1 kernel', () => {
     lab = await prepareLab();
     ko = await lab.buildModule(path.join(REPO_ROOT, 'native', 'linux'));
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-kverify-'));
-    driver = transpile('test/vm/guest/verify-driver.ts', dir);
+    driver = transpileGuestScript('test/vm/guest/verify-driver.ts', dir);
   }, 600_000);
 
   afterAll(async () => {
