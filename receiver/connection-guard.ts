@@ -89,11 +89,20 @@ export class ConnectionGuard {
   }
 
   private armIdle(ms: number): void {
+    const dueMs = Date.now() + ms;
     this.arm(ms, () => {
-      const silentMs = Date.now() - this.lastHeardMs;
-      if (silentMs < this.limits.idleTimeoutMs) return this.armIdle(this.limits.idleTimeoutMs - silentMs);
-      this.violate(ErrorCode.IDLE_TIMEOUT, `nothing received for ${formatMs(silentMs)} (agents send a heartbeat every second; the bound is ${formatMs(this.limits.idleTimeoutMs)})`);
+      // Late means the event loop was busy (a long fsync on a failing disk): what the peer sent
+      // meanwhile is not read yet. Judge after the next poll of the sockets has read it.
+      if (Date.now() - dueMs > LATE_TIMER_MS) setImmediate(() => this.judgeIdle());
+      else this.judgeIdle();
     });
+  }
+
+  private judgeIdle(): void {
+    if (this.disposed) return;
+    const silentMs = Date.now() - this.lastHeardMs;
+    if (silentMs < this.limits.idleTimeoutMs) return this.armIdle(this.limits.idleTimeoutMs - silentMs);
+    this.violate(ErrorCode.IDLE_TIMEOUT, `nothing received for ${formatMs(silentMs)} (agents send a heartbeat every second; the bound is ${formatMs(this.limits.idleTimeoutMs)})`);
   }
 
   private arm(ms: number, fire: () => void): void {
@@ -103,6 +112,9 @@ export class ConnectionGuard {
     this.timer.unref();
   }
 }
+
+/** A timer this late says the event loop was blocked, not that the peer was silent. */
+const LATE_TIMER_MS = 1000;
 
 function formatMs(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;

@@ -49,17 +49,25 @@ export type HealthState = 'healthy' | 'full' | 'failed';
  */
 export class VolumeHealth {
   private readonly failures = new Map<Side, Failure>();
+  /** The last recovery per side: a failure soon after it goes on with the same backoff. */
+  private readonly recoveries = new Map<Side, { attempts: number; atMs: number }>();
 
   fail(side: Side, err: unknown, freeBytes = 0, nowMs = Date.now()): StorageErrorInfo {
     const info = classifyStorageError(err);
     const previous = this.failures.get(side);
-    const attempts = (previous?.attempts ?? 0) + 1;
+    // A disk that still fails lets recovery succeed (it only reads and cuts back) and the next
+    // write fail again: that is the same fault, retried later each time, not a new one.
+    const recovery = this.recoveries.get(side);
+    const relapse = recovery !== undefined && nowMs - recovery.atMs < MAX_RETRY_MS ? recovery.attempts : 0;
+    const attempts = (previous?.attempts ?? relapse) + 1;
     const delay = info.full ? FULL_RETRY_MS : Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (attempts - 1));
     this.failures.set(side, { reason: info.message, full: info.full, damaged: info.damaged, sinceMs: previous?.sinceMs ?? nowMs, attempts, retryAtMs: nowMs + delay, freeAtFailure: freeBytes });
     return info;
   }
 
-  recovered(side: Side): boolean {
+  recovered(side: Side, nowMs = Date.now()): boolean {
+    const f = this.failures.get(side);
+    if (f) this.recoveries.set(side, { attempts: f.attempts, atMs: nowMs });
     return this.failures.delete(side);
   }
 

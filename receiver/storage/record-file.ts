@@ -10,8 +10,11 @@ import { readFully } from '../../common/fsutil';
  * crc32(meta + body)) are still read.
  *
  * What a scan finds past the last valid record decides what it is:
- * - torn: the file ends inside a record (a header or body cut short): an append a crash
- *   interrupted, never acknowledged (the receiver acknowledges only after fsync);
+ * - torn: the file ends inside a record (a header or body cut short), or only zeroes follow
+ *   to the end of the file: an append a crash interrupted, or whose write failed (EIO) while
+ *   the file system still recorded the new size. Never acknowledged: the receiver acknowledges
+ *   only after fsync, and an agent whose acknowledged seq the receiver no longer has stops
+ *   loudly (ReceiverRegressedError) instead of going on;
  * - damaged: a complete record that fails its CRC, or bytes that are no record, anywhere.
  */
 export const RECORD_HEADER_BYTES = 16;
@@ -164,6 +167,17 @@ function findNextRecord(fd: number, format: RecordFormat, from: number, size: nu
   return undefined;
 }
 
+/** True when the file holds only zero bytes from `offset` to `size`. */
+function zeroesToEnd(fd: number, offset: number, size: number, scratch: Buffer): boolean {
+  for (let at = offset; at < size; ) {
+    const n = readFully(fd, scratch, 0, Math.min(scratch.length, size - at), at);
+    if (n === 0) return true;
+    for (let i = 0; i < n; i++) if (scratch[i] !== 0) return false;
+    at += n;
+  }
+  return true;
+}
+
 /**
  * Reads every record of a segment file from its start. With `checkBodies` false only headers
  * are read (format 2 headers still carry their own CRC): use it only where bodies are checked
@@ -194,7 +208,7 @@ export function scanSegment(fd: number, format: RecordFormat, checkBodies = true
       offset = next;
       continue;
     }
-    if (parsed.kind === 'torn') tornBytes = size - offset;
+    if (parsed.kind === 'torn' || zeroesToEnd(fd, offset, size, scratch)) tornBytes = size - offset;
     else damage.push({ offset, length: size - offset });
     break;
   }

@@ -117,6 +117,16 @@ export class FaultLab {
     conn.on('failed', (err: { code?: string }) => {
       if (err.code) this.refusals.push(err.code);
     });
+    // An agent heartbeats every second, held, waiting or not (the receiver closes silent sessions).
+    const beat = setInterval(() => {
+      if (conn !== this.conn || conn.error) return clearInterval(beat);
+      try {
+        conn.send({ heartbeat: { timeUs: Date.now() * 1000, pendingSinceUs: 0 } });
+      } catch {
+        clearInterval(beat);
+      }
+    }, 1000);
+    beat.unref();
     const durable = new Map<string, number>();
     for (const v of this.volumes.values()) durable.set(v.id, (await this.conn.declareVolume(v.id, v.sizeBytes, 4096)).durableSeq);
     return durable;
@@ -217,7 +227,6 @@ export class FaultLab {
     const deadline = Date.now() + (opts.deadlineMs ?? 240_000);
     let sets = 0;
     let resendFrom: number | undefined;
-    let lastHeartbeatMs = 0;
     for (;;) {
       if (Date.now() > deadline) {
         throw new Error(`streaming ${volumeId} did not finish: seq ${v.seq}/${target}, acked ${this.acked.get(volumeId) ?? 0}, last refusals ${this.refusals.slice(-5).join(',')}`);
@@ -226,15 +235,6 @@ export class FaultLab {
       if (!conn || conn.error) {
         resendFrom = await this.reconnect(volumeId, deadline);
         continue;
-      }
-      if (Date.now() - lastHeartbeatMs >= 1000) {
-        // An agent heartbeats every second, held or not (the receiver closes silent sessions).
-        lastHeartbeatMs = Date.now();
-        try {
-          conn.send({ heartbeat: { timeUs: Date.now() * 1000, pendingSinceUs: 0 } });
-        } catch {
-          continue;
-        }
       }
       if (conn.throttleDelayMs > 0) {
         await waitUntil(conn, () => conn.throttleDelayMs === 0, 1000);
@@ -288,7 +288,9 @@ export class FaultLab {
         if (d < acked) this.regressions.push(`${volumeId}: durable ${d} after reconnect, ${acked} acknowledged before`);
         return d;
       } catch {
-        await this.conn?.close().catch(() => undefined);
+        // connect() may have set a connection before it failed (TS narrowed it to undefined above).
+        const failed = this.conn as ReceiverConnection | undefined;
+        await failed?.close().catch(() => undefined);
         this.conn = undefined;
         if (Date.now() > deadline) throw new Error(`cannot reconnect to the receiver (last refusals: ${this.refusals.slice(-5).join(',')})`);
         await new Promise((r) => setTimeout(r, 250)); // an agent's reconnect backoff

@@ -240,6 +240,34 @@ describe('segment scans tell a torn tail from damage', () => {
     expect(s.validEnd).toBe(offsets[2]);
   });
 
+  it('zeroes to the end of the file (appends whose writes failed) are a torn tail; zeroes before a record or bytes after them are damage', () => {
+    const { file, offsets } = segment(bodies);
+    const end = fs.statSync(file).size;
+    const zeroTail = (from: number, to: number): void => {
+      const fd = fs.openSync(file, 'r+');
+      fs.writeSync(fd, Buffer.alloc(to - from), 0, to - from, from);
+      fs.closeSync(fd);
+    };
+    zeroTail(offsets[2], end);
+    let s = scan(file);
+    expect(s.records).toHaveLength(2);
+    expect(s.damage).toEqual([]);
+    expect(s.tornBytes).toBe(end - offsets[2]);
+    // The same zeroes followed by something that is not zero: damage, kept for the repair.
+    fs.appendFileSync(file, Buffer.from([7]));
+    s = scan(file);
+    expect(s.tornBytes).toBe(0);
+    expect(s.damage).toEqual([{ offset: offsets[2], length: end + 1 - offsets[2] }]);
+    // Zeroes over a record with a valid one after it: damage in the middle.
+    const mid = segment(bodies);
+    const fd = fs.openSync(mid.file, 'r+');
+    fs.writeSync(fd, Buffer.alloc(mid.offsets[2] - mid.offsets[1]), 0, mid.offsets[2] - mid.offsets[1], mid.offsets[1]);
+    fs.closeSync(fd);
+    s = scan(mid.file);
+    expect(s.tornBytes).toBe(0);
+    expect(s.damage).toEqual([{ offset: mid.offsets[1], length: mid.offsets[2] - mid.offsets[1] }]);
+  });
+
   it('a complete record whose body fails its CRC is damage, with its seqs, in the middle or at the end', () => {
     for (const victim of [1, 2]) {
       const { file, offsets } = segment(bodies);
@@ -283,6 +311,20 @@ describe('VolumeHealth', () => {
     expect(h.due('apply', 20 << 20, 1000)).toBe(true);
     expect(h.due('apply', 10 << 20, 30_000)).toBe(true); // and every 30 s in any case
     expect(h.describe()).toMatch(/apply waits for space: ENOSPC/);
+  });
+
+  it('a failure soon after a recovery goes on with the same backoff (a disk that still fails)', () => {
+    const h = new VolumeHealth();
+    const eio = Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+    h.fail('apply', eio, 0, 0);
+    h.fail('apply', eio, 0, 1000); // retry in 2 s
+    h.recovered('apply', 3000);
+    h.fail('apply', eio, 0, 3500); // the third failure in a row: 4 s
+    expect(h.due('apply', 0, 7000)).toBe(false);
+    expect(h.due('apply', 0, 7500)).toBe(true);
+    h.recovered('apply', 7500);
+    h.fail('apply', eio, 0, 7500 + 120_000); // long after: a new fault, 1 s again
+    expect(h.due('apply', 0, 7500 + 121_000)).toBe(true);
   });
 
   it('classifies errors by their code, also when wrapped', () => {

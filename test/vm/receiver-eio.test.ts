@@ -1,6 +1,6 @@
 /**
  * I/O errors under the receiver: its data directory on an ext4 over a device-mapper device in
- * the VM lab (a real 6.1 kernel), swapped on demand for dm-flakey failing every write. The
+ * the VM lab (a real 6.1 kernel) whose unallocated blocks fail writes on demand (dm-flakey). The
  * receiver and a test agent run in the guest (test/vm/guest/eio-driver.ts): the receiver
  * acknowledges nothing it did not store, reports the volume failed with the reason, keeps
  * running, and resumes by itself once the device heals; after a SIGKILL while failing, a check
@@ -50,10 +50,7 @@ describe.skipIf(skip)('receiver data on a device that fails writes (VM lab)', ()
   it(`acknowledges nothing unstored, keeps running, resumes when the device heals, and loses nothing across a SIGKILL (seed ${SEED})`, async ({ signal }) => {
     const r = await lab.run({
       script: 'node "$D"',
-      disks: [
-        { path: path.join(dir, 'data.img'), sizeBytes: 256 * MiB },
-        { path: path.join(dir, 'journal.img'), sizeBytes: 32 * MiB },
-      ],
+      disks: [{ path: path.join(dir, 'data.img'), sizeBytes: 256 * MiB }],
       env: { D: driver, FERRY_SEED: String(SEED) },
       timeoutMs: 1_200_000,
       cpus: 2,
