@@ -109,7 +109,8 @@ describe('agent failures (real processes, SIGKILL)', () => {
     const seen: ReceiverStatus[] = [];
     await waitFor('three receiver status updates', () => {
       const s = receiverStatus(lab as AgentLab);
-      if (s && s.updatedUs !== seen[seen.length - 1]?.updatedUs) seen.push(s);
+      // Only snapshots written after the volume was declared (an older one may still be on disk).
+      if (s && s.volumes.some((v) => v.volumeId === 'vol1') && s.updatedUs !== seen[seen.length - 1]?.updatedUs) seen.push(s);
       return seen.length >= 4;
     });
     const durable = seen.slice(1).map((s) => s.volumes.find((v) => v.volumeId === 'vol1')?.durableSeq);
