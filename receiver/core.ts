@@ -55,7 +55,15 @@ interface VolumeRuntime {
   pendingSinceUs: number;
   /** Callbacks waiting for apply to reach a seq (hash requests), oldest first. */
   appliedWaiters: Array<{ seq: number; callback: (err?: Error) => void }>;
+  /** Bytes ingested since free space was last read for this volume. */
+  ingestedSinceSpaceCheck: number;
 }
+
+/**
+ * Free space is read again after this much ingest, not only at the health tick: a fast
+ * stream must not cross the whole floor between two ticks and run the disk full.
+ */
+const SPACE_CHECK_BYTES = 1024 * 1024;
 
 /**
  * The receiver's state shared by all sessions: catalog, open volumes, the apply pump,
@@ -113,7 +121,7 @@ export class ReceiverCore {
   private runtime(spec: VolumeSpec): VolumeRuntime {
     let rt = this.volumes.get(spec.volumeId);
     if (!rt) {
-      rt = { spec, store: undefined, health: new VolumeHealth(), lastContactUs: 0, pendingSinceUs: 0, appliedWaiters: [] };
+      rt = { spec, store: undefined, health: new VolumeHealth(), lastContactUs: 0, pendingSinceUs: 0, appliedWaiters: [], ingestedSinceSpaceCheck: 0 };
       this.volumes.set(spec.volumeId, rt);
     }
     return rt;
@@ -266,7 +274,15 @@ export class ReceiverCore {
     }
   }
 
-  afterIngest(session: Session): void {
+  afterIngest(session: Session, volume?: VolumeStore, bytes = 0): void {
+    const rt = volume && this.volumes.get(volume.spec.volumeId);
+    if (rt) {
+      rt.ingestedSinceSpaceCheck += bytes;
+      if (rt.ingestedSinceSpaceCheck >= SPACE_CHECK_BYTES) {
+        rt.ingestedSinceSpaceCheck = 0;
+        this.readSpace(this.volumePaths(rt.spec.volumeId));
+      }
+    }
     this.refreshThrottle(session);
   }
 
@@ -510,12 +526,16 @@ export class ReceiverCore {
   }
 
   private storageTick(): void {
-    const paths = [this.layout.root, ...[...this.volumes.keys()].flatMap((id) => this.volumePaths(id))];
+    for (const rt of this.volumes.values()) rt.ingestedSinceSpaceCheck = 0;
+    this.readSpace([this.layout.root, ...[...this.volumes.keys()].flatMap((id) => this.volumePaths(id))]);
+    this.refreshThrottles();
+  }
+
+  private readSpace(paths: string[]): void {
     for (const { space, becameLow } of this.monitor.refresh(paths)) {
       if (becameLow) log.warn('free space low on the receiver: agents are held', { path: space.path, freeBytes: space.freeBytes, minFreeBytes: this.options.minFreeBytes });
       else log.info('free space back on the receiver: agents released', { path: space.path, freeBytes: space.freeBytes });
     }
-    this.refreshThrottles();
   }
 
   private retryFailures(rt: VolumeRuntime): void {

@@ -251,7 +251,7 @@ export class Session {
         this.send({ ack: { volumes: [{ volumeId: volume.spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq }] } });
       })
       .catch((err: unknown) => this.fail(this.core.ingestFailed(volume, err)));
-    this.core.afterIngest(this);
+    this.core.afterIngest(this, volume, raw.length);
   }
 
   /** Makes what this volume accepted durable now; a failure is the volume's, told as such. */

@@ -268,6 +268,13 @@ export class UndoJournal {
       this.appendUnchecked(records);
     } catch (err) {
       this.broken = err as Error;
+      // At once, not only at recovery: a crash before then must not leave unsynced (perhaps
+      // never written) records after the synced ones, where they would read as damage.
+      try {
+        this.discardUnsynced();
+      } catch {
+        // the disk still fails: recovery cuts again
+      }
       throw err;
     }
   }

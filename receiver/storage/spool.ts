@@ -239,6 +239,7 @@ export class Spool {
     } catch (err) {
       this.waiters = waiters;
       this.breakWith(err as Error);
+      this.cutBackToDurable();
       throw this.broken;
     }
     this.markDurable(this.segments[this.segments.length - 1], this.activeSize, this.appendedSeq);
@@ -288,12 +289,30 @@ export class Spool {
       if (err || this.broken) {
         this.waiters = [...waiters, ...this.waiters];
         this.breakWith(err ?? (this.broken as Error));
+        if (err) this.cutBackToDurable();
         return;
       }
       this.markDurable(segment, size, seq);
       for (const w of waiters) w.resolve();
       if (this.waiters.length > 0) this.flushInBackground();
     });
+  }
+
+  /**
+   * Right after a failed fsync, cuts the active segment back to what was durable, so that a
+   * crash before `recover` does not leave unacknowledged bytes (which the failed writeback may
+   * have left as garbage on the disk) behind the durable records: found at the next open, they
+   * could not be told from damage at rest. Best effort: `recover` cuts again and checks.
+   */
+  private cutBackToDurable(): void {
+    const segment = this.segments[this.segments.length - 1];
+    if (this.activeFd < 0 || !segment) return;
+    try {
+      fs.ftruncateSync(this.activeFd, segment.durableSize);
+      fs.fsyncSync(this.activeFd);
+    } catch {
+      // the disk still fails: recover() tries again
+    }
   }
 
   /** Closes a segment's fd, or leaves that to the background flush still using it. */

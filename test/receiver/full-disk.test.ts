@@ -96,6 +96,9 @@ async function runOutOfSpace(lab: FaultLab, fsDir: string, leave: number, opts: 
   fs.rmSync(pause, { force: true });
   if (opts.killWhileFull) await lab.start();
   await streaming;
+  // The stream may have been all acknowledged before the kill (apply filled the disk later):
+  // log in again as the agent would.
+  if (!lab.conn) await lab.reconnect(A, Date.now() + 60_000);
   await waitForState(lab, A, ['healthy'], 'the volume to be healthy again');
   // What the receiver refused while full, it refused with a clear code.
   for (const code of lab.refusals.slice(refusalsBefore)) expect(['STORAGE_FULL', 'VOLUME_FAILED']).toContain(code);

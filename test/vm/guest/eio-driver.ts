@@ -192,13 +192,15 @@ async function failWhileStreaming(lab: FaultLab, round: string, whileFailing: ()
   facts[`${round}AckedAtFault`] = ackedAtFault;
   await whileFailing();
   await streaming;
-  // After a SIGKILL the receiver cannot tell an append whose fsync failed from damage at rest,
-  // and asks the agent to repair the volume: answer every request, as an agent does.
+  // The receiver cuts a failed append back at once, so a SIGKILL normally leaves nothing it
+  // could take for damage; should the cut not have reached the disk, it asks the agent for a
+  // repair: answer every request, as an agent does (the count is in the facts).
   const repairDeadline = Date.now() + 300_000;
   for (let answered = 0; ; ) {
     if (Date.now() > repairDeadline) throw new Error(`${round}: the volume stayed damaged after ${answered} repair(s) were answered`);
     const pending = lab.repairRequests.slice(answered);
     if (pending.length === 0) {
+      facts[`${round}RepairsAnswered`] = answered;
       const v = await volumeStatus(lab);
       if (v?.state !== 'damaged') break;
       await new Promise((resolve) => setTimeout(resolve, 500));
