@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ExitCode, FerryError } from '../common/errors';
-import { CaptureMode, checkInstallOptions, InstallOptions } from '../push/install-options';
+import { CaptureMethod, checkInstallOptions, InstallOptions } from '../push/install-options';
 import { buildPackage, checkPackageFile, installerFiles } from '../push/package';
 import { formatResults, HostResult, runLimited } from '../push/result';
 import { pushOverSmb } from '../push/smb-push';
@@ -29,7 +29,7 @@ interface PushCliOptions {
   passphraseFile?: string;
   volume: string[];
   name?: string;
-  capture?: CaptureMode;
+  capture?: CaptureMethod;
   prefix?: string;
   configDir?: string;
   stateDir?: string;
@@ -55,7 +55,7 @@ function positiveInt(value: string): number {
   return n;
 }
 
-function captureOption(value: string): CaptureMode {
+function captureOption(value: string): CaptureMethod {
   if (value !== 'auto' && value !== 'kernel' && value !== 'scan') throw new InvalidArgumentError('expected auto, kernel or scan');
   return value;
 }

@@ -1,7 +1,7 @@
 // The install.sh options a push passes through, checked locally before any host is contacted.
 import { ExitCode, FerryError } from '../common/errors';
 
-export type CaptureMode = 'auto' | 'kernel' | 'scan';
+export type CaptureMethod = 'auto' | 'kernel' | 'scan';
 
 export interface InstallOptions {
   receiver?: string;
@@ -10,7 +10,7 @@ export interface InstallOptions {
   caFile?: string;
   volumes: string[];
   name?: string;
-  capture?: CaptureMode;
+  capture?: CaptureMethod;
   prefix?: string;
   configDir?: string;
   stateDir?: string;

@@ -1,7 +1,7 @@
 import { describeError, errnoCode } from '../../common/errors';
 import { log } from '../../common/log';
 import { Signal } from '../../common/signal';
-import { BatchFormatError, type ChangeRecord, type FerryControl, type StartState } from '../../native/addon';
+import { BatchFormatError, type KernelRecord, type FerryControl, type StartState } from '../../native/addon';
 import { planAttach } from './kernel/attach-plan';
 import { Converter } from './kernel/converter';
 import { blockDeviceNumber, sameDevice } from './kernel/devices';
@@ -62,7 +62,7 @@ interface Outstanding {
 /** A kernel batch being handed out, possibly as several capture batches. */
 interface KernelBatch {
   id: number;
-  records: ChangeRecord[];
+  records: KernelRecord[];
   /** Read-backs that an earlier read-back of the batch carries (sent as NOOPs). */
   covered: Set<number>;
   next: number;

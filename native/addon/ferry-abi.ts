@@ -9,8 +9,8 @@ export const RECORD_HEADER_SIZE = 48;
 export const MAX_DEVICES = 64;
 
 /** Device capture mode (see native/common/README.md for the transitions). */
-export type CaptureMode = 'data' | 'metadata' | 'bitmap' | 'draining';
-export const CAPTURE_MODES: readonly CaptureMode[] = ['data', 'metadata', 'bitmap', 'draining'];
+export type DeviceMode = 'data' | 'metadata' | 'bitmap' | 'draining';
+export const DEVICE_MODES: readonly DeviceMode[] = ['data', 'metadata', 'bitmap', 'draining'];
 
 /** What a recovery point taken right after a record can be, as far as the driver knows. */
 export type Accuracy = 'exact' | 'approximate' | 'none';
@@ -51,7 +51,7 @@ export const DeviceFlag = {
   POOL_LOW: 0x4,
 } as const;
 
-export interface ChangeRecord {
+export interface KernelRecord {
   /** Per-device sequence number: +1 per record, no gaps within a load of the table. */
   seq: number;
   /** Index of the device (DeviceInfo.index). */
@@ -68,7 +68,7 @@ export interface ChangeRecord {
   timeNs: bigint;
   accuracy: Accuracy;
   /** The device's mode when the record was made ('mode' records: the new mode). */
-  mode: CaptureMode;
+  mode: DeviceMode;
   /** RecordFlag bits. */
   flags: number;
   /** Payload (a 'write' in DATA mode): a view into the batch buffer, no copy. Empty otherwise. */
@@ -77,10 +77,10 @@ export interface ChangeRecord {
   bufferOffset: number;
 }
 
-export interface ChangeBatch {
+export interface KernelBatch {
   /** Pass to commit(); 0 when the batch is empty. */
   batchId: number;
-  records: ChangeRecord[];
+  records: KernelRecord[];
   /** Some records were handed out before (the consumer reconnected). */
   redelivery: boolean;
   /** Worst accuracy of the batch's records. */
@@ -114,7 +114,7 @@ function named<T>(table: readonly (T | undefined)[], code: number, what: string,
  * views into `buf`: reusing the buffer overwrites them. Throws BatchFormatError on a malformed
  * batch (wrong magic/version/sizes, a record running past the end).
  */
-export function parseBatch(buf: Buffer): ChangeBatch {
+export function parseBatch(buf: Buffer): KernelBatch {
   if (buf.length < BATCH_HEADER_SIZE) throw new BatchFormatError(`buffer of ${buf.length} bytes holds no batch header`);
   const magic = buf.readUInt32LE(0);
   if (magic !== BATCH_MAGIC) throw new BatchFormatError(`bad batch magic 0x${magic.toString(16)}`);
@@ -133,7 +133,7 @@ export function parseBatch(buf: Buffer): ChangeBatch {
   if (total > buf.length || total < BATCH_HEADER_SIZE) {
     throw new BatchFormatError(`batch claims ${total} bytes, buffer has ${buf.length}`);
   }
-  const records: ChangeRecord[] = new Array(nrecords);
+  const records: KernelRecord[] = new Array(nrecords);
   let off = BATCH_HEADER_SIZE;
   for (let i = 0; i < nrecords; i++) {
     if (off + RECORD_HEADER_SIZE > total) throw new BatchFormatError(`record ${i} header at byte ${off} runs past the batch`);
@@ -151,7 +151,7 @@ export function parseBatch(buf: Buffer): ChangeBatch {
       length: buf.readUInt32LE(off + 28),
       kind: named(RECORD_KINDS, buf.readUInt16LE(off + 40), 'record kind', off),
       accuracy: named(ACCURACIES, buf.readUInt8(off + 42), 'accuracy', off),
-      mode: named(CAPTURE_MODES, buf.readUInt8(off + 43), 'mode', off),
+      mode: named(DEVICE_MODES, buf.readUInt8(off + 43), 'mode', off),
       flags: buf.readUInt32LE(off + 44),
       data: buf.subarray(dataStart, dataStart + dataLen),
       bufferOffset: off,

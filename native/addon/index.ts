@@ -188,11 +188,11 @@ export function isFerryNativeError(err: unknown): err is FerryNativeError {
 
 export * from './ferry-abi';
 import {
-  CAPTURE_MODES,
+  DEVICE_MODES,
   START_STATES,
   parseBatch,
-  type CaptureMode,
-  type ChangeBatch,
+  type DeviceMode,
+  type KernelBatch,
   type StartState,
 } from './ferry-abi';
 
@@ -256,7 +256,7 @@ export interface DeviceCounters {
 
 /** A tracked device, as LIST/STATS report it. */
 export interface DeviceInfo extends RawDeviceInfo {
-  modeName: CaptureMode;
+  modeName: DeviceMode;
   startStateName: StartState;
   /** The table is suspended: no new seqs until it resumes. */
   suspended: boolean;
@@ -409,7 +409,7 @@ const BITMAP_CHUNK_BYTES = 1024 * 1024;
 function deviceInfo(raw: RawDeviceInfo): DeviceInfo {
   return {
     ...raw,
-    modeName: CAPTURE_MODES[raw.mode] ?? 'data',
+    modeName: DEVICE_MODES[raw.mode] ?? 'data',
     startStateName: START_STATES[raw.startState] ?? 'unknown',
     suspended: (raw.flags & 0x1) !== 0,
   };
@@ -481,7 +481,7 @@ export class FerryControl {
    * On Windows the driver returns its result struct in the last 56 bytes of `buffer`, so a
    * batch can use all but those (`.needed` includes them).
    */
-  async getChanges(buffer?: Buffer): Promise<ChangeBatch> {
+  async getChanges(buffer?: Buffer): Promise<KernelBatch> {
     this.checkOpen();
     const native = loadNative();
     if (buffer !== undefined) {

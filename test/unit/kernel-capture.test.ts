@@ -12,9 +12,9 @@ import { planAttach, type DeviceAtAttach, type StreamHistory } from '../../agent
 import { BlockSet } from '../../agent/capture/kernel/block-set';
 import { coveredReadBacks, PIECE_BYTES, piecesOf, planRecord, streamWidth } from '../../agent/capture/kernel/records';
 import { StreamLog } from '../../agent/capture/kernel/stream-log';
-import { RecordFlag, type ChangeRecord, type RecordKind } from '../../native/addon/ferry-abi';
+import { RecordFlag, type KernelRecord, type RecordKind } from '../../native/addon/ferry-abi';
 
-function rec(kind: RecordKind, length: number, opts: { flags?: number; data?: number; seq?: number; offset?: number; devIndex?: number } = {}): ChangeRecord {
+function rec(kind: RecordKind, length: number, opts: { flags?: number; data?: number; seq?: number; offset?: number; devIndex?: number } = {}): KernelRecord {
   return {
     seq: opts.seq ?? 1,
     devIndex: opts.devIndex ?? 0,
@@ -60,7 +60,7 @@ describe('kernel records in the stream', () => {
 
   it('reads a range back once per kernel batch while nothing else changed it in between', () => {
     const MiB = 1024 * 1024;
-    const dirty = (offset: number, length = MiB, opts: { flags?: number; devIndex?: number } = {}): ChangeRecord => rec('dirty', length, { offset, ...opts });
+    const dirty = (offset: number, length = MiB, opts: { flags?: number; devIndex?: number } = {}): KernelRecord => rec('dirty', length, { offset, ...opts });
     // A sequential writer wrapping a 2 MiB volume: the second pass is covered by the first.
     expect([...coveredReadBacks([dirty(0), dirty(MiB), dirty(0), dirty(MiB), dirty(0)])]).toEqual([2, 3, 4]);
     // Covered by several earlier read-backs together; not by one that covers only part of it.

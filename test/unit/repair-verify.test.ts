@@ -18,7 +18,7 @@ import { checkRepairRequest, RepairDesk } from '../../agent/repair-requests';
 import { BlockCheck, classifyBlock } from '../../agent/verify/classify';
 import { blockRuns } from '../../agent/verify/verifier';
 import { blockHash, blockHashes } from '../../common/block-hash';
-import type { ChangeRecord, DeviceInfo, FerryControl } from '../../native/addon';
+import type { KernelRecord, DeviceInfo, FerryControl } from '../../native/addon';
 import type { ferry } from '../../proto/frames';
 import { waitFor } from '../helpers/agent-lab';
 import { makeTempDir } from '../helpers/receiver-process';
@@ -158,7 +158,7 @@ const BS = 65536;
 /** Just what the walker and the converter ask of the control device: marks, stats, bitmap clears. */
 class FakeControl {
   nextKseq = 100;
-  readonly marks: ChangeRecord[] = [];
+  readonly marks: KernelRecord[] = [];
   readonly cleared: Array<{ first: number; nbits: number }> = [];
 
   constructor(private readonly sizeBytes: number) {}

@@ -1,6 +1,6 @@
 import { blockHash } from '../../../common/block-hash';
 import { log } from '../../../common/log';
-import { readDirect, START_STATES, type ChangeRecord, type FerryControl, type StartState } from '../../../native/addon';
+import { readDirect, START_STATES, type KernelRecord, type FerryControl, type StartState } from '../../../native/addon';
 import type { CapturedRecord, VolumeCut } from '../types';
 import { pieceCount, piecesOf, planRecord, streamWidth, type RecordPlan } from './records';
 import type { Anchor } from './stream-log';
@@ -36,7 +36,7 @@ export interface ConvertedBatch {
 
 interface Item {
   v: KernelVolume;
-  rec: ChangeRecord;
+  rec: KernelRecord;
   plan: RecordPlan;
   /** Stream seq of the item's first stream record. */
   stream: number;
@@ -85,14 +85,14 @@ export class Converter {
    * of read-backs an earlier read-back of the same kernel batch carries (coveredReadBacks).
    */
   async convert(
-    records: readonly ChangeRecord[],
+    records: readonly KernelRecord[],
     from: number,
     kernelBatchId: number,
     maxBytes: number,
     covered: ReadonlySet<number>,
   ): Promise<{ batch: ConvertedBatch; consumed: number }> {
     const out: ConvertedBatch = { kernelBatchId, records: [], anchors: new Map(), marks: new Map(), dataBytes: 0, oldestCaptureUs: 0, tags: [] };
-    const part: ChangeRecord[] = [];
+    const part: KernelRecord[] = [];
     let bytes = 0;
     for (let i = from; i < records.length && (part.length === 0 || bytes < maxBytes); i++) {
       const r = records[i];
@@ -114,7 +114,7 @@ export class Converter {
   }
 
   /** First pass: stream seqs for every record (in kernel order), read-backs started. */
-  private async assign(recs: ChangeRecord[], from: number, covered: ReadonlySet<number>, out: ConvertedBatch): Promise<Item[]> {
+  private async assign(recs: KernelRecord[], from: number, covered: ReadonlySet<number>, out: ConvertedBatch): Promise<Item[]> {
     const items: Item[] = [];
     for (const [n, rec] of recs.entries()) {
       const v = this.ctx.volumeAt(rec.devIndex);
@@ -278,7 +278,7 @@ export class Converter {
     if (w.placedAll && w.marksConverted === w.marksPlaced) v.walkReadDone(w, nextKseq);
   }
 
-  private noteMode(v: KernelVolume, rec: ChangeRecord): void {
+  private noteMode(v: KernelVolume, rec: KernelRecord): void {
     const from = v.mode;
     v.mode = rec.mode;
     if (rec.mode === 'bitmap') {

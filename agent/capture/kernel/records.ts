@@ -1,4 +1,4 @@
-import { RecordFlag, type ChangeRecord } from '../../../native/addon/ferry-abi';
+import { RecordFlag, type KernelRecord } from '../../../native/addon/ferry-abi';
 
 /** Largest write a read-back or payload becomes in the stream (the wire caps a write at 64 MiB). */
 export const PIECE_BYTES = 16 * 1024 * 1024;
@@ -16,7 +16,7 @@ export type RecordPlan =
   | { kind: 'discard' }
   | { kind: 'flush' };
 
-export function planRecord(rec: ChangeRecord): RecordPlan {
+export function planRecord(rec: KernelRecord): RecordPlan {
   const fua = (rec.flags & RecordFlag.FUA) !== 0;
   switch (rec.kind) {
     case 'write':
@@ -43,7 +43,7 @@ export function pieceCount(length: number): number {
  * Stream seqs a kernel record takes. It depends only on the record's kind, flags and length,
  * never on what is read back, so a redelivered record always takes the same seqs.
  */
-export function streamWidth(rec: ChangeRecord, plan: RecordPlan = planRecord(rec)): number {
+export function streamWidth(rec: KernelRecord, plan: RecordPlan = planRecord(rec)): number {
   switch (plan.kind) {
     case 'skip':
       return 0;
@@ -125,7 +125,7 @@ class LastChange {
  * range again: a sequential writer that wraps a small volume many times in METADATA mode fills
  * the ring with DIRTY records of the same ranges. Returns indexes into `records`.
  */
-export function coveredReadBacks(records: readonly ChangeRecord[]): Set<number> {
+export function coveredReadBacks(records: readonly KernelRecord[]): Set<number> {
   const covered = new Set<number>();
   const devices = new Map<number, LastChange>();
   records.forEach((rec, i) => {

@@ -1,5 +1,5 @@
 import { Signal } from '../../../common/signal';
-import type { CaptureMode as DeviceMode, ByteRange } from '../../../native/addon/ferry-abi';
+import type { DeviceMode, ByteRange } from '../../../native/addon/ferry-abi';
 import type { CaptureMode, ProtectedVolume, RemoteHashes, RepairProgress, RepairResult, ResyncKind, ResyncProgress, VolumeCut } from '../types';
 import { AccuracyTracker } from './accuracy';
 import type { BlockSet } from './block-set';

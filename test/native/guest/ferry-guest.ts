@@ -16,7 +16,7 @@ import {
   isFerryNativeError,
   loadNative,
   readDirect,
-  type ChangeRecord,
+  type KernelRecord,
   type DeviceInfo,
 } from '../../../native/addon';
 
@@ -91,7 +91,7 @@ function ddWriteAsync(dev: string, offset: number, data: Buffer): Promise<void> 
   });
 }
 
-interface Rec extends ChangeRecord {
+interface Rec extends KernelRecord {
   batchId: number;
 }
 
@@ -106,12 +106,12 @@ async function drain(ctl: FerryControl, commit = true): Promise<Rec[]> {
   }
 }
 
-function kinds(records: ChangeRecord[]): string {
+function kinds(records: KernelRecord[]): string {
   return records.map((r) => (r.kind === 'mode' ? `mode:${r.mode}` : r.kind)).join(',');
 }
 
 /** Seqs per device are contiguous, starting at `first` when given. */
-function checkSeqs(records: ChangeRecord[], what: string, first?: Map<number, number>): Map<number, number> {
+function checkSeqs(records: KernelRecord[], what: string, first?: Map<number, number>): Map<number, number> {
   const next = new Map(first ?? []);
   for (const r of records) {
     const want = next.get(r.devIndex);
@@ -122,7 +122,7 @@ function checkSeqs(records: ChangeRecord[], what: string, first?: Map<number, nu
 }
 
 /** The WRITE records of device `dev` cover exactly [offset, offset + data.length) with data. */
-function checkCovered(records: ChangeRecord[], dev: number, offset: number, data: Buffer, what: string): ChangeRecord[] {
+function checkCovered(records: KernelRecord[], dev: number, offset: number, data: Buffer, what: string): KernelRecord[] {
   const end = offset + data.length;
   const mine = records
     .filter((r) => r.devIndex === dev && r.kind === 'write' && r.offset < end && r.offset + r.length > offset)
@@ -153,7 +153,7 @@ async function drainWholeBitmap(ctl: FerryControl, dev: DeviceInfo): Promise<{ c
 }
 
 /** Device content = zeros + every record applied in seq order (read-back kinds from `readBack`). */
-async function replay(size: number, records: ChangeRecord[], readBack: (off: number, len: number) => Promise<Buffer>): Promise<{ image: Buffer; skip: Array<[number, number]> }> {
+async function replay(size: number, records: KernelRecord[], readBack: (off: number, len: number) => Promise<Buffer>): Promise<{ image: Buffer; skip: Array<[number, number]> }> {
   const image = Buffer.alloc(size);
   const skip: Array<[number, number]> = [];
   for (const r of [...records].sort((a, b) => a.seq - b.seq)) {
@@ -379,7 +379,7 @@ async function scenarioDegrade(): Promise<void> {
   // drain the ring: DRAINING
   let recs = await drain(ctl);
   all.push(...recs);
-  const modes = (rs: ChangeRecord[]): string[] => rs.filter((r) => r.kind === 'mode').map((r) => r.mode);
+  const modes = (rs: KernelRecord[]): string[] => rs.filter((r) => r.kind === 'mode').map((r) => r.mode);
   facts.kindsUntilDraining = kinds(recs);
   const writesData = recs.filter((r) => r.kind === 'write');
   eq(writesData.length, 16, 'WRITE records with payload');
@@ -460,7 +460,7 @@ async function scenarioStress(): Promise<void> {
       stats.staleClears++; // overflowed again: the bits stay, drained again later
     }
   };
-  const apply = async (r: ChangeRecord): Promise<void> => {
+  const apply = async (r: KernelRecord): Promise<void> => {
     if (r.kind === 'write') r.data.copy(replica, r.offset);
     else if (r.kind === 'dirty') {
       (await readRange(path, r.offset, r.length)).copy(replica, r.offset);
