@@ -5,7 +5,7 @@ import { BatchFormatError, readDirect, type KernelRecord } from '../../native/ad
 import { planAttach } from './kernel/attach-plan';
 import type { ControlDevice, ReadVolume } from './kernel/control-device';
 import { convertKernelRecords, type ConvertContext } from './kernel/converter';
-import { blockDeviceNumber, sameDevice } from './kernel/devices';
+import { blockDeviceNumber, sameDevice, type DeviceNumber } from './kernel/devices';
 import { coveredReadBacks } from './kernel/records';
 import { StreamLog } from './kernel/stream-log';
 import { DEVICE_MODE_TO_CAPTURE, KernelVolume } from './kernel/volume';
@@ -48,6 +48,8 @@ export interface KernelSourceOptions {
   control: ControlDevice;
   /** Reads volume data the kernel records do not carry (default: readDirect). */
   readVolume?: ReadVolume;
+  /** The device number of a volume's path (default: stat of the block device). */
+  deviceOf?: (path: string) => DeviceNumber | undefined;
   stateDirOf: (volumeId: string) => string;
   resyncBlockSize: number;
   /** Every volume the agent will attach: the stream is read once all of them are. */
@@ -128,7 +130,7 @@ export class KernelSource implements CaptureSource {
 
   async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
     if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
-    const device = blockDeviceNumber(spec.path);
+    const device = (this.opts.deviceOf ?? blockDeviceNumber)(spec.path);
     if (!device) throw new Error(`volume ${spec.id}: ${spec.path} is not a block device`);
     const info = (await this.control.list()).find((d) => sameDevice(d, device));
     if (!info) throw new Error(`volume ${spec.id}: ${spec.path} is not a ferry device`);
@@ -264,6 +266,8 @@ export class KernelSource implements CaptureSource {
           continue;
         }
         if (code === 'ENOBUFS') {
+          // The kernel counts batches this source does not (a previous consumer's): a commit frees
+          // one, or look again shortly.
           if (left <= 0) return false;
           await this.room.wait(Math.min(left, POLL_MS));
           continue;
