@@ -1,8 +1,7 @@
 import { blockHash } from '../../../common/block-hash';
 import { log } from '../../../common/log';
 import type { KernelRecord } from '../../../native/addon';
-import type { CapturedRecord } from '../types';
-import type { VolumeCut } from '../types';
+import type { CapturedRecord, VolumeCut } from '../types';
 import type { ControlDevice, ReadVolume } from './control-device';
 import { markIsNoop } from './decisions';
 import { pieceCount, piecesOf, planRecord, streamWidth, type RecordPlan } from './records';

@@ -19,6 +19,12 @@ export type VolumeEvent =
   /** The agent is stopping. */
   | 'stopped';
 
+/** What waiters see of a volume's events (only the volume emits them). */
+export interface VolumeEventWaits {
+  readonly stamp: number;
+  next(events: readonly VolumeEvent[], opts?: { since?: number; timeoutMs?: number }): Promise<VolumeEvent | 'timeout'>;
+}
+
 interface Waiter {
   events: readonly VolumeEvent[];
   wake: (e: VolumeEvent | 'timeout') => void;
@@ -28,7 +34,7 @@ interface Waiter {
  * Edge-triggered events with a stamp, so that a loop that did some async work cannot miss an
  * event that happened meanwhile: take `stamp` before the work, pass it as `since` to `next`.
  */
-export class VolumeEvents {
+export class VolumeEvents implements VolumeEventWaits {
   private count = 0;
   private readonly last = new Map<VolumeEvent, number>();
   private waiters: Waiter[] = [];

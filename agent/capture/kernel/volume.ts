@@ -1,13 +1,13 @@
 import { log } from '../../../common/log';
-import { START_STATES, type ByteRange, type DeviceMode, type KernelRecord } from '../../../native/addon/ferry-abi';
-import type { CaptureMode, ProtectedVolume, RemoteHashes, RepairProgress, RepairResult, ResyncKind, ResyncProgress, VolumeCut } from '../types';
+import { START_STATES, type ByteRange, type DeviceMode, type KernelRecord, type StartState } from '../../../native/addon/ferry-abi';
 import type { AccuracyName } from '../../../proto/types';
+import type { CaptureMode, ProtectedVolume, RemoteHashes, RepairProgress, RepairResult, ResyncKind, ResyncProgress, VolumeCut } from '../types';
 import { AccuracyTracker } from './accuracy';
 import { BlockSet } from './block-set';
 import { chooseWalk, modeChange, reloadPlan } from './decisions';
 import type { DeviceNumber } from './devices';
 import type { StreamLog } from './stream-log';
-import { VolumeEvents } from './volume-events';
+import { VolumeEvents, type VolumeEventWaits } from './volume-events';
 
 /** A repair asked for (CaptureSource.repair): block-aligned ranges, compared like a hash-compare resync. */
 export interface RepairJob {
@@ -110,7 +110,7 @@ export interface VolumeInit {
  * emits the event its waiters need (events).
  */
 export class KernelVolume {
-  readonly events = new VolumeEvents();
+  private readonly emitter = new VolumeEvents();
   private index: number;
   private loadGeneration: number;
   private loadFirstSeq: number;
@@ -161,6 +161,11 @@ export class KernelVolume {
 
   get id(): string {
     return this.spec.id;
+  }
+
+  /** Waits for the volume's transitions. */
+  get events(): VolumeEventWaits {
+    return this.emitter;
   }
 
   get devIndex(): number {
@@ -248,7 +253,7 @@ export class KernelVolume {
   /** A resync walk failed: it runs again from the last saved cursor, unless another is pending. */
   retryResync(kind: ResyncKind, remote: RemoteHashes | undefined): void {
     this.resyncRequest ??= { kind, remote, cursor: this.log.resync.cursor, ready: true };
-    this.events.emit('request');
+    this.emitter.emit('request');
   }
 
   private beginResync(kind: ResyncKind, remote: RemoteHashes | undefined, cursor: number): void {
@@ -256,7 +261,7 @@ export class KernelVolume {
     this.resyncRequest = { kind, remote, cursor, ready: true };
     this.resync = { kind, doneBytes: cursor, totalBytes: kind === 'delta' ? 0 : this.spec.sizeBytes, sentBytes: 0, startedMs: Date.now() };
     this.log.saveResync({ kind, cursor }, this.committed);
-    this.events.emit('request');
+    this.emitter.emit('request');
   }
 
   /** The device is (or was) in BITMAP mode: points are unusable until a drain covers this episode. */
@@ -267,12 +272,12 @@ export class KernelVolume {
   /** The device's dirty bits are to be read back. */
   requestDrain(): void {
     this.drainRequested = true;
-    this.events.emit('request');
+    this.emitter.emit('request');
   }
 
   queueRepair(job: RepairJob): void {
     this.repairs.push(job);
-    this.events.emit('request');
+    this.emitter.emit('request');
   }
 
   /** A repair whose walk did not read every block runs again, first. */
@@ -280,7 +285,7 @@ export class KernelVolume {
     job.progress.doneBytes = 0;
     job.progress.sentBytes = 0;
     this.repairs.unshift(job);
-    this.events.emit('request');
+    this.emitter.emit('request');
   }
 
   /** The walk to run now, taken out of the requests (see chooseWalk). */
@@ -338,7 +343,7 @@ export class KernelVolume {
   /** The walk failed: it never completes. */
   cancelWalk(w: Walk): void {
     w.cancelled = true;
-    this.events.emit('cancelled');
+    this.emitter.emit('cancelled');
   }
 
   /** The walk's marks are about to be placed: it stays listed until its bits are cleared. */
@@ -349,7 +354,7 @@ export class KernelVolume {
   removeClearing(w: Walk): void {
     const i = this.clearing.indexOf(w);
     if (i >= 0) this.clearing.splice(i, 1);
-    this.events.emit('cleared');
+    this.emitter.emit('cleared');
   }
 
   /**
@@ -388,7 +393,7 @@ export class KernelVolume {
 
   noteWindowPlaced(window: WalkWindow): void {
     window.complete = true;
-    this.events.emit('placed');
+    this.emitter.emit('placed');
   }
 
   /** A mark's data (or NOOP) is in the stream, its last stream seq `lastStream`. */
@@ -401,7 +406,7 @@ export class KernelVolume {
     mark.window.streamSeq = lastStream;
     w.lastStream = lastStream;
     if (w.placedAll && w.marksConverted === w.marksPlaced) this.walkReadDone(w, nextKseq);
-    this.events.emit('converted');
+    this.emitter.emit('converted');
   }
 
   /**
@@ -415,7 +420,7 @@ export class KernelVolume {
     if (w.purpose === 'drain') this.tracker.drainRead(w.covers, nextKseq);
     else if (this.resyncRequest) this.tracker.readBack(nextKseq);
     else this.tracker.resyncRead(nextKseq);
-    this.events.emit('converted');
+    this.emitter.emit('converted');
   }
 
   /** A whole-device resync window is durable: a restart resumes after it. */
@@ -453,7 +458,7 @@ export class KernelVolume {
   }
 
   /** A new table was loaded on the device while the agent ran (protect, unprotect, reload). */
-  private reloaded(generation: number, startState: (typeof START_STATES)[number]): void {
+  private reloaded(generation: number, startState: StartState): void {
     log.warn('the ferry device was loaded again', { volume: this.id, load: generation, start: startState });
     const walk = this.walk;
     const interrupted = walk?.purpose === 'resync' && !walk.readDone ? walk.kind : this.resyncRequest?.kind;
@@ -478,7 +483,7 @@ export class KernelVolume {
     if (change.note?.level === 'warn') log.warn(change.note.message, { volume: this.id });
     else if (change.note) log.info(change.note.message, { volume: this.id, from });
     if (change.drain) this.requestDrain();
-    this.events.emit('mode');
+    this.emitter.emit('mode');
   }
 
   /** The mode as the device reports it now (STATS), between MODE records. */
@@ -501,7 +506,7 @@ export class KernelVolume {
     this.committed = Math.max(this.committed, streamSeq);
     this.log.noteCommitted(this.committed);
     this.outstandingMarks = Math.max(0, this.outstandingMarks - marks);
-    this.events.emit('committed');
+    this.emitter.emit('committed');
   }
 
   // ---- tags ----------------------------------------------------------------------------------
@@ -551,7 +556,7 @@ export class KernelVolume {
     this.outstandingMarks = 0;
     if (this.walk) this.walk.cancelled = true;
     for (const w of this.clearing) w.cancelled = true;
-    this.events.emit('abandoned');
+    this.emitter.emit('abandoned');
   }
 
   /** The agent stops: walks end, queued repairs fail. */
@@ -559,7 +564,7 @@ export class KernelVolume {
     this.isStopped = true;
     this.abandonLoad('the agent is stopping');
     for (const job of this.repairs.splice(0)) job.reject(new Error('the agent is stopping'));
-    this.events.emit('stopped');
+    this.emitter.emit('stopped');
   }
 
   /** Once the walker ended: repairs whose walks still waited for their commit fail. */
