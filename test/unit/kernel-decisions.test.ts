@@ -23,7 +23,7 @@ import {
 import { StreamLog } from '../../agent/capture/kernel/stream-log';
 import { KernelVolume, type PendingMark, type Walk, type WalkWindow } from '../../agent/capture/kernel/volume';
 import { VolumeEvents } from '../../agent/capture/kernel/volume-events';
-import type { CapturedRecord, ProtectedVolume, RemoteHashes } from '../../agent/capture/types';
+import type { CapturedRecord, ProtectedVolume, RemoteHashes, RepairResult } from '../../agent/capture/types';
 import { blockHash, blockHashes } from '../../common/block-hash';
 import type { KernelRecord, RecordKind } from '../../native/addon';
 import { FakeKernel, type FakeDevice } from '../helpers/fake-control';
@@ -438,6 +438,32 @@ describe('kernel source over a fake control device', () => {
     lab.device.write(1 * BS, block(7, 4096));
     lab.device.reload('dirty');
     await pump(lab, 'the compare after a crash', () => lab.replica.data.equals(lab.device.data) && lab.source.resyncProgress('vol1')?.finishedMs !== undefined && lab.source.resyncProgress('vol1')?.kind === 'hash-compare');
+  });
+
+  it('drains dirty bits the kernel kept without a record once the volume is idle', async () => {
+    const lab = await protectedLab('src-idle-bits');
+    // A change the device knows only as a bit (e.g. a clear it refused): no record says so.
+    lab.device.data.fill(0x33, 2 * BS, 2 * BS + 4096);
+    lab.device.setBits(2 * BS, 4096);
+    await pump(lab, 'the idle drain', () => lab.replica.data.equals(lab.device.data) && lab.device.dirtyBits === 0);
+  });
+
+  it('repairs ranges the receiver lost, sending only the blocks that differ, once what was in flight is durable', async () => {
+    const lab = await protectedLab('src-repair');
+    lab.replica.data.fill(0xee, 3 * BS + 10, 3 * BS + 20);
+    const before = lab.replica.records.length;
+    let result: RepairResult | undefined;
+    void lab.source.repair('vol1', [{ offset: 2 * BS + 1, length: 2 * BS }], lab.replica.remote, 'test').then((r) => (result = r));
+    await pump(lab, 'the repair', () => result !== undefined);
+    const sent = lab.replica.records.slice(before);
+    expect(sent.map((r) => [r.kind, r.offset / BS])).toEqual([
+      ['noop', 0],
+      ['write', 3],
+      ['noop', 0],
+    ]);
+    expect(result).toEqual({ throughSeq: sent[2].seq, sentBytes: BS });
+    expect(lab.source.repairProgress('vol1')).toMatchObject({ reason: 'test', doneBytes: 3 * BS, finishedMs: expect.any(Number) });
+    expect(lab.replica.data.equals(lab.device.data)).toBe(true);
   });
 
   it('grows its buffer for a record larger than it', async () => {
