@@ -1,10 +1,11 @@
 import { describeError, errnoCode } from '../../common/errors';
 import { log } from '../../common/log';
 import { Signal } from '../../common/signal';
-import { BatchFormatError, type KernelRecord, type FerryControl, type StartState } from '../../native/addon';
+import { BatchFormatError, readDirect, type KernelRecord } from '../../native/addon';
 import { planAttach } from './kernel/attach-plan';
-import { Converter } from './kernel/converter';
-import { blockDeviceNumber, sameDevice } from './kernel/devices';
+import type { ControlDevice, ReadVolume } from './kernel/control-device';
+import { convertKernelRecords, type ConvertContext } from './kernel/converter';
+import { blockDeviceNumber, sameDevice, type DeviceNumber } from './kernel/devices';
 import { coveredReadBacks } from './kernel/records';
 import { StreamLog } from './kernel/stream-log';
 import { DEVICE_MODE_TO_CAPTURE, KernelVolume } from './kernel/volume';
@@ -44,7 +45,11 @@ const READ_BACK_GET_BYTES = 16 * 1024;
 const TAG_WAIT_MS = 30_000;
 
 export interface KernelSourceOptions {
-  control: FerryControl;
+  control: ControlDevice;
+  /** Reads volume data the kernel records do not carry (default: readDirect). */
+  readVolume?: ReadVolume;
+  /** The device number of a volume's path (default: stat of the block device). */
+  deviceOf?: (path: string) => DeviceNumber | undefined;
   stateDirOf: (volumeId: string) => string;
   resyncBlockSize: number;
   /** Every volume the agent will attach: the stream is read once all of them are. */
@@ -82,10 +87,13 @@ interface KernelBatch {
  */
 export class KernelSource implements CaptureSource {
   readonly kind = 'kernel' as const;
-  private readonly control: FerryControl;
+  private readonly control: ControlDevice;
+  private readonly readVolume: ReadVolume;
   private readonly volumes = new Map<string, KernelVolume>();
   private byIndex = new Map<number, KernelVolume>();
-  private readonly converter: Converter;
+  /** Devices whose records are dropped (no configured volume is them). */
+  private readonly ignored = new Set<number>();
+  private readonly convertContext: ConvertContext;
   private current: KernelBatch | undefined;
   private kernelBatchesOut = 0;
   private getBuffer = Buffer.allocUnsafe(GET_BYTES);
@@ -103,18 +111,26 @@ export class KernelSource implements CaptureSource {
 
   constructor(private readonly opts: KernelSourceOptions) {
     this.control = opts.control;
-    this.converter = new Converter({
+    this.readVolume = opts.readVolume ?? readDirect;
+    this.convertContext = {
       control: this.control,
-      volumeAt: (i) => this.byIndex.get(i),
-      refreshIndexes: () => this.refreshIndexes(),
-      onNewLoad: (v, generation, startState) => this.onNewLoad(v, generation, startState),
-      onGap: (v, expected, got) => this.onGap(v, expected, got),
-    });
+      readVolume: this.readVolume,
+      volumes: {
+        at: (i) => this.byIndex.get(i),
+        refresh: () => this.refreshIndexes(),
+        isIgnored: (i) => this.ignored.has(i),
+        ignore: (i) => {
+          if (this.ignored.has(i)) return false;
+          this.ignored.add(i);
+          return true;
+        },
+      },
+    };
   }
 
   async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
     if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
-    const device = blockDeviceNumber(spec.path);
+    const device = (this.opts.deviceOf ?? blockDeviceNumber)(spec.path);
     if (!device) throw new Error(`volume ${spec.id}: ${spec.path} is not a block device`);
     const info = (await this.control.list()).find((d) => sameDevice(d, device));
     if (!info) throw new Error(`volume ${spec.id}: ${spec.path} is not a ferry device`);
@@ -125,24 +141,29 @@ export class KernelSource implements CaptureSource {
       streamLog,
       receiverDurableSeq,
     );
-    const v = new KernelVolume(spec, device, streamLog, receiverDurableSeq, {
-      devIndex: info.index,
-      generation: info.generation,
-      loadFirstSeq: info.firstSeq,
-      mode: info.modeName,
-      nextStream: plan.nextStream,
-      firstKseq: plan.firstKseq,
-    });
+    const v = new KernelVolume(
+      spec,
+      device,
+      streamLog,
+      receiverDurableSeq,
+      {
+        devIndex: info.index,
+        generation: info.generation,
+        loadFirstSeq: info.firstSeq,
+        mode: info.modeName,
+        nextStream: plan.nextStream,
+        firstKseq: plan.firstKseq,
+      },
+      () => this.remote,
+    );
     this.volumes.set(spec.id, v);
     this.byIndex.set(info.index, v);
     if (plan.need.kind !== 'none') {
-      v.tracker.resyncStarted();
       // Runs once the agent calls startResync (with the receiver's hashes), at the plan's cursor.
-      v.resyncRequest = { kind: plan.need.kind, cursor: plan.resumeCursor, ready: false };
-      streamLog.saveResync({ kind: plan.need.kind, cursor: plan.resumeCursor }, receiverDurableSeq);
+      v.needResync(plan.need.kind, plan.resumeCursor);
     } else if (plan.drain || info.modeName === 'bitmap' || info.modeName === 'draining') {
-      v.tracker.bitmapEntered();
-      v.drainRequested = plan.drain || info.dirtyBits > 0;
+      v.noteBitmapEpisode();
+      if (plan.drain || info.dirtyBits > 0) v.requestDrain();
     }
     log.info('kernel capture attached', {
       volume: spec.id,
@@ -160,12 +181,7 @@ export class KernelSource implements CaptureSource {
   startResync(volumeId: string, kind: ResyncKind, remote: RemoteHashes): void {
     const v = this.volume(volumeId);
     this.remote = remote;
-    const cursor = v.resyncRequest?.kind === kind ? v.resyncRequest.cursor : 0;
-    v.tracker.resyncStarted();
-    v.resyncRequest = { kind, remote, cursor, ready: true };
-    v.lastResync = { kind, doneBytes: cursor, totalBytes: kind === 'delta' ? 0 : v.spec.sizeBytes, sentBytes: 0, startedMs: Date.now() };
-    v.log.saveResync({ kind, cursor }, v.committedStream);
-    v.changed.notify();
+    v.startResync(kind, remote);
   }
 
   resyncProgress(volumeId: string): ResyncProgress | undefined {
@@ -184,8 +200,7 @@ export class KernelSource implements CaptureSource {
     const blocks = blockRanges(ranges, this.opts.resyncBlockSize, v.spec.sizeBytes);
     return new Promise((resolve, reject) => {
       const progress: RepairProgress = { reason, doneBytes: 0, totalBytes: rangeBytes(blocks), sentBytes: 0, startedMs: Date.now() };
-      v.repairs.push({ ranges: blocks, remote, progress, resolve, reject });
-      v.changed.notify();
+      v.queueRepair({ ranges: blocks, remote, progress, resolve, reject });
     });
   }
 
@@ -208,7 +223,7 @@ export class KernelSource implements CaptureSource {
   private start(): void {
     if (this.started) return;
     this.started = true;
-    const walkerCtx = { control: this.control, blockSize: this.opts.resyncBlockSize, isClosed: () => this.closed };
+    const walkerCtx = { control: this.control, blockSize: this.opts.resyncBlockSize, readVolume: this.readVolume };
     for (const v of this.volumes.values()) {
       this.loops.push(this.guard(new VolumeWalker(walkerCtx, v).run(), `walker of ${v.id}`));
     }
@@ -251,6 +266,8 @@ export class KernelSource implements CaptureSource {
           continue;
         }
         if (code === 'ENOBUFS') {
+          // The kernel counts batches this source does not (a previous consumer's): a commit frees
+          // one, or look again shortly.
           if (left <= 0) return false;
           await this.room.wait(Math.min(left, POLL_MS));
           continue;
@@ -278,42 +295,10 @@ export class KernelSource implements CaptureSource {
     for (const v of this.volumes.values()) {
       const info = devices.find((d) => sameDevice(d, v.device));
       if (!info) continue;
-      if (info.index !== v.devIndex) log.info('the volume\'s ferry device has a new index', { volume: v.id, from: v.devIndex, to: info.index });
-      v.devIndex = info.index;
+      v.moveTo(info.index);
       map.set(info.index, v);
     }
     this.byIndex = map;
-  }
-
-  /** A new table was loaded on the device while the agent ran (protect, unprotect, reload). */
-  private onNewLoad(v: KernelVolume, generation: number, startState: StartState): void {
-    log.warn('the ferry device was loaded again', { volume: v.id, load: generation, start: startState });
-    const walk = v.walk;
-    const resync = walk?.purpose === 'resync' && !walk.readDone ? walk.kind : v.resyncRequest?.kind;
-    v.abandonLoad('the device was reloaded before the tag reached the agent');
-    v.generation = generation;
-    if (startState === 'clean') {
-      // What the old load did not commit is now dirty bits: drain them (and finish a resync).
-      if (resync) v.resyncRequest = { kind: resync, remote: this.remote, cursor: v.log.resync.cursor, ready: true };
-      v.tracker.bitmapEntered();
-      v.drainRequested = true;
-    } else {
-      this.requestCompare(v, `the device's metadata was ${startState} at load ${generation}`);
-    }
-    v.changed.notify();
-  }
-
-  private onGap(v: KernelVolume, expected: number, got: number): void {
-    this.requestCompare(v, `kernel seq ${got} arrived where ${expected} was expected`);
-  }
-
-  private requestCompare(v: KernelVolume, reason: string): void {
-    log.warn('volume needs a hash-compare resync', { volume: v.id, reason });
-    v.tracker.resyncStarted();
-    v.resyncRequest = { kind: 'hash-compare', remote: this.remote, cursor: 0, ready: true };
-    v.lastResync = { kind: 'hash-compare', doneBytes: 0, totalBytes: v.spec.sizeBytes, sentBytes: 0, startedMs: Date.now() };
-    v.log.saveResync({ kind: 'hash-compare', cursor: 0 }, v.committedStream);
-    v.changed.notify();
   }
 
   // ---- CaptureSource: hand-out and commit ----------------------------------------------------
@@ -327,7 +312,7 @@ export class KernelSource implements CaptureSource {
     }
     if (!this.current && !(await this.takeKernelBatch(timeoutMs))) return undefined;
     const kb = this.current as KernelBatch;
-    const { batch, consumed } = await this.converter.convert(kb.records, kb.next, kb.id, maxBytes, kb.covered);
+    const { batch, consumed } = await convertKernelRecords(this.convertContext, kb.records, kb.next, maxBytes, kb.covered);
     kb.next += consumed;
     const endsKernelBatch = kb.next >= kb.records.length;
     if (endsKernelBatch) this.current = undefined;
@@ -355,12 +340,7 @@ export class KernelSource implements CaptureSource {
       this.kernelBatchesOut--;
     }
     this.outstanding.delete(batchId);
-    for (const [v, seq] of o.lastStream) {
-      v.committedStream = Math.max(v.committedStream, seq);
-      v.log.noteCommitted(v.committedStream);
-    }
-    for (const [v, n] of o.marks) v.outstandingMarks = Math.max(0, v.outstandingMarks - n);
-    for (const v of new Set([...o.lastStream.keys(), ...o.marks.keys()])) v.changed.notify();
+    for (const v of new Set([...o.lastStream.keys(), ...o.marks.keys()])) v.noteCommitted(o.lastStream.get(v) ?? 0, o.marks.get(v) ?? 0);
     this.room.notify();
   }
 
@@ -398,15 +378,11 @@ export class KernelSource implements CaptureSource {
 
   /**
    * Windows: a VSS copy backup of `volumes`; ferryflt inserts the TAG records when the freeze
-   * request passes it. Every device must be tagged and the write hold must have bridged to
-   * volsnap's own hold, or the cut is not one application-consistent instant.
+   * request passes it. vssTag rejects unless every device was tagged and the write hold bridged
+   * to volsnap's own hold (else the cut is not one application-consistent instant).
    */
   private async vssCut(devices: number[], volumes: string[], holdMs: number): Promise<{ seqs: number[] }> {
-    const result = await this.control.vssTag(volumes, devices, { tagId: this.nextTagId++, holdMs });
-    const missed = result.status.findIndex((s) => s !== 'ok');
-    if (missed >= 0) throw new Error(`VSS did not freeze device ${devices[missed]} (${result.status[missed]}): no application-consistent cut`);
-    if (!result.bridged.every(Boolean)) throw new Error('the write hold ended before VSS held the volumes: the cut is not one instant, try again');
-    return { seqs: result.seqs };
+    return this.control.vssTag(volumes, devices, { tagId: this.nextTagId++, holdMs });
   }
 
   /** Kernel streams hold every write as it completes: nothing to wait for. */
@@ -419,18 +395,9 @@ export class KernelSource implements CaptureSource {
     this.closed = true;
     this.available.notify();
     this.room.notify();
-    for (const v of this.volumes.values()) {
-      v.abandonLoad('the agent is stopping');
-      for (const job of v.repairs.splice(0)) job.reject(new Error('the agent is stopping'));
-      v.changed.notify();
-    }
+    for (const v of this.volumes.values()) v.stop();
     await Promise.all(this.loops);
-    for (const v of this.volumes.values()) {
-      for (const w of v.clearing) {
-        w.repair?.reject(new Error('the agent is stopping'));
-        w.repair = undefined;
-      }
-    }
+    for (const v of this.volumes.values()) v.failUnfinishedRepairs();
     // Closing the control device makes every uncommitted batch deliverable again.
     await this.control.close();
     for (const v of this.volumes.values()) v.log.close();

@@ -1,6 +1,7 @@
 import { BLOCK_HASH_BYTES, blockHash } from '../../common/block-hash';
 import { log } from '../../common/log';
 import { nowUs } from '../../common/time';
+import { oldestCapture } from '../../common/capture-time';
 import { AccuracyName } from '../../proto/types';
 import { BlockHasher, sharedBuffer } from './block-hasher';
 import { ChunkReadTimes } from './read-times';
@@ -136,10 +137,6 @@ class ScanVolume {
   /** A resync or a repair is putting data into the stream: points cut now are not usable. */
   get unusable(): boolean {
     return this.resync !== undefined || this.repairing !== undefined;
-  }
-
-  accuracy(): AccuracyName {
-    return this.unusable ? 'none' : 'approximate';
   }
 
   async run(isClosed: () => boolean): Promise<void> {
@@ -531,12 +528,7 @@ export class ScanSource implements CaptureSource {
 
   /** Counts writes not seen yet too: a block changed right after a pass read it waits for the next pass. */
   oldestQueuedCaptureUs(): number {
-    let oldest = 0;
-    for (const v of this.volumes.values()) {
-      const since = v.unsentSinceUs();
-      if (since > 0 && (oldest === 0 || since < oldest)) oldest = since;
-    }
-    return oldest;
+    return oldestCapture([...this.volumes.values()].map((v) => v.unsentSinceUs()));
   }
 
   unsentSinceUs(volumeId: string): number {

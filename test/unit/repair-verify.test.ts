@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Converter } from '../../agent/capture/kernel/converter';
+import { convertKernelRecords, type ConvertContext } from '../../agent/capture/kernel/converter';
 import { StreamLog } from '../../agent/capture/kernel/stream-log';
 import { KernelVolume } from '../../agent/capture/kernel/volume';
 import { VolumeWalker } from '../../agent/capture/kernel/walker';
@@ -18,7 +18,8 @@ import { checkRepairRequest, RepairDesk } from '../../agent/repair-requests';
 import { BlockCheck, classifyBlock } from '../../agent/verify/classify';
 import { blockRuns } from '../../agent/verify/verifier';
 import { blockHash, blockHashes } from '../../common/block-hash';
-import type { KernelRecord, DeviceInfo, FerryControl } from '../../native/addon';
+import type { ControlDevice } from '../../agent/capture/kernel/control-device';
+import { readDirect, type KernelRecord, type DeviceInfo } from '../../native/addon';
 import type { ferry } from '../../proto/frames';
 import { waitFor } from '../helpers/agent-lab';
 import { makeTempDir } from '../helpers/receiver-process';
@@ -193,6 +194,21 @@ class FakeControl {
   }
 }
 
+/** The fake stands in for the calls the walker and the converter make (the rest are unused here). */
+const asControl = (c: FakeControl): ControlDevice => c as unknown as ControlDevice;
+
+const walkerContext = (c: FakeControl) => ({ control: asControl(c), blockSize: BS, readVolume: readDirect });
+
+/** Converts all of `records` (one kernel batch) into v's stream. */
+const converterFor = (c: FakeControl, v: KernelVolume) => {
+  const ctx: ConvertContext = {
+    control: asControl(c),
+    readVolume: readDirect,
+    volumes: { at: () => v, refresh: async () => undefined, isIgnored: () => false, ignore: () => false },
+  };
+  return (records: KernelRecord[]) => convertKernelRecords(ctx, records, 0, 64 << 20, new Set());
+};
+
 describe('kernel capture: a repair of some ranges', () => {
   it('places marks over the blocks of the ranges only, sends the blocks that differ, and ends once they are committed', async () => {
     const dir = tmp('kernel-repair');
@@ -217,27 +233,19 @@ describe('kernel capture: a repair of some ranges', () => {
       nextStream: 11,
       firstKseq: 100,
     });
-    let closed = false;
-    const walker = new VolumeWalker({ control: control as unknown as FerryControl, blockSize: BS, isClosed: () => closed }, v).run();
-    const converter = new Converter({
-      control: control as unknown as FerryControl,
-      volumeAt: () => v,
-      refreshIndexes: async () => undefined,
-      onNewLoad: () => undefined,
-      onGap: () => undefined,
-    });
+    const walker = new VolumeWalker(walkerContext(control), v).run();
+    const converter = converterFor(control, v);
     let result: RepairResult | undefined;
     // Blocks 2-5 (a range that starts and ends inside blocks) and block 7.
     const ranges = blockRanges([{ offset: 2 * BS + 10, length: 3 * BS }, { offset: 7 * BS, length: 100 }], BS, size);
     const progress = { reason: 'test', doneBytes: 0, totalBytes: 5 * BS, sentBytes: 0, startedMs: 0 };
-    v.repairs.push({ ranges, remote, progress, resolve: (r) => (result = r), reject: (err) => expect.fail(err.message) });
-    v.changed.notify();
+    v.queueRepair({ ranges, remote, progress, resolve: (r) => (result = r), reject: (err) => expect.fail(err.message) });
     try {
       await waitFor('the marks of the five blocks', () => control.marks.length === 5);
       expect(control.marks.map((m) => m.offset / BS)).toEqual([2, 3, 4, 5, 7]);
       // Until the repair has read its blocks, a point cut now is not usable.
-      expect(v.tracker.at(control.nextKseq)).toBe('none');
-      const { batch } = await converter.convert(control.marks, 0, 1, 64 << 20, new Set());
+      expect(v.accuracyAt(control.nextKseq)).toBe('none');
+      const { batch } = await converter(control.marks);
       const records: CapturedRecord[] = batch.records;
       expect(records.map((r) => [r.seq, r.kind, r.offset / BS])).toEqual([
         [11, 'write', 2],
@@ -247,18 +255,16 @@ describe('kernel capture: a repair of some ranges', () => {
         [15, 'noop', 0],
       ]);
       expect(records[0].data?.equals(source.subarray(2 * BS, 3 * BS))).toBe(true);
-      expect(v.tracker.at(control.nextKseq)).not.toBe('none');
+      expect(v.accuracyAt(control.nextKseq)).not.toBe('none');
       expect(result).toBeUndefined(); // nothing is committed yet
       // The pipeline commits the batch (the receiver holds it): the repair is done.
-      v.committedStream = 15;
-      v.changed.notify();
+      v.noteCommitted(15, 5);
       await waitFor('the repair to end', () => result);
       expect(result).toEqual({ throughSeq: 15, sentBytes: 2 * BS });
       expect(progress).toMatchObject({ doneBytes: 5 * BS, sentBytes: 2 * BS, finishedMs: expect.any(Number) });
       expect(v.lastRepair).toBe(progress);
     } finally {
-      closed = true;
-      v.changed.notify();
+      v.stop();
       await walker;
       v.log.close();
     }
@@ -284,24 +290,20 @@ describe('kernel capture: a repair of some ranges', () => {
       nextStream: 11,
       firstKseq: 100,
     });
-    let closed = false;
-    const walker = new VolumeWalker({ control: control as unknown as FerryControl, blockSize: BS, isClosed: () => closed }, v).run();
-    const converter = new Converter({ control: control as unknown as FerryControl, volumeAt: () => v, refreshIndexes: async () => undefined, onNewLoad: () => undefined, onGap: () => undefined });
+    const walker = new VolumeWalker(walkerContext(control), v).run();
+    const converter = converterFor(control, v);
     let result: RepairResult | undefined;
-    v.repairs.push({ ranges: [{ offset: 0, length: size }], remote, progress: { reason: 'test', doneBytes: 0, totalBytes: size, sentBytes: 0, startedMs: 0 }, resolve: (r) => (result = r), reject: (err) => expect.fail(err.message) });
-    v.changed.notify();
+    v.queueRepair({ ranges: [{ offset: 0, length: size }], remote, progress: { reason: 'test', doneBytes: 0, totalBytes: size, sentBytes: 0, startedMs: 0 }, resolve: (r) => (result = r), reject: (err) => expect.fail(err.message) });
     try {
       await waitFor('the marks of the second attempt', () => control.marks.length === 2);
       expect(calls).toBe(2);
-      await converter.convert(control.marks, 0, 1, 64 << 20, new Set());
-      v.committedStream = 12;
-      v.changed.notify();
+      await converter(control.marks);
+      v.noteCommitted(12, 2);
       await waitFor('the repair to end', () => result);
       expect(result).toEqual({ throughSeq: 12, sentBytes: 2 * BS });
-      await waitFor('the clearing list to empty', () => v.clearing.length === 0);
+      await waitFor('the clearing list to empty', () => v.clearingWalks.length === 0);
     } finally {
-      closed = true;
-      v.changed.notify();
+      v.stop();
       await walker;
       v.log.close();
     }
@@ -324,19 +326,16 @@ describe('kernel capture: a repair of some ranges', () => {
       nextStream: 11,
       firstKseq: 100,
     });
-    let closed = false;
-    const walker = new VolumeWalker({ control: control as unknown as FerryControl, blockSize: BS, isClosed: () => closed }, v).run();
+    const walker = new VolumeWalker(walkerContext(control), v).run();
     let failed: Error | undefined;
-    v.repairs.push({ ranges: [{ offset: 0, length: size }], remote, progress: { reason: 'test', doneBytes: 0, totalBytes: size, sentBytes: 0, startedMs: 0 }, resolve: () => undefined, reject: (err) => (failed = err) });
-    v.changed.notify();
+    v.queueRepair({ ranges: [{ offset: 0, length: size }], remote, progress: { reason: 'test', doneBytes: 0, totalBytes: size, sentBytes: 0, startedMs: 0 }, resolve: () => undefined, reject: (err) => (failed = err) });
     try {
       await waitFor('the first marks', () => control.marks.length === 4);
       v.abandonLoad('reloaded');
       await waitFor('the repair to place its marks again', () => control.marks.length === 8);
       expect(control.marks.slice(4).map((m) => m.offset / BS)).toEqual([0, 1, 2, 3]);
     } finally {
-      closed = true;
-      v.changed.notify();
+      v.stop();
       await walker;
       v.log.close();
     }

@@ -1,25 +1,37 @@
 import { BLOCK_HASH_BYTES, blockHash } from '../../../common/block-hash';
 import { errnoCode } from '../../../common/errors';
 import { log } from '../../../common/log';
-import { dirtyRanges, readDirect, type ByteRange, type DeviceInfo, type FerryControl } from '../../../native/addon';
-import { BlockSet } from './block-set';
-import type { KernelVolume, Walk, WalkWindow } from './volume';
+import { dirtyRanges, type ByteRange, type DeviceInfo } from '../../../native/addon';
+import type { ControlDevice, ReadVolume } from './control-device';
+import { bitmapReadRetryable, clearKeepsBits, idleBitsNeedDrain, markLimit, markRetryable, walkBaseline } from './decisions';
+import type { KernelVolume, TakenWalk, Walk, WalkWindow } from './volume';
+import type { VolumeEvent } from './volume-events';
 
 /** Marks are placed, and bits cleared, window by window (a window never splits a bitmap bit). */
 const WINDOW_BYTES = 4 * 1024 * 1024;
 /** Blocks per HashRequest (the receiver accepts up to 16384). */
 const HASH_BLOCKS_PER_REQUEST = 4096;
+/**
+ * An idle volume looks at its device's dirty bits this often: the kernel keeps bits (a clear
+ * refused after an overflow, leftovers of a reload) without a record that would tell the agent.
+ */
 const IDLE_CHECK_MS = 2000;
+/** A suspended table resumes, and a vanished one comes back, without telling the agent: look again this often. */
 const RETRY_MS = 200;
+/** A failed walk runs again after this back-off (unless the agent stops). */
+const WALK_RETRY_MS = 1000;
+/** A failed bit clear is tried again after this long (or at the next commit). */
+const CLEAR_RETRY_MS = 1000;
 /** Marks placed and not yet committed, at most: they hold ring slots that writes need... */
 const MAX_OUTSTANDING_MARKS = 256;
 /** ...and their data is in memory until handed out. */
 const MAX_OUTSTANDING_MARK_BYTES = 32 * 1024 * 1024;
 
 export interface WalkerContext {
-  control: FerryControl;
+  control: ControlDevice;
   blockSize: number;
-  isClosed(): boolean;
+  /** Reads a block right after its mark was placed. */
+  readVolume: ReadVolume;
 }
 
 /**
@@ -30,7 +42,7 @@ export interface WalkerContext {
  * completing after the mark has a later seq, so it is applied after the data: the replica
  * converges even while the volume is written. Bits are cleared once the data covering them is
  * committed, with the epoch read before the marks (a stale epoch means the device overflowed
- * again: drain again).
+ * again: drain again). The volume owns the requests and the marks; the walker asks it.
  */
 export class VolumeWalker {
   private readonly zeroHashes = new Map<number, Buffer>();
@@ -45,103 +57,69 @@ export class VolumeWalker {
   }
 
   private get stopped(): boolean {
-    return this.ctx.isClosed();
+    return this.v.stopped;
   }
 
   private async walkLoop(): Promise<void> {
+    const v = this.v;
     while (!this.stopped) {
-      const w = this.takeRequest();
-      if (w) {
-        await this.walk(w);
+      const since = v.events.stamp;
+      const taken = v.takeWalk();
+      if (taken) {
+        await this.walk(this.newWalk(taken));
         continue;
       }
-      await this.v.changed.wait(IDLE_CHECK_MS);
-      if (!this.stopped && !this.v.resyncRequest && !this.v.drainRequested && !this.v.walk) await this.checkBits();
+      await v.events.next(['request', 'cleared', 'mode', 'stopped'], { since, timeoutMs: IDLE_CHECK_MS });
+      if (!this.stopped && !v.requestPending && !v.walking) await this.checkBits();
     }
   }
 
-  private takeRequest(): Walk | undefined {
-    const v = this.v;
-    const size = v.spec.sizeBytes;
-    const req = v.resyncRequest;
-    if (req?.ready) {
-      v.resyncRequest = undefined;
-      const whole = req.kind !== 'delta';
-      const cursor = whole ? Math.min(req.cursor, size) : 0;
-      const progress = { kind: req.kind, doneBytes: cursor, totalBytes: whole ? size : 0, sentBytes: 0, startedMs: Date.now() };
-      v.lastResync = progress;
-      return this.newWalk('resync', req.kind, whole ? [{ offset: cursor, length: size - cursor }] : [], whole, req.remote, progress);
+  private newWalk(t: TakenWalk): Walk {
+    const size = this.v.spec.sizeBytes;
+    const base = { baseline: 'none' as const, covers: 0, windows: [], marksPlaced: 0, marksConverted: 0, placedAll: false, readDone: false, lastStream: 0, cancelled: false };
+    switch (t.purpose) {
+      case 'resync': {
+        const whole = t.kind !== 'delta';
+        return { ...base, purpose: 'resync', kind: t.kind, ranges: whole ? [{ offset: t.cursor, length: size - t.cursor }] : [], wholeDevice: whole, remote: t.remote, progress: t.progress };
+      }
+      case 'repair': {
+        // One progress object: the converter counts into it, the status shows it.
+        const progress = Object.assign(t.job.progress, { kind: 'hash-compare' as const, startedMs: Date.now() });
+        return { ...base, purpose: 'repair', kind: 'hash-compare', ranges: t.job.ranges, wholeDevice: false, remote: t.job.remote, progress, repair: t.job };
+      }
+      case 'drain':
+        return { ...base, purpose: 'drain', kind: 'delta', ranges: [], wholeDevice: false, progress: { kind: 'delta', doneBytes: 0, totalBytes: 0, sentBytes: 0, startedMs: Date.now() } };
     }
-    // A pending resync covers every block: repairs wait for it.
-    const repair = req ? undefined : v.repairs.shift();
-    if (repair) {
-      v.tracker.resyncStarted();
-      v.lastRepair = repair.progress;
-      // One progress object: the converter counts into it, the status shows it.
-      const progress = Object.assign(repair.progress, { kind: 'hash-compare' as const, startedMs: Date.now() });
-      const w = this.newWalk('repair', 'hash-compare', repair.ranges, false, repair.remote, progress);
-      w.repair = repair;
-      return w;
-    }
-    // A drain waits for earlier walks to clear their bits, else it would read them again.
-    if (v.drainRequested && v.clearing.length === 0) {
-      v.drainRequested = false;
-      return this.newWalk('drain', 'delta', [], false, undefined, { kind: 'delta', doneBytes: 0, totalBytes: 0, sentBytes: 0, startedMs: Date.now() });
-    }
-    return undefined;
-  }
-
-  private newWalk(purpose: Walk['purpose'], kind: Walk['kind'], ranges: ByteRange[], wholeDevice: boolean, remote: Walk['remote'], progress: Walk['progress']): Walk {
-    return {
-      purpose,
-      kind,
-      ranges,
-      wholeDevice,
-      baseline: 'none',
-      remote,
-      covers: 0,
-      progress,
-      windows: [],
-      marksPlaced: 0,
-      marksConverted: 0,
-      placedAll: false,
-      readDone: false,
-      lastStream: 0,
-      cancelled: false,
-    };
   }
 
   /** The device has dirty bits nobody is draining (an overflow, or leftovers of a walk). */
   private async checkBits(): Promise<void> {
     const info = await this.deviceInfo();
     if (!info) return;
-    this.v.mode = info.modeName;
-    if (info.dirtyBits > 0 && info.modeName !== 'bitmap' && this.v.clearing.length === 0) {
+    this.v.refreshMode(info.modeName);
+    if (idleBitsNeedDrain(info, this.v.clearingWalks.length).drain) {
       log.info('the device has dirty regions to drain', { volume: this.v.id, dirtyBits: info.dirtyBits, mode: info.modeName });
-      this.v.drainRequested = true;
+      this.v.requestDrain();
     }
   }
 
   private async walk(w: Walk): Promise<void> {
     const v = this.v;
-    v.walk = w;
+    v.beginWalk(w);
     try {
-      if (w.purpose === 'drain') w.covers = v.tracker.episodes;
+      w.baseline = walkBaseline({ purpose: w.purpose, wholeDevice: w.wholeDevice, hasRemote: w.remote !== undefined }, v.receiverDurable, v.nextStream).baseline;
       if (w.purpose === 'repair') {
         // Like a hash-compare resync of these blocks: once every record handed out before is
         // durable, the receiver's hashes describe them; blocks written since are sent (touched).
-        w.baseline = 'remote';
-        v.touched = new BlockSet(this.ctx.blockSize, v.spec.sizeBytes);
+        v.trackTouched(this.ctx.blockSize);
         const sinceSeq = v.nextStream - 1;
         // Where the repair stands in the stream if it places no mark.
         w.lastStream = sinceSeq;
-        await this.until(() => v.committedStream >= sinceSeq, w);
+        await this.until(() => v.committedStream >= sinceSeq, w, ['committed']);
       } else if (w.wholeDevice) {
-        // A replica that never received anything is all zeroes; otherwise ask the receiver.
-        w.baseline = v.receiverDurable === 0 && v.nextStream === 1 ? 'zero' : w.remote ? 'remote' : 'none';
-        if (w.baseline !== 'none') v.touched = new BlockSet(this.ctx.blockSize, v.spec.sizeBytes);
+        if (w.baseline !== 'none') v.trackTouched(this.ctx.blockSize);
         const sinceSeq = v.nextStream - 1;
-        if (w.baseline === 'remote') await this.until(() => v.committedStream >= sinceSeq, w);
+        if (w.baseline === 'remote') await this.until(() => v.committedStream >= sinceSeq, w, ['committed']);
       } else {
         const ranges = await this.bitmapRanges(w);
         if (!ranges) return;
@@ -150,7 +128,7 @@ export class VolumeWalker {
       }
       const started = { resync: 'resync started', repair: 'repair started', drain: 'draining dirty regions' }[w.purpose];
       log.info(started, { volume: v.id, kind: w.kind, bytes: w.ranges.reduce((n, r) => n + r.length, 0), compare: w.baseline, reason: w.repair?.progress.reason });
-      v.clearing.push(w);
+      v.addClearing(w);
       const info = await this.usableDevice(w);
       if (!info) return;
       const windowBytes = Math.max(WINDOW_BYTES, info.granularity);
@@ -165,22 +143,21 @@ export class VolumeWalker {
       if (w.cancelled || this.stopped) return;
       w.placedAll = true;
       if (w.marksConverted === w.marksPlaced) v.walkReadDone(w, await this.nextKseq());
-      await this.until(() => w.readDone, w);
+      await this.until(() => w.readDone, w, ['converted']);
       const read = { resync: 'resync read every block', repair: 'repair read every block', drain: 'dirty regions read' }[w.purpose];
       if (w.readDone) log.info(read, { volume: v.id, kind: w.kind, sentBytes: w.progress.sentBytes });
     } catch (err) {
       if (!this.stopped) log.error('walk failed; it starts again', { volume: v.id, kind: w.kind, error: (err as Error).message });
       // It never completes: out of the clearing list with it, or no drain could start again.
       const cancelled = w.cancelled;
-      w.cancelled = true;
+      v.cancelWalk(w);
       if (!this.stopped && !cancelled) {
-        if (w.purpose === 'resync') v.resyncRequest ??= { kind: w.kind, remote: w.remote, cursor: v.log.resync.cursor, ready: true };
-        else if (w.purpose === 'drain') v.drainRequested = true;
-        await v.changed.wait(1000);
+        if (w.purpose === 'resync') v.retryResync(w.kind, w.remote);
+        else if (w.purpose === 'drain') v.requestDrain();
+        await v.events.next(['stopped'], { timeoutMs: WALK_RETRY_MS });
       }
     } finally {
-      if (v.walk === w) v.walk = undefined;
-      if (v.touched && !w.readDone) v.touched = undefined;
+      v.endWalk(w);
       // A repair that did not read every block runs again (after a device reload, an error).
       if (!w.readDone) this.retryRepair(w);
     }
@@ -191,14 +168,8 @@ export class VolumeWalker {
     const job = w.repair;
     if (!job) return;
     w.repair = undefined;
-    if (this.stopped) {
-      job.reject(new Error('the agent is stopping'));
-      return;
-    }
-    job.progress.doneBytes = 0;
-    job.progress.sentBytes = 0;
-    this.v.repairs.unshift(job);
-    this.v.changed.notify();
+    if (this.stopped) job.reject(new Error('the agent is stopping'));
+    else this.v.requeueRepair(job);
   }
 
   /** Places the marks of [start, end); false when the walk stopped. */
@@ -211,15 +182,15 @@ export class VolumeWalker {
     if (w.cancelled || this.stopped) return false;
     w.windows.push(window);
     const bs = this.ctx.blockSize;
-    const limit = Math.max(4, Math.min(MAX_OUTSTANDING_MARKS, Math.floor(info.ringCapacity / 8), Math.floor(MAX_OUTSTANDING_MARK_BYTES / bs)));
+    const limit = markLimit(info.ringCapacity, bs, MAX_OUTSTANDING_MARKS, MAX_OUTSTANDING_MARK_BYTES);
     for (let off = start, i = 0; off < end; off += bs, i++) {
-      await this.until(() => v.outstandingMarks < limit, w);
+      // Commits free the slots of converted marks.
+      await this.until(() => v.marksOutstanding < limit, w, ['committed']);
       if (w.cancelled || this.stopped) return false;
       const len = Math.min(bs, end - off);
       if (!(await this.placeMark(w, window, off, len, expect?.[i]))) return false;
     }
-    window.complete = true;
-    v.changed.notify();
+    v.noteWindowPlaced(window);
     return true;
   }
 
@@ -227,34 +198,25 @@ export class VolumeWalker {
     const v = this.v;
     for (;;) {
       if (w.cancelled || this.stopped) return false;
-      // From the ioctl to the registration, the converter may meet the mark: it waits for this.
-      let registered = (): void => undefined;
-      v.markPlacing = new Promise<void>((resolve) => (registered = resolve));
-      try {
-        let kseq: number;
-        try {
-          kseq = await this.ctx.control.resyncMark(v.devIndex, offset, length);
-        } catch (err) {
-          const code = errnoCode(err);
-          // Ring full of control records, or the table is suspended: retry after commits / resume.
-          if (code !== 'ENOSPC' && code !== 'EAGAIN' && code !== 'ENODEV') throw err;
-          kseq = -1;
-        }
-        if (kseq >= 0) {
-          const data = readDirect(v.spec.path, offset, length);
+      const since = v.events.stamp;
+      const placed = await v.placeMark(
+        async () => {
+          try {
+            return await this.ctx.control.resyncMark(v.devIndex, offset, length);
+          } catch (err) {
+            if (!markRetryable(errnoCode(err))) throw err;
+            return undefined;
+          }
+        },
+        () => {
+          const data = this.ctx.readVolume(v.spec.path, offset, length);
           data.catch(() => undefined); // the converter awaits it and reports a failure
-          v.marks.set(kseq, { walk: w, window, block: Math.floor(offset / this.ctx.blockSize), data, expect });
-          v.outstandingMarks++;
-          w.marksPlaced++;
-          window.marksPlaced++;
-          window.lastKseq = kseq;
-          return true;
-        }
-      } finally {
-        v.markPlacing = undefined;
-        registered();
-      }
-      await v.changed.wait(RETRY_MS);
+          return { walk: w, window, block: Math.floor(offset / this.ctx.blockSize), data, expect };
+        },
+      );
+      if (placed) return true;
+      // A ring full of control records frees up with commits; a suspended table says nothing when it resumes.
+      await v.events.next(['committed', 'mode', 'abandoned', 'stopped'], { since, timeoutMs: RETRY_MS });
     }
   }
 
@@ -294,24 +256,27 @@ export class VolumeWalker {
     const v = this.v;
     for (;;) {
       if (w.cancelled || this.stopped) return undefined;
+      const since = v.events.stamp;
       try {
         const bitmap = await this.ctx.control.readBitmap(v.devIndex);
         return dirtyRanges(bitmap.data, bitmap.nbits, bitmap.granularity, v.spec.sizeBytes);
       } catch (err) {
-        const code = errnoCode(err);
-        if (code !== 'EBUSY' && code !== 'ESTALE' && code !== 'EAGAIN' && code !== 'ENODEV') throw err;
-        await v.changed.wait(RETRY_MS);
+        if (!bitmapReadRetryable(errnoCode(err))) throw err;
+        // BITMAP mode ends with a MODE record; a suspended table resumes silently.
+        await v.events.next(['mode', 'abandoned', 'stopped'], { since, timeoutMs: RETRY_MS });
       }
     }
   }
 
   /** The device's info once it takes marks (not in BITMAP mode, not suspended). */
   private async usableDevice(w: Walk): Promise<DeviceInfo | undefined> {
+    const v = this.v;
     for (;;) {
       if (w.cancelled || this.stopped) return undefined;
+      const since = v.events.stamp;
       const info = await this.deviceInfo();
       if (info && info.modeName !== 'bitmap' && !info.suspended) return info;
-      await this.v.changed.wait(RETRY_MS);
+      await v.events.next(['mode', 'abandoned', 'stopped'], { since, timeoutMs: RETRY_MS });
     }
   }
 
@@ -328,28 +293,35 @@ export class VolumeWalker {
     return (await this.deviceInfo())?.nextSeq ?? Number.MAX_SAFE_INTEGER;
   }
 
-  private async until(done: () => boolean, w: Walk): Promise<void> {
-    while (!done() && !w.cancelled && !this.stopped) await this.v.changed.wait(1000);
+  /** Waits until `done`, re-checking at each of `on`; a cancelled walk or a stop ends the wait. */
+  private async until(done: () => boolean, w: Walk, on: readonly VolumeEvent[]): Promise<void> {
+    while (!done() && !w.cancelled && !this.stopped) await this.v.events.next([...on, 'abandoned', 'cancelled', 'stopped']);
   }
 
   // ---- clearing bits once the data is committed ---------------------------------------------
 
   private async clearLoop(): Promise<void> {
+    const v = this.v;
     while (!this.stopped) {
+      const since = v.events.stamp;
+      let failed = false;
       try {
         await this.clearCommitted();
       } catch (err) {
-        if (!this.stopped) log.warn('cannot clear dirty bits', { volume: this.v.id, error: (err as Error).message });
+        failed = true;
+        if (!this.stopped) log.warn('cannot clear dirty bits', { volume: v.id, error: (err as Error).message });
       }
-      await this.v.changed.wait(1000);
+      // A window is cleared once its marks are placed, converted and committed.
+      const on: VolumeEvent[] = ['committed', 'converted', 'placed', 'cancelled', 'abandoned', 'stopped'];
+      await v.events.next(on, { since, timeoutMs: failed ? CLEAR_RETRY_MS : undefined });
     }
   }
 
   private async clearCommitted(): Promise<void> {
     const v = this.v;
-    for (const w of [...v.clearing]) {
+    for (const w of [...v.clearingWalks]) {
       if (w.cancelled) {
-        v.clearing.splice(v.clearing.indexOf(w), 1);
+        v.removeClearing(w);
         this.retryRepair(w);
         continue;
       }
@@ -358,14 +330,12 @@ export class VolumeWalker {
         if (!win.complete || win.marksConverted < win.marksPlaced || win.streamSeq === undefined || win.streamSeq > v.committedStream) break;
         w.windows.shift();
         await this.clearWindow(win);
-        if (w.purpose === 'resync' && w.wholeDevice) v.log.saveResync({ kind: w.kind, cursor: win.end }, v.committedStream);
+        if (w.purpose === 'resync' && w.wholeDevice) v.saveResyncCursor(w.kind, win.end);
       }
       if (w.placedAll && w.readDone && w.windows.length === 0 && v.committedStream >= w.lastStream) {
-        v.clearing.splice(v.clearing.indexOf(w), 1);
         if (w.purpose === 'resync' && w.progress.finishedMs === undefined) {
-          w.progress.finishedMs = Date.now();
-          if (!v.resyncRequest) v.log.saveResync({ kind: 'none', cursor: 0 }, v.committedStream);
-          log.info('resync complete: the receiver holds all of it', { volume: v.id, kind: w.kind, sentBytes: w.progress.sentBytes, seconds: (w.progress.finishedMs - w.progress.startedMs) / 1000 });
+          v.finishResync(w.progress);
+          log.info('resync complete: the receiver holds all of it', { volume: v.id, kind: w.kind, sentBytes: w.progress.sentBytes, seconds: ((w.progress.finishedMs ?? 0) - w.progress.startedMs) / 1000 });
         }
         const job = w.repair;
         if (job) {
@@ -374,7 +344,7 @@ export class VolumeWalker {
           log.info('repair complete: the receiver holds all of it', { volume: v.id, reason: job.progress.reason, sentBytes: w.progress.sentBytes, throughSeq: w.lastStream });
           job.resolve({ throughSeq: w.lastStream, sentBytes: w.progress.sentBytes });
         }
-        v.changed.notify();
+        v.removeClearing(w);
       }
     }
   }
@@ -392,7 +362,7 @@ export class VolumeWalker {
     } catch (err) {
       const code = errnoCode(err);
       // The device overflowed (new epoch) or is suspended: the bits stay and are drained later.
-      if (code !== 'ESTALE' && code !== 'EBUSY' && code !== 'EAGAIN' && code !== 'ENODEV') throw err;
+      if (!clearKeepsBits(code)) throw err;
       log.debug('dirty bits kept for a later drain', { volume: v.id, code, start: win.start, end: win.end });
     }
   }
