@@ -1345,6 +1345,14 @@ static const struct test_case tests[] = {
 	{ "overlap_modes", test_overlap_modes },
 	{ "overlap_bookkeeping", test_overlap_bookkeeping },
 	{ "overlap_model", test_overlap_model },
+	{ "ctl_headers", test_ctl_headers },
+	{ "ctl_registry", test_ctl_registry },
+	{ "ctl_list_stats", test_ctl_list_stats },
+	{ "ctl_get_commit", test_ctl_get_commit },
+	{ "ctl_tag", test_ctl_tag },
+	{ "ctl_tag_steps", test_ctl_tag_steps },
+	{ "ctl_bitmap", test_ctl_bitmap },
+	{ "ctl_clear_resync", test_ctl_clear_resync },
 };
 
 int main(int argc, char **argv)
