@@ -149,7 +149,7 @@ NTSTATUS ferry_prot_save(struct ferry_prot *p)
 	if (NT_SUCCESS(status))
 		ferry_vol_gate(p->vol, FERRY_GATE_CLEAN, true);
 	else
-		ferry_dev_thaw(p->core);
+		ferry_prot_events(p, ferry_dev_thaw(p->core));
 	ferry_vol_gate(p->vol, FERRY_GATE_HOLD, false);
 	return status;
 }
@@ -250,7 +250,7 @@ static void ferry_prot_redirty(struct ferry_prot *p)
 				   "ferryflt: %s: cannot mark the metadata dirty (0x%08lx): run a hash-compare resync\n",
 				   p->cdev.name, (unsigned long)status);
 		}
-		ferry_dev_thaw(p->core);
+		ferry_prot_events(p, ferry_dev_thaw(p->core));
 		if (NT_SUCCESS(status))
 			ferry_prot_events(p, ferry_dev_set_seq_limit(p->core,
 								     limit));
