@@ -48,6 +48,29 @@ static int ctl_check_inout(const void *buf, u32 in_len, u32 out_len, u32 want)
 	return r;
 }
 
+/*
+ * METHOD_OUT_DIRECT: the mapped output takes the bulk output from offset
+ * 0 and, in its last `size` bytes, the struct with the results.
+ */
+static int ctl_direct_out(void *data, u64 data_len, u32 size,
+			  struct ferry_ctl_out *out)
+{
+	if (!data || data_len < size || data_len > 0xffffffffULL)
+		return -FERRY_EINVAL;
+	ferry_memset(out, 0, sizeof(*out));
+	out->mem = data;
+	out->len = data_len - size;
+	return 0;
+}
+
+/* The struct with the results into the last bytes of the output. */
+static struct ferry_ctl_result ctl_trailer(const struct ferry_ctl_out *out,
+					   const void *a, u32 size, int err)
+{
+	ferry_memcpy(out->mem + out->len, a, size);
+	return ctl_res_results(err, true, (u32)(out->len + size));
+}
+
 void ferry_win_ctl_init(struct ferry_win_ctl *w, const struct ferry_ctl_ops *ops,
 			ferry_win_rescan_fn rescan)
 {
@@ -108,20 +131,16 @@ static struct ferry_ctl_result ctl_get(struct ferry_ctl *c, const void *caller,
 	bool results;
 	int r = ctl_check_in(buf, in_len, sizeof(*a), false);
 
+	if (!r)
+		r = ctl_direct_out(data, data_len, sizeof(*a), &out);
+	if (!r && (a->buf || a->buf_len))
+		r = -FERRY_EINVAL;
 	if (r)
 		return ctl_res(r, 0);
-	if (a->buf || a->buf_len || !data || data_len < sizeof(*a) ||
-	    data_len > 0xffffffffULL)
-		return ctl_res(-FERRY_EINVAL, 0);
-	ferry_memset(&out, 0, sizeof(out));
-	out.mem = data;
-	out.len = data_len - sizeof(*a);
 	r = ferry_ctl_get(c, caller, a, &out, &results);
 	if (r && !results)
 		return ctl_res(r, 0);
-	/* the trailer travels back on failure too */
-	ferry_memcpy((u8 *)data + out.len, a, sizeof(*a));
-	return ctl_res_results(r, true, (u32)data_len);
+	return ctl_trailer(&out, a, sizeof(*a), r);	/* on failure too */
 }
 
 static struct ferry_ctl_result ctl_commit(struct ferry_ctl *c,
@@ -134,29 +153,6 @@ static struct ferry_ctl_result ctl_commit(struct ferry_ctl *c,
 	if (!r)
 		r = ferry_ctl_commit(c, caller, buf);
 	return ctl_res(r, 0);
-}
-
-static struct ferry_ctl_result ctl_tag(struct ferry_ctl *c, void *buf,
-				       u32 in_len, u32 out_len)
-{
-	bool results = false;
-	int r = ctl_check_inout(buf, in_len, out_len,
-				sizeof(struct ferry_ioc_tag));
-
-	if (!r)
-		r = ferry_ctl_tag(c, buf, &results);
-	return ctl_res_results(r, results, (u32)sizeof(struct ferry_ioc_tag));
-}
-
-static struct ferry_ctl_result ctl_stats(struct ferry_ctl *c, void *buf,
-					 u32 in_len, u32 out_len)
-{
-	int r = ctl_check_inout(buf, in_len, out_len,
-				sizeof(struct ferry_ioc_stats));
-
-	if (!r)
-		r = ferry_ctl_stats(c, buf);
-	return ctl_res(r, (u32)sizeof(struct ferry_ioc_stats));
 }
 
 /*
@@ -172,43 +168,42 @@ static struct ferry_ctl_result ctl_get_bitmap(struct ferry_ctl *c, void *buf,
 	struct ferry_ctl_out out;
 	int r = ctl_check_in(buf, in_len, sizeof(*a), false);
 
+	if (!r)
+		r = ctl_direct_out(data, data_len, sizeof(*a), &out);
+	if (!r && (a->buf || a->buf_len > out.len))
+		r = -FERRY_EINVAL;
+	if (!r)
+		r = ferry_ctl_get_bitmap(c, a, &out);
 	if (r)
 		return ctl_res(r, 0);
-	if (a->buf || !data || data_len < sizeof(*a) ||
-	    data_len > 0xffffffffULL || a->buf_len > data_len - sizeof(*a))
-		return ctl_res(-FERRY_EINVAL, 0);
-	ferry_memset(&out, 0, sizeof(out));
-	out.mem = data;
-	out.len = data_len - sizeof(*a);
-	r = ferry_ctl_get_bitmap(c, a, &out);
-	if (r)
-		return ctl_res(r, 0);
-	ferry_memcpy((u8 *)data + out.len, a, sizeof(*a));
-	return ctl_res(0, (u32)data_len);
+	return ctl_trailer(&out, a, sizeof(*a), 0);
 }
 
-static struct ferry_ctl_result ctl_clear_bitmap(struct ferry_ctl *c, void *buf,
-						u32 in_len, u32 out_len)
+/* The METHOD_BUFFERED calls whose output is their struct, size bytes. */
+static struct ferry_ctl_result ctl_inout(struct ferry_ctl *c, u32 code,
+					 void *buf, u32 in_len, u32 out_len,
+					 u32 size)
 {
 	bool results = false;
-	int r = ctl_check_inout(buf, in_len, out_len,
-				sizeof(struct ferry_ioc_clear_bitmap));
+	int r = ctl_check_inout(buf, in_len, out_len, size);
 
-	if (!r)
+	if (r)
+		return ctl_res(r, 0);
+	switch (code) {
+	case FERRY_WIN_IOC_TAG:
+		r = ferry_ctl_tag(c, buf, &results);
+		break;
+	case FERRY_WIN_IOC_STATS:
+		r = ferry_ctl_stats(c, buf);
+		break;
+	case FERRY_WIN_IOC_CLEAR_BITMAP:
 		r = ferry_ctl_clear_bitmap(c, buf, &results);
-	return ctl_res_results(r, results,
-			       (u32)sizeof(struct ferry_ioc_clear_bitmap));
-}
-
-static struct ferry_ctl_result ctl_resync(struct ferry_ctl *c, void *buf,
-					  u32 in_len, u32 out_len)
-{
-	int r = ctl_check_inout(buf, in_len, out_len,
-				sizeof(struct ferry_ioc_resync));
-
-	if (!r)
+		break;
+	default:
 		r = ferry_ctl_resync(c, buf);
-	return ctl_res(r, (u32)sizeof(struct ferry_ioc_resync));
+		break;
+	}
+	return ctl_res_results(r, results, size);
 }
 
 /* ---- Windows-only calls ---- */
@@ -333,15 +328,19 @@ struct ferry_ctl_result ferry_win_ctl_call(struct ferry_win_ctl *w,
 	case FERRY_WIN_IOC_COMMIT:
 		return ctl_commit(c, caller, sysbuf, in_len);
 	case FERRY_WIN_IOC_TAG:
-		return ctl_tag(c, sysbuf, in_len, out_len);
+		return ctl_inout(c, code, sysbuf, in_len, out_len,
+				 sizeof(struct ferry_ioc_tag));
 	case FERRY_WIN_IOC_STATS:
-		return ctl_stats(c, sysbuf, in_len, out_len);
+		return ctl_inout(c, code, sysbuf, in_len, out_len,
+				 sizeof(struct ferry_ioc_stats));
 	case FERRY_WIN_IOC_GET_BITMAP:
 		return ctl_get_bitmap(c, sysbuf, in_len, data, data_len);
 	case FERRY_WIN_IOC_CLEAR_BITMAP:
-		return ctl_clear_bitmap(c, sysbuf, in_len, out_len);
+		return ctl_inout(c, code, sysbuf, in_len, out_len,
+				 sizeof(struct ferry_ioc_clear_bitmap));
 	case FERRY_WIN_IOC_RESYNC_MARK:
-		return ctl_resync(c, sysbuf, in_len, out_len);
+		return ctl_inout(c, code, sysbuf, in_len, out_len,
+				 sizeof(struct ferry_ioc_resync));
 	case FERRY_WIN_IOC_WAIT:
 		return ctl_wait(c, sysbuf, in_len, out_len);
 	case FERRY_WIN_IOC_RESCAN:
