@@ -16,8 +16,8 @@
  * Contract:
  *  - Every function here is a control call of ferry_core.h: the caller
  *    serializes them all (Linux: the registry mutex; Windows: the control
- *    mutex), attach and detach included.  They may sleep only inside the
- *    ops that say so.
+ *    mutex), attach and detach included, in a context that may sleep
+ *    (process context; PASSIVE_LEVEL).  The ops may sleep.
  *  - Each call checks, in this order: the struct's size field (EINVAL),
  *    its version (EPROTO; VERSION accepts any), reserved fields and ranges
  *    (EINVAL), device indexes (ENODEV), then the state of the stream or
@@ -64,8 +64,8 @@ struct ferry_ctl_ops {
 	 */
 	void (*hold)(struct ferry_ctl *c, struct ferry_ctl_dev *d, bool on);
 	/*
-	 * Required.  Waits (may sleep) at most ms for no write in flight on
-	 * any of the n devices: 0, or -FERRY_ETIMEDOUT.
+	 * Required.  Waits at most ms for no write in flight on any of the
+	 * n devices: 0, or -FERRY_ETIMEDOUT.
 	 */
 	int (*wait_drained)(struct ferry_ctl *c, struct ferry_ctl_dev **devs,
 			    u32 n, u32 ms);
