@@ -6,7 +6,7 @@
  * volume stack to volsnap, which holds writes until the snapshot is made.
  * ferryflt sits above volsnap, so it sees the IOCTL at exactly the point
  * where the volume holds an application-consistent image.  When the agent
- * armed a tag (FERRY_WIN_IOC_VSS_ARM), the TAG goes in here; ctl_ops.c has
+ * armed a tag (FERRY_WIN_IOC_VSS_ARM), the TAG goes in here; ctl_calls.c has
  * the logic, this file the IRP handling.
  */
 #include "ferryflt.h"
