@@ -401,7 +401,7 @@ void ferry_dev_freeze(struct ferry_dev *dev)
 	ferry_unlock(&dev->lock, flags);
 }
 
-void ferry_dev_thaw(struct ferry_dev *dev)
+u32 ferry_dev_thaw(struct ferry_dev *dev)
 {
 	ferry_irqflags_t flags;
 	u32 events = 0;
@@ -414,6 +414,7 @@ void ferry_dev_thaw(struct ferry_dev *dev)
 	dev->mode_unannounced = false;
 	ferry_recover(dev, &events);
 	ferry_unlock(&dev->lock, flags);
+	return events;
 }
 
 u64 ferry_dev_persist(struct ferry_dev *dev, u64 *out)

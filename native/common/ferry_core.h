@@ -207,7 +207,12 @@ u32 ferry_dev_start(struct ferry_dev *dev, u8 start_state, u32 generation,
 
 /* Suspended: control calls that need a seq fail with -FERRY_EAGAIN. */
 void ferry_dev_freeze(struct ferry_dev *dev);
-void ferry_dev_thaw(struct ferry_dev *dev);
+/*
+ * Resumes: announces a mode change made while frozen (a MODE record) and
+ * climbs back where the pool and ring allow.  Returns the events (READY
+ * for the records it made: wake readers; LEASE, MODE).
+ */
+u32 ferry_dev_thaw(struct ferry_dev *dev);
 
 /*
  * Writes into out (bitmap_words u64, little-endian) the live bitmap plus

@@ -64,12 +64,15 @@ bool ferry_stream_pending(struct ferry_stream *s)
 	return pending;
 }
 
-/* Records [start, start + n) of one device taken into the batch. */
-struct ferry_take {
-	u32 start;
-	u32 n;
-	u32 redeliver;
-};
+/* A batch header with nothing in it yet. */
+static void ferry_batch_hdr_init(struct ferry_batch_hdr *hdr)
+{
+	ferry_memset(hdr, 0, sizeof(*hdr));
+	hdr->magic = FERRY_BATCH_MAGIC;
+	hdr->version = FERRY_ABI_VERSION;
+	hdr->hdr_size = sizeof(*hdr);
+	hdr->rec_hdr_size = sizeof(struct ferry_rec);
+}
 
 static int ferry_copy_record(struct ferry_dev *dev, const struct ferry_slot *sl,
 			     bool redelivered, ferry_copy_out_fn copy,
@@ -115,22 +118,142 @@ static int ferry_copy_record(struct ferry_dev *dev, const struct ferry_slot *sl,
 	return ret;
 }
 
+/* Records [start, start + n) of one device taken into the batch. */
+struct ferry_take {
+	u32 start;
+	u32 n;
+	u32 redeliver;
+};
+
+/* The batch a GET builds. */
+struct ferry_batch {
+	struct ferry_take take[FERRY_MAX_DEVICES];
+	u64 buf_len;
+	u64 off;	/* bytes so far, the header included */
+	u64 needed;	/* the first record does not fit: what it needs */
+	u32 nrec;
+	u32 flags;	/* FERRY_BATCH_F_* */
+	u8 acc;		/* the worst accuracy of its records */
+	bool full;
+};
+
+/*
+ * Takes the ready records of device i that fit into the batch, marked
+ * handed out under the device lock; b->full when one did not fit.
+ */
+static void ferry_batch_take(struct ferry_stream *s, struct ferry_batch *b,
+			     u32 i)
+{
+	struct ferry_dev *dev = s->devs[i];
+	struct ferry_take *t = &b->take[i];
+	const struct ferry_slot *sl;
+	struct ferry_batch_mark *m;
+	ferry_irqflags_t flags;
+	u32 n = 0, bytes = 0, size;
+	u64 last_seq = 0;
+
+	ferry_lock(&dev->lock, flags);
+	while (dev->nsent + n < dev->used) {
+		sl = ferry_dev_slot(dev, dev->nsent + n);
+		if (!sl->ready)
+			break;
+		size = FERRY_REC_SIZE(sl->data_len);
+		if (b->off + size > b->buf_len) {
+			if (!b->nrec && !n)
+				b->needed = sizeof(struct ferry_batch_hdr) + size;
+			b->full = true;
+			break;
+		}
+		b->off += size;
+		bytes += sl->pool_len;
+		last_seq = sl->seq;
+		if (sl->accuracy > b->acc)
+			b->acc = sl->accuracy;
+		n++;
+	}
+	if (n) {
+		m = &dev->marks[dev->nmarks++];
+		FERRY_BUG_ON(dev->nmarks > FERRY_MAX_BATCHES);
+		m->batch_id = s->next_batch;
+		m->nrec = n;
+		m->bytes = bytes;
+		m->last_seq = last_seq;
+		t->start = dev->nsent;
+		t->n = n;
+		t->redeliver = dev->redeliver;
+		dev->nsent += n;
+		if (t->start < dev->redeliver)
+			b->flags |= FERRY_BATCH_F_REDELIVERY;
+		b->nrec += n;
+	}
+	ferry_unlock(&dev->lock, flags);
+}
+
+/*
+ * Copies the taken records, then the header, to the caller's buffer.
+ * Without the device locks: handed-out records are only freed by commit
+ * or reset, which the caller serializes with us.
+ */
+static int ferry_batch_copy(struct ferry_stream *s, struct ferry_batch *b,
+			    ferry_copy_out_fn copy, void *ctx)
+{
+	struct ferry_batch_hdr hdr;
+	const struct ferry_slot *sl;
+	struct ferry_dev *dev;
+	u64 off = sizeof(hdr);
+	u32 i, r, rel;
+	int ret = 0;
+
+	for (i = 0; i < FERRY_MAX_DEVICES && !ret; i++) {
+		dev = s->devs[i];
+		for (r = 0; r < b->take[i].n && !ret; r++) {
+			rel = b->take[i].start + r;
+			sl = ferry_dev_slot(dev, rel);
+			ret = ferry_copy_record(dev, sl,
+						rel < b->take[i].redeliver,
+						copy, ctx, off);
+			off += FERRY_REC_SIZE(sl->data_len);
+		}
+	}
+	if (ret)
+		return ret;
+	ferry_batch_hdr_init(&hdr);
+	hdr.batch_id = s->next_batch;
+	hdr.nrecords = b->nrec;
+	hdr.total_bytes = off;
+	hdr.flags = b->flags;
+	hdr.accuracy = b->acc;
+	return copy(ctx, 0, &hdr, sizeof(hdr));
+}
+
+/* The copy failed: the taken records stay deliverable, no batch was made. */
+static void ferry_batch_untake(struct ferry_stream *s, struct ferry_batch *b)
+{
+	ferry_irqflags_t flags;
+	struct ferry_dev *dev;
+	u32 i;
+
+	for (i = 0; i < FERRY_MAX_DEVICES; i++) {
+		if (!b->take[i].n)
+			continue;
+		dev = s->devs[i];
+		ferry_lock(&dev->lock, flags);
+		dev->nsent -= b->take[i].n;
+		dev->nmarks--;
+		ferry_unlock(&dev->lock, flags);
+	}
+}
+
 int ferry_stream_get(struct ferry_stream *s, u64 buf_len,
 		     ferry_copy_out_fn copy, void *ctx,
 		     struct ferry_get_result *res)
 {
-	struct ferry_take take[FERRY_MAX_DEVICES];
 	struct ferry_batch_hdr hdr;
-	ferry_irqflags_t flags;
-	struct ferry_dev *dev;
-	u64 off = sizeof(hdr), needed = 0;
-	u32 nrec = 0, bflags = 0, k, i, r;
-	u8 acc = FERRY_ACC_EXACT;
-	bool full = false;
+	struct ferry_batch b;
+	u32 k, i;
 	int ret;
 
 	ferry_memset(res, 0, sizeof(*res));
-	ferry_memset(take, 0, sizeof(take));
 	if (buf_len < sizeof(hdr)) {
 		res->needed = sizeof(hdr);
 		return -FERRY_EMSGSIZE;
@@ -139,65 +262,22 @@ int ferry_stream_get(struct ferry_stream *s, u64 buf_len,
 		return -FERRY_ENOBUFS;
 	s->gets++;
 
-	for (k = 0; k < FERRY_MAX_DEVICES && !full; k++) {
-		const struct ferry_slot *sl;
-		u32 n = 0, bytes = 0;
-		u64 last_seq = 0;
-
+	ferry_memset(&b, 0, sizeof(b));
+	b.buf_len = buf_len;
+	b.off = sizeof(hdr);
+	b.acc = FERRY_ACC_EXACT;
+	for (k = 0; k < FERRY_MAX_DEVICES && !b.full; k++) {
 		i = (s->rr + k) % FERRY_MAX_DEVICES;
-		dev = s->devs[i];
-		if (!dev)
-			continue;
-		ferry_lock(&dev->lock, flags);
-		while (dev->nsent + n < dev->used) {
-			u32 size;
-
-			sl = ferry_dev_slot(dev, dev->nsent + n);
-			if (!sl->ready)
-				break;
-			size = FERRY_REC_SIZE(sl->data_len);
-			if (off + size > buf_len) {
-				if (!nrec && !n)
-					needed = sizeof(hdr) + size;
-				full = true;
-				break;
-			}
-			off += size;
-			bytes += sl->pool_len;
-			last_seq = sl->seq;
-			if (sl->accuracy > acc)
-				acc = sl->accuracy;
-			n++;
-		}
-		if (n) {
-			struct ferry_batch_mark *m = &dev->marks[dev->nmarks++];
-
-			FERRY_BUG_ON(dev->nmarks > FERRY_MAX_BATCHES);
-			m->batch_id = s->next_batch;
-			m->nrec = n;
-			m->bytes = bytes;
-			m->last_seq = last_seq;
-			take[i].start = dev->nsent;
-			take[i].n = n;
-			take[i].redeliver = dev->redeliver;
-			dev->nsent += n;
-			if (take[i].start < dev->redeliver)
-				bflags |= FERRY_BATCH_F_REDELIVERY;
-			nrec += n;
-		}
-		ferry_unlock(&dev->lock, flags);
+		if (s->devs[i])
+			ferry_batch_take(s, &b, i);
 	}
 
-	ferry_memset(&hdr, 0, sizeof(hdr));
-	hdr.magic = FERRY_BATCH_MAGIC;
-	hdr.version = FERRY_ABI_VERSION;
-	hdr.hdr_size = sizeof(hdr);
-	hdr.rec_hdr_size = sizeof(struct ferry_rec);
-	if (!nrec) {
-		if (needed) {
-			res->needed = needed;
+	if (!b.nrec) {
+		if (b.needed) {
+			res->needed = b.needed;
 			return -FERRY_EMSGSIZE;
 		}
+		ferry_batch_hdr_init(&hdr);
 		hdr.total_bytes = sizeof(hdr);
 		ret = copy(ctx, 0, &hdr, sizeof(hdr));
 		if (!ret)
@@ -205,47 +285,15 @@ int ferry_stream_get(struct ferry_stream *s, u64 buf_len,
 		return ret;
 	}
 
-	/*
-	 * Copy out without the device locks: handed-out records are only
-	 * freed by commit or reset, which the caller serializes with us.
-	 */
-	off = sizeof(hdr);
-	ret = 0;
-	for (i = 0; i < FERRY_MAX_DEVICES && !ret; i++) {
-		dev = s->devs[i];
-		for (r = 0; r < take[i].n && !ret; r++) {
-			u32 rel = take[i].start + r;
-			const struct ferry_slot *sl = ferry_dev_slot(dev, rel);
-
-			ret = ferry_copy_record(dev, sl, rel < take[i].redeliver,
-						copy, ctx, off);
-			off += FERRY_REC_SIZE(sl->data_len);
-		}
-	}
-	hdr.batch_id = s->next_batch;
-	hdr.nrecords = nrec;
-	hdr.total_bytes = off;
-	hdr.flags = bflags;
-	hdr.accuracy = acc;
-	if (!ret)
-		ret = copy(ctx, 0, &hdr, sizeof(hdr));
+	ret = ferry_batch_copy(s, &b, copy, ctx);
 	if (ret) {
-		/* undo: the records stay deliverable, no batch was made */
-		for (i = 0; i < FERRY_MAX_DEVICES; i++) {
-			if (!take[i].n)
-				continue;
-			dev = s->devs[i];
-			ferry_lock(&dev->lock, flags);
-			dev->nsent -= take[i].n;
-			dev->nmarks--;
-			ferry_unlock(&dev->lock, flags);
-		}
+		ferry_batch_untake(s, &b);
 		return ret;
 	}
 	res->batch_id = s->next_batch++;
-	res->bytes = off;
-	res->nrecords = nrec;
-	res->flags = bflags;
+	res->bytes = b.off;
+	res->nrecords = b.nrec;
+	res->flags = b.flags;
 	s->rr = (s->rr + 1) % FERRY_MAX_DEVICES;
 	return 0;
 }

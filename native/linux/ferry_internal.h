@@ -12,11 +12,10 @@
 #include <linux/workqueue.h>
 
 #include "ferry_platform.h"
-#include "ferry_core.h"
+#include "ferry_ctl_ops.h"
 #include "ferry_md.h"
 
 #define DM_MSG_PREFIX "ferry"
-#define FERRY_MODULE_VERSION "0.1.0"
 
 /* One table instance of the "ferry" target. */
 struct ferry_target {
@@ -28,8 +27,8 @@ struct ferry_target {
 	struct ferry_dev_config cfg;
 	unsigned int pool_kb, ring_records, granularity_kb;
 
-	/* control registry slot; -1 when not attached (ferry_ctl.c) */
-	int index;
+	/* its entry in the control registry; .index -1 when not attached */
+	struct ferry_ctl_dev cdev;
 
 	/* metadata; md_lock serializes every metadata write */
 	struct mutex md_lock;
@@ -56,19 +55,18 @@ void ferry_handle_events(struct ferry_target *ft, u32 events);
 void ferry_release_held(struct ferry_target *ft);
 
 /* ferry_ctl.c */
-int ferry_ctl_init(void);
-void ferry_ctl_exit(void);
+int ferry_ctldev_init(void);
+void ferry_ctldev_exit(void);
 void ferry_ctl_lock(void);
 void ferry_ctl_unlock(void);
-int ferry_ctl_attach(struct ferry_target *ft);
-void ferry_ctl_detach(struct ferry_target *ft);
+int ferry_ctldev_attach(struct ferry_target *ft);
+void ferry_ctldev_detach(struct ferry_target *ft);
 void ferry_ctl_wake_readers(void);
 void ferry_ctl_wake_tag(void);
 
 /* ferry_mdio.c */
 int ferry_md_load(struct ferry_target *ft);
-int ferry_md_mark_dirty(struct ferry_target *ft);
+int ferry_md_write_lease(struct ferry_target *ft);
 int ferry_md_save(struct ferry_target *ft);
-int ferry_md_extend_lease(struct ferry_target *ft);
 
 #endif /* FERRY_INTERNAL_H */

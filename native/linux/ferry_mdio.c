@@ -134,22 +134,6 @@ int ferry_md_load(struct ferry_target *ft)
 	return 0;
 }
 
-/* The same table resumes after a suspend: dirty again, fresh lease. */
-int ferry_md_mark_dirty(struct ferry_target *ft)
-{
-	u64 next = ferry_next_seq(ft);
-	u64 limit = next + ferry_seq_lease;
-	int r;
-
-	r = ferry_md_write_sb(ft, false, next, limit, 0);
-	if (r) {
-		DMERR("cannot mark the metadata dirty: %d", r);
-		return r;
-	}
-	ferry_handle_events(ft, ferry_dev_set_seq_limit(ft->core, limit));
-	return 0;
-}
-
 /*
  * Clean teardown (postsuspend): save the bitmap of everything not yet
  * committed plus the next seq, then mark the metadata clean.
@@ -175,8 +159,12 @@ int ferry_md_save(struct ferry_target *ft)
 	return r;
 }
 
-/* The seq lease runs low: make a bigger one durable, then use it. */
-int ferry_md_extend_lease(struct ferry_target *ft)
+/*
+ * Writes the superblock DIRTY with a fresh seq lease from the next seq,
+ * then lets the core use it: when the same table resumes after a suspend
+ * (the metadata was saved CLEAN) and when the lease runs low.
+ */
+int ferry_md_write_lease(struct ferry_target *ft)
 {
 	u64 next = ferry_next_seq(ft);
 	u64 limit = next + ferry_seq_lease;
@@ -184,7 +172,7 @@ int ferry_md_extend_lease(struct ferry_target *ft)
 
 	r = ferry_md_write_sb(ft, false, next, limit, 0);
 	if (r) {
-		DMERR("%s: cannot extend the seq lease: %d",
+		DMERR("%s: cannot mark the metadata dirty with a new seq lease: %d",
 		      dm_device_name(ft->md), r);
 		return r;
 	}

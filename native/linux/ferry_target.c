@@ -29,7 +29,7 @@ static unsigned int granularity_kb = 64;
 module_param(granularity_kb, uint, 0444);
 MODULE_PARM_DESC(granularity_kb, "Dirty bitmap KiB per bit (default 64)");
 
-unsigned int ferry_tag_hold_ms = 300;
+unsigned int ferry_tag_hold_ms = FERRY_CTL_HOLD_DEFAULT_MS;
 module_param_named(tag_hold_ms, ferry_tag_hold_ms, uint, 0644);
 MODULE_PARM_DESC(tag_hold_ms, "Default bound on the write hold of a tag (ms)");
 
@@ -187,7 +187,7 @@ static void ferry_lease_work(struct work_struct *work)
 
 	mutex_lock(&ft->md_lock);
 	if (!ft->suspended && ft->loaded)
-		ferry_md_extend_lease(ft);
+		ferry_md_write_lease(ft);
 	mutex_unlock(&ft->md_lock);
 }
 
@@ -255,24 +255,16 @@ static void ferry_free_target(struct ferry_target *ft)
 	kfree(ft);
 }
 
-static int ferry_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+/* A target with the module's defaults; NULL without memory. */
+static struct ferry_target *ferry_target_alloc(struct dm_target *ti)
 {
-	struct dm_arg_set as = { .argc = argc, .argv = argv };
-	struct ferry_target *ft;
-	u64 need;
-	int r;
+	struct ferry_target *ft = kzalloc(sizeof(*ft), GFP_KERNEL);
 
-	if (argc < 2) {
-		ti->error = "Usage: ferry <data_dev> <meta_dev> [<#opts> <opt> <value>...]";
-		return -EINVAL;
-	}
-	ft = kzalloc(sizeof(*ft), GFP_KERNEL);
-	if (!ft) {
-		ti->error = "Cannot allocate the target";
-		return -ENOMEM;
-	}
+	if (!ft)
+		return NULL;
 	ft->ti = ti;
-	ft->index = -1;
+	ft->cdev.index = -1;
+	ft->cdev.priv = ft;
 	ft->pool_kb = pool_kb;
 	ft->ring_records = ring_records;
 	ft->granularity_kb = granularity_kb;
@@ -280,31 +272,47 @@ static int ferry_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	spin_lock_init(&ft->hold_lock);
 	bio_list_init(&ft->held);
 	INIT_WORK(&ft->lease_work, ferry_lease_work);
+	return ft;
+}
 
-	r = dm_get_device(ti, dm_shift_arg(&as), dm_table_get_mode(ti->table),
+/* <data_dev> <meta_dev>: two different block devices. */
+static int ferry_open_devices(struct ferry_target *ft, struct dm_arg_set *as)
+{
+	struct dm_target *ti = ft->ti;
+	int r;
+
+	r = dm_get_device(ti, dm_shift_arg(as), dm_table_get_mode(ti->table),
 			  &ft->data);
 	if (r) {
 		ti->error = "Cannot open the data device";
-		goto bad;
+		return r;
 	}
-	r = dm_get_device(ti, dm_shift_arg(&as), FMODE_READ | FMODE_WRITE,
+	r = dm_get_device(ti, dm_shift_arg(as), FMODE_READ | FMODE_WRITE,
 			  &ft->meta);
 	if (r) {
 		ti->error = "Cannot open the metadata device";
-		goto bad;
+		return r;
 	}
-	r = -EINVAL;
 	if (ft->data->bdev == ft->meta->bdev) {
 		ti->error = "Data and metadata devices must differ";
-		goto bad;
+		return -EINVAL;
 	}
-	r = ferry_parse_features(ft, &as, &ti->error);
+	return 0;
+}
+
+/* The capture configuration: the feature args, checked against the devices. */
+static int ferry_configure(struct ferry_target *ft, struct dm_arg_set *as)
+{
+	struct dm_target *ti = ft->ti;
+	u64 need;
+	int r;
+
+	r = ferry_parse_features(ft, as, &ti->error);
 	if (r)
-		goto bad;
-	r = -EINVAL;
+		return r;
 	if (bdev_nr_sectors(ft->data->bdev) < ti->begin + ti->len) {
 		ti->error = "Data device is smaller than the target";
-		goto bad;
+		return -EINVAL;
 	}
 	ft->cfg.dev_size = (u64)ti->len << SECTOR_SHIFT;
 	ft->cfg.granularity = ft->granularity_kb << 10;
@@ -317,7 +325,7 @@ static int ferry_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	    ft->pool_kb > (FERRY_POOL_MAX >> 10) ||
 	    ferry_config_check(&ft->cfg)) {
 		ti->error = "Invalid pool_kb/ring_records/granularity_kb (or seq_lease)";
-		goto bad;
+		return -EINVAL;
 	}
 	ft->bm_bytes = ferry_config_bitmap_bytes(&ft->cfg);
 	ft->bm_io_bytes = round_up(ft->bm_bytes, FERRY_MD_BLOCK);
@@ -325,23 +333,57 @@ static int ferry_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (bdev_nr_bytes(ft->meta->bdev) < need) {
 		DMERR("metadata device needs at least %llu bytes", need);
 		ti->error = "Metadata device is too small";
-		goto bad;
+		return -EINVAL;
 	}
+	return 0;
+}
 
-	r = -ENOMEM;
+/* The core device, the metadata buffers and the dm_io client. */
+static int ferry_alloc_capture(struct ferry_target *ft)
+{
+	int r;
+
 	ft->core = ferry_dev_create(&ft->cfg);
 	ft->sb_buf = kmalloc(FERRY_MD_BLOCK, GFP_KERNEL);
 	ft->bm_buf = vzalloc(ft->bm_io_bytes);
 	if (!ft->core || !ft->sb_buf || !ft->bm_buf) {
-		ti->error = "Cannot allocate the capture memory";
-		goto bad;
+		ft->ti->error = "Cannot allocate the capture memory";
+		return -ENOMEM;
 	}
+	ft->cdev.core = ft->core;
 	ft->io_client = dm_io_client_create();
 	if (IS_ERR(ft->io_client)) {
 		r = PTR_ERR(ft->io_client);
 		ft->io_client = NULL;
-		ti->error = "Cannot create the metadata I/O client";
-		goto bad;
+		ft->ti->error = "Cannot create the metadata I/O client";
+		return r;
+	}
+	return 0;
+}
+
+static int ferry_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+{
+	struct dm_arg_set as = { .argc = argc, .argv = argv };
+	struct ferry_target *ft;
+	int r;
+
+	if (argc < 2) {
+		ti->error = "Usage: ferry <data_dev> <meta_dev> [<#opts> <opt> <value>...]";
+		return -EINVAL;
+	}
+	ft = ferry_target_alloc(ti);
+	if (!ft) {
+		ti->error = "Cannot allocate the target";
+		return -ENOMEM;
+	}
+	r = ferry_open_devices(ft, &as);
+	if (!r)
+		r = ferry_configure(ft, &as);
+	if (!r)
+		r = ferry_alloc_capture(ft);
+	if (r) {
+		ferry_free_target(ft);
+		return r;
 	}
 
 	ft->md = dm_table_get_md(ti->table);
@@ -356,17 +398,13 @@ static int ferry_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	/* pages must not change while written: we copy them at completion */
 	ti->needs_stable_writes = true;
 	return 0;
-
-bad:
-	ferry_free_target(ft);
-	return r;
 }
 
 static void ferry_dtr(struct dm_target *ti)
 {
 	struct ferry_target *ft = ti->private;
 
-	ferry_ctl_detach(ft);
+	ferry_ctldev_detach(ft);
 	cancel_work_sync(&ft->lease_work);
 	WARN_ON_ONCE(!bio_list_empty(&ft->held));
 	ferry_free_target(ft);
@@ -376,9 +414,10 @@ static int ferry_preresume(struct dm_target *ti)
 {
 	struct ferry_target *ft = ti->private;
 	bool first;
+	u32 events;
 	int r;
 
-	r = ferry_ctl_attach(ft);
+	r = ferry_ctldev_attach(ft);
 	if (r) {
 		DMERR("%s: no free device slot (max %u)", dm_device_name(ft->md),
 		      FERRY_MAX_DEVICES);
@@ -389,7 +428,7 @@ static int ferry_preresume(struct dm_target *ti)
 	if (first)
 		r = ferry_md_load(ft);
 	else
-		r = ferry_md_mark_dirty(ft);
+		r = ferry_md_write_lease(ft);
 	if (!r) {
 		ft->loaded = true;
 		ft->suspended = false;
@@ -397,12 +436,15 @@ static int ferry_preresume(struct dm_target *ti)
 	mutex_unlock(&ft->md_lock);
 	if (r) {
 		if (first)
-			ferry_ctl_detach(ft);
+			ferry_ctldev_detach(ft);
 		return r;
 	}
 	if (!first) {
-		ferry_dev_thaw(ft->core);
-		ferry_ctl_wake_readers();
+		/* a mode change while suspended is announced now */
+		ferry_ctl_lock();
+		events = ferry_dev_thaw(ft->core);
+		ferry_ctl_unlock();
+		ferry_handle_events(ft, events);
 	}
 	return 0;
 }
@@ -455,7 +497,7 @@ static void ferry_status(struct dm_target *ti, status_type_t type,
 		       ferry_mode_name(info.mode), info.next_seq,
 		       info.committed_seq, info.ring_used, info.ring_capacity,
 		       info.pool_used, info.pool_size, info.dirty_bits,
-		       info.bitmap_bits, info.start_state, ft->index,
+		       info.bitmap_bits, info.start_state, ft->cdev.index,
 		       info.overlaps);
 		break;
 	case STATUSTYPE_TABLE:
@@ -512,7 +554,7 @@ static int __init dm_ferry_init(void)
 	ferry_wq = alloc_workqueue("dm-ferry", WQ_MEM_RECLAIM, 0);
 	if (!ferry_wq)
 		return -ENOMEM;
-	r = ferry_ctl_init();
+	r = ferry_ctldev_init();
 	if (r)
 		goto bad_ctl;
 	r = dm_register_target(&ferry_target_type);
@@ -524,7 +566,7 @@ static int __init dm_ferry_init(void)
 	return 0;
 
 bad_target:
-	ferry_ctl_exit();
+	ferry_ctldev_exit();
 bad_ctl:
 	destroy_workqueue(ferry_wq);
 	return r;
@@ -533,7 +575,7 @@ bad_ctl:
 static void __exit dm_ferry_exit(void)
 {
 	dm_unregister_target(&ferry_target_type);
-	ferry_ctl_exit();
+	ferry_ctldev_exit();
 	destroy_workqueue(ferry_wq);
 }
 

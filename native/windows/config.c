@@ -119,7 +119,7 @@ void ferry_config_globals(void)
 		return;
 	if (ferry_reg_u32(h, L"TagHoldMs", &v32) && v32 &&
 	    v32 <= FERRY_WIN_TAG_HOLD_MAX_MS)
-		g_ferry.ctl.tag_hold_ms = v32;
+		g_ferry.ctl.ctl.tag_hold_ms = v32;
 	if (ferry_reg_u64(h, L"SeqLease", &v64) && v64 >= 64 &&
 	    v64 <= (1ULL << 62))
 		g_ferry.seq_lease = v64;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
  * The control device \Device\FerryCtl (\\.\FerryCtl): open/close, the
- * IOCTLs (argument checks and logic in ctl_ops.c), pended WAIT requests
+ * IOCTLs (argument checks and logic in ctl_calls.c and
+ * ../common/ferry_ctl_ops.c), pended WAIT requests
  * (a cancel-safe queue, completed when records become ready), and the
  * last-chance shutdown notification that saves every bitmap.
  *
@@ -90,7 +91,7 @@ void ferry_ctl_wake(void)
 	}
 }
 
-/* ---- platform callbacks of ctl_ops.c ---- */
+/* ---- platform callbacks of the shared control calls ---- */
 
 static void ferry_op_hold(struct ferry_ctl *c, struct ferry_ctl_dev *d,
 			  bool on)
@@ -143,7 +144,6 @@ const struct ferry_ctl_ops ferry_win_ctl_ops = {
 	.wait_drained = ferry_op_wait_drained,
 	.now_ns = ferry_op_now,
 	.events = ferry_op_events,
-	.rescan = ferry_rescan,
 };
 
 /* ---- IRPs ---- */
@@ -175,7 +175,7 @@ static NTSTATUS ferry_ctl_cleanup(IRP *irp)
 	IRP *w;
 
 	ferry_ctl_lock();
-	ferry_ctl_release(&g_ferry.ctl, fo);
+	ferry_ctl_release(&g_ferry.ctl.ctl, fo);
 	ferry_ctl_unlock();
 	for (;;) {
 		w = IoCsqRemoveNextIrp(&g_ferry.wait_csq, fo);
@@ -208,13 +208,13 @@ static NTSTATUS ferry_ctl_ioctl(IRP *irp)
 					      0);
 	}
 	ferry_ctl_lock();
-	r = ferry_ctl_call(&g_ferry.ctl, sp->FileObject, code,
-			   irp->AssociatedIrp.SystemBuffer, in_len, out_len,
-			   data, data ? out_len : 0);
+	r = ferry_win_ctl_call(&g_ferry.ctl, sp->FileObject, code,
+			       irp->AssociatedIrp.SystemBuffer, in_len, out_len,
+			       data, data ? out_len : 0);
 	if (r.pend) {
 		IoCsqInsertIrp(&g_ferry.wait_csq, irp, NULL);
 		/* a record may have become ready before the insert: re-check */
-		if (ferry_stream_pending(&g_ferry.ctl.stream))
+		if (ferry_ctl_pending(&g_ferry.ctl.ctl))
 			ferry_ctl_wake();
 		ferry_ctl_unlock();
 		return STATUS_PENDING;

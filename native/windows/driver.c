@@ -203,7 +203,7 @@ NTSTATUS DriverEntry(DRIVER_OBJECT *driver, UNICODE_STRING *reg_path)
 	KeInitializeEvent(&g_ferry.drained, NotificationEvent, FALSE);
 	KeInitializeSpinLock(&g_ferry.vols_lock);
 	InitializeListHead(&g_ferry.vols);
-	ferry_ctl_init(&g_ferry.ctl, &ferry_win_ctl_ops, NULL);
+	ferry_win_ctl_init(&g_ferry.ctl, &ferry_win_ctl_ops, ferry_rescan);
 	ferry_config_globals();
 
 	for (i = 0; i <= IRP_MJ_MAXIMUM_FUNCTION; i++)

@@ -16,7 +16,7 @@
 #include "ferry_core.h"
 #include "ferry_md.h"
 #include "ferry_winioctl.h"
-#include "ctl_ops.h"
+#include "ctl_calls.h"
 #include "dsm.h"
 
 #ifndef MdlMappingNoExecute
@@ -117,7 +117,7 @@ struct ferry_global {
 	UNICODE_STRING reg_path;	/* the service key */
 	DEVICE_OBJECT *ctl_dev;
 	KMUTEX ctl_mutex;		/* every control call, protect/unprotect, metadata */
-	struct ferry_ctl ctl;
+	struct ferry_win_ctl ctl;
 	KEVENT drained;			/* FERRY_EV_DRAINED: a held device drained */
 	KSPIN_LOCK vols_lock;
 	LIST_ENTRY vols;
@@ -173,7 +173,7 @@ NTSTATUS ferry_vol_protect(struct ferry_vol *vol,
 void ferry_vol_unprotect(struct ferry_vol *vol);
 NTSTATUS ferry_prot_save(struct ferry_prot *p);
 void ferry_vol_do_work(struct ferry_vol *vol, LONG bits);
-int ferry_rescan(struct ferry_ctl *c, struct ferry_win_rescan *out);
+int ferry_rescan(struct ferry_win_ctl *w, struct ferry_win_rescan *out);
 void ferry_vol_started(struct ferry_vol *vol);
 void ferry_save_all(void);
 

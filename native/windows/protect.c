@@ -86,6 +86,7 @@ NTSTATUS ferry_vol_protect(struct ferry_vol *vol,
 	RtlCopyMemory(p->cdev.name, cfg->name, sizeof(p->cdev.name));
 	p->cdev.name[sizeof(p->cdev.name) - 1] = 0;
 	p->cdev.priv = p;
+	p->cdev.index = -1;
 	status = ferry_prot_config(p, vol, cfg);
 	if (!NT_SUCCESS(status))
 		goto fail;
@@ -104,7 +105,7 @@ NTSTATUS ferry_vol_protect(struct ferry_vol *vol,
 		status = ferry_md_load(p);
 	if (!NT_SUCCESS(status))
 		goto fail_gate;
-	idx = ferry_ctl_attach(&g_ferry.ctl, &p->cdev);
+	idx = ferry_ctl_attach(&g_ferry.ctl.ctl, &p->cdev, -1);
 	if (idx < 0) {
 		status = ferry_status(idx);
 		goto fail_gate;
@@ -148,7 +149,7 @@ NTSTATUS ferry_prot_save(struct ferry_prot *p)
 	if (NT_SUCCESS(status))
 		ferry_vol_gate(p->vol, FERRY_GATE_CLEAN, true);
 	else
-		ferry_dev_thaw(p->core);
+		ferry_prot_events(p, ferry_dev_thaw(p->core));
 	ferry_vol_gate(p->vol, FERRY_GATE_HOLD, false);
 	return status;
 }
@@ -189,7 +190,7 @@ void ferry_vol_unprotect(struct ferry_vol *vol)
 
 		ferry_md_mark_dirty(p, next, next + p->cfg.seq_lease);
 	}
-	ferry_ctl_detach(&g_ferry.ctl, &p->cdev);
+	ferry_ctl_detach(&g_ferry.ctl.ctl, &p->cdev);
 	KeAcquireSpinLock(&vol->lock, &irql);
 	vol->prot = NULL;
 	KeReleaseSpinLock(&vol->lock, irql);
@@ -249,7 +250,7 @@ static void ferry_prot_redirty(struct ferry_prot *p)
 				   "ferryflt: %s: cannot mark the metadata dirty (0x%08lx): run a hash-compare resync\n",
 				   p->cdev.name, (unsigned long)status);
 		}
-		ferry_dev_thaw(p->core);
+		ferry_prot_events(p, ferry_dev_thaw(p->core));
 		if (NT_SUCCESS(status))
 			ferry_prot_events(p, ferry_dev_set_seq_limit(p->core,
 								     limit));
@@ -415,9 +416,9 @@ static void ferry_rescan_one(struct ferry_vol *vol, void *ctx)
 	}
 }
 
-int ferry_rescan(struct ferry_ctl *c, struct ferry_win_rescan *out)
+int ferry_rescan(struct ferry_win_ctl *w, struct ferry_win_rescan *out)
 {
-	(void)c;
+	(void)w;
 	ferry_config_globals();
 	ferry_for_each_vol(ferry_rescan_one, out);
 	return 0;

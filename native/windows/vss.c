@@ -6,7 +6,7 @@
  * volume stack to volsnap, which holds writes until the snapshot is made.
  * ferryflt sits above volsnap, so it sees the IOCTL at exactly the point
  * where the volume holds an application-consistent image.  When the agent
- * armed a tag (FERRY_WIN_IOC_VSS_ARM), the TAG goes in here; ctl_ops.c has
+ * armed a tag (FERRY_WIN_IOC_VSS_ARM), the TAG goes in here; ctl_calls.c has
  * the logic, this file the IRP handling.
  */
 #include "ferryflt.h"
@@ -39,7 +39,7 @@ static NTSTATUS ferry_freeze_done(DEVICE_OBJECT *dev, IRP *irp, void *ctx)
 	return STATUS_CONTINUE_COMPLETION;
 }
 
-/* ferry_ctl_forward_fn: send the IOCTL down, wait at most ms for it. */
+/* ferry_win_forward_fn: send the IOCTL down, wait at most ms for it. */
 static bool ferry_freeze_forward(void *ctx, u32 ms)
 {
 	struct ferry_freeze_ctx *f = ctx;
@@ -77,7 +77,7 @@ NTSTATUS ferry_vol_freeze_point(struct ferry_vol *vol, IRP *irp)
 	ferry_ctl_lock();
 	p = vol->prot;
 	handled = f && p &&
-		  ferry_ctl_vss_freeze(&g_ferry.ctl, &p->cdev,
+		  ferry_win_vss_freeze(&g_ferry.ctl, &p->cdev,
 				       ferry_freeze_forward, f);
 	ferry_ctl_unlock();
 	if (handled) {

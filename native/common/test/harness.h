@@ -76,4 +76,14 @@ void test_overlap_modes(void);
 void test_overlap_bookkeeping(void);
 void test_overlap_model(void);
 
+/* test_ctl.c */
+void test_ctl_headers(void);
+void test_ctl_registry(void);
+void test_ctl_list_stats(void);
+void test_ctl_get_commit(void);
+void test_ctl_tag(void);
+void test_ctl_tag_steps(void);
+void test_ctl_bitmap(void);
+void test_ctl_clear_resync(void);
+
 #endif /* FERRY_TEST_HARNESS_H */

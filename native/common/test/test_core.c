@@ -891,7 +891,7 @@ static void test_persist(void)
 	CHECK_EQ(ferry_dev_tag_check(dev), -EAGAIN);
 	CHECK_EQ(ferry_dev_bitmap_cut(dev, &seq, out, &ev), -EAGAIN);
 	CHECK_EQ(ferry_dev_bitmap_clear(dev, 0, 0, 1, &ev), -EAGAIN);
-	ferry_dev_thaw(dev);
+	CHECK_EQ(ferry_dev_thaw(dev), 0);	/* nothing to announce */
 	CHECK_EQ(ferry_dev_resync_mark(dev, 0, 512, &seq, &ev), 0);
 	CHECK_EQ(seq, 507);
 	/* range checks */
@@ -1301,7 +1301,8 @@ static void test_frozen_commit(void)
 	CHECK_EQ(i.mode, FERRY_MODE_BITMAP);	/* no MODE record while frozen */
 	CHECK_EQ(i.next_seq, next);
 	CHECK_EQ(i.ring_used, 0);
-	ferry_dev_thaw(dev);
+	/* BITMAP -> DRAINING now, and its MODE record must wake readers */
+	CHECK_EQ(ferry_dev_thaw(dev), FERRY_EV_READY | FERRY_EV_MODE);
 	info(dev, &i);
 	CHECK_EQ(i.mode, FERRY_MODE_DRAINING);
 	CHECK_EQ(i.next_seq, next + 1);
@@ -1345,6 +1346,14 @@ static const struct test_case tests[] = {
 	{ "overlap_modes", test_overlap_modes },
 	{ "overlap_bookkeeping", test_overlap_bookkeeping },
 	{ "overlap_model", test_overlap_model },
+	{ "ctl_headers", test_ctl_headers },
+	{ "ctl_registry", test_ctl_registry },
+	{ "ctl_list_stats", test_ctl_list_stats },
+	{ "ctl_get_commit", test_ctl_get_commit },
+	{ "ctl_tag", test_ctl_tag },
+	{ "ctl_tag_steps", test_ctl_tag_steps },
+	{ "ctl_bitmap", test_ctl_bitmap },
+	{ "ctl_clear_resync", test_ctl_clear_resync },
 };
 
 int main(int argc, char **argv)

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
- * The control calls of \\.\FerryCtl (ctl_ops.c), run against real core
+ * The IOCTLs of \\.\FerryCtl (ctl_calls.c), run against real core
  * devices: for each call the size / version / reserved / output-length /
  * device checks, then the behaviour, then what comes back on failure.
  */
@@ -96,7 +96,7 @@ static void test_version_list_stats(void)
 	CHECK_EQ(v.rec_hdr_size, 48);
 	CHECK_EQ(v.dev_info_size, sizeof(struct ferry_dev_info));
 	CHECK_EQ(v.max_tag_hold_ms, FERRY_WIN_TAG_HOLD_MAX_MS);
-	CHECK(strcmp(v.module_version, FERRY_WIN_MODULE_VERSION) == 0);
+	CHECK(strcmp(v.module_version, FERRY_MODULE_VERSION) == 0);
 
 	TARG(lb.l);
 	lb.l.capacity = 65;
@@ -195,7 +195,7 @@ static void test_get_commit(void)
 			      0).err, -FERRY_EINVAL);
 	CHECK_EQ(tcall_direct(A, FERRY_WIN_IOC_GET_CHANGES, &in, sizeof(in), out,
 			      sizeof(in) - 1).err, -FERRY_EINVAL);
-	CHECK(tp.ctl.owner == NULL);	/* refused calls take no ownership */
+	CHECK(tp.ctl->owner == NULL);	/* refused calls take no ownership */
 
 	/* too small for the next record: EMSGSIZE, .needed in the trailer */
 	memset(out, 0xee, sizeof(out));
@@ -211,17 +211,16 @@ static void test_get_commit(void)
 	r = tget_changes(A, out, sizeof(out), &res);
 	CHECK_EQ(r.err, 0);
 	CHECK_EQ(r.info, sizeof(out));
+	/* the trailer describes the batch at offset 0 */
 	memcpy(&hdr, out, sizeof(hdr));
-	CHECK_EQ(hdr.magic, FERRY_BATCH_MAGIC);
-	CHECK_EQ(hdr.nrecords, 2);		/* START, WRITE */
-	CHECK_EQ(res.batch_id, hdr.batch_id);
-	CHECK_EQ(res.nrecords, 2);
+	CHECK(res.batch_id && res.batch_id == hdr.batch_id);
+	CHECK(res.nrecords == 2 && res.nrecords == hdr.nrecords);
 	CHECK_EQ(res.bytes, hdr.total_bytes);
 	memcpy(&rec, out + 48 + 48, sizeof(rec));
 	CHECK_EQ(rec.kind, FERRY_REC_WRITE);
 	CHECK_EQ(rec.offset, 8192);
 	CHECK_EQ(rec.data_len, 4096);
-	CHECK(tp.ctl.owner == A);
+	CHECK(tp.ctl->owner == A);
 
 	/* another handle can neither read nor commit */
 	CHECK_EQ(tget_changes(B, out, sizeof(out), &res).err, -FERRY_EBUSY);
@@ -234,10 +233,10 @@ static void test_get_commit(void)
 		 -FERRY_EINVAL);
 
 	/* the owner goes away: redelivery, old id void */
-	ferry_ctl_release(&tp.ctl, B);	/* not the owner: no effect */
-	CHECK(tp.ctl.owner == A);
-	ferry_ctl_release(&tp.ctl, A);
-	CHECK(tp.ctl.owner == NULL);
+	ferry_ctl_release(tp.ctl, B);	/* not the owner: no effect */
+	CHECK(tp.ctl->owner == A);
+	ferry_ctl_release(tp.ctl, A);
+	CHECK(tp.ctl->owner == NULL);
 	r = tget_changes(B, out, sizeof(out), &res);
 	CHECK_EQ(r.err, 0);
 	CHECK_EQ(res.nrecords, 2);
@@ -302,12 +301,12 @@ static void test_tag(void)
 	CHECK_EQ(tp.holds_on, 0);		/* nothing was held so far */
 
 	/* writes in flight on both devices complete inside the hold */
-	tplat_begin_write(0);
-	tplat_begin_write(1);
+	tctl_begin_write(0);
+	tctl_begin_write(1);
 	t.tag_id = 0xabc;
 	r = tcall(A, FERRY_WIN_IOC_TAG, &t, sizeof(t), sizeof(t));
 	CHECK_EQ(r.err, 0);
-	CHECK_EQ(tp.last_wait_ms, FERRY_WIN_TAG_HOLD_DEFAULT_MS);
+	CHECK_EQ(tp.last_wait_ms, FERRY_CTL_HOLD_DEFAULT_MS);
 	CHECK_EQ(tp.holds_on, 2);
 	CHECK_EQ(tp.holds_off, 2);
 	CHECK(t.hold_ns > 0);
@@ -315,7 +314,7 @@ static void test_tag(void)
 	CHECK_EQ(t.seqs[0], 3);
 	CHECK_EQ(t.seqs[1], 3);
 	CHECK_EQ(t.seqs[2], 0);
-	CHECK_EQ(tp.ctl.tags_ok, 1);
+	CHECK_EQ(tp.ctl->tags_ok, 1);
 	memset(&info, 0, sizeof(info));
 	ferry_dev_info(tp.devs[0].core, &info);
 	CHECK_EQ(info.flags & FERRY_DEV_F_HOLD, 0);	/* released */
@@ -323,7 +322,7 @@ static void test_tag(void)
 	CHECK_EQ(res.nrecords, 6);
 
 	/* stuck writes: ETIMEDOUT, hold_ns comes back, nothing inserted */
-	tplat_begin_write(0);
+	tctl_begin_write(0);
 	tp.stuck = true;
 	t.hold_ms = 50;
 	t.hold_ns = 0;
@@ -333,7 +332,7 @@ static void test_tag(void)
 	CHECK_EQ(r.info, sizeof(t));
 	CHECK(t.hold_ns > 0);
 	CHECK_EQ(tp.last_wait_ms, 50);
-	CHECK_EQ(tp.ctl.tags_timed_out, 1);
+	CHECK_EQ(tp.ctl->tags_timed_out, 1);
 	memset(&info, 0, sizeof(info));
 	ferry_dev_info(tp.devs[0].core, &info);
 	CHECK_EQ(info.flags & FERRY_DEV_F_HOLD, 0);	/* revoked */
@@ -493,18 +492,25 @@ static void test_wait_rescan(void)
 	CHECK_EQ(rs.failed, 1);
 	CHECK_EQ(rs.stopped, 0);
 	CHECK_EQ(rs.tracked, 1);
-	tp.rescan_ret = -FERRY_WIN_EIO;
+	trescan_ret = -FERRY_WIN_EIO;
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_RESCAN, &rs, sizeof(rs), sizeof(rs)).err,
 		 -FERRY_WIN_EIO);
 	tplat_free();
 }
 
+/* The freeze IOCTL going down (ferry_win_forward_fn). */
+static struct {
+	u32 calls;
+	u32 ms;
+	bool completes;
+} fwd;
+
 static bool fake_forward(void *ctx, u32 ms)
 {
 	(void)ctx;
-	tp.forward_calls++;
-	tp.forward_ms = ms;
-	return tp.forward_completes;
+	fwd.calls++;
+	fwd.ms = ms;
+	return fwd.completes;
 }
 
 static void test_vss(void)
@@ -518,6 +524,7 @@ static void test_vss(void)
 	struct ferry_ctl_result r;
 
 	ferry_test_current = "ctl/vss";
+	memset(&fwd, 0, sizeof(fwd));
 	tplat_init(3);
 	TARG(arm);
 	arm.ndevs = 2;
@@ -543,30 +550,30 @@ static void test_vss(void)
 		 -FERRY_EINVAL);
 	arm.hold_ms = 400;
 	/* not armed yet: the freeze point passes through */
-	CHECK(!ferry_ctl_vss_freeze(&tp.ctl, &tp.devs[0], fake_forward, NULL));
+	CHECK(!ferry_win_vss_freeze(&twc, &tp.devs[0], fake_forward, NULL));
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_ARM, &arm, sizeof(arm), 0).err, 0);
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_ARM, &arm, sizeof(arm), 0).err,
 		 -FERRY_EBUSY);
 
 	/* device 1 is not in the arm; device 0 is, with a write in flight */
-	CHECK(!ferry_ctl_vss_freeze(&tp.ctl, &tp.devs[1], fake_forward, NULL));
-	CHECK_EQ(tp.forward_calls, 0);
-	tplat_begin_write(0);
-	tp.forward_completes = true;
-	CHECK(ferry_ctl_vss_freeze(&tp.ctl, &tp.devs[0], fake_forward, NULL));
-	CHECK_EQ(tp.forward_calls, 1);
-	CHECK(tp.forward_ms > 0 && tp.forward_ms <= 400);
+	CHECK(!ferry_win_vss_freeze(&twc, &tp.devs[1], fake_forward, NULL));
+	CHECK_EQ(fwd.calls, 0);
+	tctl_begin_write(0);
+	fwd.completes = true;
+	CHECK(ferry_win_vss_freeze(&twc, &tp.devs[0], fake_forward, NULL));
+	CHECK_EQ(fwd.calls, 1);
+	CHECK(fwd.ms > 0 && fwd.ms <= 400);
 	CHECK_EQ(tp.last_wait_ms, 400);
 	CHECK_EQ(tp.holds_on, 1);
 	CHECK_EQ(tp.holds_off, 1);	/* released after forward() returned */
 	/* only once per arm */
-	CHECK(!ferry_ctl_vss_freeze(&tp.ctl, &tp.devs[0], fake_forward, NULL));
+	CHECK(!ferry_win_vss_freeze(&twc, &tp.devs[0], fake_forward, NULL));
 	/* device 2: the writes never drain, the freeze IOCTL does not complete */
-	tplat_begin_write(2);
+	tctl_begin_write(2);
 	tp.stuck = true;
-	tp.forward_completes = false;
-	CHECK(ferry_ctl_vss_freeze(&tp.ctl, &tp.devs[2], fake_forward, NULL));
-	CHECK_EQ(tp.forward_calls, 2);	/* the IOCTL still goes down */
+	fwd.completes = false;
+	CHECK(ferry_win_vss_freeze(&twc, &tp.devs[2], fake_forward, NULL));
+	CHECK_EQ(fwd.calls, 2);	/* the IOCTL still goes down */
 	tp.stuck = false;
 
 	TARG(vr);
@@ -601,7 +608,7 @@ static void test_vss(void)
 	arm.expire_ms = 1;
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_ARM, &arm, sizeof(arm), 0).err, 0);
 	tp.clock_ns += 5000000;
-	CHECK(!ferry_ctl_vss_freeze(&tp.ctl, &tp.devs[1], fake_forward, NULL));
+	CHECK(!ferry_win_vss_freeze(&twc, &tp.devs[1], fake_forward, NULL));
 	/* expired: a new arm is accepted without collecting the old one */
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_ARM, &arm, sizeof(arm), 0).err, 0);
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_RESULT, &vr, sizeof(vr), sizeof(vr)).err, 0);
