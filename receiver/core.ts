@@ -11,7 +11,7 @@ import { StorageDamage } from './storage/damage';
 import { StorageMonitor } from './storage-monitor';
 import { ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
 import { classifyStorageError, VolumeHealth } from './volume-health';
-import { VolumeEmitter, VolumeListener, VolumeSeqs } from './volume-events';
+import { VolumeEmitter, VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import { AppliedStep, VolumeStore } from './volume-store';
 
 /** Total size of the file system holding `dir` (0 when it cannot be read). */
@@ -57,8 +57,8 @@ interface VolumeRuntime {
   appliedWaiters: Array<{ seq: number; callback: (err?: Error) => void }>;
   /** Bytes ingested since free space was last read for this volume. */
   ingestedSinceSpaceCheck: number;
-  /** Why the volume's agent is held now (undefined: it may send). */
-  hold: string | undefined;
+  /** Why the volume's agent must be held or stay held, as its sessions were last told. */
+  hold: VolumeHold;
   /** The sessions that declared the volume hear what happens to it through this. */
   readonly events: VolumeEmitter;
 }
@@ -66,8 +66,8 @@ interface VolumeRuntime {
 /** A session's use of a volume it declared. */
 export interface VolumeAttachment {
   readonly store: VolumeStore;
-  /** Why the volume's agent must hold its change sets now (undefined: it may send). */
-  readonly hold: string | undefined;
+  /** Why the volume's agent must hold its change sets now. */
+  readonly hold: VolumeHold;
   /** Ends the session's subscription to the volume's events. */
   detach(): void;
 }
@@ -148,7 +148,7 @@ export class ReceiverCore {
         pendingSinceUs: 0,
         appliedWaiters: [],
         ingestedSinceSpaceCheck: 0,
-        hold: undefined,
+        hold: { volumeId: spec.volumeId, reason: undefined, keepReason: undefined },
         events: new VolumeEmitter(),
       };
       this.volumes.set(spec.volumeId, rt);
@@ -380,10 +380,11 @@ export class ReceiverCore {
 
   /** Tells the volume's sessions when its hold begins, ends or changes its reason. */
   private refreshHold(rt: VolumeRuntime): void {
-    const reason = this.holdReason(rt, rt.hold !== undefined);
-    if (reason === rt.hold) return;
-    rt.hold = reason;
-    rt.events.emit('throttle', { volumeId: rt.spec.volumeId, reason });
+    const reason = this.holdReason(rt, false);
+    const keepReason = this.holdReason(rt, true);
+    if (reason === rt.hold.reason && keepReason === rt.hold.keepReason) return;
+    rt.hold = { volumeId: rt.spec.volumeId, reason, keepReason };
+    rt.events.emit('throttle', rt.hold);
   }
 
   private refreshHolds(): void {

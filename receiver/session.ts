@@ -25,7 +25,7 @@ import { computeProof, newCredential, newNonce, proofMatches } from '../proto/au
 import type { AuthIntent, AuthThrottle } from './auth-throttle';
 import type { RepairRow } from './catalog';
 import type { ReceiverCore, VolumeAttachment } from './core';
-import type { VolumeListener, VolumeSeqs } from './volume-events';
+import type { VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import type { VolumeStore } from './volume-store';
 
 type State = 'hello' | 'proof' | 'ready' | 'closed';
@@ -69,12 +69,12 @@ export class Session {
   /** The volumes declared in this session, in declaration order. */
   private readonly volumes = new Map<string, VolumeAttachment>();
   /** Each declared volume's hold, as its events last said. */
-  private readonly holds = new Map<string, string | undefined>();
+  private readonly holds = new Map<string, VolumeHold>();
   private throttle: string | undefined;
   private readonly volumeEvents: VolumeListener = {
     durable: (seqs) => this.ack(seqs),
     applied: (seqs) => this.ack(seqs),
-    throttle: ({ volumeId, reason }) => this.noteHold(volumeId, reason),
+    throttle: (hold) => this.noteHold(hold),
     failed: ({ error }) => this.fail(error),
     repair: (repair) => this.sendRepair(repair),
   };
@@ -99,20 +99,22 @@ export class Session {
     this.send({ repairRequest: { volumeId: repair.volumeId, requestId: repair.id, ranges: repair.ranges, reason: repair.reason } });
   }
 
-  /** A volume's hold changed: the agent is held while any of its volumes is. */
-  private noteHold(volumeId: string, reason: string | undefined): void {
-    if (!this.volumes.has(volumeId)) return;
-    this.holds.set(volumeId, reason);
+  /** A volume's hold changed: the agent is held while any of its volumes says so. */
+  private noteHold(hold: VolumeHold): void {
+    if (!this.volumes.has(hold.volumeId)) return;
+    this.holds.set(hold.volumeId, hold);
     this.refreshThrottle();
   }
 
   /** Holds the agent's change sets or lets them go; tells it when the reason changes. */
   private refreshThrottle(): void {
+    const held = this.throttle !== undefined;
     let reason: string | undefined;
     let spoolBytes = 0;
     for (const [volumeId, { store }] of this.volumes) {
       spoolBytes = Math.max(spoolBytes, store.unappliedBytes);
-      reason ??= this.holds.get(volumeId);
+      const hold = this.holds.get(volumeId);
+      reason ??= held ? hold?.keepReason : hold?.reason;
     }
     if (reason === this.throttle) return;
     if (reason) log.warn('throttling agent', { agent: this.agentId, reason, spoolBytes });

@@ -8,11 +8,16 @@ export interface VolumeSeqs {
   appliedSeq: number;
 }
 
-/** Whether the agent of a volume must hold its change sets, and why. */
+/**
+ * Whether the agent of a volume must hold its change sets, and why (undefined: it may send).
+ * An agent already held is let go later than a free one is held (hysteresis on the spool cap).
+ */
 export interface VolumeHold {
   volumeId: string;
-  /** Undefined: it may send. */
+  /** Why a free agent must be held now. */
   reason: string | undefined;
+  /** Why an agent already held stays held. */
+  keepReason: string | undefined;
 }
 
 /**

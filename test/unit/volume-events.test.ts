@@ -28,7 +28,7 @@ describe('VolumeEmitter', () => {
     events.subscribe(recorder(heard, 'b'));
     expect(events.subscribed).toBe(true);
     events.emit('durable', { volumeId: 'v', durableSeq: 5, appliedSeq: 2 });
-    events.emit('throttle', { volumeId: 'v', reason: 'spool above cap' });
+    events.emit('throttle', { volumeId: 'v', reason: 'spool above cap', keepReason: 'spool above cap' });
     offA();
     events.emit('applied', { volumeId: 'v', durableSeq: 5, appliedSeq: 5 });
     events.emit('repair', { id: 7, volumeId: 'v', reason: 'damage', ranges: [], state: 'pending', createdUs: 0 });
