@@ -7,18 +7,19 @@ import { limitHeapRetention } from '../common/memory';
 import { Signal } from '../common/signal';
 import { nowUs } from '../common/time';
 import { createCaptureSource } from './capture/select';
-import type { CaptureSource, ProtectedVolume, VolumeCut } from './capture/types';
+import type { CaptureSource, ProtectedVolume } from './capture/types';
 import type { AgentConfig } from './config';
 import { Pipeline } from './pipeline/pipeline';
 import { AgentState } from './state';
 import { AgentStatus, VolumeState, VolumeStatus, writeAgentStatus } from './status';
 import { cutAppConsistent, cutWithVss, weakestCut } from './tags/app-tag';
-import type { DowngradeCode } from './tags/verdict';
 import { startControlServer, startMetricsServer } from './control';
+import type { ControlledAgent, TagResult } from './control-api';
 import { ConnectionError, ReceiverConnection, VolumeProgress } from './transport/receiver-connection';
 import { registerAgent } from './register';
 import { ReconnectBackoff } from './transport/backoff';
 import { connectionFailure } from './transport/failure';
+import { HashRequests } from './transport/hash-requests';
 import { probeVolume } from './volumes';
 import { RepairDesk } from './repair-requests';
 import { VerifyProgress, VerifyReport, VolumeVerifier } from './verify/verifier';
@@ -42,27 +43,12 @@ const VERIFY_MAX_LISTED = 100;
  */
 const FATAL_CODES = new Set(['AUTH_FAILED', 'FORBIDDEN_VOLUME', 'VOLUME_MISMATCH', 'BAD_VOLUME_ID', 'UNSUPPORTED_VERSION']);
 
-export interface TagResult {
-  pointIds: number[];
-  kind: 'crash' | 'app';
-  accuracy: VolumeCut['accuracy'];
-  cuts: VolumeCut[];
-  frozenMs?: number;
-  /** An app tag was asked for and the point is one; false for a downgraded app tag (see `reason`). */
-  appConsistent: boolean;
-  /** Why an app tag became a crash point: the first reason's code, and every reason in words. */
-  reasonCode?: DowngradeCode;
-  reason?: string;
-  /** The post-hook failed after the cut (the point stands). */
-  postHookError?: string;
-}
-
 /**
  * The protection agent ("mobility service"): captures the configured volumes, resyncs them
  * when needed and streams their changes to the receiver, reconnecting with backoff, cutting
  * crash-consistent tags every interval and app-consistent tags on request.
  */
-export class Agent {
+export class Agent implements ControlledAgent {
   readonly state: AgentState;
   private source: CaptureSource | undefined;
   private pipeline: Pipeline | undefined;
@@ -81,11 +67,13 @@ export class Agent {
   private lastAppTagMs = 0;
   private tagsSent = 0;
   private verifying = false;
+  /** Block-hash requests of resyncs, repairs and verifies: they outlive a connection. */
+  private readonly hashes = new HashRequests();
   private readonly repairs = new RepairDesk({
     volumes: () => new Map(this.volumes.map((v) => [v.id, v])),
     run: (volumeId, ranges, reason) => {
       const source = this.source as CaptureSource;
-      return source.repair(volumeId, ranges, (this.pipeline as Pipeline).requestHashes, reason);
+      return source.repair(volumeId, ranges, this.hashes.request, reason);
     },
     send: (done) => {
       const conn = this.conn;
@@ -197,6 +185,7 @@ export class Agent {
         conn.once('failed', resolve);
       });
       pipeline.attach(conn, durable);
+      this.hashes.attach(conn);
       attachedToPipeline = true;
       this.lastError = undefined;
       log.info('connected to the receiver', { url: receiver.url, durable: Object.fromEntries([...durable].map(([id, p]) => [id, p.durableSeq])) });
@@ -204,7 +193,10 @@ export class Agent {
       const err = await Promise.race([failed, this.stopSignal.wait(2 ** 31 - 1).then(() => undefined)]);
       if (err && !this.stopping) throw err;
     } finally {
-      if (attachedToPipeline) pipeline.detach(conn.error ?? new Error('session closed'));
+      if (attachedToPipeline) {
+        pipeline.detach(conn.error ?? new Error('session closed'));
+        this.hashes.detach();
+      }
       this.conn = undefined;
       await conn.close();
     }
@@ -213,11 +205,10 @@ export class Agent {
   /** First session: the source learns where each stream stands and starts any resync needed. */
   private async attachVolumes(durable: Map<string, VolumeProgress>): Promise<void> {
     const source = this.source as CaptureSource;
-    const pipeline = this.pipeline as Pipeline;
     for (const v of this.volumes) {
       const need = await source.attach(v, durable.get(v.id)?.durableSeq ?? 0);
       log.info(need.kind === 'none' ? 'volume protected, no resync needed' : 'volume needs a resync', { volume: v.id, resync: need.kind, reason: need.reason });
-      if (need.kind !== 'none') source.startResync(v.id, need.kind, pipeline.requestHashes);
+      if (need.kind !== 'none') source.startResync(v.id, need.kind, this.hashes.request);
     }
     this.attached = true;
     this.repairs.start();
@@ -323,7 +314,7 @@ export class Agent {
     if (this.verifying) throw new FerryError('a verify is already running on this agent', ExitCode.notReady);
     this.verifying = true;
     try {
-      const deps = { source, remote: pipeline.requestHashes, whenDurable: (id: string, seq: number) => pipeline.whenDurable(id, seq), isStopping: () => this.stopping || cancelled() };
+      const deps = { source, remote: this.hashes.request, whenDurable: (id: string, seq: number) => pipeline.whenDurable(id, seq), isStopping: () => this.stopping || cancelled() };
       const reports = [];
       for (const v of volumes) {
         log.info('verify started', { volume: v.id, repair: request.repair });
@@ -435,6 +426,7 @@ export class Agent {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     await this.pipeline?.stop();
+    this.hashes.stop();
     await this.source?.close();
     this.writeStatus();
   }

@@ -4,7 +4,7 @@ import * as net from 'net';
 import { FerryError } from '../common/errors';
 import { log } from '../common/log';
 import { parseHostPort } from '../common/units';
-import type { Agent, TagResult } from './agent';
+import type { ControlledAgent, TagResult } from './control-api';
 import { AgentStatus, prometheusText } from './status';
 import type { VerifyProgress, VerifyReport } from './verify/verifier';
 
@@ -31,7 +31,7 @@ interface Requester {
   gone(): boolean;
 }
 
-async function handle(agent: Agent, line: string, client: Requester): Promise<ControlReply> {
+async function handle(agent: ControlledAgent, line: string, client: Requester): Promise<ControlReply> {
   try {
     const req = parseRequest(line);
     if (req.cmd === 'status') return { ok: true, status: agent.status() };
@@ -46,7 +46,7 @@ async function handle(agent: Agent, line: string, client: Requester): Promise<Co
  * The agent's local control socket (a Unix socket in its state directory, mode 0600):
  * `ferry agent tag` and `ferry agent status` talk to the running agent through it.
  */
-export function startControlServer(agent: Agent, socketPath: string): Promise<net.Server> {
+export function startControlServer(agent: ControlledAgent, socketPath: string): Promise<net.Server> {
   fs.rmSync(socketPath, { force: true });
   const server = net.createServer((sock) => {
     let buf = '';
@@ -123,7 +123,7 @@ export function controlRequest(socketPath: string, req: ControlRequest, timeoutM
 }
 
 /** Optional Prometheus text endpoint (GET /metrics) on a local port. */
-export function startMetricsServer(agent: Agent, listen: string): Promise<http.Server> {
+export function startMetricsServer(agent: Pick<ControlledAgent, 'status'>, listen: string): Promise<http.Server> {
   const hp = parseHostPort(listen);
   if (!hp) throw new Error(`metrics.listen ${listen} is not HOST:PORT`);
   const server = http.createServer((req, res) => {

@@ -2,16 +2,16 @@ import * as fs from 'fs';
 import { log } from '../common/log';
 import { nowUs } from '../common/time';
 import { ErrorCode, ProtocolError } from '../proto/errors';
-import { VolumeSpec } from '../proto/types';
+import { ChangeBatch, VolumeSpec } from '../proto/types';
 import { Catalog, RepairRow } from './catalog';
 import { ReceiverIdentity } from './identity';
 import { DataLayout } from './layout';
 import { RepairDesk } from './repairs';
-import type { Session } from './session';
 import { StorageDamage } from './storage/damage';
 import { StorageMonitor } from './storage-monitor';
 import { ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
 import { classifyStorageError, VolumeHealth } from './volume-health';
+import { VolumeEmitter, VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import { AppliedStep, VolumeStore } from './volume-store';
 
 /** Total size of the file system holding `dir` (0 when it cannot be read). */
@@ -57,6 +57,23 @@ interface VolumeRuntime {
   appliedWaiters: Array<{ seq: number; callback: (err?: Error) => void }>;
   /** Bytes ingested since free space was last read for this volume. */
   ingestedSinceSpaceCheck: number;
+  /** Why the volume's agent must be held or stay held, as its sessions were last told. */
+  hold: VolumeHold;
+  /** The sessions that declared the volume hear what happens to it through this. */
+  readonly events: VolumeEmitter;
+}
+
+/** A session's use of a volume it declared. */
+export interface VolumeAttachment {
+  readonly store: VolumeStore;
+  /** Why the volume's agent must hold its change sets now. */
+  readonly hold: VolumeHold;
+  /** Ends the session's subscription to the volume's events. */
+  detach(): void;
+}
+
+function seqsOf(store: VolumeStore): VolumeSeqs {
+  return { volumeId: store.spec.volumeId, durableSeq: store.durableSeq, appliedSeq: store.appliedSeq };
 }
 
 /**
@@ -68,6 +85,8 @@ const SPACE_CHECK_BYTES = 1024 * 1024;
 /**
  * The receiver's state shared by all sessions: catalog, open volumes, the apply pump,
  * checkpoints, retention, throttling, storage faults and repairs, and the status file.
+ * It never speaks to an agent: what happens to a volume (durable, applied, throttle, failed,
+ * repair) goes out as that volume's events, and the sessions that declared it say it.
  *
  * Storage faults stay inside one volume: a failed write or fsync stops that volume's ingest
  * (nothing unsynced is acknowledged) and a failed apply step stops its apply, each until it
@@ -76,7 +95,7 @@ const SPACE_CHECK_BYTES = 1024 * 1024;
  */
 export class ReceiverCore {
   private readonly volumes = new Map<string, VolumeRuntime>();
-  readonly sessions = new Set<Session>();
+  private sessionCount = 0;
   private pumpScheduled = false;
   private pausePoll: NodeJS.Timeout | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -121,7 +140,17 @@ export class ReceiverCore {
   private runtime(spec: VolumeSpec): VolumeRuntime {
     let rt = this.volumes.get(spec.volumeId);
     if (!rt) {
-      rt = { spec, store: undefined, health: new VolumeHealth(), lastContactUs: 0, pendingSinceUs: 0, appliedWaiters: [], ingestedSinceSpaceCheck: 0 };
+      rt = {
+        spec,
+        store: undefined,
+        health: new VolumeHealth(),
+        lastContactUs: 0,
+        pendingSinceUs: 0,
+        appliedWaiters: [],
+        ingestedSinceSpaceCheck: 0,
+        hold: { volumeId: spec.volumeId, reason: undefined, keepReason: undefined },
+        events: new VolumeEmitter(),
+      };
       this.volumes.set(spec.volumeId, rt);
     }
     return rt;
@@ -150,8 +179,29 @@ export class ReceiverCore {
     }
   }
 
-  /** Declares a volume for an agent: creates it on first sight, refuses someone else's. */
-  attachVolume(agentId: string, spec: VolumeSpec): VolumeStore {
+  /** A session began; call the returned function once when it ends. */
+  openSession(): () => void {
+    this.sessionCount++;
+    let open = true;
+    return () => {
+      if (open) this.sessionCount--;
+      open = false;
+    };
+  }
+
+  /**
+   * Declares a volume for an agent (created on first sight, someone else's refused) and
+   * subscribes `listener` to its events.
+   */
+  attachVolume(agentId: string, spec: VolumeSpec, listener: VolumeListener): VolumeAttachment {
+    const rt = this.declare(agentId, spec);
+    // Held from the start when the receiver has no room (the agent must not send into it).
+    this.refreshHold(rt);
+    const detach = rt.events.subscribe(listener);
+    return { store: rt.store as VolumeStore, hold: rt.hold, detach };
+  }
+
+  private declare(agentId: string, spec: VolumeSpec): VolumeRuntime {
     const row = this.catalog.volume(spec.volumeId);
     if (row && row.agentId !== agentId) {
       throw new ProtocolError(ErrorCode.FORBIDDEN_VOLUME, `volume ${spec.volumeId} belongs to another agent`);
@@ -171,16 +221,16 @@ export class ReceiverCore {
     return this.attached(rt);
   }
 
-  private attached(rt: VolumeRuntime): VolumeStore {
+  private attached(rt: VolumeRuntime): VolumeRuntime {
     rt.lastContactUs = nowUs();
-    return rt.store as VolumeStore;
+    return rt;
   }
 
   /**
    * A new volume: its files are made first (a size the file system cannot hold is refused
    * here), and only then is it entered in the catalog, so a refusal leaves nothing behind.
    */
-  private createVolume(agentId: string, spec: VolumeSpec): VolumeStore {
+  private createVolume(agentId: string, spec: VolumeSpec): VolumeRuntime {
     const dir = this.layout.volumeDir(spec.volumeId);
     const existed = fs.existsSync(dir);
     const fsBytes = fileSystemBytes(fs.existsSync(this.layout.volumesDir) ? this.layout.volumesDir : this.layout.root);
@@ -232,11 +282,41 @@ export class ReceiverCore {
   }
 
   /**
+   * Spools a validated change set of `store` (see VolumeStore.ingest). Once it is durable, free
+   * space and the volume's hold are looked at and the volume's sessions hear `durable`.
+   * Throws what refuses it at once; the promise rejects with what failed later (a storage
+   * failure is also the volume's `failed` event).
+   */
+  ingest(store: VolumeStore, frame: Buffer, batch: ChangeBatch): Promise<void> {
+    let stored: Promise<'stored' | 'duplicate'>;
+    try {
+      stored = store.ingest(frame, batch);
+    } catch (err) {
+      throw this.ingestFailed(store, err);
+    }
+    return stored.then(
+      () => this.ingested(store, frame.length, batch.pendingSinceUs),
+      (err: unknown) => {
+        throw this.ingestFailed(store, err);
+      },
+    );
+  }
+
+  /** Makes what `store` accepted durable now; a failure is the volume's, told as such. */
+  flush(store: VolumeStore): void {
+    try {
+      store.flushSpool();
+    } catch (err) {
+      throw this.ingestFailed(store, err);
+    }
+  }
+
+  /**
    * A spool write or fsync failed: nothing unsynced is acknowledged, ingest of the volume
    * stops until the spool recovers, and every session sending to it is told why (its agent
    * resends from the durable seq once it is back). Returns the error for the session.
    */
-  ingestFailed(store: VolumeStore, err: unknown): ProtocolError {
+  private ingestFailed(store: VolumeStore, err: unknown): ProtocolError {
     if (err instanceof ProtocolError) return err;
     const rt = this.volumes.get(store.spec.volumeId);
     const info = classifyStorageError(err);
@@ -250,40 +330,41 @@ export class ReceiverCore {
         error: info.message,
         durableSeq: store.durableSeq,
       });
-      for (const session of this.sessions) if (session.volumes.get(store.spec.volumeId) === store) session.fail(perr);
-      this.refreshThrottles();
+      rt.events.emit('failed', { volumeId: store.spec.volumeId, error: perr });
+      this.refreshHolds();
     }
     return perr;
   }
 
-  /** A change set became durable: note the agent's backlog (for RPO) and wake the apply pump. */
-  noteDurable(volume: VolumeStore, pendingSinceUs: number): void {
-    const rt = this.volumes.get(volume.spec.volumeId);
+  /**
+   * A change set became durable: note the agent's backlog (for RPO), wake the apply pump, read
+   * free space every SPACE_CHECK_BYTES of ingest (so a fast stream is held before it crosses
+   * the floor), and tell the volume's sessions.
+   */
+  private ingested(store: VolumeStore, bytes: number, pendingSinceUs: number): void {
+    const rt = this.volumes.get(store.spec.volumeId);
     if (!rt) return;
     rt.lastContactUs = nowUs();
     rt.pendingSinceUs = pendingSinceUs;
     this.schedulePump();
+    rt.ingestedSinceSpaceCheck += bytes;
+    if (rt.ingestedSinceSpaceCheck >= SPACE_CHECK_BYTES) {
+      rt.ingestedSinceSpaceCheck = 0;
+      this.readSpace(this.volumePaths(rt.spec.volumeId));
+    }
+    // The hold first: the agent hears it before the ack that would let it send more.
+    this.refreshHold(rt);
+    rt.events.emit('durable', seqsOf(store));
   }
 
-  noteHeartbeat(session: Session, pendingSinceUs: number): void {
-    for (const volume of session.volumes.values()) {
-      const rt = this.volumes.get(volume.spec.volumeId);
+  /** The agent of these volumes was heard from; `pendingSinceUs` dates its backlog. */
+  noteHeartbeat(volumeIds: Iterable<string>, pendingSinceUs: number): void {
+    for (const id of volumeIds) {
+      const rt = this.volumes.get(id);
       if (!rt) continue;
       rt.lastContactUs = nowUs();
       rt.pendingSinceUs = pendingSinceUs;
     }
-  }
-
-  afterIngest(session: Session, volume?: VolumeStore, bytes = 0): void {
-    const rt = volume && this.volumes.get(volume.spec.volumeId);
-    if (rt) {
-      rt.ingestedSinceSpaceCheck += bytes;
-      if (rt.ingestedSinceSpaceCheck >= SPACE_CHECK_BYTES) {
-        rt.ingestedSinceSpaceCheck = 0;
-        this.readSpace(this.volumePaths(rt.spec.volumeId));
-      }
-    }
-    this.refreshThrottle(session);
   }
 
   /** Why the volume's agent must hold its change sets now, or undefined. */
@@ -297,24 +378,17 @@ export class ReceiverCore {
     return undefined;
   }
 
-  private refreshThrottle(session: Session): void {
-    let reason: string | undefined;
-    let spoolBytes = 0;
-    for (const store of session.volumes.values()) {
-      const rt = this.volumes.get(store.spec.volumeId);
-      if (!rt) continue;
-      spoolBytes = Math.max(spoolBytes, store.unappliedBytes);
-      reason ??= this.holdReason(rt, session.throttleReason !== undefined);
-    }
-    if (reason !== session.throttleReason) {
-      if (reason) log.warn('throttling agent', { agent: session.agentId, reason, spoolBytes });
-      else log.info('releasing agent', { agent: session.agentId, spoolBytes });
-    }
-    session.setThrottle(reason, spoolBytes);
+  /** Tells the volume's sessions when its hold begins, ends or changes its reason. */
+  private refreshHold(rt: VolumeRuntime): void {
+    const reason = this.holdReason(rt, false);
+    const keepReason = this.holdReason(rt, true);
+    if (reason === rt.hold.reason && keepReason === rt.hold.keepReason) return;
+    rt.hold = { volumeId: rt.spec.volumeId, reason, keepReason };
+    rt.events.emit('throttle', rt.hold);
   }
 
-  private refreshThrottles(): void {
-    for (const session of this.sessions) this.refreshThrottle(session);
+  private refreshHolds(): void {
+    for (const rt of this.volumes.values()) this.refreshHold(rt);
   }
 
   /** Records the points of a tag (all or none); no room in the catalog is the agent's to retry. */
@@ -381,7 +455,7 @@ export class ReceiverCore {
       this.afterStep(rt, store, step);
       if (store.hasWork()) more = true;
     }
-    this.refreshThrottles();
+    this.refreshHolds();
     if (more) this.schedulePump();
     else if (paused && !this.pausePoll) {
       this.pausePoll = setTimeout(() => {
@@ -418,7 +492,7 @@ export class ReceiverCore {
       ]);
     }
     this.repairs.settle(id, store.appliedSeq);
-    this.notifyApplied(store);
+    rt.events.emit('applied', seqsOf(store));
     this.releaseAppliedWaiters(rt);
   }
 
@@ -459,10 +533,7 @@ export class ReceiverCore {
   }
 
   private sendRepair(volumeId: string, repair: RepairRow): void {
-    for (const session of this.sessions) {
-      if (!session.volumes.has(volumeId)) continue;
-      session.send({ repairRequest: { volumeId, requestId: repair.id, ranges: repair.ranges, reason: repair.reason } });
-    }
+    this.volumes.get(volumeId)?.events.emit('repair', repair);
   }
 
   /** Repairs still owed by the agent of `volumeId` (sent again after every login). */
@@ -474,13 +545,6 @@ export class ReceiverCore {
   repairDone(volume: VolumeStore, repairId: number, throughSeq: number): void {
     if (!this.repairs.noteDone(volume.spec.volumeId, repairId, throughSeq, volume.appliedSeq)) {
       log.warn('RepairDone for a repair not pending', { volume: volume.spec.volumeId, repair: repairId });
-    }
-  }
-
-  private notifyApplied(store: VolumeStore): void {
-    for (const session of this.sessions) {
-      if (session.volumes.get(store.spec.volumeId) !== store) continue;
-      session.send({ ack: { volumes: [{ volumeId: store.spec.volumeId, durableSeq: store.durableSeq, appliedSeq: store.appliedSeq }] } });
     }
   }
 
@@ -528,7 +592,7 @@ export class ReceiverCore {
   private storageTick(): void {
     for (const rt of this.volumes.values()) rt.ingestedSinceSpaceCheck = 0;
     this.readSpace([this.layout.root, ...[...this.volumes.keys()].flatMap((id) => this.volumePaths(id))]);
-    this.refreshThrottles();
+    this.refreshHolds();
   }
 
   private readSpace(paths: string[]): void {
@@ -551,7 +615,7 @@ export class ReceiverCore {
         store.recoverIngest();
         rt.health.recovered('ingest');
         log.info('ingest resumed: the spool takes change sets again', { volume: id, durableSeq: store.durableSeq });
-        this.refreshThrottles();
+        this.refreshHolds();
       } catch (err) {
         rt.health.fail('ingest', err, free);
         log.warn('spool still cannot take change sets', { volume: id, error: (err as Error).message });
@@ -579,7 +643,7 @@ export class ReceiverCore {
   /** Closes a volume's files and opens them again; the sessions using it must declare it anew. */
   private reopen(rt: VolumeRuntime, store: VolumeStore): void {
     const perr = new ProtocolError(ErrorCode.VOLUME_FAILED, `volume ${rt.spec.volumeId} is being opened again on the receiver; declare it again`);
-    for (const session of this.sessions) if (session.volumes.get(rt.spec.volumeId) === store) session.fail(perr);
+    rt.events.emit('failed', { volumeId: rt.spec.volumeId, error: perr });
     store.abandon();
     rt.store = undefined;
     rt.health.recovered('apply');
@@ -612,8 +676,6 @@ export class ReceiverCore {
 
   volumeStatus(): VolumeRuntimeStatus[] {
     const now = nowUs();
-    const connected = new Set<string>();
-    for (const s of this.sessions) for (const id of s.volumes.keys()) connected.add(id);
     let openDamage: ReturnType<RepairDesk['openDamage']> = [];
     try {
       openDamage = this.repairs.openDamage();
@@ -622,7 +684,7 @@ export class ReceiverCore {
     }
     return [...this.volumes.entries()].map(([id, rt]) => {
       const store = rt.store;
-      const isConnected = connected.has(id);
+      const isConnected = rt.events.subscribed;
       let rpoUs: number;
       if (isConnected) rpoUs = rt.pendingSinceUs > 0 ? Math.max(0, now - rt.pendingSinceUs) : 0;
       // Offline: exposed since the agent was last heard from, or earlier if it then held
@@ -672,7 +734,7 @@ export class ReceiverCore {
         updatedUs: nowUs(),
         listen: this.listenAddress,
         fingerprint: this.identity.fingerprint,
-        sessions: this.sessions.size,
+        sessions: this.sessionCount,
         prunedPoints: this.prunedPoints,
         prunedJournalSegments: this.prunedJournalSegments,
         storage: this.monitor.all.map((s) => ({ path: s.path, freeBytes: s.freeBytes, totalBytes: s.totalBytes, low: s.low })),

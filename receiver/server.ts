@@ -92,15 +92,16 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
     guard.bindSession(session);
     ws.on('message', (data, isBinary) => session.onMessage(data as Buffer, isBinary));
     ws.on('error', (err) => log.warn('connection error', { peer, error: err.message }));
+    let endSession: (() => void) | undefined;
     ws.on('close', () => {
       session.closed();
-      core.sessions.delete(session);
+      endSession?.();
     });
     if (refusal) {
       session.fail(new ProtocolError(ErrorCode.TOO_MANY_CONNECTIONS, refusal));
       return;
     }
-    core.sessions.add(session);
+    endSession = core.openSession();
   });
   server.on('tlsClientError', (err, tls) => log.warn('TLS handshake refused', { peer: tls.remoteAddress, error: err.message }));
 

@@ -23,7 +23,9 @@ import {
 } from '../proto/validate';
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
 import type { AuthIntent, AuthThrottle } from './auth-throttle';
-import type { ReceiverCore } from './core';
+import type { RepairRow } from './catalog';
+import type { ReceiverCore, VolumeAttachment } from './core';
+import type { VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import type { VolumeStore } from './volume-store';
 
 type State = 'hello' | 'proof' | 'ready' | 'closed';
@@ -48,10 +50,15 @@ export interface SessionPolicy {
  */
 const VALIDATION_SCRATCH = new ScratchBuffer();
 
+/** The delay a Throttle frame asks of a held agent. */
+const THROTTLE_DELAY_MS = 200;
+
 /**
  * One agent connection: handshake (HMAC challenge), then volumes, change sets and tags.
  * Frames are handled in arrival order; anything invalid ends the session with an Error
  * frame carrying a stable code, and nothing of that frame reaches the disk.
+ * The session alone speaks to its agent: what the core reports about the volumes it declared
+ * (their events) becomes Ack, Throttle, RepairRequest or Error frames here.
  */
 export class Session {
   private state: State = 'hello';
@@ -59,8 +66,18 @@ export class Session {
   private nonce: Buffer = Buffer.alloc(0);
   private closeTimer: NodeJS.Timeout | undefined;
   agentId = '';
-  readonly volumes = new Map<string, VolumeStore>();
+  /** The volumes declared in this session, in declaration order. */
+  private readonly volumes = new Map<string, VolumeAttachment>();
+  /** Each declared volume's hold, as its events last said. */
+  private readonly holds = new Map<string, VolumeHold>();
   private throttle: string | undefined;
+  private readonly volumeEvents: VolumeListener = {
+    durable: (seqs) => this.ack(seqs),
+    applied: (seqs) => this.ack(seqs),
+    throttle: (hold) => this.noteHold(hold),
+    failed: ({ error }) => this.fail(error),
+    repair: (repair) => this.sendRepair(repair),
+  };
 
   constructor(
     private readonly ws: WebSocket,
@@ -74,17 +91,37 @@ export class Session {
     this.ws.send(encodeFrame(frame));
   }
 
-  /** Why the agent is held now (undefined: it may send). */
-  get throttleReason(): string | undefined {
-    return this.throttle;
+  private ack(seqs: VolumeSeqs): void {
+    this.send({ ack: { volumes: [seqs] } });
   }
 
-  /** Holds the agent's change sets (a reason) or lets them go (undefined); tells it on change. */
-  setThrottle(reason: string | undefined, spoolBytes: number): void {
+  private sendRepair(repair: RepairRow): void {
+    this.send({ repairRequest: { volumeId: repair.volumeId, requestId: repair.id, ranges: repair.ranges, reason: repair.reason } });
+  }
+
+  /** A volume's hold changed: the agent is held while any of its volumes says so. */
+  private noteHold(hold: VolumeHold): void {
+    if (!this.volumes.has(hold.volumeId)) return;
+    this.holds.set(hold.volumeId, hold);
+    this.refreshThrottle();
+  }
+
+  /** Holds the agent's change sets or lets them go; tells it when the reason changes. */
+  private refreshThrottle(): void {
+    const held = this.throttle !== undefined;
+    let reason: string | undefined;
+    let spoolBytes = 0;
+    for (const [volumeId, { store }] of this.volumes) {
+      spoolBytes = Math.max(spoolBytes, store.unappliedBytes);
+      const hold = this.holds.get(volumeId);
+      reason ??= held ? hold?.keepReason : hold?.reason;
+    }
     if (reason === this.throttle) return;
+    if (reason) log.warn('throttling agent', { agent: this.agentId, reason, spoolBytes });
+    else log.info('releasing agent', { agent: this.agentId, spoolBytes });
     this.throttle = reason;
     if (this.state !== 'ready') return;
-    this.send({ throttle: { delayMs: reason ? 200 : 0, reason: reason ?? 'resumed', spoolBytes } });
+    this.send({ throttle: { delayMs: reason ? THROTTLE_DELAY_MS : 0, reason: reason ?? 'resumed', spoolBytes } });
   }
 
   onMessage(data: Buffer, isBinary: boolean): void {
@@ -114,6 +151,7 @@ export class Session {
   closed(): void {
     this.state = 'closed';
     clearTimeout(this.closeTimer);
+    for (const volume of this.volumes.values()) volume.detach();
   }
 
   private handle(frame: DecodedFrame, raw: Buffer): void {
@@ -204,7 +242,7 @@ export class Session {
     if (frame.volumeInfo) return this.onVolumeInfo(frame.volumeInfo);
     if (frame.changeSet) return this.onChangeSet(frame.changeSet, raw);
     if (frame.tag) return this.onTag(frame.tag);
-    if (frame.heartbeat) return this.core.noteHeartbeat(this, validateHeartbeat(frame.heartbeat, this.timeWindow()).pendingSinceUs);
+    if (frame.heartbeat) return this.core.noteHeartbeat(this.volumes.keys(), validateHeartbeat(frame.heartbeat, this.timeWindow()).pendingSinceUs);
     if (frame.hashRequest) return this.onHashRequest(frame.hashRequest);
     if (frame.repairDone) return this.onRepairDone(frame.repairDone);
     throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body} is not accepted from an agent`);
@@ -212,21 +250,23 @@ export class Session {
 
   private onVolumeInfo(info: ferry.IVolumeInfo): void {
     const spec = validateVolumeInfo(info);
-    const volume = this.core.attachVolume(this.agentId, spec);
-    this.volumes.set(spec.volumeId, volume);
-    this.send({ volumeState: { volumeId: spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq } });
-    // Held from the start when the receiver has no room (the agent must not send into it).
-    this.core.afterIngest(this);
-    for (const repair of this.core.pendingRepairs(spec.volumeId)) {
-      this.send({ repairRequest: { volumeId: spec.volumeId, requestId: repair.id, ranges: repair.ranges, reason: repair.reason } });
-    }
+    // Declared again: the new declaration replaces the old one.
+    this.volumes.get(spec.volumeId)?.detach();
+    this.volumes.delete(spec.volumeId);
+    const attachment = this.core.attachVolume(this.agentId, spec, this.volumeEvents);
+    this.volumes.set(spec.volumeId, attachment);
+    const { store } = attachment;
+    this.send({ volumeState: { volumeId: spec.volumeId, durableSeq: store.durableSeq, appliedSeq: store.appliedSeq } });
+    this.holds.set(spec.volumeId, attachment.hold);
+    this.refreshThrottle();
+    for (const repair of this.core.pendingRepairs(spec.volumeId)) this.sendRepair(repair);
   }
 
   /** The session's own volume, or a clear refusal for a foreign, undeclared or malformed id. */
   private ownVolume(volumeId: string): VolumeStore {
     checkVolumeId(volumeId);
     const volume = this.volumes.get(volumeId);
-    if (volume) return volume;
+    if (volume) return volume.store;
     const owner = this.core.catalog.volume(volumeId)?.agentId;
     if (owner !== undefined && owner !== this.agentId) {
       throw new ProtocolError(ErrorCode.FORBIDDEN_VOLUME, `volume ${volumeId} belongs to another agent`);
@@ -239,28 +279,8 @@ export class Session {
     this.core.checkIngest(volume.spec.volumeId);
     const batch = validateChangeSet(cs, volume.spec.sizeBytes, true, (size) => VALIDATION_SCRATCH.get(size));
     checkChangeSetTimes(batch, this.timeWindow());
-    let stored: Promise<'stored' | 'duplicate'>;
-    try {
-      stored = volume.ingest(raw, batch);
-    } catch (err) {
-      throw this.core.ingestFailed(volume, err);
-    }
-    stored
-      .then(() => {
-        this.core.noteDurable(volume, batch.pendingSinceUs);
-        this.send({ ack: { volumes: [{ volumeId: volume.spec.volumeId, durableSeq: volume.durableSeq, appliedSeq: volume.appliedSeq }] } });
-      })
-      .catch((err: unknown) => this.fail(this.core.ingestFailed(volume, err)));
-    this.core.afterIngest(this, volume, raw.length);
-  }
-
-  /** Makes what this volume accepted durable now; a failure is the volume's, told as such. */
-  private flush(volume: VolumeStore): void {
-    try {
-      volume.flushSpool();
-    } catch (err) {
-      throw this.core.ingestFailed(volume, err);
-    }
+    // Once durable, the volume's `durable` event acknowledges it.
+    this.core.ingest(volume, raw, batch).catch((err: unknown) => this.fail(err));
   }
 
   /** The agent has every block of a repair in its stream: it counts once applied. */
@@ -280,7 +300,7 @@ export class Session {
   private onHashRequest(request: ferry.IHashRequest): void {
     const volume = this.ownVolume(request.volumeId ?? '');
     const req = validateHashRequest(request, volume.spec.sizeBytes);
-    this.flush(volume);
+    this.core.flush(volume);
     this.core.whenApplied(volume, volume.acceptedSeq, (err) => {
       if (err) return this.fail(err);
       const hashes = volume.replicaHashes(req.offset, req.blockSize, req.count);
@@ -296,7 +316,7 @@ export class Session {
       if (cut.seq > volume.acceptedSeq) {
         throw new ProtocolError(ErrorCode.BAD_TAG, `tag cut of ${cut.volumeId} at seq ${cut.seq} is past the last change received (${volume.acceptedSeq})`);
       }
-      this.flush(volume);
+      this.core.flush(volume);
     }
     const pointIds = this.core.recordPoints(
       tag.cuts.map((cut) => ({

@@ -10,7 +10,7 @@ import { Checkpoint } from './storage/checkpoint';
 import { StorageDamage } from './storage/damage';
 import { UndoJournal, undoRecordsNewestFirst } from './storage/journal';
 import { Replica } from './storage/replica';
-import { Spool, SpoolCursor, SpoolLost } from './storage/spool';
+import { Spool, SPOOL_RECORD_OVERHEAD, SpoolCursor, SpoolLost } from './storage/spool';
 import { flock, seekData, seekHole } from '../native/addon';
 import { BufferArena } from '../common/arena';
 import { blockHashes } from '../common/block-hash';
@@ -263,7 +263,8 @@ export class VolumeStore {
       this.recent.set(batch.firstSeq, { frame, lastSeq: batch.lastSeq });
       this.recentBytes += frame.length;
     }
-    const bytes = frame.length + 40;
+    // What the record takes in the spool, as a scan at open counts it.
+    const bytes = frame.length + SPOOL_RECORD_OVERHEAD;
     this.unapplied.push({ lastSeq: batch.lastSeq, firstCaptureUs: batch.extents[0]?.captureTimeUs ?? 0, bytes });
     this.unappliedBytesTotal += bytes;
     return durable.then(() => 'stored' as const);

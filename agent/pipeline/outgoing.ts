@@ -1,3 +1,4 @@
+import { olderCapture } from '../../common/capture-time';
 import { buildChangeSet, ChangeSetScratch } from '../transport/change-set';
 import { ScratchBuffer } from '../../proto/payload';
 import { encodeFrame, ferry } from '../../proto/frames';
@@ -41,6 +42,13 @@ export class OpenChangeSet {
     if (record.kind === 'write') this.dataBytes += record.length;
   }
 
+  /** Capture time of the oldest record (0: none has one). */
+  get oldestCaptureUs(): number {
+    let oldest = 0;
+    for (const r of this.records) oldest = olderCapture(oldest, r.captureTimeUs);
+    return oldest;
+  }
+
   get lastSeq(): number {
     return this.records[this.records.length - 1]?.seq ?? 0;
   }
@@ -57,7 +65,7 @@ export class OpenChangeSet {
       lastSeq: this.lastSeq,
       frame: encodeFrame({ changeSet: cs }),
       dataBytes: this.dataBytes,
-      oldestCaptureUs: this.records.reduce((oldest, r) => (r.captureTimeUs > 0 && (oldest === 0 || r.captureTimeUs < oldest) ? r.captureTimeUs : oldest), 0),
+      oldestCaptureUs: this.oldestCaptureUs,
     };
   }
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'crypto';
+import { olderCapture } from '../../common/capture-time';
 import { log } from '../../common/log';
 import { Signal } from '../../common/signal';
 import { nowUs } from '../../common/time';
@@ -37,13 +38,6 @@ interface TagRequest {
   queued: boolean;
 }
 
-interface HashWaiter {
-  request: ferry.IHashRequest;
-  resolve: (hashes: Buffer) => void;
-  reject: (err: Error) => void;
-  sent: boolean;
-}
-
 interface DurableWaiter {
   volumeId: string;
   seq: number;
@@ -75,8 +69,6 @@ export class Pipeline {
   private readonly committed = new Map<string, number>();
   private readonly pulled = new Map<string, number>();
   private readonly tags: TagRequest[] = [];
-  private readonly hashWaiters = new Map<number, HashWaiter>();
-  private nextHashRequestId = 1;
   private durableWaiters: DurableWaiter[] = [];
   private throttled = false;
   private running = false;
@@ -105,8 +97,6 @@ export class Pipeline {
     await this.committing;
     const stopped = new Error('the agent is stopping');
     for (const tag of [...this.tags]) this.failTag(tag, stopped);
-    for (const waiter of this.hashWaiters.values()) waiter.reject(stopped);
-    this.hashWaiters.clear();
     for (const waiter of this.durableWaiters.splice(0)) waiter.reject(stopped);
   }
 
@@ -137,20 +127,18 @@ export class Pipeline {
     }
     this.conn = conn;
     this.throttled = false;
-    conn.on('progress', (volumeId: string, p: VolumeProgress) => this.noteDurable(volumeId, p.durableSeq));
-    conn.on('throttle', (delayMs: number) => this.onThrottle(delayMs));
-    conn.on('frame', (frame: DecodedFrame) => this.onFrame(frame));
-    for (const waiter of this.hashWaiters.values()) waiter.sent = false;
-    this.sendHashRequests();
+    conn.on('progress', this.onProgress);
+    conn.on('throttle', this.onThrottle);
+    conn.on('frame', this.onFrame);
     this.trySend();
   }
 
   /** The connection failed: what was in flight goes back to the front of the queue. */
   detach(err: ConnectionError | Error): void {
     if (!this.conn) return;
-    this.conn.removeAllListeners('progress');
-    this.conn.removeAllListeners('throttle');
-    this.conn.removeAllListeners('frame');
+    this.conn.off('progress', this.onProgress);
+    this.conn.off('throttle', this.onThrottle);
+    this.conn.off('frame', this.onFrame);
     this.conn = undefined;
     this.outgoing = [...this.inFlight, ...this.outgoing];
     this.inFlight = [];
@@ -158,52 +146,24 @@ export class Pipeline {
     for (const tag of this.tags.filter((t) => t.queued)) this.failTag(tag, new Error(`the connection failed before the receiver confirmed the tag: ${err.message}`));
   }
 
-  private onThrottle(delayMs: number): void {
+  private readonly onProgress = (volumeId: string, p: VolumeProgress): void => this.noteDurable(volumeId, p.durableSeq);
+
+  private readonly onThrottle = (delayMs: number): void => {
     const was = this.throttled;
     this.throttled = delayMs > 0;
     if (this.throttled && !was) log.warn('receiver asked to slow down: sending paused', { delayMs });
     if (!this.throttled && was) log.info('receiver resumed: sending again');
     this.trySend();
-  }
-
-  private onFrame(frame: DecodedFrame): void {
-    if (frame.tagAck) {
-      const tag = this.tags.find((t) => t.groupId === frame.tagAck?.groupId);
-      if (tag) {
-        this.tags.splice(this.tags.indexOf(tag), 1);
-        tag.resolve((frame.tagAck.pointIds ?? []).map(Number));
-      }
-    }
-    if (frame.blockHashes) {
-      const waiter = this.hashWaiters.get(frame.blockHashes.requestId ?? 0);
-      if (waiter) {
-        this.hashWaiters.delete(frame.blockHashes.requestId ?? 0);
-        const h = frame.blockHashes.hashes ?? new Uint8Array();
-        waiter.resolve(Buffer.from(h.buffer, h.byteOffset, h.byteLength));
-      }
-    }
-  }
-
-  // ---- hash-compare resync ------------------------------------------------------------------
-
-  /** Asks the receiver for block hashes; waits through reconnects until it answers. */
-  requestHashes = (volumeId: string, offset: number, blockSize: number, count: number): Promise<Buffer> => {
-    return new Promise((resolve, reject) => {
-      if (!this.running) return reject(new Error('the agent is stopping'));
-      const requestId = this.nextHashRequestId++;
-      this.hashWaiters.set(requestId, { request: { volumeId, offset, blockSize, count, requestId }, resolve, reject, sent: false });
-      this.sendHashRequests();
-    });
   };
 
-  private sendHashRequests(): void {
-    if (!this.conn?.isOpen) return;
-    for (const waiter of this.hashWaiters.values()) {
-      if (waiter.sent) continue;
-      waiter.sent = true;
-      this.conn.send({ hashRequest: waiter.request });
+  private readonly onFrame = (frame: DecodedFrame): void => {
+    if (!frame.tagAck) return;
+    const tag = this.tags.find((t) => t.groupId === frame.tagAck?.groupId);
+    if (tag) {
+      this.tags.splice(this.tags.indexOf(tag), 1);
+      tag.resolve((frame.tagAck.pointIds ?? []).map(Number));
     }
-  }
+  };
 
   // ---- waiting for the receiver ------------------------------------------------------------
 
@@ -400,33 +360,27 @@ export class Pipeline {
   /** Capture time of the oldest change not yet durable at the receiver (0: none). */
   oldestPendingCaptureUs(): number {
     let oldest = this.source.oldestQueuedCaptureUs();
-    const consider = (t: number): void => {
-      if (t > 0 && (oldest === 0 || t < oldest)) oldest = t;
-    };
-    for (const cs of this.inFlight) consider(cs.oldestCaptureUs);
-    for (const item of this.outgoing) if (item.type === 'changes') consider(item.oldestCaptureUs);
-    for (const open of this.open.values()) for (const r of open.records) consider(r.captureTimeUs);
+    for (const cs of this.inFlight) oldest = olderCapture(oldest, cs.oldestCaptureUs);
+    for (const item of this.outgoing) if (item.type === 'changes') oldest = olderCapture(oldest, item.oldestCaptureUs);
+    for (const open of this.open.values()) oldest = olderCapture(oldest, open.oldestCaptureUs);
     return oldest;
   }
 
   volumeStatus(volumeId: string): VolumePipelineStatus {
     let backlog = 0;
     let oldest = 0;
-    const consider = (t: number): void => {
-      if (t > 0 && (oldest === 0 || t < oldest)) oldest = t;
-    };
     for (const cs of [...this.inFlight, ...this.outgoing]) {
       if (cs.type !== 'changes' || cs.volumeId !== volumeId) continue;
       backlog += cs.dataBytes;
-      consider(cs.oldestCaptureUs);
+      oldest = olderCapture(oldest, cs.oldestCaptureUs);
     }
     const open = this.open.get(volumeId);
     if (open) {
       backlog += open.dataBytes;
-      for (const r of open.records) consider(r.captureTimeUs);
+      oldest = olderCapture(oldest, open.oldestCaptureUs);
     }
     // Changes the source has not handed out yet (scan: also writes no pass has seen yet).
-    consider(this.source.unsentSinceUs?.(volumeId) ?? 0);
+    oldest = olderCapture(oldest, this.source.unsentSinceUs?.(volumeId) ?? 0);
     return { durableSeq: this.durable.get(volumeId) ?? 0, capturedSeq: this.pulled.get(volumeId) ?? 0, backlogBytes: backlog, oldestPendingCaptureUs: oldest };
   }
 

@@ -162,11 +162,6 @@ export class ReceiverConnection extends EventEmitter {
     this.ws.send(bytes, { binary: typeof bytes !== 'string' });
   }
 
-  /** Bytes queued in the socket and not yet sent: the agent's in-flight window uses this. */
-  get bufferedBytes(): number {
-    return this.ws.bufferedAmount;
-  }
-
   /** Waits for the first frame `pick` accepts; rejects when the session fails first. */
   waitFor<T>(pick: (frame: DecodedFrame) => T | undefined, timeoutMs = 30_000, what = 'a reply'): Promise<T> {
     return new Promise((resolve, reject) => {

@@ -105,8 +105,19 @@ function damageOf(file: string, d: DamagedStretch, detail: string): StorageDamag
   return { kind: 'journal', file, offset: d.offset, length: d.length, detail };
 }
 
+/** A stretch a scan found holding no valid undo record. */
+function stretchDamage(file: string, d: DamagedStretch): StorageDamage {
+  return damageOf(file, d, d.record ? 'the undo record fails its CRC' : 'bytes that are no undo record');
+}
+
 /** Everything one scan of a journal segment found, in file order. */
 type JournalItem = { kind: 'record'; loc: RecordLocation } | { kind: 'damage'; stretch: DamagedStretch };
+
+/** The seq an item held, when a record or a surviving header says it. */
+function itemSeq(item: JournalItem): number | undefined {
+  if (item.kind === 'record') return metaSeq(item.loc);
+  return item.stretch.record ? metaSeq(item.stretch.record) : undefined;
+}
 
 function scanJournalSegment(fd: number): { items: JournalItem[]; tornBytes: number; validEnd: number; size: number } {
   const scan = scanSegment(fd, JOURNAL_FORMAT, true);
@@ -147,9 +158,9 @@ export function* undoRecordsNewestFirst(dir: string, afterSeq: number, onDamage?
         }
         // Seqs grow through a segment. A stretch whose header survived says its seq; one that
         // did not may hold any seq between its neighbours, some of them needed: refuse.
-        const known = item.stretch.record ? metaSeq(item.stretch.record) : undefined;
+        const known = itemSeq(item);
         if (known !== undefined && known <= afterSeq) return;
-        const damage = damageOf(segments[i].file, item.stretch, item.stretch.record ? 'the undo record fails its CRC' : 'bytes that are no undo record');
+        const damage = stretchDamage(segments[i].file, item.stretch);
         // With `onDamage`, a record whose header survived is skipped and reported: the caller
         // knows which range lost its old data. A stretch without one could be anything.
         if (onDamage && known !== undefined) onDamage(damage);
@@ -173,7 +184,7 @@ export function verifyJournal(dir: string): { records: number; damage: StorageDa
       const scan = scanJournalSegment(fd);
       for (const item of scan.items) {
         if (item.kind === 'record') records++;
-        else damage.push(damageOf(segments[i].file, item.stretch, item.stretch.record ? 'the undo record fails its CRC' : 'bytes that are no undo record'));
+        else damage.push(stretchDamage(segments[i].file, item.stretch));
       }
       if (i < segments.length - 1 && scan.tornBytes > 0) {
         damage.push({ kind: 'journal', file: segments[i].file, offset: scan.validEnd, length: scan.tornBytes, detail: 'an older segment ends inside a record' });
@@ -229,13 +240,13 @@ export class UndoJournal {
           journal.tornBytesDropped = scan.tornBytes;
         }
         const damaged = scan.items.filter((x): x is { kind: 'damage'; stretch: DamagedStretch } => x.kind === 'damage');
-        for (const d of damaged) journal.damageFound.push(damageOf(seg.file, d.stretch, d.stretch.record ? 'the undo record fails its CRC' : 'bytes that are no undo record'));
+        for (const d of damaged) journal.damageFound.push(stretchDamage(seg.file, d.stretch));
         if (isNewest) {
           journal.activeSize = scan.validEnd;
           journal.syncedSize = scan.validEnd;
           journal.mustRoll = damaged.length > 0;
         }
-        const seqs = scan.items.map((x) => (x.kind === 'record' ? metaSeq(x.loc) : x.stretch.record ? metaSeq(x.stretch.record) : 0));
+        const seqs = scan.items.map((x) => itemSeq(x) ?? 0);
         const newest = Math.max(0, ...seqs);
         if (newest > 0) {
           journal.newest = newest;
@@ -345,7 +356,7 @@ export class UndoJournal {
       let keepEnd = 0;
       let newest = active.firstSeq - 1;
       for (const item of items) {
-        const s = item.kind === 'record' ? metaSeq(item.loc) : item.stretch.record ? metaSeq(item.stretch.record) : undefined;
+        const s = itemSeq(item);
         if (s === undefined || s > seq) break;
         keepEnd = item.kind === 'record' ? item.loc.end : item.stretch.offset + item.stretch.length;
         newest = s;

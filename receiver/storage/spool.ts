@@ -2,13 +2,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { fsyncDir, writeParts } from '../../common/fsutil';
 import { dropCache } from '../../native/addon';
-import { DamagedStretch, encodeRecordParts, RecordDamageError, RecordFormat, readRecordBody, readRecordHeader, scanSegment } from './record-file';
+import { DamagedStretch, encodeRecordParts, RECORD_HEADER_BYTES, RecordDamageError, RecordFormat, readRecordBody, readRecordHeader, scanSegment } from './record-file';
 import { listSegments, segmentFileName } from './segments';
 import { Limits } from '../../proto/limits';
 import { BufferArena } from '../../common/arena';
 import { StorageDamage } from './damage';
 
 const SPOOL_FORMAT: RecordFormat = { magic: 0x32505346 /* FSP2 */, magic1: 0x31505346 /* FSP1 */, metaBytes: 16, maxBodyBytes: Limits.maxFrameBytes };
+/** Bytes a change set takes in the spool besides its frame: the record header and its meta (seqs). */
+export const SPOOL_RECORD_OVERHEAD = RECORD_HEADER_BYTES + SPOOL_FORMAT.metaBytes;
 const EXT = 'seg';
 const EMPTY = Buffer.alloc(0);
 

@@ -4,7 +4,7 @@
  * dirty bitmap into byte ranges. Pure code: no kernel, no root.
  */
 import { describe, expect, it } from 'vitest';
-import { BATCH_HEADER_SIZE, BatchFormatError, RECORD_HEADER_SIZE, RecordFlag, dirtyRanges, parseBatch } from '../../native/addon';
+import { BATCH_HEADER_SIZE, BatchFormatError, RECORD_HEADER_SIZE, RecordFlag, UnknownDeviceModeError, dirtyRanges, parseBatch, toDeviceInfo, type RawDeviceInfo } from '../../native/addon';
 
 interface RecSpec {
   seq: number;
@@ -137,5 +137,40 @@ describe('dirtyRanges', () => {
     ]);
     expect(dirtyRanges(Buffer.alloc(8), 64, 65536, 64 * 65536)).toEqual([]);
     expect(dirtyRanges(Buffer.alloc(8, 0xff), 64, 65536, 64 * 65536)).toEqual([{ offset: 0, length: 64 * 65536 }]);
+  });
+});
+
+describe('toDeviceInfo', () => {
+  const counters = {
+    writes: 0, writeBytes: 0, dirtyRecords: 0, discards: 0, flushes: 0, tags: 0, resyncMarks: 0, modeChanges: 0,
+    bitmapWrites: 0, failedWrites: 0, droppedFlushes: 0, recordsCommitted: 0, bytesCommitted: 0, overlaps: 0, overlapDirty: 0,
+  };
+  const raw = (mode: number, startState = 2, flags = 0): RawDeviceInfo => ({
+    name: 'ferry-vol1', index: 0, mode, devMajor: 253, devMinor: 1, dataMajor: 7, dataMinor: 0, metaMajor: 7, metaMinor: 1,
+    sizeBytes: 1 << 30, granularity: 65536, startState, generation: 1, flags, firstSeq: 1, nextSeq: 10, committedSeq: 5,
+    seqLimit: 0, bitmapBits: 16384, dirtyBits: 0, bitmapEpoch: 0, ringCapacity: 4096, ringUsed: 3, ringHandedOut: 0,
+    poolSize: 1 << 20, poolUsed: 0, inflight: 0, counters,
+  });
+
+  it('names every mode and start state the ABI defines, and reads the suspended flag', () => {
+    expect([0, 1, 2, 3].map((m) => toDeviceInfo(raw(m)).modeName)).toEqual(['data', 'metadata', 'bitmap', 'draining']);
+    expect([0, 1, 2, 3].map((s) => toDeviceInfo(raw(0, s)).startStateName)).toEqual(['unknown', 'new', 'clean', 'dirty']);
+    expect(toDeviceInfo(raw(0, 2, 0x1)).suspended).toBe(true);
+    expect(toDeviceInfo(raw(0, 2, 0x2)).suspended).toBe(false);
+    expect(toDeviceInfo(raw(1))).toMatchObject({ name: 'ferry-vol1', nextSeq: 10, mode: 1 });
+  });
+
+  it('refuses a mode code it does not know instead of calling it data', () => {
+    for (const mode of [4, 99, -1]) {
+      let caught: unknown;
+      try {
+        toDeviceInfo(raw(mode));
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught, `mode ${mode}`).toBeInstanceOf(UnknownDeviceModeError);
+      expect(caught).toMatchObject({ code: 'ERR_FERRY_DEVICE_MODE', device: 'ferry-vol1', modeCode: mode });
+      expect((caught as Error).message).toContain(`capture mode ${mode}`);
+    }
   });
 });
