@@ -539,6 +539,7 @@ write_config() {
   fi
   say "    + $(quote_cmd ferry agent configure --config "$CONFIG_FILE" "${CONFIG_ARGS[@]}")"
   ferry_configure --config "$CONFIG_FILE" "${CONFIG_ARGS[@]}"
+  printf '%s\n' "$CONFIGURE_OUT" | sed 's/^/    | /'
 }
 
 step_config() {
