@@ -4,7 +4,7 @@ import * as path from 'path';
 import YAML from 'yaml';
 import { ExitCode, FerryError } from '../common/errors';
 import { parseDurationMs, parseHostPort, parseSizeBytes } from '../common/units';
-import { isSafeId } from '../proto/ids';
+import { ID_RULE, isSafeId } from '../proto/ids';
 
 const CAPTURE_KINDS = ['auto', 'kernel', 'scan'] as const;
 export type CaptureKind = (typeof CAPTURE_KINDS)[number];
@@ -109,7 +109,7 @@ function parseVolumes(reader: ConfigReader, value: unknown): VolumeConfig[] {
   return value.map((item, i) => {
     const raw = reader.object(item, `volumes[${i}]`, ['id', 'path', 'mount']);
     const id = reader.requiredString(raw.id, `volumes[${i}].id`);
-    if (!isSafeId(id)) reader.fail(`volumes[${i}].id ${JSON.stringify(id)} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    if (!isSafeId(id)) reader.fail(`volumes[${i}].id ${JSON.stringify(id)} must be ${ID_RULE}`);
     if (seen.has(id)) reader.fail(`volume id ${id} is listed twice`);
     seen.add(id);
     const volumePath = reader.path(raw.path, `volumes[${i}].path`) ?? reader.fail(`volumes[${i}].path is required`);
@@ -117,20 +117,30 @@ function parseVolumes(reader: ConfigReader, value: unknown): VolumeConfig[] {
   });
 }
 
-function parseReceiver(reader: ConfigReader, value: unknown): AgentConfig['receiver'] {
-  const raw = reader.object(value, 'receiver', ['url', 'fingerprint', 'caFile']);
-  const url = reader.requiredString(raw.url, 'receiver.url');
+/** What is wrong with a receiver URL, or undefined when it is a wss:// URL. */
+export function receiverUrlProblem(url: string): string | undefined {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    return reader.fail(`receiver.url ${JSON.stringify(url)} is not a URL (expected wss://HOST:PORT)`);
+    return `${JSON.stringify(url)} is not a URL (expected wss://HOST:PORT)`;
   }
-  if (parsed.protocol !== 'wss:') reader.fail(`receiver.url must use wss:// (TLS), not ${parsed.protocol}`);
+  return parsed.protocol === 'wss:' ? undefined : `must use wss:// (TLS), not ${parsed.protocol}`;
+}
+
+/** What is wrong with a pinned certificate fingerprint, or undefined when it is one. */
+export function fingerprintProblem(fingerprint: string): string | undefined {
+  return fingerprint.replace(/[^0-9a-f]/gi, '').length === 64 ? undefined : 'must be a SHA-256 fingerprint (64 hex digits, colons optional)';
+}
+
+function parseReceiver(reader: ConfigReader, value: unknown): AgentConfig['receiver'] {
+  const raw = reader.object(value, 'receiver', ['url', 'fingerprint', 'caFile']);
+  const url = reader.requiredString(raw.url, 'receiver.url');
+  const urlProblem = receiverUrlProblem(url);
+  if (urlProblem) reader.fail(`receiver.url ${urlProblem}`);
   const fingerprint = reader.string(raw.fingerprint, 'receiver.fingerprint');
-  if (fingerprint !== undefined && fingerprint.replace(/[^0-9a-f]/gi, '').length !== 64) {
-    reader.fail('receiver.fingerprint must be a SHA-256 fingerprint (64 hex digits, colons optional)');
-  }
+  const fpProblem = fingerprint === undefined ? undefined : fingerprintProblem(fingerprint);
+  if (fpProblem) reader.fail(`receiver.fingerprint ${fpProblem}`);
   const caFile = reader.path(raw.caFile, 'receiver.caFile');
   if (!fingerprint && !caFile) reader.fail('receiver needs a fingerprint or a caFile to verify the receiver certificate');
   return { url, fingerprint, caFile };

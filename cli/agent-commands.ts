@@ -8,6 +8,7 @@ import { AgentState } from '../agent/state';
 import { AgentStatus, readAgentStatus } from '../agent/status';
 import { ExitCode, FerryError } from '../common/errors';
 import { formatBytes } from '../common/units';
+import { addConfigureCommands } from './configure-command';
 import { durationFlag } from './options';
 import { addProtectCommands } from './protect-commands';
 import { ResyncProgressBars } from './progress';
@@ -141,6 +142,7 @@ export function agentCommand(): Command {
         process.exitCode = ExitCode.pointDowngraded;
       }
     });
+  addConfigureCommands(cmd);
   addProtectCommands(cmd);
   addVerifyCommand(cmd);
   return cmd;

@@ -5,12 +5,12 @@ import { pushInstallCommand } from './push-install';
 import { quickstartCommand } from './quickstart';
 import { receiverCommand } from './receiver-commands';
 import { exportCommand, pointsCommand } from './recovery-commands';
+import { describeUnknownCommand, findUnknownCommand } from './unknown-command';
 
 function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Ferry: block-level continuous replication for disaster recovery')
-    .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)');
+    .version('0.1.0');
   program.addCommand(agentCommand());
   program.addCommand(receiverCommand());
   program.addCommand(pointsCommand());
@@ -19,10 +19,18 @@ function buildProgram(): Command {
   program.addCommand(pushInstallCommand());
   const exitOnError = (cmd: Command): void => {
     cmd.exitOverride();
+    // Usage errors as one line, like every other error: "ferry: <what> (see '<command> --help')".
+    cmd.configureOutput({ outputError: (text, write) => write(`ferry: ${text.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')} (see '${commandPath(cmd)} --help')\n`) });
     cmd.commands.forEach(exitOnError);
   };
   exitOnError(program);
   return program;
+}
+
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
 }
 
 function fail(err: unknown): never {
@@ -41,7 +49,10 @@ function fail(err: unknown): never {
 
 export async function main(argv: string[]): Promise<void> {
   try {
-    await buildProgram().parseAsync(argv);
+    const program = buildProgram();
+    const unknown = findUnknownCommand(program, argv.slice(2));
+    if (unknown) throw new FerryError(describeUnknownCommand(unknown), ExitCode.usage);
+    await program.parseAsync(argv);
   } catch (err) {
     fail(err);
   }

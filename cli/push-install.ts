@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ExitCode, FerryError } from '../common/errors';
+import { parseVolumeSpecs } from '../agent/volume-spec';
 import { CaptureMethod, checkInstallOptions, InstallOptions } from '../push/install-options';
 import { buildPackage, checkPackageFile, installerFiles } from '../push/package';
 import { formatResults, HostResult, runLimited } from '../push/result';
@@ -154,8 +155,6 @@ async function pushLinux(targets: SshTarget[], opts: PushCliOptions): Promise<Ho
   }
 }
 
-const WINDOWS_VOLUME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}=(?:[A-Za-z]:|\\\\\?\\Volume\{[0-9A-Fa-f-]{36}\}\\)$/;
-
 async function pushWindows(targets: SmbTarget[], opts: PushCliOptions): Promise<HostResult[]> {
   if (opts.smbUser === undefined || opts.smbPasswordFile === undefined) {
     throw new FerryError('--smb needs --smb-user [DOMAIN\\]USER and --smb-password-file FILE (the password never goes on a command line)', ExitCode.usage);
@@ -164,8 +163,8 @@ async function pushWindows(targets: SmbTarget[], opts: PushCliOptions): Promise<
   if (!fs.existsSync(opts.windowsPackage) || !fs.statSync(opts.windowsPackage).isDirectory()) {
     throw new FerryError(`--windows-package ${opts.windowsPackage} is not a folder`, ExitCode.usage);
   }
-  for (const v of opts.volume) {
-    if (!WINDOWS_VOLUME.test(v)) throw new FerryError(`--volume ${JSON.stringify(v)}: for Windows use ID=C: or ID=\\\\?\\Volume{GUID}\\`, ExitCode.usage);
+  for (const [i, v] of parseVolumeSpecs(opts.volume).entries()) {
+    if (v.platform !== 'windows') throw new FerryError(`--volume ${JSON.stringify(opts.volume[i])}: for Windows use ID=C: or ID=\\\\?\\Volume{GUID}\\`, ExitCode.usage);
   }
   if (opts.receiver !== undefined) {
     const install = { ...installOptions(opts), volumes: [] };

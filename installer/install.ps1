@@ -149,38 +149,11 @@ function Test-Administrator {
     return $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
 }
 
+# The receiver, its trust, the volumes and the name are checked by ferry agent configure
+# (Test-Config), from the package, before anything changes.
 function Assert-Arguments {
-    if ($Receiver -ne '') {
-        if ($Receiver -notmatch '^wss://[^/\s"]+(:\d+)?(/\S*)?$') {
-            Stop-Install 2 "-Receiver must be a wss://HOST:PORT URL (got '$Receiver')"
-        }
-        if ($Fingerprint -ne '') {
-            if (($Fingerprint -replace ':', '') -notmatch '^[0-9A-Fa-f]{64}$') {
-                Stop-Install 2 '-Fingerprint must be a SHA-256 fingerprint (64 hex digits, colons optional)'
-            }
-        }
-        elseif ($CaFile -ne '') {
-            if (-not (Test-Path -LiteralPath $CaFile -PathType Leaf)) {
-                Stop-Install 2 "-CaFile $CaFile does not exist"
-            }
-        }
-        else {
-            Stop-Install 2 '-Receiver needs -Fingerprint or -CaFile to verify the receiver'
-        }
-        if ($Volume.Count -eq 0) {
-            Stop-Install 2 "give at least one -Volume 'ID=C:'"
-        }
-    }
-    elseif (-not (Test-Path -LiteralPath (Join-Path $ConfigDir 'agent.json'))) {
+    if ($Receiver -eq '' -and -not (Test-Path -LiteralPath (Join-Path $ConfigDir 'agent.json'))) {
         Stop-Install 2 '-Receiver, -Fingerprint (or -CaFile) and -Volume are required for a first install'
-    }
-    foreach ($spec in $Volume) {
-        if ($spec -notmatch '^([A-Za-z0-9][A-Za-z0-9._-]{0,63})=([A-Za-z]:|\\\\\?\\Volume\{[0-9A-Fa-f-]{36}\}\\)$') {
-            Stop-Install 2 "-Volume '$spec': expected ID=C: or ID=\\?\Volume{GUID}\"
-        }
-    }
-    if ($Name -ne '' -and $Name -notmatch '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$') {
-        Stop-Install 2 '-Name must be 1-64 letters, digits, ''.'', ''_'' or ''-'''
     }
     if ($PassphraseFile -ne '' -and -not (Test-Path -LiteralPath $PassphraseFile -PathType Leaf)) {
         Stop-Install 2 "-PassphraseFile $PassphraseFile does not exist"
@@ -294,31 +267,10 @@ function Write-Config {
         Write-Line "    keeping the existing $configFile"
         return $configFile
     }
-    $volumes = @()
-    foreach ($spec in $Volume) {
-        $id, $target = $spec -split '=', 2
-        if ($target -match '^[A-Za-z]:$') {
-            $volumes += [ordered]@{ id = $id; path = "\\.\$target"; mount = "$target\" }
-        }
-        else {
-            $volumes += [ordered]@{ id = $id; path = $target.TrimEnd('\') }
-        }
-    }
-    $receiverConfig = [ordered]@{ url = $Receiver }
-    if ($Fingerprint -ne '') {
-        $receiverConfig.fingerprint = $Fingerprint
-    }
-    else {
-        $receiverConfig.caFile = (Join-Path $ConfigDir 'receiver-ca.pem')
-    }
-    $config = [ordered]@{ receiver = $receiverConfig; stateDir = $StateDir; capture = $Capture; volumes = $volumes }
-    if ($Name -ne '') {
-        $config.name = $Name
-    }
-    $json = $config | ConvertTo-Json -Depth 5
+    $arguments = Get-ConfigureArguments $configFile (Join-Path $ConfigDir 'receiver-ca.pem')
     if ($DryRun) {
         Write-Line "    [dry-run] write $configFile"
-        Write-Line $json
+        Invoke-FerryChecked $PackageDir ($arguments + @('--check')) | ForEach-Object { Write-Line "        | $_" }
         return $configFile
     }
     if (Test-Path -LiteralPath $configFile) {
@@ -328,15 +280,64 @@ function Write-Config {
     else {
         Add-Undo "remove $configFile" { param($file) Remove-Item -LiteralPath $file -Force -ErrorAction SilentlyContinue } @($configFile)
     }
-    Write-Line "    + write $configFile"
     if ($CaFile -ne '') {
         Copy-Item -LiteralPath $CaFile -Destination (Join-Path $ConfigDir 'receiver-ca.pem') -Force
     }
-    # UTF-8 without a byte order mark, which JSON.parse in the agent expects.
-    [IO.File]::WriteAllText($configFile, $json, (New-Object System.Text.UTF8Encoding($false)))
+    Write-Line "    + ferry $($arguments -join ' ')"
+    Invoke-FerryChecked $InstallDir $arguments | ForEach-Object { Write-Line "    | $_" }
     Set-PrivateAcl $ConfigDir
     Set-PrivateAcl $StateDir
     return $configFile
+}
+
+# The ferry agent configure arguments of this install; $CaPath is where the CA bundle is (or
+# will be) when -CaFile was given instead of -Fingerprint.
+function Get-ConfigureArguments {
+    param([string]$ConfigFile, [string]$CaPath)
+    $arguments = @('agent', 'configure', '--config', $ConfigFile, '--receiver', $Receiver, '--state-dir', $StateDir, '--capture', $Capture)
+    if ($Fingerprint -ne '') {
+        $arguments += @('--fingerprint', $Fingerprint)
+    }
+    elseif ($CaFile -ne '') {
+        $arguments += @('--ca-file', $CaPath)
+    }
+    if ($Name -ne '') {
+        $arguments += @('--name', $Name)
+    }
+    foreach ($spec in $Volume) {
+        $arguments += @('--volume', $spec)
+    }
+    return , $arguments
+}
+
+# Runs ferry (of the package or install folder $Root) and returns its output lines; a refusal
+# (exit 2: ferry agent configure owns the config's format and checks) stops the install with its
+# one line, any other failure with exit 1.
+function Invoke-FerryChecked {
+    param([string]$Root, [string[]]$Arguments)
+    $node = Join-Path $Root 'runtime\node.exe'
+    $main = Join-Path $Root 'dist\cli\main.js'
+    # ferry's stderr line must not turn into a terminating error before its exit code is read.
+    $ErrorActionPreference = 'Continue'
+    $output = @(& $node $main @Arguments 2>&1 | ForEach-Object { "$_" })
+    $code = $LASTEXITCODE
+    $ErrorActionPreference = 'Stop'
+    if ($code -eq 2) {
+        Stop-Install 2 (($output | Select-Object -Last 1) -replace '^ferry: ', '')
+    }
+    if ($code -ne 0) {
+        Stop-Install 1 "ferry $($Arguments[0]) $($Arguments[1]) failed (exit $code): $($output -join ' ')"
+    }
+    return $output
+}
+
+# Bad receiver, trust, volume or name options stop here, before anything changes.
+function Test-Config {
+    if ($Receiver -eq '') {
+        return
+    }
+    $arguments = Get-ConfigureArguments (Join-Path $ConfigDir 'agent.json') $CaFile
+    Invoke-FerryChecked $PackageDir ($arguments + @('--check')) | Out-Null
 }
 
 function Invoke-Ferry {
@@ -390,7 +391,7 @@ function Register-Agent {
     }
     $url = $Receiver
     if ($url -eq '') {
-        $url = (Get-Content -LiteralPath $ConfigFile -Raw | ConvertFrom-Json).receiver.url
+        $url = (Invoke-FerryChecked $InstallDir @('agent', 'show-config', '--config', $ConfigFile, '--field', 'receiver.url') | Select-Object -Last 1)
     }
     Set-Content -LiteralPath $marker -Value $url -Encoding ASCII
 }
@@ -461,6 +462,7 @@ function Invoke-Install {
     Write-Step 'Ferry agent install'
     Assert-Arguments
     Assert-Package
+    Test-Config
     Install-Driver
     Install-Files
     $configFile = Write-Config

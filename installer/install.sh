@@ -178,15 +178,6 @@ backup() {
   fi
 }
 
-# json_string TEXT: TEXT as a double-quoted JSON (and YAML) string.
-json_string() {
-  local s=$1
-  s=${s//\\/\\\\}
-  s=${s//\"/\\\"}
-  s=${s//$'\t'/\\t}
-  printf '"%s"' "$s"
-}
-
 usage() {
   sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'
 }
@@ -238,40 +229,6 @@ absolute_path() {
   [ "$2" != / ] || die 2 "$1 cannot be /"
 }
 
-VOL_IDS=()
-VOL_PATHS=()
-VOL_MOUNTS=()
-
-parse_volume() {
-  local spec=$1 id rest vpath mount=""
-  case "$spec" in
-    *=*) ;;
-    *) die 2 "--volume expects ID=PATH[:MOUNT] (got '$spec')" ;;
-  esac
-  id=${spec%%=*}
-  rest=${spec#*=}
-  if [[ $rest == *:* ]]; then
-    vpath=${rest%%:*}
-    mount=${rest#*:}
-  else
-    vpath=$rest
-  fi
-  [[ $id =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]] || die 2 "volume id '$id' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-  local known
-  for known in "${VOL_IDS[@]+"${VOL_IDS[@]}"}"; do
-    [ "$known" != "$id" ] || die 2 "volume id '$id' is given twice"
-  done
-  absolute_path "volume $id path" "$vpath"
-  [ -b "$vpath" ] || [ -f "$vpath" ] || die 2 "volume $id: $vpath is neither a block device nor a file"
-  if [ -n "$mount" ]; then
-    absolute_path "volume $id mount" "$mount"
-    [ -d "$mount" ] || die 2 "volume $id: mount point $mount is not a folder"
-  fi
-  VOL_IDS+=("$id")
-  VOL_PATHS+=("$vpath")
-  VOL_MOUNTS+=("$mount")
-}
-
 validate_args() {
   absolute_path --prefix "$prefix"
   absolute_path --config-dir "$config_dir"
@@ -291,28 +248,11 @@ validate_args() {
   esac
   [ "$mode" = uninstall ] && return 0
 
-  if [ -n "$receiver" ]; then
-    [[ $receiver =~ ^wss://[^/[:space:]]+(:[0-9]+)?(/[^[:space:]]*)?$ ]] || die 2 "--receiver must be a wss://HOST:PORT URL (got '$receiver')"
-    [[ $receiver != *'"'* && $receiver != *\\* ]] || die 2 "--receiver contains quotes or backslashes"
-    if [ -n "$fingerprint" ]; then
-      local hex=${fingerprint//:/}
-      [[ $hex =~ ^[0-9A-Fa-f]{64}$ ]] || die 2 "--fingerprint must be a SHA-256 fingerprint (64 hex digits, colons optional)"
-    elif [ -n "$ca_file" ]; then
-      [ -r "$ca_file" ] || die 2 "--ca-file $ca_file is not readable"
-      grep -q 'BEGIN CERTIFICATE' "$ca_file" || die 2 "--ca-file $ca_file holds no PEM certificate"
-    else
-      die 2 "--receiver needs --fingerprint FP or --ca-file FILE to verify the receiver"
-    fi
-    [ "${#volumes[@]}" -gt 0 ] || die 2 "give at least one --volume ID=PATH[:MOUNT]"
-  else
+  # The receiver, its trust and the volumes are checked by `ferry agent configure` (check_config).
+  if [ -z "$receiver" ]; then
     if [ -n "$fingerprint" ] || [ -n "$ca_file" ] || [ "${#volumes[@]}" -gt 0 ]; then
       die 2 "--fingerprint, --ca-file and --volume need --receiver"
     fi
-  fi
-  local spec
-  for spec in "${volumes[@]+"${volumes[@]}"}"; do parse_volume "$spec"; done
-  if [ -n "$agent_name" ]; then
-    [[ $agent_name =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]] || die 2 "--name must be 1-64 letters, digits, '.', '_' or '-'"
   fi
   if [ -n "$passphrase_file" ]; then
     if [ ! -r "$passphrase_file" ] || [ ! -s "$passphrase_file" ]; then
@@ -391,6 +331,46 @@ read_passphrase() {
     IFS= read -r PASSPHRASE || true
   fi
   [ -n "$PASSPHRASE" ] || die 2 "no registration passphrase: give --passphrase-file FILE or pipe it on stdin"
+}
+
+# ---------------------------------------------------------------- the config, through ferry
+
+# config_args CA_PATH: the `ferry agent configure` options of this install (CA_PATH: where the
+# CA bundle is, or will be, when --ca-file was given instead of --fingerprint).
+CONFIG_ARGS=()
+config_args() {
+  CONFIG_ARGS=(--receiver "$receiver" --state-dir "$state_dir" --capture "$capture")
+  if [ -n "$fingerprint" ]; then
+    CONFIG_ARGS+=(--fingerprint "$fingerprint")
+  elif [ -n "$ca_file" ]; then
+    CONFIG_ARGS+=(--ca-file "$1")
+  fi
+  [ -z "$agent_name" ] || CONFIG_ARGS+=(--name "$agent_name")
+  local spec
+  for spec in "${volumes[@]+"${volumes[@]}"}"; do CONFIG_ARGS+=(--volume "$spec"); done
+}
+
+# ferry_configure ARGS...: `ferry agent configure` of the package, which owns the config's
+# format and checks. Its stdout lands in CONFIGURE_OUT; a refusal dies with its one line.
+CONFIGURE_OUT=""
+ferry_configure() {
+  local errfile err rc=0
+  errfile=$(mktemp "${TMPDIR:-/tmp}/ferry-install-configure.XXXXXX") || die 1 "cannot create a temporary file"
+  CONFIGURE_OUT=$("$PKG_SRC/bin/ferry" agent configure "$@" 2>"$errfile") || rc=$?
+  err=$(head -n 1 "$errfile")
+  rm -f -- "$errfile"
+  case "$rc" in
+    0) ;;
+    2) die 2 "${err#ferry: }" ;;
+    *) die 1 "ferry agent configure failed (exit $rc): ${err#ferry: }" ;;
+  esac
+}
+
+# check_config: bad receiver, trust or volume options fail here, before anything changes.
+check_config() {
+  [ -n "$receiver" ] || return 0
+  config_args "$ca_file"
+  ferry_configure --config "$config_dir/agent.yaml" --check "${CONFIG_ARGS[@]}"
 }
 
 # ---------------------------------------------------------------- install steps
@@ -548,25 +528,18 @@ step_files() {
 }
 
 CONFIG_FILE=""
+# write_config: `ferry agent configure` (from the package) writes the config atomically, 0640.
 write_config() {
-  local i
-  {
-    printf '# Ferry agent configuration, written by install.sh. See %s/installer/README.md.\n' "$prefix"
-    printf 'receiver:\n  url: %s\n' "$(json_string "$receiver")"
-    if [ -n "$fingerprint" ]; then
-      printf '  fingerprint: %s\n' "$(json_string "$fingerprint")"
-    else
-      printf '  caFile: %s\n' "$(json_string "$config_dir/receiver-ca.pem")"
-    fi
-    [ -z "$agent_name" ] || printf 'name: %s\n' "$(json_string "$agent_name")"
-    printf 'stateDir: %s\n' "$(json_string "$state_dir")"
-    printf 'capture: %s\n' "$capture"
-    printf 'volumes:\n'
-    for i in "${!VOL_IDS[@]}"; do
-      printf '  - id: %s\n    path: %s\n' "$(json_string "${VOL_IDS[i]}")" "$(json_string "${VOL_PATHS[i]}")"
-      [ -z "${VOL_MOUNTS[i]}" ] || printf '    mount: %s\n' "$(json_string "${VOL_MOUNTS[i]}")"
-    done
-  } | write_file "$CONFIG_FILE" 0640
+  config_args "$config_dir/receiver-ca.pem"
+  if [ "$dry_run" = yes ]; then
+    ferry_configure --config "$CONFIG_FILE" --check "${CONFIG_ARGS[@]}"
+    say "    [dry-run] write $CONFIG_FILE (mode 0640):"
+    printf '%s\n' "$CONFIGURE_OUT" | sed 's/^/        | /'
+    return 0
+  fi
+  say "    + $(quote_cmd ferry agent configure --config "$CONFIG_FILE" "${CONFIG_ARGS[@]}")"
+  ferry_configure --config "$CONFIG_FILE" "${CONFIG_ARGS[@]}"
+  printf '%s\n' "$CONFIGURE_OUT" | sed 's/^/    | /'
 }
 
 step_config() {
@@ -580,7 +553,7 @@ step_config() {
       manifest_add file "$config_dir/receiver-ca.pem"
     fi
     backup "$CONFIG_FILE" || die 1 "cannot back up $CONFIG_FILE"
-    write_config || die 1 "cannot write $CONFIG_FILE"
+    write_config
   elif [ -f "$CONFIG_FILE" ]; then
     say "    keeping the existing $CONFIG_FILE (pass --receiver to rewrite it)"
   fi
@@ -618,9 +591,10 @@ step_register() {
     after_step register
     return 0
   fi
-  local url
-  url=$(sed -n 's/^  url: "\(.*\)"$/\1/p' "$CONFIG_FILE" 2>/dev/null | head -n 1)
-  [ -n "$url" ] || url=$receiver
+  local url=$receiver
+  if [ -z "$url" ] && [ "$dry_run" = no ]; then
+    url=$("$prefix/bin/ferry" agent show-config --config "$CONFIG_FILE" --field receiver.url 2>/dev/null)
+  fi
   if [ "$dry_run" = yes ]; then
     say "    [dry-run] $prefix/bin/ferry agent register --config $CONFIG_FILE (passphrase on stdin)"
     after_step register
@@ -734,6 +708,7 @@ do_install() {
   if [ -z "$receiver" ] && [ ! -f "$config_dir/agent.yaml" ] && [ "$dry_run" = no ]; then
     die 2 "--receiver, --fingerprint (or --ca-file) and --volume are required for a first install ($config_dir/agent.yaml does not exist)"
   fi
+  check_config
   if registration_needed; then read_passphrase; fi
   step_unpack
   step_kernel_module

@@ -3,6 +3,9 @@ import { Limits } from './limits';
 
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
+/** The id rule in words, for messages wherever an id is refused. */
+export const ID_RULE = `1-${Limits.maxIdLength} letters, digits, '.', '_' or '-', starting with a letter or digit (no '..')`;
+
 /** Volume and agent ids become directory names: allow only a conservative character set. */
 export function isSafeId(id: string): boolean {
   return id.length > 0 && id.length <= Limits.maxIdLength && SAFE_ID.test(id) && !id.includes('..');
@@ -10,10 +13,7 @@ export function isSafeId(id: string): boolean {
 
 export function checkVolumeId(id: string): string {
   if (!isSafeId(id)) {
-    throw new ProtocolError(
-      ErrorCode.BAD_VOLUME_ID,
-      `volume id ${JSON.stringify(id.slice(0, 80))} is not allowed: use 1-${Limits.maxIdLength} letters, digits, '.', '_' or '-', starting with a letter or digit`,
-    );
+    throw new ProtocolError(ErrorCode.BAD_VOLUME_ID, `volume id ${JSON.stringify(id.slice(0, 80))} is not allowed: use ${ID_RULE}`);
   }
   return id;
 }

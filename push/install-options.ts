@@ -1,4 +1,6 @@
 // The install.sh options a push passes through, checked locally before any host is contacted.
+import { fingerprintProblem, receiverUrlProblem } from '../agent/config';
+import { parseVolumeSpecs } from '../agent/volume-spec';
 import { ExitCode, FerryError } from '../common/errors';
 
 export type CaptureMethod = 'auto' | 'kernel' | 'scan';
@@ -22,33 +24,28 @@ export interface InstallOptions {
   reregister: boolean;
 }
 
-const VOLUME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}=\/[^:]*(?::\/.*)?$/;
-
 function usage(message: string): never {
   throw new FerryError(message, ExitCode.usage);
 }
 
-/** Mirrors install.sh's own checks, so bad arguments fail before any connection. */
+/**
+ * The checks `ferry agent configure` makes on the target that need no target (the rules are
+ * agent/config.ts's and proto/ids.ts's), so bad arguments fail before any connection.
+ */
 export function checkInstallOptions(o: InstallOptions, volumesPerHost = false): void {
   if (o.receiver !== undefined) {
-    let url: URL;
-    try {
-      url = new URL(o.receiver);
-    } catch {
-      return usage(`--receiver ${JSON.stringify(o.receiver)} is not a URL (expected wss://HOST:PORT)`);
-    }
-    if (url.protocol !== 'wss:') usage('--receiver must be a wss:// URL');
+    const urlProblem = receiverUrlProblem(o.receiver);
+    if (urlProblem) usage(`--receiver ${urlProblem}`);
     if (!o.fingerprint && !o.caFile) usage('--receiver needs --fingerprint FP or --ca-file FILE');
-    if (o.fingerprint !== undefined && !/^[0-9A-Fa-f]{64}$/.test(o.fingerprint.replace(/:/g, ''))) {
-      usage('--fingerprint must be a SHA-256 fingerprint (64 hex digits, colons optional)');
-    }
+    const fpProblem = o.fingerprint === undefined ? undefined : fingerprintProblem(o.fingerprint);
+    if (fpProblem) usage(`--fingerprint ${fpProblem}`);
     if (o.volumes.length === 0 && !volumesPerHost) usage('give at least one --volume ID=PATH[:MOUNT] (or per host in --hosts)');
   } else if (o.fingerprint || o.caFile || o.volumes.length > 0) {
     usage('--fingerprint, --ca-file and --volume need --receiver (without it the host keeps its config: an upgrade)');
   }
-  for (const v of o.volumes) {
-    if (!VOLUME_RE.test(v)) usage(`--volume ${JSON.stringify(v)}: expected ID=PATH[:MOUNT] with an id of 1-64 letters, digits, '.', '_' or '-' and absolute paths`);
-  }
+  parseVolumeSpecs(o.volumes).forEach((v, i) => {
+    if (v.platform !== 'posix') usage(`--volume ${JSON.stringify(o.volumes[i])}: for Linux use ID=PATH[:MOUNT] with absolute paths`);
+  });
   for (const [flag, value] of [['--prefix', o.prefix], ['--config-dir', o.configDir], ['--state-dir', o.stateDir], ['--systemd-dir', o.systemdDir]] as const) {
     if (value !== undefined && !value.startsWith('/')) usage(`${flag} must be an absolute path on the target`);
   }

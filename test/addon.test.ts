@@ -336,6 +336,32 @@ interface LoopMount {
   mountPoint: string;
 }
 
+/** The scheduler state of a process (R, S, D...) from /proc/PID/stat; undefined once it is gone. */
+function processState(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True while the process sleeps uninterruptibly in the kernel on a filesystem's freeze protection
+ * (wchan percpu_rwsem_wait, or an older kernel's sb_start_write/percpu_down_read; a kernel
+ * that hides wchan shows 0, and then the state alone counts).
+ */
+function blockedOnFreeze(pid: number): boolean {
+  if (processState(pid) !== 'D') return false;
+  let wchan = '0';
+  try {
+    wchan = fs.readFileSync(`/proc/${pid}/wchan`, 'utf8').trim();
+  } catch {
+    return false;
+  }
+  return wchan === '0' || wchan === '' || /rwsem|sb_start_write|freeze/.test(wchan);
+}
+
 describe.skipIf(skipPrivileged)('loop devices (root)', () => {
   const cleanups: Array<() => void> = [];
   let ext4: LoopMount;
@@ -459,8 +485,17 @@ describe.skipIf(skipPrivileged)('loop devices (root)', () => {
         });
       });
 
-      // Bounded wait, only to show that the write does NOT complete while frozen.
-      await new Promise((resolve) => setTimeout(resolve, 750));
+      // Not a fixed sleep: the writer must be seen blocked in the kernel (uninterruptible sleep,
+      // on the frozen filesystem) before it exits, within a bound; a write that goes through
+      // while frozen fails here instead of passing unseen.
+      const pid = child.pid ?? 0;
+      const deadline = Date.now() + 10_000;
+      while (!exited && !blockedOnFreeze(pid) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      expect(exited, 'the write completed on a frozen filesystem').toBe(false);
+      expect(blockedOnFreeze(pid), `the writer did not block on the frozen filesystem within 10 s (state ${processState(pid)})`).toBe(true);
+      expect(fs.existsSync(target)).toBe(false);
       exitedBeforeThaw = exited;
     } finally {
       native.thawFs(mnt);

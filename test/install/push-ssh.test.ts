@@ -307,9 +307,11 @@ describe('push-install over SSH', () => {
       [['push-install', '--ssh', 'root@bad host'], /not a valid host name/],
       [['push-install', '--ssh', 'root@h:99999'], /port 99999 is not 1-65535/],
       [['push-install', '--ssh', 'root@h', '--key', '/nonexistent/key', '--no-register'], /cannot read --key \/nonexistent\/key: ENOENT/],
-      [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'http://x', '--fingerprint', 'AB'], /--receiver must be a wss:\/\/ URL/],
+      [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'http://x', '--fingerprint', 'AB'], /--receiver must use wss:\/\//],
       [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'wss://x:1', '--fingerprint', 'AB'], /SHA-256 fingerprint/],
-      [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'wss://x:1', '--fingerprint', rx.fingerprint, '--volume', 'v=relative'], /expected ID=PATH\[:MOUNT\]/],
+      [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'wss://x:1', '--fingerprint', rx.fingerprint, '--volume', 'v=relative'], /the path must be absolute/],
+      [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'wss://x:1', '--fingerprint', rx.fingerprint, '--volume', 'a..b=/dev/x'], /volume id "a\.\.b" must be/],
+      [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'wss://x:1', '--fingerprint', rx.fingerprint, '--volume', 'c=C:'], /for Linux use ID=PATH\[:MOUNT\]/],
       [['push-install', '--ssh', 'root@h', '--capture', 'magic'], /expected auto, kernel or scan/],
       [['push-install', '--ssh', 'root@h', '--smb', '//h/C$'], /separate runs/],
     ];

@@ -74,7 +74,7 @@ describe('Windows installer', () => {
     expect(await powershellSyntaxErrors(source)).toEqual([]);
     // The check is real: a dropped brace or an unbalanced quote is caught.
     expect((await powershellSyntaxErrors(source.replace('function Write-Step {', 'function Write-Step {{'))).length).toBeGreaterThan(0);
-    expect((await powershellSyntaxErrors(source.replace('Stop-Install 2 "-Receiver must be', 'Stop-Install 2 "-Receiver must be"'))).length).toBeGreaterThan(0);
+    expect((await powershellSyntaxErrors(source.replace('Stop-Install 3 "kernel capture was requested but', 'Stop-Install 3 "kernel capture was requested" but'))).length).toBeGreaterThan(0);
   });
 
   it('the service host (FerryService.cs) compiles against System.ServiceProcess', () => {
@@ -157,6 +157,7 @@ describe('Windows installer', () => {
       [['push-install', '--smb', smbTarget()], /needs --smb-user/],
       [['push-install', '--smb', smbTarget(), '--smb-user', 'u', '--smb-password-file', passwordFile], /needs --windows-package/],
       [['push-install', '--smb', smbTarget(), '--smb-user', 'u', '--smb-password-file', passwordFile, '--windows-package', winPkg, '--volume', 'v=/dev/sda'], /for Windows use ID=C:/],
+      [['push-install', '--smb', smbTarget(), '--smb-user', 'u', '--smb-password-file', passwordFile, '--windows-package', winPkg, '--volume', '..=C:'], /volume id "\.\." must be/],
     ];
     for (const [args, message] of cases) {
       const r = await ferry(args, { timeoutMs: 30_000 });
