@@ -218,6 +218,6 @@ function printVerify(report: VerifyReport): void {
     );
     for (const d of v.damage) out.push(`  DAMAGED ${describeDamage(d)}`);
   }
-  out.push(report.damageCount === 0 ? 'no damage found' : `${report.damageCount} damaged place(s): replica damage is repaired from the agent by the running receiver; see README "Faults and what Ferry does"`);
+  out.push(report.damageCount === 0 ? 'no damage found' : `${report.damageCount} damaged place(s): replica damage is repaired from the agent by the running receiver; see docs/faults.md`);
   process.stdout.write(`${out.join('\n')}\n`);
 }
