@@ -32,7 +32,9 @@ interface GuestReport {
 
 /** Transpiles the addon's TS API and the guest program into `out`, laid out like the repo. */
 function prepareGuestProgram(out: string): string {
-  const files = ['native/addon/index.ts', 'native/addon/ferry-abi.ts', 'test/native/guest/ferry-guest.ts'];
+  const addonDir = path.join(REPO_ROOT, 'native', 'addon');
+  const addonFiles = fs.readdirSync(addonDir).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'));
+  const files = [...addonFiles.map((f) => `native/addon/${f}`), 'test/native/guest/ferry-guest.ts'];
   for (const rel of files) {
     const source = fs.readFileSync(path.join(REPO_ROOT, rel), 'utf8');
     const result = ts.transpileModule(source, {
