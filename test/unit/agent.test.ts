@@ -1,19 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ScanTable } from '../../agent/capture/scan-table';
 import { parseAgentConfig } from '../../agent/config';
 import { FerryError } from '../../common/errors';
 import { blockHash } from '../../common/block-hash';
-import { makeTempDir } from '../helpers/receiver-process';
+import { tempDirs } from '../helpers/temp-dirs';
 
-const dirs: string[] = [];
-const tmp = (name: string): string => {
-  const d = makeTempDir(name);
-  dirs.push(d);
-  return d;
-};
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const tmp = tempDirs();
 
 const BLOCK = 4096;
 const SIZE = 16 * BLOCK;

@@ -4,9 +4,8 @@
  * conversion and coverage, resync and drain requests, marks, degradation and recovery, restarts
  * with uncommitted batches. The real path is test/vm/kernel-capture.test.ts.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { KernelSource } from '../../agent/capture/kernel-source';
 import {
   bitmapReadRetryable,
@@ -27,16 +26,10 @@ import type { CapturedRecord, ProtectedVolume, RemoteHashes, RepairResult } from
 import { blockHash, blockHashes } from '../../common/block-hash';
 import type { KernelRecord, RecordKind } from '../../native/addon';
 import { FakeKernel, type FakeDevice } from '../helpers/fake-control';
-import { makeTempDir } from '../helpers/receiver-process';
+import { tempDirs } from '../helpers/temp-dirs';
 
 const BS = 65536;
-const dirs: string[] = [];
-const tmp = (name: string): string => {
-  const d = makeTempDir(name);
-  dirs.push(d);
-  return d;
-};
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const tmp = tempDirs();
 
 describe('pure decisions', () => {
   it('picks the walk to run: a started resync first, repairs only without a pending resync, a drain once earlier walks cleared', () => {

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { convertKernelRecords, type ConvertContext } from '../../agent/capture/kernel/converter';
 import { StreamLog } from '../../agent/capture/kernel/stream-log';
 import { KernelVolume } from '../../agent/capture/kernel/volume';
@@ -22,15 +22,9 @@ import type { ControlDevice } from '../../agent/capture/kernel/control-device';
 import { readDirect, type KernelRecord, type DeviceInfo } from '../../native/addon';
 import type { ferry } from '../../proto/frames';
 import { waitFor } from '../helpers/agent-lab';
-import { makeTempDir } from '../helpers/receiver-process';
+import { tempDirs } from '../helpers/temp-dirs';
 
-const dirs: string[] = [];
-const tmp = (name: string): string => {
-  const d = makeTempDir(name);
-  dirs.push(d);
-  return d;
-};
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const tmp = tempDirs();
 
 const h = (fill: number): Buffer => blockHash(Buffer.alloc(4096, fill));
 const check = (sourceBefore: number, receiver: number, sourceAfter: number): BlockCheck => ({ sourceBefore: h(sourceBefore), receiver: h(receiver), sourceAfter: h(sourceAfter) });

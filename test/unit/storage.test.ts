@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { buildChangeSet, ChangeRecord } from '../../agent/transport/change-set';
 import { encodeFrame } from '../../proto/frames';
 import { validateChangeSet } from '../../proto/validate';
@@ -14,16 +14,10 @@ import { encodeRecordParts, scanSegment } from '../../receiver/storage/record-fi
 import { Spool } from '../../receiver/storage/spool';
 import { classifyStorageError, VolumeHealth } from '../../receiver/volume-health';
 import { VolumeStore } from '../../receiver/volume-store';
-import { makeTempDir } from '../helpers/receiver-process';
+import { tempDirs } from '../helpers/temp-dirs';
 import { sha256, VolumeModel } from '../helpers/volume-model';
 
-const dirs: string[] = [];
-const tmp = (name: string): string => {
-  const d = makeTempDir(name);
-  dirs.push(d);
-  return d;
-};
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const tmp = tempDirs();
 
 const SIZE = 1024 * 1024;
 const write = (offset: number, length: number, fill: number): ChangeRecord => ({ kind: 'write', offset, length, captureTimeUs: 1, data: Buffer.alloc(length, fill) });
