@@ -83,6 +83,17 @@ export type SettleFailure =
   | { kind: 'deadline'; volumeId: string; waitedMs: number; doneBytes: number; totalBytes: number; waitingForAcks: boolean }
   | { kind: 'stopping' };
 
+/** New writes held on volumes for a group round (see `CaptureSource.hold`). */
+export interface WriteHold {
+  /**
+   * Cuts every held stream at the held moment and releases. Rejects when the bound already
+   * released the hold (a cut then would not be the held moment).
+   */
+  commit(): Promise<VolumeCut[]>;
+  /** Releases without a cut; idempotent; resolves at once when the bound already released it. */
+  release(): Promise<void>;
+}
+
 export type SettleResult = { settled: true } | { settled: false; failure: SettleFailure };
 
 /** Where a hash-compare resync gets the receiver's block hashes from (16 bytes per block). */
@@ -154,6 +165,12 @@ export interface CaptureSource {
   unsentSinceUs?(volumeId: string): number;
   /** Cuts every listed stream at one moment; records up to each cut are handed out before any after it. */
   tag(volumeIds: string[], options: TagOptions): Promise<VolumeCut[]>;
+  /**
+   * Sources that see writes as they happen (kernel): holds new writes on every listed volume
+   * until the hold's commit or release, at most `boundMs` (the source, and the driver below it,
+   * release by themselves then). Resolves once no write is in flight on any of them.
+   */
+  hold?(volumeIds: string[], boundMs: number): Promise<WriteHold>;
   /**
    * Makes the streams reflect the volumes as they are now (the scan source runs a full pass;
    * the kernel source has nothing to do), by `deadlineMs` at the latest; says why when it could not.
