@@ -255,10 +255,49 @@ struct ferry_ioc_tag {
 	uint32_t devs[FERRY_MAX_DEVICES];	/* in: device indexes */
 	uint64_t seqs[FERRY_MAX_DEVICES];	/* out: TAG seq per device */
 	uint64_t hold_ns;		/* out: how long writes were held */
-	uint64_t reserved;
+	/*
+	 * in: 0 = hold, cut and release here (hold_ms, ndevs, devs as above);
+	 * else the id of a hold in place (HOLD): cut at that hold's moment on
+	 * exactly its devices, then release it.  hold_ms and ndevs must be 0;
+	 * ndevs and devs come back as the held devices, in the hold's order.
+	 * Was a must-be-zero reserved field before the HOLD call existed.
+	 */
+	uint64_t hold_id;
 };
 
 FERRY_ABI_ASSERT(sizeof(struct ferry_ioc_tag) == 808, "tag size");
+
+/*
+ * HOLD: the first phase of a tag that spans more than one call (a group
+ * round across machines).  Holds new writes on the listed devices, waits
+ * for the ones in flight, and leaves the writes held until TAG with
+ * .hold_id (the cut at this moment), RELEASE, the close of the file that
+ * asked for it, or hold_ms after the hold began, whichever comes first.
+ * One hold at a time.
+ */
+struct ferry_ioc_hold {
+	uint32_t size;
+	uint32_t version;
+	uint32_t hold_ms;		/* in: 1..max_tag_hold_ms (VERSION): the bound */
+	uint32_t ndevs;			/* in: 1..FERRY_MAX_DEVICES */
+	uint32_t devs[FERRY_MAX_DEVICES];	/* in: device indexes */
+	uint64_t hold_id;		/* out: pass to TAG or RELEASE */
+	uint64_t drain_ns;		/* out: hold start to nothing in flight */
+	uint64_t reserved;
+};
+
+FERRY_ABI_ASSERT(sizeof(struct ferry_ioc_hold) == 296, "hold size");
+
+/* RELEASE: ends a hold without a cut. */
+struct ferry_ioc_release {
+	uint32_t size;
+	uint32_t version;
+	uint64_t hold_id;		/* in */
+	uint64_t held_ns;		/* out: how long writes were held */
+	uint64_t reserved;
+};
+
+FERRY_ABI_ASSERT(sizeof(struct ferry_ioc_release) == 32, "release size");
 
 struct ferry_global_stats {
 	uint32_t ndevices;
@@ -274,6 +313,21 @@ struct ferry_global_stats {
 
 FERRY_ABI_ASSERT(sizeof(struct ferry_global_stats) == 88, "global stats size");
 
+/* What became of the holds (HOLD) since load. */
+struct ferry_hold_stats {
+	uint64_t holds_ok;		/* ended by a TAG at their cut */
+	uint64_t holds_expired;		/* released by their bound */
+	/* ended otherwise: RELEASE, close, drain timeout, failed cut, detach */
+	uint64_t holds_aborted;
+	uint64_t hold_max_ns;		/* longest hold (start to release) */
+};
+
+FERRY_ABI_ASSERT(sizeof(struct ferry_hold_stats) == 32, "hold stats size");
+
+/*
+ * STATS accepts two sizes: FERRY_IOC_STATS_SIZE_V0 (the layout before
+ * holds: no .holds) and sizeof(struct ferry_ioc_stats).
+ */
 struct ferry_ioc_stats {
 	uint32_t size;
 	uint32_t version;
@@ -281,9 +335,12 @@ struct ferry_ioc_stats {
 	uint32_t reserved;
 	struct ferry_global_stats global;	/* out */
 	struct ferry_dev_info dev;	/* out (if dev_index given) */
+	struct ferry_hold_stats holds;	/* out (full size only) */
 };
 
-FERRY_ABI_ASSERT(sizeof(struct ferry_ioc_stats) == 488, "stats size");
+#define FERRY_IOC_STATS_SIZE_V0	488u
+
+FERRY_ABI_ASSERT(sizeof(struct ferry_ioc_stats) == 520, "stats size");
 
 #define FERRY_BITMAP_F_CUT	0x1u	/* emit the BITMAP_CUT record */
 

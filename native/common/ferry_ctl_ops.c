@@ -78,8 +78,42 @@ int ferry_ctl_attach(struct ferry_ctl *c, struct ferry_ctl_dev *d, int index)
 	return index;
 }
 
+/* Ends the hold in place (its writes go on); counts it in *how. */
+static u64 ctl_hold_end(struct ferry_ctl *c, u64 *how)
+{
+	struct ferry_ctl_hold *h = &c->hold;
+	u64 held;
+
+	c->ops->cancel_release(c);
+	ferry_ctl_unhold(c, h->devs, h->n);
+	held = c->ops->now_ns(c) - h->start_ns;
+	(*how)++;
+	if (held > c->hold_stats.hold_max_ns)
+		c->hold_stats.hold_max_ns = held;
+	ferry_memset(h, 0, sizeof(*h));
+	return held;
+}
+
+static bool ctl_hold_has(const struct ferry_ctl *c, const struct ferry_ctl_dev *d)
+{
+	u32 i;
+
+	for (i = 0; i < c->hold.n; i++)
+		if (c->hold.devs[i] == d)
+			return true;
+	return false;
+}
+
+bool ferry_ctl_holding(const struct ferry_ctl *c)
+{
+	return c->hold.id != 0;
+}
+
 void ferry_ctl_detach(struct ferry_ctl *c, struct ferry_ctl_dev *d)
 {
+	/* the cut of a hold can no longer cover every device it held */
+	if (ferry_ctl_holding(c) && ctl_hold_has(c, d))
+		ctl_hold_end(c, &c->hold_stats.holds_aborted);
 	if (d->index >= 0 && d->index < (int)FERRY_MAX_DEVICES &&
 	    c->devs[d->index] == d) {
 		ferry_stream_set(&c->stream, (u32)d->index, NULL);
@@ -95,7 +129,11 @@ struct ferry_ctl_dev *ferry_ctl_dev_at(struct ferry_ctl *c, u32 index)
 
 void ferry_ctl_release(struct ferry_ctl *c, const void *caller)
 {
-	if (!caller || c->owner != caller)
+	if (!caller)
+		return;
+	if (ferry_ctl_holding(c) && c->hold.owner == caller)
+		ctl_hold_end(c, &c->hold_stats.holds_aborted);
+	if (c->owner != caller)
 		return;
 	/* the consumer went away: redeliver what it did not commit */
 	ferry_stream_reset(&c->stream);
@@ -210,30 +248,43 @@ int ferry_ctl_commit(struct ferry_ctl *c, const void *caller,
 }
 
 /*
- * The devices of a TAG into c->tag_devs, each checked: -FERRY_EINVAL for
- * one listed twice, -FERRY_ENODEV, or ferry_dev_tag_check()'s error.
+ * The n device indexes of a TAG or HOLD into c->tag_devs: -FERRY_EINVAL
+ * (*malformed set) for one listed twice, -FERRY_ENODEV for one not tracked.
  */
-static int ctl_tag_devices(struct ferry_ctl *c, const struct ferry_ioc_tag *a,
-			   bool *results)
+static int ctl_resolve(struct ferry_ctl *c, const u32 *devs, u32 n,
+		       bool *malformed)
 {
 	u64 seen = 0;
 	u32 i;
-	int r;
 
-	*results = true;
-	for (i = 0; i < a->ndevs; i++) {
-		u32 d = a->devs[i];
+	*malformed = false;
+	for (i = 0; i < n; i++) {
+		u32 d = devs[i];
 
 		if (d < FERRY_MAX_DEVICES && (seen & (1ULL << d))) {
-			*results = false;	/* malformed */
+			*malformed = true;
 			return -FERRY_EINVAL;
 		}
-		if (d >= FERRY_MAX_DEVICES)
+		if (d >= FERRY_MAX_DEVICES || !c->devs[d])
 			return -FERRY_ENODEV;
 		seen |= 1ULL << d;
 		c->tag_devs[i] = c->devs[d];
-		if (!c->tag_devs[i])
-			return -FERRY_ENODEV;
+	}
+	return 0;
+}
+
+/*
+ * The state a cut on c->tag_devs[0..n) needs: no hold in place
+ * (-FERRY_EBUSY), then ferry_dev_tag_check() of every device.
+ */
+static int ctl_cut_ready(struct ferry_ctl *c, u32 n)
+{
+	u32 i;
+	int r;
+
+	if (ferry_ctl_holding(c))
+		return -FERRY_EBUSY;
+	for (i = 0; i < n; i++) {
 		r = ferry_dev_tag_check(c->tag_devs[i]->core);
 		if (r)
 			return r;
@@ -241,21 +292,69 @@ static int ctl_tag_devices(struct ferry_ctl *c, const struct ferry_ioc_tag *a,
 	return 0;
 }
 
+static void ctl_note_tag_hold(struct ferry_ctl *c, u64 held)
+{
+	c->hold_last_ns = held;
+	if (held > c->hold_max_ns)
+		c->hold_max_ns = held;
+}
+
+/* TAG .hold_id: the cut of the hold in place, which then ends. */
+static int ctl_tag_at_hold(struct ferry_ctl *c, struct ferry_ioc_tag *a,
+			   bool *results)
+{
+	struct ferry_ctl_hold *h = &c->hold;
+	u32 i, n, ev = 0;
+	int r;
+
+	if (a->hold_ms || a->ndevs || a->hold_id > c->last_hold_id)
+		return -FERRY_EINVAL;
+	*results = true;
+	a->hold_ns = 0;
+	if (h->id != a->hold_id)
+		return -FERRY_ESTALE;	/* its bound, RELEASE or close ended it */
+	n = h->n;
+	for (i = 0; i < n; i++) {
+		c->tag_cores[i] = h->devs[i]->core;
+		a->devs[i] = (u32)h->devs[i]->index;
+	}
+	r = ferry_tag_cut(c->tag_cores, n, a->tag_id, a->seqs, &ev);
+	a->hold_ns = ctl_hold_end(c, r ? &c->hold_stats.holds_aborted :
+					 &c->hold_stats.holds_ok);
+	a->ndevs = n;
+	ctl_note_tag_hold(c, a->hold_ns);
+	for (i = n; i < FERRY_MAX_DEVICES; i++) {
+		a->devs[i] = 0;
+		if (!r)
+			a->seqs[i] = 0;
+	}
+	ferry_ctl_tag_done(c, NULL, r, ev);
+	return r;
+}
+
 int ferry_ctl_tag(struct ferry_ctl *c, struct ferry_ioc_tag *a, bool *results)
 {
 	u64 start, held;
 	u32 i, hold_ms, ev = 0;
+	bool malformed;
 	int r = ferry_ctl_check_hdr(a, sizeof(*a), false);
 
 	*results = false;
 	if (r)
 		return r;
+	if (a->hold_id)
+		return ctl_tag_at_hold(c, a, results);
 	hold_ms = a->hold_ms ? a->hold_ms : c->tag_hold_ms;
-	if (a->reserved || !a->ndevs || a->ndevs > FERRY_MAX_DEVICES ||
+	if (!a->ndevs || a->ndevs > FERRY_MAX_DEVICES ||
 	    !hold_ms || hold_ms > FERRY_CTL_HOLD_MAX_MS)
 		return -FERRY_EINVAL;
+	r = ctl_resolve(c, a->devs, a->ndevs, &malformed);
+	if (malformed)
+		return r;
+	*results = true;
 	a->hold_ns = 0;
-	r = ctl_tag_devices(c, a, results);
+	if (!r)
+		r = ctl_cut_ready(c, a->ndevs);
 	if (r)
 		return r;
 
@@ -266,14 +365,94 @@ int ferry_ctl_tag(struct ferry_ctl *c, struct ferry_ioc_tag *a, bool *results)
 	held = c->ops->now_ns(c) - start;
 
 	a->hold_ns = held;
-	c->hold_last_ns = held;
-	if (held > c->hold_max_ns)
-		c->hold_max_ns = held;
+	ctl_note_tag_hold(c, held);
 	if (!r)
 		for (i = a->ndevs; i < FERRY_MAX_DEVICES; i++)
 			a->seqs[i] = 0;
 	ferry_ctl_tag_done(c, NULL, r, ev);
 	return r;
+}
+
+int ferry_ctl_hold(struct ferry_ctl *c, const void *caller,
+		   struct ferry_ioc_hold *a, bool *results)
+{
+	struct ferry_ctl_hold *h = &c->hold;
+	u64 start, bound, now;
+	u32 i, n;
+	bool malformed;
+	int r = ferry_ctl_check_hdr(a, sizeof(*a), false);
+
+	*results = false;
+	if (r)
+		return r;
+	if (a->reserved || !a->ndevs || a->ndevs > FERRY_MAX_DEVICES ||
+	    !a->hold_ms || a->hold_ms > FERRY_CTL_HOLD_MAX_MS)
+		return -FERRY_EINVAL;
+	n = a->ndevs;
+	r = ctl_resolve(c, a->devs, n, &malformed);
+	if (malformed)
+		return r;
+	*results = true;
+	a->hold_id = 0;
+	a->drain_ns = 0;
+	if (!r)
+		r = ctl_cut_ready(c, n);
+	if (r)
+		return r;
+
+	bound = (u64)a->hold_ms * 1000000ULL;
+	start = c->ops->now_ns(c);
+	for (i = 0; i < n; i++)
+		c->ops->hold(c, c->tag_devs[i], true);
+	r = c->ops->wait_drained(c, c->tag_devs, n, a->hold_ms);
+	now = c->ops->now_ns(c);
+	a->drain_ns = now - start;
+	if (!r && a->drain_ns >= bound)
+		r = -FERRY_ETIMEDOUT;	/* drained, but no time left to hold */
+	if (r) {
+		ferry_ctl_unhold(c, c->tag_devs, n);
+		c->hold_stats.holds_aborted++;
+		return r;
+	}
+	h->id = ++c->last_hold_id;
+	h->owner = caller;
+	h->start_ns = start;
+	h->deadline_ns = start + bound;
+	h->n = n;
+	for (i = 0; i < n; i++)
+		h->devs[i] = c->tag_devs[i];
+	c->ops->arm_release(c, h->deadline_ns - now);
+	a->hold_id = h->id;
+	return 0;
+}
+
+int ferry_ctl_release_hold(struct ferry_ctl *c, struct ferry_ioc_release *a)
+{
+	int r = ferry_ctl_check_hdr(a, sizeof(*a), false);
+
+	if (r)
+		return r;
+	if (a->reserved || !a->hold_id || a->hold_id > c->last_hold_id)
+		return -FERRY_EINVAL;
+	a->held_ns = 0;
+	if (c->hold.id != a->hold_id)
+		return -FERRY_ESTALE;
+	a->held_ns = ctl_hold_end(c, &c->hold_stats.holds_aborted);
+	return 0;
+}
+
+void ferry_ctl_hold_timer(struct ferry_ctl *c)
+{
+	u64 now;
+
+	if (!ferry_ctl_holding(c))
+		return;		/* ended meanwhile */
+	now = c->ops->now_ns(c);
+	if (now < c->hold.deadline_ns) {
+		c->ops->arm_release(c, c->hold.deadline_ns - now);
+		return;
+	}
+	ctl_hold_end(c, &c->hold_stats.holds_expired);
 }
 
 int ferry_ctl_hold_cut(struct ferry_ctl *c, struct ferry_ctl_dev **devs,
@@ -314,7 +493,9 @@ int ferry_ctl_stats(struct ferry_ctl *c, struct ferry_ioc_stats *a)
 {
 	struct ferry_global_stats *g = &a->global;
 	struct ferry_ctl_dev *d = NULL;
-	int r = ferry_ctl_check_hdr(a, sizeof(*a), false);
+	bool v0 = a->size == FERRY_IOC_STATS_SIZE_V0;
+	int r = ferry_ctl_check_hdr(a, v0 ? FERRY_IOC_STATS_SIZE_V0 :
+					    (u32)sizeof(*a), false);
 
 	if (r)
 		return r;
@@ -342,6 +523,8 @@ int ferry_ctl_stats(struct ferry_ctl *c, struct ferry_ioc_stats *a)
 		ctl_fill_info(c, d, &a->dev);
 	else
 		ferry_memset(&a->dev, 0, sizeof(a->dev));
+	if (!v0)	/* the caller's struct ends before .holds */
+		a->holds = c->hold_stats;
 	return 0;
 }
 

@@ -2,9 +2,10 @@
 /*
  * The control calls both drivers offer (/dev/ferry-ctl on Linux,
  * \\.\FerryCtl on Windows), on argument structs already in kernel memory:
- * VERSION, LIST, GET_CHANGES, COMMIT, TAG, STATS, GET_BITMAP,
- * CLEAR_BITMAP and RESYNC_MARK, plus the registry of tracked devices and
- * the ownership of the change stream.
+ * VERSION, LIST, GET_CHANGES, COMMIT, TAG, HOLD, RELEASE, STATS,
+ * GET_BITMAP, CLEAR_BITMAP and RESYNC_MARK, plus the registry of tracked
+ * devices, the ownership of the change stream and the one write hold that
+ * may outlive a call (HOLD).
  *
  * Like the core, this file includes only "ferry_platform.h".  What needs
  * the OS comes through struct ferry_ctl_ops.  The platform keeps what
@@ -27,9 +28,15 @@
  *    bytes) write it through a struct ferry_ctl_out.  Its err is the
  *    platform's verdict on the caller's buffer (Linux: -FERRY_EFAULT for a
  *    NULL address); each call says where it reports it.
- *  - Results in the struct are valid when a call returns 0.  TAG,
+ *  - Results in the struct are valid when a call returns 0.  TAG, HOLD,
  *    GET_CHANGES and CLEAR_BITMAP set *results when the struct also holds
- *    results on failure (.hold_ns, .needed, .dirty_bits).
+ *    results on failure (.hold_ns, .drain_ns, .needed, .dirty_bits).
+ *  - A hold (HOLD) keeps new writes held after the call returns, bounded:
+ *    it ends with TAG .hold_id (cut, release), RELEASE, the close of the
+ *    file that asked for it (ferry_ctl_release), the detach of one of its
+ *    devices, or its bound (the platform's timer, ferry_ctl_hold_timer),
+ *    whichever comes first.  While it is in place another HOLD and a TAG
+ *    of its own get -FERRY_EBUSY.
  */
 #ifndef FERRY_CTL_OPS_H
 #define FERRY_CTL_OPS_H
@@ -38,7 +45,7 @@
 
 /* The drivers' version, reported by VERSION (.module_version). */
 #define FERRY_MODULE_VERSION		"0.1.0"
-/* The longest write hold a TAG may ask for (VERSION reports it). */
+/* The longest write hold a TAG or HOLD may ask for (VERSION reports it). */
 #define FERRY_CTL_HOLD_MAX_MS		5000u
 /* The hold of a TAG that asks for 0, until the platform sets another. */
 #define FERRY_CTL_HOLD_DEFAULT_MS	300u
@@ -82,6 +89,28 @@ struct ferry_ctl_ops {
 	 */
 	void (*describe)(struct ferry_ctl *c, struct ferry_ctl_dev *d,
 			 struct ferry_dev_info *info);
+	/*
+	 * Required by HOLD.  Calls ferry_ctl_hold_timer() ns from now (not
+	 * earlier; a little later is fine), serialized with the control calls,
+	 * in a context that may sleep and resubmit I/O (a work item).  Arming
+	 * again replaces the earlier time.
+	 */
+	void (*arm_release)(struct ferry_ctl *c, u64 ns);
+	/*
+	 * Required by HOLD.  Disarms without waiting (the caller holds the
+	 * serialization the timer's call needs); a call already on its way
+	 * finds nothing to release.
+	 */
+	void (*cancel_release)(struct ferry_ctl *c);
+};
+
+/* The write hold of HOLD, in place while id != 0. */
+struct ferry_ctl_hold {
+	u64 id;
+	const void *owner;		/* the open file that asked for it */
+	u64 start_ns, deadline_ns;	/* ops->now_ns() */
+	u32 n;
+	struct ferry_ctl_dev *devs[FERRY_MAX_DEVICES];
 };
 
 struct ferry_ctl {
@@ -90,6 +119,9 @@ struct ferry_ctl {
 	const void *owner;		/* the open file that consumes the stream */
 	u32 tag_hold_ms;		/* TAG with hold_ms 0; the platform's setting */
 	u64 tags_ok, tags_timed_out, hold_last_ns, hold_max_ns;
+	struct ferry_ctl_hold hold;
+	u64 last_hold_id;		/* ids are 1, 2, ... */
+	struct ferry_hold_stats hold_stats;
 	const struct ferry_ctl_ops *ops;
 	/* scratch of the calls (serialized; too large for a kernel stack) */
 	struct ferry_ctl_dev *tag_devs[FERRY_MAX_DEVICES];
@@ -122,7 +154,10 @@ void ferry_ctl_detach(struct ferry_ctl *c, struct ferry_ctl_dev *d);
 /* The device tracked at index, or NULL. */
 struct ferry_ctl_dev *ferry_ctl_dev_at(struct ferry_ctl *c, u32 index);
 
-/* The open file caller was closed: if it owned the stream, redeliver. */
+/*
+ * The open file caller was closed: if it owned the stream, redeliver; if
+ * it asked for the hold in place, release it.
+ */
 void ferry_ctl_release(struct ferry_ctl *c, const void *caller);
 /* True if records wait to be handed out (poll, WAIT). */
 bool ferry_ctl_pending(struct ferry_ctl *c);
@@ -153,9 +188,29 @@ int ferry_ctl_commit(struct ferry_ctl *c, const void *caller,
 /*
  * Holds new writes on the listed devices, waits at most hold_ms for the
  * ones in flight, inserts one TAG on all of them, releases the writes.
+ * With .hold_id: the TAG at the cut of that hold, which must still be in
+ * place (-FERRY_ESTALE, nothing inserted; -FERRY_EINVAL for an id never
+ * given out); the hold ends either way once the checks passed.
  */
 int ferry_ctl_tag(struct ferry_ctl *c, struct ferry_ioc_tag *a,
 		  bool *results);
+/*
+ * Holds new writes on the listed devices, waits at most hold_ms for the
+ * ones in flight (-FERRY_ETIMEDOUT: released, .drain_ns comes back) and
+ * leaves them held, with the release armed hold_ms after the hold began.
+ * caller owns the hold (its close releases it).
+ */
+int ferry_ctl_hold(struct ferry_ctl *c, const void *caller,
+		   struct ferry_ioc_hold *a, bool *results);
+/* Ends hold .hold_id now; -FERRY_ESTALE if it already ended. */
+int ferry_ctl_release_hold(struct ferry_ctl *c, struct ferry_ioc_release *a);
+/*
+ * The platform's armed release fired: ends the hold in place if its bound
+ * passed, arms again if it fired early, and does nothing without a hold.
+ */
+void ferry_ctl_hold_timer(struct ferry_ctl *c);
+/* True while a hold (HOLD) is in place. */
+bool ferry_ctl_holding(const struct ferry_ctl *c);
 int ferry_ctl_stats(struct ferry_ctl *c, struct ferry_ioc_stats *a);
 /*
  * .buf_len bitmap bytes into out (which must hold them), clipped at the

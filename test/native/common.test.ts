@@ -18,7 +18,7 @@ it('native/common unit tests pass (plain, sanitizers, valgrind, freestanding)', 
   expect(r.status, output).toBe(0);
   expect(output).toContain('all core tests passed');
   // the shared control calls ran, not only the core
-  for (const t of ['ctl_headers', 'ctl_registry', 'ctl_list_stats', 'ctl_get_commit', 'ctl_tag', 'ctl_tag_steps', 'ctl_bitmap', 'ctl_clear_resync'])
+  for (const t of ['ctl_headers', 'ctl_registry', 'ctl_list_stats', 'ctl_get_commit', 'ctl_tag', 'ctl_tag_steps', 'ctl_hold_args', 'ctl_hold_commit', 'ctl_hold_bound', 'ctl_hold_release', 'ctl_hold_failed_cut', 'ctl_bitmap', 'ctl_clear_resync'])
     expect(output, t).toContain(`ok   ${t}\n`);
   expect(output).toContain('freestanding compile: ok');
 }, 600_000);

@@ -34,7 +34,7 @@ static int fake_wait_drained(struct ferry_ctl *c, struct ferry_ctl_dev **devs,
 		if (ferry_dev_inflight(devs[i]->core))
 			return -FERRY_ETIMEDOUT;
 	}
-	tp.clock_ns += 1000000;	/* the wait took 1 ms */
+	tp.clock_ns += tp.drain_ns ? tp.drain_ns : 1000000;	/* 1 ms */
 	return 0;
 }
 
@@ -61,11 +61,28 @@ static void fake_describe(struct ferry_ctl *c, struct ferry_ctl_dev *d,
 	snprintf(info->name, sizeof(info->name), "dm-%d", d->index);
 }
 
+static void fake_arm_release(struct ferry_ctl *c, u64 ns)
+{
+	(void)c;
+	tp.armed = true;
+	tp.armed_at_ns = tp.clock_ns + ns;
+	tp.arms++;
+}
+
+static void fake_cancel_release(struct ferry_ctl *c)
+{
+	(void)c;
+	tp.armed = false;
+	tp.cancels++;
+}
+
 const struct ferry_ctl_ops tctl_ops = {
 	.hold = fake_hold,
 	.wait_drained = fake_wait_drained,
 	.now_ns = fake_now,
 	.events = fake_events,
+	.arm_release = fake_arm_release,
+	.cancel_release = fake_cancel_release,
 };
 
 const struct ferry_ctl_ops tctl_ops_describe = {
@@ -74,7 +91,20 @@ const struct ferry_ctl_ops tctl_ops_describe = {
 	.now_ns = fake_now,
 	.events = fake_events,
 	.describe = fake_describe,
+	.arm_release = fake_arm_release,
+	.cancel_release = fake_cancel_release,
 };
+
+bool tctl_fire(u64 ns)
+{
+	if (ns > tp.clock_ns)
+		tp.clock_ns = ns;
+	if (!tp.armed || tp.clock_ns < tp.armed_at_ns)
+		return false;
+	tp.armed = false;
+	ferry_ctl_hold_timer(tp.ctl);
+	return true;
+}
 
 void tctl_setup(struct ferry_ctl *c, u32 n)
 {

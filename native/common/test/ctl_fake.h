@@ -4,7 +4,8 @@
  * tests, on real core devices: it keeps the contract of the ops.  hold()
  * sets the core's hold; wait_drained() completes the writes in flight
  * unless they are stuck (then it times out like a driver's wait); the
- * clock advances 1 us a reading and 1 ms a wait.
+ * clock advances 1 us a reading and 1 ms a wait (or drain_ns when set);
+ * arm_release() only notes when the release is due (tctl_fire() runs it).
  */
 #ifndef FERRY_CTL_FAKE_H
 #define FERRY_CTL_FAKE_H
@@ -26,6 +27,10 @@ struct tctl {
 	u32 event_calls;
 	struct ferry_ctl_dev *event_dev;	/* of the last call */
 	u32 describes;
+	u64 drain_ns;		/* a wait takes this long when set */
+	bool armed;		/* a release is armed ... */
+	u64 armed_at_ns;	/* ... for this clock reading */
+	u32 arms, cancels;
 };
 
 extern struct tctl tp;
@@ -42,6 +47,11 @@ void tctl_setup(struct ferry_ctl *c, u32 n);
 void tctl_free(void);
 /* Admits a write on device i that stays in flight. */
 void tctl_begin_write(u32 i);
+/*
+ * Moves the clock to ns and, if the armed release is due by then, runs it
+ * as the platform's timer would (ferry_ctl_hold_timer); true if it ran.
+ */
+bool tctl_fire(u64 ns);
 
 /* size/version header of an argument struct. */
 #define TARG(a) do {						\

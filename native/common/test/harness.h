@@ -83,6 +83,11 @@ void test_ctl_list_stats(void);
 void test_ctl_get_commit(void);
 void test_ctl_tag(void);
 void test_ctl_tag_steps(void);
+void test_ctl_hold_args(void);
+void test_ctl_hold_commit(void);
+void test_ctl_hold_bound(void);
+void test_ctl_hold_release(void);
+void test_ctl_hold_failed_cut(void);
 void test_ctl_bitmap(void);
 void test_ctl_clear_resync(void);
 

@@ -1352,6 +1352,11 @@ static const struct test_case tests[] = {
 	{ "ctl_get_commit", test_ctl_get_commit },
 	{ "ctl_tag", test_ctl_tag },
 	{ "ctl_tag_steps", test_ctl_tag_steps },
+	{ "ctl_hold_args", test_ctl_hold_args },
+	{ "ctl_hold_commit", test_ctl_hold_commit },
+	{ "ctl_hold_bound", test_ctl_hold_bound },
+	{ "ctl_hold_release", test_ctl_hold_release },
+	{ "ctl_hold_failed_cut", test_ctl_hold_failed_cut },
 	{ "ctl_bitmap", test_ctl_bitmap },
 	{ "ctl_clear_resync", test_ctl_clear_resync },
 };

@@ -70,6 +70,8 @@ void test_ctl_headers(void)
 	struct ferry_ioc_bitmap bm;
 	struct ferry_ioc_clear_bitmap cl;
 	struct ferry_ioc_resync rs;
+	static struct ferry_ioc_hold ho;
+	struct ferry_ioc_release rl;
 	static u8 mem[4096];
 	struct tubuf u = tub(mem, sizeof(mem));
 	struct ferry_ctl_out o = tout(&u);
@@ -97,6 +99,9 @@ void test_ctl_headers(void)
 	HDR_RULES(cl, ferry_ctl_clear_bitmap(&ctl, &cl, &res));
 	CHECK(!res);
 	HDR_RULES(rs, ferry_ctl_resync(&ctl, &rs));
+	HDR_RULES(ho, ferry_ctl_hold(&ctl, A, &ho, &res));
+	CHECK(!res);
+	HDR_RULES(rl, ferry_ctl_release_hold(&ctl, &rl));
 #undef HDR_RULES
 	CHECK(ctl.owner == NULL);
 	CHECK_EQ(u.copies, 0);
@@ -229,6 +234,15 @@ void test_ctl_list_stats(void)
 	memset(&st.dev, 0xff, sizeof(st.dev));
 	CHECK_EQ(ferry_ctl_stats(&ctl, &st), 0);
 	CHECK_EQ(st.dev.size_bytes, 0);
+	CHECK_EQ(st.holds.holds_ok, 0);
+	/* the size before holds: accepted, .holds (past its end) untouched */
+	memset(&st.holds, 0xee, sizeof(st.holds));
+	st.size = FERRY_IOC_STATS_SIZE_V0;
+	CHECK_EQ(ferry_ctl_stats(&ctl, &st), 0);
+	CHECK_EQ(st.global.ndevices, 2);
+	CHECK_EQ(st.holds.holds_ok, 0xeeeeeeeeeeeeeeeeULL);
+	st.size = FERRY_IOC_STATS_SIZE_V0 + 8;
+	CHECK_EQ(ferry_ctl_stats(&ctl, &st), -FERRY_EINVAL);
 	tctl_free();
 
 	/* without describe(): the name the platform keeps in the device */
@@ -355,9 +369,9 @@ void test_ctl_tag(void)
 	t.ndevs = 65;
 	CHECK_EQ(ferry_ctl_tag(&ctl, &t, &res), -FERRY_EINVAL);
 	t.ndevs = 1;
-	t.reserved = 1;
+	t.hold_id = 1;			/* a hold never given out */
 	CHECK_EQ(ferry_ctl_tag(&ctl, &t, &res), -FERRY_EINVAL);
-	t.reserved = 0;
+	t.hold_id = 0;
 	t.hold_ms = FERRY_CTL_HOLD_MAX_MS + 1;
 	CHECK_EQ(ferry_ctl_tag(&ctl, &t, &res), -FERRY_EINVAL);
 	CHECK(!res);
@@ -450,6 +464,359 @@ void test_ctl_tag(void)
 	t.devs[0] = 0;
 	CHECK_EQ(ferry_ctl_tag(&ctl, &t, &res), -FERRY_EAGAIN);
 	ferry_dev_thaw(tp.devs[0].core);
+	tctl_free();
+}
+
+static struct ferry_ioc_hold th;
+static struct ferry_ioc_tag tt;
+static struct ferry_ioc_release tr;
+
+static void thold_arg(u32 hold_ms, u32 n, const u32 *devs)
+{
+	u32 i;
+
+	TARG(th);
+	th.hold_ms = hold_ms;
+	th.ndevs = n;
+	for (i = 0; i < n && i < 2; i++)	/* at most 2 listed */
+		th.devs[i] = devs[i];
+}
+
+static void ttag_at(u64 hold_id, u64 tag_id)
+{
+	TARG(tt);
+	tt.hold_id = hold_id;
+	tt.tag_id = tag_id;
+}
+
+static void trelease_arg(u64 hold_id)
+{
+	TARG(tr);
+	tr.hold_id = hold_id;
+}
+
+/* Device i's info from the core. */
+static struct ferry_dev_info tinfo(u32 i)
+{
+	struct ferry_dev_info info;
+
+	memset(&info, 0, sizeof(info));
+	ferry_dev_info(tp.devs[i].core, &info);
+	return info;
+}
+
+/* HOLD: the checks in order, then nothing was held or armed. */
+void test_ctl_hold_args(void)
+{
+	static const u32 d01[] = { 0, 1 }, d11[] = { 1, 1 }, d5[] = { 5 };
+	static const u32 d64[] = { 64 };
+	bool res = true;
+
+	ferry_test_current = "ctl/hold_args";
+	tinit(3, &tctl_ops);
+	thold_arg(100, 0, d01);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_EINVAL);
+	CHECK(!res);
+	thold_arg(100, 65, d01);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_EINVAL);
+	thold_arg(0, 2, d01);		/* no default bound: must be given */
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_EINVAL);
+	thold_arg(FERRY_CTL_HOLD_MAX_MS + 1, 2, d01);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_EINVAL);
+	thold_arg(100, 2, d01);
+	th.reserved = 1;
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_EINVAL);
+	/* a device twice is malformed even next to an unknown one */
+	thold_arg(100, 2, d11);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_EINVAL);
+	CHECK(!res);
+	thold_arg(100, 1, d5);
+	th.hold_id = 9;
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_ENODEV);
+	CHECK(res);			/* hold_id and drain_ns (0) come back */
+	CHECK_EQ(th.hold_id, 0);
+	thold_arg(100, 1, d64);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_ENODEV);
+	/* device state: a frozen device, then one in BITMAP mode */
+	ferry_dev_freeze(tp.devs[1].core);
+	thold_arg(100, 2, d01);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_EAGAIN);
+	ferry_dev_thaw(tp.devs[1].core);
+	CHECK_EQ(tp.holds_on, 0);
+	CHECK_EQ(tp.arms, 0);
+	CHECK_EQ(ctl.last_hold_id, 0);
+
+	/* RELEASE and TAG .hold_id: malformed, never given out, then stale */
+	trelease_arg(0);
+	CHECK_EQ(ferry_ctl_release_hold(&ctl, &tr), -FERRY_EINVAL);
+	trelease_arg(1);
+	CHECK_EQ(ferry_ctl_release_hold(&ctl, &tr), -FERRY_EINVAL);
+	trelease_arg(0);
+	tr.reserved = 1;
+	CHECK_EQ(ferry_ctl_release_hold(&ctl, &tr), -FERRY_EINVAL);
+	ttag_at(1, 7);
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_EINVAL);
+	CHECK(!res);
+	thold_arg(100, 2, d01);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), 0);
+	ttag_at(th.hold_id, 7);
+	tt.ndevs = 2;			/* the devices come from the hold */
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_EINVAL);
+	ttag_at(th.hold_id, 7);
+	tt.hold_ms = 10;
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_EINVAL);
+	CHECK(ferry_ctl_holding(&ctl));	/* refused calls changed nothing */
+	trelease_arg(th.hold_id);
+	CHECK_EQ(ferry_ctl_release_hold(&ctl, &tr), 0);
+	tctl_free();
+}
+
+/* HOLD, then TAG at its cut: exactly the held devices, one cut, released. */
+void test_ctl_hold_commit(void)
+{
+	static const u32 d20[] = { 2, 0 };
+	static struct ferry_ioc_stats st;
+	struct ferry_dev_info info;
+	u64 id, held;
+	u32 i;
+	bool res;
+
+	ferry_test_current = "ctl/hold_commit";
+	tinit(3, &tctl_ops);
+	tctl_begin_write(0);		/* in flight when the hold begins */
+	tctl_begin_write(1);		/* on a device not held */
+	tp.drain_ns = 40000000;		/* the drain takes 40 ms */
+	thold_arg(300, 2, d20);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), 0);
+	id = th.hold_id;
+	CHECK_EQ(id, 1);
+	CHECK(th.drain_ns >= 40000000 && th.drain_ns < 41000000);
+	CHECK_EQ(tp.last_wait_ms, 300);
+	/* the release is armed for what is left of the 300 ms bound */
+	CHECK(tp.armed);
+	CHECK(tp.armed_at_ns <= tp.clock_ns + 300000000 - th.drain_ns);
+	CHECK(tp.armed_at_ns + 1000000 > tp.clock_ns + 300000000 - th.drain_ns);
+	CHECK(ferry_ctl_holding(&ctl));
+	CHECK(tinfo(0).flags & FERRY_DEV_F_HOLD);
+	CHECK(tinfo(2).flags & FERRY_DEV_F_HOLD);
+	CHECK_EQ(tinfo(1).flags & FERRY_DEV_F_HOLD, 0);
+	/* new writes wait; other calls go on meanwhile */
+	CHECK_EQ(ferry_io_begin(tp.devs[0].core, NULL, 0, 4096), 1);
+	CHECK_EQ(ferry_io_begin(tp.devs[1].core, NULL, 0, 4096), 0);
+	tp.pending[1]++;
+	/* one hold at a time; a TAG of its own waits for it too */
+	thold_arg(300, 1, d20 + 1);
+	CHECK_EQ(ferry_ctl_hold(&ctl, B, &th, &res), -FERRY_EBUSY);
+	CHECK(res);
+	TARG(tt);
+	tt.ndevs = 1;
+	tt.devs[0] = 1;
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_EBUSY);
+	CHECK_EQ(ctl.hold.id, id);
+
+	tp.clock_ns += 100000000;	/* 100 ms of network round */
+	ttag_at(id, 0x5151);
+	memset(tt.seqs, 0xff, sizeof(tt.seqs));
+	memset(tt.devs, 0xff, sizeof(tt.devs));
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), 0);
+	CHECK_EQ(tt.ndevs, 2);
+	CHECK_EQ(tt.devs[0], 2);	/* in the hold's order */
+	CHECK_EQ(tt.devs[1], 0);
+	CHECK_EQ(tt.devs[2], 0);
+	CHECK_EQ(tt.seqs[0], 2);	/* START, TAG */
+	CHECK_EQ(tt.seqs[1], 3);	/* START, DIRTY (the drained write), TAG */
+	CHECK_EQ(tt.seqs[2], 0);
+	CHECK(tt.hold_ns >= 140000000 && tt.hold_ns < 150000000);
+	held = tt.hold_ns;
+	CHECK(!ferry_ctl_holding(&ctl));
+	CHECK(!tp.armed);
+	CHECK_EQ(tp.holds_off, 2);
+	for (i = 0; i < 3; i++) {
+		info = tinfo(i);
+		CHECK_EQ(info.flags & FERRY_DEV_F_HOLD, 0);
+		CHECK_EQ(info.tags, i == 1 ? 0 : 1);	/* exactly the held */
+	}
+	/* the same hold again: ended */
+	ttag_at(id, 0x5152);
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_ESTALE);
+	trelease_arg(id);
+	CHECK_EQ(ferry_ctl_release_hold(&ctl, &tr), -FERRY_ESTALE);
+	CHECK_EQ(tinfo(0).tags, 1);
+
+	TARG(st);
+	st.dev_index = FERRY_DEV_NONE;
+	CHECK_EQ(ferry_ctl_stats(&ctl, &st), 0);
+	CHECK_EQ(st.holds.holds_ok, 1);
+	CHECK_EQ(st.holds.holds_expired, 0);
+	CHECK_EQ(st.holds.holds_aborted, 0);
+	CHECK_EQ(st.holds.hold_max_ns, held);
+	CHECK_EQ(st.global.tags_ok, 1);
+	CHECK_EQ(st.global.tag_hold_last_ns, held);
+	ferry_io_cancel(tp.devs[1].core, NULL);
+	ferry_io_cancel(tp.devs[1].core, NULL);
+	tp.pending[1] = 0;
+	tctl_free();
+}
+
+/* The bound: a drain that takes too long, a hold nobody ends. */
+void test_ctl_hold_bound(void)
+{
+	static const u32 d01[] = { 0, 1 };
+	static struct ferry_ioc_stats st;
+	u64 id, start;
+	u32 tags0;
+	bool res;
+
+	ferry_test_current = "ctl/hold_bound";
+	tinit(2, &tctl_ops);
+	/* stuck writes: ETIMEDOUT, released, drain_ns comes back */
+	tctl_begin_write(1);
+	tp.stuck = true;
+	thold_arg(50, 2, d01);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_ETIMEDOUT);
+	CHECK(res);
+	CHECK_EQ(tp.last_wait_ms, 50);
+	CHECK_EQ(th.hold_id, 0);
+	CHECK(!ferry_ctl_holding(&ctl));
+	CHECK(!tp.armed);
+	CHECK_EQ(tp.holds_off, tp.holds_on);
+	CHECK_EQ(tinfo(0).flags & FERRY_DEV_F_HOLD, 0);
+	tp.stuck = false;
+	ferry_io_cancel(tp.devs[1].core, NULL);
+	tp.pending[1] = 0;
+	/* drained, but after the whole bound: nothing left to hold */
+	tp.drain_ns = 50000000;
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), -FERRY_ETIMEDOUT);
+	CHECK(th.drain_ns >= 50000000);
+	CHECK(!ferry_ctl_holding(&ctl));
+	tp.drain_ns = 0;
+
+	/* nobody commits: the armed release ends the hold at its bound */
+	start = tp.clock_ns;
+	thold_arg(200, 2, d01);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), 0);
+	id = th.hold_id;
+	CHECK(id > 0);
+	CHECK(tp.armed);
+	CHECK(tp.armed_at_ns <= start + 200000000 + 1000000);
+	CHECK(!tctl_fire(start + 150000000));	/* not due yet */
+	CHECK(ferry_ctl_holding(&ctl));
+	/* a timer that fires early arms again for the rest */
+	tp.armed_at_ns = tp.clock_ns;
+	CHECK(tctl_fire(tp.clock_ns));
+	CHECK(ferry_ctl_holding(&ctl));
+	CHECK(tp.armed);
+	CHECK(tp.armed_at_ns >= start + 199000000);
+	CHECK(tctl_fire(start + 201000000));
+	CHECK(!ferry_ctl_holding(&ctl));
+	CHECK_EQ(tinfo(0).flags & FERRY_DEV_F_HOLD, 0);
+	CHECK_EQ(tinfo(1).flags & FERRY_DEV_F_HOLD, 0);
+	CHECK_EQ(ferry_io_begin(tp.devs[0].core, NULL, 0, 4096), 0);
+	ferry_io_cancel(tp.devs[0].core, NULL);
+	/* a late commit: ESTALE, no TAG record anywhere */
+	tags0 = tinfo(0).tags + tinfo(1).tags;
+	ttag_at(id, 77);
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_ESTALE);
+	CHECK(res);
+	CHECK_EQ(tt.hold_ns, 0);
+	CHECK_EQ(tinfo(0).tags + tinfo(1).tags, tags0);
+	trelease_arg(id);
+	CHECK_EQ(ferry_ctl_release_hold(&ctl, &tr), -FERRY_ESTALE);
+	/* a stale firing after the hold ended does nothing */
+	ferry_ctl_hold_timer(&ctl);
+	CHECK(!tp.armed);
+
+	TARG(st);
+	st.dev_index = FERRY_DEV_NONE;
+	CHECK_EQ(ferry_ctl_stats(&ctl, &st), 0);
+	CHECK_EQ(st.holds.holds_ok, 0);
+	CHECK_EQ(st.holds.holds_expired, 1);
+	CHECK_EQ(st.holds.holds_aborted, 2);	/* the two drain timeouts */
+	CHECK(st.holds.hold_max_ns >= 200000000);
+	tctl_free();
+}
+
+/* RELEASE (twice), the owner's close, the detach of a held device. */
+void test_ctl_hold_release(void)
+{
+	static const u32 d01[] = { 0, 1 };
+	static struct ferry_ioc_stats st;
+	bool res;
+
+	ferry_test_current = "ctl/hold_release";
+	tinit(3, &tctl_ops);
+	thold_arg(1000, 2, d01);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), 0);
+	tp.clock_ns += 5000000;
+	trelease_arg(th.hold_id);
+	CHECK_EQ(ferry_ctl_release_hold(&ctl, &tr), 0);
+	CHECK(tr.held_ns >= 5000000);
+	CHECK(!ferry_ctl_holding(&ctl));
+	CHECK(!tp.armed);
+	CHECK_EQ(tinfo(1).flags & FERRY_DEV_F_HOLD, 0);
+	CHECK_EQ(ferry_ctl_release_hold(&ctl, &tr), -FERRY_ESTALE);
+	CHECK_EQ(tr.held_ns, 0);
+	CHECK_EQ(tinfo(0).tags + tinfo(1).tags, 0);
+
+	/* another file's close leaves it; the owner's close releases it */
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), 0);
+	CHECK_EQ(th.hold_id, 2);
+	ferry_ctl_release(&ctl, B);
+	CHECK(ferry_ctl_holding(&ctl));
+	ferry_ctl_release(&ctl, A);
+	CHECK(!ferry_ctl_holding(&ctl));
+	CHECK(!tp.armed);
+	CHECK_EQ(tinfo(0).flags & FERRY_DEV_F_HOLD, 0);
+	ttag_at(2, 1);
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_ESTALE);
+
+	/* a held device goes away: the hold ends (its cut cannot cover it) */
+	CHECK_EQ(ferry_ctl_hold(&ctl, B, &th, &res), 0);
+	ferry_ctl_detach(&ctl, &tp.devs[2]);	/* not held: no effect */
+	CHECK(ferry_ctl_holding(&ctl));
+	ferry_ctl_detach(&ctl, &tp.devs[1]);
+	CHECK(!ferry_ctl_holding(&ctl));
+	CHECK_EQ(tinfo(0).flags & FERRY_DEV_F_HOLD, 0);
+	CHECK_EQ(tinfo(1).flags & FERRY_DEV_F_HOLD, 0);
+	ttag_at(th.hold_id, 1);
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_ESTALE);
+
+	TARG(st);
+	st.dev_index = FERRY_DEV_NONE;
+	CHECK_EQ(ferry_ctl_stats(&ctl, &st), 0);
+	CHECK_EQ(st.holds.holds_aborted, 3);
+	CHECK_EQ(st.holds.holds_ok + st.holds.holds_expired, 0);
+	tctl_free();
+}
+
+/* A cut that fails at commit (ring full) still ends the hold. */
+void test_ctl_hold_failed_cut(void)
+{
+	static const u32 d0[] = { 0 };
+	bool res;
+	u32 n = 0;
+
+	ferry_test_current = "ctl/hold_failed_cut";
+	tinit(1, &tctl_ops);
+	thold_arg(1000, 1, d0);
+	CHECK_EQ(ferry_ctl_hold(&ctl, A, &th, &res), 0);
+	/* resync marks fill the ring while writes are held */
+	while (n < 10000) {
+		u64 seq;
+		u32 ev = 0;
+
+		if (ferry_dev_resync_mark(tp.devs[0].core, 0, 4096, &seq, &ev))
+			break;
+		n++;
+	}
+	CHECK(n > 0 && n < 10000);
+	ttag_at(th.hold_id, 3);
+	CHECK_EQ(ferry_ctl_tag(&ctl, &tt, &res), -FERRY_ENOSPC);
+	CHECK(res);
+	CHECK(!ferry_ctl_holding(&ctl));
+	CHECK_EQ(tinfo(0).flags & FERRY_DEV_F_HOLD, 0);
+	CHECK_EQ(tinfo(0).tags, 0);
+	CHECK_EQ(ctl.hold_stats.holds_aborted, 1);
 	tctl_free();
 }
 
