@@ -5,7 +5,8 @@
  * calls GET_CHANGES owns the stream until it is closed, which hands every
  * uncommitted batch out again to the next owner.  The calls themselves
  * are the shared ones of ../common/ferry_ctl_ops.c; this file adds the
- * misc device, copy_{from,to}_user, the wait queues and the platform ops.
+ * misc device, copy_{from,to}_user, the wait queues and the platform ops,
+ * among them the timer that ends a write hold (HOLD) at its bound.
  */
 #include <linux/miscdevice.h>
 #include <linux/fs.h>
@@ -23,6 +24,7 @@ static struct {
 	struct ferry_ctl ctl;		/* the registry, the stream, the calls */
 	wait_queue_head_t readers;	/* poll: records available */
 	wait_queue_head_t tag_wq;	/* tag: in-flight writes drained */
+	struct delayed_work hold_end;	/* a hold's bound (ferry_wq) */
 } reg;
 
 void ferry_ctl_lock(void)
@@ -161,12 +163,38 @@ static void ferry_op_describe(struct ferry_ctl *c, struct ferry_ctl_dev *d,
 	info->meta_minor = MINOR(ft->meta->bdev->bd_dev);
 }
 
+/*
+ * The release runs on ferry_wq (process context, WQ_MEM_RECLAIM): it takes
+ * reg.lock and resubmits the held writes.  A firing that raced with the
+ * end of the hold finds nothing to do; an early one arms again.
+ */
+static void ferry_hold_end_work(struct work_struct *work)
+{
+	mutex_lock(&reg.lock);
+	ferry_ctl_hold_timer(&reg.ctl);
+	mutex_unlock(&reg.lock);
+}
+
+static void ferry_op_arm_release(struct ferry_ctl *c, u64 ns)
+{
+	/* one jiffy more: the current one has partly passed */
+	mod_delayed_work(ferry_wq, &reg.hold_end, nsecs_to_jiffies(ns) + 1);
+}
+
+static void ferry_op_cancel_release(struct ferry_ctl *c)
+{
+	/* never _sync: the work needs reg.lock, which the caller holds */
+	cancel_delayed_work(&reg.hold_end);
+}
+
 static const struct ferry_ctl_ops ferry_ctl_linux_ops = {
 	.hold = ferry_op_hold,
 	.wait_drained = ferry_op_wait_drained,
 	.now_ns = ferry_op_now,
 	.events = ferry_op_events,
 	.describe = ferry_op_describe,
+	.arm_release = ferry_op_arm_release,
+	.cancel_release = ferry_op_cancel_release,
 };
 
 /* ---- ioctls ---- */
@@ -182,6 +210,8 @@ union ferry_ioc_arg {
 	struct ferry_ioc_bitmap bitmap;
 	struct ferry_ioc_clear_bitmap clear;
 	struct ferry_ioc_resync resync;
+	struct ferry_ioc_hold hold;
+	struct ferry_ioc_release release;
 };
 
 static bool ferry_ioc_known(unsigned int cmd)
@@ -193,9 +223,12 @@ static bool ferry_ioc_known(unsigned int cmd)
 	case FERRY_IOC_COMMIT:
 	case FERRY_IOC_TAG:
 	case FERRY_IOC_STATS:
+	case FERRY_IOC_STATS_V0:
 	case FERRY_IOC_GET_BITMAP:
 	case FERRY_IOC_CLEAR_BITMAP:
 	case FERRY_IOC_RESYNC_MARK:
+	case FERRY_IOC_HOLD:
+	case FERRY_IOC_RELEASE:
 		return true;
 	default:
 		return false;
@@ -256,6 +289,15 @@ static int ferry_ioc_call(struct file *file, unsigned int cmd,
 		return ferry_ctl_tag(&reg.ctl, &a->tag, &results);
 	case FERRY_IOC_STATS:
 		return ferry_ctl_stats(&reg.ctl, &a->stats);
+	case FERRY_IOC_STATS_V0:
+		/* the shorter struct must say so: .holds would not travel */
+		if (a->stats.size != FERRY_IOC_STATS_SIZE_V0)
+			return -EINVAL;
+		return ferry_ctl_stats(&reg.ctl, &a->stats);
+	case FERRY_IOC_HOLD:
+		return ferry_ctl_hold(&reg.ctl, file, &a->hold, &results);
+	case FERRY_IOC_RELEASE:
+		return ferry_ctl_release_hold(&reg.ctl, &a->release);
 	case FERRY_IOC_GET_BITMAP:
 		out = ferry_user_out(&ub, a->bitmap.buf, a->bitmap.buf_len);
 		return ferry_ctl_get_bitmap(&reg.ctl, &a->bitmap, &out);
@@ -268,7 +310,8 @@ static int ferry_ioc_call(struct file *file, unsigned int cmd,
 
 /*
  * Results go back on success, and for GET_CHANGES also on EMSGSIZE
- * (.needed), for TAG on failure (.hold_ns), for CLEAR (.dirty_bits).
+ * (.needed), for TAG on failure (.hold_ns), for HOLD (.drain_ns), for
+ * CLEAR (.dirty_bits).
  * A malformed header never gets anything back.
  */
 static bool ferry_ioc_copy_back(unsigned int cmd, long r)
@@ -280,7 +323,7 @@ static bool ferry_ioc_copy_back(unsigned int cmd, long r)
 	if (r == -EINVAL || r == -EPROTO || r == -EFAULT)
 		return false;
 	return cmd == FERRY_IOC_GET_CHANGES || cmd == FERRY_IOC_TAG ||
-	       cmd == FERRY_IOC_CLEAR_BITMAP;
+	       cmd == FERRY_IOC_HOLD || cmd == FERRY_IOC_CLEAR_BITMAP;
 }
 
 static long ferry_ctl_ioctl(struct file *file, unsigned int cmd,
@@ -318,7 +361,10 @@ static int ferry_ctl_open(struct inode *inode, struct file *file)
 
 static int ferry_ctl_close(struct inode *inode, struct file *file)
 {
-	/* if it consumed the stream, what it did not commit is redelivered */
+	/*
+	 * if it consumed the stream, what it did not commit is redelivered;
+	 * a hold it asked for ends
+	 */
 	mutex_lock(&reg.lock);
 	ferry_ctl_release(&reg.ctl, file);
 	mutex_unlock(&reg.lock);
@@ -361,10 +407,13 @@ int ferry_ctldev_init(void)
 	ferry_ctl_init(&reg.ctl, &ferry_ctl_linux_ops);
 	init_waitqueue_head(&reg.readers);
 	init_waitqueue_head(&reg.tag_wq);
+	INIT_DELAYED_WORK(&reg.hold_end, ferry_hold_end_work);
 	return misc_register(&ferry_misc);
 }
 
 void ferry_ctldev_exit(void)
 {
 	misc_deregister(&ferry_misc);
+	/* no device is left, so no hold: only a stale firing may be queued */
+	cancel_delayed_work_sync(&reg.hold_end);
 }

@@ -47,6 +47,7 @@ struct ferry_target {
 	struct bio_list held;
 };
 
+extern struct workqueue_struct *ferry_wq;
 extern unsigned long ferry_seq_lease;
 extern unsigned int ferry_tag_hold_ms;
 

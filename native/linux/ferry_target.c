@@ -37,7 +37,8 @@ unsigned long ferry_seq_lease = 1UL << 32;
 module_param_named(seq_lease, ferry_seq_lease, ulong, 0444);
 MODULE_PARM_DESC(seq_lease, "Seqs leased per metadata write (default 2^32)");
 
-static struct workqueue_struct *ferry_wq;
+/* metadata leases and the end of write holds (both may be needed to free memory) */
+struct workqueue_struct *ferry_wq;
 
 /* Per-bio data: what the write was when it was mapped. */
 struct ferry_pb {
@@ -105,7 +106,7 @@ void ferry_release_held(struct ferry_target *ft)
 	while ((bio = bio_list_pop(&list))) {
 		struct ferry_pb *pb = dm_per_bio_data(bio, sizeof(*pb));
 
-		/* cannot be held again: tags are serialized */
+		/* cannot be held again: holds are serialized */
 		WARN_ON_ONCE(ferry_io_begin(ft->core, &pb->io, pb->offset,
 					    pb->iter.bi_size));
 		dm_submit_bio_remap(bio, NULL);

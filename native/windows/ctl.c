@@ -139,11 +139,56 @@ static void ferry_op_events(struct ferry_ctl *c, struct ferry_ctl_dev *d,
 						  FERRY_EV_LEASE);
 }
 
+/*
+ * The bound of a hold: the timer's DPC (DISPATCH_LEVEL) cannot take the
+ * control mutex nor resubmit held IRPs, so it queues a work item, which
+ * runs at PASSIVE_LEVEL.  One work item at a time; a firing that raced
+ * with the end of the hold finds nothing to do, an early one arms again.
+ */
+static VOID ferry_hold_work(DEVICE_OBJECT *dev, PVOID ctx)
+{
+	(void)dev;
+	(void)ctx;
+	InterlockedExchange(&g_ferry.hold_work_queued, 0);
+	ferry_ctl_lock();
+	ferry_ctl_hold_timer(&g_ferry.ctl.ctl);
+	ferry_ctl_unlock();
+}
+
+static VOID ferry_hold_dpc(KDPC *dpc, PVOID ctx, PVOID arg1, PVOID arg2)
+{
+	(void)dpc;
+	(void)ctx;
+	(void)arg1;
+	(void)arg2;
+	if (!InterlockedCompareExchange(&g_ferry.hold_work_queued, 1, 0))
+		IoQueueWorkItem(g_ferry.hold_work, ferry_hold_work,
+				DelayedWorkQueue, NULL);
+}
+
+static void ferry_op_arm_release(struct ferry_ctl *c, u64 ns)
+{
+	LARGE_INTEGER due;
+
+	(void)c;
+	/* relative, in 100 ns units, rounded up */
+	due.QuadPart = -(LONGLONG)((ns + 99) / 100);
+	KeSetTimer(&g_ferry.hold_timer, due, &g_ferry.hold_dpc);
+}
+
+static void ferry_op_cancel_release(struct ferry_ctl *c)
+{
+	(void)c;
+	KeCancelTimer(&g_ferry.hold_timer);
+}
+
 const struct ferry_ctl_ops ferry_win_ctl_ops = {
 	.hold = ferry_op_hold,
 	.wait_drained = ferry_op_wait_drained,
 	.now_ns = ferry_op_now,
 	.events = ferry_op_events,
+	.arm_release = ferry_op_arm_release,
+	.cancel_release = ferry_op_cancel_release,
 };
 
 /* ---- IRPs ---- */
@@ -270,8 +315,16 @@ NTSTATUS ferry_ctl_create(DRIVER_OBJECT *driver)
 		return status;
 	ext = dev->DeviceExtension;
 	ext->magic = FERRY_EXT_CTL;
+	g_ferry.hold_work = IoAllocateWorkItem(dev);
+	if (!g_ferry.hold_work) {
+		IoDeleteDevice(dev);
+		return STATUS_INSUFFICIENT_RESOURCES;
+	}
+	KeInitializeTimer(&g_ferry.hold_timer);
+	KeInitializeDpc(&g_ferry.hold_dpc, ferry_hold_dpc, NULL);
 	status = IoCreateSymbolicLink(&link, &name);
 	if (!NT_SUCCESS(status)) {
+		IoFreeWorkItem(g_ferry.hold_work);
 		IoDeleteDevice(dev);
 		return status;
 	}
@@ -279,6 +332,7 @@ NTSTATUS ferry_ctl_create(DRIVER_OBJECT *driver)
 	status = IoRegisterLastChanceShutdownNotification(dev);
 	if (!NT_SUCCESS(status)) {
 		IoDeleteSymbolicLink(&link);
+		IoFreeWorkItem(g_ferry.hold_work);
 		IoDeleteDevice(dev);
 		return status;
 	}

@@ -180,7 +180,8 @@ static struct ferry_ctl_result ctl_get_bitmap(struct ferry_ctl *c, void *buf,
 }
 
 /* The METHOD_BUFFERED calls whose output is their struct, size bytes. */
-static struct ferry_ctl_result ctl_inout(struct ferry_ctl *c, u32 code,
+static struct ferry_ctl_result ctl_inout(struct ferry_ctl *c,
+					 const void *caller, u32 code,
 					 void *buf, u32 in_len, u32 out_len,
 					 u32 size)
 {
@@ -195,6 +196,12 @@ static struct ferry_ctl_result ctl_inout(struct ferry_ctl *c, u32 code,
 		break;
 	case FERRY_WIN_IOC_STATS:
 		r = ferry_ctl_stats(c, buf);
+		break;
+	case FERRY_WIN_IOC_HOLD:
+		r = ferry_ctl_hold(c, caller, buf, &results);
+		break;
+	case FERRY_WIN_IOC_RELEASE:
+		r = ferry_ctl_release_hold(c, buf);
 		break;
 	case FERRY_WIN_IOC_CLEAR_BITMAP:
 		r = ferry_ctl_clear_bitmap(c, buf, &results);
@@ -328,18 +335,27 @@ struct ferry_ctl_result ferry_win_ctl_call(struct ferry_win_ctl *w,
 	case FERRY_WIN_IOC_COMMIT:
 		return ctl_commit(c, caller, sysbuf, in_len);
 	case FERRY_WIN_IOC_TAG:
-		return ctl_inout(c, code, sysbuf, in_len, out_len,
+		return ctl_inout(c, caller, code, sysbuf, in_len, out_len,
 				 sizeof(struct ferry_ioc_tag));
 	case FERRY_WIN_IOC_STATS:
-		return ctl_inout(c, code, sysbuf, in_len, out_len,
-				 sizeof(struct ferry_ioc_stats));
+		/* the struct's size before the hold figures is accepted too */
+		return ctl_inout(c, caller, code, sysbuf, in_len, out_len,
+				 in_len == FERRY_IOC_STATS_SIZE_V0 ?
+					 FERRY_IOC_STATS_SIZE_V0 :
+					 (u32)sizeof(struct ferry_ioc_stats));
+	case FERRY_WIN_IOC_HOLD:
+		return ctl_inout(c, caller, code, sysbuf, in_len, out_len,
+				 sizeof(struct ferry_ioc_hold));
+	case FERRY_WIN_IOC_RELEASE:
+		return ctl_inout(c, caller, code, sysbuf, in_len, out_len,
+				 sizeof(struct ferry_ioc_release));
 	case FERRY_WIN_IOC_GET_BITMAP:
 		return ctl_get_bitmap(c, sysbuf, in_len, data, data_len);
 	case FERRY_WIN_IOC_CLEAR_BITMAP:
-		return ctl_inout(c, code, sysbuf, in_len, out_len,
+		return ctl_inout(c, caller, code, sysbuf, in_len, out_len,
 				 sizeof(struct ferry_ioc_clear_bitmap));
 	case FERRY_WIN_IOC_RESYNC_MARK:
-		return ctl_inout(c, code, sysbuf, in_len, out_len,
+		return ctl_inout(c, caller, code, sysbuf, in_len, out_len,
 				 sizeof(struct ferry_ioc_resync));
 	case FERRY_WIN_IOC_WAIT:
 		return ctl_wait(c, sysbuf, in_len, out_len);
@@ -382,6 +398,11 @@ bool ferry_win_vss_freeze(struct ferry_win_ctl *w, struct ferry_ctl_dev *d,
 	if (slot < 0 || v->status[slot] != FERRY_WIN_ENOENT ||
 	    c->ops->now_ns(c) >= v->deadline_ns)
 		return false;
+	if (ferry_ctl_holding(c)) {
+		/* a group round holds writes: its release is not ours to do */
+		v->status[slot] = FERRY_EBUSY;
+		return false;
+	}
 	start = c->ops->now_ns(c);
 	r = ferry_ctl_hold_cut(c, &d, 1, v->tag_id, v->hold_ms, &seq, &ev);
 	v->status[slot] = (u32)-r;

@@ -82,7 +82,8 @@ typedef bool (*ferry_win_forward_fn)(void *ctx, u32 ms);
  * writes on d, waits for the ones in flight (at most hold_ms), inserts the
  * TAG, calls forward() with what is left of hold_ms, releases the hold and
  * records the outcome for VSS_RESULT.  Returns false, without calling
- * forward(), if d is not armed: the caller passes the IOCTL on as usual.
+ * forward(), if d is not armed, or (status EBUSY) while a hold (HOLD) is
+ * in place: the caller passes the IOCTL on as usual.
  */
 bool ferry_win_vss_freeze(struct ferry_win_ctl *w, struct ferry_ctl_dev *d,
 			  ferry_win_forward_fn forward, void *ctx);

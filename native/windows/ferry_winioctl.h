@@ -41,6 +41,8 @@
 #define FERRY_WIN_IOC_GET_BITMAP	FERRY_WIN_CODE(0x806, FERRY_WIN_OUT_DIRECT)
 #define FERRY_WIN_IOC_CLEAR_BITMAP	FERRY_WIN_CODE(0x807, FERRY_WIN_BUFFERED)
 #define FERRY_WIN_IOC_RESYNC_MARK	FERRY_WIN_CODE(0x808, FERRY_WIN_BUFFERED)
+#define FERRY_WIN_IOC_HOLD		FERRY_WIN_CODE(0x809, FERRY_WIN_BUFFERED)
+#define FERRY_WIN_IOC_RELEASE		FERRY_WIN_CODE(0x80A, FERRY_WIN_BUFFERED)
 /* Windows only. */
 #define FERRY_WIN_IOC_WAIT		FERRY_WIN_CODE(0x810, FERRY_WIN_BUFFERED)
 #define FERRY_WIN_IOC_RESCAN		FERRY_WIN_CODE(0x811, FERRY_WIN_BUFFERED)
@@ -56,8 +58,8 @@
  *
  *   0xE0F7xxxx  error severity: nothing is copied back to the caller.
  *   0xA0F7xxxx  warning severity: used where results travel back on failure
- *               (TAG .hold_ns, CLEAR_BITMAP .dirty_bits, GET_CHANGES
- *               .needed); the I/O manager copies METHOD_BUFFERED output
+ *               (TAG .hold_ns, HOLD .drain_ns, CLEAR_BITMAP .dirty_bits,
+ *               GET_CHANGES .needed); the I/O manager copies METHOD_BUFFERED output
  *               for any status that is not an error.
  */
 #define FERRY_WIN_FACILITY		0x0F7u

@@ -126,6 +126,11 @@ struct ferry_global {
 	KSPIN_LOCK wait_lock;
 	LIST_ENTRY waiters;
 	volatile LONG nwaiters;
+	/* the bound of a write hold (HOLD): timer -> DPC -> work item (ctl.c) */
+	KTIMER hold_timer;
+	KDPC hold_dpc;
+	PIO_WORKITEM hold_work;
+	volatile LONG hold_work_queued;
 	/* completion contexts of captured writes (io.c), never deleted */
 	NPAGED_LOOKASIDE_LIST write_ctx;
 	/* defaults (registry Parameters) */

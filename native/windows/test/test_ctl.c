@@ -53,6 +53,8 @@ static void test_headers(void)
 	check_header_rules(FERRY_WIN_IOC_STATS, sizeof(struct ferry_ioc_stats), false);
 	check_header_rules(FERRY_WIN_IOC_CLEAR_BITMAP, sizeof(struct ferry_ioc_clear_bitmap), false);
 	check_header_rules(FERRY_WIN_IOC_RESYNC_MARK, sizeof(struct ferry_ioc_resync), false);
+	check_header_rules(FERRY_WIN_IOC_HOLD, sizeof(struct ferry_ioc_hold), false);
+	check_header_rules(FERRY_WIN_IOC_RELEASE, sizeof(struct ferry_ioc_release), false);
 	check_header_rules(FERRY_WIN_IOC_WAIT, sizeof(struct ferry_win_wait), false);
 	check_header_rules(FERRY_WIN_IOC_RESCAN, sizeof(struct ferry_win_rescan), false);
 	check_header_rules(FERRY_WIN_IOC_VSS_ARM, sizeof(struct ferry_win_vss_arm), false);
@@ -149,6 +151,90 @@ static void test_version_list_stats(void)
 	st.dev_index = FERRY_DEV_NONE;
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_STATS, &st, sizeof(st), sizeof(st)).err, 0);
 	CHECK_EQ(st.dev.size_bytes, 0);
+	/* the size before the hold figures: only that much comes back */
+	st.size = FERRY_IOC_STATS_SIZE_V0;
+	memset(&st.holds, 0xee, sizeof(st.holds));
+	r = tcall(A, FERRY_WIN_IOC_STATS, &st, FERRY_IOC_STATS_SIZE_V0,
+		  FERRY_IOC_STATS_SIZE_V0);
+	CHECK_EQ(r.err, 0);
+	CHECK_EQ(r.info, FERRY_IOC_STATS_SIZE_V0);
+	CHECK_EQ(st.holds.holds_ok, 0xeeeeeeeeeeeeeeeeULL);
+	r = tcall(A, FERRY_WIN_IOC_STATS, &st, FERRY_IOC_STATS_SIZE_V0,
+		  sizeof(st));		/* size field 488, input 488: fine */
+	CHECK_EQ(r.err, 0);
+	st.size = sizeof(st);
+	CHECK_EQ(tcall(A, FERRY_WIN_IOC_STATS, &st, FERRY_IOC_STATS_SIZE_V0,
+		       sizeof(st)).err, -FERRY_EINVAL);
+	tplat_free();
+}
+
+static bool fake_forward(void *ctx, u32 ms);
+
+/* HOLD / TAG .hold_id / RELEASE through the IOCTLs; a VSS freeze waits. */
+static void test_hold(void)
+{
+	static struct ferry_ioc_hold h;
+	static struct ferry_ioc_tag t;
+	static struct ferry_ioc_release rl;
+	static struct ferry_ioc_stats st;
+	static struct ferry_win_vss_arm arm;
+	static struct ferry_win_vss_result vr;
+	struct ferry_ctl_result r;
+
+	ferry_test_current = "ctl/hold";
+	tplat_init(2);
+	TARG(h);
+	h.hold_ms = 500;
+	h.ndevs = 2;
+	h.devs[0] = 1;
+	h.devs[1] = 0;
+	CHECK_EQ(tcall(A, FERRY_WIN_IOC_HOLD, &h, sizeof(h), 16).err,
+		 -FERRY_EINVAL);
+	r = tcall(A, FERRY_WIN_IOC_HOLD, &h, sizeof(h), sizeof(h));
+	CHECK_EQ(r.err, 0);
+	CHECK_EQ(r.info, sizeof(h));
+	CHECK_EQ(h.hold_id, 1);
+	CHECK(tp.armed);
+	r = tcall(B, FERRY_WIN_IOC_HOLD, &h, sizeof(h), sizeof(h));
+	CHECK_EQ(r.err, -FERRY_EBUSY);
+	CHECK(r.results);		/* drain_ns travels back (warning) */
+	TARG(t);
+	t.hold_id = 1;
+	t.tag_id = 5;
+	r = tcall(A, FERRY_WIN_IOC_TAG, &t, sizeof(t), sizeof(t));
+	CHECK_EQ(r.err, 0);
+	CHECK_EQ(t.ndevs, 2);
+	CHECK_EQ(t.devs[0], 1);
+	CHECK_EQ(t.seqs[0], 2);		/* START, TAG */
+	CHECK(!ferry_ctl_holding(&twc.ctl));
+	/* a hold nobody ends: the bound; RELEASE then finds it stale */
+	h.hold_id = 0;
+	CHECK_EQ(tcall(A, FERRY_WIN_IOC_HOLD, &h, sizeof(h), sizeof(h)).err, 0);
+	CHECK(tctl_fire(tp.clock_ns + 600000000ULL));
+	TARG(rl);
+	rl.hold_id = h.hold_id;
+	r = tcall(A, FERRY_WIN_IOC_RELEASE, &rl, sizeof(rl), sizeof(rl));
+	CHECK_EQ(r.err, -FERRY_ESTALE);
+	/* the handle's cleanup ends its hold; a VSS freeze meanwhile waits */
+	CHECK_EQ(tcall(B, FERRY_WIN_IOC_HOLD, &h, sizeof(h), sizeof(h)).err, 0);
+	TARG(arm);
+	arm.ndevs = 1;
+	arm.devs[0] = 0;
+	arm.expire_ms = 60000;
+	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_ARM, &arm, sizeof(arm), 0).err, 0);
+	CHECK(!ferry_win_vss_freeze(&twc, &tp.devs[0], fake_forward, NULL));
+	TARG(vr);
+	CHECK_EQ(tcall(A, FERRY_WIN_IOC_VSS_RESULT, &vr, sizeof(vr), sizeof(vr)).err, 0);
+	CHECK_EQ(vr.status[0], FERRY_EBUSY);
+	CHECK(ferry_ctl_holding(&twc.ctl));	/* not released by the freeze */
+	ferry_ctl_release(&twc.ctl, B);
+	CHECK(!ferry_ctl_holding(&twc.ctl));
+	TARG(st);
+	st.dev_index = FERRY_DEV_NONE;
+	CHECK_EQ(tcall(A, FERRY_WIN_IOC_STATS, &st, sizeof(st), sizeof(st)).err, 0);
+	CHECK_EQ(st.holds.holds_ok, 1);
+	CHECK_EQ(st.holds.holds_expired, 1);
+	CHECK_EQ(st.holds.holds_aborted, 1);
 	tplat_free();
 }
 
@@ -292,10 +378,10 @@ static void test_tag(void)
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_TAG, &t, sizeof(t), sizeof(t)).err,
 		 -FERRY_EINVAL);
 	t.hold_ms = 0;
-	t.reserved = 1;
+	t.hold_id = 1;			/* a hold never given out */
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_TAG, &t, sizeof(t), sizeof(t)).err,
 		 -FERRY_EINVAL);
-	t.reserved = 0;
+	t.hold_id = 0;
 	CHECK_EQ(tcall(A, FERRY_WIN_IOC_TAG, &t, sizeof(t), 16).err,
 		 -FERRY_EINVAL);
 	CHECK_EQ(tp.holds_on, 0);		/* nothing was held so far */
@@ -623,6 +709,7 @@ void test_ctl_all(void)
 	test_version_list_stats();
 	test_get_commit();
 	test_tag();
+	test_hold();
 	test_bitmap_resync();
 	test_wait_rescan();
 	test_vss();
