@@ -1,7 +1,8 @@
+import { performance } from 'node:perf_hooks';
 import { describeError, errnoCode } from '../../common/errors';
 import { log } from '../../common/log';
 import { Signal } from '../../common/signal';
-import { BatchFormatError, readDirect, type KernelRecord } from '../../native/addon';
+import { BatchFormatError, readDirect, type KernelRecord, type TagResult } from '../../native/addon';
 import { planAttach } from './kernel/attach-plan';
 import type { ControlDevice, ReadVolume } from './kernel/control-device';
 import { convertKernelRecords, type ConvertContext } from './kernel/converter';
@@ -10,6 +11,7 @@ import { coveredReadBacks } from './kernel/records';
 import { StreamLog } from './kernel/stream-log';
 import { DEVICE_MODE_TO_CAPTURE, KernelVolume } from './kernel/volume';
 import { VolumeWalker } from './kernel/walker';
+import { KernelWriteHold } from './kernel/write-hold';
 import { blockRanges, rangeBytes } from './ranges';
 import type {
   ByteRange,
@@ -26,6 +28,7 @@ import type {
   SettleResult,
   TagOptions,
   VolumeCut,
+  WriteHold,
 } from './types';
 
 /** The kernel refuses a 17th uncommitted batch (ENOBUFS). */
@@ -108,6 +111,8 @@ export class KernelSource implements CaptureSource {
   private readonly room = new Signal();
   private readonly loops: Array<Promise<void>> = [];
   private remote: RemoteHashes | undefined;
+  /** Write holds the driver may still have in place (one at a time there). */
+  private readonly holds = new Set<KernelWriteHold>();
 
   constructor(private readonly opts: KernelSourceOptions) {
     this.control = opts.control;
@@ -371,9 +376,64 @@ export class KernelSource implements CaptureSource {
     } catch (err) {
       throw new Error(tagFailure(err, options.holdMs));
     }
-    const cuts = await Promise.all(vols.map((v, i) => v.waitTag(result.seqs[i], TAG_WAIT_MS)));
+    return this.cutsAt(vols.map((v, i) => ({ v, kseq: result.seqs[i] })));
+  }
+
+  /** Each volume's cut: the stream seq of its last record before its TAG record (kseq). */
+  private async cutsAt(tags: Array<{ v: KernelVolume; kseq: number }>): Promise<VolumeCut[]> {
+    const cuts = await Promise.all(tags.map(({ v, kseq }) => v.waitTag(kseq, TAG_WAIT_MS)));
     for (const c of cuts) if (c.seq < 1) throw new Error(`volume ${c.volumeId}: nothing has been captured yet, so there is nothing to cut`);
     return cuts;
+  }
+
+  /**
+   * The first phase of a group round: the driver holds new writes on every volume (FERRY_IOC_HOLD)
+   * until the hold's commit (a TAG at the held moment, then the release), its release, or
+   * `boundMs`, and resolves once nothing is in flight. The driver ends the hold by itself at the
+   * bound, also when this agent dies (the close of the control device releases it).
+   */
+  async hold(volumeIds: string[], boundMs: number): Promise<WriteHold> {
+    if (this.closed) throw new Error('the agent is stopping');
+    const vols = volumeIds.map((id) => this.volume(id));
+    if (vols.length === 0) throw new Error('a write hold needs at least one volume');
+    const started = performance.now();
+    let held;
+    try {
+      held = await this.control.hold(
+        vols.map((v) => v.devIndex),
+        boundMs,
+      );
+    } catch (err) {
+      throw new Error(holdFailure(err, boundMs));
+    }
+    const hold = new KernelWriteHold(
+      {
+        control: this.control,
+        cuts: (result) => this.cutsOfHold(vols, result),
+        nextTagId: () => this.nextTagId++,
+        ended: (h) => this.holds.delete(h),
+      },
+      held.holdId,
+      volumeIds,
+      boundMs,
+      started,
+      held.drainNs,
+    );
+    this.holds.add(hold);
+    log.info('writes held', { volumes: volumeIds, holdId: held.holdId, boundMs, drainMs: held.drainNs / 1e6 });
+    return hold;
+  }
+
+  /** The cuts of a committed hold; the driver lists the held devices with their TAG seqs. */
+  private cutsOfHold(vols: KernelVolume[], result: TagResult): Promise<VolumeCut[]> {
+    const seqOf = new Map(result.devices.map((d, i) => [d, result.seqs[i]]));
+    return this.cutsAt(
+      vols.map((v) => {
+        const kseq = seqOf.get(v.devIndex);
+        if (kseq === undefined) throw new Error(`volume ${v.id}: the driver did not tag its device ${v.devIndex} at the hold's cut`);
+        return { v, kseq };
+      }),
+    );
   }
 
   /**
@@ -398,9 +458,24 @@ export class KernelSource implements CaptureSource {
     for (const v of this.volumes.values()) v.stop();
     await Promise.all(this.loops);
     for (const v of this.volumes.values()) v.failUnfinishedRepairs();
-    // Closing the control device makes every uncommitted batch deliverable again.
+    // Closing the control device makes every uncommitted batch deliverable again, and ends a hold.
     await this.control.close();
+    for (const h of this.holds) h.closed();
+    this.holds.clear();
     for (const v of this.volumes.values()) v.log.close();
+  }
+}
+
+function holdFailure(err: unknown, boundMs: number): string {
+  switch (errnoCode(err)) {
+    case 'EBUSY':
+      return 'another write hold is in place (one group round at a time)';
+    case 'ETIMEDOUT':
+      return `the writes in flight did not complete within the ${boundMs} ms bound: nothing is held`;
+    case 'EINVAL':
+      return `the driver refused the hold (bound ${boundMs} ms; it allows 1 to 5000 ms): ${describeError(err)}`;
+    default:
+      return tagFailure(err, boundMs).replace('the kernel refused the tag', 'the kernel refused the hold');
   }
 }
 

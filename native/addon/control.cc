@@ -254,6 +254,38 @@ Napi::Value CtlTag(const Napi::CallbackInfo& info) {
   return Queue(w);
 }
 
+Napi::Value CtlHold(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  auto arg = std::make_shared<ferry_ioc_hold>();
+  InitArg(arg.get());
+  if (!ReadFd(info, 0, "fd", &fd) || !ReadHoldArgs(info, 1, arg.get()))
+    return env.Undefined();
+  auto* w = new CtlWorker(
+      env, "ioctl(FERRY_IOC_HOLD)",
+      [fd, arg](const char**) { return Ioctl(fd, FERRY_IOC_HOLD, arg.get()); },
+      [arg](Napi::Env e) { return HoldObject(e, *arg); },
+      [arg](Napi::Env, Napi::Error& error) {
+        error.Set("drainNs", Num(arg->drain_ns));
+      });
+  return Queue(w);
+}
+
+Napi::Value CtlRelease(const Napi::CallbackInfo& info) {
+  int fd;
+  uint64_t hold_id;
+  if (!ReadFd(info, 0, "fd", &fd) || !ReadU64(info, 1, "holdId", &hold_id))
+    return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_release>();
+  InitArg(arg.get());
+  arg->hold_id = hold_id;
+  auto* w = new CtlWorker(
+      info.Env(), "ioctl(FERRY_IOC_RELEASE)",
+      [fd, arg](const char**) { return Ioctl(fd, FERRY_IOC_RELEASE, arg.get()); },
+      [arg](Napi::Env env) { return ReleaseObject(env, *arg); });
+  return Queue(w);
+}
+
 Napi::Value CtlStats(const Napi::CallbackInfo& info) {
   int fd;
   uint32_t dev = FERRY_DEV_NONE;
@@ -384,6 +416,8 @@ void RegisterControl(Napi::Env env, Napi::Object exports) {
   exports.Set("ctlCommit", Napi::Function::New(env, CtlCommit, "ctlCommit"));
   exports.Set("ctlWait", Napi::Function::New(env, CtlWait, "ctlWait"));
   exports.Set("ctlTag", Napi::Function::New(env, CtlTag, "ctlTag"));
+  exports.Set("ctlHold", Napi::Function::New(env, CtlHold, "ctlHold"));
+  exports.Set("ctlRelease", Napi::Function::New(env, CtlRelease, "ctlRelease"));
   exports.Set("ctlStats", Napi::Function::New(env, CtlStats, "ctlStats"));
   exports.Set("ctlGetBitmap",
               Napi::Function::New(env, CtlGetBitmap, "ctlGetBitmap"));
@@ -402,6 +436,9 @@ void RegisterControl(Napi::Env env, Napi::Object exports) {
   constants.Set("FERRY_IOC_GET_BITMAP", static_cast<double>(FERRY_IOC_GET_BITMAP));
   constants.Set("FERRY_IOC_CLEAR_BITMAP", static_cast<double>(FERRY_IOC_CLEAR_BITMAP));
   constants.Set("FERRY_IOC_RESYNC_MARK", static_cast<double>(FERRY_IOC_RESYNC_MARK));
+  constants.Set("FERRY_IOC_STATS_V0", static_cast<double>(FERRY_IOC_STATS_V0));
+  constants.Set("FERRY_IOC_HOLD", static_cast<double>(FERRY_IOC_HOLD));
+  constants.Set("FERRY_IOC_RELEASE", static_cast<double>(FERRY_IOC_RELEASE));
   constants.Set("FERRY_ABI_VERSION", FERRY_ABI_VERSION);
   constants.Set("sizeofBatchHeader", static_cast<double>(sizeof(ferry_batch_hdr)));
   constants.Set("sizeofRecord", static_cast<double>(sizeof(ferry_rec)));

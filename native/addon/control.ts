@@ -12,9 +12,11 @@ import {
   loadNative,
   type ControlVersion,
   type FerryNativeError,
+  type HoldResult,
   type RawBitmapResult,
   type RawDeviceInfo,
   type RawStats,
+  type ReleaseResult,
   type RescanResult,
   type TagResult,
   type VssTagResult,
@@ -67,6 +69,27 @@ export function toDeviceInfo(raw: RawDeviceInfo): DeviceInfo {
     startStateName: START_STATES[raw.startState] ?? 'unknown',
     suspended: (raw.flags & DeviceFlag.SUSPENDED) !== 0,
   };
+}
+
+/**
+ * A write hold had already ended when it was to be tagged or released: its bound passed, it was
+ * released, its owner's control fd closed, or a held device went away. Nothing was inserted.
+ */
+export class HoldEndedError extends Error {
+  readonly code = 'ESTALE';
+
+  constructor(
+    readonly holdId: number,
+    action: 'tag' | 'release',
+  ) {
+    super(`write hold ${holdId} had already ended (its bound passed, or it was released) when it was to be ${action === 'tag' ? 'tagged' : 'released'}: nothing was inserted`);
+    this.name = 'HoldEndedError';
+  }
+}
+
+/** The driver's ESTALE for a hold as a HoldEndedError; anything else unchanged. */
+function holdError(err: unknown, holdId: number, action: 'tag' | 'release'): unknown {
+  return isFerryNativeError(err) && err.code === 'ESTALE' ? new HoldEndedError(holdId, action) : err;
 }
 
 function controlError(code: string, message: string): FerryNativeError {
@@ -184,6 +207,42 @@ export class FerryControl {
   async tag(devices: number[], options: { holdMs?: number; tagId?: number } = {}): Promise<TagResult> {
     this.checkOpen();
     return loadNative().ctlTag(this.fd, devices, options.holdMs ?? 0, options.tagId ?? 0);
+  }
+
+  /**
+   * Holds new writes on `devices` until tagHold(), releaseHold(), the close of this instance, or
+   * `holdMs` (1..5000) after the hold began, whichever comes first; resolves once no write is
+   * in flight on any of them (`drainNs`). One hold at a time (EBUSY). Rejects with ETIMEDOUT
+   * (`.drainNs`) when the writes in flight did not finish in time: nothing stays held.
+   */
+  async hold(devices: number[], holdMs: number): Promise<HoldResult> {
+    this.checkOpen();
+    return loadNative().ctlHold(this.fd, devices, holdMs);
+  }
+
+  /**
+   * Inserts a consistency tag at the cut of hold `holdId` on exactly its devices, then releases
+   * it (the hold ends even when the cut fails, e.g. ENOSPC). `devices` in the result are the held
+   * ones, `holdNs` counts from the hold's start. Rejects with HoldEndedError when the hold had
+   * already ended (nothing inserted).
+   */
+  async tagHold(holdId: number, options: { tagId?: number } = {}): Promise<TagResult> {
+    this.checkOpen();
+    try {
+      return await loadNative().ctlTag(this.fd, [], 0, options.tagId ?? 0, holdId);
+    } catch (err) {
+      throw holdError(err, holdId, 'tag');
+    }
+  }
+
+  /** Ends hold `holdId` without a cut. Rejects with HoldEndedError when it had already ended. */
+  async releaseHold(holdId: number): Promise<ReleaseResult> {
+    this.checkOpen();
+    try {
+      return await loadNative().ctlRelease(this.fd, holdId);
+    } catch (err) {
+      throw holdError(err, holdId, 'release');
+    }
   }
 
   /**

@@ -8,33 +8,59 @@
 
 namespace ferry {
 
-bool ReadTagArgs(const Napi::CallbackInfo& info, size_t first,
-                 ferry_ioc_tag* arg) {
+namespace {
+
+// The device indexes in info[index] into devs; empty only if allowed.
+bool ReadDevices(const Napi::CallbackInfo& info, size_t index, bool allow_empty,
+                 uint32_t* devs, uint32_t* ndevs) {
   Napi::Env env = info.Env();
-  if (!info[first].IsArray()) {
+  if (!info[index].IsArray()) {
     ThrowTypeError(env, "The \"devices\" argument must be an array of device indexes");
     return false;
   }
-  if (!ReadU32(info, first + 1, "holdMs", &arg->hold_ms) ||
-      !ReadU64(info, first + 2, "tagId", &arg->tag_id))
-    return false;
-  Napi::Array devs = info[first].As<Napi::Array>();
-  if (devs.Length() == 0 || devs.Length() > FERRY_MAX_DEVICES) {
+  Napi::Array list = info[index].As<Napi::Array>();
+  if ((list.Length() == 0 && !allow_empty) || list.Length() > FERRY_MAX_DEVICES) {
     ThrowRangeError(env, "The \"devices\" argument must list 1 to " +
                              std::to_string(FERRY_MAX_DEVICES) + " devices");
     return false;
   }
-  arg->ndevs = devs.Length();
-  for (uint32_t i = 0; i < devs.Length(); i++) {
-    Napi::Value v = devs.Get(i);
+  *ndevs = list.Length();
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value v = list.Get(i);
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
     if (!(d >= 0 && d <= UINT32_MAX && d == std::floor(d))) {
       ThrowTypeError(env, "The \"devices\" argument must hold device indexes (integers >= 0)");
       return false;
     }
-    arg->devs[i] = static_cast<uint32_t>(d);
+    devs[i] = static_cast<uint32_t>(d);
   }
   return true;
+}
+
+}  // namespace
+
+bool ReadTagArgs(const Napi::CallbackInfo& info, size_t first,
+                 ferry_ioc_tag* arg) {
+  Napi::Env env = info.Env();
+  if (!ReadU32(info, first + 1, "holdMs", &arg->hold_ms) ||
+      !ReadU64(info, first + 2, "tagId", &arg->tag_id))
+    return false;
+  if (!info[first + 3].IsUndefined() &&
+      !ReadU64(info, first + 3, "holdId", &arg->hold_id))
+    return false;
+  if (!ReadDevices(info, first, arg->hold_id != 0, arg->devs, &arg->ndevs))
+    return false;
+  if (arg->hold_id != 0 && (arg->ndevs != 0 || arg->hold_ms != 0)) {
+    ThrowRangeError(env, "A tag at a hold's cut takes the hold's devices and bound: pass no devices and holdMs 0");
+    return false;
+  }
+  return true;
+}
+
+bool ReadHoldArgs(const Napi::CallbackInfo& info, size_t first,
+                  ferry_ioc_hold* arg) {
+  return ReadU32(info, first + 1, "holdMs", &arg->hold_ms) &&
+         ReadDevices(info, first, false, arg->devs, &arg->ndevs);
 }
 
 Napi::Object VersionObject(Napi::Env env, const ferry_ioc_version& v) {
@@ -113,8 +139,24 @@ Napi::Object TagObject(Napi::Env env, const ferry_ioc_tag& t) {
   Napi::Object o = Napi::Object::New(env);
   Napi::Array seqs = Napi::Array::New(env, t.ndevs);
   for (uint32_t i = 0; i < t.ndevs; i++) seqs.Set(i, Num(t.seqs[i]));
+  Napi::Array devices = Napi::Array::New(env, t.ndevs);
+  for (uint32_t i = 0; i < t.ndevs; i++) devices.Set(i, t.devs[i]);
   o.Set("seqs", seqs);
+  o.Set("devices", devices);
   o.Set("holdNs", Num(t.hold_ns));
+  return o;
+}
+
+Napi::Object HoldObject(Napi::Env env, const ferry_ioc_hold& h) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("holdId", Num(h.hold_id));
+  o.Set("drainNs", Num(h.drain_ns));
+  return o;
+}
+
+Napi::Object ReleaseObject(Napi::Env env, const ferry_ioc_release& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("heldNs", Num(r.held_ns));
   return o;
 }
 
@@ -133,6 +175,12 @@ Napi::Object StatsObject(Napi::Env env, const ferry_ioc_stats& s) {
   o.Set("tagsTimedOut", Num(g.tags_timed_out));
   o.Set("tagHoldLastNs", Num(g.tag_hold_last_ns));
   o.Set("tagHoldMaxNs", Num(g.tag_hold_max_ns));
+  Napi::Object holds = Napi::Object::New(env);
+  holds.Set("ok", Num(s.holds.holds_ok));
+  holds.Set("expired", Num(s.holds.holds_expired));
+  holds.Set("aborted", Num(s.holds.holds_aborted));
+  holds.Set("maxNs", Num(s.holds.hold_max_ns));
+  o.Set("holds", holds);
   o.Set("device", s.dev_index == FERRY_DEV_NONE
                       ? env.Null()
                       : Napi::Value(DevInfoObject(env, s.dev)));

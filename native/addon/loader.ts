@@ -99,10 +99,37 @@ export interface RawGetResult {
 }
 
 export interface TagResult {
-  /** The TAG record's seq on each device, in the order the devices were given. */
+  /** The TAG record's seq on each device, in the order of `devices`. */
   seqs: number[];
-  /** How long new writes were held, ns. */
+  /** The devices tagged: as given, or for a tag at a hold's cut the held ones in the hold's order. */
+  devices: number[];
+  /** How long new writes were held, ns (for a tag at a hold's cut: from the hold's start). */
   holdNs: number;
+}
+
+/** A write hold in place (FERRY_IOC_HOLD). */
+export interface HoldResult {
+  /** Pass to a tag at the hold's cut, or to a release. */
+  holdId: number;
+  /** From the start of the hold until no write was in flight on any held device, ns. */
+  drainNs: number;
+}
+
+export interface ReleaseResult {
+  /** How long new writes were held, ns. */
+  heldNs: number;
+}
+
+/** What became of the write holds since the module loaded. */
+export interface HoldStats {
+  /** Ended by a tag at their cut. */
+  ok: number;
+  /** Released by their bound. */
+  expired: number;
+  /** Ended otherwise: a release, the owner's close, a drain timeout, a failed cut, a device going away. */
+  aborted: number;
+  /** The longest hold, ns. */
+  maxNs: number;
 }
 
 export interface RawStats {
@@ -118,6 +145,7 @@ export interface RawStats {
   tagsTimedOut: number;
   tagHoldLastNs: number;
   tagHoldMaxNs: number;
+  holds: HoldStats;
   device: RawDeviceInfo | null;
 }
 
@@ -219,7 +247,18 @@ export interface FerryNative {
    * did not finish in time (nothing inserted, writes released); ENOSPC: a device is in BITMAP mode
    * or its ring is full; EAGAIN: a device is suspended. Errors carry `.holdNs`.
    */
-  ctlTag(fd: number, devices: number[], holdMs: number, tagId: number): Promise<TagResult>;
+  ctlTag(fd: number, devices: number[], holdMs: number, tagId: number, holdId?: number): Promise<TagResult>;
+  /**
+   * FERRY_IOC_HOLD: hold new writes on every device, wait (at most holdMs) for the ones in flight
+   * and leave them held until a tag at the hold's cut (ctlTag with holdId, devices [] and holdMs
+   * 0), ctlRelease, the close of this fd, or holdMs after the hold began. One hold at a time
+   * (EBUSY; a plain ctlTag gets EBUSY too while it is in place). ETIMEDOUT: the writes in flight
+   * did not finish in time (released). Errors carry `.drainNs`. A tag or release of a hold that
+   * already ended: ESTALE.
+   */
+  ctlHold(fd: number, devices: number[], holdMs: number): Promise<HoldResult>;
+  /** FERRY_IOC_RELEASE: ends the hold now. ESTALE: it had already ended. */
+  ctlRelease(fd: number, holdId: number): Promise<ReleaseResult>;
   /** FERRY_IOC_STATS: global figures plus one device (or none with devIndex undefined). */
   ctlStats(fd: number, devIndex?: number): Promise<RawStats>;
   /**

@@ -8,14 +8,17 @@
 import type { ControlDevice } from '../../agent/capture/kernel/control-device';
 import {
   DEVICE_MODES,
+  HoldEndedError,
   RecordFlag,
   START_STATES,
   type BitmapChunk,
   type DeviceInfo,
   type DeviceMode,
+  type HoldResult,
   type KernelBatch,
   type KernelRecord,
   type RecordKind,
+  type ReleaseResult,
   type StartState,
   type TagResult,
   type VssTagResult,
@@ -234,6 +237,11 @@ export class FakeKernel {
   maxRecordsPerBatch = 64;
   /** Calls made, by name, for tests that check what the agent asked. */
   readonly calls: string[] = [];
+  /** The write hold in place (FERRY_IOC_HOLD); its bound is a real timer. */
+  private held: { id: number; devices: number[]; owner: FakeControlHandle; timer: NodeJS.Timeout } | undefined;
+  private lastHoldId = 0;
+  /** How holds ended, as STATS counts them. */
+  readonly holdsEnded = { ok: 0, expired: 0, aborted: 0 };
 
   addDevice(opts: FakeDeviceOptions): FakeDevice {
     const d = new FakeDevice(this, this.devices.length, opts);
@@ -326,6 +334,7 @@ export class FakeKernel {
   }
 
   release(h: FakeControlHandle): void {
+    if (this.held?.owner === h) this.endHold('aborted');
     if (this.owner !== h) return;
     this.owner = undefined;
     const back = this.handedOut.flatMap((b) => b.records).map((r) => ({ ...r, flags: r.flags | RecordFlag.REDELIVERED }));
@@ -352,9 +361,55 @@ export class FakeKernel {
   tag(devices: number[], tagId: number): TagResult {
     this.calls.push('tag');
     const devs = devices.map((i) => this.device(i));
+    if (this.held) throw errno('EBUSY');
     if (devs.some((d) => d.mode === 'bitmap')) throw errno('ENOSPC');
     if (devs.some((d) => d.suspended)) throw errno('EAGAIN');
-    return { seqs: devs.map((d) => d.emit('tag', tagId, 0)), holdNs: 0 };
+    return { seqs: devs.map((d) => d.emit('tag', tagId, 0)), devices: [...devices], holdNs: 0 };
+  }
+
+  /** The hold in place: its id and devices (undefined: none). */
+  get holding(): { id: number; devices: number[] } | undefined {
+    return this.held && { id: this.held.id, devices: [...this.held.devices] };
+  }
+
+  hold(h: FakeControlHandle, devices: number[], holdMs: number): HoldResult {
+    this.calls.push(`hold ${devices.join(',')} ${holdMs}`);
+    if (devices.length === 0 || holdMs < 1 || holdMs > 5000) throw errno('EINVAL');
+    const devs = devices.map((i) => this.device(i));
+    if (this.held) throw errno('EBUSY');
+    if (devs.some((d) => d.mode === 'bitmap')) throw errno('ENOSPC');
+    if (devs.some((d) => d.suspended)) throw errno('EAGAIN');
+    const id = ++this.lastHoldId;
+    const timer = setTimeout(() => this.endHold('expired'), holdMs);
+    this.held = { id, devices: [...devices], owner: h, timer };
+    return { holdId: id, drainNs: 0 };
+  }
+
+  tagHold(holdId: number, tagId: number): TagResult {
+    this.calls.push(`tagHold ${holdId}`);
+    if (holdId < 1 || holdId > this.lastHoldId) throw errno('EINVAL');
+    const held = this.held;
+    if (held?.id !== holdId) throw new HoldEndedError(holdId, 'tag');
+    const devs = held.devices.map((i) => this.device(i));
+    const failed = devs.some((d) => d.mode === 'bitmap') ? 'ENOSPC' : devs.some((d) => d.suspended) ? 'EAGAIN' : undefined;
+    this.endHold(failed ? 'aborted' : 'ok');
+    if (failed) throw errno(failed);
+    return { seqs: devs.map((d) => d.emit('tag', tagId, 0)), devices: [...held.devices], holdNs: 0 };
+  }
+
+  releaseHold(holdId: number): ReleaseResult {
+    this.calls.push(`releaseHold ${holdId}`);
+    if (holdId < 1 || holdId > this.lastHoldId) throw errno('EINVAL');
+    if (this.held?.id !== holdId) throw new HoldEndedError(holdId, 'release');
+    this.endHold('aborted');
+    return { heldNs: 0 };
+  }
+
+  private endHold(how: 'ok' | 'expired' | 'aborted'): void {
+    if (!this.held) return;
+    clearTimeout(this.held.timer);
+    this.held = undefined;
+    this.holdsEnded[how]++;
   }
 
   resyncMark(devIndex: number, offset: number, length: number): number {
@@ -423,6 +478,21 @@ export class FakeControlHandle implements ControlDevice {
   async tag(devices: number[], options: { holdMs?: number; tagId?: number }): Promise<TagResult> {
     this.check();
     return this.kernel.tag(devices, options.tagId ?? 0);
+  }
+
+  async hold(devices: number[], holdMs: number): Promise<HoldResult> {
+    this.check();
+    return this.kernel.hold(this, devices, holdMs);
+  }
+
+  async tagHold(holdId: number, options: { tagId?: number }): Promise<TagResult> {
+    this.check();
+    return this.kernel.tagHold(holdId, options.tagId ?? 0);
+  }
+
+  async releaseHold(holdId: number): Promise<ReleaseResult> {
+    this.check();
+    return this.kernel.releaseHold(holdId);
   }
 
   async vssTag(volumes: string[], devices: number[], options: { tagId?: number; holdMs?: number }): Promise<VssTagResult> {

@@ -482,6 +482,89 @@ describe('kernel source over a fake control device', () => {
   });
 });
 
+describe('kernel source: write holds for group rounds', () => {
+  /** Commits the hold while the pipeline runs (the TAG record is converted by next()). */
+  async function commitWhilePumping(lab: Lab, commit: () => Promise<unknown>): Promise<unknown> {
+    let out: unknown;
+    let done = false;
+    void commit().then(
+      (v) => ((out = v), (done = true)),
+      (e: unknown) => ((out = e), (done = true)),
+    );
+    await pump(lab, 'the commit', () => done);
+    return out;
+  }
+
+  it('commits at the held cut on the held devices, like a tag, and releases', async () => {
+    const lab = await protectedLab('hold-commit');
+    lab.device.write(BS, block(3, 4096));
+    const hold = await lab.source.hold!(['vol1'], 500);
+    expect(lab.kernel.holding?.devices).toEqual([lab.device.index]);
+    // One hold at a time: a second one and a plain tag are refused while it is in place.
+    await expect(lab.source.hold!(['vol1'], 500)).rejects.toThrow(/another write hold is in place/);
+    await expect(lab.source.tag(['vol1'], { holdMs: 100, quiesced: false })).rejects.toThrow(/refused the tag/);
+    const cuts = (await commitWhilePumping(lab, () => hold.commit())) as Array<{ volumeId: string; seq: number; accuracy: string }>;
+    expect(cuts).toHaveLength(1);
+    expect(cuts[0].volumeId).toBe('vol1');
+    expect(cuts[0].accuracy).toBe('exact');
+    // The cut is the stream seq of the last record before the TAG: the write made before the hold.
+    const write = lab.replica.records.filter((r) => r.kind === 'write').pop();
+    expect(cuts[0].seq).toBe(write?.seq);
+    expect(lab.kernel.holding).toBeUndefined();
+    expect(lab.kernel.holdsEnded).toEqual({ ok: 1, expired: 0, aborted: 0 });
+    await hold.release(); // idempotent after a commit
+    await expect(hold.commit()).rejects.toThrow(/already committed/);
+    expect(lab.kernel.calls.filter((c) => c.startsWith('releaseHold'))).toEqual([]);
+  });
+
+  it('rejects a commit after the bound released the hold, with no TAG anywhere', async () => {
+    const lab = await protectedLab('hold-expired');
+    const hold = await lab.source.hold!(['vol1'], 30);
+    const nextSeq = lab.device.nextSeq;
+    const deadline = Date.now() + 5000;
+    while (lab.kernel.holding && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(lab.kernel.holdsEnded.expired).toBe(1);
+    await expect(hold.commit()).rejects.toThrow(/expired: its 30 ms bound passed before the commit/);
+    expect(lab.kernel.calls.filter((c) => c.startsWith('tagHold'))).toEqual([]); // refused by the agent's own clock
+    await hold.release();
+    expect(lab.device.nextSeq).toBe(nextSeq); // no TAG record
+  });
+
+  it('turns the driver\'s ESTALE into the same clear refusal when its bound ran first', async () => {
+    const lab = await protectedLab('hold-estale');
+    const hold = await lab.source.hold!(['vol1'], 2000);
+    // The driver ended the hold (its bound, by its own clock) while the agent still had time left.
+    await lab.kernel.open().releaseHold(lab.kernel.holding!.id);
+    await expect(hold.commit()).rejects.toThrow(/expired/);
+    await hold.release();
+  });
+
+  it('releases: idempotent, and a later hold is possible; closing the source ends a hold in place', async () => {
+    const lab = await protectedLab('hold-release');
+    const hold = await lab.source.hold!(['vol1'], 1000);
+    await hold.release();
+    await hold.release();
+    expect(lab.kernel.holding).toBeUndefined();
+    expect(lab.kernel.calls.filter((c) => c.startsWith('releaseHold'))).toHaveLength(1);
+    await expect(hold.commit()).rejects.toThrow(/was released/);
+    const again = await lab.source.hold!(['vol1'], 1000);
+    expect(lab.kernel.holding).toBeDefined();
+    await lab.source.close();
+    expect(lab.kernel.holding).toBeUndefined();
+    expect(lab.kernel.holdsEnded.aborted).toBe(2);
+    await again.release();
+    await expect(again.commit()).rejects.toThrow(/capture source closed/);
+  });
+
+  it('says why the driver refused a hold', async () => {
+    const lab = await protectedLab('hold-refused');
+    await expect(lab.source.hold!(['vol1'], 6000)).rejects.toThrow(/1 to 5000 ms/);
+    lab.device.suspended = true;
+    await expect(lab.source.hold!(['vol1'], 100)).rejects.toThrow(/suspended/);
+    await expect(lab.source.hold!(['nope'], 100)).rejects.toThrow(/not attached/);
+  });
+});
+
 describe('kernel source: stopping', () => {
   it('stops its walkers without waiting for a poll', async () => {
     const lab = await protectedLab('src-stop');

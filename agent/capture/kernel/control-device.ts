@@ -1,4 +1,4 @@
-import type { BitmapChunk, DeviceInfo, KernelBatch, TagResult, VssTagResult } from '../../../native/addon';
+import type { BitmapChunk, DeviceInfo, HoldResult, KernelBatch, ReleaseResult, TagResult, VssTagResult } from '../../../native/addon';
 
 /**
  * The calls of the driver's control device (/dev/ferry-ctl, \\.\FerryCtl) that kernel capture
@@ -17,6 +17,12 @@ export interface ControlDevice {
   /** Waits up to timeoutMs for records; true if some are waiting. */
   wait(timeoutMs: number): Promise<boolean>;
   tag(devices: number[], options: { holdMs?: number; tagId?: number }): Promise<TagResult>;
+  /** Holds new writes on the devices (at most holdMs from now; ETIMEDOUT: they did not drain). */
+  hold(devices: number[], holdMs: number): Promise<HoldResult>;
+  /** A tag at the hold's cut on exactly its devices, then the release; HoldEndedError if it ended. */
+  tagHold(holdId: number, options: { tagId?: number }): Promise<TagResult>;
+  /** Ends the hold now; HoldEndedError if it had already ended. */
+  releaseHold(holdId: number): Promise<ReleaseResult>;
   /** Windows: a tag at the VSS freeze point; rejects unless every device was tagged and bridged. */
   vssTag(volumes: string[], devices: number[], options: { tagId?: number; holdMs?: number }): Promise<VssTagResult>;
   /** Inserts a RESYNC_MARK for the range; resolves its kernel seq. */

@@ -212,6 +212,35 @@ Napi::Value CtlTag(const Napi::CallbackInfo& info) {
   return w->Start();
 }
 
+Napi::Value CtlHold(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HANDLE h;
+  auto arg = std::make_shared<ferry_ioc_hold>();
+  InitArg(arg.get());
+  if (!ReadHandle(info, 0, &h) || !ReadHoldArgs(info, 1, arg.get())) return env.Undefined();
+  auto* w = new WinWorker(
+      env, "DeviceIoControl(FERRY_WIN_IOC_HOLD)",
+      [h, arg](const char**) { return BufferedCall(h, FERRY_WIN_IOC_HOLD, arg.get()); },
+      [arg](Napi::Env e) { return HoldObject(e, *arg); },
+      [arg](Napi::Env, Napi::Error& error) { error.Set("drainNs", Num(arg->drain_ns)); });
+  return w->Start();
+}
+
+Napi::Value CtlRelease(const Napi::CallbackInfo& info) {
+  HANDLE h;
+  uint64_t hold_id;
+  if (!ReadHandle(info, 0, &h) || !ReadU64(info, 1, "holdId", &hold_id))
+    return info.Env().Undefined();
+  auto arg = std::make_shared<ferry_ioc_release>();
+  InitArg(arg.get());
+  arg->hold_id = hold_id;
+  auto* w = new WinWorker(
+      info.Env(), "DeviceIoControl(FERRY_WIN_IOC_RELEASE)",
+      [h, arg](const char**) { return BufferedCall(h, FERRY_WIN_IOC_RELEASE, arg.get()); },
+      [arg](Napi::Env env) { return ReleaseObject(env, *arg); });
+  return w->Start();
+}
+
 Napi::Value CtlStats(const Napi::CallbackInfo& info) {
   HANDLE h;
   uint32_t dev = FERRY_DEV_NONE;
@@ -366,6 +395,8 @@ void RegisterControlWin(Napi::Env env, Napi::Object exports) {
   exports.Set("ctlCommit", Napi::Function::New(env, CtlCommit, "ctlCommit"));
   exports.Set("ctlWait", Napi::Function::New(env, CtlWait, "ctlWait"));
   exports.Set("ctlTag", Napi::Function::New(env, CtlTag, "ctlTag"));
+  exports.Set("ctlHold", Napi::Function::New(env, CtlHold, "ctlHold"));
+  exports.Set("ctlRelease", Napi::Function::New(env, CtlRelease, "ctlRelease"));
   exports.Set("ctlStats", Napi::Function::New(env, CtlStats, "ctlStats"));
   exports.Set("ctlGetBitmap", Napi::Function::New(env, CtlGetBitmap, "ctlGetBitmap"));
   exports.Set("ctlClearBitmap", Napi::Function::New(env, CtlClearBitmap, "ctlClearBitmap"));
@@ -382,6 +413,8 @@ void RegisterControlWin(Napi::Env env, Napi::Object exports) {
   c.Set("FERRY_IOC_GET_BITMAP", static_cast<double>(FERRY_WIN_IOC_GET_BITMAP));
   c.Set("FERRY_IOC_CLEAR_BITMAP", static_cast<double>(FERRY_WIN_IOC_CLEAR_BITMAP));
   c.Set("FERRY_IOC_RESYNC_MARK", static_cast<double>(FERRY_WIN_IOC_RESYNC_MARK));
+  c.Set("FERRY_IOC_HOLD", static_cast<double>(FERRY_WIN_IOC_HOLD));
+  c.Set("FERRY_IOC_RELEASE", static_cast<double>(FERRY_WIN_IOC_RELEASE));
   c.Set("FERRY_WIN_IOC_WAIT", static_cast<double>(FERRY_WIN_IOC_WAIT));
   c.Set("FERRY_WIN_IOC_RESCAN", static_cast<double>(FERRY_WIN_IOC_RESCAN));
   c.Set("FERRY_WIN_IOC_VSS_ARM", static_cast<double>(FERRY_WIN_IOC_VSS_ARM));
