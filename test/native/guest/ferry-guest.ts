@@ -11,6 +11,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import {
   FerryControl,
+  HoldEndedError,
   RecordFlag,
   dirtyRanges,
   isFerryNativeError,
@@ -89,6 +90,43 @@ function ddWriteAsync(dev: string, offset: number, data: Buffer): Promise<void> 
     child.once('error', reject);
     child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`dd exited ${code}`))));
   });
+}
+
+/** A dd write in the background, with its process to watch. */
+function ddWriteChild(dev: string, offset: number, data: Buffer): { pid: number; done: Promise<number> } {
+  const src = `/tmp/ferry-dd-${process.pid}-${ddSerial++}.bin`;
+  fs.writeFileSync(src, data);
+  const child = spawn('dd', [`if=${src}`, `of=${dev}`, `bs=${data.length}`, 'count=1', `seek=${offset}`, 'oflag=seek_bytes,direct', 'conv=notrunc', 'status=none']);
+  const done = new Promise<number>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve(Date.now()) : reject(new Error(`dd exited ${code}`))));
+  });
+  return { pid: child.pid ?? -1, done };
+}
+
+/**
+ * True once process pid sleeps uninterruptibly inside write()/pwrite64(): dm maps a bio in the
+ * submitter's context, so by then its write reached dm-ferry (and waits there if held).
+ */
+function blockedInWrite(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    const nr = fs.readFileSync(`/proc/${pid}/syscall`, 'utf8').split(' ')[0];
+    return state === 'D' && (nr === '1' || nr === '18');
+  } catch {
+    return false;
+  }
+}
+
+/** Waits (polling, up to ms) until cond() holds; false if it never did. */
+async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return true;
 }
 
 interface Rec extends KernelRecord {
@@ -608,6 +646,120 @@ async function scenarioTag(): Promise<void> {
   await ctl.close();
 }
 
+/**
+ * hold (runs after `tag` in the same boot): the two phases of a group round. A write issued
+ * during a hold waits until the commit and completes right after; the TAG records are one cut
+ * (writes before the hold at or below it, the held write after). Without a commit the bound
+ * releases the hold by itself and a late commit gets ESTALE with no TAG; a drain that cannot
+ * finish releases at once; the owner's close releases.
+ */
+async function scenarioHold(): Promise<void> {
+  const ctl = await FerryControl.open();
+  const f0 = await device(ctl, 'f0');
+  const f1 = await device(ctl, 'f1');
+  const f2 = await device(ctl, 'f2'); // over dm-delay: writes take 1.5 s
+  for (const dev of [f0, f1, f2]) if (dev.modeName !== 'data') await drainWholeBitmap(ctl, dev);
+  await drain(ctl);
+  const before = (await ctl.stats()).holds;
+
+  // -- commit: writes before the hold, one during it
+  ddWrite('/dev/mapper/f0', 16 * MiB, pattern(201, 4096));
+  ddWrite('/dev/mapper/f1', 16 * MiB, pattern(202, 4096));
+  let t0 = Date.now();
+  const h = await ctl.hold([f0.index, f1.index], 3000);
+  const heldAt = Date.now();
+  facts.holdCallMs = heldAt - t0;
+  facts.holdDrainNs = h.drainNs;
+  check(h.holdId > 0, 'hold id');
+  for (const d of [await device(ctl, 'f0'), await device(ctl, 'f1')]) check((d.flags & 2) !== 0, `${d.name} reports the hold flag`);
+  const held = ddWriteChild('/dev/mapper/f1', 16 * MiB + 4096, pattern(203, 4096));
+  let heldDone = 0;
+  void held.done.then((at) => (heldDone = at));
+  check(await until(() => blockedInWrite(held.pid), 2000), 'the write during the hold reached dm-ferry and waits');
+  await expectCode(ctl.hold([f0.index], 1000), 'EBUSY', 'a second hold while one is in place');
+  await expectCode(ctl.tag([f1.index], { holdMs: 100 }), 'EBUSY', 'a tag of its own while a hold is in place');
+  // the network round of a group commit takes a while; the write must still wait
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  eq(heldDone, 0, 'the held write had not completed before the commit');
+  const commitAt = Date.now();
+  const cut = await ctl.tagHold(h.holdId, { tagId: 5151 });
+  const committedAt = Date.now();
+  const doneAt = await held.done;
+  facts.commitCallMs = committedAt - commitAt;
+  facts.heldWriteDoneAfterCommitMs = doneAt - committedAt;
+  facts.holdNs = cut.holdNs;
+  facts.holdWallMs = committedAt - heldAt;
+  check(doneAt >= commitAt, 'the held write completed only after the commit was issued');
+  check(doneAt - committedAt < 3000, `the held write completed right after the commit (${doneAt - committedAt} ms)`);
+  eq(JSON.stringify(cut.devices), JSON.stringify([f0.index, f1.index]), 'the cut covers exactly the held devices, in order');
+  check(cut.holdNs >= 300e6 && cut.holdNs < 3000e6, `hold lasted ${cut.holdNs} ns (from the hold to the commit)`);
+  let recs = await drain(ctl);
+  const tags = recs.filter((r) => r.kind === 'tag');
+  eq(tags.length, 2, 'one TAG record per held device');
+  const tagSeq = new Map(cut.devices.map((d, i) => [d, cut.seqs[i]]));
+  for (const t of tags) {
+    eq(t.offset, 5151, 'TAG carries the tag id');
+    eq(t.seq, tagSeq.get(t.devIndex), `TAG seq on device ${t.devIndex}`);
+  }
+  const at = (dev: number, off: number): Rec | undefined => recs.find((r) => r.kind === 'write' && r.devIndex === dev && r.offset === off);
+  const w0 = at(f0.index, 16 * MiB);
+  const w1 = at(f1.index, 16 * MiB);
+  const w2 = at(f1.index, 16 * MiB + 4096);
+  check(w0 !== undefined && w0.seq < (tagSeq.get(f0.index) ?? 0), 'f0: the write before the hold is below the cut');
+  check(w1 !== undefined && w1.seq < (tagSeq.get(f1.index) ?? 0), 'f1: the write before the hold is below the cut');
+  check(w2 !== undefined && w2.seq > (tagSeq.get(f1.index) ?? Infinity), 'f1: the write held during the hold is after the cut');
+  facts.cut = { f0Tag: tagSeq.get(f0.index), f1Tag: tagSeq.get(f1.index), before: [w0?.seq, w1?.seq], held: w2?.seq };
+  await expectCode(ctl.releaseHold(h.holdId), 'ESTALE', 'release of a committed hold');
+  checkSeqs(recs, 'hold stream');
+
+  // -- nobody commits: the bound releases by itself
+  const bound = 1500;
+  t0 = Date.now();
+  const h2 = await ctl.hold([f0.index, f1.index], bound);
+  const held2 = ddWriteChild('/dev/mapper/f0', 16 * MiB + 8192, pattern(204, 4096));
+  check(await until(() => blockedInWrite(held2.pid), 1200), 'the write during the second hold waits');
+  const done2 = await held2.done;
+  facts.expiredWriteDoneMs = done2 - t0;
+  facts.expiryBoundMs = bound;
+  check(done2 - t0 >= bound - 50, `the write waited for the bound (${done2 - t0} ms of ${bound})`);
+  check(done2 - t0 < bound + 1500, `the bound released the write in time (${done2 - t0} ms of ${bound})`);
+  const late = await expectCode(ctl.tagHold(h2.holdId, { tagId: 5252 }), 'ESTALE', 'commit after the bound');
+  check(late instanceof HoldEndedError, 'a late commit rejects with HoldEndedError');
+  await expectCode(ctl.releaseHold(h2.holdId), 'ESTALE', 'release after the bound');
+  recs = await drain(ctl);
+  eq(recs.filter((r) => r.kind === 'tag').length, 0, 'no TAG record from the expired hold');
+  check(recs.some((r) => r.kind === 'write' && r.devIndex === f0.index && r.offset === 16 * MiB + 8192), 'the write released by the bound was captured');
+
+  // -- a write in flight that cannot drain: ETIMEDOUT at once, nothing stays held
+  const slow = ddWriteAsync('/dev/mapper/f2', 0, pattern(205, 4096));
+  for (let n = 0; n < 100000 && (await device(ctl, 'f2')).inflight === 0; n++);
+  t0 = Date.now();
+  const err = (await expectCode(ctl.hold([f0.index, f2.index], 200), 'ETIMEDOUT', 'hold with a write stuck in flight')) as { drainNs?: number } | undefined;
+  facts.timeoutDrainNs = err?.drainNs;
+  check((err?.drainNs ?? 0) >= 190e6 && (err?.drainNs ?? 0) < 200e6 + 80e6, `drain timeout after ${err?.drainNs} ns (bound 200 ms)`);
+  check(((await device(ctl, 'f0')).flags & 2) === 0, 'f0 released after the drain timeout');
+  const t1 = Date.now();
+  ddWrite('/dev/mapper/f0', 16 * MiB + 12288, pattern(206, 4096));
+  facts.writeAfterDrainTimeoutMs = Date.now() - t1;
+  await slow;
+
+  // -- the close of the fd that asked for a hold releases it
+  const other = await FerryControl.open();
+  await other.hold([f1.index], 5000);
+  check(((await device(ctl, 'f1')).flags & 2) !== 0, 'f1 held by the other fd');
+  await other.close();
+  check(((await device(ctl, 'f1')).flags & 2) === 0, 'closing the owner released the hold');
+  await drain(ctl);
+
+  const stats = (await ctl.stats()).holds;
+  facts.holds = stats;
+  eq(stats.ok - before.ok, 1, 'stats: holds committed');
+  eq(stats.expired - before.expired, 1, 'stats: holds expired');
+  eq(stats.aborted - before.aborted, 2, 'stats: holds aborted (drain timeout, close)');
+  check(stats.maxNs >= cut.holdNs, 'stats: longest hold');
+  await ctl.close();
+}
+
 /** Writer child for scenarioTag: n sequential writes alternating between f0 and f1. */
 function writer(n: number): void {
   const fds = [fs.openSync('/dev/mapper/f0', 'r+'), fs.openSync('/dev/mapper/f1', 'r+')];
@@ -724,8 +876,26 @@ async function scenarioErrnos(): Promise<void> {
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [7]), 'ENODEV', 'TAG with an untracked index');
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [64]), 'ENODEV', 'TAG with index 64');
   await raw(C.FERRY_IOC_TAG, tagArg(1, 100, [0], 1), 'EINVAL', 'TAG reserved field');
-  await raw(C.FERRY_IOC_STATS, arg(488, (x) => x.writeUInt32LE(9, 8)), 'ENODEV', 'STATS of an untracked index');
-  await raw(C.FERRY_IOC_STATS, arg(488, (x) => { x.writeUInt32LE(0xffffffff, 8); x.writeUInt32LE(1, 12); }), 'EINVAL', 'STATS reserved field');
+  await raw(C.FERRY_IOC_STATS, arg(520, (x) => x.writeUInt32LE(9, 8)), 'ENODEV', 'STATS of an untracked index');
+  await raw(C.FERRY_IOC_STATS, arg(520, (x) => { x.writeUInt32LE(0xffffffff, 8); x.writeUInt32LE(1, 12); }), 'EINVAL', 'STATS reserved field');
+  await raw(C.FERRY_IOC_STATS_V0, arg(488, (x) => x.writeUInt32LE(9, 8)), 'ENODEV', 'STATS (size before holds) of an untracked index');
+  await ok(C.FERRY_IOC_STATS_V0, arg(488, (x) => x.writeUInt32LE(0xffffffff, 8)), 'STATS with the size before holds');
+  await raw(C.FERRY_IOC_STATS_V0, arg(520, (x) => x.writeUInt32LE(0xffffffff, 8)), 'EINVAL', 'STATS (size before holds) with the full size field');
+  const holdArg = (ndevs: number, holdMs: number, devs: number[], reserved = 0): Buffer =>
+    arg(296, (x) => {
+      x.writeUInt32LE(holdMs, 8);
+      x.writeUInt32LE(ndevs, 12);
+      devs.forEach((v, i) => x.writeUInt32LE(v, 16 + 4 * i));
+      x.writeBigUInt64LE(BigInt(reserved), 288);
+    });
+  await raw(C.FERRY_IOC_HOLD, holdArg(0, 100, []), 'EINVAL', 'HOLD with no device');
+  await raw(C.FERRY_IOC_HOLD, holdArg(1, 0, [0]), 'EINVAL', 'HOLD without a bound');
+  await raw(C.FERRY_IOC_HOLD, holdArg(1, 5001, [0]), 'EINVAL', 'HOLD over 5 s');
+  await raw(C.FERRY_IOC_HOLD, holdArg(2, 100, [0, 0]), 'EINVAL', 'HOLD with a device twice');
+  await raw(C.FERRY_IOC_HOLD, holdArg(1, 100, [0], 1), 'EINVAL', 'HOLD reserved field');
+  await raw(C.FERRY_IOC_HOLD, holdArg(1, 100, [7]), 'ENODEV', 'HOLD with an untracked index');
+  await raw(C.FERRY_IOC_RELEASE, arg(32), 'EINVAL', 'RELEASE of hold 0');
+  await raw(C.FERRY_IOC_RELEASE, arg(32, (x) => x.writeBigUInt64LE(1n << 40n, 8)), 'EINVAL', 'RELEASE of a hold never given out');
   const bmArg = (dev: number, flags: number, ptr: bigint, startByte: bigint, len: number): Buffer =>
     arg(80, (x) => {
       x.writeUInt32LE(dev, 8);
@@ -913,6 +1083,9 @@ async function main(): Promise<void> {
       break;
     case 'tag':
       await scenarioTag();
+      break;
+    case 'hold':
+      await scenarioHold();
       break;
     case 'stress':
       await scenarioStress();
