@@ -487,6 +487,8 @@ function tagFailure(err: unknown, holdMs: number): string {
       return 'a device is suspended: try the tag again';
     case 'ETIMEDOUT':
       return `the writes in flight did not complete within the ${holdMs} ms hold: the tag was revoked`;
+    case 'EBUSY':
+      return 'a group round holds the writes right now (a write hold is in place): try the tag again once it ends';
     case 'ENODEV':
       return 'a ferry device went away';
     default:

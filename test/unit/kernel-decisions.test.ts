@@ -502,7 +502,7 @@ describe('kernel source: write holds for group rounds', () => {
     expect(lab.kernel.holding?.devices).toEqual([lab.device.index]);
     // One hold at a time: a second one and a plain tag are refused while it is in place.
     await expect(lab.source.hold!(['vol1'], 500)).rejects.toThrow(/another write hold is in place/);
-    await expect(lab.source.tag(['vol1'], { holdMs: 100, quiesced: false })).rejects.toThrow(/refused the tag/);
+    await expect(lab.source.tag(['vol1'], { holdMs: 100, quiesced: false })).rejects.toThrow(/a group round holds the writes/);
     const cuts = (await commitWhilePumping(lab, () => hold.commit())) as Array<{ volumeId: string; seq: number; accuracy: string }>;
     expect(cuts).toHaveLength(1);
     expect(cuts[0].volumeId).toBe('vol1');
