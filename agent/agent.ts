@@ -393,7 +393,8 @@ export class Agent implements ControlledAgent {
     return new RoundParticipant({
       source,
       volumeIds: () => this.volumes.map((v) => v.id),
-      quiescer: new HookFreezeQuiescer(this.config.tags, this.mounts()),
+      // Windows has no FIFREEZE (its app points go through VSS): a round there runs the hooks only.
+      quiescer: new HookFreezeQuiescer(this.config.tags, process.platform === 'win32' ? [] : this.mounts()),
       clock: realClock,
       held: (reply) => {
         const conn = this.conn;
