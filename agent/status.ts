@@ -91,6 +91,11 @@ export function prometheusText(s: AgentStatus): string {
   metric('ferry_agent_throughput_bytes_per_second', 'change data sent over the last 10 s', 'gauge', [['', s.throughputBytesPerSecond]]);
   metric('ferry_agent_resident_memory_bytes', 'resident set size of the agent', 'gauge', [['', s.rssBytes]]);
   metric('ferry_agent_rpo_threshold_seconds', 'the effective RPO threshold (group policy, local config or default)', 'gauge', [['', s.policy.rpoThresholdMs.value / 1000]]);
+  const holds: Array<[string, number]> = [];
+  if (s.rounds.p50HoldMs !== null) holds.push(['{quantile="0.5"}', s.rounds.p50HoldMs / 1000]);
+  if (s.rounds.p99HoldMs !== null) holds.push(['{quantile="0.99"}', s.rounds.p99HoldMs / 1000]);
+  metric('ferry_agent_group_round_hold_seconds', 'how long group rounds held the writes (prepare received -> released), recent rounds', 'gauge', holds);
+  metric('ferry_agent_group_rounds_total', 'group rounds by how they ended', 'counter', Object.entries(s.rounds.outcomes).map(([outcome, n]) => [`{outcome="${outcome}"}`, n]));
   metric('ferry_volume_rpo_seconds', 'time since the earliest moment a change not yet durable at the receiver may have happened (scan: includes writes no pass has read yet)', 'gauge', s.volumes.map((v) => [vol(v), v.rpoSeconds]));
   metric('ferry_volume_backlog_bytes', 'captured change data not yet durable at the receiver', 'gauge', s.volumes.map((v) => [vol(v), v.backlogBytes]));
   metric('ferry_volume_durable_seq', 'highest seq the receiver holds durably', 'gauge', s.volumes.map((v) => [vol(v), v.durableSeq]));

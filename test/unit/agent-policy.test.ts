@@ -2,6 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAgentConfig } from '../../agent/config';
+import { emptyRoundStats } from '../../agent/group-round';
+import { AgentStatus, prometheusText } from '../../agent/status';
 import { effectivePolicy, offerPolicy, POLICY_DEFAULTS } from '../../agent/policy/effective';
 import { PolicyKeeper } from '../../agent/policy/policy-keeper';
 import type { AgentPolicy } from '../../proto/validate-control';
@@ -88,5 +90,34 @@ describe('agent config: the local policy values', () => {
   it('refuses values outside the policy bounds, naming the key', () => {
     expect(() => parse({ tags: { appIntervalMs: '1s' } })).toThrow(/tags\.appIntervalMs/);
     expect(() => parse({ rpoThresholdMs: 10 })).toThrow(/rpoThresholdMs must be between 1000/);
+  });
+});
+
+describe('metrics: the effective RPO threshold and the group rounds', () => {
+  it('exports the threshold, hold-time quantiles and round outcomes', () => {
+    const status: AgentStatus = {
+      pid: 1,
+      updatedMs: 0,
+      name: 'vm-a',
+      agentId: 'agent-1',
+      receiver: 'wss://r:7443',
+      capture: 'scan',
+      connected: true,
+      throttled: false,
+      sentBytes: 0,
+      throughputBytesPerSecond: 0,
+      rssBytes: 0,
+      points: { lastCrashTagMs: 0, lastAppTagMs: 0, tagsSent: 0 },
+      policy: effectivePolicy({}, group({ rpoThresholdMs: 20_000 })),
+      rounds: { ...emptyRoundStats(), outcomes: { ...emptyRoundStats().outcomes, committed: 4, expired: 1 }, lastHoldMs: 40, p50HoldMs: 35, p99HoldMs: 1500 },
+      events: { queued: 0, dropped: 0 },
+      volumes: [],
+    };
+    const text = prometheusText(status);
+    expect(text).toContain('ferry_agent_rpo_threshold_seconds 20\n');
+    expect(text).toContain('ferry_agent_group_round_hold_seconds{quantile="0.5"} 0.035\n');
+    expect(text).toContain('ferry_agent_group_round_hold_seconds{quantile="0.99"} 1.5\n');
+    expect(text).toContain('ferry_agent_group_rounds_total{outcome="committed"} 4\n');
+    expect(text).toContain('ferry_agent_group_rounds_total{outcome="expired"} 1\n');
   });
 });
