@@ -115,7 +115,7 @@ export function agentCommand(): Command {
 
   cmd
     .command('status')
-    .description('state, RPO, backlog, throughput and resync progress of every volume')
+    .description('state, RPO, backlog, throughput and resync progress of every volume; the effective policy (each value with its source: group, local config, default) and group rounds')
     .requiredOption('--config <file>', 'agent config (JSON or YAML)')
     .option('--json', 'machine-readable output')
     .action(async (opts: { config: string; json?: boolean }) => {
