@@ -23,7 +23,13 @@ import { HashRequests } from './transport/hash-requests';
 import { probeVolume } from './volumes';
 import { RepairDesk } from './repair-requests';
 import { VerifyProgress, VerifyReport, VolumeVerifier } from './verify/verifier';
-import type { DecodedFrame } from '../proto/frames';
+import type { DecodedFrame, ferry } from '../proto/frames';
+import { validateGroupAbort, validateGroupCommit, validateGroupPrepare } from '../proto/validate-control';
+import { AgentEventInput, EventOutbox } from './events';
+import { emptyRoundStats, realClock, RoundParticipant } from './group-round';
+import { PolicyKeeper } from './policy/policy-keeper';
+import { Repeater } from './schedule';
+import { HookFreezeQuiescer } from './tags/quiesce';
 
 /** Longest hold of new writes when a kernel source cuts a multi-volume tag. */
 const TAG_HOLD_MS = 300;
@@ -67,6 +73,18 @@ export class Agent implements ControlledAgent {
   private lastAppTagMs = 0;
   private tagsSent = 0;
   private verifying = false;
+  /** An application-consistent tag (operator's or scheduled) is being cut. */
+  private appTagBusy = false;
+  private readonly policy: PolicyKeeper;
+  private readonly events = new EventOutbox();
+  private rounds: RoundParticipant | undefined;
+  /** The session's receiver speaks the configuration-server frames (it sent a policy or a round). */
+  private controlCapable = false;
+  private readonly crashTicker = new Repeater(() => void this.crashTag());
+  private readonly appTicker = new Repeater(() => void this.scheduledAppPoint());
+  /** Resyncs announced as events: per volume, the start time of the last one and whether its end was. */
+  private readonly resyncSeen = new Map<string, { startedMs: number; finishAnnounced: boolean }>();
+  private readonly resyncReasons = new Map<string, string>();
   /** Block-hash requests of resyncs, repairs and verifies: they outlive a connection. */
   private readonly hashes = new HashRequests();
   private readonly repairs = new RepairDesk({
@@ -89,6 +107,7 @@ export class Agent implements ControlledAgent {
 
   constructor(readonly config: AgentConfig) {
     this.state = new AgentState(config.stateDir);
+    this.policy = new PolicyKeeper(this.state.policyFile, config.policy);
   }
 
   /** Runs until `stop` (resolves) or an unrecoverable error (rejects with a FerryError). */
@@ -102,6 +121,7 @@ export class Agent implements ControlledAgent {
     this.pipeline = new Pipeline(this.source, this.config.pipeline);
     this.pipeline.onFatalError((err) => this.fail(new FerryError(`replication stopped: ${err.message}`, ExitCode.failure)));
     this.pipeline.start();
+    this.rounds = this.createRoundParticipant(this.source, this.pipeline);
     this.startTimers();
     const servers: Array<net.Server | http.Server> = [await startControlServer(this, this.state.socketPath)];
     if (this.config.metricsListen) servers.push(await startMetricsServer(this, this.config.metricsListen));
@@ -171,6 +191,7 @@ export class Agent implements ControlledAgent {
     // The receiver may ask for repairs as soon as it has logged the agent in.
     conn.on('frame', (frame: DecodedFrame) => {
       if (frame.repairRequest) this.repairs.onRequest(frame.repairRequest);
+      else this.onControlFrame(conn, frame);
     });
     const pipeline = this.pipeline as Pipeline;
     let attachedToPipeline = false;
@@ -193,6 +214,8 @@ export class Agent implements ControlledAgent {
       const err = await Promise.race([failed, this.stopSignal.wait(2 ** 31 - 1).then(() => undefined)]);
       if (err && !this.stopping) throw err;
     } finally {
+      this.controlCapable = false;
+      void this.rounds?.sessionLost();
       if (attachedToPipeline) {
         pipeline.detach(conn.error ?? new Error('session closed'));
         this.hashes.detach();
@@ -208,7 +231,10 @@ export class Agent implements ControlledAgent {
     for (const v of this.volumes) {
       const need = await source.attach(v, durable.get(v.id)?.durableSeq ?? 0);
       log.info(need.kind === 'none' ? 'volume protected, no resync needed' : 'volume needs a resync', { volume: v.id, resync: need.kind, reason: need.reason });
-      if (need.kind !== 'none') source.startResync(v.id, need.kind, this.hashes.request);
+      if (need.kind !== 'none') {
+        this.resyncReasons.set(v.id, need.reason);
+        source.startResync(v.id, need.kind, this.hashes.request);
+      }
     }
     this.attached = true;
     this.repairs.start();
@@ -222,9 +248,12 @@ export class Agent implements ControlledAgent {
       t.unref();
       this.timers.push(t);
     };
-    every(HEARTBEAT_MS, () => this.pipeline?.heartbeat());
-    every(this.config.tags.crashIntervalMs, () => void this.crashTag());
-    every(STATUS_MS, () => this.writeStatus());
+    every(HEARTBEAT_MS, () => this.heartbeat());
+    every(STATUS_MS, () => {
+      this.noteResyncEvents();
+      this.writeStatus();
+    });
+    this.applyEffectivePolicy();
     every(RESYNC_LOG_MS, () => this.logResyncProgress());
   }
 
@@ -232,7 +261,7 @@ export class Agent implements ControlledAgent {
   private async crashTag(): Promise<void> {
     const source = this.source;
     const pipeline = this.pipeline;
-    if (!source || !pipeline || !this.attached || !pipeline.isConnected || this.crashTagBusy) return;
+    if (!source || !pipeline || !this.attached || !pipeline.isConnected || this.crashTagBusy || this.rounds?.isActive) return;
     this.crashTagBusy = true;
     try {
       const cuts = await source.tag(this.volumes.map((v) => v.id), { holdMs: TAG_HOLD_MS, quiesced: false });
@@ -249,7 +278,7 @@ export class Agent implements ControlledAgent {
     }
   }
 
-  /** A tag requested by an operator: app-consistent (freeze + hooks) or a plain crash tag. */
+  /** A tag requested by an operator (or the app schedule): app-consistent (freeze + hooks) or a plain crash tag. */
   async tag(app: boolean, name: string): Promise<TagResult> {
     const source = this.source;
     const pipeline = this.pipeline;
@@ -262,17 +291,30 @@ export class Agent implements ControlledAgent {
       this.tagsSent++;
       return { pointIds, kind: 'crash', cuts, accuracy: weakestCut(cuts), appConsistent: false };
     }
-    const mounts = this.config.volumes.flatMap((v) => (v.mount ? [v.mount] : []));
+    if (this.appTagBusy) throw new Error('an application-consistent tag is already being cut');
+    if (this.rounds?.isActive) throw new Error('a group round is holding the writes right now');
+    this.appTagBusy = true;
+    try {
+      return await this.appTag(source, pipeline, ids, name);
+    } finally {
+      this.appTagBusy = false;
+    }
+  }
+
+  private async appTag(source: CaptureSource, pipeline: Pipeline, ids: string[], name: string): Promise<TagResult> {
+    const mounts = this.mounts();
     const settings = { ...this.config.tags, holdMs: TAG_HOLD_MS };
     // Windows has no FIFREEZE: the VSS writers freeze and the filter cuts at that point.
     const cut = process.platform === 'win32' ? await cutWithVss(source, ids, mounts, settings) : await cutAppConsistent(source, ids, mounts, settings);
     // A cut that missed the freeze is still a good crash-consistent point: record it as one.
     const kind = cut.appConsistent ? 'app' : 'crash';
     if (!cut.appConsistent) {
-      // No mount point is a standing choice of the config, not an event: the caller hears it anyway.
-      const level = cut.reasonCode === 'no-mount' ? 'info' : 'warn';
-      log[level]('the app tag is not application-consistent: recording a crash point', { reasonCode: cut.reasonCode, reason: cut.note });
+      // No mount point is a standing choice of the config, not a fault: the event is for information.
+      const severity = cut.reasonCode === 'no-mount' ? 'info' : 'warning';
+      log[severity === 'info' ? 'info' : 'warn']('the app tag is not application-consistent: recording a crash point', { reasonCode: cut.reasonCode, reason: cut.note });
+      this.emit({ severity, kind: 'app-point-failed', text: `${name ? `point "${name}"` : 'app point'} recorded as crash-consistent [${cut.reasonCode ?? 'unknown'}] ${cut.note ?? ''}`.trim() });
     }
+    if (cut.postHookError) this.emit({ severity: 'warning', kind: 'app-point-failed', text: `the post-hook failed after the cut (the point stands): ${cut.postHookError}` });
     const pointIds = await withTimeout(pipeline.tag(kind, cut.cuts, name), TAG_ACK_TIMEOUT_MS, 'the tag ack');
     if (cut.appConsistent) this.lastAppTagMs = Date.now();
     this.tagsSent++;
@@ -287,6 +329,180 @@ export class Agent implements ControlledAgent {
       reason: cut.note,
       postHookError: cut.postHookError,
     };
+  }
+
+  private mounts(): string[] {
+    return this.config.volumes.flatMap((v) => (v.mount ? [v.mount] : []));
+  }
+
+  /** An app-consistent point the policy schedules; one that cannot be cut is reported as missed. */
+  private async scheduledAppPoint(): Promise<void> {
+    const interval = this.appTicker.periodMs;
+    try {
+      await this.tag(true, 'scheduled');
+    } catch (err) {
+      this.emit({ severity: 'warning', kind: 'app-point-missed', text: `the scheduled app-consistent point (every ${interval / 1000} s) was not cut: ${(err as Error).message}` });
+    }
+  }
+
+  // ---- policy, group rounds, events --------------------------------------------------------
+
+  /** Frames of the configuration-server role: the group policy and group rounds. */
+  private onControlFrame(conn: ReceiverConnection, frame: DecodedFrame): void {
+    if (!frame.policy && !frame.groupPrepare && !frame.groupCommit && !frame.groupAbort) return;
+    if (!this.controlCapable) {
+      this.controlCapable = true;
+      this.flushEvents();
+    }
+    if (frame.policy) this.applyPolicy(frame.policy);
+    else if (frame.groupPrepare) this.onGroupPrepare(conn, frame.groupPrepare);
+    else if (frame.groupCommit) this.onRoundFrame('GroupCommit', () => void this.rounds?.commit(validateGroupCommit(frame.groupCommit as ferry.IGroupCommit).roundId));
+    else if (frame.groupAbort) {
+      this.onRoundFrame('GroupAbort', () => {
+        const a = validateGroupAbort(frame.groupAbort as ferry.IGroupAbort);
+        void this.rounds?.abort(a.roundId, a.reason);
+      });
+    }
+  }
+
+  private onGroupPrepare(conn: ReceiverConnection, p: ferry.IGroupPrepare): void {
+    const rounds = this.rounds;
+    if (!rounds) return;
+    let valid;
+    try {
+      valid = validateGroupPrepare(p);
+    } catch (err) {
+      const error = (err as Error).message;
+      log.warn('invalid GroupPrepare ignored', { error });
+      const roundId = p.roundId ?? 0;
+      if (Number.isSafeInteger(roundId) && roundId >= 1) this.sendQuietly(conn, { groupHeld: { roundId, ok: false, error } });
+      return;
+    }
+    void rounds.prepare(valid);
+  }
+
+  private onRoundFrame(what: string, handle: () => void): void {
+    try {
+      handle();
+    } catch (err) {
+      log.warn(`invalid ${what} ignored`, { error: (err as Error).message });
+    }
+  }
+
+  private createRoundParticipant(source: CaptureSource, pipeline: Pipeline): RoundParticipant {
+    return new RoundParticipant({
+      source,
+      volumeIds: () => this.volumes.map((v) => v.id),
+      // Windows has no FIFREEZE (its app points go through VSS): a round there runs the hooks only.
+      quiescer: new HookFreezeQuiescer(this.config.tags, process.platform === 'win32' ? [] : this.mounts()),
+      clock: realClock,
+      held: (reply) => {
+        const conn = this.conn;
+        if (conn) this.sendQuietly(conn, { groupHeld: reply });
+      },
+      tag: (kind, cuts, roundId) => {
+        withTimeout(pipeline.tag(kind, cuts, '', roundId), TAG_ACK_TIMEOUT_MS, 'the group tag ack').then(
+          () => {
+            this.tagsSent++;
+            if (kind === 'app') this.lastAppTagMs = Date.now();
+            else this.lastCrashTagMs = Date.now();
+          },
+          (err: unknown) => log.warn('group round tag not confirmed', { round: roundId, error: (err as Error).message }),
+        );
+      },
+      event: (e) => this.emit(e),
+      busy: () => {
+        if (!this.attached) return 'the agent is still starting: no volume is attached yet';
+        if (this.appTagBusy) return 'an application-consistent tag is being cut';
+        return undefined;
+      },
+    });
+  }
+
+  private sendQuietly(conn: ReceiverConnection, frame: Parameters<ReceiverConnection['send']>[0]): boolean {
+    if (!conn.isOpen) return false;
+    try {
+      conn.send(frame);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** A Policy frame: applied live when valid and newer; an invalid one keeps the current policy. */
+  private applyPolicy(frame: ferry.IPolicy): void {
+    const outcome = this.policy.offer(frame);
+    if (outcome.kind === 'invalid') {
+      log.warn('invalid policy ignored: keeping the current one', { error: outcome.error });
+      this.emit({ severity: 'warning', kind: 'policy-invalid', text: `the policy from the receiver was refused, the current one stays: ${outcome.error}` });
+      return;
+    }
+    if (outcome.kind === 'stale') {
+      log.debug('policy not applied', { reason: outcome.reason });
+      return;
+    }
+    const e = outcome.effective;
+    log.info('policy applied', {
+      group: e.groupId || undefined,
+      revision: e.revision,
+      crashIntervalMs: `${e.crashIntervalMs.value} (${e.crashIntervalMs.sourceLabel})`,
+      appIntervalMs: `${e.appIntervalMs.value} (${e.appIntervalMs.sourceLabel})`,
+      rpoThresholdMs: `${e.rpoThresholdMs.value} (${e.rpoThresholdMs.sourceLabel})`,
+    });
+    this.applyEffectivePolicy();
+  }
+
+  private applyEffectivePolicy(): void {
+    const e = this.policy.effective;
+    this.crashTicker.set(e.crashIntervalMs.value);
+    this.appTicker.set(e.appIntervalMs.value);
+  }
+
+  private emit(e: AgentEventInput): void {
+    this.events.push(e);
+    this.flushEvents();
+  }
+
+  /** Sends queued events, once the session's receiver is known to take them (an older one would refuse the frame). */
+  private flushEvents(): void {
+    const conn = this.conn;
+    if (!conn || !this.controlCapable) return;
+    this.events.flush((agentEvent) => this.sendQuietly(conn, { agentEvent }));
+  }
+
+  private heartbeat(): void {
+    const pipeline = this.pipeline;
+    if (!pipeline) return;
+    const volumes: ferry.IVolumeReport[] = this.status().volumes.map((v) => ({
+      volumeId: v.volumeId,
+      state: v.state,
+      mode: v.mode,
+      resyncPercent: v.resync && !v.resync.finished ? Math.floor(v.resync.percent) : 0,
+    }));
+    pipeline.heartbeat(volumes);
+    this.flushEvents();
+  }
+
+  /** Resync started / finished events, from what the source reports. */
+  private noteResyncEvents(): void {
+    const source = this.source;
+    if (!source || !this.attached) return;
+    for (const v of this.volumes) {
+      const p = source.resyncProgress(v.id);
+      if (!p) continue;
+      let seen = this.resyncSeen.get(v.id);
+      if (!seen || seen.startedMs !== p.startedMs) {
+        seen = { startedMs: p.startedMs, finishAnnounced: false };
+        this.resyncSeen.set(v.id, seen);
+        const reason = this.resyncReasons.get(v.id);
+        this.emit({ severity: 'info', kind: 'resync-started', volumeId: v.id, text: `${p.kind} resync of ${v.id} started${reason ? `: ${reason}` : ''}` });
+      }
+      if (p.finishedMs !== undefined && !seen.finishAnnounced) {
+        seen.finishAnnounced = true;
+        const seconds = ((p.finishedMs - p.startedMs) / 1000).toFixed(1);
+        this.emit({ severity: 'info', kind: 'resync-finished', volumeId: v.id, text: `${p.kind} resync of ${v.id} finished in ${seconds} s (${p.sentBytes} bytes of block data sent)` });
+      }
+    }
   }
 
   // ---- online verify -----------------------------------------------------------------------
@@ -398,6 +614,9 @@ export class Agent implements ControlledAgent {
       throughputBytesPerSecond: pipeline?.sent.bytesPerSecond() ?? 0,
       rssBytes: process.memoryUsage.rss(),
       points: { lastCrashTagMs: this.lastCrashTagMs, lastAppTagMs: this.lastAppTagMs, tagsSent: this.tagsSent },
+      policy: this.policy.effective,
+      rounds: this.rounds?.stats() ?? emptyRoundStats(),
+      events: { queued: this.events.queued, dropped: this.events.dropped },
       volumes,
     };
   }
@@ -425,6 +644,9 @@ export class Agent implements ControlledAgent {
   private async shutdown(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.crashTicker.stop();
+    this.appTicker.stop();
+    await this.rounds?.sessionLost();
     await this.pipeline?.stop();
     this.hashes.stop();
     await this.source?.close();

@@ -5,6 +5,8 @@ import YAML from 'yaml';
 import { ExitCode, FerryError } from '../common/errors';
 import { parseDurationMs, parseHostPort, parseSizeBytes } from '../common/units';
 import { ID_RULE, isSafeId } from '../proto/ids';
+import { PolicyBounds } from '../proto/validate-control';
+import type { LocalPolicy } from './policy/effective';
 
 const CAPTURE_KINDS = ['auto', 'kernel', 'scan'] as const;
 export type CaptureKind = (typeof CAPTURE_KINDS)[number];
@@ -32,6 +34,11 @@ export interface AgentConfig {
   resync: { blockSize: number };
   pipeline: { maxBatchBytes: number; maxBatchDelayMs: number; windowBytes: number };
   tags: { crashIntervalMs: number; freezeTimeoutMs: number; preHook?: string; postHook?: string; hookTimeoutMs: number };
+  /**
+   * The policy values this file sets (tags.crashIntervalMs, tags.appIntervalMs, rpoThresholdMs),
+   * undefined where it does not: they decide while the machine is in no group (policy/effective.ts).
+   */
+  policy: LocalPolicy;
   /** HOST:PORT for a Prometheus text endpoint (off when absent). */
   metricsListen?: string;
 }
@@ -50,7 +57,7 @@ export const DEFAULTS = {
   hookTimeoutMs: 60_000,
 };
 
-const TOP_KEYS = ['receiver', 'name', 'stateDir', 'capture', 'volumes', 'passphraseFile', 'scan', 'resync', 'pipeline', 'tags', 'metrics'];
+const TOP_KEYS = ['receiver', 'name', 'stateDir', 'capture', 'volumes', 'passphraseFile', 'scan', 'resync', 'pipeline', 'tags', 'metrics', 'rpoThresholdMs'];
 
 type Raw = Record<string, unknown>;
 
@@ -161,11 +168,17 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   const scan = reader.object(top.scan, 'scan', ['intervalMs', 'interval', 'blockSize', 'maxPendingBytes']);
   const resync = reader.object(top.resync, 'resync', ['blockSize']);
   const pipeline = reader.object(top.pipeline, 'pipeline', ['maxBatchBytes', 'maxBatchDelayMs', 'windowBytes']);
-  const tags = reader.object(top.tags, 'tags', ['crashIntervalMs', 'freezeTimeoutMs', 'preHook', 'postHook', 'hookTimeoutMs']);
+  const tags = reader.object(top.tags, 'tags', ['crashIntervalMs', 'appIntervalMs', 'freezeTimeoutMs', 'preHook', 'postHook', 'hookTimeoutMs']);
   const metrics = reader.object(top.metrics, 'metrics', ['listen']);
   const metricsListen = reader.string(metrics.listen, 'metrics.listen');
   if (metricsListen !== undefined && !parseHostPort(metricsListen)) reader.fail('metrics.listen must be HOST:PORT');
   const MiB = 1024 * 1024;
+  const crashIntervalMs = reader.quantity(tags.crashIntervalMs, 'tags.crashIntervalMs', DEFAULTS.crashIntervalMs, durationMs, PolicyBounds.minCrashIntervalMs, PolicyBounds.maxCrashIntervalMs);
+  const policy: LocalPolicy = {
+    crashIntervalMs: tags.crashIntervalMs === undefined ? undefined : crashIntervalMs,
+    appIntervalMs: appInterval(reader, tags.appIntervalMs),
+    rpoThresholdMs: optionalQuantity(reader, top.rpoThresholdMs, 'rpoThresholdMs', PolicyBounds.minRpoThresholdMs, PolicyBounds.maxRpoThresholdMs),
+  };
   return {
     file,
     receiver: parseReceiver(reader, top.receiver),
@@ -188,14 +201,25 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       windowBytes: reader.quantity(pipeline.windowBytes, 'pipeline.windowBytes', DEFAULTS.windowBytes, sizeBytes, MiB, 1024 * MiB),
     },
     tags: {
-      crashIntervalMs: reader.quantity(tags.crashIntervalMs, 'tags.crashIntervalMs', DEFAULTS.crashIntervalMs, durationMs, 100, 24 * 3600_000),
+      crashIntervalMs,
       freezeTimeoutMs: reader.quantity(tags.freezeTimeoutMs, 'tags.freezeTimeoutMs', DEFAULTS.freezeTimeoutMs, durationMs, 100, 60_000),
       preHook: reader.path(tags.preHook, 'tags.preHook'),
       postHook: reader.path(tags.postHook, 'tags.postHook'),
       hookTimeoutMs: reader.quantity(tags.hookTimeoutMs, 'tags.hookTimeoutMs', DEFAULTS.hookTimeoutMs, durationMs, 100, 3600_000),
     },
     metricsListen,
+    policy,
   };
+}
+
+function optionalQuantity(reader: ConfigReader, value: unknown, where: string, min: number, max: number): number | undefined {
+  return value === undefined || value === null ? undefined : reader.quantity(value, where, 0, durationMs, min, max);
+}
+
+/** tags.appIntervalMs: a duration, or 0 / "off" for no scheduled app-consistent points. */
+function appInterval(reader: ConfigReader, value: unknown): number | undefined {
+  if (value === 0 || value === 'off' || value === '0') return 0;
+  return optionalQuantity(reader, value, 'tags.appIntervalMs (0 or "off": none)', PolicyBounds.minAppIntervalMs, PolicyBounds.maxAppIntervalMs);
 }
 
 export function loadAgentConfig(file: string): AgentConfig {

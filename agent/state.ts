@@ -24,6 +24,11 @@ export class AgentState {
     return path.join(this.dir, 'status.json');
   }
 
+  /** The last group policy the receiver sent (kept across restarts). */
+  get policyFile(): string {
+    return path.join(this.dir, 'policy.json');
+  }
+
   get socketPath(): string {
     return path.join(this.dir, 'agent.sock');
   }

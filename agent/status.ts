@@ -1,6 +1,8 @@
 import * as fs from 'fs';
 import { writeFileAtomic } from '../common/fsutil';
 import type { CaptureMode, ResyncKind } from './capture/types';
+import type { RoundStats } from './group-round';
+import type { EffectivePolicy } from './policy/effective';
 
 export type VolumeState = 'resyncing' | 'repairing' | 'protected' | 'degraded' | 'throttled' | 'disconnected';
 
@@ -54,6 +56,12 @@ export interface AgentStatus {
   throughputBytesPerSecond: number;
   rssBytes: number;
   points: { lastCrashTagMs: number; lastAppTagMs: number; tagsSent: number };
+  /** Every effective policy value with its source (group, local config, default). */
+  policy: EffectivePolicy;
+  /** Group rounds this agent took part in: outcomes and hold times (prepare -> release). */
+  rounds: RoundStats;
+  /** Events waiting for a session that takes them, and those dropped because the queue was full. */
+  events: { queued: number; dropped: number };
   volumes: VolumeStatus[];
 }
 
@@ -82,6 +90,12 @@ export function prometheusText(s: AgentStatus): string {
   metric('ferry_agent_sent_bytes_total', 'change data sent to the receiver (uncompressed)', 'counter', [['', s.sentBytes]]);
   metric('ferry_agent_throughput_bytes_per_second', 'change data sent over the last 10 s', 'gauge', [['', s.throughputBytesPerSecond]]);
   metric('ferry_agent_resident_memory_bytes', 'resident set size of the agent', 'gauge', [['', s.rssBytes]]);
+  metric('ferry_agent_rpo_threshold_seconds', 'the effective RPO threshold (group policy, local config or default)', 'gauge', [['', s.policy.rpoThresholdMs.value / 1000]]);
+  const holds: Array<[string, number]> = [];
+  if (s.rounds.p50HoldMs !== null) holds.push(['{quantile="0.5"}', s.rounds.p50HoldMs / 1000]);
+  if (s.rounds.p99HoldMs !== null) holds.push(['{quantile="0.99"}', s.rounds.p99HoldMs / 1000]);
+  metric('ferry_agent_group_round_hold_seconds', 'how long group rounds held the writes (prepare received -> released), recent rounds', 'gauge', holds);
+  metric('ferry_agent_group_rounds_total', 'group rounds by how they ended', 'counter', Object.entries(s.rounds.outcomes).map(([outcome, n]) => [`{outcome="${outcome}"}`, n]));
   metric('ferry_volume_rpo_seconds', 'time since the earliest moment a change not yet durable at the receiver may have happened (scan: includes writes no pass has read yet)', 'gauge', s.volumes.map((v) => [vol(v), v.rpoSeconds]));
   metric('ferry_volume_backlog_bytes', 'captured change data not yet durable at the receiver', 'gauge', s.volumes.map((v) => [vol(v), v.backlogBytes]));
   metric('ferry_volume_durable_seq', 'highest seq the receiver holds durably', 'gauge', s.volumes.map((v) => [vol(v), v.durableSeq]));

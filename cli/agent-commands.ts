@@ -7,7 +7,7 @@ import { registerAgent } from '../agent/register';
 import { AgentState } from '../agent/state';
 import { AgentStatus, readAgentStatus } from '../agent/status';
 import { ExitCode, FerryError } from '../common/errors';
-import { formatBytes } from '../common/units';
+import { formatBytes, formatDuration } from '../common/units';
 import { addConfigureCommands } from './configure-command';
 import { durationFlag } from './options';
 import { addProtectCommands } from './protect-commands';
@@ -50,6 +50,7 @@ function printStatus(s: AgentStatus, running: boolean): void {
   const out = [
     `agent ${s.name} (${s.agentId}) ${running ? `running, pid ${s.pid}` : 'NOT RUNNING'}; capture ${s.capture}; receiver ${s.receiver} ${s.connected ? 'connected' : 'disconnected'}${s.throttled ? ', throttled' : ''}`,
     `sent ${formatBytes(s.sentBytes)}, ${formatBytes(s.throughputBytesPerSecond)}/s; memory ${formatBytes(s.rssBytes)}${s.lastError ? `; last error: ${s.lastError}` : ''}`,
+    ...policyLines(s),
     '',
     ['VOLUME', 'STATE', 'MODE', 'RPO', 'BACKLOG', 'DURABLE SEQ', 'RESYNC', 'REPAIR'].join('\t'),
   ];
@@ -58,9 +59,37 @@ function printStatus(s: AgentStatus, running: boolean): void {
     const resync = !r ? '-' : r.finished ? `${r.kind} done (${formatBytes(r.sentBytes)} sent)` : `${r.kind} ${r.percent.toFixed(1)}% ${formatBytes(r.rateBytesPerSecond)}/s ETA ${r.etaSeconds === null ? '?' : `${Math.round(r.etaSeconds)}s`}`;
     const p = v.repair;
     const repair = !p ? '-' : p.finished ? `done (${formatBytes(p.sentBytes)} sent)` : `${p.percent.toFixed(1)}% (${formatBytes(p.sentBytes)} sent)`;
-    out.push([v.volumeId, v.state, v.mode, `${v.rpoSeconds.toFixed(3)}s`, formatBytes(v.backlogBytes), String(v.durableSeq), resync, repair].join('\t'));
+    const over = s.policy && v.rpoSeconds * 1000 > s.policy.rpoThresholdMs.value ? ' (over threshold)' : '';
+    out.push([v.volumeId, v.state, v.mode, `${v.rpoSeconds.toFixed(3)}s${over}`, formatBytes(v.backlogBytes), String(v.durableSeq), resync, repair].join('\t'));
   }
   process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/** The effective policy with the source of each value, group rounds, queued events. */
+function policyLines(s: AgentStatus): string[] {
+  // A status file written by an older agent has none of these.
+  if (!s.policy || !s.rounds) return [];
+  const p = s.policy;
+  const value = (ms: number): string => (ms === 0 ? 'off' : formatDuration(ms));
+  const lines = [
+    `policy: ${p.groupId ? `group ${p.groupId} rev ${p.revision}${p.multiMachine ? ', multi-machine consistency' : ''}` : 'no group'}`,
+    `  crash points every ${value(p.crashIntervalMs.value)} (${p.crashIntervalMs.sourceLabel})`,
+    `  app points every ${value(p.appIntervalMs.value)} (${p.appIntervalMs.sourceLabel})`,
+    `  RPO threshold ${value(p.rpoThresholdMs.value)} (${p.rpoThresholdMs.sourceLabel})`,
+  ];
+  const r = s.rounds;
+  const o = r.outcomes;
+  const total = Object.values(o).reduce((a, b) => a + b, 0);
+  if (total > 0 || r.active) {
+    const ms = (v: number | null): string => (v === null ? '-' : `${v} ms`);
+    const ended = Object.entries(o)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${n} ${k}`)
+      .join(', ');
+    lines.push(`rounds: ${ended || 'none ended'}; hold last ${ms(r.lastHoldMs)}, p50 ${ms(r.p50HoldMs)}, p99 ${ms(r.p99HoldMs)}${r.active ? `; round ${r.active.roundId} ${r.active.phase}` : ''}`);
+  }
+  if (s.events && (s.events.queued > 0 || s.events.dropped > 0)) lines.push(`events: ${s.events.queued} waiting for the receiver${s.events.dropped > 0 ? `, ${s.events.dropped} dropped` : ''}`);
+  return lines;
 }
 
 export function agentCommand(): Command {
@@ -86,7 +115,7 @@ export function agentCommand(): Command {
 
   cmd
     .command('status')
-    .description('state, RPO, backlog, throughput and resync progress of every volume')
+    .description('state, RPO, backlog, throughput and resync progress of every volume; the effective policy (each value with its source: group, local config, default) and group rounds')
     .requiredOption('--config <file>', 'agent config (JSON or YAML)')
     .option('--json', 'machine-readable output')
     .action(async (opts: { config: string; json?: boolean }) => {

@@ -33,6 +33,8 @@ interface TagRequest {
   name: string;
   cuts: VolumeCut[];
   groupId: string;
+  /** The group round the tag answers (0: the agent's own tag). */
+  groupRound: number;
   resolve: (pointIds: number[]) => void;
   reject: (err: Error) => void;
   queued: boolean;
@@ -180,9 +182,9 @@ export class Pipeline {
    * Sends a tag at `cuts` once every record up to each cut is on its way; resolves with the
    * receiver's point ids.
    */
-  tag(kind: 'crash' | 'app', cuts: VolumeCut[], name = ''): Promise<number[]> {
+  tag(kind: 'crash' | 'app', cuts: VolumeCut[], name = '', groupRound = 0): Promise<number[]> {
     return new Promise((resolve, reject) => {
-      this.tags.push({ kind, name, cuts, groupId: randomUUID(), resolve, reject, queued: false });
+      this.tags.push({ kind, name, cuts, groupId: randomUUID(), groupRound, resolve, reject, queued: false });
       this.room.notify();
     });
   }
@@ -206,6 +208,7 @@ export class Pipeline {
           kind: tag.kind === 'app' ? ferry.Tag.Kind.APP : ferry.Tag.Kind.CRASH,
           groupId: tag.groupId,
           name: tag.name,
+          groupRound: tag.groupRound,
           timeUs: nowUs(),
           cuts: tag.cuts.map((c) => ({ volumeId: c.volumeId, seq: c.seq, accuracy: accuracyValue(c.accuracy) })),
         },
@@ -384,11 +387,11 @@ export class Pipeline {
     return { durableSeq: this.durable.get(volumeId) ?? 0, capturedSeq: this.pulled.get(volumeId) ?? 0, backlogBytes: backlog, oldestPendingCaptureUs: oldest };
   }
 
-  /** Sends a heartbeat carrying the agent's backlog age (the receiver's RPO figure). */
-  heartbeat(): void {
+  /** Sends a heartbeat carrying the agent's backlog age (the receiver's RPO figure) and how it sees each volume. */
+  heartbeat(volumes: ferry.IVolumeReport[] = []): void {
     if (!this.conn?.isOpen) return;
     try {
-      this.conn.send({ heartbeat: { timeUs: nowUs(), pendingSinceUs: this.oldestPendingCaptureUs() } });
+      this.conn.send({ heartbeat: { timeUs: nowUs(), pendingSinceUs: this.oldestPendingCaptureUs(), volumes } });
     } catch {
       // the failure is reported through the connection's 'failed' event
     }

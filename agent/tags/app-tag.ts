@@ -1,8 +1,7 @@
-import { log } from '../../common/log';
 import { AccuracyName, weakerAccuracy } from '../../proto/types';
 import type { CaptureSource, VolumeCut } from '../capture/types';
 import { FreezeGuard, FreezeOps } from './freeze';
-import { runHook } from './hooks';
+import { hookFailure } from './quiesce';
 import { appTagVerdict, AppTagFacts, DowngradeCode } from './verdict';
 
 export interface AppTagSettings {
@@ -77,17 +76,6 @@ export async function cutAppConsistent(
     }
   }
   return result;
-}
-
-/** Runs a hook; its failure (logged) as a message, undefined when it succeeded. */
-async function hookFailure(script: string, phase: 'pre' | 'post', timeoutMs: number): Promise<string | undefined> {
-  try {
-    await runHook(script, phase, timeoutMs);
-    return undefined;
-  } catch (err) {
-    log.error(`${phase}-hook failed`, { error: (err as Error).message });
-    return (err as Error).message;
-  }
 }
 
 /**

@@ -6,6 +6,7 @@ import { computeProof, passphraseKey } from '../../proto/auth';
 import { errorCodeName } from '../../proto/errors';
 import { decodeFrame, DecodedFrame, encodeFrame, ferry, OutgoingFrame } from '../../proto/frames';
 import { Limits } from '../../proto/limits';
+import { agentSoftware, osDescription } from '../identity';
 
 /** How the agent decides that it talks to the right receiver. */
 export interface ReceiverTrust {
@@ -226,7 +227,7 @@ export class ReceiverConnection extends EventEmitter {
 
   /** First contact: proves knowledge of the passphrase, returns the issued identity. */
   async register(passphrase: string, agentName: string): Promise<{ agentId: string; credential: Buffer }> {
-    this.send({ hello: { intent: ferry.Hello.Intent.REGISTER, agentName, software: 'ferry-agent/0.1.0' } });
+    this.send({ hello: { intent: ferry.Hello.Intent.REGISTER, agentName, software: agentSoftware(), os: osDescription() } });
     const challenge = await this.waitFor((f) => f.challenge ?? undefined, 30_000, 'the challenge');
     const key = passphraseKey(passphrase, Buffer.from(challenge.salt ?? new Uint8Array()));
     const proof = computeProof(key, Buffer.from(challenge.nonce ?? new Uint8Array()), 'register', agentName);
@@ -236,7 +237,7 @@ export class ReceiverConnection extends EventEmitter {
   }
 
   async login(agentId: string, credential: Buffer): Promise<void> {
-    this.send({ hello: { intent: ferry.Hello.Intent.LOGIN, agentId, software: 'ferry-agent/0.1.0' } });
+    this.send({ hello: { intent: ferry.Hello.Intent.LOGIN, agentId, software: agentSoftware(), os: osDescription() } });
     const challenge = await this.waitFor((f) => f.challenge ?? undefined, 30_000, 'the challenge');
     this.send({ login: { proof: computeProof(credential, Buffer.from(challenge.nonce ?? new Uint8Array()), 'login', agentId) } });
     await this.waitFor((f) => f.welcome ?? undefined, 30_000, 'login');

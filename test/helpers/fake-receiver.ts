@@ -30,6 +30,12 @@ export class FakeReceiver {
   readonly repairDone: ferry.IRepairDone[] = [];
   /** Per RepairDone, the highest seq this receiver had acknowledged as durable when it came. */
   readonly ackedWhenDone: number[] = [];
+  /** Every Hello, heartbeat, tag (with when it arrived), GroupHeld and AgentEvent the agent sent. */
+  readonly hellos: ferry.IHello[] = [];
+  readonly heartbeats: ferry.IHeartbeat[] = [];
+  readonly tags: Array<{ tag: ferry.ITag; atMs: number }> = [];
+  readonly groupHeld: ferry.IGroupHeld[] = [];
+  readonly events: ferry.IAgentEvent[] = [];
   /** Acks are held this long (a receiver slow to make data durable). */
   ackDelayMs = 0;
   private readonly acked = new Map<string, number>();
@@ -89,6 +95,10 @@ export class FakeReceiver {
 
   private onFrame(ws: WebSocket, f: DecodedFrame): void {
     const reply = (frame: OutgoingFrame): void => ws.send(encodeFrame(frame));
+    if (f.hello) this.hellos.push(f.hello);
+    if (f.heartbeat) this.heartbeats.push(f.heartbeat);
+    if (f.groupHeld) this.groupHeld.push(f.groupHeld);
+    if (f.agentEvent) this.events.push(f.agentEvent);
     if (f.hello) reply({ challenge: { nonce: Buffer.alloc(32, 1), salt: Buffer.alloc(0) } });
     else if (f.login) {
       this.session = ws;
@@ -127,6 +137,7 @@ export class FakeReceiver {
       const end = Math.min(replica.length, offset + (r.count ?? 0) * (r.blockSize ?? 0));
       reply({ blockHashes: { volumeId: r.volumeId, offset, blockSize: r.blockSize, hashes: blockHashes(replica.subarray(offset, end), r.blockSize ?? 0), requestId: r.requestId } });
     } else if (f.tag) {
+      this.tags.push({ tag: f.tag, atMs: Date.now() });
       reply({ tagAck: { groupId: f.tag.groupId, pointIds: (f.tag.cuts ?? []).map(() => this.nextPointId++) } });
     } else if (f.repairDone) {
       this.repairDone.push(f.repairDone);
