@@ -36,6 +36,12 @@ export interface PushAddOptions {
   smbUser?: string;
   smbPasswordFile?: string;
   windowsPackage?: string;
+  prefix?: string;
+  configDir?: string;
+  stateDir?: string;
+  systemdDir?: string;
+  binDir?: string;
+  systemctl: boolean;
   connectTimeout: number;
   registerTimeout: number;
   protectTimeout: number;
@@ -57,6 +63,12 @@ export function withPushOptions(cmd: Command): Command {
     .addOption(listFlag('--volume <ID=PATH[:MOUNT]>', 'volume to protect (repeat); Windows: ID=C:', String))
     .option('--name <name>', 'machine (agent) name (default: the host name)')
     .addOption(new Option('--capture <mode>', 'auto | kernel | scan').choices(['auto', 'kernel', 'scan']))
+    .option('--prefix <dir>', 'install prefix on the target (default /opt/ferry)')
+    .option('--config-dir <dir>', 'config folder on the target (default /etc/ferry)')
+    .option('--state-dir <dir>', 'state folder on the target (default /var/lib/ferry)')
+    .option('--systemd-dir <dir>', 'where the unit goes on the target (default /etc/systemd/system)')
+    .option('--bin-dir <dir>', 'symlink folder for the ferry command on the target, or none')
+    .option('--no-systemctl', 'write the unit but do not call systemctl (the agent is started some other way)')
     .option('--smb-user <user>', 'Windows account with administrator rights, [DOMAIN\\]USER')
     .option('--smb-password-file <file>', 'its password')
     .option('--windows-package <dir>', 'Windows agent package folder')
@@ -83,7 +95,22 @@ async function pushOne(opts: PushAddOptions, receiver: string, fingerprint: stri
   };
   if (opts.ssh !== undefined) {
     const target = parseSshTarget(opts.ssh);
-    const install: InstallOptions = { receiver, fingerprint, volumes: opts.volume, name, capture: opts.capture, noStart: false, noRegister: false, noSystemctl: false, reregister: false };
+    const install: InstallOptions = {
+      receiver,
+      fingerprint,
+      volumes: opts.volume,
+      name,
+      capture: opts.capture,
+      prefix: opts.prefix,
+      configDir: opts.configDir,
+      stateDir: opts.stateDir,
+      systemdDir: opts.systemdDir,
+      binDir: opts.binDir,
+      noStart: false,
+      noRegister: false,
+      noSystemctl: !opts.systemctl,
+      reregister: false,
+    };
     checkInstallOptions(install);
     let privateKey: Buffer | undefined;
     if (opts.identity !== undefined) {

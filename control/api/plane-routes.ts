@@ -70,10 +70,20 @@ export function registerPlaneRoutes(app: FastifyInstance<Server>, plane: Control
   app.get<IdParams & { Querystring: { limit?: string } }>(`${P}/groups/:id/rounds`, { schema: routeSchemas.listRounds }, async (request) => ({
     rounds: plane.rounds(request.params.id, bounded(request.query.limit, 'limit', 1, MAX_LIST)),
   }));
-  app.post<IdParams & { Body: { app?: boolean } | undefined }>(`${P}/groups/:id/rounds`, { schema: routeSchemas.runRound }, async (request, reply) => {
-    const round = await plane.runRound(request.params.id, { app: request.body?.app === true });
-    return reply.code(201).send(round);
-  });
+  app.post<IdParams & { Body: { app?: boolean } | undefined }>(
+    `${P}/groups/:id/rounds`,
+    {
+      schema: routeSchemas.runRound,
+      // The body is optional here: none means a crash-consistent round.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
+    },
+    async (request, reply) => {
+      const round = await plane.runRound(request.params.id, { app: request.body?.app === true });
+      return reply.code(201).send(round);
+    },
+  );
   app.get<IdParams>(`${P}/groups/:id/points`, { schema: routeSchemas.groupPoints }, async (request) => ({ points: plane.groupPoints(request.params.id) }));
 
   app.get<{ Querystring: { since?: string; severity?: EventSeverity; subject?: string; kind?: string; limit?: string } }>(

@@ -180,3 +180,12 @@ export async function startManagementApi(plane: ControlPlaneApi, options: Manage
     if (!started) operators.close();
   }
 }
+
+/** What the receiver prints when the API starts: where it is, and on the first run the admin password (once). */
+export function managementApiBanner(api: RunningManagementApi): string[] {
+  const lines = [`management API listening on ${api.url} (same certificate)`];
+  if (api.newAdminPassword !== undefined) {
+    lines.push(`management API operator admin, password (shown once, also in ${api.adminPasswordFile}): ${api.newAdminPassword}`);
+  }
+  return lines;
+}

@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiClient } from '../../cli/api-client';
+import { ApiClient, connectPinned } from '../../cli/api-client';
 import { parseSince } from '../../cli/events-command';
 import { policyPatch } from '../../cli/group-commands';
 import { refusalFor } from '../../control/api/errors';
@@ -194,7 +194,7 @@ describe('management API', () => {
     await admin.call('POST', '/api/v1/groups', { name: 'tier', policy: { multiMachineConsistency: true } });
     await admin.call('POST', '/api/v1/groups/tier/members', { machineId: 'm-db01' });
     expect((await admin.get<{ machines: Machine[] }>('/api/v1/machines', { group: 'tier' })).machines.map((m) => m.id)).toEqual(['m-db01']);
-    const round = await admin.call<{ id: number; state: string; members: string[] }>('POST', '/api/v1/groups/tier/rounds', {});
+    const round = await admin.call<{ id: number; state: string; members: string[] }>('POST', '/api/v1/groups/tier/rounds');
     expect(round.state).toBe('done');
     expect(round.members).toEqual(['m-db01']);
     expect((await admin.get<{ rounds: unknown[] }>('/api/v1/groups/tier/rounds', { limit: 5 })).rounds).toHaveLength(1);
@@ -248,6 +248,23 @@ describe('management API', () => {
     expect(received.map((e) => e.kind)).toEqual(['round-aborted', 'rpo-recovered']);
     expect(received[0].text).toMatch(/did not hold/);
     expect((await refusal(lab.client().stream('/api/v1/events/stream', () => undefined))).status).toBe(401);
+  });
+
+  it('keeps an idle event stream alive with comment lines', async () => {
+    const { socket } = await connectPinned(new URL(lab.api.url), lab.identity.fingerprint, 5000);
+    const token = await lab.login();
+    let text = '';
+    const seen = new Promise<void>((resolve) =>
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (text.includes(': keep-alive')) resolve();
+      }),
+    );
+    socket.write(`GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+    await seen;
+    socket.destroy();
+    expect(text).toMatch(/^HTTP\/1\.1 200/);
+    expect(text).toMatch(/content-type: text\/event-stream/i);
   });
 
   it('lets an operator create another, who can log in', async () => {
@@ -431,6 +448,21 @@ describe('ferry login / group / machine / events against the API', () => {
     expect(table.stdout).toMatch(/warning\s+rpo-exceeded\s+machine m-web01\s+RPO 50s over/);
     const badSince = await ferry('events', '--since', 'yesterday');
     expect(badSince.status).toBe(2);
+  });
+
+  it('checks a push-install add before touching any host', async () => {
+    const both = await ferry('group', 'add', 'shop', 'web01', '--ssh', 'root@127.0.0.1');
+    expect(both.status).toBe(2);
+    expect(both.stderr).toMatch(/either a MACHINE or --ssh\/--smb/);
+    const noPassphrase = await ferry('group', 'add', 'shop', '--ssh', 'root@127.0.0.1');
+    expect(noPassphrase.status).toBe(2);
+    expect(noPassphrase.stderr).toMatch(/--passphrase-file/);
+    const passphrase = path.join(path.dirname(passwordFile), 'passphrase');
+    fs.writeFileSync(passphrase, 'correct horse battery staple\n');
+    const noGroup = await ferry('group', 'add', 'nope', '--ssh', 'root@127.0.0.1:1', '--passphrase-file', passphrase);
+    expect(noGroup.status).toBe(3);
+    expect(noGroup.stderr).toMatch(/no group nope/);
+    expect(noGroup.stdout).not.toMatch(/\[root@/);
   });
 
   it('removes a member and deletes the emptied group; logout revokes the token', async () => {
