@@ -37,7 +37,7 @@ export class ApiRefusal extends FerryError {
     readonly apiMessage: string,
     readonly field: string | undefined,
   ) {
-    super(`${apiMessage}${field ? ` (field: ${field})` : ''} [HTTP ${status} ${code}]`, exitCodeFor(status));
+    super(`${apiMessage}${field && status === 400 ? ` (field: ${field})` : ''} [HTTP ${status} ${code}]`, exitCodeFor(status));
     this.name = 'ApiRefusal';
   }
 }

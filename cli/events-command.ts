@@ -4,7 +4,7 @@ import type { ControlEvent } from '../control/model';
 import { clientFor, CommonApiOptions, formatTable, printJson, withApiOptions } from './api-command';
 
 interface EventsOptions extends CommonApiOptions {
-  since?: string;
+  since?: number;
   severity?: 'info' | 'warning' | 'error';
   subject?: string;
   kind?: string;
@@ -39,7 +39,7 @@ function limitOption(value: string): number {
 export function eventsCommand(): Command {
   return withApiOptions(new Command('events'))
     .description('alerts and events (RPO over threshold, disconnects, resyncs, aborted rounds...), newest first')
-    .option('--since <when>', 'only events since a duration ago (10m, 24h) or an ISO time')
+    .option('--since <when>', 'only events since a duration ago (10m, 24h) or an ISO time', (value: string) => parseSince(value))
     .addOption(new Option('--severity <level>', 'only events at or above this severity').choices(['info', 'warning', 'error']))
     .option('--subject <id>', 'only events about this group, machine or volume')
     .option('--kind <kind>', 'only events of this kind (e.g. rpo-exceeded)')
@@ -47,8 +47,7 @@ export function eventsCommand(): Command {
     .option('--follow', 'after the list, print new events as they happen (Ctrl-C to stop)')
     .action(async (opts: EventsOptions) => {
       const client = clientFor(opts);
-      const since = opts.since === undefined ? undefined : parseSince(opts.since);
-      const { events } = await client.get<{ events: ControlEvent[] }>('/api/v1/events', { since, severity: opts.severity, subject: opts.subject, kind: opts.kind, limit: opts.limit });
+      const { events } = await client.get<{ events: ControlEvent[] }>('/api/v1/events', { since: opts.since, severity: opts.severity, subject: opts.subject, kind: opts.kind, limit: opts.limit });
       if (opts.json) printJson(events);
       else process.stdout.write(events.length === 0 ? 'no events\n' : eventsTable(events));
       if (!opts.follow) return;

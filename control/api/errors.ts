@@ -66,7 +66,7 @@ function validationMessage(issue: ValidationIssue, field: string): string {
  */
 export function refusalFor(err: unknown): Refusal {
   if (err instanceof ApiError) return { status: err.status, body: withField({ error: err.code, message: err.message }, err.field) };
-  if (err instanceof ControlError) return { status: STATUS[err.kind], body: withField({ error: err.kind, message: err.message }, err.field) };
+  if (isControlError(err)) return { status: STATUS[err.kind], body: withField({ error: err.kind, message: err.message }, err.field) };
   const e = (typeof err === 'object' && err !== null ? err : {}) as ErrorLike;
   if (Array.isArray(e.validation) && e.validation.length > 0) {
     const issue = e.validation[0];
@@ -78,6 +78,13 @@ export function refusalFor(err: unknown): Refusal {
     return { status: e.statusCode, body: withField({ error: e.statusCode === 404 ? 'not-found' : 'invalid', message: e.message ?? 'bad request' }, field) };
   }
   return { status: 500, body: { error: 'internal', message: 'internal error (see the receiver log)' } };
+}
+
+/** By shape as well as by class: a plane loaded from another copy of the module still maps right. */
+function isControlError(err: unknown): err is ControlError {
+  if (err instanceof ControlError) return true;
+  const e = err as { name?: unknown; kind?: unknown; message?: unknown; field?: unknown } | null;
+  return typeof e === 'object' && e !== null && e.name === 'ControlError' && typeof e.kind === 'string' && e.kind in STATUS && typeof e.message === 'string';
 }
 
 function withField(body: ErrorBody, field: string | undefined): ErrorBody {

@@ -92,7 +92,7 @@ export function registerPlaneRoutes(app: FastifyInstance<Server>, plane: Control
     async (request) => ({ events: plane.events(eventFilter(request.query)) }),
   );
   app.post<IdParams>(`${P}/events/:id/acknowledge`, { schema: routeSchemas.acknowledgeEvent }, async (request) => plane.acknowledgeEvent(numericId(request.params.id)));
-  app.get(`${P}/events/stream`, { schema: routeSchemas.eventStream }, (request, reply) => {
+  app.get(`${P}/events/stream`, { schema: routeSchemas.eventStream }, (_request, reply) => {
     reply.hijack();
     streams.attach(reply.raw);
   });

@@ -73,6 +73,9 @@ export async function buildManagementApi(
     https: { cert: options.cert, key: options.key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' },
     logger: false,
     bodyLimit: 64 * 1024,
+    // A request (head and body) must arrive within this; answers, and event streams, may take longer.
+    requestTimeout: 30_000,
+    keepAliveTimeout: 10_000,
     // Open event streams must not hold up close().
     forceCloseConnections: true,
     return503OnClosing: true,

@@ -420,7 +420,7 @@ describe('ferry login / group / machine / events against the API', () => {
     expect(small.stderr).toMatch(/^ferry: rpoThresholdMs must be >= 1000 \(field: rpoThresholdMs\) \[HTTP 400 invalid\]$/m);
     const missing = await ferry('group', 'show', 'nope');
     expect(missing.status).toBe(3);
-    expect(missing.stderr).toMatch(/no group nope/);
+    expect(missing.stderr).toBe('ferry: no group nope [HTTP 404 not-found]\n');
     const busy = await ferry('group', 'delete', 'shop');
     expect(busy.status).toBe(1);
     expect(busy.stderr).toMatch(/still has 2 member/);
@@ -448,6 +448,7 @@ describe('ferry login / group / machine / events against the API', () => {
     expect(table.stdout).toMatch(/warning\s+rpo-exceeded\s+machine m-web01\s+RPO 50s over/);
     const badSince = await ferry('events', '--since', 'yesterday');
     expect(badSince.status).toBe(2);
+    expect(badSince.stderr).toMatch(/'yesterday' is invalid\. expected a duration ago/);
   });
 
   it('checks a push-install add before touching any host', async () => {
