@@ -5,6 +5,7 @@ import { parseDurationMs } from '../common/units';
 import { ApiClient, connectPinned, normalizeFingerprint, parseApiUrl } from './api-client';
 import { loginFile, readSavedLogin, saveLogin } from './api-config';
 import { clientFor } from './api-command';
+import { textFlag } from './options';
 
 interface LoginOptions {
   api?: string;
@@ -116,7 +117,7 @@ export function loginCommand(): Command {
   return new Command('login')
     .description('log in to the management API: saves a bearer token and pins the API certificate (~/.config/ferry/api.json, 0600)')
     .option('--api <url>', 'management API https://HOST:PORT (default: FERRY_API, else the saved login)')
-    .option('--user <name>', 'operator name', 'admin')
+    .addOption(textFlag('--user <name>', 'operator name', 'admin'))
     .option('--password-file <file>', 'file whose first line is the password (default: stdin, or asked on the terminal)')
     .option('--fingerprint <sha256>', "the API certificate's SHA-256 fingerprint, as the receiver printed it (default: the saved one, else trust on first use)")
     .option('--ttl <duration>', 'token lifetime, e.g. 12h or 30d (default: no expiry)', ttlOption)
