@@ -54,6 +54,11 @@ export class MemoryPlane implements ControlPlaneApi {
     return structuredClone(m);
   }
 
+  /** Test setup: a machine's state changes (as the real plane derives it from the agent's reports). */
+  setState(id: string, state: Machine['state']): void {
+    this.getMachine(id).state = state;
+  }
+
   /** Test setup: an event, stored and published as the real plane does. */
   emit(severity: EventSeverity, kind: string, subjectId: string, text: string): ControlEvent {
     const event: ControlEvent = { id: this.nextId++, timeMs: Date.now(), severity, kind, subjectKind: 'machine', subjectId, text, acknowledged: false };
