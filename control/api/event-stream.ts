@@ -18,6 +18,8 @@ export class EventStreams {
 
   constructor(
     private readonly subscribe: (listener: (event: ControlEvent) => void) => () => void,
+    /** Stored events newer than an id, oldest first (for a client that reconnects with Last-Event-ID). */
+    private readonly since: (lastId: number) => ControlEvent[],
     private readonly keepAliveMs: number,
   ) {}
 
@@ -25,7 +27,8 @@ export class EventStreams {
     return this.open.size;
   }
 
-  attach(res: ServerResponse): void {
+  /** `lastEventId`: the Last-Event-ID a reconnecting client sends; the events it missed come first. */
+  attach(res: ServerResponse, lastEventId?: number): void {
     const send = (text: string): void => {
       if (res.writableLength > MAX_BUFFERED_BYTES) {
         res.destroy();
@@ -42,6 +45,8 @@ export class EventStreams {
       'X-Accel-Buffering': 'no',
     });
     res.write(`retry: 2000\n: connected\n\n`);
+    // Subscribing and replaying run in one synchronous stretch: no event can slip in between.
+    if (lastEventId !== undefined) for (const event of this.since(lastEventId)) send(formatServerSentEvent(event));
     const timer = setInterval(() => send(': keep-alive\n\n'), this.keepAliveMs);
     this.open.add(res);
     res.once('close', () => {

@@ -92,9 +92,11 @@ export function registerPlaneRoutes(app: FastifyInstance<Server>, plane: Control
     async (request) => ({ events: plane.events(eventFilter(request.query)) }),
   );
   app.post<IdParams>(`${P}/events/:id/acknowledge`, { schema: routeSchemas.acknowledgeEvent }, async (request) => plane.acknowledgeEvent(numericId(request.params.id)));
-  app.get(`${P}/events/stream`, { schema: routeSchemas.eventStream }, (_request, reply) => {
+  app.get(`${P}/events/stream`, { schema: routeSchemas.eventStream }, (request, reply) => {
+    const last = request.headers['last-event-id'];
+    const lastId = typeof last === 'string' && /^\d{1,15}$/.test(last) ? Number(last) : undefined;
     reply.hijack();
-    streams.attach(reply.raw);
+    streams.attach(reply.raw, lastId);
   });
 
   app.get(`${P}/webhooks`, { schema: routeSchemas.listWebhooks }, async () => ({ webhooks: plane.webhooks() }));

@@ -330,7 +330,8 @@ export const routeSchemas = {
   acknowledgeEvent: { tags: ['events'], summary: 'Acknowledge an event', params: params.numericId, response: { 200: ref('Event'), ...refusals } },
   eventStream: {
     tags: ['events'],
-    summary: 'Server-sent events: every new event as `event: event` with its JSON and id; a comment line every keep-alive interval',
+    summary:
+      'Server-sent events: every new event as `event: event` with its JSON and id; a comment line every keep-alive interval. A client that reconnects with Last-Event-ID first gets the events it missed (up to 1000).',
     produces: ['text/event-stream'],
   },
   listWebhooks: { tags: ['webhooks'], summary: 'List webhooks', response: { 200: listOf('webhooks', 'Webhook'), ...refusals } },

@@ -16,6 +16,8 @@ import { registerPlaneRoutes } from './plane-routes';
 import { routeSchemas, sharedSchemas } from './schemas';
 
 export const API_PREFIX = '/api/v1';
+/** At most this many missed events are replayed to a stream client that reconnects. */
+const MISSED_EVENTS_REPLAYED = 1000;
 
 export interface ManagementApiOptions {
   host: string;
@@ -100,7 +102,11 @@ export async function buildManagementApi(
     failedRegistrationsPerSecond: 10,
   };
   const throttle = new AuthThrottle(limits);
-  const streams = new EventStreams((listener) => plane.subscribe(listener), options.keepAliveMs ?? 15_000);
+  const streams = new EventStreams(
+    (listener) => plane.subscribe(listener),
+    (lastId) => plane.events({ limit: MISSED_EVENTS_REPLAYED }).filter((e) => e.id > lastId).sort((a, b) => a.id - b.id),
+    options.keepAliveMs ?? 15_000,
+  );
 
   app.addHook('onRequest', async (request: FastifyRequest) => {
     // Unknown routes answer 404 whoever asks; public routes need no token.

@@ -250,7 +250,9 @@ describe('management API', () => {
     expect((await refusal(lab.client().stream('/api/v1/events/stream', () => undefined))).status).toBe(401);
   });
 
-  it('keeps an idle event stream alive with comment lines', async () => {
+  it('replays what a reconnecting stream client missed (Last-Event-ID), then keeps the stream alive with comment lines', async () => {
+    const missedFrom = lab.plane.emit('info', 'resync-started', 'm-web01', 'resync started');
+    const missed = lab.plane.emit('warning', 'machine-disconnected', 'm-web01', 'web01 disconnected for 60s');
     const { socket } = await connectPinned(new URL(lab.api.url), lab.identity.fingerprint, 5000);
     const token = await lab.login();
     let text = '';
@@ -260,11 +262,13 @@ describe('management API', () => {
         if (text.includes(': keep-alive')) resolve();
       }),
     );
-    socket.write(`GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+    socket.write(`GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nLast-Event-ID: ${missedFrom.id}\r\n\r\n`);
     await seen;
     socket.destroy();
     expect(text).toMatch(/^HTTP\/1\.1 200/);
     expect(text).toMatch(/content-type: text\/event-stream/i);
+    const replayed = [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    expect(replayed).toEqual([missed.id]);
   });
 
   it('lets an operator create another, who can log in', async () => {
