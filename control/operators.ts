@@ -57,8 +57,22 @@ interface TokenRow {
   expires_ms: number | null;
 }
 
-function derive(password: string, salt: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => scrypt(password, salt, KEY_BYTES, SCRYPT, (err, key) => (err ? reject(err) : resolve(key))));
+/** Each derivation takes 32 MiB for ~0.1 s: a flood of logins waits its turn instead of taking the memory. */
+const MAX_CONCURRENT_DERIVATIONS = 2;
+let derivations = 0;
+const waiting: Array<() => void> = [];
+
+async function derive(password: string, salt: Buffer): Promise<Buffer> {
+  // A finished derivation hands its slot straight to the next waiter.
+  if (derivations >= MAX_CONCURRENT_DERIVATIONS) await new Promise<void>((resolve) => waiting.push(resolve));
+  else derivations++;
+  try {
+    return await new Promise<Buffer>((resolve, reject) => scrypt(password, salt, KEY_BYTES, SCRYPT, (err, key) => (err ? reject(err) : resolve(key))));
+  } finally {
+    const next = waiting.shift();
+    if (next) next();
+    else derivations--;
+  }
 }
 
 function tokenHash(token: string): Buffer {
