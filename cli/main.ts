@@ -1,6 +1,10 @@
 import { Command, CommanderError } from 'commander';
 import { describeError, ExitCode, FerryError } from '../common/errors';
 import { agentCommand } from './agent-commands';
+import { eventsCommand } from './events-command';
+import { groupCommand } from './group-commands';
+import { loginCommand, logoutCommand } from './login-command';
+import { machineCommand } from './machine-commands';
 import { pushInstallCommand } from './push-install';
 import { quickstartCommand } from './quickstart';
 import { receiverCommand } from './receiver-commands';
@@ -17,6 +21,11 @@ function buildProgram(): Command {
   program.addCommand(exportCommand());
   program.addCommand(quickstartCommand());
   program.addCommand(pushInstallCommand());
+  program.addCommand(loginCommand());
+  program.addCommand(logoutCommand());
+  program.addCommand(groupCommand());
+  program.addCommand(machineCommand());
+  program.addCommand(eventsCommand());
   const exitOnError = (cmd: Command): void => {
     cmd.exitOverride();
     // Usage errors as one line, like every other error: "ferry: <what> (see '<command> --help')".
