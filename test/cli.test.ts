@@ -87,10 +87,10 @@ describe('ferry CLI', () => {
 
   it('refuses an unknown command at any level with exit 2 and one line naming it, also with --help', () => {
     const cases: [string[], string][] = [
-      [['group'], `ferry: unknown command 'group' (see 'ferry --help')`],
-      [['group', 'create', '--help'], `ferry: unknown command 'group' (see 'ferry --help')`],
-      [['--help', 'group'], `ferry: unknown command 'group' (see 'ferry --help')`],
-      [['help', 'group'], `ferry: unknown command 'group' (see 'ferry --help')`],
+      [['frobnicate'], `ferry: unknown command 'frobnicate' (see 'ferry --help')`],
+      [['frobnicate', 'create', '--help'], `ferry: unknown command 'frobnicate' (see 'ferry --help')`],
+      [['--help', 'frobnicate'], `ferry: unknown command 'frobnicate' (see 'ferry --help')`],
+      [['help', 'frobnicate'], `ferry: unknown command 'frobnicate' (see 'ferry --help')`],
       [['agent', 'frobnicate'], `ferry: unknown command 'agent frobnicate' (see 'ferry agent --help')`],
       [['agent', 'frobnicate', '--help'], `ferry: unknown command 'agent frobnicate' (see 'ferry agent --help')`],
       [['agent', 'help', 'frobnicate'], `ferry: unknown command 'agent frobnicate' (see 'ferry agent --help')`],
