@@ -2,26 +2,28 @@ import type { OutgoingFrame } from '../proto/frames';
 import type { AgentLink } from '../receiver/agent-link';
 
 /**
- * The live sessions by agent id: how the control plane reaches an agent. A newer session of an
- * agent replaces an older one that has not closed yet; the older one's close then changes
- * nothing.
+ * The live sessions by agent id: how the control plane reaches an agent. An agent may have a
+ * newer session while an older one has not closed yet: the newest is the one spoken to, and if
+ * it closes first the older one is again.
  */
 export class AgentRegistry {
-  private readonly links = new Map<string, AgentLink>();
+  private readonly links = new Map<string, AgentLink[]>();
 
   attach(link: AgentLink): void {
-    this.links.set(link.agentId, link);
+    const list = this.links.get(link.agentId) ?? [];
+    list.push(link);
+    this.links.set(link.agentId, list);
   }
 
-  /** Removes the link if it is still the agent's current one; true when it was. */
+  /** Removes a session's link; true when the agent has no session left. */
   detach(link: AgentLink): boolean {
-    if (this.links.get(link.agentId) !== link) return false;
-    this.links.delete(link.agentId);
-    return true;
-  }
-
-  isCurrent(link: AgentLink): boolean {
-    return this.links.get(link.agentId) === link;
+    const list = (this.links.get(link.agentId) ?? []).filter((l) => l !== link);
+    if (list.length > 0) {
+      this.links.set(link.agentId, list);
+      return false;
+    }
+    const had = this.links.delete(link.agentId);
+    return had;
   }
 
   isConnected(agentId: string): boolean {
@@ -29,9 +31,9 @@ export class AgentRegistry {
   }
 
   send(agentId: string, frame: OutgoingFrame): boolean {
-    const link = this.links.get(agentId);
-    if (!link) return false;
-    link.send(frame);
+    const list = this.links.get(agentId);
+    if (!list) return false;
+    list[list.length - 1].send(frame);
     return true;
   }
 }
