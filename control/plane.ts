@@ -129,9 +129,11 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
       (finished) => this.roundFinished(finished),
       now,
     );
+    // Before the core starts: its first retention run must already use the groups' windows.
+    core.useRetentionWindows((volumeId) => this.retentionWindowUs(volumeId));
   }
 
-  /** Opens the control tables in the core's catalog file. */
+  /** Opens the control tables in the core's catalog file; create it before core.start(). */
   static open(core: ReceiverCore, options: PlaneOptions = DEFAULT_PLANE_OPTIONS): ControlPlane {
     return new ControlPlane(core, ControlStore.open(core.catalog.file), options);
   }
@@ -142,7 +144,6 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     if (aborted > 0) log.warn('group rounds left unfinished by the last run marked aborted', { rounds: aborted });
     this.adoptAgents();
     for (const g of this.store.groups()) this.schedules.set(g.id, { crashMs: this.startedMs, appMs: this.startedMs });
-    this.core.useRetentionWindows((volumeId) => this.retentionWindowUs(volumeId));
     this.webhookDispatcher.start();
     this.timers.push(setInterval(() => this.tick(), this.options.alertIntervalMs));
     this.timers.push(setInterval(() => this.scheduleRounds(), SCHEDULE_TICK_MS));

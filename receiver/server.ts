@@ -52,8 +52,9 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   const identity = await loadOrCreateIdentity(layout, options);
   const catalog = Catalog.open(layout.catalogFile);
   const core = new ReceiverCore(layout, catalog, identity, options);
-  core.start();
+  // The plane first: it gives the core each volume's retention window (its group's).
   const plane = ControlPlane.open(core, planeOptions(options));
+  core.start();
   plane.start();
 
   const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...definedOnly(options) };

@@ -12,7 +12,8 @@ import { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlEvent } from '../../control/model';
-import { startReceiver, RunningReceiver } from '../../receiver/server';
+import { ferry } from '../../proto/frames';
+import { ReceiverOptions, startReceiver, RunningReceiver } from '../../receiver/server';
 import { waitFor } from '../helpers/agent-lab';
 import { within } from '../helpers/raw-client';
 import { makeTempDir, runFerryAsync, writePassphrase } from '../helpers/receiver-process';
@@ -62,13 +63,14 @@ describe('control plane in a real receiver', () => {
   let agents: ScriptedAgent[] = [];
   let target: { port: number; localAddress: string };
   let passphrase: string;
+  let options: ReceiverOptions;
 
   beforeAll(async () => {
     dir = makeTempDir('plane');
     dataDir = path.join(dir, 'data');
     const pp = writePassphrase(dir);
     passphrase = pp.passphrase;
-    rx = await startReceiver({
+    options = {
       dataDir,
       host: '127.0.0.1',
       port: 0,
@@ -84,7 +86,8 @@ describe('control plane in a real receiver', () => {
       roundTagTimeoutMs: 5000,
       alertIntervalMs: 200,
       webhookRetryMs: 300,
-    });
+    };
+    rx = await startReceiver(options);
     target = { port: rx.port, localAddress: '127.0.0.1' };
     for (const name of ['web', 'app', 'db']) agents.push(await ScriptedAgent.register(target, passphrase, name, () => GROUP));
     for (const [i, a] of agents.entries()) {
@@ -270,6 +273,23 @@ describe('control plane in a real receiver', () => {
     expect(metrics).toMatch(/ferry_events_total\{severity="warning"\} \d+/);
   });
 
+  it('stores agent events as they come', async () => {
+    agents[0].ws.sendFrame({ agentEvent: { severity: ferry.AgentEvent.Severity.ERROR, kind: 'app-point-failed', volumeId: 'vol-web', text: 'hook pre-freeze.sh exited 3 (mount /srv)', timeUs: Date.now() * 1000 } });
+    const event = await waitFor('the agent event', () => rx.plane.events({ kind: 'app-point-failed' })[0], 10_000);
+    expect(event).toMatchObject({ severity: 'error', subjectKind: 'volume', subjectId: 'vol-web', text: 'web: hook pre-freeze.sh exited 3 (mount /srv)' });
+  });
+
+  it('runs rounds on the crash interval while multi-machine consistency is on, and applies the group retention', async () => {
+    const doneBefore = rx.plane.rounds(GROUP).filter((r) => r.state === 'done').length;
+    rx.plane.setPolicy(GROUP, { crashConsistentIntervalMs: 300, retentionMs: 2 * 3600 * 1000 });
+    await waitFor('scheduled rounds', () => rx.plane.rounds(GROUP).filter((r) => r.state === 'done').length >= doneBefore + 3, 15_000);
+    rx.plane.setPolicy(GROUP, { crashConsistentIntervalMs: DAY_MS });
+    // The last scheduled round may still be running: wait for it.
+    await waitFor('no round running', () => rx.plane.rounds(GROUP, 1)[0]?.finishedMs !== null, 10_000);
+    expect(rx.plane.rounds(GROUP).filter((r) => r.state === 'aborted')).toHaveLength(1);
+    expect(rx.core.retentionWindowUs('vol-web')).toBe(2 * 3600 * 1000 * 1000);
+  });
+
   it('removing a machine from the group keeps its group points and gives it the no-group policy', async () => {
     const app = agents[1];
     const group = rx.plane.removeMember(GROUP, app.agentId);
@@ -280,5 +300,22 @@ describe('control plane in a real receiver', () => {
     const points = rx.plane.groupPoints(GROUP);
     expect(points[0].points.map((x) => x.volumeId)).toContain('vol-app');
     expect(() => rx.plane.deleteGroup(GROUP)).toThrow(/still has 2 member/);
+    // Out of the group, its volume has the receiver-wide retention again.
+    expect(rx.core.retentionWindowUs('vol-app')).toBe(DAY_MS * 1000);
+  });
+
+  it('keeps machines, groups and group points across a receiver restart', async () => {
+    const pointsBefore = rx.plane.groupPoints(GROUP).map((g) => g.round.id);
+    const members = rx.plane.group(GROUP).members;
+    for (const a of agents) a.close();
+    await rx.close();
+    rx = await startReceiver({ ...options, port: 0 });
+    expect(rx.plane.group(GROUP).members.sort()).toEqual(members.sort());
+    expect(rx.plane.groupPoints(GROUP).map((g) => g.round.id)).toEqual(pointsBefore);
+    expect(rx.plane.machines().map((m) => m.state)).toEqual(['disconnected', 'disconnected', 'disconnected']);
+    target = { port: rx.port, localAddress: '127.0.0.1' };
+    agents = [await agents[0].relogin(target)];
+    const p = await within(agents[0].waitPolicy(() => true), 5000, 'the policy after a restart');
+    expect(p).toMatchObject({ groupId: GROUP, revision: rx.plane.group(GROUP).revision });
   });
 });
