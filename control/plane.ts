@@ -59,6 +59,8 @@ const SCHEDULE_TICK_MS = 50;
 const SLOW_TICKS = 60;
 /** Hold times kept per group for the summary's quantiles. */
 const RECENT_HOLDS = 1000;
+/** Events (and their webhook deliveries) are kept this long. */
+const EVENT_RETENTION_MS = 90 * 24 * 3600 * 1000;
 /** Agent events the receiver derives itself from volume reports (dropped when an agent sends them too). */
 const DERIVED_KINDS = new Set(['resync-started', 'resync-finished']);
 
@@ -198,7 +200,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
         if (!this.registry.detach(link)) return;
         const at = this.now();
         this.disconnectedSince.set(id, at);
-        this.reports.delete(id);
+        // The last reports stay: a resync still running after a reconnect is not "started" again.
         try {
           this.store.noteSeen(id, at);
         } catch (err) {
@@ -281,7 +283,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     const volumes: MachineVolume[] = own.map((v) => ({
       volumeId: v.row.id,
       sizeBytes: v.row.sizeBytes,
-      state: v.status?.state === 'failed' ? 'failed' : (v.report?.state ?? (connected ? 'protected' : 'disconnected')),
+      state: v.status?.state === 'failed' ? 'failed' : !connected ? 'disconnected' : (v.report?.state ?? 'protected'),
       mode: v.report?.mode ?? '',
       rpoSeconds: v.status?.rpoSeconds ?? 0,
       resyncPercent: v.report?.resyncPercent ?? 0,
@@ -570,6 +572,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
       this.alerted.retention = retention.active;
       raise(retention.events);
       for (const g of this.store.groups()) this.store.pruneRounds(g.id, now - g.policy.retentionMs);
+      this.store.pruneEvents(now - EVENT_RETENTION_MS);
     }
   }
 

@@ -47,7 +47,6 @@ export class RoundCoordinator {
   private readonly active = new Map<number, Active>();
   /** The last round asked for per group: the next one starts after it. */
   private readonly tails = new Map<string, Promise<unknown>>();
-  private readonly running = new Set<string>();
   private stopped = false;
 
   constructor(
@@ -83,7 +82,6 @@ export class RoundCoordinator {
     const startedMs = this.now();
     const id = this.store.addRound(groupId, app, members, startedMs);
     const machine = new RoundMachine({ id, groupId, app, members, holdMs, tagTimeoutMs: this.options.tagTimeoutMs });
-    this.running.add(groupId);
     return new Promise<GroupRound>((resolve) => {
       const entry: Active = { machine, timer: undefined, scheduled, resolve };
       this.active.set(id, entry);
@@ -154,7 +152,6 @@ export class RoundCoordinator {
     const { plan } = entry.machine;
     const outcome = entry.machine.outcome();
     this.active.delete(plan.id);
-    this.running.delete(plan.groupId);
     try {
       this.store.finishRound(plan.id, { state: outcome.state, finishedMs: this.now(), holdMs: outcome.holdMs, reason: outcome.reason, pointIds: outcome.pointIds });
     } catch (err) {

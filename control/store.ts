@@ -356,6 +356,14 @@ export class ControlStore {
     return rows.reverse().map(toEvent);
   }
 
+  /** Drops events older than `beforeMs` and their deliveries; returns how many events. */
+  pruneEvents(beforeMs: number): number {
+    return this.transaction(() => {
+      this.db.prepare('DELETE FROM deliveries WHERE event_id IN (SELECT id FROM events WHERE time_ms < ?)').run(beforeMs);
+      return this.db.prepare('DELETE FROM events WHERE time_ms < ?').run(beforeMs).changes;
+    });
+  }
+
   acknowledgeEvent(id: number): void {
     this.db.prepare('UPDATE events SET acknowledged = 1 WHERE id = ?').run(id);
   }
