@@ -120,6 +120,12 @@ export class RoundMachine {
     return this.finished ? [] : this.abort(nowMs, reason);
   }
 
+  /** Members told to commit that have not tagged (empty when the round never committed). */
+  untaggedAfterCommit(): string[] {
+    if (this.lastHeldMs === null) return [];
+    return this.plan.members.filter((m) => !this.tags.has(m));
+  }
+
   outcome(): RoundOutcome {
     return {
       state: this.phaseNow === 'done' ? 'done' : 'aborted',

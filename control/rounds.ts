@@ -47,6 +47,13 @@ export class RoundCoordinator {
   private readonly active = new Map<number, Active>();
   /** The last round asked for per group: the next one starts after it. */
   private readonly tails = new Map<string, Promise<unknown>>();
+  /**
+   * Rounds that were committed and then aborted (a member lost, a tag late): the members told
+   * to commit that had not tagged yet, for a while. Their tags were cut at a real commit and
+   * may already be on the wire when the abort goes out, so they are recorded (with the round,
+   * which stays aborted) rather than refused.
+   */
+  private readonly lateTags = new Map<number, { members: Set<string>; timer: NodeJS.Timeout }>();
   private stopped = false;
 
   constructor(
@@ -92,7 +99,7 @@ export class RoundCoordinator {
 
   /** Whether `agentId` may send a tag answering round `roundId` now (committing, a member, not yet tagged). */
   acceptsTag(agentId: string, roundId: number): boolean {
-    return this.active.get(roundId)?.machine.acceptsTag(agentId) ?? false;
+    return this.active.get(roundId)?.machine.acceptsTag(agentId) ?? this.lateTags.get(roundId)?.members.has(agentId) ?? false;
   }
 
   held(agentId: string, roundId: number, ok: boolean, error: string): void {
@@ -103,6 +110,7 @@ export class RoundCoordinator {
 
   tagged(agentId: string, roundId: number, pointIds: readonly number[]): void {
     const entry = this.active.get(roundId);
+    this.lateTags.get(roundId)?.members.delete(agentId);
     if (!entry) return;
     this.apply(entry, entry.machine.onTagged(agentId, pointIds, this.now()));
   }
@@ -115,6 +123,8 @@ export class RoundCoordinator {
   /** Aborts every running round (the receiver stops). */
   stop(): void {
     this.stopped = true;
+    for (const late of this.lateTags.values()) clearTimeout(late.timer);
+    this.lateTags.clear();
     for (const entry of [...this.active.values()]) this.apply(entry, entry.machine.cancel(this.now(), 'the receiver is stopping'));
   }
 
@@ -152,6 +162,12 @@ export class RoundCoordinator {
     const { plan } = entry.machine;
     const outcome = entry.machine.outcome();
     this.active.delete(plan.id);
+    const untagged = entry.machine.untaggedAfterCommit();
+    if (outcome.state === 'aborted' && untagged.length > 0 && !this.stopped) {
+      const timer = setTimeout(() => this.lateTags.delete(plan.id), plan.tagTimeoutMs);
+      timer.unref();
+      this.lateTags.set(plan.id, { members: new Set(untagged), timer });
+    }
     try {
       this.store.finishRound(plan.id, { state: outcome.state, finishedMs: this.now(), holdMs: outcome.holdMs, reason: outcome.reason, pointIds: outcome.pointIds });
     } catch (err) {

@@ -201,10 +201,28 @@ describe('control plane in a real receiver', () => {
     expect(events[0]).toMatchObject({ severity: 'warning', subjectKind: 'group', subjectId: GROUP });
     expect(rx.plane.groupPoints(GROUP)).toHaveLength(1);
     expect(rx.plane.metrics()).toContain(`ferry_group_rounds_total{group="${GROUP}",result="aborted"} 1`);
+    // A stalled round never committed: its members have no tag to send for it.
+  });
+
+  it('aborts a committed round whose tag does not come, and still takes that tag when it comes late', async () => {
+    const late = agents[2];
+    late.rounds = 'no-tag';
+    const round = await within(rx.plane.runRound(GROUP), 20_000, 'the round');
+    late.rounds = 'answer';
+    expect(round.state).toBe('aborted');
+    expect(round.reason).toBe(`${late.agentId} sent no tag within 5000 ms of the commit`);
+    expect(round.holdMs).not.toBeNull();
+    // Its tag was cut at a real commit: recorded with the round (which stays aborted), the session goes on.
+    const acksBefore = new Set(late.ws.frames.filter((f) => f.tagAck));
+    late.ws.sendFrame({ tag: late.tagFrame(round.id) });
+    const ack = await within(late.ws.waitFrame((f) => (f.tagAck && !acksBefore.has(f) ? f.tagAck : undefined)), 5000, 'the late tag ack');
+    expect(ack.pointIds).toHaveLength(1);
+    expect(late.ws.error).toBeUndefined();
+    expect(rx.plane.groupPoints(GROUP).every((g) => g.round.id !== round.id)).toBe(true);
   });
 
   it('refuses with BAD_TAG a tag for a round that is not committing', async () => {
-    const aborted = rx.plane.rounds(GROUP).find((r) => r.state === 'aborted');
+    const aborted = rx.plane.rounds(GROUP).find((r) => r.state === 'aborted' && r.holdMs === null);
     expect(aborted).toBeDefined();
     const extra = await agents[1].relogin(target);
     await extra.declare('vol-app');
@@ -286,7 +304,7 @@ describe('control plane in a real receiver', () => {
     rx.plane.setPolicy(GROUP, { crashConsistentIntervalMs: DAY_MS });
     // The last scheduled round may still be running: wait for it.
     await waitFor('no round running', () => rx.plane.rounds(GROUP, 1)[0]?.finishedMs !== null, 10_000);
-    expect(rx.plane.rounds(GROUP).filter((r) => r.state === 'aborted')).toHaveLength(1);
+    expect(rx.plane.rounds(GROUP).filter((r) => r.state === 'aborted')).toHaveLength(2);
     expect(rx.core.retentionWindowUs('vol-web')).toBe(2 * 3600 * 1000 * 1000);
   });
 
@@ -317,5 +335,42 @@ describe('control plane in a real receiver', () => {
     agents = [await agents[0].relogin(target)];
     const p = await within(agents[0].waitPolicy(() => true), 5000, 'the policy after a restart');
     expect(p).toMatchObject({ groupId: GROUP, revision: rx.plane.group(GROUP).revision });
+  });
+});
+
+describe('machine disconnected alert', () => {
+  it('is raised once after the bound and cleared once when the machine is back', async () => {
+    const dir = makeTempDir('plane-away');
+    const pp = writePassphrase(dir);
+    const rx = await startReceiver({
+      dataDir: path.join(dir, 'data'),
+      host: '127.0.0.1',
+      port: 0,
+      passphraseFile: pp.file,
+      retentionUs: DAY_MS * 1000,
+      spoolCapBytes: 64 * 1024 * 1024,
+      checkpointIntervalMs: 200,
+      retentionIntervalMs: 60_000,
+      segmentBytes: 8 * 1024 * 1024,
+      minFreeBytes: 1024 * 1024,
+      reserveBytes: 0,
+      disconnectAlertMs: 1000,
+      alertIntervalMs: 100,
+    });
+    const target = { port: rx.port, localAddress: '127.0.0.1' };
+    let agent: ScriptedAgent | undefined;
+    try {
+      const first = await ScriptedAgent.register(target, pp.passphrase, 'web', () => '');
+      first.close();
+      const away = await waitFor('machine-disconnected', () => rx.plane.events({ kind: 'machine-disconnected' })[0], 10_000);
+      expect(away).toMatchObject({ severity: 'error', subjectKind: 'machine', subjectId: first.agentId });
+      agent = await first.relogin(target);
+      await waitFor('machine-reconnected', () => rx.plane.events({ kind: 'machine-reconnected' })[0], 10_000);
+      expect(rx.plane.events({ kind: 'machine-disconnected' })).toHaveLength(1);
+    } finally {
+      agent?.close();
+      await rx.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -4,8 +4,8 @@ import { DecodedFrame, ferry } from '../../proto/frames';
 import type { VolumeReportState } from '../../proto/validate-control';
 import { RawWss, RawTarget } from '../helpers/raw-client';
 
-/** How a scripted agent answers GroupPrepare. */
-export type RoundBehaviour = 'answer' | 'stall';
+/** How a scripted agent takes part in rounds: answer all, never answer the prepare, or hold and then send no tag. */
+export type RoundBehaviour = 'answer' | 'stall' | 'no-tag';
 
 interface Volume {
   id: string;
@@ -109,8 +109,8 @@ export class ScriptedAgent {
       for (;;) {
         const f = await this.ws.waitFrame((x) => ((x.groupPrepare || x.groupCommit) && !this.handled.has(x) ? x : undefined));
         this.handled.add(f);
-        if (f.groupPrepare && this.rounds === 'answer') this.ws.sendFrame({ groupHeld: { roundId: f.groupPrepare.roundId, ok: true } });
-        if (f.groupCommit) this.ws.sendFrame({ tag: this.tagFrame(f.groupCommit.roundId ?? 0) });
+        if (f.groupPrepare && this.rounds !== 'stall') this.ws.sendFrame({ groupHeld: { roundId: f.groupPrepare.roundId, ok: true } });
+        if (f.groupCommit && this.rounds === 'answer') this.ws.sendFrame({ tag: this.tagFrame(f.groupCommit.roundId ?? 0) });
       }
     } catch {
       // closed

@@ -164,6 +164,12 @@ describe('group round state machine', () => {
     const actions = r.expire(10 + 5000);
     expect(actions[0]).toMatchObject({ kind: 'abort', to: ['b', 'c'], reason: 'b, c sent no tag within 5000 ms of the commit' });
     expect(r.outcome().holdMs).toBe(10);
+    // Those told to commit may still have a tag on the wire: the driver takes it for a while.
+    expect(r.untaggedAfterCommit()).toEqual(['b', 'c']);
+    const never = new RoundMachine(plan);
+    never.start(0, all);
+    never.expire(1000);
+    expect(never.untaggedAfterCommit()).toEqual([]);
   });
 });
 
