@@ -2,15 +2,15 @@ import { log } from '../common/log';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import type { ValidAgentEvent, ValidVolumeReport, VolumeReportState } from '../proto/validate-control';
 import type { AgentControl, AgentHello, AgentLink, SessionControl } from '../receiver/agent-link';
-import type { PointRow, VolumeRow } from '../receiver/catalog';
+import type { PointRow } from '../receiver/catalog';
 import type { ReceiverCore } from '../receiver/core';
-import type { VolumeRuntimeStatus } from '../receiver/status';
 import { AgentRegistry } from './agent-registry';
-import { AlertEvent, diskAlerts, disconnectAlerts, resyncTransitions, retentionAlerts, rpoAlerts } from './alerts';
+import { AlertMonitor } from './alert-monitor';
+import { AlertEvent, resyncTransitions } from './alerts';
 import { ControlError, ControlPlaneApi, EventFilter, MachineFilter } from './contract';
 import { EventLog } from './events';
-import { machineState } from './machine-state';
-import { MetricsSnapshot, renderMetrics } from './metrics';
+import { machineView, VolumeView, volumeViews } from './machine-view';
+import { renderMetrics } from './metrics';
 import {
   ControlEvent,
   DEFAULT_POLICY,
@@ -20,12 +20,12 @@ import {
   GroupPolicy,
   GroupRound,
   Machine,
-  MachineVolume,
   RecoveryProperties,
   Webhook,
   WebhookDelivery,
 } from './model';
 import { agentPolicy, checkGroupName, checkPolicyPatch, checkRecoveryPatch, policyFrame } from './policy';
+import { RoundStats } from './round-stats';
 import { DEFAULT_ROUND_OPTIONS, FinishedRound, RoundCoordinator, RoundOptions } from './rounds';
 import { isSeverity } from './severity';
 import { ControlStore, GroupRow, MachineRow } from './store';
@@ -57,22 +57,10 @@ export const DEFAULT_PLANE_OPTIONS: PlaneOptions = {
 const SCHEDULE_TICK_MS = 50;
 /** Every this many alert ticks: retention shortfall and pruning of old rounds (they read the catalog). */
 const SLOW_TICKS = 60;
-/** Hold times kept per group for the summary's quantiles. */
-const RECENT_HOLDS = 1000;
 /** Events (and their webhook deliveries) are kept this long. */
 const EVENT_RETENTION_MS = 90 * 24 * 3600 * 1000;
 /** Agent events the receiver derives itself from volume reports (dropped when an agent sends them too). */
 const DERIVED_KINDS = new Set(['resync-started', 'resync-finished']);
-
-interface RoundStats {
-  done: number;
-  aborted: number;
-  holdCount: number;
-  holdSumMs: number;
-  recentHoldsMs: number[];
-  /** The reason of the last aborted round while no round was done since (scheduled aborts with the same reason raise no new event). */
-  lastAbort?: string;
-}
 
 interface Schedule {
   crashMs: number;
@@ -87,13 +75,6 @@ export function dueRound(policy: GroupPolicy, last: Schedule, nowMs: number): 'a
   return undefined;
 }
 
-interface VolumeView {
-  row: VolumeRow;
-  machine: MachineRow | undefined;
-  status: VolumeRuntimeStatus | undefined;
-  report: ValidVolumeReport | undefined;
-}
-
 /**
  * The configuration server inside the receiver: machines (registered agents), protection
  * groups and their policies (sent to the agents), group rounds, events and alerts, webhooks
@@ -106,13 +87,11 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
   private readonly webhookDispatcher: WebhookDispatcher;
   private readonly coordinator: RoundCoordinator;
   private readonly reports = new Map<string, Map<string, ValidVolumeReport>>();
-  private readonly disconnectedSince = new Map<string, number>();
-  private readonly stats = new Map<string, RoundStats>();
+  private readonly stats = new RoundStats();
   private readonly schedules = new Map<string, Schedule>();
-  private alerted = { rpo: new Set<string>(), disconnected: new Set<string>(), disk: new Set<string>(), retention: new Set<string>() };
+  private readonly alerts: AlertMonitor;
   private timers: NodeJS.Timeout[] = [];
   private ticks = 0;
-  private startedMs = 0;
 
   constructor(
     private readonly core: ReceiverCore,
@@ -121,6 +100,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     private readonly now: () => number = Date.now,
   ) {
     this.eventLog = new EventLog(store, now);
+    this.alerts = new AlertMonitor(options.disconnectAlertMs, now());
     this.webhookDispatcher = new WebhookDispatcher(store, options.webhooks, now);
     this.eventLog.subscribe((event) => this.webhookDispatcher.onEvent(event));
     this.coordinator = new RoundCoordinator(
@@ -141,11 +121,11 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
   }
 
   start(): void {
-    this.startedMs = this.now();
-    const aborted = this.store.abortUnfinished('the receiver stopped during the round', this.startedMs);
+    const startedMs = this.now();
+    const aborted = this.store.abortUnfinished('the receiver stopped during the round', startedMs);
     if (aborted > 0) log.warn('group rounds left unfinished by the last run marked aborted', { rounds: aborted });
     this.adoptAgents();
-    for (const g of this.store.groups()) this.schedules.set(g.id, { crashMs: this.startedMs, appMs: this.startedMs });
+    for (const g of this.store.groups()) this.schedules.set(g.id, { crashMs: startedMs, appMs: startedMs });
     this.webhookDispatcher.start();
     this.timers.push(setInterval(() => this.tick(), this.options.alertIntervalMs));
     this.timers.push(setInterval(() => this.scheduleRounds(), SCHEDULE_TICK_MS));
@@ -184,7 +164,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
       this.store.noteLogin(id, now, hello.software, hello.os);
     }
     this.registry.attach(link);
-    this.disconnectedSince.delete(id);
+    this.alerts.connected(id);
     this.sendPolicy(id);
     return {
       heartbeat: (reports) => this.noteReports(id, reports),
@@ -199,7 +179,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
       closed: () => {
         if (!this.registry.detach(link)) return;
         const at = this.now();
-        this.disconnectedSince.set(id, at);
+        this.alerts.disconnected(id, at);
         // The last reports stay: a resync still running after a reconnect is not "started" again.
         try {
           this.store.noteSeen(id, at);
@@ -263,45 +243,11 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
   // ---- machines ------------------------------------------------------------------------------
 
   private volumeViews(): VolumeView[] {
-    const statuses = new Map(this.core.volumeStatus().map((s) => [s.volumeId, s]));
-    const machines = new Map(this.store.machines().map((m) => [m.id, m]));
-    return this.core.catalog.volumes().map((row) => ({
-      row,
-      machine: machines.get(row.agentId),
-      status: statuses.get(row.id),
-      report: this.reports.get(row.agentId)?.get(row.id),
-    }));
+    return volumeViews(this.core.catalog.volumes(), this.store.machines(), this.core.volumeStatus(), (agentId, volumeId) => this.reports.get(agentId)?.get(volumeId));
   }
 
   private toMachine(m: MachineRow, views: readonly VolumeView[]): Machine {
-    const own = views.filter((v) => v.row.agentId === m.id);
-    const connected = this.registry.isConnected(m.id);
-    const verdict = machineState(
-      connected,
-      own.map((v) => ({ volumeId: v.row.id, report: v.report, receiver: v.status && { state: v.status.state, problem: v.status.problem } })),
-    );
-    const volumes: MachineVolume[] = own.map((v) => ({
-      volumeId: v.row.id,
-      sizeBytes: v.row.sizeBytes,
-      state: v.status?.state === 'failed' ? 'failed' : !connected ? 'disconnected' : (v.report?.state ?? 'protected'),
-      mode: v.report?.mode ?? '',
-      rpoSeconds: v.status?.rpoSeconds ?? 0,
-      resyncPercent: v.report?.resyncPercent ?? 0,
-    }));
-    return {
-      id: m.id,
-      name: m.name,
-      os: m.os,
-      agentVersion: m.agentVersion,
-      volumes,
-      lastSeenMs: connected ? this.now() : m.lastSeenMs,
-      state: verdict.state,
-      stateReasons: verdict.reasons,
-      connected,
-      groupId: m.groupId,
-      recovery: m.recovery,
-      rpoSeconds: volumes.reduce((worst, v) => Math.max(worst, v.rpoSeconds), 0),
-    };
+    return machineView(m, views, this.registry.isConnected(m.id), this.now());
   }
 
   machines(filter: MachineFilter = {}): Machine[] {
@@ -380,7 +326,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     if (members.length > 0) throw new ControlError('conflict', `group ${id} still has ${members.length} member(s): remove them first`, 'id');
     this.store.deleteGroup(id);
     this.schedules.delete(id);
-    this.stats.delete(id);
+    this.stats.forget(id);
     log.info('group deleted', { group: id });
   }
 
@@ -449,24 +395,9 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     }
   }
 
-  private roundFinished({ round, outcome, scheduled }: FinishedRound): void {
-    const s = this.stats.get(round.groupId) ?? { done: 0, aborted: 0, holdCount: 0, holdSumMs: 0, recentHoldsMs: [] };
-    this.stats.set(round.groupId, s);
-    if (outcome.state === 'done') {
-      s.done++;
-      s.lastAbort = undefined;
-      if (outcome.holdMs !== null) {
-        s.holdCount++;
-        s.holdSumMs += outcome.holdMs;
-        s.recentHoldsMs.push(outcome.holdMs);
-        if (s.recentHoldsMs.length > RECENT_HOLDS) s.recentHoldsMs.shift();
-      }
-      return;
-    }
-    s.aborted++;
-    // A schedule that keeps failing for one reason says so once, not every interval.
-    if (scheduled && s.lastAbort === outcome.reason) return;
-    s.lastAbort = outcome.reason;
+  private roundFinished(finished: FinishedRound): void {
+    if (!this.stats.note(finished)) return;
+    const { round, outcome } = finished;
     this.eventLog.add({
       severity: 'warning',
       kind: 'round-aborted',
@@ -530,64 +461,50 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     const raise = (events: AlertEvent[]): void => {
       for (const e of events) this.eventLog.add(e);
     };
-
-    const rpo = rpoAlerts(
-      this.alerted.rpo,
-      views
-        .filter((v) => v.status)
-        .map((v) => ({
-          volumeId: v.row.id,
-          machineName: v.machine?.name ?? v.row.agentId,
-          groupId: v.machine?.groupId ?? null,
-          rpoSeconds: v.status?.rpoSeconds ?? 0,
-          thresholdMs: (policies.get(v.row.agentId) ?? this.noGroupPolicy()).rpoThresholdMs,
-        })),
-    );
-    const away = disconnectAlerts(
-      this.alerted.disconnected,
-      machines.map((m) => ({
-        id: m.id,
-        name: m.name,
-        connected: this.registry.isConnected(m.id),
-        disconnectedSinceMs: this.disconnectedSince.get(m.id) ?? Math.max(m.lastSeenMs, this.startedMs),
-      })),
-      now,
-      this.options.disconnectAlertMs,
-    );
-    const disk = diskAlerts(this.alerted.disk, this.core.storageSpaces());
-    this.alerted = { ...this.alerted, rpo: rpo.active, disconnected: away.active, disk: disk.active };
-    raise([...away.events, ...rpo.events, ...disk.events]);
-
-    if (this.ticks % SLOW_TICKS === 1) {
-      const retention = retentionAlerts(
-        this.alerted.retention,
-        views.map((v) => ({
-          volumeId: v.row.id,
-          windowMs: this.core.retentionWindowUs(v.row.id) / 1000,
-          protectedSinceMs: v.row.createdUs / 1000,
-          oldestPointMs: ((t) => (t === undefined ? undefined : t / 1000))(this.core.catalog.oldestPointTimeUs(v.row.id)),
-        })),
+    raise(
+      this.alerts.evaluate(
         now,
-      );
-      this.alerted.retention = retention.active;
-      raise(retention.events);
-      for (const g of this.store.groups()) this.store.pruneRounds(g.id, now - g.policy.retentionMs);
-      this.store.pruneEvents(now - EVENT_RETENTION_MS);
-    }
+        views
+          .filter((v) => v.status)
+          .map((v) => ({
+            volumeId: v.row.id,
+            machineName: v.machine?.name ?? v.row.agentId,
+            groupId: v.machine?.groupId ?? null,
+            rpoSeconds: v.status?.rpoSeconds ?? 0,
+            thresholdMs: (policies.get(v.row.agentId) ?? this.noGroupPolicy()).rpoThresholdMs,
+          })),
+        machines.map((m) => ({ id: m.id, name: m.name, connected: this.registry.isConnected(m.id), lastSeenMs: m.lastSeenMs })),
+        this.core.storageSpaces(),
+      ),
+    );
+    if (this.ticks % SLOW_TICKS !== 1) return;
+    raise(
+      this.alerts.evaluateRetention(
+        now,
+        views.map((v) => {
+          const oldestUs = this.core.catalog.oldestPointTimeUs(v.row.id);
+          return {
+            volumeId: v.row.id,
+            windowMs: this.core.retentionWindowUs(v.row.id) / 1000,
+            protectedSinceMs: v.row.createdUs / 1000,
+            oldestPointMs: oldestUs === undefined ? undefined : oldestUs / 1000,
+          };
+        }),
+      ),
+    );
+    for (const g of this.store.groups()) this.store.pruneRounds(g.id, now - g.policy.retentionMs);
+    this.store.pruneEvents(now - EVENT_RETENTION_MS);
   }
 
   metrics(): string {
     const views = this.volumeViews();
-    const machines = this.machines();
-    const snapshot: MetricsSnapshot = {
+    return renderMetrics({
       volumes: views.map((v) => ({ machine: v.machine?.name ?? v.row.agentId, volume: v.row.id, group: v.machine?.groupId ?? '', rpoSeconds: v.status?.rpoSeconds ?? 0 })),
       groups: this.store.groups().map((g) => ({ group: g.id, rpoThresholdSeconds: g.policy.rpoThresholdMs / 1000 })),
-      machines: machines.map((m) => ({ machine: m.name, state: m.state })),
-      rounds: [...this.stats].map(([group, s]) => ({ group, done: s.done, aborted: s.aborted })),
-      holds: [...this.stats].map(([group, s]) => ({ group, count: s.holdCount, sumSeconds: s.holdSumMs / 1000, recentSeconds: s.recentHoldsMs.map((ms) => ms / 1000) })),
+      machines: this.store.machines().map((m) => ({ machine: m.name, state: this.toMachine(m, views).state })),
+      ...this.stats.snapshot(),
       events: this.eventLog.totals(),
-    };
-    return renderMetrics(snapshot);
+    });
   }
 }
 
