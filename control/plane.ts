@@ -1,6 +1,7 @@
+import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
 import { ErrorCode, ProtocolError } from '../proto/errors';
-import type { ValidAgentEvent, ValidVolumeReport, VolumeReportState } from '../proto/validate-control';
+import { PolicyBounds, ValidAgentEvent, ValidVolumeReport, VolumeReportState } from '../proto/validate-control';
 import type { AgentControl, AgentHello, AgentLink, SessionControl } from '../receiver/agent-link';
 import type { PointRow } from '../receiver/catalog';
 import type { ReceiverCore } from '../receiver/core';
@@ -361,7 +362,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
 
   // ---- rounds --------------------------------------------------------------------------------
 
-  runRound(groupId: string, options: { app?: boolean } = {}): Promise<GroupRound> {
+  async runRound(groupId: string, options: { app?: boolean } = {}): Promise<GroupRound> {
     const g = this.groupRow(groupId);
     if (!g.policy.multiMachineConsistency) throw new ControlError('conflict', `group ${groupId} has multi-machine consistency off`, 'multiMachineConsistency');
     if (this.store.memberIds(groupId).length === 0) throw new ControlError('conflict', `group ${groupId} has no members`, 'id');
@@ -508,11 +509,12 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
   }
 }
 
-/** Done rounds of a group, newest first, with the points they made that the catalog still holds. */
+/** Done rounds of a group whose points the catalog still holds, newest first, with those points. */
 export function groupPointsOf(store: ControlStore, catalog: { pointsOfRounds(rounds: readonly number[]): Map<number, PointRow[]> }, groupId: string, limit = 1000): Array<{ round: GroupRound; points: PointRow[] }> {
   const rounds = store.rounds(groupId, limit, 'done');
   const points = catalog.pointsOfRounds(rounds.map((r) => r.id));
-  return rounds.filter((r) => points.has(r.id)).map((round) => ({ round, points: points.get(round.id) ?? [] }));
+  // A round whose points retention has begun to prune is no longer a whole group point.
+  return rounds.filter((r) => (points.get(r.id)?.length ?? 0) >= r.pointIds.length && r.pointIds.length > 0).map((round) => ({ round, points: points.get(round.id) ?? [] }));
 }
 
 /** The control plane's bounds as receiver options (all optional: the defaults above). */
@@ -533,9 +535,21 @@ export interface ControlOptions {
   webhookRetryMs?: number;
 }
 
-/** The plane's options from the receiver's. */
+/** The plane's options from the receiver's; a value out of its bounds is refused. */
 export function planeOptions(o: ControlOptions & { retentionUs: number }): PlaneOptions {
   const d = DEFAULT_PLANE_OPTIONS;
+  const check = (name: string, value: number | undefined, min: number, max: number): void => {
+    if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) {
+      throw new FerryError(`${name} ${value} ms is outside ${min}..${max} ms`, ExitCode.usage);
+    }
+  };
+  check('the round hold bound', o.roundHoldMs, 1, PolicyBounds.maxRoundHoldMs);
+  check('the app round hold bound', o.appRoundHoldMs, 1, PolicyBounds.maxRoundHoldMs);
+  check('the round tag timeout', o.roundTagTimeoutMs, 1, 10 * 60_000);
+  check('the disconnect alert bound', o.disconnectAlertMs, 0, 7 * 24 * 3600 * 1000);
+  check('the default RPO threshold', o.defaultRpoThresholdMs, PolicyBounds.minRpoThresholdMs, PolicyBounds.maxRpoThresholdMs);
+  check('the alert interval', o.alertIntervalMs, 10, 60_000);
+  check('the webhook retry delay', o.webhookRetryMs, 1, 5 * 60_000);
   return {
     defaultRetentionMs: Math.floor(o.retentionUs / 1000),
     defaultRpoThresholdMs: o.defaultRpoThresholdMs ?? d.defaultRpoThresholdMs,
