@@ -291,6 +291,15 @@ describe('control plane in a real receiver', () => {
     expect(metrics).toMatch(/ferry_events_total\{severity="warning"\} \d+/);
   });
 
+  it('never runs two rounds of one group at once: a round asked for meanwhile waits for the running one', async () => {
+    const [first, second] = await within(Promise.all([rx.plane.runRound(GROUP), rx.plane.runRound(GROUP, { app: true })]), 20_000, 'two rounds');
+    expect([first.state, second.state]).toEqual(['done', 'done']);
+    expect(second.app).toBe(true);
+    expect(second.id).toBeGreaterThan(first.id);
+    expect(second.startedMs).toBeGreaterThanOrEqual(first.finishedMs ?? Infinity);
+    await expect(rx.plane.runRound('no-such-group')).rejects.toMatchObject({ kind: 'not-found' });
+  });
+
   it('stores agent events as they come', async () => {
     agents[0].ws.sendFrame({ agentEvent: { severity: ferry.AgentEvent.Severity.ERROR, kind: 'app-point-failed', volumeId: 'vol-web', text: 'hook pre-freeze.sh exited 3 (mount /srv)', timeUs: Date.now() * 1000 } });
     const event = await waitFor('the agent event', () => rx.plane.events({ kind: 'app-point-failed' })[0], 10_000);
@@ -301,6 +310,7 @@ describe('control plane in a real receiver', () => {
     const doneBefore = rx.plane.rounds(GROUP).filter((r) => r.state === 'done').length;
     rx.plane.setPolicy(GROUP, { crashConsistentIntervalMs: 300, retentionMs: 2 * 3600 * 1000 });
     await waitFor('scheduled rounds', () => rx.plane.rounds(GROUP).filter((r) => r.state === 'done').length >= doneBefore + 3, 15_000);
+    expect(rx.plane.rounds(GROUP).filter((r) => r.state === 'done').every((r) => r.pointIds.length === 3)).toBe(true);
     rx.plane.setPolicy(GROUP, { crashConsistentIntervalMs: DAY_MS });
     // The last scheduled round may still be running: wait for it.
     await waitFor('no round running', () => rx.plane.rounds(GROUP, 1)[0]?.finishedMs !== null, 10_000);
