@@ -171,6 +171,12 @@ describe('control plane in a real receiver', () => {
     const text = await runFerryAsync(['points', '--data', dataDir, '--group', GROUP]);
     expect(text.stdout).toMatch(new RegExp(`^${round.id}\\t.*\\tcrash\\t\\d+ms\\tweb\\tvol-web\\t`, 'm'));
 
+    const missing = await runFerryAsync(['points', '--data', dataDir, '--group', 'nope']);
+    expect([missing.status, missing.stderr.trim()]).toEqual([3, `ferry: no group nope in ${dataDir}`]);
+    const noRound = await runFerryAsync(['export', '--data', dataDir, '--group', GROUP, '--out', path.join(dir, 'x')]);
+    expect(noRound.status).toBe(2);
+    expect(noRound.stderr).toContain('--group and --round go together');
+
     const out = path.join(dir, 'export');
     const exported = await runFerryAsync(['export', '--data', dataDir, '--group', GROUP, '--round', String(round.id), '--out', out]);
     expect(exported.stderr).toBe('');
