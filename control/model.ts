@@ -41,6 +41,8 @@ export interface Machine {
   /** ms since the epoch; 0: never logged in since registration. */
   lastSeenMs: number;
   state: MachineState;
+  /** Why the state is what it is (empty when protected). */
+  stateReasons?: string[];
   connected: boolean;
   groupId: string | null;
   recovery: RecoveryProperties;

@@ -184,18 +184,24 @@ export interface ValidHello {
   intent: 'register' | 'login';
   agentName: string;
   agentId: string;
+  /** The agent's software version ("ferry-agent/0.1.0"), '' when it did not say. */
+  software: string;
+  /** The machine's OS as the agent describes it, '' when it did not say. */
+  os: string;
 }
 
 export function validateHello(hello: ferry.IHello): ValidHello {
+  const software = checkString(hello.software ?? '', Limits.maxNameLength, 'agent software');
+  const os = checkString(hello.os ?? '', Limits.maxNameLength, 'agent os');
   if (hello.intent === ferry.Hello.Intent.REGISTER) {
     const agentName = checkString(hello.agentName ?? '', Limits.maxNameLength, 'agent name');
     if (agentName.length === 0) bad(ErrorCode.BAD_FRAME, 'registration needs an agent name');
-    return { intent: 'register', agentName, agentId: '' };
+    return { intent: 'register', agentName, agentId: '', software, os };
   }
   if (hello.intent === ferry.Hello.Intent.LOGIN) {
     const agentId = hello.agentId ?? '';
     if (!isSafeId(agentId)) bad(ErrorCode.AUTH_FAILED, 'login with a malformed agent id');
-    return { intent: 'login', agentName: '', agentId };
+    return { intent: 'login', agentName: '', agentId, software, os };
   }
   return bad(ErrorCode.BAD_FRAME, `hello intent ${hello.intent} is not register or login`);
 }

@@ -18,8 +18,19 @@ export interface PointRow {
   origin: PointOrigin;
   groupId: string;
   name: string;
+  /** The group round the point answers (control/rounds.ts); 0: not a group point. */
+  groupRound: number;
   /** Set when the row fails its checksum: the point's seq or time cannot be trusted. */
   damaged?: string;
+}
+
+/** A point to record: the round is optional (0: not a group point). */
+export type NewPoint = Omit<PointRow, 'id' | 'damaged' | 'groupRound'> & { groupRound?: number };
+
+export interface AgentSummary {
+  id: string;
+  name: string;
+  createdUs: number;
 }
 
 export interface VolumeRow {
@@ -92,6 +103,7 @@ interface RawPoint {
   origin: PointOrigin;
   group_id: string;
   name: string;
+  group_round: number;
   crc: number | null;
 }
 
@@ -133,8 +145,10 @@ interface RawRepair {
 }
 
 /** Row checksums: a flipped bit in what recovery relies on (a point's seq, a volume's size) shows. */
-function pointCrc(p: Omit<RawPoint, 'id' | 'crc'>): number {
-  return crc32(`${p.volume_id}|${p.seq}|${p.time_us}|${p.kind}|${p.accuracy}|${p.origin}|${p.group_id}|${p.name}`);
+function pointCrc(p: Omit<RawPoint, 'id' | 'crc' | 'group_round'> & { group_round?: number }): number {
+  // The round is covered when there is one; rows from before rounds keep their checksum.
+  const round = p.group_round ? `|round ${p.group_round}` : '';
+  return crc32(`${p.volume_id}|${p.seq}|${p.time_us}|${p.kind}|${p.accuracy}|${p.origin}|${p.group_id}|${p.name}${round}`);
 }
 
 function volumeCrc(v: Omit<RawVolume, 'crc'>): number {
@@ -152,6 +166,7 @@ function toPoint(r: RawPoint): PointRow {
     origin: r.origin,
     groupId: r.group_id,
     name: r.name,
+    groupRound: r.group_round ?? 0,
   };
   if (r.crc !== pointCrc(r)) row.damaged = `catalog row of point ${r.id} fails its checksum`;
   return row;
@@ -251,6 +266,12 @@ export class Catalog {
     );
   }
 
+  /** Every registered agent, without its credential. */
+  agents(): AgentSummary[] {
+    const rows = this.run(() => this.db.prepare('SELECT id, name, created_us FROM agents ORDER BY created_us, id').all()) as Array<{ id: string; name: string; created_us: number }>;
+    return rows.map((r) => ({ id: r.id, name: r.name, createdUs: r.created_us }));
+  }
+
   agent(id: string): AgentRow | undefined {
     const r = this.run(() => this.db.prepare('SELECT id, name, credential, created_us FROM agents WHERE id = ?').get(id)) as
       | { id: string; name: string; credential: Buffer; created_us: number }
@@ -277,18 +298,28 @@ export class Catalog {
     return rows.map(toVolume);
   }
 
-  addPoint(p: Omit<PointRow, 'id' | 'damaged'>): number {
-    const raw = { volume_id: p.volumeId, seq: p.seq, time_us: p.timeUs, kind: p.kind, accuracy: p.accuracy, origin: p.origin, group_id: p.groupId, name: p.name };
+  addPoint(p: NewPoint): number {
+    const raw = {
+      volume_id: p.volumeId,
+      seq: p.seq,
+      time_us: p.timeUs,
+      kind: p.kind,
+      accuracy: p.accuracy,
+      origin: p.origin,
+      group_id: p.groupId,
+      name: p.name,
+      group_round: p.groupRound ?? 0,
+    };
     const info = this.run(() =>
       this.db
-        .prepare('INSERT INTO points (volume_id, seq, time_us, kind, accuracy, origin, group_id, name, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
-        .run(raw.volume_id, raw.seq, raw.time_us, raw.kind, raw.accuracy, raw.origin, raw.group_id, raw.name, pointCrc(raw)),
+        .prepare('INSERT INTO points (volume_id, seq, time_us, kind, accuracy, origin, group_id, name, group_round, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(raw.volume_id, raw.seq, raw.time_us, raw.kind, raw.accuracy, raw.origin, raw.group_id, raw.name, raw.group_round, pointCrc(raw)),
     );
     return Number(info.lastInsertRowid);
   }
 
   /** Adds several points in one transaction (one fsync): a multi-volume tag is all or nothing. */
-  addPoints(points: Array<Omit<PointRow, 'id' | 'damaged'>>): number[] {
+  addPoints(points: NewPoint[]): number[] {
     return this.run(() => this.db.transaction(() => points.map((p) => this.addPoint(p)))());
   }
 
@@ -299,6 +330,26 @@ export class Catalog {
         : this.db.prepare('SELECT * FROM points WHERE volume_id = ? ORDER BY seq, id').all(volumeId),
     ) as RawPoint[];
     return rows.map(toPoint);
+  }
+
+  /** The points of group rounds, by round (rounds without points are absent). */
+  pointsOfRounds(rounds: readonly number[]): Map<number, PointRow[]> {
+    const byRound = new Map<number, PointRow[]>();
+    if (rounds.length === 0) return byRound;
+    this.run(() => {
+      const stmt = this.db.prepare('SELECT * FROM points WHERE group_round = ? ORDER BY volume_id, id');
+      for (const round of rounds) {
+        const rows = (stmt.all(round) as RawPoint[]).map(toPoint);
+        if (rows.length > 0) byRound.set(round, rows);
+      }
+    });
+    return byRound;
+  }
+
+  /** Capture time of a volume's oldest point (retention shortfall), or undefined. */
+  oldestPointTimeUs(volumeId: string): number | undefined {
+    const r = this.run(() => this.db.prepare('SELECT MIN(time_us) AS t FROM points WHERE volume_id = ?').get(volumeId)) as { t: number | null };
+    return r.t ?? undefined;
   }
 
   point(id: number): PointRow | undefined {
@@ -402,10 +453,17 @@ export class Catalog {
   }
 }
 
-/** Adds what later versions keep (row checksums); rows written before them get theirs now. */
+/**
+ * Adds what later versions keep: row checksums (rows written before them get theirs now) and
+ * the group round of a point (0 for older rows, whose checksum does not cover it).
+ */
 function migrate(db: Database.Database): void {
   const has = (table: string, column: string): boolean => (db.pragma(`table_info(${table})`) as Array<{ name: string }>).some((c) => c.name === column);
   db.transaction(() => {
+    if (!has('points', 'group_round')) {
+      db.exec('ALTER TABLE points ADD COLUMN group_round INTEGER NOT NULL DEFAULT 0');
+    }
+    db.exec('CREATE INDEX IF NOT EXISTS points_by_round ON points (group_round) WHERE group_round > 0');
     if (!has('points', 'crc')) {
       db.exec('ALTER TABLE points ADD COLUMN crc INTEGER');
       const update = db.prepare('UPDATE points SET crc = ? WHERE id = ?');

@@ -102,6 +102,8 @@ export class ReceiverCore {
   private readonly monitor: StorageMonitor;
   private readonly repairs: RepairDesk;
   private ticks = 0;
+  /** The retention window of a volume; the receiver-wide one unless a group policy says otherwise. */
+  private retentionOf: (volumeId: string) => number | undefined = () => undefined;
   listenAddress = '';
   prunedPoints = 0;
   prunedJournalSegments = 0;
@@ -652,12 +654,31 @@ export class ReceiverCore {
     log.info('volume opened again after damage appeared', { volume: rt.spec.volumeId });
   }
 
+  /**
+   * Who decides a volume's retention window (the control plane: its group's policy); undefined
+   * from `windowUs` means the receiver-wide window.
+   */
+  useRetentionWindows(windowUs: (volumeId: string) => number | undefined): void {
+    this.retentionOf = windowUs;
+  }
+
+  /** The retention window of a volume, µs. */
+  retentionWindowUs(volumeId: string): number {
+    return this.retentionOf(volumeId) ?? this.options.retentionUs;
+  }
+
+  /** Free space of every file system holding receiver data, as last read. */
+  storageSpaces(): Array<{ path: string; freeBytes: number; totalBytes: number; low: boolean }> {
+    return this.monitor.all.map((s) => ({ path: s.path, freeBytes: s.freeBytes, totalBytes: s.totalBytes, low: s.low }));
+  }
+
   /** Drops points older than the window and the journal segments no remaining point needs. */
   runRetention(): void {
-    const cutoff = nowUs() - this.options.retentionUs;
+    const now = nowUs();
     for (const [id, rt] of this.volumes) {
       const store = rt.store;
       if (!store) continue;
+      const cutoff = now - this.retentionWindowUs(id);
       try {
         const pruned = this.catalog.prunePointsBefore(id, cutoff);
         this.prunedPoints += pruned;

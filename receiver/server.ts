@@ -1,6 +1,7 @@
 import * as https from 'https';
 import { AddressInfo, Socket } from 'net';
 import { WebSocketServer } from 'ws';
+import { ControlOptions, ControlPlane, planeOptions } from '../control/plane';
 import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
 import { limitHeapRetention } from '../common/memory';
@@ -16,7 +17,7 @@ import { IdentityOptions, loadOrCreateIdentity, ReceiverIdentity } from './ident
 import { DataLayout } from './layout';
 import { Session } from './session';
 
-export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<ClientLimits> {
+export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<ClientLimits>, ControlOptions {
   dataDir: string;
   host: string;
   port: number;
@@ -39,6 +40,8 @@ export interface RunningReceiver {
   port: number;
   identity: ReceiverIdentity;
   core: ReceiverCore;
+  /** The configuration server (machines, groups, rounds, events): what the management API serves. */
+  plane: ControlPlane;
   close(): Promise<void>;
 }
 
@@ -49,7 +52,10 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   const identity = await loadOrCreateIdentity(layout, options);
   const catalog = Catalog.open(layout.catalogFile);
   const core = new ReceiverCore(layout, catalog, identity, options);
+  // The plane first: it gives the core each volume's retention window (its group's).
+  const plane = ControlPlane.open(core, planeOptions(options));
   core.start();
+  plane.start();
 
   const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...definedOnly(options) };
   const auth = new AuthThrottle(limits);
@@ -88,6 +94,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
       maxTimeAheadUs: limits.maxTimeAheadMs * 1000,
       closeGraceMs: limits.closeGraceMs,
       onLogin: () => guard.onLogin(),
+      control: plane,
     });
     guard.bindSession(session);
     ws.on('message', (data, isBinary) => session.onMessage(data as Buffer, isBinary));
@@ -119,11 +126,13 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
     port,
     identity,
     core,
+    plane,
     close: async () => {
       for (const client of wss.clients) client.terminate();
       connections.destroyAll();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      plane.stop();
       core.stop();
     },
   };

@@ -22,6 +22,8 @@ import {
   ValidHello,
 } from '../proto/validate';
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
+import { tagGroupRound, validateAgentEvent, validateGroupHeld, validateVolumeReports } from '../proto/validate-control';
+import type { AgentControl, SessionControl } from './agent-link';
 import type { AuthIntent, AuthThrottle } from './auth-throttle';
 import type { RepairRow } from './catalog';
 import type { ReceiverCore, VolumeAttachment } from './core';
@@ -41,6 +43,8 @@ export interface SessionPolicy {
   closeGraceMs: number;
   /** Called once, when the agent has proved who it is. */
   onLogin(): void;
+  /** The configuration server: hears what the agent reports and may send it frames. */
+  control: SessionControl;
 }
 
 /**
@@ -71,6 +75,8 @@ export class Session {
   /** Each declared volume's hold, as its events last said. */
   private readonly holds = new Map<string, VolumeHold>();
   private throttle: string | undefined;
+  /** Set from login to close. */
+  private control: AgentControl | undefined;
   private readonly volumeEvents: VolumeListener = {
     durable: (seqs) => this.ack(seqs),
     applied: (seqs) => this.ack(seqs),
@@ -142,6 +148,9 @@ export class Session {
     else log.warn('refused frame', { peer: this.peer, agent: this.agentId, code: perr.codeName, reason: perr.message });
     this.ws.send(errorFrame(perr.code, perr.message));
     this.state = 'closed';
+    // The control plane stops counting on the agent now, not when the socket is gone.
+    this.control?.closed();
+    this.control = undefined;
     this.ws.close(1008, perr.codeName);
     // A peer that never answers the close (stalled, or still sending) holds nothing for long.
     this.closeTimer = setTimeout(() => this.ws.terminate(), this.policy.closeGraceMs);
@@ -152,6 +161,17 @@ export class Session {
     this.state = 'closed';
     clearTimeout(this.closeTimer);
     for (const volume of this.volumes.values()) volume.detach();
+    this.control?.closed();
+    this.control = undefined;
+  }
+
+  /** After the Welcome: the control plane hears of the agent (and sends it its Policy). */
+  private linkControl(registered: boolean): void {
+    const hello = this.hello as ValidHello;
+    this.control = this.policy.control.loggedIn(
+      { agentId: this.agentId, send: (frame) => this.send(frame) },
+      { name: hello.agentName, software: hello.software, os: hello.os, registered },
+    );
   }
 
   private handle(frame: DecodedFrame, raw: Buffer): void {
@@ -216,6 +236,7 @@ export class Session {
     this.policy.onLogin();
     log.info('agent registered', { agent: agentId, name, peer: this.peer });
     this.send({ welcome: { agentId, credential, serverTimeUs: nowUs() } });
+    this.linkControl(true);
   }
 
   private onLogin(proofBytes: Uint8Array | null | undefined): void {
@@ -231,6 +252,7 @@ export class Session {
     this.state = 'ready';
     this.policy.onLogin();
     this.send({ welcome: { agentId, serverTimeUs: nowUs() } });
+    this.linkControl(false);
   }
 
   /** The capture and tag times accepted now. */
@@ -242,10 +264,19 @@ export class Session {
     if (frame.volumeInfo) return this.onVolumeInfo(frame.volumeInfo);
     if (frame.changeSet) return this.onChangeSet(frame.changeSet, raw);
     if (frame.tag) return this.onTag(frame.tag);
-    if (frame.heartbeat) return this.core.noteHeartbeat(this.volumes.keys(), validateHeartbeat(frame.heartbeat, this.timeWindow()).pendingSinceUs);
+    if (frame.heartbeat) return this.onHeartbeat(frame.heartbeat);
+    if (frame.groupHeld) return this.control?.groupHeld(validateGroupHeld(frame.groupHeld));
+    if (frame.agentEvent) return this.control?.agentEvent(validateAgentEvent(frame.agentEvent));
     if (frame.hashRequest) return this.onHashRequest(frame.hashRequest);
     if (frame.repairDone) return this.onRepairDone(frame.repairDone);
     throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body} is not accepted from an agent`);
+  }
+
+  private onHeartbeat(heartbeat: ferry.IHeartbeat): void {
+    const { pendingSinceUs } = validateHeartbeat(heartbeat, this.timeWindow());
+    const reports = validateVolumeReports(heartbeat.volumes);
+    this.core.noteHeartbeat(this.volumes.keys(), pendingSinceUs);
+    this.control?.heartbeat(reports);
   }
 
   private onVolumeInfo(info: ferry.IVolumeInfo): void {
@@ -311,6 +342,9 @@ export class Session {
   private onTag(tagFrame: ferry.ITag): void {
     const tag = validateTag(tagFrame);
     checkTagTime(tag, this.timeWindow());
+    // A tag answering a group round counts only while that round is committing and waits on this agent.
+    const groupRound = tagGroupRound(tagFrame);
+    if (groupRound > 0) (this.control as AgentControl).checkTagRound(groupRound);
     for (const cut of tag.cuts) {
       const volume = this.ownVolume(cut.volumeId);
       if (cut.seq > volume.acceptedSeq) {
@@ -329,8 +363,10 @@ export class Session {
         origin: 'tag' as const,
         groupId: tag.groupId,
         name: tag.name,
+        groupRound,
       })),
     );
     this.send({ tagAck: { groupId: tag.groupId, pointIds } });
+    if (groupRound > 0) this.control?.tagRecorded(groupRound, pointIds);
   }
 }
