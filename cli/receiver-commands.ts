@@ -6,11 +6,16 @@ import { formatBytes } from '../common/units';
 import { DEFAULT_CLIENT_LIMITS } from '../receiver/client-limits';
 import { DataLayout } from '../receiver/layout';
 import { startReceiver } from '../receiver/server';
+import { managementApiBanner } from '../control/api/server';
 import { readStatusFile, ReceiverStatus } from '../receiver/status';
 import { describeDamage } from '../receiver/storage/damage';
 import { verifyDataDir, VerifyReport } from '../receiver/verify';
 import { isSafeId } from '../proto/ids';
-import { countOption, durationFlag, hostPortFlag, sizeFlag, sizeOption } from './options';
+import { countOption, durationFlag, hostPortFlag, hostPortOption, sizeFlag, sizeOption } from './options';
+
+function apiListenOption(value: string): { host: string; port: number } | 'off' {
+  return value.trim() === 'off' ? 'off' : hostPortOption(value);
+}
 
 function reserveOption(value: string): number {
   return value.trim() === '0' ? 0 : sizeOption(value);
@@ -19,6 +24,10 @@ function reserveOption(value: string): number {
 interface RunOptions {
   data: string;
   listen: { host: string; port: number };
+  apiListen: { host: string; port: number } | 'off';
+  roundHold: number;
+  appRoundHold: number;
+  disconnectAlert: number;
   tlsCert?: string;
   tlsKey?: string;
   passphraseFile?: string;
@@ -76,6 +85,10 @@ async function runReceiver(opts: RunOptions): Promise<void> {
     authLockoutMaxMs: opts.authLockoutMax,
     failedRegistrationsPerSecond: opts.failedRegistrationsPerSecond,
     maxTimeAheadMs: opts.maxTimeAhead,
+    api: opts.apiListen === 'off' ? undefined : opts.apiListen,
+    roundHoldMs: opts.roundHold,
+    appRoundHoldMs: opts.appRoundHold,
+    disconnectAlertMs: opts.disconnectAlert,
   });
   const { identity } = receiver;
   const lines = [
@@ -85,6 +98,7 @@ async function runReceiver(opts: RunOptions): Promise<void> {
   if (identity.newPassphrase) {
     lines.push(`registration passphrase (shown once, store it safely): ${identity.newPassphrase}`);
   }
+  if (receiver.api) lines.push(...managementApiBanner(receiver.api));
   process.stdout.write(`${lines.join('\n')}\n`);
   log.info('receiver started', { listen: `${opts.listen.host}:${receiver.port}`, data: opts.data, fingerprint: identity.fingerprint });
 
@@ -146,6 +160,12 @@ export function receiverCommand(): Command {
     .description('run the receiver (creates the data directory, certificate and passphrase on first run)')
     .requiredOption('--data <dir>', 'data directory')
     .addOption(hostPortFlag('--listen <host:port>', 'address to serve wss on', { host: '0.0.0.0', port: 7443 }))
+    .addOption(
+      shown('--api-listen <host:port|off>', 'address to serve the management API on (HTTPS, same certificate); off: none', apiListenOption, { host: '0.0.0.0', port: 7444 }, '0.0.0.0:7444'),
+    )
+    .addOption(durationFlag('--round-hold <duration>', 'hold bound of a crash-consistent group round (at most 5s)', 1000))
+    .addOption(durationFlag('--app-round-hold <duration>', 'hold bound of an app-consistent group round (at most 5s)', 5000))
+    .addOption(durationFlag('--disconnect-alert <duration>', 'a machine without a session this long raises machine-disconnected', 60_000))
     .option('--tls-cert <file>', 'PEM certificate to serve instead of the generated self-signed one')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--passphrase-file <file>', 'registration passphrase (instead of a generated one)')

@@ -7,6 +7,10 @@ export interface ReceiverChild {
   port: number;
   url: string;
   fingerprint: string;
+  /** The management API (https://127.0.0.1:PORT), unless `--api-listen off` was given. */
+  apiUrl: string | undefined;
+  /** The generated password of the API's first operator, printed on the first run only. */
+  adminPassword: string | undefined;
   /** Everything the process printed so far (stdout and stderr). */
   output: () => string;
   /** Resolves with the exit code when the process has exited. */
@@ -24,7 +28,10 @@ export const FERRY_BIN = path.join(findPackageRoot(), 'bin', 'ferry');
  */
 export function startReceiverChild(dataDir: string, passphraseFile: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ReceiverChild> {
   const listen = extraArgs.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
-  const child = spawn(process.execPath, [FERRY_BIN, 'receiver', 'run', '--data', dataDir, ...listen, '--passphrase-file', passphraseFile, ...extraArgs], {
+  const apiListen = extraArgs.includes('--api-listen') ? [] : ['--api-listen', '127.0.0.1:0'];
+  const apiFlag = extraArgs.indexOf('--api-listen');
+  const apiOff = apiFlag >= 0 && extraArgs[apiFlag + 1] === 'off';
+  const child = spawn(process.execPath, [FERRY_BIN, 'receiver', 'run', '--data', dataDir, ...listen, ...apiListen, '--passphrase-file', passphraseFile, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn', ...env },
   });
@@ -35,7 +42,9 @@ export function startReceiverChild(dataDir: string, passphraseFile: string, extr
       out += chunk.toString();
       const port = /listening on wss:\/\/[^:]+:(\d+)/.exec(out);
       const fp = /fingerprint: ([0-9A-F:]+)/.exec(out);
-      if (!port || !fp) return;
+      const api = /management API listening on (https:\/\/\S+?:(\d+))/.exec(out);
+      if (!port || !fp || (!api && !apiOff)) return;
+      const password = /management API operator admin, password \(shown once[^)]*\): (\S+)/.exec(out);
       child.stdout?.off('data', onData);
       child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
       resolve({
@@ -43,6 +52,8 @@ export function startReceiverChild(dataDir: string, passphraseFile: string, extr
         port: Number(port[1]),
         url: `wss://127.0.0.1:${port[1]}`,
         fingerprint: fp[1],
+        apiUrl: api ? `https://127.0.0.1:${api[2]}` : undefined,
+        adminPassword: password?.[1],
         output: () => out,
         exited,
         stop: async () => {

@@ -2,6 +2,7 @@ import * as https from 'https';
 import { AddressInfo, Socket } from 'net';
 import { WebSocketServer } from 'ws';
 import { ControlOptions, ControlPlane, planeOptions } from '../control/plane';
+import { RunningManagementApi, startManagementApi } from '../control/api/server';
 import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
 import { limitHeapRetention } from '../common/memory';
@@ -21,6 +22,8 @@ export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<C
   dataDir: string;
   host: string;
   port: number;
+  /** Where the management API listens (HTTPS, same certificate); undefined: no API. */
+  api?: { host: string; port: number };
 }
 
 /** One accepted TCP connection: its bounds, and whether it was admitted or is only to be told why not. */
@@ -42,6 +45,8 @@ export interface RunningReceiver {
   core: ReceiverCore;
   /** The configuration server (machines, groups, rounds, events): what the management API serves. */
   plane: ControlPlane;
+  /** The management API, when `api` was given. */
+  api: RunningManagementApi | undefined;
   close(): Promise<void>;
 }
 
@@ -121,13 +126,26 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   const port = (server.address() as AddressInfo).port;
   core.listenAddress = `${options.host}:${port}`;
   core.writeStatus();
+  let api: RunningManagementApi | undefined;
+  try {
+    api = options.api && (await startManagementApi(plane, { ...options.api, cert: identity.cert, key: identity.key, dataDir: options.dataDir, agentUrl: `wss://${options.host}:${port}` }));
+  } catch (err) {
+    for (const client of wss.clients) client.terminate();
+    connections.destroyAll();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    plane.stop();
+    core.stop();
+    throw err;
+  }
 
   return {
     port,
     identity,
     core,
     plane,
+    api,
     close: async () => {
+      await api?.close();
       for (const client of wss.clients) client.terminate();
       connections.destroyAll();
       await new Promise<void>((resolve) => wss.close(() => resolve()));

@@ -1,19 +1,15 @@
 // `ferry group add G --ssh root@host`: a real push install over SSH (a real OpenSSH server on
 // 127.0.0.1, scratch install paths) with the receiver's agent address and certificate taken from
-// the management API; the installed agent registers with a real receiver process. The plane
-// behind the API is the in-memory one until the receiver's plane is merged: the two lines marked
-// STAND-IN play its part (the machine appears, then turns Protected) and go away then.
+// the management API of a real receiver process; the installed agent registers with it, is
+// started the way its systemd unit says, and the CLI follows it to Protected.
+import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RunningManagementApi, startManagementApi } from '../../control/api/server';
 import type { Group } from '../../control/model';
-import { loadOrCreateIdentity } from '../../receiver/identity';
-import { DataLayout } from '../../receiver/layout';
 import { makePackage, scratchRoot } from '../install/cli-run';
 import { KeyPair, makeKey, Sshd, startSshd } from '../install/peers';
 import { runCli, startCli } from '../helpers/api-lab';
-import { MemoryPlane } from '../helpers/memory-plane';
 import { makeTempDir, ReceiverProcess, startReceiverProcess, writePassphrase } from '../helpers/receiver-process';
 
 const work = makeTempDir('api-push');
@@ -23,8 +19,7 @@ let knownHosts: string;
 let pkg: string;
 let rx: ReceiverProcess;
 let passphraseFile: string;
-let plane: MemoryPlane;
-let api: RunningManagementApi;
+let agent: ChildProcess | undefined;
 let env: Record<string, string>;
 
 beforeAll(async () => {
@@ -37,20 +32,14 @@ beforeAll(async () => {
   passphraseFile = writePassphrase(work).file;
   const rxDir = path.join(work, 'rx');
   rx = await startReceiverProcess(rxDir, passphraseFile);
-  // The API serves the receiver's certificate, as it does inside the receiver.
-  const identity = await loadOrCreateIdentity(new DataLayout(rxDir), {});
-  plane = new MemoryPlane();
-  api = await startManagementApi(plane, { host: '127.0.0.1', port: 0, cert: identity.cert, key: identity.key, dataDir: rxDir, agentUrl: rx.url });
-  const passwordFile = path.join(work, 'admin-password');
-  fs.writeFileSync(passwordFile, `${api.newAdminPassword ?? ''}\n`);
   env = { FERRY_CONFIG_DIR: path.join(work, 'config') };
-  const login = await runCli(['login', '--api', api.url, '--password-file', passwordFile, '--fingerprint', identity.fingerprint], env);
+  const login = await runCli(['login', '--api', rx.apiUrl ?? '', '--password-file', path.join(rxDir, 'admin-password'), '--fingerprint', rx.fingerprint], env);
   expect(login.status, login.stderr).toBe(0);
   expect((await runCli(['group', 'create', 'shop'], env)).status).toBe(0);
 });
 
 afterAll(async () => {
-  await api?.close();
+  agent?.kill('SIGTERM');
   await rx?.stop();
   await sshd?.stop();
   fs.rmSync(work, { recursive: true, force: true });
@@ -85,15 +74,18 @@ describe('ferry group add --ssh', () => {
     expect(config.replace(/:/g, '')).toContain(rx.fingerprint.replace(/:/g, ''));
     expect(config).toMatch(/name: push01/);
 
-    plane.addMachine('m-push01', 'push01', { state: 'resyncing', connected: false }); // STAND-IN: the receiver registered it
     await run.waitForOutput(/added to group shop; following it to Protected/);
-    await run.waitForOutput(/push01: resyncing/);
-    plane.setState('m-push01', 'protected'); // STAND-IN: the agent's initial replication finished
+    // No systemd here: run exactly the unit's ExecStart, as systemd would.
+    const unit = fs.readFileSync(path.join(s.unitDir, 'ferry-agent.service'), 'utf8');
+    const execStart = /^ExecStart=(.+)$/m.exec(unit)?.[1].split(' ') ?? [];
+    agent = spawn(execStart[0], execStart.slice(1), { stdio: 'ignore', env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } });
 
     const result = await run.done;
     expect(result.status, result.stdout + result.stderr).toBe(0);
     expect(result.stdout).toMatch(/machine push01 is Protected in group shop/);
     const shop = JSON.parse((await runCli(['group', 'show', 'shop', '--json'], env)).stdout) as Group;
-    expect(shop.members).toEqual(['m-push01']);
+    expect(shop.members).toHaveLength(1);
+    const machine = JSON.parse((await runCli(['machine', 'show', 'push01', '--json'], env)).stdout) as { id: string; state: string; groupId: string };
+    expect(machine).toMatchObject({ id: shop.members[0], state: 'protected', groupId: 'shop' });
   });
 });
