@@ -99,6 +99,15 @@ export class RoundParticipant {
 
   /** GroupPrepare: resolves once the prepare was answered (held or not). */
   prepare(p: ValidGroupPrepare): Promise<void> {
+    const arrivedMs = this.deps.clock.now();
+    const last = this.round;
+    // The last round has released the writes and is finishing (its post-hook): this one starts
+    // right after it, its bound counted from now. Back-to-back rounds are the normal case.
+    if (last?.endDone) return last.endDone.then(() => this.start(p, arrivedMs));
+    return this.start(p, arrivedMs);
+  }
+
+  private start(p: ValidGroupPrepare, startedMs: number): Promise<void> {
     const running = this.round;
     const busy = running ? `group round ${running.id} is still running here (${running.ended ? 'releasing' : running.phase})` : this.deps.busy();
     if (busy) {
@@ -107,10 +116,9 @@ export class RoundParticipant {
       this.deps.held({ roundId: p.roundId, ok: false, error: busy });
       return Promise.resolve();
     }
-    const startedMs = this.deps.clock.now();
     const r: Round = { id: p.roundId, groupId: p.groupId, app: p.app, holdMs: p.holdMs, startedMs, phase: 'preparing', cancelBound: () => undefined, acquiring: Promise.resolve() };
     this.round = r;
-    r.cancelBound = this.deps.clock.after(p.holdMs, () => this.onBound(r));
+    r.cancelBound = this.deps.clock.after(this.remainingMs(r), () => this.onBound(r));
     r.acquiring = this.acquire(r);
     return r.acquiring;
   }

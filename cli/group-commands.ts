@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { ExitCode, FerryError } from '../common/errors';
-import type { Group, GroupPolicy, Machine } from '../control/model';
+import type { Group, GroupPolicy, GroupRound, Machine } from '../control/model';
 import { ApiClient } from './api-client';
 import { clientFor, CommonApiOptions, onOffOption, policyDurationOption, printJson, withApiOptions } from './api-command';
 import { groupAddByPush, PushAddOptions, withPushOptions } from './group-push';
@@ -140,5 +140,38 @@ export function groupCommand(): Command {
       }),
   );
 
+  group.addCommand(
+    withApiOptions(new Command('round'))
+      .description('take a group-consistent point now (multi-machine consistency on): prepare, every member holds, commit')
+      .argument('<group>')
+      .option('--app', 'an application-consistent round (hooks and freezes on every member)')
+      .action(async (id: string, opts: CommonApiOptions & { app?: boolean }) => {
+        const round = await clientFor(opts).call<GroupRound>('POST', `${groupPath(id)}/rounds`, { app: opts.app === true });
+        if (opts.json) printJson(round);
+        else process.stdout.write(`${roundLine(round)}\n`);
+        if (round.state !== 'done') throw new FerryError(`round ${round.id} of group ${id} aborted: ${round.reason}`, ExitCode.failure);
+      }),
+  );
+
+  group.addCommand(
+    withApiOptions(new Command('rounds'))
+      .description("the group's latest rounds, newest first: state, hold time, reason of an abort")
+      .argument('<group>')
+      .addOption(new Option('--limit <n>', 'rounds to list').default('20'))
+      .action(async (id: string, opts: CommonApiOptions & { limit: string }) => {
+        const { rounds } = await clientFor(opts).get<{ rounds: GroupRound[] }>(`${groupPath(id)}/rounds`, { limit: opts.limit });
+        if (opts.json) printJson(rounds);
+        else process.stdout.write(rounds.length === 0 ? `no rounds yet in group ${id}\n` : `${rounds.map(roundLine).join('\n')}\n`);
+      }),
+  );
+
   return group;
+}
+
+/** One round as a line: id, kind, state, when, hold time, points or the abort's reason. */
+export function roundLine(r: GroupRound): string {
+  const when = new Date(r.startedMs).toISOString();
+  const hold = r.holdMs === null ? '-' : `${r.holdMs} ms`;
+  const tail = r.state === 'aborted' ? `reason: ${r.reason}` : `${r.pointIds.length} point(s) ${r.pointIds.join(',')}`;
+  return `round ${r.id}\t${r.app ? 'app' : 'crash'}\t${r.state}\t${when}\thold ${hold}\t${r.members.length} member(s)\t${tail}`;
 }

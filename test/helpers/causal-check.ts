@@ -12,7 +12,9 @@ export function ringRecords(image: Buffer, role: number): Set<number> {
     if (image.readUInt32LE(off) !== MAGIC) continue;
     const k = image.readUInt32LE(off + 8);
     const sum = (MAGIC ^ (role * 0x9e3779b1) ^ (k * 0x85ebca6b)) >>> 0;
-    if (image.readUInt32LE(off + 4) === role && k * RECORD === off && image.readUInt32LE(off + 12) === sum) found.add(k);
+    // Where a record sits depends on the volume (a raw device: k * 512; a file in a file system:
+    // wherever its blocks are): the record names itself.
+    if (image.readUInt32LE(off + 4) === role && image.readUInt32LE(off + 12) === sum) found.add(k);
   }
   return found;
 }

@@ -46,6 +46,8 @@ interface Options {
   facts?: Partial<QuiesceFacts>;
   settle?: () => Promise<SettleResult>;
   busy?: string;
+  /** Called as each tag goes out (the receiver may answer with the next prepare at once). */
+  onTag?: () => void;
 }
 
 const CUTS: VolumeCut[] = [
@@ -115,7 +117,10 @@ function harness(o: Options = {}): Harness {
     quiescer,
     clock,
     held: (r) => h.held.push(r),
-    tag: (kind, cuts, roundId) => h.tags.push({ kind, cuts, roundId }),
+    tag: (kind, cuts, roundId) => {
+      h.tags.push({ kind, cuts, roundId });
+      o.onTag?.();
+    },
     event: (e) => h.events.push(e),
     busy: () => o.busy,
   };
@@ -217,6 +222,21 @@ describe('group round participant (scan source: quiesce hooks, freeze, settle)',
     expect(h.participant.stats().outcomes).toMatchObject({ aborted: 1, refused: 1 });
     await h.participant.prepare({ ...prepare, roundId: 7 });
     expect(h.held[2]).toEqual({ roundId: 7, ok: true, error: '' });
+  });
+
+  it('a prepare that arrives while the last round is still releasing (post-hook) waits for it, then holds', async () => {
+    let next: Promise<void> | undefined;
+    const h = harness({ onTag: () => (next ??= h.participant.prepare({ ...prepare, roundId: 6 })) });
+    await h.participant.prepare(prepare);
+    await h.participant.commit(5);
+    await next;
+    expect(h.held).toEqual([
+      { roundId: 5, ok: true, error: '' },
+      { roundId: 6, ok: true, error: '' },
+    ]);
+    // Round 6 quiesced only after round 5's post-hook ran.
+    expect(h.steps).toEqual(['quiesce 2000', 'settle vol1,vol2', 'cut', 'thaw', 'post-hook', 'quiesce 2000', 'settle vol1,vol2']);
+    expect(h.participant.stats().outcomes).toMatchObject({ committed: 1, refused: 0 });
   });
 
   it('the session going away releases the hold', async () => {
