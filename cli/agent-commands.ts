@@ -74,7 +74,7 @@ function policyLines(s: AgentStatus): string[] {
   const lines = [
     `policy: ${p.groupId ? `group ${p.groupId} rev ${p.revision}${p.multiMachine ? ', multi-machine consistency' : ''}` : 'no group'}`,
     `  crash points every ${value(p.crashIntervalMs.value)} (${p.crashIntervalMs.sourceLabel})`,
-    `  app points every ${value(p.appIntervalMs.value)} (${p.appIntervalMs.sourceLabel})`,
+    `  app points ${p.appIntervalMs.value === 0 ? 'off' : `every ${value(p.appIntervalMs.value)}`} (${p.appIntervalMs.sourceLabel})`,
     `  RPO threshold ${value(p.rpoThresholdMs.value)} (${p.rpoThresholdMs.sourceLabel})`,
   ];
   const r = s.rounds;

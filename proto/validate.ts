@@ -135,7 +135,10 @@ export function validateTag(tag: ferry.ITag): ValidTag {
     const volumeId = checkVolumeId(cut.volumeId ?? '');
     if (seen.has(volumeId)) bad(ErrorCode.BAD_TAG, `tag lists volume ${volumeId} twice`);
     seen.add(volumeId);
-    return { volumeId, seq: checkSeq(cut.seq ?? 0, `tag cut of ${volumeId}`), accuracy: checkAccuracy(cut.accuracy ?? 0) };
+    // Seq 0 is a cut before the first record: the volume as its resync left it when the resync
+    // had nothing to send (an all-zero volume), e.g. a member of a group round that never changed.
+    const seq = cut.seq ?? 0;
+    return { volumeId, seq: seq === 0 ? 0 : checkSeq(seq, `tag cut of ${volumeId}`), accuracy: checkAccuracy(cut.accuracy ?? 0) };
   });
   return { kind, groupId, name, timeUs: tag.timeUs ?? 0, cuts };
 }

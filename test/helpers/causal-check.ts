@@ -6,15 +6,15 @@
 const RECORD = 512;
 const MAGIC = 0x55414346;
 
-export function ringRecords(image: Buffer, role: number): Set<number> {
+export function ringRecords(image: Buffer, role: number, ringId = 0): Set<number> {
   const found = new Set<number>();
   for (let off = RECORD; off + RECORD <= image.length; off += RECORD) {
     if (image.readUInt32LE(off) !== MAGIC) continue;
     const k = image.readUInt32LE(off + 8);
-    const sum = (MAGIC ^ (role * 0x9e3779b1) ^ (k * 0x85ebca6b)) >>> 0;
+    const sum = (MAGIC ^ Math.imul(role, 0x9e3779b1) ^ Math.imul(k, 0x85ebca6b) ^ Math.imul(ringId, 0xc2b2ae35)) >>> 0;
     // Where a record sits depends on the volume (a raw device: k * 512; a file in a file system:
     // wherever its blocks are): the record names itself.
-    if (image.readUInt32LE(off + 4) === role && image.readUInt32LE(off + 12) === sum) found.add(k);
+    if (image.readUInt32LE(off + 4) === role && image.readUInt32LE(off + 12) === sum && image.readUInt32LE(off + 16) === ringId) found.add(k);
   }
   return found;
 }
@@ -26,9 +26,9 @@ export interface RingVerdict {
   violations: string[];
 }
 
-/** `images[r]` is role r's volume at one group point. */
-export function checkRing(images: Buffer[]): RingVerdict {
-  const sets = images.map((image, role) => ringRecords(image, role));
+/** `images[r]` is role r's volume at one group point; `ringId` picks the ring (FERRY_RING). */
+export function checkRing(images: Buffer[], ringId = 0): RingVerdict {
+  const sets = images.map((image, role) => ringRecords(image, role, ringId));
   const violations: string[] = [];
   const n = sets.length;
   for (let role = 0; role < n; role++) {

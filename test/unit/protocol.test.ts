@@ -148,3 +148,16 @@ describe('CLI units', () => {
     expect(parseHostPort('nohost')).toBeUndefined();
   });
 });
+
+describe('tag cuts', () => {
+  const tag = (seq: number): ReturnType<typeof validateTag> =>
+    validateTag({ kind: ferry.Tag.Kind.CRASH, groupId: 'g', cuts: [{ volumeId: 'v', seq, accuracy: ferry.Accuracy.APPROXIMATE }] });
+
+  it('accepts a cut at seq 0 (before the first record: a volume whose resync had nothing to send)', () => {
+    expect(tag(0).cuts).toEqual([{ volumeId: 'v', seq: 0, accuracy: 'approximate' }]);
+  });
+
+  it('refuses a cut that is not a sequence number', () => {
+    for (const seq of [-1, 1.5, 2 ** 53]) expect(() => tag(seq)).toThrow(/not a sequence number/);
+  });
+});

@@ -156,7 +156,7 @@ describe.skipIf(skip)('group rounds across two kernels (dm-ferry holds)', () => 
       }, 120_000, 500);
       const files = fs.readdirSync(out);
       const images = Array.from({ length: MACHINES }, (_, role) => fs.readFileSync(path.join(out, files.find((f) => f.endsWith(`-vm${role}-data.img`)) ?? 'missing')));
-      const verdict = checkRing(images);
+      const verdict = checkRing(images, 0);
       expect(verdict.violations, `round ${round.id}`).toEqual([]);
       expect(round.pointIds).toHaveLength(MACHINES);
       counts.push(verdict.counts);
