@@ -192,7 +192,13 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     };
   }
 
-  private noteReports(agentId: string, reports: ValidVolumeReport[]): void {
+  /** Only what an agent says of its own volumes counts (a report or event naming another's is dropped). */
+  private owns(agentId: string, volumeId: string): boolean {
+    return this.core.catalog.volume(volumeId)?.agentId === agentId;
+  }
+
+  private noteReports(agentId: string, all: ValidVolumeReport[]): void {
+    const reports = all.filter((r) => this.owns(agentId, r.volumeId));
     const previous = this.reports.get(agentId) ?? new Map<string, ValidVolumeReport>();
     const before = new Map<string, VolumeReportState>([...previous.values()].map((r) => [r.volumeId, r.state]));
     const name = this.store.machine(agentId)?.name ?? agentId;
@@ -202,6 +208,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
 
   private noteAgentEvent(agentId: string, event: ValidAgentEvent): void {
     if (DERIVED_KINDS.has(event.kind)) return;
+    if (event.volumeId && !this.owns(agentId, event.volumeId)) return;
     const name = this.store.machine(agentId)?.name ?? agentId;
     this.eventLog.add({
       severity: event.severity,

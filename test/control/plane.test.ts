@@ -286,6 +286,15 @@ describe('control plane in a real receiver', () => {
     await waitFor('resync-started', () => rx.plane.events({ kind: 'resync-started', subjectId: 'vol-db' })[0], 10_000);
     expect(rx.plane.machine(db.agentId).state).toBe('resyncing');
     expect(rx.plane.metrics()).toContain('ferry_machine_state{machine="db",state="resyncing"} 1');
+    // What an agent says of another agent's volume counts for nothing.
+    const web = agents[0];
+    web.ws.sendFrame({ heartbeat: { timeUs: Date.now() * 1000, volumes: [{ volumeId: 'vol-db', state: 'repairing', mode: 'exact' }] } });
+    web.ws.sendFrame({ agentEvent: { severity: 3, kind: 'app-point-failed', volumeId: 'vol-db', text: 'spoofed', timeUs: Date.now() * 1000 } });
+    // Frames are handled in order: once this one is stored, the two above were handled.
+    web.ws.sendFrame({ agentEvent: { severity: 1, kind: 'app-point-missed', volumeId: 'vol-web', text: 'marker', timeUs: Date.now() * 1000 } });
+    await waitFor('the marker event', () => rx.plane.events({ subjectId: 'vol-web' }).find((e) => e.text.includes('marker')), 10_000);
+    expect(rx.plane.events({ subjectId: 'vol-db' }).filter((e) => e.text.includes('spoofed') || e.kind !== 'resync-started')).toEqual([]);
+    expect(rx.plane.machine(db.agentId).state).toBe('resyncing');
     db.reportState = 'protected';
     db.sendHeartbeat();
     await waitFor('resync-finished', () => rx.plane.events({ kind: 'resync-finished', subjectId: 'vol-db' })[0], 10_000);
