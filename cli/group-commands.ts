@@ -4,6 +4,7 @@ import type { Group, GroupPolicy, GroupRound, Machine } from '../control/model';
 import { ApiClient } from './api-client';
 import { clientFor, CommonApiOptions, onOffOption, policyDurationOption, printJson, withApiOptions } from './api-command';
 import { groupAddByPush, PushAddOptions, withPushOptions } from './group-push';
+import { countOption } from './options';
 import { groupDetails, groupsTable, resolveMachine } from './machine-view';
 
 interface PolicyFlags {
@@ -157,8 +158,8 @@ export function groupCommand(): Command {
     withApiOptions(new Command('rounds'))
       .description("the group's latest rounds, newest first: state, hold time, reason of an abort")
       .argument('<group>')
-      .addOption(new Option('--limit <n>', 'rounds to list').default('20'))
-      .action(async (id: string, opts: CommonApiOptions & { limit: string }) => {
+      .addOption(new Option('--limit <n>', 'rounds to list, newest first').argParser(countOption).default(20, '20 rounds'))
+      .action(async (id: string, opts: CommonApiOptions & { limit: number }) => {
         const { rounds } = await clientFor(opts).get<{ rounds: GroupRound[] }>(`${groupPath(id)}/rounds`, { limit: opts.limit });
         if (opts.json) printJson(rounds);
         else process.stdout.write(rounds.length === 0 ? `no rounds yet in group ${id}\n` : `${rounds.map(roundLine).join('\n')}\n`);
