@@ -21,8 +21,18 @@ export class EventLog {
     for (const { severity, count } of store.eventCounts()) this.counts.set(severity, count);
   }
 
-  add(event: Omit<NewEvent, 'timeMs'> & { timeMs?: number }): ControlEvent {
-    const stored = this.store.addEvent({ ...event, timeMs: event.timeMs ?? this.now() });
+  /**
+   * Stores and announces an event. A store that fails (a full or failing disk under the catalog)
+   * loses the event, logged, and never fails the caller: replication does not wait on events.
+   */
+  add(event: Omit<NewEvent, 'timeMs'> & { timeMs?: number }): ControlEvent | undefined {
+    let stored: ControlEvent;
+    try {
+      stored = this.store.addEvent({ ...event, timeMs: event.timeMs ?? this.now() });
+    } catch (err) {
+      log.error('event not stored', { kind: event.kind, subject: event.subjectId, text: event.text, error: (err as Error).message });
+      return undefined;
+    }
     this.counts.set(stored.severity, (this.counts.get(stored.severity) ?? 0) + 1);
     const level = stored.severity === 'error' ? 'error' : stored.severity === 'warning' ? 'warn' : 'info';
     log.log(level, 'event', { kind: stored.kind, subject: stored.subjectId, text: stored.text });

@@ -129,7 +129,15 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     for (const g of this.store.groups()) this.schedules.set(g.id, { crashMs: startedMs, appMs: startedMs });
     this.webhookDispatcher.start();
     this.timers.push(setInterval(() => this.tick(), this.options.alertIntervalMs));
-    this.timers.push(setInterval(() => this.scheduleRounds(), SCHEDULE_TICK_MS));
+    this.timers.push(
+      setInterval(() => {
+        try {
+          this.scheduleRounds();
+        } catch (err) {
+          log.warn('group rounds not scheduled', { error: (err as Error).message });
+        }
+      }, SCHEDULE_TICK_MS),
+    );
     for (const t of this.timers) t.unref();
   }
 
@@ -158,15 +166,25 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
   loggedIn(link: AgentLink, hello: AgentHello): AgentControl {
     const id = link.agentId;
     const now = this.now();
-    if (!this.store.machine(id)) {
-      const name = hello.name || this.core.catalog.agent(id)?.name || id;
-      this.store.addMachine(this.newMachine(id, name, now, now, hello.os, hello.software));
-    } else {
-      this.store.noteLogin(id, now, hello.software, hello.os);
+    // The control tables share the catalog's disk: if they cannot be written, the agent still
+    // replicates (the session goes on), only what the plane records of it is missing.
+    try {
+      if (!this.store.machine(id)) {
+        const name = hello.name || this.core.catalog.agent(id)?.name || id;
+        this.store.addMachine(this.newMachine(id, name, now, now, hello.os, hello.software));
+      } else {
+        this.store.noteLogin(id, now, hello.software, hello.os);
+      }
+    } catch (err) {
+      log.error('machine login not recorded', { agent: id, error: (err as Error).message });
     }
     this.registry.attach(link);
     this.alerts.connected(id);
-    this.sendPolicy(id);
+    try {
+      this.sendPolicy(id);
+    } catch (err) {
+      log.error('policy not sent', { agent: id, error: (err as Error).message });
+    }
     return {
       heartbeat: (reports) => this.noteReports(id, reports),
       agentEvent: (event) => this.noteAgentEvent(id, event),

@@ -154,7 +154,13 @@ export class RoundCoordinator {
   private arm(entry: Active): void {
     clearTimeout(entry.timer);
     const wait = Math.max(0, entry.machine.deadlineMs - this.now());
-    entry.timer = setTimeout(() => this.apply(entry, entry.machine.expire(Math.max(this.now(), entry.machine.deadlineMs))), wait);
+    entry.timer = setTimeout(() => {
+      try {
+        this.apply(entry, entry.machine.expire(Math.max(this.now(), entry.machine.deadlineMs)));
+      } catch (err) {
+        log.error('group round bound not applied', { round: entry.machine.plan.id, error: (err as Error).message });
+      }
+    }, wait);
   }
 
   private finish(entry: Active): void {
@@ -173,7 +179,13 @@ export class RoundCoordinator {
     } catch (err) {
       log.error('group round not recorded', { round: plan.id, group: plan.groupId, error: (err as Error).message });
     }
-    const round: GroupRound = this.store.round(plan.id) ?? {
+    let recorded: GroupRound | undefined;
+    try {
+      recorded = this.store.round(plan.id);
+    } catch (err) {
+      log.warn('group round not read back', { round: plan.id, error: (err as Error).message });
+    }
+    const round: GroupRound = recorded ?? {
       id: plan.id,
       groupId: plan.groupId,
       app: plan.app,

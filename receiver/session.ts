@@ -77,6 +77,8 @@ export class Session {
   private throttle: string | undefined;
   /** Set from login to close. */
   private control: AgentControl | undefined;
+  /** When a failure of the control plane was last logged (they are logged at most every 30 s). */
+  private controlFailureLoggedMs = 0;
   private readonly volumeEvents: VolumeListener = {
     durable: (seqs) => this.ack(seqs),
     applied: (seqs) => this.ack(seqs),
@@ -149,8 +151,7 @@ export class Session {
     this.ws.send(errorFrame(perr.code, perr.message));
     this.state = 'closed';
     // The control plane stops counting on the agent now, not when the socket is gone.
-    this.control?.closed();
-    this.control = undefined;
+    this.closeControl();
     this.ws.close(1008, perr.codeName);
     // A peer that never answers the close (stalled, or still sending) holds nothing for long.
     this.closeTimer = setTimeout(() => this.ws.terminate(), this.policy.closeGraceMs);
@@ -161,17 +162,45 @@ export class Session {
     this.state = 'closed';
     clearTimeout(this.closeTimer);
     for (const volume of this.volumes.values()) volume.detach();
-    this.control?.closed();
+    this.closeControl();
+  }
+
+  private closeControl(): void {
+    const control = this.control;
     this.control = undefined;
+    try {
+      control?.closed();
+    } catch (err) {
+      log.error('the control plane did not take the end of a session', { agent: this.agentId, error: (err as Error).message });
+    }
   }
 
   /** After the Welcome: the control plane hears of the agent (and sends it its Policy). */
   private linkControl(registered: boolean): void {
     const hello = this.hello as ValidHello;
-    this.control = this.policy.control.loggedIn(
-      { agentId: this.agentId, send: (frame) => this.send(frame) },
-      { name: hello.agentName, software: hello.software, os: hello.os, registered },
-    );
+    this.tellControl('login', () => {
+      this.control = this.policy.control.loggedIn(
+        { agentId: this.agentId, send: (frame) => this.send(frame) },
+        { name: hello.agentName, software: hello.software, os: hello.os, registered },
+      );
+    });
+  }
+
+  /**
+   * Reports to the control plane. Its failures (its tables on a failing disk, a bug) never end
+   * the session: the data plane replicates whatever the control plane manages to record. Only
+   * its refusals of the agent's frames (ProtocolError) do.
+   */
+  private tellControl(what: string, report: () => void): void {
+    try {
+      report();
+    } catch (err) {
+      if (err instanceof ProtocolError) throw err;
+      const now = Date.now();
+      if (now - this.controlFailureLoggedMs < 30_000) return;
+      this.controlFailureLoggedMs = now;
+      log.error('the control plane did not take a report (replication goes on)', { agent: this.agentId, report: what, error: (err as Error).message });
+    }
   }
 
   private handle(frame: DecodedFrame, raw: Buffer): void {
@@ -265,8 +294,14 @@ export class Session {
     if (frame.changeSet) return this.onChangeSet(frame.changeSet, raw);
     if (frame.tag) return this.onTag(frame.tag);
     if (frame.heartbeat) return this.onHeartbeat(frame.heartbeat);
-    if (frame.groupHeld) return this.control?.groupHeld(validateGroupHeld(frame.groupHeld));
-    if (frame.agentEvent) return this.control?.agentEvent(validateAgentEvent(frame.agentEvent));
+    if (frame.groupHeld) {
+      const held = validateGroupHeld(frame.groupHeld);
+      return this.tellControl('group held', () => this.control?.groupHeld(held));
+    }
+    if (frame.agentEvent) {
+      const event = validateAgentEvent(frame.agentEvent);
+      return this.tellControl('agent event', () => this.control?.agentEvent(event));
+    }
     if (frame.hashRequest) return this.onHashRequest(frame.hashRequest);
     if (frame.repairDone) return this.onRepairDone(frame.repairDone);
     throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body} is not accepted from an agent`);
@@ -276,7 +311,7 @@ export class Session {
     const { pendingSinceUs } = validateHeartbeat(heartbeat, this.timeWindow());
     const reports = validateVolumeReports(heartbeat.volumes);
     this.core.noteHeartbeat(this.volumes.keys(), pendingSinceUs);
-    this.control?.heartbeat(reports);
+    this.tellControl('heartbeat', () => this.control?.heartbeat(reports));
   }
 
   private onVolumeInfo(info: ferry.IVolumeInfo): void {
@@ -344,7 +379,10 @@ export class Session {
     checkTagTime(tag, this.timeWindow());
     // A tag answering a group round counts only while that round is committing and waits on this agent.
     const groupRound = tagGroupRound(tagFrame);
-    if (groupRound > 0) (this.control as AgentControl).checkTagRound(groupRound);
+    if (groupRound > 0) {
+      if (!this.control) throw new ProtocolError(ErrorCode.BAD_TAG, `the tag answers group round ${groupRound}, but this session has no group round`);
+      this.control.checkTagRound(groupRound);
+    }
     for (const cut of tag.cuts) {
       const volume = this.ownVolume(cut.volumeId);
       if (cut.seq > volume.acceptedSeq) {
@@ -367,6 +405,6 @@ export class Session {
       })),
     );
     this.send({ tagAck: { groupId: tag.groupId, pointIds } });
-    if (groupRound > 0) this.control?.tagRecorded(groupRound, pointIds);
+    if (groupRound > 0) this.tellControl('group tag', () => this.control?.tagRecorded(groupRound, pointIds));
   }
 }
