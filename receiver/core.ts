@@ -399,9 +399,16 @@ export class ReceiverCore {
       return this.catalog.addPoints(points);
     } catch (err) {
       const info = classifyStorageError(err);
-      if (!info.full) throw err;
-      this.monitor.releaseReserve();
-      throw new ProtocolError(ErrorCode.STORAGE_FULL, `no room in the receiver's catalog for the points of this tag: ${info.message}`);
+      if (info.full) {
+        this.monitor.releaseReserve();
+        throw new ProtocolError(ErrorCode.STORAGE_FULL, `no room in the receiver's catalog for the points of this tag: ${info.message}`);
+      }
+      // An I/O error under the catalog (SQLITE_IOERR*, EIO): the tag is not recorded, the agent
+      // tags again later; its data is not affected.
+      if (/^(SQLITE_IOERR|EIO)/.test(info.code ?? '')) {
+        throw new ProtocolError(ErrorCode.VOLUME_FAILED, `the receiver's catalog cannot be written (${info.message}): the points of this tag are not recorded; retry later`);
+      }
+      throw err;
     }
   }
 
