@@ -206,7 +206,11 @@ async function failWhileStreaming(lab: FaultLab, round: string, whileFailing: ()
       await new Promise((resolve) => setTimeout(resolve, 500));
       continue;
     }
-    for (const req of pending) lab.answerRepair(req);
+    for (const req of pending) {
+      note(`${round}: repair request ${req.requestId} for ${req.volumeId}: ${req.reason ?? ''}`);
+      facts[`${round}RepairReasons`] = [...((facts[`${round}RepairReasons`] as string[] | undefined) ?? []), req.reason ?? ''];
+      lab.answerRepair(req);
+    }
     answered += pending.length;
     repaired = true;
     note(`${round}: answered ${pending.length} repair request(s)`);
