@@ -17,7 +17,7 @@ import { parseSmbTarget, parseSshTarget } from '../push/targets';
 import { ApiClient } from './api-client';
 import { printJson } from './api-command';
 import { machineProgress } from './machine-view';
-import { durationFlag, listFlag, textFlag } from './options';
+import { durationFlag, listFlag, readSecretFile, textFlag } from './options';
 
 export interface PushAddOptions {
   json?: boolean;
@@ -77,18 +77,6 @@ export function withPushOptions(cmd: Command): Command {
     .addOption(durationFlag('--protect-timeout <duration>', 'how long to follow it to Protected', 3_600_000));
 }
 
-function firstLine(file: string, what: string): string {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new FerryError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ExitCode.usage);
-  }
-  const line = text.split(/\r?\n/)[0];
-  if (line === '') throw new FerryError(`${what} ${file} is empty`, ExitCode.usage);
-  return line;
-}
-
 async function pushOne(opts: PushAddOptions, receiver: string, fingerprint: string, name: string, passphrase: string): Promise<HostResult> {
   const log = (label: string, line: string): void => {
     if (!opts.json) process.stdout.write(`[${label}] ${line}\n`);
@@ -132,7 +120,7 @@ async function pushOne(opts: PushAddOptions, receiver: string, fingerprint: stri
         knownHostsFile: opts.knownHosts,
         acceptNewHostKey: opts.acceptNewHostKey === true,
         connectTimeoutMs: opts.connectTimeout,
-        sudoPassword: opts.sudoPasswordFile ? firstLine(opts.sudoPasswordFile, '--sudo-password-file') : undefined,
+        sudoPassword: opts.sudoPasswordFile ? readSecretFile(opts.sudoPasswordFile, '--sudo-password-file') : undefined,
         passphrase,
         install,
         log,
@@ -146,7 +134,7 @@ async function pushOne(opts: PushAddOptions, receiver: string, fingerprint: stri
   if (opts.windowsPackage === undefined) throw new FerryError('--smb needs --windows-package DIR', ExitCode.usage);
   if (opts.volume.length === 0) throw new FerryError('give at least one --volume ID=DRIVE: for Windows', ExitCode.usage);
   return pushOverSmb(target, {
-    credentials: { user: opts.smbUser, password: firstLine(opts.smbPasswordFile, '--smb-password-file') },
+    credentials: { user: opts.smbUser, password: readSecretFile(opts.smbPasswordFile, '--smb-password-file') },
     windowsPackageDir: path.resolve(opts.windowsPackage),
     serviceName: 'FerryPushInstall',
     passphrase,
@@ -171,7 +159,7 @@ async function waitFor<T>(deadlineMs: number, probe: () => Promise<T | undefined
 export async function groupAddByPush(client: ApiClient, groupId: string, opts: PushAddOptions): Promise<void> {
   if (opts.ssh !== undefined && opts.smb !== undefined) throw new FerryError('give --ssh or --smb, not both', ExitCode.usage);
   if (opts.passphraseFile === undefined) throw new FerryError("the new agent registers with the receiver: pass --passphrase-file FILE (the receiver's registration passphrase)", ExitCode.usage);
-  const passphrase = firstLine(opts.passphraseFile, '--passphrase-file');
+  const passphrase = readSecretFile(opts.passphraseFile, '--passphrase-file');
   const say = (line: string): void => {
     if (!opts.json) process.stdout.write(`${line}\n`);
   };

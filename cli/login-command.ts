@@ -5,7 +5,7 @@ import { parseDurationMs } from '../common/units';
 import { ApiClient, connectPinned, normalizeFingerprint, parseApiUrl } from './api-client';
 import { loginFile, readSavedLogin, saveLogin } from './api-config';
 import { clientFor } from './api-command';
-import { textFlag } from './options';
+import { readSecretFile, textFlag } from './options';
 
 interface LoginOptions {
   api?: string;
@@ -30,17 +30,7 @@ function ttlOption(value: string): number {
 
 /** The password: --password-file, else the first line of a piped stdin, else asked on the terminal without echo. */
 async function readPassword(opts: LoginOptions): Promise<string> {
-  if (opts.passwordFile !== undefined) {
-    let text: string;
-    try {
-      text = fs.readFileSync(opts.passwordFile, 'utf8');
-    } catch (err) {
-      throw new FerryError(`cannot read --password-file ${opts.passwordFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ExitCode.usage);
-    }
-    const line = text.split(/\r?\n/)[0];
-    if (line === '') throw new FerryError(`--password-file ${opts.passwordFile} is empty`, ExitCode.usage);
-    return line;
-  }
+  if (opts.passwordFile !== undefined) return readSecretFile(opts.passwordFile, '--password-file');
   if (!process.stdin.isTTY) {
     const line = fs.readFileSync(0, 'utf8').split(/\r?\n/)[0];
     if (!line) throw new FerryError('no password: pass --password-file FILE, pipe it on stdin or run on a terminal', ExitCode.usage);

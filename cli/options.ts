@@ -1,4 +1,6 @@
+import * as fs from 'fs';
 import { InvalidArgumentError, Option } from 'commander';
+import { ExitCode, FerryError } from '../common/errors';
 import { formatDuration, formatSize, parseDurationMs, parseHostPort, parseSizeBytes } from '../common/units';
 
 export function hostPortOption(value: string): { host: string; port: number } {
@@ -58,4 +60,20 @@ export function textFlag(flags: string, description: string, defaultValue: strin
 /** A repeatable option: each use adds one value; none by default. */
 export function listFlag<T>(flags: string, description: string, parse: (value: string) => T): Option {
   return new Option(flags, description).argParser((value: string, previous: T[]) => [...previous, parse(value)]).default([], 'none');
+}
+
+/**
+ * The first line of a secret file (a passphrase, a password): `what` names it in the errors,
+ * e.g. "--password-file"; a file that cannot be read or is empty is a usage error.
+ */
+export function readSecretFile(file: string, what: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new FerryError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ExitCode.usage);
+  }
+  const line = text.split(/\r?\n/)[0];
+  if (line === '') throw new FerryError(`${what} ${file} is empty`, ExitCode.usage);
+  return line;
 }

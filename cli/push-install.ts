@@ -11,7 +11,7 @@ import { formatResults, HostResult, runLimited } from '../push/result';
 import { pushOverSmb } from '../push/smb-push';
 import { pushOverSsh } from '../push/ssh-push';
 import { parseSmbTarget, parseSshTarget, readHostsFile, SmbTarget, SshTarget } from '../push/targets';
-import { durationFlag, listFlag, textFlag } from './options';
+import { durationFlag, listFlag, readSecretFile, textFlag } from './options';
 
 interface PushCliOptions {
   ssh: string[];
@@ -61,23 +61,10 @@ function captureOption(value: string): CaptureMethod {
   return value;
 }
 
-/** First line of a secret file; the file must exist and hold something. */
-function readSecretFile(file: string, what: string): string {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new FerryError(`cannot read ${what} file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ExitCode.usage);
-  }
-  const line = text.split(/\r?\n/)[0];
-  if (line === '') throw new FerryError(`${what} file ${file} is empty`, ExitCode.usage);
-  return line;
-}
-
 /** The registration passphrase: --passphrase-file, else the first line of a piped stdin. */
 function readPassphrase(opts: PushCliOptions): string | undefined {
-  if (!opts.register || opts.receiver === undefined) return opts.passphraseFile ? readSecretFile(opts.passphraseFile, 'passphrase') : undefined;
-  if (opts.passphraseFile) return readSecretFile(opts.passphraseFile, 'passphrase');
+  if (!opts.register || opts.receiver === undefined) return opts.passphraseFile ? readSecretFile(opts.passphraseFile, 'passphrase file') : undefined;
+  if (opts.passphraseFile) return readSecretFile(opts.passphraseFile, 'passphrase file');
   if (process.stdin.isTTY) throw new FerryError('registration needs the passphrase: pass --passphrase-file FILE or pipe it on stdin (or use --no-register)', ExitCode.usage);
   let text: string;
   try {
@@ -128,7 +115,7 @@ async function pushLinux(targets: SshTarget[], opts: PushCliOptions): Promise<Ho
   } else if (!process.env.SSH_AUTH_SOCK) {
     throw new FerryError('no SSH key: pass --key FILE or run an ssh-agent (SSH_AUTH_SOCK)', ExitCode.usage);
   }
-  const sudoPassword = opts.sudoPasswordFile ? readSecretFile(opts.sudoPasswordFile, 'sudo password') : undefined;
+  const sudoPassword = opts.sudoPasswordFile ? readSecretFile(opts.sudoPasswordFile, 'sudo password file') : undefined;
   const passphrase = readPassphrase(opts);
   const files = installerFiles();
   const log = printer();
@@ -172,7 +159,7 @@ async function pushWindows(targets: SmbTarget[], opts: PushCliOptions): Promise<
     if (opts.volume.length === 0) throw new FerryError('give at least one --volume ID=DRIVE: for Windows', ExitCode.usage);
   }
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(opts.smbServiceName)) throw new FerryError('--smb-service-name must be 1-64 letters, digits, _ or -', ExitCode.usage);
-  const password = readSecretFile(opts.smbPasswordFile, 'SMB password');
+  const password = readSecretFile(opts.smbPasswordFile, 'SMB password file');
   const passphrase = readPassphrase(opts);
   const log = printer();
   return runLimited(targets, opts.parallel, (target) =>
