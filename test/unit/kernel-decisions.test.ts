@@ -5,7 +5,8 @@
  * with uncommitted batches. The real path is test/vm/kernel-capture.test.ts.
  */
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { log } from '../../common/log';
 import { KernelSource } from '../../agent/capture/kernel-source';
 import {
   bitmapReadRetryable,
@@ -184,6 +185,18 @@ describe('a volume\'s state', () => {
     v.walkReadDone(w, 140);
     expect(v.accuracyAt(139)).toBe('approximate');
     expect(v.accuracyAt(140)).toBe('exact');
+    v.log.close();
+  });
+
+  it('says capture is back to full data on the MODE record even when STATS saw DATA first', () => {
+    const v = volume('vol-mode-stats');
+    const info = vi.spyOn(log, 'info');
+    v.noteModeRecord('bitmap');
+    v.noteModeRecord('draining');
+    v.refreshMode('data');
+    v.noteModeRecord('data');
+    expect(info.mock.calls.map((c) => c[0])).toContain('capture is back to full data');
+    info.mockRestore();
     v.log.close();
   });
 

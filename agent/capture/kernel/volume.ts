@@ -115,6 +115,8 @@ export class KernelVolume {
   private loadGeneration: number;
   private loadFirstSeq: number;
   private deviceMode: DeviceMode;
+  /** The mode of the last MODE record: notes compare records with records, not with STATS. */
+  private recordMode: DeviceMode;
   private next: number;
   /** Kernel seq the next record of the device should have (undefined: not known yet). */
   private expectKseq: number | undefined;
@@ -154,6 +156,7 @@ export class KernelVolume {
     this.loadGeneration = init.generation;
     this.loadFirstSeq = init.loadFirstSeq;
     this.deviceMode = init.mode;
+    this.recordMode = init.mode;
     this.next = init.nextStream;
     this.expectKseq = init.firstKseq;
     this.committed = receiverDurable;
@@ -476,7 +479,8 @@ export class KernelVolume {
 
   /** A MODE record: the device's capture mode changed. */
   noteModeRecord(mode: DeviceMode): void {
-    const from = this.deviceMode;
+    const from = this.recordMode;
+    this.recordMode = mode;
     this.deviceMode = mode;
     const change = modeChange(from, mode);
     if (change.bitmapEpisode) this.tracker.bitmapEntered();
