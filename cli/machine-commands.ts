@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ExitCode, FerryError } from '../common/errors';
 import { parseSizeBytes } from '../common/units';
 import type { Machine, MachineState, RecoveryProperties } from '../control/model';
+import type { MachineProtection } from '../recovery/contract';
 import { clientFor, CommonApiOptions, printJson, withApiOptions } from './api-command';
 import { machineDetails, machinesTable, resolveMachine } from './machine-view';
 
@@ -89,6 +90,19 @@ export function machineCommand(): Command {
         const updated = await client.call<Machine>('PATCH', `/api/v1/machines/${encodeURIComponent(id)}/recovery`, patch);
         if (opts.json) printJson(updated);
         else process.stdout.write(machineDetails(updated));
+      }),
+  );
+  machine.addCommand(
+    withApiOptions(new Command('protection'))
+      .description('whether a machine is protected here or failed over, and where it runs')
+      .argument('<machine>', 'id or name')
+      .action(async (ref: string, opts: CommonApiOptions) => {
+        const client = clientFor(opts);
+        const { machines } = await client.get<{ machines: Machine[] }>('/api/v1/machines');
+        const m = resolveMachine(machines, ref);
+        const p = await client.get<MachineProtection>(`/api/v1/machines/${encodeURIComponent(m.id)}/protection`);
+        if (opts.json) printJson(p);
+        else process.stdout.write(p.state === 'protected' ? `${m.name}: protected (replicating to this receiver)\n` : `${m.name}: ${p.state}, runs on ${p.runsOn || '?'} (job ${p.jobId ?? '?'}, since ${new Date(p.sinceMs).toISOString()})\n`);
       }),
   );
   return machine;

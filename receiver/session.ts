@@ -45,6 +45,8 @@ export interface SessionPolicy {
   onLogin(): void;
   /** The configuration server: hears what the agent reports and may send it frames. */
   control: SessionControl;
+  /** Why this machine's stream is refused now (recovery: it is failed over), or undefined. */
+  streamRefusal?(agentId: string): string | undefined;
 }
 
 /**
@@ -277,6 +279,8 @@ export class Session {
     if (!agent || !proofMatches(expected, proof)) {
       throw new ProtocolError(ErrorCode.AUTH_FAILED, 'login refused: unknown agent or wrong credential (register again)');
     }
+    const refusal = this.policy.streamRefusal?.(agentId);
+    if (refusal) throw new ProtocolError(ErrorCode.FAILED_OVER, refusal);
     this.agentId = agentId;
     this.state = 'ready';
     this.policy.onLogin();
