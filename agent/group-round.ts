@@ -61,6 +61,8 @@ interface Round {
   id: number;
   groupId: string;
   app: boolean;
+  /** A planned failover's last point: committed, the post-hook is not run (the application stays stopped). */
+  final: boolean;
   holdMs: number;
   startedMs: number;
   phase: RoundPhase;
@@ -116,7 +118,7 @@ export class RoundParticipant {
       this.deps.held({ roundId: p.roundId, ok: false, error: busy });
       return Promise.resolve();
     }
-    const r: Round = { id: p.roundId, groupId: p.groupId, app: p.app, holdMs: p.holdMs, startedMs, phase: 'preparing', cancelBound: () => undefined, acquiring: Promise.resolve() };
+    const r: Round = { id: p.roundId, groupId: p.groupId, app: p.app, final: p.final, holdMs: p.holdMs, startedMs, phase: 'preparing', cancelBound: () => undefined, acquiring: Promise.resolve() };
     this.round = r;
     r.cancelBound = this.deps.clock.after(this.remainingMs(r), () => this.onBound(r));
     r.acquiring = this.acquire(r);
@@ -242,6 +244,11 @@ export class RoundParticipant {
       // What the prepare was still acquiring when the round ended is released as soon as it arrives.
       await r.acquiring;
       await this.releaseHeld(r);
+      if (r.final && outcome === 'committed') {
+        if (r.quiesced) log.warn('group round: the last point of a planned failover: the post-hook is not run, the application stays stopped', { round: r.id, group: r.groupId });
+        if (this.round === r) this.round = undefined;
+        return;
+      }
       const postHookError = await r.quiesced?.finish();
       if (postHookError) log.warn('group round: the post-hook failed after the release', { round: r.id, error: postHookError });
       if (this.round === r) this.round = undefined;

@@ -58,8 +58,11 @@ export interface ControlPlaneApi {
   /** The machine's points stay in the catalog (group points keep their round); it gets the no-group policy. */
   removeMember(groupId: string, machineId: string): Group;
 
-  /** Runs one group round now (multi-machine consistency on), resolving when it is done or aborted. */
-  runRound(groupId: string, options?: { app?: boolean }): Promise<GroupRound>;
+  /**
+   * Runs one group round now (multi-machine consistency on), resolving when it is done or
+   * aborted. `final`: a planned failover's last point (the members' post-hooks do not run).
+   */
+  runRound(groupId: string, options?: { app?: boolean; final?: boolean }): Promise<GroupRound>;
   rounds(groupId: string, limit?: number): GroupRound[];
   /** Group points: every member volume's point of done rounds, newest round first. */
   groupPoints(groupId: string): Array<{ round: GroupRound; points: PointRow[] }>;

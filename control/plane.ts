@@ -387,11 +387,11 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
 
   // ---- rounds --------------------------------------------------------------------------------
 
-  async runRound(groupId: string, options: { app?: boolean } = {}): Promise<GroupRound> {
+  async runRound(groupId: string, options: { app?: boolean; final?: boolean } = {}): Promise<GroupRound> {
     const g = this.groupRow(groupId);
     if (!g.policy.multiMachineConsistency) throw new ControlError('conflict', `group ${groupId} has multi-machine consistency off`, 'multiMachineConsistency');
     if (this.store.memberIds(groupId).length === 0) throw new ControlError('conflict', `group ${groupId} has no members`, 'id');
-    return this.coordinator.run(groupId, options.app ?? false);
+    return this.coordinator.run(groupId, options.app ?? false, false, options.final ?? false);
   }
 
   rounds(groupId: string, limit = 100): GroupRound[] {

@@ -13,6 +13,8 @@ export interface RoundPlan {
   id: number;
   groupId: string;
   app: boolean;
+  /** A planned failover's last point: the members leave their applications stopped. */
+  final?: boolean;
   members: readonly string[];
   /** How long each member may hold its writes; all must have said held within it. */
   holdMs: number;

@@ -71,9 +71,9 @@ export class RoundCoordinator {
   }
 
   /** Runs a round of the group after any that runs now; resolves once it is done or aborted. */
-  run(groupId: string, app: boolean, scheduled = false): Promise<GroupRound> {
+  run(groupId: string, app: boolean, scheduled = false, final = false): Promise<GroupRound> {
     const previous = this.tails.get(groupId) ?? Promise.resolve();
-    const next = previous.then(() => this.start(groupId, app, scheduled));
+    const next = previous.then(() => this.start(groupId, app, scheduled, final));
     const tail = next.catch(() => undefined);
     this.tails.set(groupId, tail);
     void tail.then(() => {
@@ -82,13 +82,13 @@ export class RoundCoordinator {
     return next;
   }
 
-  private start(groupId: string, app: boolean, scheduled: boolean): Promise<GroupRound> {
+  private start(groupId: string, app: boolean, scheduled: boolean, final: boolean): Promise<GroupRound> {
     if (this.stopped) return Promise.reject(new Error('the receiver is stopping'));
     const members = this.membersOf(groupId);
     const holdMs = Math.min(PolicyBounds.maxRoundHoldMs, app ? this.options.appHoldMs : this.options.holdMs);
     const startedMs = this.now();
     const id = this.store.addRound(groupId, app, members, startedMs);
-    const machine = new RoundMachine({ id, groupId, app, members, holdMs, tagTimeoutMs: this.options.tagTimeoutMs });
+    const machine = new RoundMachine({ id, groupId, app, final, members, holdMs, tagTimeoutMs: this.options.tagTimeoutMs });
     return new Promise<GroupRound>((resolve) => {
       const entry: Active = { machine, timer: undefined, scheduled, resolve };
       this.active.set(id, entry);
@@ -134,7 +134,7 @@ export class RoundCoordinator {
     for (const action of actions) {
       switch (action.kind) {
         case 'prepare':
-          for (const to of action.to) this.links.send(to, { groupPrepare: { roundId: plan.id, groupId: plan.groupId, holdMs: plan.holdMs, app: plan.app } });
+          for (const to of action.to) this.links.send(to, { groupPrepare: { roundId: plan.id, groupId: plan.groupId, holdMs: plan.holdMs, app: plan.app, final: plan.final ?? false } });
           break;
         case 'commit':
           this.store.setRoundState(plan.id, 'committing');

@@ -76,6 +76,8 @@ export interface ValidGroupPrepare {
   groupId: string;
   holdMs: number;
   app: boolean;
+  /** A planned failover's last point: after the commit the post-hook is not run. */
+  final: boolean;
 }
 
 export function validateGroupPrepare(p: ferry.IGroupPrepare): ValidGroupPrepare {
@@ -83,7 +85,7 @@ export function validateGroupPrepare(p: ferry.IGroupPrepare): ValidGroupPrepare 
   if (!Number.isInteger(holdMs) || holdMs < 1 || holdMs > PolicyBounds.maxRoundHoldMs) {
     bad(ErrorCode.BAD_FRAME, `group round hold ${holdMs} ms is outside 1..${PolicyBounds.maxRoundHoldMs} ms`);
   }
-  return { roundId: roundId(p.roundId, 'GroupPrepare'), groupId: text(p.groupId, Limits.maxNameLength, 'group id'), holdMs, app: p.app ?? false };
+  return { roundId: roundId(p.roundId, 'GroupPrepare'), groupId: text(p.groupId, Limits.maxNameLength, 'group id'), holdMs, app: p.app ?? false, final: p.final ?? false };
 }
 
 export function validateGroupHeld(h: ferry.IGroupHeld): { roundId: number; ok: boolean; error: string } {

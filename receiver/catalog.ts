@@ -372,6 +372,17 @@ export class Catalog {
     return r.seq ?? undefined;
   }
 
+  /** Deletes every point of a volume but `keep` (a committed failover drops the others); returns how many. */
+  deletePointsExcept(volumeId: string, keep: readonly number[]): number {
+    return this.run(() => {
+      const all = this.db.prepare('SELECT id FROM points WHERE volume_id = ?').all(volumeId) as Array<{ id: number }>;
+      const del = this.db.prepare('DELETE FROM points WHERE id = ?');
+      let n = 0;
+      for (const { id } of all) if (!keep.includes(id)) n += del.run(id).changes;
+      return n;
+    });
+  }
+
   /** Deletes points of a volume with a source time before `timeUs`; returns how many. */
   prunePointsBefore(volumeId: string, timeUs: number): number {
     return this.run(() => this.db.prepare('DELETE FROM points WHERE volume_id = ? AND time_us < ?').run(volumeId, timeUs).changes);

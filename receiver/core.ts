@@ -545,6 +545,14 @@ export class ReceiverCore {
     this.volumes.get(volumeId)?.events.emit('repair', repair);
   }
 
+  /**
+   * The source's disk was rewritten outside its stream (a failback copied the recovered disk
+   * onto it): its agent compares the whole volume with the replica and sends what differs.
+   */
+  requestWholeVolumeCompare(volumeId: string, reason: string): void {
+    this.repairs.request(volumeId, reason, [], []);
+  }
+
   /** Repairs still owed by the agent of `volumeId` (sent again after every login). */
   pendingRepairs(volumeId: string): RepairRow[] {
     return this.repairs.pending(volumeId);

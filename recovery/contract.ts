@@ -50,6 +50,18 @@ export interface RecoveryApi {
   failover(planId: string, options: { point?: PointSpec; planned: boolean }): Job;
   /** After a failover: drop the machines' other recovery points (as the model does). */
   commitFailover(planId: string): Job;
+  /**
+   * After a failover: the original machines may connect with `ferry agent failback` and pull
+   * what differs from the recovered disks (hash-compare, repeated while the recovered machines
+   * run). The job ends when every machine's first pass is done.
+   */
+  failbackPrepare(planId: string): Job;
+  /**
+   * Planned failover back: stops the recovered machines, waits for the final pass (the original
+   * disks then equal the recovered ones), and protects the machines again in the original
+   * direction (a hash-compare repair: only differences travel).
+   */
+  failback(planId: string): Job;
 
   protection(machineId: string): MachineProtection;
 }
