@@ -9,6 +9,8 @@ import { recoveryRouteSchemas as schemas } from './recovery-schemas';
 
 const P = '/api/v1';
 const MAX_JOBS = 10_000;
+/** A stream client that reads slower than jobs change is cut off past this much unsent text (it reconnects). */
+const MAX_BUFFERED_BYTES = 1024 * 1024;
 
 type IdParams = { Params: { id: string } };
 
@@ -49,7 +51,7 @@ const emptyBodyIsObject = async (request: FastifyRequest): Promise<void> => {
  * Plans, recovery jobs, machine protection and job evidence: thin over the recovery service.
  * Without one (a receiver that has no recovery target configured) every route answers 503.
  */
-export function registerRecoveryRoutes(app: FastifyInstance<Server>, recovery: RecoveryApi | undefined): void {
+export function registerRecoveryRoutes(app: FastifyInstance<Server>, recovery: RecoveryApi | undefined, keepAliveMs: number): void {
   const service = (): RecoveryApi => {
     if (!recovery) throw new ApiError(503, 'unavailable', 'recovery is not available on this receiver (no recovery service: start the receiver with its management API and a recovery target)');
     return recovery;
@@ -83,6 +85,23 @@ export function registerRecoveryRoutes(app: FastifyInstance<Server>, recovery: R
   app.get<{ Querystring: { plan?: string; kind?: JobKind; state?: JobState; limit?: string } }>(`${P}/jobs`, { schema: schemas.listJobs }, async (request) => ({
     jobs: service().jobs(jobFilter(request.query)),
   }));
+  app.get(`${P}/jobs/stream`, { schema: schemas.jobStream }, async (_request, reply) => {
+    const jobs = service();
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+    res.write(': job changes follow\n\n');
+    const write = (text: string): void => {
+      if (res.writableLength > MAX_BUFFERED_BYTES) res.destroy();
+      else res.write(text);
+    };
+    const unsubscribe = jobs.subscribeJobs((job) => write(`event: job\ndata: ${JSON.stringify(job)}\n\n`));
+    const keepAlive = setInterval(() => write(': keep-alive\n\n'), keepAliveMs);
+    res.on('close', () => {
+      clearInterval(keepAlive);
+      unsubscribe();
+    });
+  });
   app.get<IdParams>(`${P}/jobs/:id`, { schema: schemas.showJob }, async (request) => service().job(jobId(request.params.id)));
   app.post<IdParams>(`${P}/jobs/:id/resume`, { schema: schemas.resumeJob, ...post }, async (request) => service().resumeJob(jobId(request.params.id)));
   app.post<IdParams>(`${P}/jobs/:id/cancel`, { schema: schemas.cancelJob, ...post }, async (request) => service().cancelJob(jobId(request.params.id)));

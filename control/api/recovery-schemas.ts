@@ -213,6 +213,11 @@ export const recoveryRouteSchemas = {
     querystring: { type: 'object', additionalProperties: false, properties: { plan: id, kind: jobKind, state: jobState, limit: { ...digits, description: '1..10000 (default 100)' } } },
     response: { 200: { type: 'object', properties: { jobs: { type: 'array', items: ref('Job') } }, required: ['jobs'] }, ...refusals },
   },
+  jobStream: {
+    tags: ['recovery'],
+    summary: 'Server-sent events: every change of every job (steps, machines, state) as `event: job` with the job as JSON; a comment line every keep-alive interval',
+    produces: ['text/event-stream'],
+  },
   showJob: { tags: ['recovery'], summary: 'One job: steps, machines, RTO', params: jobParams, response: { 200: ref('Job'), ...refusals } },
   resumeJob: { tags: ['recovery'], summary: 'Resume a job waiting at a manual step', params: jobParams, body: noBody, response: { 200: ref('Job'), ...refusals } },
   cancelJob: { tags: ['recovery'], summary: 'Cancel a running job (its VMs and overlays are cleaned up)', params: jobParams, body: noBody, response: { 200: ref('Job'), ...refusals } },

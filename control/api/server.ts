@@ -137,7 +137,7 @@ export async function buildManagementApi(
 
   registerAuthRoutes(app, operators, throttle, (request) => peerAddress(request.socket.remoteAddress));
   registerPlaneRoutes(app, plane, streams);
-  registerRecoveryRoutes(app, options.recovery);
+  registerRecoveryRoutes(app, options.recovery, options.keepAliveMs ?? 15_000);
 
   const fingerprint = certificateFingerprint(options.cert);
   app.get(`${API_PREFIX}/receiver`, {

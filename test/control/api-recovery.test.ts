@@ -246,6 +246,28 @@ describe('recovery API', () => {
     expect((await refusal(admin.get('/api/v1/jobs', { limit: 0 }))).field).toBe('limit');
   });
 
+  it('streams every job change as server-sent events', async () => {
+    const seen: Job[] = [];
+    const stop = new AbortController();
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => (opened = resolve));
+    const reading = admin.stream('/api/v1/jobs/stream', (data) => {
+      const job = JSON.parse(data) as Job;
+      seen.push(job);
+      if (job.kind === 'commit' && job.state === 'succeeded') stop.abort();
+    }, stop.signal, () => opened());
+    await open;
+    await admin.call('POST', '/api/v1/plans/web-only/failover', { point: 'latest' });
+    await waitFor('the failover to end', async () => ((await admin.get<{ jobs: Job[] }>('/api/v1/jobs', { plan: 'web-only', limit: 1 })).jobs[0]?.state === 'succeeded' ? true : undefined));
+    await admin.call('POST', '/api/v1/plans/web-only/commit', {});
+    await reading;
+    const failover = seen.filter((j) => j.kind === 'failover');
+    expect(failover.length).toBeGreaterThan(3);
+    expect(failover.at(-1)?.state).toBe('succeeded');
+    expect(failover.some((j) => j.steps.some((s) => s.state === 'running'))).toBe(true);
+    expect((await refusal(lab.client().call('GET', '/api/v1/jobs/stream'))).status).toBe(401);
+  });
+
   it('needs a token (401) and documents the routes', async () => {
     expect((await refusal(lab.client().call('GET', '/api/v1/plans'))).status).toBe(401);
     expect((await refusal(lab.client().call('POST', '/api/v1/plans', twoGroups))).status).toBe(401);
@@ -263,7 +285,7 @@ describe('recovery API without a recovery service', () => {
 
   it('answers 503 saying recovery is not available, after the token check', async () => {
     const admin = lab.client(await lab.login());
-    for (const [method, p] of [['GET', '/api/v1/plans'], ['POST', '/api/v1/plans/shop/test-failover'], ['GET', '/api/v1/jobs/1']] as const) {
+    for (const [method, p] of [['GET', '/api/v1/plans'], ['POST', '/api/v1/plans/shop/test-failover'], ['GET', '/api/v1/jobs/1'], ['GET', '/api/v1/jobs/stream']] as const) {
       const r = await refusal(admin.call(method, p, method === 'POST' ? {} : undefined));
       expect([r.status, r.code]).toEqual([503, 'unavailable']);
       expect(r.apiMessage).toMatch(/recovery is not available on this receiver/);

@@ -330,6 +330,7 @@ describe('management API', () => {
         'POST /api/v1/plans/{id}/commit',
         'GET /api/v1/jobs',
         'GET /api/v1/jobs/{id}',
+        'GET /api/v1/jobs/stream',
         'POST /api/v1/jobs/{id}/resume',
         'POST /api/v1/jobs/{id}/cancel',
         'GET /api/v1/jobs/{id}/evidence/{machineId}/{kind}',
