@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Server } from 'https';
+import { ControlError } from '../contract';
 import { JobFilter, parsePointSpec, RecoveryApi } from '../../recovery/contract';
 import type { JobKind, JobState, PlanInput, PointSpec } from '../../recovery/model';
 import { ApiError } from './errors';
@@ -61,9 +62,15 @@ export function registerRecoveryRoutes(app: FastifyInstance<Server>, recovery: R
   app.get(`${P}/plans`, { schema: schemas.listPlans }, async () => ({ plans: service().plans() }));
   app.post<{ Body: PlanInput }>(`${P}/plans`, { schema: schemas.createPlan }, async (request, reply) => reply.code(201).send(service().createPlan(request.body)));
   app.get<IdParams>(`${P}/plans/:id`, { schema: schemas.showPlan }, async (request) => service().plan(request.params.id));
-  app.put<IdParams & { Body: { plan: PlanInput; revision: number } }>(`${P}/plans/:id`, { schema: schemas.replacePlan }, async (request) =>
-    service().updatePlan(request.params.id, request.body.plan, request.body.revision),
-  );
+  app.put<IdParams & { Body: { plan: PlanInput; revision: number } }>(`${P}/plans/:id`, { schema: schemas.replacePlan }, async (request) => {
+    try {
+      return service().updatePlan(request.params.id, request.body.plan, request.body.revision);
+    } catch (err) {
+      // The plan's checks name fields of a plan; here the plan is the body's `plan`.
+      if (err instanceof ControlError && err.kind === 'invalid' && err.field !== undefined && err.field !== 'revision') throw new ControlError('invalid', err.message, `plan.${err.field}`);
+      throw err;
+    }
+  });
   app.delete<IdParams>(`${P}/plans/:id`, { schema: schemas.deletePlan }, async (request, reply) => {
     service().deletePlan(request.params.id);
     return reply.code(204).send();

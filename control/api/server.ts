@@ -93,7 +93,7 @@ export async function buildManagementApi(
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'Ferry management API', version: '1.0.0', description: 'Machines, protection groups and policies, group rounds and points, events, webhooks. Durations are milliseconds.' },
+      info: { title: 'Ferry management API', version: '1.0.0', description: 'Machines, protection groups and policies, group rounds and points, events, webhooks, recovery plans and jobs. Durations are milliseconds.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },

@@ -131,6 +131,10 @@ describe('recovery API', () => {
     expect([stale.status, stale.code, stale.field]).toEqual([409, 'conflict', 'revision']);
     expect(stale.apiMessage).toMatch(/changed since revision 1 \(it is at revision 2 now\)/);
     expect((await admin.call<Plan>('GET', '/api/v1/plans/edit-me')).bootGroups).toHaveLength(2);
+    const bad = await refusal(admin.call('PUT', '/api/v1/plans/edit-me', { plan: { name: 'edit-me', bootGroups: [{ machines: ['ghost'] }] }, revision: 2 }));
+    expect([bad.status, bad.field]).toEqual([400, 'plan.bootGroups[0].machines[0]']);
+    const renamed = await refusal(admin.call('PUT', '/api/v1/plans/edit-me', { plan: { name: 'other', bootGroups: [{ machines: ['m-web01'] }] }, revision: 2 }));
+    expect([renamed.status, renamed.field]).toEqual([400, 'plan.name']);
 
     const { plans } = await admin.call<{ plans: Plan[] }>('GET', '/api/v1/plans');
     expect(plans.map((p) => p.id)).toContain('edit-me');

@@ -65,7 +65,7 @@ export class MemoryRecovery implements RecoveryApi {
   updatePlan(id: string, input: PlanInput, revision: number): Plan {
     this.plan(id);
     const valid = validatePlanInput(input, this.machineIds());
-    if (valid.name !== id) throw new ControlError('invalid', `a plan keeps its name: ${id}, not ${valid.name}`, 'plan.name');
+    if (valid.name !== id) throw new ControlError('invalid', `a plan keeps its name: ${id}, not ${valid.name}`, 'name');
     return this.store.replacePlan(id, valid, revision, Date.now());
   }
 
