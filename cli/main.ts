@@ -2,9 +2,11 @@ import { Command, CommanderError } from 'commander';
 import { describeError, ExitCode, FerryError } from '../common/errors';
 import { agentCommand } from './agent-commands';
 import { eventsCommand } from './events-command';
+import { failoverCommand, jobCommand, jobsCommand } from './failover-commands';
 import { groupCommand } from './group-commands';
 import { loginCommand, logoutCommand } from './login-command';
 import { machineCommand } from './machine-commands';
+import { planCommand } from './plan-commands';
 import { pushInstallCommand } from './push-install';
 import { quickstartCommand } from './quickstart';
 import { receiverCommand } from './receiver-commands';
@@ -26,6 +28,10 @@ function buildProgram(): Command {
   program.addCommand(groupCommand());
   program.addCommand(machineCommand());
   program.addCommand(eventsCommand());
+  program.addCommand(planCommand());
+  program.addCommand(failoverCommand());
+  program.addCommand(jobsCommand());
+  program.addCommand(jobCommand());
   const exitOnError = (cmd: Command): void => {
     cmd.exitOverride();
     // Usage errors as one line, like every other error: "ferry: <what> (see '<command> --help')".

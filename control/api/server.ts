@@ -13,6 +13,9 @@ import { ApiError, refusalFor } from './errors';
 import { EventStreams } from './event-stream';
 import { registerAuthRoutes } from './auth-routes';
 import { registerPlaneRoutes } from './plane-routes';
+import { registerRecoveryRoutes } from './recovery-routes';
+import { recoverySharedSchemas } from './recovery-schemas';
+import type { RecoveryApi } from '../../recovery/contract';
 import { routeSchemas, sharedSchemas } from './schemas';
 
 export const API_PREFIX = '/api/v1';
@@ -36,6 +39,8 @@ export interface ManagementApiOptions {
   authLockoutMaxMs?: number;
   /** Comment lines on the event stream (default 15 s). */
   keepAliveMs?: number;
+  /** Plans, recovery jobs and protection; without it the recovery routes answer 503. */
+  recovery?: RecoveryApi;
 }
 
 export interface RunningManagementApi {
@@ -84,11 +89,11 @@ export async function buildManagementApi(
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
   }) as unknown as FastifyInstance<Server>;
 
-  for (const schema of sharedSchemas) app.addSchema(schema);
+  for (const schema of [...sharedSchemas, ...recoverySharedSchemas]) app.addSchema(schema);
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'Ferry management API', version: '1.0.0', description: 'Machines, protection groups and policies, group rounds and points, events, webhooks. Durations are milliseconds.' },
+      info: { title: 'Ferry management API', version: '1.0.0', description: 'Machines, protection groups and policies, group rounds and points, events, webhooks, recovery plans and jobs. Durations are milliseconds.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },
@@ -132,6 +137,7 @@ export async function buildManagementApi(
 
   registerAuthRoutes(app, operators, throttle, (request) => peerAddress(request.socket.remoteAddress));
   registerPlaneRoutes(app, plane, streams);
+  registerRecoveryRoutes(app, options.recovery, options.keepAliveMs ?? 15_000);
 
   const fingerprint = certificateFingerprint(options.cert);
   app.get(`${API_PREFIX}/receiver`, {
