@@ -36,6 +36,8 @@ export class QemuTarget implements RecoveryTarget {
   private readonly startTimeoutMs: number;
   private readonly runtimeDir: string;
   private readonly vms = new Map<string, QemuVm>();
+  /** Names being booted: a second boot of the same name is refused before the first registers. */
+  private readonly starting = new Set<string>();
   private readonly switches = new Map<string, { sw: Promise<SandboxSwitch>; users: number }>();
   private lastCheck: Promise<TargetCheck> | null = null;
 
@@ -76,7 +78,18 @@ export class QemuTarget implements RecoveryTarget {
     }
     fs.mkdirSync(this.runtimeDir, { recursive: true });
     const pidFile = path.join(this.runtimeDir, `${spec.name}.pid`);
-    if (this.vms.has(spec.name) || livePid(pidFile) !== null) throw new TargetError(`a VM named ${spec.name} already runs on this target`);
+    if (this.vms.has(spec.name) || this.starting.has(spec.name) || livePid(pidFile) !== null) {
+      throw new TargetError(`a VM named ${spec.name} already runs on this target`);
+    }
+    this.starting.add(spec.name);
+    try {
+      return await this.bootNew(spec, pidFile, check.accel);
+    } finally {
+      this.starting.delete(spec.name);
+    }
+  }
+
+  private async bootNew(spec: VmSpec, pidFile: string, accel: Accel): Promise<QemuVm> {
     fs.mkdirSync(spec.workDir, { recursive: true });
     fs.mkdirSync(path.dirname(spec.serialLog), { recursive: true });
     let qmpSocket = path.join(spec.workDir, 'qmp.sock');
@@ -89,7 +102,7 @@ export class QemuTarget implements RecoveryTarget {
       for (let attempt = 1; ; attempt++) {
         const probeForwards = new Map<number, number>();
         for (const port of spec.probePorts) probeForwards.set(port, await freePort());
-        const args = qemuArgs(spec, { accel: check.accel, pidFile, qmpSocket, switchSocket, probeForwards });
+        const args = qemuArgs(spec, { accel, pidFile, qmpSocket, switchSocket, probeForwards });
         try {
           return await this.start(spec, args, { pidFile, qmpSocket }, probeForwards);
         } catch (err) {
@@ -355,7 +368,7 @@ async function qemuVersion(binary: string): Promise<{ version: string } | { erro
   });
 }
 
-/** Null when KVM works: /dev/kvm opens read-write and qemu starts a KVM accelerator; else why not. */
+/** Null when KVM works: /dev/kvm opens read-write and qemu sets up a KVM vCPU; else why not. */
 async function kvmUnusable(binary: string): Promise<string | null> {
   try {
     fs.closeSync(fs.openSync('/dev/kvm', 'r+'));
@@ -363,7 +376,10 @@ async function kvmUnusable(binary: string): Promise<string | null> {
     return `/dev/kvm is not usable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
   }
   return new Promise((resolve) => {
-    const child = spawn(binary, ['-machine', 'none', '-accel', 'kvm', '-nodefaults', '-display', 'none', '-qmp', 'stdio'], {
+    // A real (paused) PC with the CPU model boot() uses: on some nested hosts KVM opens but the
+    // vCPU cannot be set up ("failed to set MSR"), which '-machine none' would not reveal.
+    const args = ['-machine', 'pc', '-accel', 'kvm', '-cpu', 'host', '-m', '16', '-nodefaults', '-display', 'none', '-S', '-qmp', 'stdio'];
+    const child = spawn(binary, args, {
       stdio: ['pipe', 'ignore', 'pipe'],
     });
     let stderr = '';
@@ -372,9 +388,9 @@ async function kvmUnusable(binary: string): Promise<string | null> {
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     child.on('error', (err) => resolve(`qemu with KVM did not start: ${err.message}`));
-    child.on('exit', (code) => {
+    child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      resolve(code === 0 ? null : `qemu cannot use KVM: ${stderr.trim().split('\n')[0] || `exit status ${code}`}`);
+      resolve(code === 0 ? null : `qemu cannot use KVM: ${stderr.trim().split('\n')[0].replace(/^\S*qemu-system-\S*: (error: )?/, '') || (signal ? `killed by ${signal}` : `exit status ${code}`)}`);
     });
     child.stdin?.on('error', () => undefined);
     child.stdin?.end('{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n');

@@ -337,6 +337,13 @@ describe.skipIf(skip)('qemu target: real VMs (TCG)', () => {
     const second = target.boot(spec('t-site', base.c, 'raw', { kind: 'site', name: 'site', address: '', mac: '52:54:00:00:00:13' }));
     void second.then((vm) => vms.push(vm), () => undefined);
     await expect(second).rejects.toThrow(/already runs/);
+    // Two boots of one name at once: one of them is refused.
+    const twinDisk = path.join(dir, 'twin.img');
+    fs.writeFileSync(twinDisk, Buffer.alloc(1024 * 1024));
+    const racing = await Promise.allSettled([0, 1].map(() => target.boot(spec('t-twin', twinDisk, 'raw', { kind: 'sandbox', name: 'job4', address: '', mac: '52:54:00:00:00:17' }))));
+    for (const r of racing) if (r.status === 'fulfilled') vms.push(r.value);
+    expect(racing.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(String((racing.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason)).toMatch(/a VM named t-twin already runs/);
     await expect(target.boot(spec('bad name', base.c, 'raw', { kind: 'site', name: 'site', address: '', mac: '52:54:00:00:00:13' }))).rejects.toThrow(TargetError);
     await expect(target.boot(spec('t-nodisk', path.join(dir, 'missing.img'), 'raw', { kind: 'site', name: 'site', address: '', mac: '52:54:00:00:00:14' }))).rejects.toThrow(/missing.img does not exist/);
   });
@@ -355,6 +362,10 @@ describe.skipIf(skip)('qemu target: real VMs (TCG)', () => {
     expect(real.ok).toBe(true);
     expect(real.detail).toMatch(/^qemu \d+\.\d+/);
     expect(['kvm', 'tcg']).toContain(real.accel);
+    // Without usable KVM, a target that requires it refuses; 'auto' falls back to TCG (above).
+    const kvmOnly = await new QemuTarget({ runtimeDir: path.join(dir, 'run'), accel: 'kvm' }).check();
+    if (kvmOnly.ok) expect(kvmOnly.accel).toBe('kvm');
+    else expect(kvmOnly.detail).toMatch(/KVM is required by configuration but not usable: /);
     const missing = new QemuTarget({ runtimeDir: path.join(dir, 'run'), qemuBinary: path.join(dir, 'no-such-qemu') });
     const c = await missing.check();
     expect(c.ok).toBe(false);
