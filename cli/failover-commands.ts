@@ -191,6 +191,22 @@ export function failoverCommand(): Command {
   return failover;
 }
 
+/** `ferry failback prepare|run`: bring failed-over machines home, sending only what differs. */
+export function failbackCommand(): Command {
+  const failback = new Command('failback').description('after a failover: copy the recovered disks back to the original machines (only what differs) and protect them again (management API)');
+  failback.addCommand(
+    startCommand('prepare', 'let the original machines pull what differs from the recovered disks (run `ferry agent failback` on each); ends when every first pass is done').action(async (opts: StartOptions) =>
+      startJob(opts, `${planPath(opts.plan)}/failback-prepare`, {}),
+    ),
+  );
+  failback.addCommand(
+    startCommand('run', 'planned failover back: stop the recovered machines, final pass (the original disks then equal them), protect in the original direction').action(async (opts: StartOptions) =>
+      startJob(opts, `${planPath(opts.plan)}/failback`, {}),
+    ),
+  );
+  return failback;
+}
+
 interface JobsOptions extends CommonApiOptions {
   plan?: string;
   kind?: JobKind;

@@ -2,7 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { describeError, ExitCode, FerryError } from '../common/errors';
 import { agentCommand } from './agent-commands';
 import { eventsCommand } from './events-command';
-import { failoverCommand, jobCommand, jobsCommand } from './failover-commands';
+import { failbackCommand, failoverCommand, jobCommand, jobsCommand } from './failover-commands';
 import { groupCommand } from './group-commands';
 import { loginCommand, logoutCommand } from './login-command';
 import { machineCommand } from './machine-commands';
@@ -30,6 +30,7 @@ function buildProgram(): Command {
   program.addCommand(eventsCommand());
   program.addCommand(planCommand());
   program.addCommand(failoverCommand());
+  program.addCommand(failbackCommand());
   program.addCommand(jobsCommand());
   program.addCommand(jobCommand());
   const exitOnError = (cmd: Command): void => {

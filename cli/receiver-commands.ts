@@ -7,6 +7,7 @@ import { DEFAULT_CLIENT_LIMITS } from '../receiver/client-limits';
 import { DataLayout } from '../receiver/layout';
 import { startReceiver } from '../receiver/server';
 import { managementApiBanner } from '../control/api/server';
+import type { RecoveryTargetChoice } from '../recovery/open';
 import { readStatusFile, ReceiverStatus } from '../receiver/status';
 import { describeDamage } from '../receiver/storage/damage';
 import { verifyDataDir, VerifyReport } from '../receiver/verify';
@@ -25,6 +26,7 @@ interface RunOptions {
   data: string;
   listen: { host: string; port: number };
   apiListen: { host: string; port: number } | 'off';
+  recoveryTarget: RecoveryTargetChoice;
   roundHold: number;
   appRoundHold: number;
   disconnectAlert: number;
@@ -86,6 +88,7 @@ async function runReceiver(opts: RunOptions): Promise<void> {
     failedRegistrationsPerSecond: opts.failedRegistrationsPerSecond,
     maxTimeAheadMs: opts.maxTimeAhead,
     api: opts.apiListen === 'off' ? undefined : opts.apiListen,
+    recoveryTarget: opts.recoveryTarget,
     roundHoldMs: opts.roundHold,
     appRoundHoldMs: opts.appRoundHold,
     disconnectAlertMs: opts.disconnectAlert,
@@ -163,6 +166,7 @@ export function receiverCommand(): Command {
     .addOption(
       shown('--api-listen <host:port|off>', 'address to serve the management API on (HTTPS, same certificate); off: none', apiListenOption, { host: '0.0.0.0', port: 7444 }, '0.0.0.0:7444'),
     )
+    .addOption(new Option('--recovery-target <target>', 'where test failover and failover run recovered machines (qemu: KVM when usable, else TCG); off: none').choices(['qemu', 'off']).default('qemu'))
     .addOption(durationFlag('--round-hold <duration>', 'hold bound of a crash-consistent group round (at most 5s)', 1000))
     .addOption(durationFlag('--app-round-hold <duration>', 'hold bound of an app-consistent group round (at most 5s)', 5000))
     .addOption(durationFlag('--disconnect-alert <duration>', 'a machine without a session this long raises machine-disconnected', 60_000))

@@ -17,6 +17,8 @@ import { CoreOptions, ReceiverCore } from './core';
 import { IdentityOptions, loadOrCreateIdentity, ReceiverIdentity } from './identity';
 import { DataLayout } from './layout';
 import { Session } from './session';
+import { openRecovery, type RecoveryTargetChoice } from '../recovery/open';
+import type { RecoveryService } from '../recovery/service';
 
 export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<ClientLimits>, ControlOptions {
   dataDir: string;
@@ -24,6 +26,8 @@ export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<C
   port: number;
   /** Where the management API listens (HTTPS, same certificate); undefined: no API. */
   api?: { host: string; port: number };
+  /** Where recovered machines run (default qemu; 'off': this receiver runs none). */
+  recoveryTarget?: RecoveryTargetChoice;
 }
 
 /** One accepted TCP connection: its bounds, and whether it was admitted or is only to be told why not. */
@@ -47,6 +51,8 @@ export interface RunningReceiver {
   plane: ControlPlane;
   /** The management API, when `api` was given. */
   api: RunningManagementApi | undefined;
+  /** Recovery plans and jobs (test failover, failover, failback). */
+  recovery: RecoveryService;
   close(): Promise<void>;
 }
 
@@ -61,6 +67,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   const plane = ControlPlane.open(core, planeOptions(options));
   core.start();
   plane.start();
+  const recovery = await openRecovery({ dataDir: options.dataDir, catalogFile: layout.catalogFile, core, plane, target: options.recoveryTarget ?? 'qemu' });
 
   const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...definedOnly(options) };
   const auth = new AuthThrottle(limits);
@@ -100,6 +107,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
       closeGraceMs: limits.closeGraceMs,
       onLogin: () => guard.onLogin(),
       control: plane,
+      streamRefusal: (agentId) => recovery.streamRefusal(agentId),
     });
     guard.bindSession(session);
     ws.on('message', (data, isBinary) => session.onMessage(data as Buffer, isBinary));
@@ -128,11 +136,12 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   core.writeStatus();
   let api: RunningManagementApi | undefined;
   try {
-    api = options.api && (await startManagementApi(plane, { ...options.api, cert: identity.cert, key: identity.key, dataDir: options.dataDir, agentUrl: `wss://${options.host}:${port}` }));
+    api = options.api && (await startManagementApi(plane, { ...options.api, cert: identity.cert, key: identity.key, dataDir: options.dataDir, agentUrl: `wss://${options.host}:${port}`, recovery }));
   } catch (err) {
     for (const client of wss.clients) client.terminate();
     connections.destroyAll();
     await new Promise<void>((resolve) => server.close(() => resolve()));
+    await recovery.stop();
     plane.stop();
     core.stop();
     throw err;
@@ -144,8 +153,10 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
     core,
     plane,
     api,
+    recovery,
     close: async () => {
       await api?.close();
+      await recovery.stop();
       for (const client of wss.clients) client.terminate();
       connections.destroyAll();
       await new Promise<void>((resolve) => wss.close(() => resolve()));

@@ -113,6 +113,13 @@ export class JobRecord extends EventEmitter<JobRecordEvents> {
     this.changed();
   }
 
+  /** The point the run settled on (a planned failover makes its own). */
+  setPoint(point: PointSpec): void {
+    this.open();
+    this.job.point = structuredClone(point);
+    this.changed();
+  }
+
   setRto(ms: number): void {
     this.open();
     this.job.rtoMs = ms;

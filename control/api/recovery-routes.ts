@@ -88,6 +88,8 @@ export function registerRecoveryRoutes(app: FastifyInstance<Server>, recovery: R
     return reply.code(202).send(service().failover(request.params.id, point === undefined ? { planned } : { point, planned }));
   });
   app.post<IdParams>(`${P}/plans/:id/commit`, { schema: schemas.commit, ...post }, async (request, reply) => reply.code(202).send(service().commitFailover(request.params.id)));
+  app.post<IdParams>(`${P}/plans/:id/failback-prepare`, { schema: schemas.failbackPrepare, ...post }, async (request, reply) => reply.code(202).send(service().failbackPrepare(request.params.id)));
+  app.post<IdParams>(`${P}/plans/:id/failback`, { schema: schemas.failback, ...post }, async (request, reply) => reply.code(202).send(service().failback(request.params.id)));
 
   app.get<{ Querystring: { plan?: string; kind?: JobKind; state?: JobState; limit?: string } }>(`${P}/jobs`, { schema: schemas.listJobs }, async (request) => ({
     jobs: service().jobs(jobFilter(request.query)),

@@ -207,6 +207,8 @@ export const recoveryRouteSchemas = {
     response: jobAccepted,
   },
   commit: { tags: ['recovery'], summary: "After a failover: drop the machines' other recovery points", params: idParams, body: noBody, response: jobAccepted },
+  failbackPrepare: { tags: ['recovery'], summary: 'After a failover: the original machines may pull what differs from the recovered disks (ferry agent failback); the job ends when every first pass is done', params: idParams, body: noBody, response: jobAccepted },
+  failback: { tags: ['recovery'], summary: 'Planned failover back: stop the recovered machines, final pass, protect them again in the original direction', params: idParams, body: noBody, response: jobAccepted },
   listJobs: {
     tags: ['recovery'],
     summary: 'Recovery jobs, newest first',

@@ -328,6 +328,8 @@ describe('management API', () => {
         'POST /api/v1/plans/{id}/cleanup',
         'POST /api/v1/plans/{id}/failover',
         'POST /api/v1/plans/{id}/commit',
+        'POST /api/v1/plans/{id}/failback-prepare',
+        'POST /api/v1/plans/{id}/failback',
         'GET /api/v1/jobs',
         'GET /api/v1/jobs/{id}',
         'GET /api/v1/jobs/stream',

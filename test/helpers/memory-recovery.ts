@@ -139,6 +139,22 @@ export class MemoryRecovery implements RecoveryApi {
     return this.start('commit', plan, plan.defaultPoint, {}, 'none');
   }
 
+  failbackPrepare(planId: string): Job {
+    const plan = this.plan(planId);
+    const ids = planMachineIds(plan);
+    if (!ids.every((m) => this.protections.get(m)?.state === 'failed-over')) throw new ControlError('conflict', `plan ${planId} has not failed over: nothing to fail back`);
+    for (const m of ids) this.protections.set(m, { ...(this.protections.get(m) as MachineProtection), state: 'failing-back' });
+    return this.start('failback-prepare', plan, plan.defaultPoint, {}, 'none');
+  }
+
+  failback(planId: string): Job {
+    const plan = this.plan(planId);
+    const ids = planMachineIds(plan);
+    if (!ids.every((m) => this.protections.get(m)?.state === 'failing-back')) throw new ControlError('conflict', `plan ${planId} is not failing back: run failback prepare first`);
+    for (const m of ids) this.protections.delete(m);
+    return this.start('failback', plan, plan.defaultPoint, {}, 'none');
+  }
+
   protection(machineId: string): MachineProtection {
     if (!this.machineIds().includes(machineId)) throw new ControlError('not-found', `no machine ${machineId}`);
     return this.protections.get(machineId) ?? { machineId, state: 'protected', runsOn: '', jobId: null, sinceMs: 0 };
