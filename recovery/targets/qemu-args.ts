@@ -77,19 +77,19 @@ export function qemuArgs(spec: VmSpec, layout: QemuLayout): string[] {
     if (!layout.switchSocket) throw new Error('sandbox network without a switch socket');
     args.push(
       '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${layout.switchSocket}`,
-      '-device', `virtio-net-pci,netdev=net0,mac=${spec.network.mac},addr=0x3`,
+      '-device', `virtio-net-pci,netdev=net0,mac=${spec.network.mac},addr=0x3,romfile=`,
     );
     if (layout.probeForwards.size > 0) {
       // restrict=on: the guest cannot reach the host or beyond through this NIC; only the host's forwards come in.
       args.push(
         '-netdev', `user,id=probe0,restrict=on${hostForwards(layout.probeForwards)}`,
-        '-device', `virtio-net-pci,netdev=probe0,mac=${probeMac(spec.network.mac)},addr=0x4`,
+        '-device', `virtio-net-pci,netdev=probe0,mac=${probeMac(spec.network.mac)},addr=0x4,romfile=`,
       );
     }
   } else {
     args.push(
       '-netdev', `user,id=net0${hostForwards(layout.probeForwards)}`,
-      '-device', `virtio-net-pci,netdev=net0,mac=${spec.network.mac},addr=0x3`,
+      '-device', `virtio-net-pci,netdev=net0,mac=${spec.network.mac},addr=0x3,romfile=`,
     );
   }
   spec.disks.forEach((disk, i) => {

@@ -139,7 +139,7 @@ describe('qemu target: pure parts', () => {
     const args = qemuArgs(spec, { accel: 'tcg', pidFile: '/r/web-1.pid', qmpSocket: '/w/qmp.sock', switchSocket: '/r/sandbox-job-7.sock', probeForwards: new Map([[22, 40022]]) }).join(' ');
     expect(args).toContain('-accel tcg -cpu max');
     expect(args).toContain('-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/r/sandbox-job-7.sock');
-    expect(args).toContain('virtio-net-pci,netdev=net0,mac=52:54:00:00:00:11,addr=0x3');
+    expect(args).toContain('virtio-net-pci,netdev=net0,mac=52:54:00:00:00:11,addr=0x3,romfile=');
     expect(args).toContain('-netdev user,id=probe0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22');
     expect(args).toContain(`mac=${probeMac(spec.network.mac)},addr=0x4`);
     expect(args).toContain('file=/d/a.qcow2,format=qcow2');
