@@ -17,7 +17,7 @@ import { createOverlay, createPersistentDisk, removeDisk } from '../../recovery/
 import { qemuArgs, probeMac, specProblems } from '../../recovery/targets/qemu-args';
 import { QemuTarget, type QemuVm } from '../../recovery/targets/qemu';
 import { splitQmpLines } from '../../recovery/targets/qmp';
-import { FrameReader, MAX_FRAME } from '../../recovery/targets/sandbox-switch';
+import { FrameReader, MAX_FRAME, SandboxSwitch } from '../../recovery/targets/sandbox-switch';
 import { TargetError, type VmSpec } from '../../recovery/targets/target';
 
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
@@ -173,6 +173,60 @@ describe('qemu target: pure parts', () => {
 
   it('splits QMP lines and keeps a partial one', () => {
     expect(splitQmpLines('{"a":1}\r\n{"b":2}\n{"c"')).toEqual({ lines: ['{"a":1}', '{"b":2}'], rest: '{"c"' });
+  });
+});
+
+describe('sandbox switch over real unix sockets', () => {
+  const frame = (payload: string): Buffer => {
+    const body = Buffer.from(payload);
+    const b = Buffer.alloc(4 + body.length);
+    b.writeUInt32BE(body.length, 0);
+    body.copy(b, 4);
+    return b;
+  };
+  const port = async (socketPath: string): Promise<{ socket: net.Socket; received: () => string }> => {
+    const socket = net.createConnection(socketPath);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('error', reject);
+    });
+    let got = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+    });
+    return { socket, received: () => got.toString('latin1') };
+  };
+  const until = async (cond: () => boolean, what: string): Promise<void> => {
+    const deadline = Date.now() + 5_000;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+
+  it('forwards each frame to every other port, not back; drops a port that sends garbage; close removes the socket', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-sw-'));
+    const sw = await SandboxSwitch.start(path.join(dir, 'hub.sock'));
+    try {
+      const [p1, p2, p3] = [await port(sw.socketPath), await port(sw.socketPath), await port(sw.socketPath)];
+      await until(() => sw.portCount === 3, 'three ports');
+      p1.socket.write(frame('from-one'));
+      await until(() => p2.received().includes('from-one') && p3.received().includes('from-one'), 'frame at ports 2 and 3');
+      p2.socket.write(frame('from-two').subarray(0, 5));
+      p2.socket.write(frame('from-two').subarray(5));
+      await until(() => p1.received().includes('from-two') && p3.received().includes('from-two'), 'split frame at ports 1 and 3');
+      expect(p1.received()).not.toContain('from-one');
+      expect(p2.received()).not.toContain('from-two');
+      expect(p3.received()).toBe(`${frame('from-one').toString('latin1')}${frame('from-two').toString('latin1')}`);
+      const bad = Buffer.alloc(4);
+      bad.writeUInt32BE(MAX_FRAME + 1, 0);
+      p3.socket.write(bad);
+      await until(() => sw.portCount === 2, 'the bad port dropped');
+    } finally {
+      await sw.close();
+    }
+    expect(fs.existsSync(path.join(dir, 'hub.sock'))).toBe(false);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });
 
