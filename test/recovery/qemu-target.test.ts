@@ -126,9 +126,10 @@ describe('qemu target: pure parts', () => {
 
   it('accepts a good spec and names every problem of a bad one', () => {
     expect(specProblems(spec)).toEqual([]);
-    const bad = specProblems({ ...spec, name: '../x', vcpus: 0, disks: [], network: { ...spec.network, mac: 'zz' }, probePorts: [22, 22, 70000] });
+    const bad = specProblems({ ...spec, name: '../x', vcpus: 0, disks: [], workDir: '/w,x', network: { ...spec.network, mac: 'zz' }, probePorts: [22, 22, 70000] });
     expect(bad.join('\n')).toMatch(/name "..\/x"/);
     expect(bad.join('\n')).toMatch(/vcpus/);
+    expect(bad.join('\n')).toMatch(/must not contain a comma/);
     expect(bad.join('\n')).toMatch(/no disks/);
     expect(bad.join('\n')).toMatch(/mac "zz"/);
     expect(bad.join('\n')).toMatch(/22 appears twice/);
@@ -136,7 +137,7 @@ describe('qemu target: pure parts', () => {
   });
 
   it('builds a sandbox command line: hub NIC, restricted probe NIC, virtio disks, first disk boots', () => {
-    const args = qemuArgs(spec, { accel: 'tcg', pidFile: '/r/web-1.pid', qmpSocket: '/w/qmp.sock', switchSocket: '/r/sandbox-job-7.sock', probeForwards: new Map([[22, 40022]]) }).join(' ');
+    const args = qemuArgs(spec, { accel: 'tcg', pidFile: '/r/web-1.pid', qmpSocket: '/w/qmp.sock', switchSocket: '/r/sandbox-job-7.sock', biosSerialPortFile: '/w/b', probeForwards: new Map([[22, 40022]]) }).join(' ');
     expect(args).toContain('-accel tcg -cpu max');
     expect(args).toContain('-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/r/sandbox-job-7.sock');
     expect(args).toContain('virtio-net-pci,netdev=net0,mac=52:54:00:00:00:11,addr=0x3,romfile=');
@@ -149,7 +150,7 @@ describe('qemu target: pure parts', () => {
   });
 
   it('site network: one user-mode NIC with the probe forwards, no restriction', () => {
-    const args = qemuArgs({ ...spec, network: { ...spec.network, kind: 'site' } }, { accel: 'kvm', pidFile: '/p', qmpSocket: '/q', switchSocket: null, probeForwards: new Map([[80, 40080]]) }).join(' ');
+    const args = qemuArgs({ ...spec, network: { ...spec.network, kind: 'site' } }, { accel: 'kvm', pidFile: '/p', qmpSocket: '/q', switchSocket: null, biosSerialPortFile: '/w/b', probeForwards: new Map([[80, 40080]]) }).join(' ');
     expect(args).toContain('-accel kvm -cpu host');
     expect(args).toContain('-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40080-:80');
     expect(args).not.toContain('probe0');
@@ -351,7 +352,7 @@ describe.skipIf(skip)('qemu target: real VMs (TCG)', () => {
     const started = Date.now();
     const err = await zero.waitSerial(LOGIN, 3_000).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TargetError);
-    expect((err as Error).message).toMatch(/did not reach .*login.* within 3000 ms/);
+    expect((err as Error).message).toMatch(/did not reach .*login.* within 3000 ms; last serial lines:\n(.|\n)*No bootable device/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(2_900);
     const ac = new AbortController();
     const aborted = zero.waitSerial(LOGIN, 60_000, ac.signal);
