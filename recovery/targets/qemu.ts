@@ -141,7 +141,12 @@ export class QemuTarget implements RecoveryTarget {
       if (alive()) child.kill('SIGKILL');
       const status = await processExit;
       fs.rmSync(pidFile, { force: true });
-      const log = readText(logPath).trim();
+      // qemu warns about the SeaBIOS fw_cfg name on every start: not what went wrong.
+      const log = readText(logPath)
+        .split('\n')
+        .filter((line) => !line.includes('fw_cfg item names should be prefixed'))
+        .join('\n')
+        .trim();
       if (/Could not set up host forwarding rule/.test(log)) throw new HostForwardBusy(log);
       throw new TargetError(`VM ${spec.name}: qemu did not start (${status}; ${(err as Error).message})${log ? `: ${tailLines(log, 5)}` : ''}`);
     }
