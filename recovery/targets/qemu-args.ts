@@ -11,6 +11,8 @@ export interface QemuLayout {
   qmpSocket: string;
   /** The sandbox hub's socket (kind 'sandbox'). */
   switchSocket: string | null;
+  /** A file holding SeaBIOS's serial console port (0x3f8, little-endian): BIOS and bootloader messages reach the serial log too. */
+  biosSerialPortFile: string;
   /** Guest port -> host port on 127.0.0.1. */
   probeForwards: Map<number, number>;
 }
@@ -41,6 +43,8 @@ export function specProblems(spec: VmSpec): string[] {
   }
   if (!spec.serialLog.startsWith('/')) problems.push('serialLog must be an absolute path');
   if (!spec.workDir.startsWith('/')) problems.push('workDir must be an absolute path');
+  // qemu's option syntax splits on commas.
+  if (spec.serialLog.includes(',') || spec.workDir.includes(',')) problems.push('serialLog and workDir must not contain a comma');
   return problems;
 }
 
@@ -69,6 +73,8 @@ export function qemuArgs(spec: VmSpec, layout: QemuLayout): string[] {
     '-vga', 'std',
     '-chardev', `file,id=serial0,path=${spec.serialLog}`,
     '-serial', 'chardev:serial0',
+    // "No bootable device." then shows in the serial log of a machine whose disk does not boot.
+    '-fw_cfg', `name=etc/sercon-port,file=${layout.biosSerialPortFile}`,
     '-qmp', `unix:${layout.qmpSocket},server=on,wait=off`,
     '-pidfile', layout.pidFile,
     '-rtc', 'base=utc',
@@ -77,19 +83,19 @@ export function qemuArgs(spec: VmSpec, layout: QemuLayout): string[] {
     if (!layout.switchSocket) throw new Error('sandbox network without a switch socket');
     args.push(
       '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${layout.switchSocket}`,
-      '-device', `virtio-net-pci,netdev=net0,mac=${spec.network.mac},addr=0x3`,
+      '-device', `virtio-net-pci,netdev=net0,mac=${spec.network.mac},addr=0x3,romfile=`,
     );
     if (layout.probeForwards.size > 0) {
       // restrict=on: the guest cannot reach the host or beyond through this NIC; only the host's forwards come in.
       args.push(
         '-netdev', `user,id=probe0,restrict=on${hostForwards(layout.probeForwards)}`,
-        '-device', `virtio-net-pci,netdev=probe0,mac=${probeMac(spec.network.mac)},addr=0x4`,
+        '-device', `virtio-net-pci,netdev=probe0,mac=${probeMac(spec.network.mac)},addr=0x4,romfile=`,
       );
     }
   } else {
     args.push(
       '-netdev', `user,id=net0${hostForwards(layout.probeForwards)}`,
-      '-device', `virtio-net-pci,netdev=net0,mac=${spec.network.mac},addr=0x3`,
+      '-device', `virtio-net-pci,netdev=net0,mac=${spec.network.mac},addr=0x3,romfile=`,
     );
   }
   spec.disks.forEach((disk, i) => {
@@ -100,6 +106,9 @@ export function qemuArgs(spec: VmSpec, layout: QemuLayout): string[] {
   });
   return args;
 }
+
+/** The content of QemuLayout.biosSerialPortFile. */
+export const BIOS_SERIAL_PORT = Buffer.from([0xf8, 0x03]);
 
 /** The last `count` non-empty lines of a console log, for error messages. */
 export function tailLines(text: string, count: number): string {

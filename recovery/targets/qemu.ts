@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { QmpClient } from './qmp';
-import { type Accel, qemuArgs, specProblems, tailLines } from './qemu-args';
+import { type Accel, BIOS_SERIAL_PORT, qemuArgs, specProblems, tailLines } from './qemu-args';
 import { SandboxSwitch } from './sandbox-switch';
 import { SerialLog } from './serial-log';
 import { type RecoveryTarget, type RunningVm, type TargetCheck, TargetError, type VmSpec } from './target';
@@ -96,13 +96,15 @@ export class QemuTarget implements RecoveryTarget {
     if (qmpSocket.length > SOCKET_PATH_MAX) qmpSocket = path.join(this.runtimeDir, `${spec.name}.qmp`);
     if (qmpSocket.length > SOCKET_PATH_MAX) throw new TargetError(`runtime dir ${this.runtimeDir} is too long for a unix socket path`);
 
+    const biosSerialPortFile = path.join(spec.workDir, 'bios-serial-port.bin');
+    fs.writeFileSync(biosSerialPortFile, BIOS_SERIAL_PORT);
     const switchSocket = spec.network.kind === 'sandbox' ? await this.acquireSwitch(spec.network.name) : null;
     try {
       // A probe port found free may be taken before qemu binds it: try again with others.
       for (let attempt = 1; ; attempt++) {
         const probeForwards = new Map<number, number>();
         for (const port of spec.probePorts) probeForwards.set(port, await freePort());
-        const args = qemuArgs(spec, { accel, pidFile, qmpSocket, switchSocket, probeForwards });
+        const args = qemuArgs(spec, { accel, pidFile, qmpSocket, switchSocket, biosSerialPortFile, probeForwards });
         try {
           return await this.start(spec, args, { pidFile, qmpSocket }, probeForwards);
         } catch (err) {
@@ -139,7 +141,12 @@ export class QemuTarget implements RecoveryTarget {
       if (alive()) child.kill('SIGKILL');
       const status = await processExit;
       fs.rmSync(pidFile, { force: true });
-      const log = readText(logPath).trim();
+      // qemu warns about the SeaBIOS fw_cfg name on every start: not what went wrong.
+      const log = readText(logPath)
+        .split('\n')
+        .filter((line) => !line.includes('fw_cfg item names should be prefixed'))
+        .join('\n')
+        .trim();
       if (/Could not set up host forwarding rule/.test(log)) throw new HostForwardBusy(log);
       throw new TargetError(`VM ${spec.name}: qemu did not start (${status}; ${(err as Error).message})${log ? `: ${tailLines(log, 5)}` : ''}`);
     }

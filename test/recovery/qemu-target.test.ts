@@ -17,7 +17,7 @@ import { createOverlay, createPersistentDisk, removeDisk } from '../../recovery/
 import { qemuArgs, probeMac, specProblems } from '../../recovery/targets/qemu-args';
 import { QemuTarget, type QemuVm } from '../../recovery/targets/qemu';
 import { splitQmpLines } from '../../recovery/targets/qmp';
-import { FrameReader, MAX_FRAME } from '../../recovery/targets/sandbox-switch';
+import { FrameReader, MAX_FRAME, SandboxSwitch } from '../../recovery/targets/sandbox-switch';
 import { TargetError, type VmSpec } from '../../recovery/targets/target';
 
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
@@ -126,9 +126,10 @@ describe('qemu target: pure parts', () => {
 
   it('accepts a good spec and names every problem of a bad one', () => {
     expect(specProblems(spec)).toEqual([]);
-    const bad = specProblems({ ...spec, name: '../x', vcpus: 0, disks: [], network: { ...spec.network, mac: 'zz' }, probePorts: [22, 22, 70000] });
+    const bad = specProblems({ ...spec, name: '../x', vcpus: 0, disks: [], workDir: '/w,x', network: { ...spec.network, mac: 'zz' }, probePorts: [22, 22, 70000] });
     expect(bad.join('\n')).toMatch(/name "..\/x"/);
     expect(bad.join('\n')).toMatch(/vcpus/);
+    expect(bad.join('\n')).toMatch(/must not contain a comma/);
     expect(bad.join('\n')).toMatch(/no disks/);
     expect(bad.join('\n')).toMatch(/mac "zz"/);
     expect(bad.join('\n')).toMatch(/22 appears twice/);
@@ -136,10 +137,10 @@ describe('qemu target: pure parts', () => {
   });
 
   it('builds a sandbox command line: hub NIC, restricted probe NIC, virtio disks, first disk boots', () => {
-    const args = qemuArgs(spec, { accel: 'tcg', pidFile: '/r/web-1.pid', qmpSocket: '/w/qmp.sock', switchSocket: '/r/sandbox-job-7.sock', probeForwards: new Map([[22, 40022]]) }).join(' ');
+    const args = qemuArgs(spec, { accel: 'tcg', pidFile: '/r/web-1.pid', qmpSocket: '/w/qmp.sock', switchSocket: '/r/sandbox-job-7.sock', biosSerialPortFile: '/w/b', probeForwards: new Map([[22, 40022]]) }).join(' ');
     expect(args).toContain('-accel tcg -cpu max');
     expect(args).toContain('-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/r/sandbox-job-7.sock');
-    expect(args).toContain('virtio-net-pci,netdev=net0,mac=52:54:00:00:00:11,addr=0x3');
+    expect(args).toContain('virtio-net-pci,netdev=net0,mac=52:54:00:00:00:11,addr=0x3,romfile=');
     expect(args).toContain('-netdev user,id=probe0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22');
     expect(args).toContain(`mac=${probeMac(spec.network.mac)},addr=0x4`);
     expect(args).toContain('file=/d/a.qcow2,format=qcow2');
@@ -149,7 +150,7 @@ describe('qemu target: pure parts', () => {
   });
 
   it('site network: one user-mode NIC with the probe forwards, no restriction', () => {
-    const args = qemuArgs({ ...spec, network: { ...spec.network, kind: 'site' } }, { accel: 'kvm', pidFile: '/p', qmpSocket: '/q', switchSocket: null, probeForwards: new Map([[80, 40080]]) }).join(' ');
+    const args = qemuArgs({ ...spec, network: { ...spec.network, kind: 'site' } }, { accel: 'kvm', pidFile: '/p', qmpSocket: '/q', switchSocket: null, biosSerialPortFile: '/w/b', probeForwards: new Map([[80, 40080]]) }).join(' ');
     expect(args).toContain('-accel kvm -cpu host');
     expect(args).toContain('-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40080-:80');
     expect(args).not.toContain('probe0');
@@ -173,6 +174,60 @@ describe('qemu target: pure parts', () => {
 
   it('splits QMP lines and keeps a partial one', () => {
     expect(splitQmpLines('{"a":1}\r\n{"b":2}\n{"c"')).toEqual({ lines: ['{"a":1}', '{"b":2}'], rest: '{"c"' });
+  });
+});
+
+describe('sandbox switch over real unix sockets', () => {
+  const frame = (payload: string): Buffer => {
+    const body = Buffer.from(payload);
+    const b = Buffer.alloc(4 + body.length);
+    b.writeUInt32BE(body.length, 0);
+    body.copy(b, 4);
+    return b;
+  };
+  const port = async (socketPath: string): Promise<{ socket: net.Socket; received: () => string }> => {
+    const socket = net.createConnection(socketPath);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('error', reject);
+    });
+    let got = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+    });
+    return { socket, received: () => got.toString('latin1') };
+  };
+  const until = async (cond: () => boolean, what: string): Promise<void> => {
+    const deadline = Date.now() + 5_000;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+
+  it('forwards each frame to every other port, not back; drops a port that sends garbage; close removes the socket', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-sw-'));
+    const sw = await SandboxSwitch.start(path.join(dir, 'hub.sock'));
+    try {
+      const [p1, p2, p3] = [await port(sw.socketPath), await port(sw.socketPath), await port(sw.socketPath)];
+      await until(() => sw.portCount === 3, 'three ports');
+      p1.socket.write(frame('from-one'));
+      await until(() => p2.received().includes('from-one') && p3.received().includes('from-one'), 'frame at ports 2 and 3');
+      p2.socket.write(frame('from-two').subarray(0, 5));
+      p2.socket.write(frame('from-two').subarray(5));
+      await until(() => p1.received().includes('from-two') && p3.received().includes('from-two'), 'split frame at ports 1 and 3');
+      expect(p1.received()).not.toContain('from-one');
+      expect(p2.received()).not.toContain('from-two');
+      expect(p3.received()).toBe(`${frame('from-one').toString('latin1')}${frame('from-two').toString('latin1')}`);
+      const bad = Buffer.alloc(4);
+      bad.writeUInt32BE(MAX_FRAME + 1, 0);
+      p3.socket.write(bad);
+      await until(() => sw.portCount === 2, 'the bad port dropped');
+    } finally {
+      await sw.close();
+    }
+    expect(fs.existsSync(path.join(dir, 'hub.sock'))).toBe(false);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });
 
@@ -297,7 +352,7 @@ describe.skipIf(skip)('qemu target: real VMs (TCG)', () => {
     const started = Date.now();
     const err = await zero.waitSerial(LOGIN, 3_000).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TargetError);
-    expect((err as Error).message).toMatch(/did not reach .*login.* within 3000 ms/);
+    expect((err as Error).message).toMatch(/did not reach .*login.* within 3000 ms; last serial lines:\n(.|\n)*No bootable device/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(2_900);
     const ac = new AbortController();
     const aborted = zero.waitSerial(LOGIN, 60_000, ac.signal);

@@ -49,7 +49,8 @@ mbr=/usr/lib/syslinux/mbr/mbr.bin
 busybox=$(command -v busybox) || die "busybox not found (install: apt-get install -y busybox-static)"
 if ldd "$busybox" >/dev/null 2>&1; then die "$busybox is dynamically linked: install busybox-static"; fi
 
-eval "$("$repo/test/vm/kernel.sh" --export)"
+kernel_env=$("$repo/test/vm/kernel.sh" --export) || die "test/vm/kernel.sh could not provide the kernel (see its message above)"
+eval "$kernel_env"
 cache=${FERRY_TINY_CACHE:-${FERRY_VM_CACHE:-$repo/.cache/vm}/tiny-disk}
 mkdir -p "$cache"
 exec 9>"$cache/lock"

@@ -48,24 +48,38 @@ done
 # Port 22: a banner line, then one command line (see /bin/ferry-tiny-serve).
 nc -ll -p 22 -e /bin/ferry-tiny-serve &
 
-# ACPI power button: the first event on its input device powers off.
-for input in /sys/class/input/input*; do
-  if [ "$(cat "$input/name" 2>/dev/null)" = "Power Button" ]; then
+# ACPI power button: the first event on its input device powers off. The device may register a
+# moment after its module loads.
+watch_power() {
+  for input in /sys/class/input/input*; do
+    [ "$(cat "$input/name" 2>/dev/null)" = "Power Button" ] || continue
     for ev in "$input"/event*; do
-      (n=$(dd if="/dev/input/${ev##*/}" bs=24 count=1 2>/tmp/power.err | wc -c)
-       if [ "$n" -ge 24 ]; then
-         log "power button: powering off"
-         umount /disk 2>/dev/null
-         sync
-         poweroff -f
-       fi
-       log "power button: cannot watch /dev/input/${ev##*/} ($n bytes: $(cat /tmp/power.err))") &
-      break
+      [ -e "$ev" ] || continue
+      touch /tmp/power-armed
+      n=$(dd if="/dev/input/${ev##*/}" bs=24 count=1 2>/tmp/power.err | wc -c)
+      if [ "$n" -ge 24 ]; then
+        log "power button: powering off"
+        umount /disk 2>/dev/null
+        sync
+        poweroff -f
+      fi
+      log "power button: cannot watch /dev/input/${ev##*/} ($n bytes: $(cat /tmp/power.err))"
+      return
     done
-  fi
-done
+  done
+  return 1
+}
+(i=0
+ while ! watch_power; do
+   i=$((i + 1))
+   if [ $i -ge 100 ]; then log "power button: not found"; touch /tmp/power-armed; exit; fi
+   sleep 0.1
+ done) &
+# The prompt says the machine is up: the power button must work by then.
+i=0
+while [ ! -e /tmp/power-armed ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 
-# The prompt goes to the serial console and, for screenshots, to the VGA console.
-printf '\nferry-tiny login: '
+# The prompt goes to the VGA console (for screenshots) first, then to serial, where tests wait for it.
 [ -c /dev/tty1 ] && printf '\nferry-tiny: %s\nferry-tiny login: ' "$(cat /disk/marker 2>/dev/null)" > /dev/tty1
+printf '\nferry-tiny login: '
 while :; do sleep 3600; done
