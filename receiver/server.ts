@@ -16,6 +16,7 @@ import { ConnectionGuard } from './connection-guard';
 import { CoreOptions, ReceiverCore } from './core';
 import { IdentityOptions, loadOrCreateIdentity, ReceiverIdentity } from './identity';
 import { DataLayout } from './layout';
+import type { FailbackAccess, FailbackTuning } from './failback-sender';
 import { Session } from './session';
 
 export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<ClientLimits>, ControlOptions {
@@ -24,6 +25,11 @@ export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<C
   port: number;
   /** Where the management API listens (HTTPS, same certificate); undefined: no API. */
   api?: { host: string; port: number };
+  /** Why a machine's stream is refused now (the recovery service: it is failed over). */
+  streamRefusal?: (agentId: string) => string | undefined;
+  /** The recovery service's side of failback sessions; without it a failback login is refused. */
+  failback?: FailbackAccess;
+  failbackTuning?: FailbackTuning;
 }
 
 /** One accepted TCP connection: its bounds, and whether it was admitted or is only to be told why not. */
@@ -100,6 +106,9 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
       closeGraceMs: limits.closeGraceMs,
       onLogin: () => guard.onLogin(),
       control: plane,
+      streamRefusal: options.streamRefusal,
+      failback: options.failback,
+      failbackTuning: options.failbackTuning,
     });
     guard.bindSession(session);
     ws.on('message', (data, isBinary) => session.onMessage(data as Buffer, isBinary));

@@ -24,6 +24,7 @@ import {
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
 import { tagGroupRound, validateAgentEvent, validateGroupHeld, validateVolumeReports } from '../proto/validate-control';
 import type { AgentControl, SessionControl } from './agent-link';
+import { admitFailback, FailbackAccess, FailbackSession, FailbackTuning } from './failback-sender';
 import type { AuthIntent, AuthThrottle } from './auth-throttle';
 import type { RepairRow } from './catalog';
 import type { ReceiverCore, VolumeAttachment } from './core';
@@ -47,6 +48,10 @@ export interface SessionPolicy {
   control: SessionControl;
   /** Why this machine's stream is refused now (recovery: it is failed over), or undefined. */
   streamRefusal?(agentId: string): string | undefined;
+  /** The recovery service's side of failback sessions; without it, a failback login is refused. */
+  failback?: FailbackAccess;
+  /** Pacing of failback passes (tests make the pause short). */
+  failbackTuning?: FailbackTuning;
 }
 
 /**
@@ -79,6 +84,8 @@ export class Session {
   private throttle: string | undefined;
   /** Set from login to close. */
   private control: AgentControl | undefined;
+  /** Set when the login asked for a failback session: it then takes every frame. */
+  private failback: FailbackSession | undefined;
   /** When a failure of the control plane was last logged (they are logged at most every 30 s). */
   private controlFailureLoggedMs = 0;
   private readonly volumeEvents: VolumeListener = {
@@ -152,6 +159,7 @@ export class Session {
     else log.warn('refused frame', { peer: this.peer, agent: this.agentId, code: perr.codeName, reason: perr.message });
     this.ws.send(errorFrame(perr.code, perr.message));
     this.state = 'closed';
+    this.failback?.close(`the session ended: ${perr.codeName}: ${perr.message}`);
     // The control plane stops counting on the agent now, not when the socket is gone.
     this.closeControl();
     this.ws.close(1008, perr.codeName);
@@ -163,6 +171,7 @@ export class Session {
   closed(): void {
     this.state = 'closed';
     clearTimeout(this.closeTimer);
+    this.failback?.close();
     for (const volume of this.volumes.values()) volume.detach();
     this.closeControl();
   }
@@ -280,6 +289,7 @@ export class Session {
       throw new ProtocolError(ErrorCode.AUTH_FAILED, 'login refused: unknown agent or wrong credential (register again)');
     }
     const refusal = this.policy.streamRefusal?.(agentId);
+    if ((this.hello as ValidHello).failback) return this.startFailback(agentId, refusal);
     if (refusal) throw new ProtocolError(ErrorCode.FAILED_OVER, refusal);
     this.agentId = agentId;
     this.state = 'ready';
@@ -288,12 +298,23 @@ export class Session {
     this.linkControl(false);
   }
 
+  /** A failback session: not replication, so the control plane does not hear of it. */
+  private startFailback(agentId: string, streamRefusal: string | undefined): void {
+    const access = admitFailback(agentId, this.policy.failback, streamRefusal);
+    this.agentId = agentId;
+    this.state = 'ready';
+    this.policy.onLogin();
+    this.send({ welcome: { agentId, serverTimeUs: nowUs() } });
+    this.failback = new FailbackSession(agentId, access, { send: (frame) => this.send(frame), fail: (err) => this.fail(err) }, this.policy.failbackTuning);
+  }
+
   /** The capture and tag times accepted now. */
   private timeWindow(): TimeWindow {
     return timeWindow(nowUs(), this.policy.maxTimeAheadUs);
   }
 
   private onReadyFrame(frame: DecodedFrame, raw: Buffer): void {
+    if (this.failback) return this.failback.onFrame(frame);
     if (frame.volumeInfo) return this.onVolumeInfo(frame.volumeInfo);
     if (frame.changeSet) return this.onChangeSet(frame.changeSet, raw);
     if (frame.tag) return this.onTag(frame.tag);
