@@ -1,6 +1,7 @@
 // Is a disk in use? Failback overwrites a whole disk: it must not while a file system on it (or
 // on one of its partitions) is mounted, a device-mapper or md device sits on it, or a loop
 // device serves the image file.
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -102,4 +103,31 @@ export function diskFacts(diskPath: string): DiskFacts {
 export function findDiskUsage(diskPath: string): string[] {
   const mounts = parseMounts(readText('/proc/self/mounts') ?? '');
   return diskUsage(diskFacts(diskPath), mounts, (source) => (source.startsWith('/') ? kernelName(source) : undefined));
+}
+
+/**
+ * The device under a dm-ferry target in a device-mapper table (`dmsetup table` output), or
+ * undefined when no line of it is a ferry target. A line: START LENGTH TARGET ARGS...; the
+ * ferry target's first argument is the device it wraps.
+ */
+export function ferryTargetDevice(table: string): string | undefined {
+  for (const line of table.split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[2] === 'ferry' && fields[3]) return fields[3];
+  }
+  return undefined;
+}
+
+/**
+ * When `diskPath` is a dm-ferry device: what it wraps (as its table names it). Writing through
+ * dm-ferry would capture the failback's own writes as new changes. Undefined for any other disk,
+ * and when dmsetup cannot tell.
+ */
+export function dmFerryWrapped(diskPath: string): string | undefined {
+  const name = kernelName(diskPath);
+  if (!name?.startsWith('dm-')) return undefined;
+  const dmName = readText(`/sys/class/block/${name}/dm/name`)?.trim();
+  if (!dmName) return undefined;
+  const r = spawnSync('dmsetup', ['table', dmName], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return r.status === 0 ? ferryTargetDevice(r.stdout) : undefined;
 }

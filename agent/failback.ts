@@ -12,7 +12,7 @@ import type { DecodedFrame } from '../proto/frames';
 import { validateFailbackState, ValidFailbackState } from '../proto/validate-failback';
 import type { AgentConfig, VolumeConfig } from './config';
 import { DiskWriteError, FailbackSink } from './failback-sink';
-import { findDiskUsage } from './failback-usage';
+import { dmFerryWrapped, findDiskUsage } from './failback-usage';
 import { AgentState } from './state';
 import { connectionFailure } from './transport/failure';
 import { ConnectionError, ReceiverConnection } from './transport/receiver-connection';
@@ -80,6 +80,14 @@ export function openFailbackDisk(target: FailbackTarget, force: boolean): OpenDi
       `volume ${id}: ${diskPath} is in use (${why}): failback overwrites the disk, which must not be in use; unmount it (or boot the machine from rescue media) and run again, or pass --force`,
       ExitCode.notReady,
     );
+  const wrapped = force ? undefined : dmFerryWrapped(diskPath);
+  if (wrapped !== undefined) {
+    throw new FerryError(
+      `volume ${id}: ${diskPath} is a dm-ferry device (over ${wrapped}): writing through it would capture the failback's writes as new changes; ` +
+        `give the plain device with --volume ${id}=DEVICE (the one it wraps, or the disk the machine boots from), or pass --force`,
+      ExitCode.usage,
+    );
+  }
   const usage = findDiskUsage(diskPath);
   if (usage.length > 0 && !force) throw inUse(usage.join('; '));
   // O_EXCL on a block device: the kernel refuses it while anything holds the device.

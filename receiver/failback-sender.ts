@@ -4,7 +4,7 @@
 // machine stopped has ended.
 import * as fs from 'fs';
 import { buildChangeSet, ChangeRecord } from '../agent/transport/change-set';
-import { blockHashes } from '../common/block-hash';
+import { BLOCK_HASH_BYTES, blockHashes } from '../common/block-hash';
 import { log } from '../common/log';
 import { ErrorCode, errorCodeName, ProtocolError } from '../proto/errors';
 import type { DecodedFrame, OutgoingFrame } from '../proto/frames';
@@ -49,6 +49,9 @@ export interface FailbackTuning {
 }
 
 export const DEFAULT_FAILBACK_TUNING: FailbackTuning = { pauseMs: 5000, chunkBytes: 16 * 1024 * 1024, changeSetBytes: 4 * 1024 * 1024, window: 4 };
+
+/** Progress within a pass reaches the recovery service at most this often (pass starts and ends always). */
+const REPORT_EVERY_MS = 1000;
 
 /** How the session lets the failback speak to the agent. */
 export interface FailbackPeer {
@@ -146,10 +149,11 @@ export class FailbackSession {
     const volume = new VolumeFailback(this.agentId, spec, fd, this.access, this.peer, this.tuning, () => this.requestId());
     this.volumes.set(spec.volumeId, volume);
     void volume.run().then(
-      () => this.volumes.size > 0 && [...this.volumes.values()].every((v) => v.isDone) && log.info('failback session complete', { agent: this.agentId }),
+      () => {
+        if ([...this.volumes.values()].every((v) => v.isDone)) log.info('failback session complete', { agent: this.agentId });
+      },
       (err: unknown) => {
-        if (err instanceof SessionEnded) return;
-        this.peer.fail(err);
+        if (!(err instanceof SessionEnded)) this.peer.fail(err);
       },
     );
   }
@@ -172,6 +176,7 @@ class VolumeFailback {
   /** The last seq of each change set sent and not yet acked, oldest first. */
   private inFlight: number[] = [];
   private outcome: 'done' | 'failed' | undefined;
+  private lastReportMs = 0;
   private stopped: string | undefined;
   private readonly hashWaiters = new Map<number, Waiter<Buffer> & { chunk: Chunk }>();
   private ackWaiter: { seq: number; waiter: Waiter<void> } | undefined;
@@ -220,8 +225,8 @@ class VolumeFailback {
     const { blockSize, sizeBytes, volumeId } = this.spec;
     const perChunk = chunkBlocks(blockSize, this.tuning.chunkBytes, Limits.maxHashBlocks);
     for (const chunk of planChunks(sizeBytes, blockSize, perChunk)) {
-      const theirs = await this.agentHashes(chunk);
-      const data = await this.readRecovered(chunk);
+      // The agent hashes its disk while this side reads the recovered one.
+      const [theirs, data] = await Promise.all([this.agentHashes(chunk), this.readRecovered(chunk)]);
       const indexes = differingBlocks(blockHashes(data, blockSize), theirs, chunk.count);
       this.differing += indexes.length;
       const ranges = differingRanges(chunk, blockSize, sizeBytes, indexes, this.tuning.changeSetBytes);
@@ -236,7 +241,8 @@ class VolumeFailback {
         this.sentBytes += batch.reduce((n, r) => n + r.length, 0);
       }
       this.compared += data.length;
-      this.report(this.finalPass ? 'final pass' : '');
+      const now = Date.now();
+      if (now - this.lastReportMs >= REPORT_EVERY_MS) this.report(`pass ${this.pass}${this.finalPass ? ' (final)' : ''}: ${this.compared} of ${sizeBytes} bytes compared`);
     }
   }
 
@@ -265,7 +271,7 @@ class VolumeFailback {
 
   onHashes(requestId: number, hashes: Buffer): void {
     const waiter = this.hashWaiters.get(requestId) ?? refuse(`block hashes of ${this.spec.volumeId} answer request ${requestId}, which is not pending`);
-    const expected = waiter.chunk.count * 16;
+    const expected = waiter.chunk.count * BLOCK_HASH_BYTES;
     if (hashes.length !== expected) {
       throw new ProtocolError(ErrorCode.BAD_FRAME, `block hashes of ${this.spec.volumeId} for request ${requestId}: ${hashes.length} bytes, expected ${expected}`);
     }
@@ -336,6 +342,7 @@ class VolumeFailback {
   }
 
   private report(detail: string, state: FailbackProgress['state'] = 'copying'): void {
+    this.lastReportMs = Date.now();
     const progress: FailbackProgress = { pass: this.pass, state, sentBytes: this.sentBytes, differingBlocks: this.differing, comparedBytes: this.compared, sizeBytes: this.spec.sizeBytes, detail };
     try {
       this.access.report(this.agentId, this.spec.volumeId, progress);

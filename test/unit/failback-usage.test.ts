@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { diskUsage, parseMounts } from '../../agent/failback-usage';
+import { diskUsage, ferryTargetDevice, parseMounts } from '../../agent/failback-usage';
 
 const MOUNTS = [
   'sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0',
@@ -43,5 +43,13 @@ describe('mounted-device check', () => {
   it('passes a disk nobody uses', () => {
     const facts = { names: ['vdc', 'vdc1'], holders: { vdc: [], vdc1: [] }, loops: [] };
     expect(diskUsage(facts, parseMounts(MOUNTS), name)).toEqual([]);
+  });
+});
+
+describe('dm-ferry detection', () => {
+  it('finds the device a ferry target wraps in a dmsetup table, and nothing in other tables', () => {
+    expect(ferryTargetDevice('0 2097152 ferry /dev/mapper/vg-root-ferry-data /dev/vdb1\n')).toBe('/dev/mapper/vg-root-ferry-data');
+    expect(ferryTargetDevice('0 2097152 linear 252:0 2048\n')).toBeUndefined();
+    expect(ferryTargetDevice('')).toBeUndefined();
   });
 });
