@@ -4,6 +4,7 @@
 // its disks, and change sets with the blocks that differ, written and fsync'd before each ack.
 import * as fs from 'fs';
 import { ExitCode, FerryError } from '../common/errors';
+import { formatBytes } from '../common/units';
 import { log } from '../common/log';
 import { nowUs } from '../common/time';
 import { deviceSize } from '../native/addon';
@@ -122,7 +123,7 @@ class FailbackLedger {
       throw new ProtocolError(ErrorCode.UNKNOWN_VOLUME, `failback state for ${state.volumeId}, which this session did not declare`);
     }
     this.states.set(state.volumeId, state);
-    const sent = `${state.sentBytes} bytes sent, ${state.differingBlocks} blocks differed`;
+    const sent = `${formatBytes(state.sentBytes)} sent, ${state.differingBlocks} blocks differed`;
     if (state.state === 'copying') this.progress(`${state.volumeId}: pass ${state.pass} started${state.final ? ' (final: the recovered machine is stopped)' : ''}`);
     else if (state.state === 'in-sync') this.progress(`${state.volumeId}: pass ${state.pass} done (${sent} so far); the recovered machine still runs: another pass follows`);
     else this.progress(`${state.volumeId}: done after ${state.pass} passes: equal to the recovered disk (${sent})`);
@@ -166,12 +167,22 @@ async function session(req: FailbackRequest, agentId: string, credential: Buffer
     const ledger = new FailbackLedger(disks, req.progress);
     const live = conn;
     const finished = new Promise<void>((resolve, reject) => {
-      live.on('failed', (err: ConnectionError) => reject(err));
+      // After the first failure nothing more is written or acked.
+      let over = false;
+      live.on('failed', (err: ConnectionError) => {
+        over = true;
+        reject(err);
+      });
       live.on('frame', (frame: DecodedFrame) => {
+        if (over) return;
         try {
           handleFrame(frame, live, sinks, ledger);
-          if (ledger.allDone) resolve();
+          if (ledger.allDone) {
+            over = true;
+            resolve();
+          }
         } catch (err) {
+          over = true;
           reject(refuseToReceiver(live, err));
         }
       });

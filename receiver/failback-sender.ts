@@ -214,7 +214,8 @@ class VolumeFailback {
       this.outcome = 'done';
       log.info('failback volume done', { agent: this.agentId, volume: this.spec.volumeId, passes: this.pass, sentBytes: this.sentBytes, differingBlocks: this.differing });
     } catch (err) {
-      this.noteFailed(err instanceof SessionEnded ? (this.stopped ?? 'the session ended') : (err as Error).message);
+      const why = err instanceof SessionEnded ? (this.stopped ?? 'the session ended') : (err as Error).message;
+      this.noteFailed(`${why}; run \`ferry agent failback\` on the original machine again: it sends only what still differs`);
       throw err;
     } finally {
       fs.closeSync(this.fd);

@@ -15,7 +15,7 @@ import { FailbackAccess, FailbackProgress } from '../../receiver/failback-sender
 import { RunningReceiver, startReceiver } from '../../receiver/server';
 import { AgentLab, fileHash, waitFor } from '../helpers/agent-lab';
 import { CliResult, FERRY_BIN, runFerryAsync } from '../helpers/receiver-process';
-import { mountExt4 } from '../helpers/small-fs';
+import { fillWithBallast, mountExt4, mountTmpfs } from '../helpers/small-fs';
 import { prng } from '../helpers/volume-model';
 
 const MiB = 1024 * 1024;
@@ -235,6 +235,7 @@ describe(`ferry agent failback (real receiver, real agent, seed ${SEED})`, () =>
         `sent ${summary.sentBytes} bytes of ${SIZE} (${(100 * fraction).toFixed(2)}%) in ${summary.passes} passes; pass 1 sent ${firstPass.sentBytes}`,
     );
     expect(fraction).toBeLessThan(0.1);
+    console.log(`failback: what the operator saw on stderr:\n${run.stderr()}`);
   }, 180_000);
 
   it('a second failback against identical disks sends no data', async () => {
@@ -244,6 +245,31 @@ describe(`ferry agent failback (real receiver, real agent, seed ${SEED})`, () =>
     expect(r.stdout).toMatch(/vol1\t\S+vol1\.img\t64\.0 MiB\t0 B\t0\.00%\t1\t0/);
     const last = recovery.reports.at(-1)?.progress;
     expect(last).toMatchObject({ state: 'done', sentBytes: 0, differingBlocks: 0, pass: 1 });
-    console.log('failback: second run against identical disks sent 0 bytes of data');
+    console.log(`failback: second run against identical disks sent 0 bytes of data:\n${r.stdout}`);
+  }, 60_000);
+
+  it('a write error on the original disk stops the failback with a clear error; a later run completes it', async () => {
+    if (!isRoot) return;
+    // The original disk: a sparse image on a nearly full tmpfs, so writes into its holes fail (ENOSPC).
+    const small = mountTmpfs(path.join(lab.dir, 'small'), 48);
+    try {
+      const original = path.join(small.mountPoint, 'original.img');
+      fs.writeFileSync(original, '');
+      fs.truncateSync(original, SIZE);
+      const ballast = fillWithBallast(small.mountPoint, 4 * MiB);
+      const from = recovery.reports.length;
+      const failed = await runFerryAsync(['agent', 'failback', '--config', lab.configFile, '--volume', `vol1=${original}`]);
+      console.log(`failback: a write error on the original disk:\n${failed.stderr}`);
+      expect(failed.status, failed.stderr).toBe(1);
+      expect(failed.stderr).toMatch(/ferry: failback stopped: volume vol1: cannot write the disk at \d+: ENOSPC; every change acked before this is on the disk/);
+      await waitFor('the failed report', () => recovery.reports.slice(from).find((r) => r.progress.state === 'failed'), 10_000);
+      expect(recovery.reports.slice(from).find((r) => r.progress.state === 'failed')?.progress.detail).toMatch(/VOLUME_FAILED.*ENOSPC/);
+      fs.rmSync(ballast);
+      const again = await runFerryAsync(['agent', 'failback', '--config', lab.configFile, '--volume', `vol1=${original}`]);
+      expect(again.status, again.stderr).toBe(0);
+      expect(fileHash(original)).toBe(fileHash(recovery.disks.get('vol1') as string));
+    } finally {
+      small.unmount();
+    }
   }, 60_000);
 });
