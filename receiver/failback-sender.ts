@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import { buildChangeSet, ChangeRecord } from '../agent/transport/change-set';
 import { BLOCK_HASH_BYTES, blockHashes } from '../common/block-hash';
 import { log } from '../common/log';
+import { nowUs } from '../common/time';
 import { ErrorCode, errorCodeName, ProtocolError } from '../proto/errors';
 import type { DecodedFrame, OutgoingFrame } from '../proto/frames';
 import { Limits } from '../proto/limits';
@@ -89,6 +90,8 @@ export class FailbackSession {
     private readonly agentId: string,
     private readonly access: FailbackAccess,
     private readonly peer: FailbackPeer,
+    /** The agent that owns a volume in the receiver's catalog (undefined: no such volume). */
+    private readonly ownerOf: (volumeId: string) => string | undefined,
     private readonly tuning: FailbackTuning = DEFAULT_FAILBACK_TUNING,
   ) {
     log.info('failback session started', { agent: agentId });
@@ -106,7 +109,7 @@ export class FailbackSession {
       return;
     }
     if (frame.heartbeat) {
-      validateHeartbeat(frame.heartbeat, timeWindow(Date.now() * 1000));
+      validateHeartbeat(frame.heartbeat, timeWindow(nowUs()));
       return;
     }
     if (frame.error) {
@@ -124,9 +127,6 @@ export class FailbackSession {
     for (const v of this.volumes.values()) v.stop(reason);
   }
 
-  requestId(): number {
-    return this.nextRequestId++;
-  }
 
   private volume(volumeId: string): VolumeFailback {
     checkVolumeId(volumeId);
@@ -135,6 +135,9 @@ export class FailbackSession {
 
   private declare(spec: ValidFailbackVolume): void {
     if (this.volumes.has(spec.volumeId)) refuse(`volume ${spec.volumeId} is declared twice`);
+    const owner = this.ownerOf(spec.volumeId);
+    if (owner === undefined) refuse(`volume ${spec.volumeId} was never replicated to this receiver: there is no recovered disk of it`);
+    if (owner !== this.agentId) throw new ProtocolError(ErrorCode.FORBIDDEN_VOLUME, `volume ${spec.volumeId} belongs to another agent`);
     const disk = this.access.disk(this.agentId, spec.volumeId);
     if (!disk.ok) refuse(`volume ${spec.volumeId} cannot fail back: ${disk.reason}`);
     if (disk.sizeBytes !== spec.sizeBytes) {
@@ -146,7 +149,7 @@ export class FailbackSession {
     } catch (err) {
       return refuse(`volume ${spec.volumeId}: cannot open the recovered disk ${disk.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    const volume = new VolumeFailback(this.agentId, spec, fd, this.access, this.peer, this.tuning, () => this.requestId());
+    const volume = new VolumeFailback(this.agentId, spec, fd, this.access, this.peer, this.tuning, () => this.nextRequestId++);
     this.volumes.set(spec.volumeId, volume);
     void volume.run().then(
       () => {

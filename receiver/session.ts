@@ -305,7 +305,8 @@ export class Session {
     this.state = 'ready';
     this.policy.onLogin();
     this.send({ welcome: { agentId, serverTimeUs: nowUs() } });
-    this.failback = new FailbackSession(agentId, access, { send: (frame) => this.send(frame), fail: (err) => this.fail(err) }, this.policy.failbackTuning);
+    const peer = { send: (frame: OutgoingFrame) => this.send(frame), fail: (err: unknown) => this.fail(err) };
+    this.failback = new FailbackSession(agentId, access, peer, (volumeId) => this.core.catalog.volume(volumeId)?.agentId, this.policy.failbackTuning);
   }
 
   /** The capture and tag times accepted now. */

@@ -151,8 +151,15 @@ describe('a failback session against a sink', () => {
         failure = err;
       }
     };
-    session = new FailbackSession('agent-1', access, { send: toAgent, fail: (err) => (failure = err) }, { pauseMs: 20, chunkBytes: 256 * KiB, changeSetBytes: 64 * KiB, window: 2 });
-    return { session, states, errors, failure: () => failure, declare: (sizeBytes = SIZE) => reply({ failbackVolume: { volumeId: 'vol1', sizeBytes, blockSize: 16 * KiB } }) };
+    const owners: Record<string, string> = { vol1: 'agent-1', vol9: 'agent-2' };
+    session = new FailbackSession('agent-1', access, { send: toAgent, fail: (err) => (failure = err) }, (volumeId) => owners[volumeId], { pauseMs: 20, chunkBytes: 256 * KiB, changeSetBytes: 64 * KiB, window: 2 });
+    return {
+      session,
+      states,
+      errors,
+      failure: () => failure,
+      declare: (sizeBytes = SIZE, volumeId = 'vol1') => reply({ failbackVolume: { volumeId, sizeBytes, blockSize: 16 * KiB } }),
+    };
   }
 
   async function until(what: string, check: () => boolean): Promise<void> {
@@ -190,6 +197,17 @@ describe('a failback session against a sink', () => {
     expect(sha(disk)).toBe(sha(recovered));
     expect(reports.at(-1)).toMatchObject({ state: 'done', sentBytes: 64 * KiB, differingBlocks: 4, sizeBytes: SIZE });
     j.session.close();
+  });
+
+  it("refuses another agent's volume and one never replicated here", () => {
+    const recovered = path.join(dir, 'recovered.img');
+    fs.writeFileSync(recovered, Buffer.alloc(SIZE));
+    const foreign = join(recovered, () => true, []);
+    foreign.declare(SIZE, 'vol9');
+    expect((foreign.failure() as ProtocolError).codeName).toBe('FORBIDDEN_VOLUME');
+    const unknown = join(recovered, () => true, []);
+    unknown.declare(SIZE, 'vol7');
+    expect((unknown.failure() as ProtocolError).message).toMatch(/vol7 was never replicated to this receiver/);
   });
 
   it('refuses a volume whose size differs from the recovered disk, before anything is compared', async () => {
