@@ -77,6 +77,21 @@ export function admitFailback(agentId: string, access: FailbackAccess | undefine
   return access;
 }
 
+/** The failback session of each machine on this receiver: a newer one takes over from an older one. */
+export class FailbackSessions {
+  private readonly byAgent = new Map<string, FailbackSession>();
+
+  open(agentId: string, session: FailbackSession): void {
+    const older = this.byAgent.get(agentId);
+    this.byAgent.set(agentId, session);
+    older?.supersede();
+  }
+
+  closed(agentId: string, session: FailbackSession): void {
+    if (this.byAgent.get(agentId) === session) this.byAgent.delete(agentId);
+  }
+}
+
 /** Thrown into the pass loops when the session ends: not an error of theirs. */
 class SessionEnded extends Error {}
 
@@ -118,6 +133,16 @@ export class FailbackSession {
       throw new ProtocolError(ErrorCode.FAILBACK_REFUSED, `the agent ended the failback (${why})`);
     }
     throw new ProtocolError(ErrorCode.UNEXPECTED_FRAME, `${frame.body} is not accepted in a failback session`);
+  }
+
+  /**
+   * A newer failback session of the machine took over (the operator ran it again while this
+   * connection lingered): this one stops without a word to the recovery service.
+   */
+  supersede(): void {
+    for (const v of this.volumes.values()) v.silence();
+    this.close('a newer failback session of this machine took over');
+    this.peer.fail(new ProtocolError(ErrorCode.FAILBACK_REFUSED, `a newer failback session of machine ${this.agentId} took over from this one`));
   }
 
   /** The session is over (closed or failed): pass loops stop, unfinished volumes report failed. */
@@ -180,6 +205,7 @@ class VolumeFailback {
   private inFlight: number[] = [];
   private outcome: 'done' | 'failed' | undefined;
   private lastReportMs = 0;
+  private silenced = false;
   private stopped: string | undefined;
   private readonly hashWaiters = new Map<number, Waiter<Buffer> & { chunk: Chunk }>();
   private ackWaiter: { seq: number; waiter: Waiter<void> } | undefined;
@@ -329,6 +355,11 @@ class VolumeFailback {
     }
   }
 
+  /** No more reports: a newer session of the machine reports for this volume. */
+  silence(): void {
+    this.silenced = true;
+  }
+
   /** Reports the volume failed, once, unless it is done. */
   noteFailed(detail: string): void {
     if (this.outcome) return;
@@ -346,6 +377,7 @@ class VolumeFailback {
   }
 
   private report(detail: string, state: FailbackProgress['state'] = 'copying'): void {
+    if (this.silenced) return;
     this.lastReportMs = Date.now();
     const progress: FailbackProgress = { pass: this.pass, state, sentBytes: this.sentBytes, differingBlocks: this.differing, comparedBytes: this.compared, sizeBytes: this.spec.sizeBytes, detail };
     try {

@@ -16,7 +16,7 @@ import { ConnectionGuard } from './connection-guard';
 import { CoreOptions, ReceiverCore } from './core';
 import { IdentityOptions, loadOrCreateIdentity, ReceiverIdentity } from './identity';
 import { DataLayout } from './layout';
-import type { FailbackAccess, FailbackTuning } from './failback-sender';
+import { FailbackAccess, FailbackSessions, FailbackTuning } from './failback-sender';
 import { Session } from './session';
 
 export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<ClientLimits>, ControlOptions {
@@ -70,6 +70,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
 
   const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...definedOnly(options) };
   const auth = new AuthThrottle(limits);
+  const failbackSessions = new FailbackSessions();
   const handshakeMs = limits.handshakeTimeoutMs;
   const server = https.createServer({
     cert: identity.cert,
@@ -109,6 +110,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
       streamRefusal: options.streamRefusal,
       failback: options.failback,
       failbackTuning: options.failbackTuning,
+      failbackSessions,
     });
     guard.bindSession(session);
     ws.on('message', (data, isBinary) => session.onMessage(data as Buffer, isBinary));

@@ -24,7 +24,7 @@ import {
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
 import { tagGroupRound, validateAgentEvent, validateGroupHeld, validateVolumeReports } from '../proto/validate-control';
 import type { AgentControl, SessionControl } from './agent-link';
-import { admitFailback, FailbackAccess, FailbackSession, FailbackTuning } from './failback-sender';
+import { admitFailback, FailbackAccess, FailbackSession, FailbackSessions, FailbackTuning } from './failback-sender';
 import type { AuthIntent, AuthThrottle } from './auth-throttle';
 import type { RepairRow } from './catalog';
 import type { ReceiverCore, VolumeAttachment } from './core';
@@ -52,6 +52,8 @@ export interface SessionPolicy {
   failback?: FailbackAccess;
   /** Pacing of failback passes (tests make the pause short). */
   failbackTuning?: FailbackTuning;
+  /** The receiver's failback sessions: a machine's newer one takes over from an older one. */
+  failbackSessions?: FailbackSessions;
 }
 
 /**
@@ -171,7 +173,10 @@ export class Session {
   closed(): void {
     this.state = 'closed';
     clearTimeout(this.closeTimer);
-    this.failback?.close();
+    if (this.failback) {
+      this.failback.close();
+      this.policy.failbackSessions?.closed(this.agentId, this.failback);
+    }
     for (const volume of this.volumes.values()) volume.detach();
     this.closeControl();
   }
@@ -307,6 +312,7 @@ export class Session {
     this.send({ welcome: { agentId, serverTimeUs: nowUs() } });
     const peer = { send: (frame: OutgoingFrame) => this.send(frame), fail: (err: unknown) => this.fail(err) };
     this.failback = new FailbackSession(agentId, access, peer, (volumeId) => this.core.catalog.volume(volumeId)?.agentId, this.policy.failbackTuning);
+    this.policy.failbackSessions?.open(agentId, this.failback);
   }
 
   /** The capture and tag times accepted now. */

@@ -9,7 +9,7 @@ import { ErrorCode, ProtocolError } from '../../proto/errors';
 import { decodeFrame, DecodedFrame, encodeFrame, ferry, OutgoingFrame } from '../../proto/frames';
 import { validateHello } from '../../proto/validate';
 import { validateFailbackState, validateFailbackVolume } from '../../proto/validate-failback';
-import { admitFailback, FailbackAccess, FailbackProgress, FailbackSession } from '../../receiver/failback-sender';
+import { admitFailback, FailbackAccess, FailbackProgress, FailbackSession, FailbackSessions } from '../../receiver/failback-sender';
 import { makeTempDir } from '../helpers/receiver-process';
 
 const KiB = 1024;
@@ -208,6 +208,27 @@ describe('a failback session against a sink', () => {
     const unknown = join(recovered, () => true, []);
     unknown.declare(SIZE, 'vol7');
     expect((unknown.failure() as ProtocolError).message).toMatch(/vol7 was never replicated to this receiver/);
+  });
+
+  it("a machine's newer failback session takes over from an older one, which stops without reporting", () => {
+    const recovered = path.join(dir, 'recovered.img');
+    fs.writeFileSync(recovered, Buffer.alloc(SIZE));
+    const reports: FailbackProgress[] = [];
+    const access: FailbackAccess = { disk: () => ({ ok: true, path: recovered, sizeBytes: SIZE }), sourceStopped: () => false, report: (_a, _v, p) => reports.push(p) };
+    const failures: unknown[] = [];
+    const sent: OutgoingFrame[] = [];
+    const peer = { send: (f: OutgoingFrame) => sent.push(f), fail: (err: unknown) => failures.push(err) };
+    const registry = new FailbackSessions();
+    const older = new FailbackSession('agent-1', access, peer, () => 'agent-1');
+    registry.open('agent-1', older);
+    older.onFrame(decodeFrame(encodeFrame({ failbackVolume: { volumeId: 'vol1', sizeBytes: SIZE, blockSize: 64 * KiB } })));
+    expect(sent.some((f) => f.hashRequest)).toBe(true);
+    const reported = reports.length;
+    registry.open('agent-1', new FailbackSession('agent-1', access, peer, () => 'agent-1'));
+    expect(failures).toHaveLength(1);
+    expect((failures[0] as ProtocolError).message).toMatch(/a newer failback session of machine agent-1 took over/);
+    expect(reports).toHaveLength(reported);
+    registry.closed('agent-1', older);
   });
 
   it('refuses a volume whose size differs from the recovered disk, before anything is compared', async () => {
