@@ -201,8 +201,11 @@ async function session(req: FailbackRequest, agentId: string, credential: Buffer
 }
 
 function handleFrame(frame: DecodedFrame, conn: ReceiverConnection, sinks: ReadonlyMap<string, FailbackSink>, ledger: FailbackLedger): void {
-  const sink = (volumeId: string | null | undefined): FailbackSink =>
-    sinks.get(volumeId ?? '') ?? (() => { throw new ProtocolError(ErrorCode.UNKNOWN_VOLUME, `the receiver named volume ${volumeId ?? ''}, which this session did not declare`); })();
+  const sink = (volumeId: string | null | undefined): FailbackSink => {
+    const found = sinks.get(volumeId ?? '');
+    if (!found) throw new ProtocolError(ErrorCode.UNKNOWN_VOLUME, `the receiver named volume ${volumeId ?? ''}, which this session did not declare`);
+    return found;
+  };
   if (frame.hashRequest) {
     conn.send({ blockHashes: sink(frame.hashRequest.volumeId).hashes(frame.hashRequest) });
   } else if (frame.changeSet) {

@@ -14,9 +14,9 @@ import { Catalog } from './catalog';
 import { ClientLimits, DEFAULT_CLIENT_LIMITS } from './client-limits';
 import { ConnectionGuard } from './connection-guard';
 import { CoreOptions, ReceiverCore } from './core';
+import { FailbackAccess, FailbackSessions, FailbackTuning } from './failback-sender';
 import { IdentityOptions, loadOrCreateIdentity, ReceiverIdentity } from './identity';
 import { DataLayout } from './layout';
-import { FailbackAccess, FailbackSessions, FailbackTuning } from './failback-sender';
 import { Session } from './session';
 
 export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<ClientLimits>, ControlOptions {

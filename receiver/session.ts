@@ -24,10 +24,10 @@ import {
 import { computeProof, newCredential, newNonce, proofMatches } from '../proto/auth';
 import { tagGroupRound, validateAgentEvent, validateGroupHeld, validateVolumeReports } from '../proto/validate-control';
 import type { AgentControl, SessionControl } from './agent-link';
-import { admitFailback, FailbackAccess, FailbackSession, FailbackSessions, FailbackTuning } from './failback-sender';
 import type { AuthIntent, AuthThrottle } from './auth-throttle';
 import type { RepairRow } from './catalog';
 import type { ReceiverCore, VolumeAttachment } from './core';
+import { admitFailback, FailbackAccess, FailbackSession, FailbackSessions, FailbackTuning } from './failback-sender';
 import type { VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import type { VolumeStore } from './volume-store';
 
