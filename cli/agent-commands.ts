@@ -9,6 +9,7 @@ import { AgentStatus, readAgentStatus } from '../agent/status';
 import { ExitCode, FerryError } from '../common/errors';
 import { formatBytes, formatDuration } from '../common/units';
 import { addConfigureCommands } from './configure-command';
+import { addFailbackCommand } from './failback-command';
 import { durationFlag } from './options';
 import { addProtectCommands } from './protect-commands';
 import { ResyncProgressBars } from './progress';
@@ -174,5 +175,6 @@ export function agentCommand(): Command {
   addConfigureCommands(cmd);
   addProtectCommands(cmd);
   addVerifyCommand(cmd);
+  addFailbackCommand(cmd);
   return cmd;
 }

@@ -191,20 +191,24 @@ export interface ValidHello {
   software: string;
   /** The machine's OS as the agent describes it, '' when it did not say. */
   os: string;
+  /** A failback session (`ferry agent failback`), not a replication session; login only. */
+  failback: boolean;
 }
 
 export function validateHello(hello: ferry.IHello): ValidHello {
   const software = checkString(hello.software ?? '', Limits.maxNameLength, 'agent software');
   const os = checkString(hello.os ?? '', Limits.maxNameLength, 'agent os');
+  const failback = hello.failback === true;
   if (hello.intent === ferry.Hello.Intent.REGISTER) {
+    if (failback) bad(ErrorCode.BAD_FRAME, 'a failback session logs in with the credential of a registered agent; it cannot register');
     const agentName = checkString(hello.agentName ?? '', Limits.maxNameLength, 'agent name');
     if (agentName.length === 0) bad(ErrorCode.BAD_FRAME, 'registration needs an agent name');
-    return { intent: 'register', agentName, agentId: '', software, os };
+    return { intent: 'register', agentName, agentId: '', software, os, failback };
   }
   if (hello.intent === ferry.Hello.Intent.LOGIN) {
     const agentId = hello.agentId ?? '';
     if (!isSafeId(agentId)) bad(ErrorCode.AUTH_FAILED, 'login with a malformed agent id');
-    return { intent: 'login', agentName: '', agentId, software, os };
+    return { intent: 'login', agentName: '', agentId, software, os, failback };
   }
   return bad(ErrorCode.BAD_FRAME, `hello intent ${hello.intent} is not register or login`);
 }

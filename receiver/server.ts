@@ -14,6 +14,7 @@ import { Catalog } from './catalog';
 import { ClientLimits, DEFAULT_CLIENT_LIMITS } from './client-limits';
 import { ConnectionGuard } from './connection-guard';
 import { CoreOptions, ReceiverCore } from './core';
+import { FailbackAccess, FailbackSessions, FailbackTuning } from './failback-sender';
 import { IdentityOptions, loadOrCreateIdentity, ReceiverIdentity } from './identity';
 import { DataLayout } from './layout';
 import { Session } from './session';
@@ -28,6 +29,11 @@ export interface ReceiverOptions extends IdentityOptions, CoreOptions, Partial<C
   api?: { host: string; port: number };
   /** Where recovered machines run (default qemu; 'off': this receiver runs none). */
   recoveryTarget?: RecoveryTargetChoice;
+  /** Why a machine's stream is refused now (the recovery service: it is failed over). */
+  streamRefusal?: (agentId: string) => string | undefined;
+  /** The recovery service's side of failback sessions; without it a failback login is refused. */
+  failback?: FailbackAccess;
+  failbackTuning?: FailbackTuning;
 }
 
 /** One accepted TCP connection: its bounds, and whether it was admitted or is only to be told why not. */
@@ -71,6 +77,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
 
   const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...definedOnly(options) };
   const auth = new AuthThrottle(limits);
+  const failbackSessions = new FailbackSessions();
   const handshakeMs = limits.handshakeTimeoutMs;
   const server = https.createServer({
     cert: identity.cert,
@@ -107,7 +114,10 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
       closeGraceMs: limits.closeGraceMs,
       onLogin: () => guard.onLogin(),
       control: plane,
-      streamRefusal: (agentId) => recovery.streamRefusal(agentId),
+      streamRefusal: options.streamRefusal ?? ((agentId) => recovery.streamRefusal(agentId)),
+      failback: options.failback ?? recovery.failbackAccess(),
+      failbackTuning: options.failbackTuning,
+      failbackSessions,
     });
     guard.bindSession(session);
     ws.on('message', (data, isBinary) => session.onMessage(data as Buffer, isBinary));

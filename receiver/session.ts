@@ -27,6 +27,7 @@ import type { AgentControl, SessionControl } from './agent-link';
 import type { AuthIntent, AuthThrottle } from './auth-throttle';
 import type { RepairRow } from './catalog';
 import type { ReceiverCore, VolumeAttachment } from './core';
+import { admitFailback, FailbackAccess, FailbackSession, FailbackSessions, FailbackTuning } from './failback-sender';
 import type { VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import type { VolumeStore } from './volume-store';
 
@@ -47,6 +48,12 @@ export interface SessionPolicy {
   control: SessionControl;
   /** Why this machine's stream is refused now (recovery: it is failed over), or undefined. */
   streamRefusal?(agentId: string): string | undefined;
+  /** The recovery service's side of failback sessions; without it, a failback login is refused. */
+  failback?: FailbackAccess;
+  /** Pacing of failback passes (tests make the pause short). */
+  failbackTuning?: FailbackTuning;
+  /** The receiver's failback sessions: a machine's newer one takes over from an older one. */
+  failbackSessions?: FailbackSessions;
 }
 
 /**
@@ -79,6 +86,8 @@ export class Session {
   private throttle: string | undefined;
   /** Set from login to close. */
   private control: AgentControl | undefined;
+  /** Set when the login asked for a failback session: it then takes every frame. */
+  private failback: FailbackSession | undefined;
   /** When a failure of the control plane was last logged (they are logged at most every 30 s). */
   private controlFailureLoggedMs = 0;
   private readonly volumeEvents: VolumeListener = {
@@ -152,6 +161,7 @@ export class Session {
     else log.warn('refused frame', { peer: this.peer, agent: this.agentId, code: perr.codeName, reason: perr.message });
     this.ws.send(errorFrame(perr.code, perr.message));
     this.state = 'closed';
+    this.failback?.close(`the session ended: ${perr.codeName}: ${perr.message}`);
     // The control plane stops counting on the agent now, not when the socket is gone.
     this.closeControl();
     this.ws.close(1008, perr.codeName);
@@ -163,6 +173,10 @@ export class Session {
   closed(): void {
     this.state = 'closed';
     clearTimeout(this.closeTimer);
+    if (this.failback) {
+      this.failback.close();
+      this.policy.failbackSessions?.closed(this.agentId, this.failback);
+    }
     for (const volume of this.volumes.values()) volume.detach();
     this.closeControl();
   }
@@ -280,6 +294,7 @@ export class Session {
       throw new ProtocolError(ErrorCode.AUTH_FAILED, 'login refused: unknown agent or wrong credential (register again)');
     }
     const refusal = this.policy.streamRefusal?.(agentId);
+    if ((this.hello as ValidHello).failback) return this.startFailback(agentId, refusal);
     if (refusal) throw new ProtocolError(ErrorCode.FAILED_OVER, refusal);
     this.agentId = agentId;
     this.state = 'ready';
@@ -288,12 +303,25 @@ export class Session {
     this.linkControl(false);
   }
 
+  /** A failback session: not replication, so the control plane does not hear of it. */
+  private startFailback(agentId: string, streamRefusal: string | undefined): void {
+    const access = admitFailback(agentId, this.policy.failback, streamRefusal);
+    this.agentId = agentId;
+    this.state = 'ready';
+    this.policy.onLogin();
+    this.send({ welcome: { agentId, serverTimeUs: nowUs() } });
+    const peer = { send: (frame: OutgoingFrame) => this.send(frame), fail: (err: unknown) => this.fail(err) };
+    this.failback = new FailbackSession(agentId, access, peer, (volumeId) => this.core.catalog.volume(volumeId)?.agentId, this.policy.failbackTuning);
+    this.policy.failbackSessions?.open(agentId, this.failback);
+  }
+
   /** The capture and tag times accepted now. */
   private timeWindow(): TimeWindow {
     return timeWindow(nowUs(), this.policy.maxTimeAheadUs);
   }
 
   private onReadyFrame(frame: DecodedFrame, raw: Buffer): void {
+    if (this.failback) return this.failback.onFrame(frame);
     if (frame.volumeInfo) return this.onVolumeInfo(frame.volumeInfo);
     if (frame.changeSet) return this.onChangeSet(frame.changeSet, raw);
     if (frame.tag) return this.onTag(frame.tag);

@@ -6,6 +6,7 @@ import { log } from '../common/log';
 import { ControlError, type ControlPlaneApi } from '../control/contract';
 import type { Machine } from '../control/model';
 import type { PointRow } from '../receiver/catalog';
+import type { FailbackAccess, FailbackProgress } from '../receiver/failback-sender';
 import type { JobFilter, MachineProtection, RecoveryApi } from './contract';
 import { pointSpecText } from './contract';
 import { createOverlay, createPersistentDisk, removeDisk } from './disks';
@@ -42,16 +43,7 @@ export interface RecoveryServiceOptions {
   appliedSeq(volumeId: string): number;
 }
 
-/** Where one volume's failback stands (reported by the receiver's failback sessions). */
-export interface FailbackVolumeProgress {
-  pass: number;
-  state: 'copying' | 'in-sync' | 'done' | 'failed';
-  sentBytes: number;
-  differingBlocks: number;
-  comparedBytes: number;
-  sizeBytes: number;
-  detail: string;
-}
+
 
 /** A job that runs in this process. */
 interface Run {
@@ -76,7 +68,7 @@ export class RecoveryService implements RecoveryApi {
   private readonly testRuns = new Map<string, number>();
   private readonly emitter = new EventEmitter();
   /** Machines failing back: each volume's progress as their failback sessions report it. */
-  private readonly failbacks = new Map<string, Map<string, FailbackVolumeProgress>>();
+  private readonly failbacks = new Map<string, Map<string, FailbackProgress>>();
   /** Failing-back machines whose recovered VM is stopped: the next pass is the final one. */
   private readonly stoppedSources = new Set<string>();
 
@@ -403,6 +395,15 @@ export class RecoveryService implements RecoveryApi {
     return run.record.snapshot();
   }
 
+  /** What the receiver's failback sessions ask and report (receiver/failback-sender.ts). */
+  failbackAccess(): FailbackAccess {
+    return {
+      disk: (agentId, volumeId) => this.failbackDisk(agentId, volumeId),
+      sourceStopped: (agentId) => this.failbackSourceStopped(agentId),
+      report: (agentId, volumeId, progress) => this.noteFailbackProgress(agentId, volumeId, progress),
+    };
+  }
+
   /** The recovered disk of a failing-back machine's volume (what its original disk pulls). */
   failbackDisk(machineId: string, volumeId: string): { ok: true; path: string; sizeBytes: number } | { ok: false; reason: string } {
     const p = this.o.store.protection(machineId);
@@ -416,14 +417,14 @@ export class RecoveryService implements RecoveryApi {
     return this.stoppedSources.has(machineId);
   }
 
-  noteFailbackProgress(machineId: string, volumeId: string, progress: FailbackVolumeProgress): void {
+  noteFailbackProgress(machineId: string, volumeId: string, progress: FailbackProgress): void {
     const volumes = this.failbacks.get(machineId);
     if (!volumes) return;
     volumes.set(volumeId, progress);
     this.emitter.emit('failback');
   }
 
-  private waitFailback(run: Run, machineId: string, done: (v: FailbackVolumeProgress) => boolean): Promise<string> {
+  private waitFailback(run: Run, machineId: string, done: (v: FailbackProgress) => boolean): Promise<string> {
     const volumes = this.o.plane.machine(machineId).volumes.map((v) => v.volumeId);
     return new Promise((resolve, reject) => {
       const check = (): void => {

@@ -236,8 +236,9 @@ export class ReceiverConnection extends EventEmitter {
     return { agentId: welcome.agentId ?? '', credential: Buffer.from(welcome.credential ?? new Uint8Array()) };
   }
 
-  async login(agentId: string, credential: Buffer): Promise<void> {
-    this.send({ hello: { intent: ferry.Hello.Intent.LOGIN, agentId, software: agentSoftware(), os: osDescription() } });
+  /** `failback`: a failback session (`ferry agent failback`) instead of replication. */
+  async login(agentId: string, credential: Buffer, failback = false): Promise<void> {
+    this.send({ hello: { intent: ferry.Hello.Intent.LOGIN, agentId, software: agentSoftware(), os: osDescription(), failback } });
     const challenge = await this.waitFor((f) => f.challenge ?? undefined, 30_000, 'the challenge');
     this.send({ login: { proof: computeProof(credential, Buffer.from(challenge.nonce ?? new Uint8Array()), 'login', agentId) } });
     await this.waitFor((f) => f.welcome ?? undefined, 30_000, 'login');
