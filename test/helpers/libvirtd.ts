@@ -4,10 +4,17 @@ import * as fs from 'node:fs';
 /**
  * libvirt for tests: the system daemon (qemu:///system) as root, started by hand when it is
  * not running (no systemd here): `virtlogd -d` (libvirtd hands serial files and qemu logs to
- * it) and `libvirtd -d`, then virsh is polled until it answers (~12 s: libvirtd probes qemu's
- * capabilities at start). Packages: libvirt-daemon-system libvirt-clients
- * libvirt-daemon-driver-qemu (+ qemu-system-x86). Daemons this helper started are stopped by
- * stopLibvirtd(); one that was already running is left alone.
+ * it) and `libvirtd -d`, then virsh is polled until it answers. Packages: libvirt-daemon-system
+ * libvirt-clients libvirt-daemon-driver-qemu (+ qemu-system-x86). Daemons this helper started
+ * are stopped by stopLibvirtd(); one that was already running is left alone.
+ *
+ * /dev/kvm: on these machines it exists (root only) but KVM does not work (nested). libvirt then
+ * probes qemu's capabilities as root (KVM on) and validates them as its qemu user (no access),
+ * finds them stale, and re-probes on every call (~4 s each: a define takes a minute). So the
+ * daemon starts in a mount namespace of its own where /dev/kvm is an inaccessible empty file:
+ * libvirt sees no KVM, caches TCG capabilities, and nothing outside changes (its qemu.conf
+ * there adds `namespaces = [ ]`: a private /dev per qemu cannot take the bind mount). FERRY_TEST_KVM=1
+ * keeps the real /dev/kvm (hosts where KVM works).
  */
 
 export const LIBVIRT_URI = 'qemu:///system';
@@ -45,7 +52,7 @@ function pidFrom(file: string): number | null {
 /** Why libvirt cannot run here, or null when it can be started. */
 export function libvirtdMissing(): string | null {
   if (process.getuid?.() !== 0) return 'libvirt tests need root (the system libvirtd, bridges)';
-  for (const tool of ['virsh', 'libvirtd', 'virtlogd', 'qemu-system-x86_64']) {
+  for (const tool of ['virsh', 'libvirtd', 'virtlogd', 'qemu-system-x86_64', 'unshare']) {
     if (!which(tool)) return `${tool} not found (apt-get install -y --no-install-recommends libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86)`;
   }
   return null;
@@ -59,16 +66,33 @@ export async function startLibvirtd(deadlineMs = 90_000): Promise<Libvirtd> {
   const started: number[] = [];
   if (!fs.existsSync('/run/libvirt/virtlogd-sock')) {
     execFileSync(which('virtlogd') as string, ['-d'], { stdio: 'pipe' });
+    while (!fs.existsSync('/run/libvirt/virtlogd-sock')) {
+      if (Date.now() - t0 > 10_000) throw new Error('virtlogd did not create /run/libvirt/virtlogd-sock within 10 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const pid = pidFrom('/run/virtlogd.pid');
     if (pid) started.push(pid);
   }
-  execFileSync(which('libvirtd') as string, ['-d'], { stdio: 'pipe' });
-  const pid = pidFrom('/run/libvirtd.pid');
-  if (pid) started.push(pid);
+  const libvirtd = which('libvirtd') as string;
+  if (fs.existsSync('/dev/kvm') && process.env.FERRY_TEST_KVM !== '1') {
+    const mask = '/run/ferry-test-nokvm';
+    fs.writeFileSync(mask, '', { mode: 0o600 });
+    // qemu's own /dev namespace would try to move the bind mount into it and fail: off, in a
+    // qemu.conf seen only inside this namespace.
+    const conf = '/run/ferry-test-qemu.conf';
+    fs.writeFileSync(conf, `${fs.readFileSync('/etc/libvirt/qemu.conf', 'utf8')}\nnamespaces = [ ]\n`, { mode: 0o600 });
+    const script = `mount --bind ${mask} /dev/kvm && mount --bind ${conf} /etc/libvirt/qemu.conf && exec ${libvirtd} -d`;
+    execFileSync('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script], { stdio: 'pipe' });
+  } else {
+    execFileSync(libvirtd, ['-d'], { stdio: 'pipe' });
+  }
   while (!(await answers(LIBVIRT_URI))) {
     if (Date.now() - t0 > deadlineMs) throw new Error(`libvirtd did not answer on ${LIBVIRT_URI} within ${deadlineMs} ms (see /var/log/libvirt/)`);
     await new Promise((r) => setTimeout(r, 200));
   }
+  // Written by the daemon itself once it runs: read it now that it answers.
+  const pid = pidFrom('/run/libvirtd.pid');
+  if (pid) started.push(pid);
   return { uri: LIBVIRT_URI, started, readyMs: Date.now() - t0 };
 }
 
