@@ -143,6 +143,14 @@ export class LibvirtTarget implements RecoveryTarget {
   async boot(spec: VmSpec): Promise<RunningVm> {
     const problem = specProblem(spec);
     if (problem) throw new TargetError(problem);
+    try {
+      return await this.bootChecked(spec);
+    } catch (err) {
+      throw err instanceof TargetError ? err : new TargetError(`${spec.name}: ${(err as Error).message}`);
+    }
+  }
+
+  private async bootChecked(spec: VmSpec): Promise<RunningVm> {
     if (await this.domainExists(spec.name)) {
       throw new TargetError(`a domain named ${spec.name} already exists on ${this.uri} (left from an earlier run? sweep it first)`);
     }
@@ -157,7 +165,7 @@ export class LibvirtTarget implements RecoveryTarget {
       });
     } catch (err) {
       await this.releaseNetwork(spec).catch(() => undefined);
-      throw err instanceof TargetError ? err : new TargetError((err as Error).message);
+      throw err;
     }
     return new LibvirtVm(this, spec, forwards);
   }
@@ -442,7 +450,11 @@ class LibvirtVm implements RunningVm {
       if (!options.graceful && this.exitStatus === null) void this.destroy().catch(() => undefined);
       return this.stopping;
     }
-    this.stopping = this.stopOnce(options.graceful, options.timeoutMs ?? 30_000);
+    // A failed stop (e.g. libvirtd unreachable) may be retried.
+    this.stopping = this.stopOnce(options.graceful, options.timeoutMs ?? 30_000).catch((err: unknown) => {
+      this.stopping = null;
+      throw err;
+    });
     return this.stopping;
   }
 

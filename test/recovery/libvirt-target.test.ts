@@ -180,6 +180,17 @@ describe.skipIf(missing !== null && process.env.CI !== 'true')('libvirt target o
     expect(await target.sweep(PREFIX)).toEqual([]);
   }, 180_000);
 
+  it('refuses a missing site network and a missing disk clearly, leaving nothing behind', async () => {
+    const workDir = path.join(dir, 'bad');
+    fs.mkdirSync(workDir, { recursive: true });
+    const base: VmSpec = { name: `${PREFIX}bad`, vcpus: 1, memoryMiB: 64, disks: [{ path: path.join(workDir, 'missing.img'), format: 'raw' }], network: { kind: 'site', name: `${PREFIX}nosuch`, address: '', mac: '52:54:00:77:00:14' }, serialLog: path.join(workDir, 'serial.log'), workDir, probePorts: [] };
+    await expect(target.boot(base)).rejects.toThrow(new RegExp(`site network ${PREFIX}nosuch is not defined on qemu:///system`));
+    const sandbox: VmSpec = { ...base, network: { ...base.network, kind: 'sandbox', name: `${PREFIX}net3` } };
+    await expect(target.boot(sandbox)).rejects.toThrow(new RegExp(`libvirt could not start ${PREFIX}bad: .*missing\\.img`));
+    expect(await target.domainExists(`${PREFIX}bad`)).toBe(false);
+    expect(execFileSync('virsh', ['-c', daemon!.uri, 'net-list', '--all', '--name'], { encoding: 'utf8' })).not.toContain(`${PREFIX}net3`);
+  });
+
   it('sweep removes what a crashed run left behind (domain and network), and only Ferry\'s', async () => {
     const workDir = path.join(dir, 'c');
     fs.mkdirSync(workDir, { recursive: true });
