@@ -148,6 +148,15 @@ describe.skipIf(missing !== null && process.env.CI !== 'true')('libvirt target o
     await expect(a.probeTcp(80, 1000)).rejects.toThrow(/port 80 is not one of its probe ports \(22\)/);
     expect(await guestCommand(forwardedPort(a.name, 22), 'connect 10.77.0.12 22')).toBe('reachable');
     expect(await guestCommand(forwardedPort(b.name, 22), 'ping 10.77.0.11')).toBe('reachable');
+    // Nothing else: not the host through the probe NIC (qemu's 10.0.2.2 is the host's loopback there).
+    const hostService = net.createServer((c) => c.end('host\n'));
+    await new Promise<void>((r) => hostService.listen(0, '127.0.0.1', r));
+    try {
+      const hostPort = (hostService.address() as net.AddressInfo).port;
+      expect(await guestCommand(forwardedPort(a.name, 22), `connect 10.0.2.2 ${hostPort}`)).toBe('unreachable');
+    } finally {
+      hostService.close();
+    }
 
     const shot = path.join(dir, 'a.png');
     await a.screenshot(shot);
