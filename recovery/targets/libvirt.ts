@@ -1,10 +1,10 @@
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { type Accel, bridgeName, domainXml, isFerryXml, networkXml, type PortForward, specProblem } from './libvirt-xml';
 import { isPng, isPpm, ppmToPng } from './png';
 import { type RecoveryTarget, type RunningVm, type TargetCheck, TargetError, type VmSpec } from './target';
+import { NOT_FOUND, NOT_RUNNING, Virsh, type VirshError } from './virsh';
 
 /**
  * The libvirt recovery target: domains defined and started through the `virsh` CLI (run
@@ -26,17 +26,6 @@ export interface LibvirtTargetOptions {
   commandTimeoutMs?: number;
 }
 
-class VirshError extends Error {
-  constructor(
-    message: string,
-    readonly notInstalled: boolean,
-  ) {
-    super(message);
-  }
-}
-
-const NOT_FOUND = /failed to get (domain|network)|not found|no (domain|network) with matching name/i;
-const NOT_RUNNING = /not running|not active|is not active/i;
 const STATE_POLL_MS = 500;
 const SERIAL_POLL_MS = 100;
 
@@ -79,10 +68,9 @@ class KeyedLock {
 export class LibvirtTarget implements RecoveryTarget {
   readonly kind = 'libvirt' as const;
   private readonly uri: string;
-  private readonly virshPath: string;
+  private readonly virsh: Virsh;
   private readonly accelOption: 'auto' | Accel;
   private readonly qemuUser: 'root' | 'libvirt';
-  private readonly commandTimeoutMs: number;
   /** Set when a kvm domain failed to start in 'auto' mode: later boots use tcg. */
   private kvmFailure: string | null = null;
   private readonly networkLock = new KeyedLock();
@@ -92,30 +80,15 @@ export class LibvirtTarget implements RecoveryTarget {
   constructor(options: LibvirtTargetOptions) {
     if (!options.uri) throw new TargetError('libvirt target: a connection URI is needed (e.g. qemu:///system)');
     this.uri = options.uri;
-    this.virshPath = options.virsh ?? 'virsh';
+    this.virsh = new Virsh(options.uri, options.virsh ?? 'virsh', options.commandTimeoutMs ?? 60_000);
     this.accelOption = options.accel ?? 'auto';
     this.qemuUser = options.qemuUser ?? 'root';
-    this.commandTimeoutMs = options.commandTimeoutMs ?? 60_000;
-  }
-
-  /** Runs `virsh -c URI ARGS...`; rejects with VirshError carrying virsh's own message. */
-  virsh(args: string[], timeoutMs = this.commandTimeoutMs): Promise<string> {
-    return new Promise((resolve, reject) => {
-      execFile(this.virshPath, ['-c', this.uri, ...args], { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        const e = err as NodeJS.ErrnoException & { killed?: boolean };
-        if (e.code === 'ENOENT') return reject(new VirshError(`virsh not found (${this.virshPath}; install libvirt-clients)`, true));
-        const said = stderr.replace(/^error: /gm, '').trim().split('\n').filter(Boolean).join('; ');
-        const why = e.killed ? `timed out after ${timeoutMs} ms` : said || e.message;
-        reject(new VirshError(`virsh ${args[0]}: ${why}`, false));
-      });
-    });
   }
 
   async check(): Promise<TargetCheck> {
     let version: string;
     try {
-      version = await this.virsh(['version'], 20_000);
+      version = await this.virsh.run(['version'], 20_000);
     } catch (err) {
       const e = err as VirshError;
       if (e.notInstalled) return { ok: false, detail: e.message };
@@ -133,7 +106,7 @@ export class LibvirtTarget implements RecoveryTarget {
     if (this.accelOption !== 'auto') return { accel: this.accelOption, reason: 'configured' };
     if (this.kvmFailure) return { accel: 'tcg', reason: `KVM did not start: ${this.kvmFailure}` };
     try {
-      await this.virsh(['domcapabilities', '--virttype', 'kvm'], 20_000);
+      await this.virsh.run(['domcapabilities', '--virttype', 'kvm'], 20_000);
       return { accel: 'kvm' };
     } catch {
       return { accel: 'tcg', reason: 'libvirt offers no KVM here' };
@@ -167,7 +140,7 @@ export class LibvirtTarget implements RecoveryTarget {
       await this.releaseNetwork(spec).catch(() => undefined);
       throw err;
     }
-    return new LibvirtVm(this, spec, forwards);
+    return new LibvirtVm(this.virsh, spec, forwards, () => this.releaseNetwork(spec));
   }
 
   private async defineAndStart(spec: VmSpec, forwards: PortForward[]): Promise<void> {
@@ -175,13 +148,13 @@ export class LibvirtTarget implements RecoveryTarget {
     for (;;) {
       const xmlFile = path.join(spec.workDir, `${spec.name}.domain.xml`);
       fs.writeFileSync(xmlFile, domainXml(spec, { accel, qemuUser: this.qemuUser, probeForwards: forwards }));
-      await this.virsh(['define', xmlFile]);
+      await this.virsh.run(['define', xmlFile]);
       try {
-        await this.virsh(['start', spec.name]);
+        await this.virsh.run(['start', spec.name]);
         return;
       } catch (err) {
         const message = (err as Error).message;
-        await this.virsh(['undefine', spec.name]).catch(() => undefined);
+        await this.virsh.run(['undefine', spec.name]).catch(() => undefined);
         if (accel === 'kvm' && this.accelOption === 'auto' && /kvm/i.test(message)) {
           this.kvmFailure = message;
           accel = 'tcg';
@@ -197,7 +170,7 @@ export class LibvirtTarget implements RecoveryTarget {
     const name = spec.network.name;
     let info: string | null = null;
     try {
-      info = await this.virsh(['net-info', name]);
+      info = await this.virsh.run(['net-info', name]);
     } catch (err) {
       if (!NOT_FOUND.test((err as Error).message)) throw err;
     }
@@ -210,15 +183,15 @@ export class LibvirtTarget implements RecoveryTarget {
     if (info === null) {
       const file = path.join(spec.workDir, `${name}.network.xml`);
       fs.writeFileSync(file, networkXml(name, bridgeName(name)));
-      await this.virsh(['net-define', file]);
-    } else if (!isFerryXml(await this.virsh(['net-dumpxml', name]))) {
+      await this.virsh.run(['net-define', file]);
+    } else if (!isFerryXml(await this.virsh.run(['net-dumpxml', name]))) {
       throw new TargetError(`network ${name} on ${this.uri} was not made by Ferry: a sandbox needs a network of its own`);
     }
-    if (!active) await this.virsh(['net-start', name]);
+    if (!active) await this.virsh.run(['net-start', name]);
   }
 
   /** Called when one of this target's VMs is gone: removes its sandbox network when no VM uses it any more. */
-  async releaseNetwork(spec: VmSpec): Promise<void> {
+  private async releaseNetwork(spec: VmSpec): Promise<void> {
     const name = spec.network.name;
     const left = (this.networkUsers.get(name) ?? 1) - 1;
     if (left > 0) this.networkUsers.set(name, left);
@@ -228,7 +201,7 @@ export class LibvirtTarget implements RecoveryTarget {
       if ((this.networkUsers.get(name) ?? 0) > 0) return;
       let ports: string;
       try {
-        ports = await this.virsh(['net-port-list', name, '--uuid']);
+        ports = await this.virsh.run(['net-port-list', name, '--uuid']);
       } catch (err) {
         if (NOT_FOUND.test((err as Error).message) || NOT_RUNNING.test((err as Error).message)) ports = '';
         else throw err;
@@ -240,44 +213,29 @@ export class LibvirtTarget implements RecoveryTarget {
   }
 
   private async removeNetwork(name: string): Promise<void> {
-    await this.ignoring(this.virsh(['net-destroy', name]), NOT_FOUND, NOT_RUNNING);
-    await this.ignoring(this.virsh(['net-undefine', name]), NOT_FOUND);
+    await this.virsh.tolerate(['net-destroy', name], NOT_FOUND, NOT_RUNNING);
+    await this.virsh.tolerate(['net-undefine', name], NOT_FOUND);
   }
 
-  async domainExists(name: string): Promise<boolean> {
-    try {
-      await this.virsh(['domstate', name]);
-      return true;
-    } catch (err) {
-      if (NOT_FOUND.test((err as Error).message)) return false;
-      throw err;
-    }
-  }
-
-  /** Awaits a virsh call, treating errors matching any of `harmless` as success. */
-  async ignoring(call: Promise<string>, ...harmless: RegExp[]): Promise<void> {
-    try {
-      await call;
-    } catch (err) {
-      const message = (err as Error).message;
-      if (!harmless.some((r) => r.test(message))) throw new TargetError(message);
-    }
+  /** Whether a domain of that name is defined on the URI (running or not). */
+  domainExists(name: string): Promise<boolean> {
+    return this.virsh.domainExists(name);
   }
 
   async sweep(prefix: string): Promise<string[]> {
     if (!prefix) throw new TargetError('sweep needs a non-empty name prefix');
     const swept: string[] = [];
-    const domains = (await this.virsh(['list', '--all', '--name'])).split('\n').map((s) => s.trim());
+    const domains = (await this.virsh.run(['list', '--all', '--name'])).split('\n').map((s) => s.trim());
     for (const name of domains.filter((n) => n.startsWith(prefix))) {
-      const xml = await this.virsh(['dumpxml', name]).catch(() => '');
+      const xml = await this.virsh.run(['dumpxml', name]).catch(() => '');
       if (!isFerryXml(xml)) continue;
-      await this.ignoring(this.virsh(['destroy', name]), NOT_FOUND, NOT_RUNNING);
-      await this.ignoring(this.virsh(['undefine', name]), NOT_FOUND);
+      await this.virsh.tolerate(['destroy', name], NOT_FOUND, NOT_RUNNING);
+      await this.virsh.tolerate(['undefine', name], NOT_FOUND);
       swept.push(name);
     }
-    const networks = (await this.virsh(['net-list', '--all', '--name'])).split('\n').map((s) => s.trim());
+    const networks = (await this.virsh.run(['net-list', '--all', '--name'])).split('\n').map((s) => s.trim());
     for (const name of networks.filter((n) => n.startsWith(prefix))) {
-      const xml = await this.virsh(['net-dumpxml', name]).catch(() => '');
+      const xml = await this.virsh.run(['net-dumpxml', name]).catch(() => '');
       if (!isFerryXml(xml)) continue;
       await this.networkLock.run(name, () => this.removeNetwork(name));
       swept.push(`network:${name}`);
@@ -304,9 +262,11 @@ class LibvirtVm implements RunningVm {
   private serialOffset = 0;
 
   constructor(
-    private readonly target: LibvirtTarget,
+    private readonly virsh: Virsh,
     private readonly spec: VmSpec,
     private readonly forwards: PortForward[],
+    /** Called once the domain is undefined: lets the target remove a sandbox network nobody uses. */
+    private readonly release: () => Promise<void>,
   ) {
     this.name = spec.name;
     this.runsOn = `libvirt:${spec.name}`;
@@ -326,7 +286,7 @@ class LibvirtVm implements RunningVm {
     if (this.pollTimer) clearTimeout(this.pollTimer);
     this.polling = (async () => {
       try {
-        const state = (await this.target.virsh(['domstate', this.name, '--reason'], 20_000)).trim();
+        const state = (await this.virsh.run(['domstate', this.name, '--reason'], 20_000)).trim();
         if (domainStopped(state)) this.markExited(state);
       } catch (err) {
         if (NOT_FOUND.test((err as Error).message)) this.markExited('domain is gone');
@@ -433,7 +393,7 @@ class LibvirtVm implements RunningVm {
   async screenshot(pngPath: string): Promise<void> {
     const raw = `${pngPath}.screen`;
     try {
-      await this.target.virsh(['screenshot', this.name, raw, '--screen', '0']);
+      await this.virsh.run(['screenshot', this.name, raw, '--screen', '0']);
       const data = fs.readFileSync(raw);
       if (isPng(data)) fs.writeFileSync(pngPath, data);
       else if (isPpm(data)) fs.writeFileSync(pngPath, ppmToPng(data));
@@ -460,20 +420,20 @@ class LibvirtVm implements RunningVm {
 
   private async stopOnce(graceful: boolean, timeoutMs: number): Promise<void> {
     if (graceful && this.exitStatus === null) {
-      await this.target.ignoring(this.target.virsh(['shutdown', this.name, '--mode', 'acpi']), NOT_FOUND, NOT_RUNNING);
+      await this.virsh.tolerate(['shutdown', this.name, '--mode', 'acpi'], NOT_FOUND, NOT_RUNNING);
       await this.exitedWithin(timeoutMs);
     }
     if (this.exitStatus === null) {
       await this.destroy();
       await this.exitedWithin(30_000);
     }
-    await this.target.ignoring(this.target.virsh(['undefine', this.name]), NOT_FOUND);
+    await this.virsh.tolerate(['undefine', this.name], NOT_FOUND);
     if (this.exitStatus === null) this.markExited('undefined');
-    await this.target.releaseNetwork(this.spec);
+    await this.release();
   }
 
   private async destroy(): Promise<void> {
-    await this.target.ignoring(this.target.virsh(['destroy', this.name]), NOT_FOUND, NOT_RUNNING);
+    await this.virsh.tolerate(['destroy', this.name], NOT_FOUND, NOT_RUNNING);
     await this.pollState();
   }
 
