@@ -127,6 +127,7 @@ export function domainXml(spec: VmSpec, opts: DomainXmlOptions): string {
   lines.push(`      <source network="${e(networkName)}"/>`);
   lines.push(`      <mac address="${e(spec.network.mac.toLowerCase())}"/>`);
   lines.push('      <model type="virtio"/>');
+  lines.push('      <rom enabled="no"/>'); // no iPXE: machines boot from disk, and TCG runs option ROMs slowly
   lines.push('    </interface>');
   lines.push('    <serial type="file">');
   lines.push(`      <source path="${e(spec.serialLog)}" append="off"/>`);
@@ -146,7 +147,7 @@ export function domainXml(spec: VmSpec, opts: DomainXmlOptions): string {
     lines.push('    <qemu:arg value="-netdev"/>');
     lines.push(`    <qemu:arg value="user,id=ferryprobe,restrict=on${fwd}"/>`);
     lines.push('    <qemu:arg value="-device"/>');
-    lines.push(`    <qemu:arg value="virtio-net-pci,netdev=ferryprobe,mac=${probeMac(spec.network.mac)},addr=0x1e"/>`);
+    lines.push(`    <qemu:arg value="virtio-net-pci,netdev=ferryprobe,mac=${probeMac(spec.network.mac)},addr=0x1e,romfile="/>`);
     lines.push('  </qemu:commandline>');
   }
   lines.push('</domain>');

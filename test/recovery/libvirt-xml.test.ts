@@ -58,6 +58,7 @@ describe('libvirt domain XML', () => {
     expect(xml).toMatch(/<serial type="file">\s*<source path="\/srv\/ferry\/jobs\/t1\/web.serial.log" append="off"\/>/);
     expect(xml).toContain('<model type="vga"');
     expect(xml).toMatch(/<interface type="network">\s*<source network="ferry-t1-net"\/>\s*<mac address="52:54:00:ab:cd:01"\/>/);
+    expect(xml).toContain('<rom enabled="no"/>');
     expect(xml).toContain(FERRY_NS);
     expect(xml).toContain('<label>+0:+0</label>');
     expect(xml).not.toContain('qemu:commandline');
@@ -84,7 +85,7 @@ describe('libvirt domain XML', () => {
     });
     expect(xml).toContain('xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0"');
     expect(xml).toContain('<qemu:arg value="user,id=ferryprobe,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=tcp:127.0.0.1:40080-:80"/>');
-    expect(xml).toContain(`mac=${probeMac('52:54:00:AB:cd:01')}`);
+    expect(xml).toContain(`mac=${probeMac('52:54:00:AB:cd:01')},addr=0x1e,romfile="`);
     expect(probeMac('52:54:00:AB:cd:01')).toBe('52:54:00:2b:cd:01');
   });
 
