@@ -155,6 +155,8 @@ export class LibvirtTarget implements RecoveryTarget {
       } catch (err) {
         const message = (err as Error).message;
         await this.virsh.run(['undefine', spec.name]).catch(() => undefined);
+        // Seen here: libvirt offers KVM, qemu (as root) aborts at start on a nested host
+        // ("failed to set MSR ... kvm_buf_set_msrs"), or cannot open /dev/kvm as its own user.
         if (accel === 'kvm' && this.accelOption === 'auto' && /kvm/i.test(message)) {
           this.kvmFailure = message;
           accel = 'tcg';
