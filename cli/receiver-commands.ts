@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'fs';
 import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
@@ -16,6 +16,14 @@ import { countOption, durationFlag, hostPortFlag, hostPortOption, sizeFlag, size
 
 function apiListenOption(value: string): { host: string; port: number } | 'off' {
   return value.trim() === 'off' ? 'off' : hostPortOption(value);
+}
+
+function recoveryTargetOption(value: string): RecoveryTargetChoice {
+  const v = value.trim();
+  if (v === 'qemu' || v === 'off') return v;
+  const m = /^libvirt:(.+)$/.exec(v);
+  if (m) return { libvirt: m[1] };
+  throw new InvalidArgumentError('expected qemu, libvirt:URI (e.g. libvirt:qemu:///system) or off');
 }
 
 function reserveOption(value: string): number {
@@ -166,7 +174,11 @@ export function receiverCommand(): Command {
     .addOption(
       shown('--api-listen <host:port|off>', 'address to serve the management API on (HTTPS, same certificate); off: none', apiListenOption, { host: '0.0.0.0', port: 7444 }, '0.0.0.0:7444'),
     )
-    .addOption(new Option('--recovery-target <target>', 'where test failover and failover run recovered machines (qemu: KVM when usable, else TCG); off: none').choices(['qemu', 'off']).default('qemu'))
+    .addOption(
+      new Option('--recovery-target <target>', 'where test failover and failover run recovered machines: qemu (KVM when usable, else TCG), libvirt:URI (e.g. libvirt:qemu:///system), or off')
+        .argParser(recoveryTargetOption)
+        .default('qemu'),
+    )
     .addOption(durationFlag('--round-hold <duration>', 'hold bound of a crash-consistent group round (at most 5s)', 1000))
     .addOption(durationFlag('--app-round-hold <duration>', 'hold bound of an app-consistent group round (at most 5s)', 5000))
     .addOption(durationFlag('--disconnect-alert <duration>', 'a machine without a session this long raises machine-disconnected', 60_000))

@@ -8,10 +8,12 @@ import type { ReceiverCore } from '../receiver/core';
 import { exportWithCli } from './exporter';
 import { RecoveryService } from './service';
 import { RecoveryStore } from './store';
+import { LibvirtTarget } from './targets/libvirt';
 import { QemuTarget } from './targets/qemu';
 import type { RecoveryTarget } from './targets/target';
 
-export type RecoveryTargetChoice = 'qemu' | 'off';
+/** qemu (driven directly, the default), libvirt at a URI (qemu:///system), or off. */
+export type RecoveryTargetChoice = 'qemu' | 'off' | { libvirt: string };
 
 /** unix socket paths are limited to 107 bytes: a long data directory gets its runtime dir in /tmp. */
 function runtimeDir(dataDir: string): string {
@@ -27,6 +29,8 @@ export async function openRecovery(o: { dataDir: string; catalogFile: string; co
     const dir = runtimeDir(o.dataDir);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     target = new QemuTarget({ runtimeDir: dir });
+  } else if (o.target !== 'off') {
+    target = new LibvirtTarget({ uri: o.target.libvirt });
   }
   const service = new RecoveryService({
     dataDir: o.dataDir,
