@@ -29,6 +29,7 @@
 # Environment:
 #   FERRY_VM_CACHE         cache dir, as for test/vm/kernel.sh (default <repo>/.cache/vm); the
 #                          image lives in $FERRY_VM_CACHE/bootable
+#   FERRY_DEBIAN_CACHE     the image's own cache dir (overrides $FERRY_VM_CACHE/bootable)
 #   FERRY_DEBIAN_MIRROR    Debian mirror (default http://deb.debian.org/debian)
 #
 # Needs (apt): debootstrap extlinux syslinux-common fdisk e2fsprogs util-linux, root, and the
@@ -58,7 +59,7 @@ esac
 
 script_path=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
 repo=$(cd "$(dirname "$script_path")/../../.." && pwd)
-cache=${FERRY_VM_CACHE:-$repo/.cache/vm}/bootable
+cache=${FERRY_DEBIAN_CACHE:-${FERRY_VM_CACHE:-$repo/.cache/vm}/bootable}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 mirror=${FERRY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -86,10 +87,16 @@ fi
 
 [ "$(id -u)" = 0 ] || die "building the image needs root (loop devices, mount, chroot)"
 PATH=$PATH:/usr/sbin:/sbin
-for tool in debootstrap extlinux sfdisk mkfs.ext4 e2fsck tune2fs blkid losetup mount umount \
-            mountpoint chroot flock fstrim truncate sha256sum; do
+for tool in debootstrap extlinux sfdisk mkfs.ext4 e2fsck blkid losetup mount umount \
+            mountpoint chroot flock fstrim truncate sha256sum unshare; do
   command -v "$tool" >/dev/null || die "$tool not found (install: apt-get install -y debootstrap extlinux syslinux-common fdisk e2fsprogs util-linux)"
 done
+# Build in a private mount namespace: a process that copies the host's mount table while the
+# image is mounted (another test's virtiofsd sandbox, say) would otherwise keep it mounted, busy,
+# and written to after we unmount.
+if [ "${FERRY_DEBIAN_PRIVATE_NS:-}" != "$$" ]; then
+  exec unshare --mount --propagation private env FERRY_DEBIAN_PRIVATE_NS=$$ bash "$script_path" "$@"
+fi
 mbr_bin=/usr/lib/syslinux/mbr/mbr.bin
 [ -f "$mbr_bin" ] || die "$mbr_bin not found (install: apt-get install -y syslinux-common)"
 

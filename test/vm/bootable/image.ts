@@ -5,6 +5,7 @@
  *   const img = await prepareDebianImage();          // builds once (minutes), then reuses the cache
  *   await cloneImage(img.path, disk);                 // never boot or mount the cached image itself
  *   await writeMarkers(disk, img, ['m1', 'm2']);       // files in /var/lib/ferry-markers
+ *   await readMarkers(disk, img);                      // ['m1', 'm2']
  *
  * Needs root (loop devices). See debian-image.sh for what the guest prints at boot.
  */
@@ -130,35 +131,68 @@ export async function cloneImage(src: string, dest: string): Promise<void> {
 }
 
 /**
- * Loop-mounts partition 1 of `disk` (a raw image file, not the cached one), runs `fn` with the
- * mount point, then unmounts and detaches whatever happens.
+ * Runs a bash `script` as root with partition 1 of `disk` (a raw image file, never the cached one)
+ * mounted on $ROOT; returns its stdout. The mount lives in a private mount namespace and is gone
+ * (unmounted, loop device detached) when this resolves, even if the script fails: a mount in the
+ * host's namespace could be copied by another process (a virtiofsd sandbox) and outlive us.
+ * `env` is passed to the script.
  */
-export async function withRootPartition<T>(disk: string, image: DebianImage, fn: (root: string) => Promise<T> | T): Promise<T> {
-  const loop = (
-    await mustRun('losetup', ['-f', '--show', '--offset', String(image.partStartBytes), '--sizelimit', String(image.partSizeBytes), disk])
-  ).trim();
+export async function runInRootPartition(disk: string, image: DebianImage, script: string, env: Record<string, string> = {}): Promise<string> {
   const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-debian-root-'));
-  let mounted = false;
+  const wrapper = `
+    set -euo pipefail
+    loop=$(losetup -f --show --offset "$FERRY_PART_OFFSET" --sizelimit "$FERRY_PART_SIZE" "$FERRY_DISK")
+    cleanup() { if mountpoint -q "$ROOT"; then umount "$ROOT"; fi; losetup -d "$loop"; }
+    trap cleanup EXIT
+    mount "$loop" "$ROOT"
+    ${script}
+  `;
   try {
-    await mustRun('mount', [loop, mnt]);
-    mounted = true;
-    return await fn(mnt);
+    const r = await run('unshare', ['--mount', '--propagation', 'private', 'bash', '-c', wrapper], {
+      ...process.env,
+      ...env,
+      PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin`,
+      ROOT: mnt,
+      FERRY_DISK: disk,
+      FERRY_PART_OFFSET: String(image.partStartBytes),
+      FERRY_PART_SIZE: String(image.partSizeBytes),
+    });
+    if (r.code !== 0) throw new ImageError(`script on the root partition of ${disk} failed (exit ${r.code}): ${r.stderr.trim()}`);
+    return r.stdout;
   } finally {
-    if (mounted) await run('umount', [mnt]);
-    await run('losetup', ['-d', loop]);
     fs.rmSync(mnt, { recursive: true, force: true });
   }
 }
 
+/** Runs `e2fsck -fn` (read-only) on partition 1 of `disk`; `clean` when it found nothing to fix. */
+export async function checkRootFilesystem(disk: string, image: DebianImage): Promise<{ clean: boolean; output: string }> {
+  const loop = (
+    await mustRun('losetup', ['-f', '--show', '--read-only', '--offset', String(image.partStartBytes), '--sizelimit', String(image.partSizeBytes), disk])
+  ).trim();
+  try {
+    const r = await run('e2fsck', ['-fn', loop], { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` });
+    return { clean: r.code === 0, output: r.stdout + r.stderr };
+  } finally {
+    await run('losetup', ['-d', loop]);
+  }
+}
+
+function checkMarkerName(name: string): void {
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(name)) throw new ImageError(`bad marker name: ${JSON.stringify(name)} (letters, digits, . _ -)`);
+}
+
 /** Writes one marker file per name into the disk's /var/lib/ferry-markers (content: the name). */
 export async function writeMarkers(disk: string, image: DebianImage, names: string[]): Promise<void> {
-  for (const name of names) {
-    if (!/^[A-Za-z0-9._-]+$/.test(name) || name.startsWith('.')) throw new ImageError(`bad marker name: ${JSON.stringify(name)}`);
-  }
-  await withRootPartition(disk, image, (root) => {
-    const dir = path.join(root, MARKERS_DIR);
-    for (const name of names) fs.writeFileSync(path.join(dir, name), `${name}\n`);
+  names.forEach(checkMarkerName);
+  await runInRootPartition(disk, image, 'for n in $FERRY_MARKERS; do echo "$n" > "$ROOT/var/lib/ferry-markers/$n"; done', {
+    FERRY_MARKERS: names.join(' '),
   });
+}
+
+/** The names of the marker files on the disk, sorted. */
+export async function readMarkers(disk: string, image: DebianImage): Promise<string[]> {
+  const out = await runInRootPartition(disk, image, 'LC_ALL=C ls -1A "$ROOT/var/lib/ferry-markers"');
+  return out.split('\n').filter((l) => l !== '').sort();
 }
 
 /** The names the guest prints in its `ferry-markers:` line, or null when the line is not (yet) there. */
