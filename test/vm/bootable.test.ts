@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cloneImage, DebianImage, ImageError, markersInSerial, parseImageInfo, prepareDebianImage, writeMarkers } from './bootable/image';
+import { cloneImage, DebianImage, ImageError, markersInSerial, parseImageInfo, prepareDebianImage, readChurn, setChurn, writeMarkers } from './bootable/image';
 
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
 const isRoot = process.getuid?.() === 0;
@@ -37,7 +37,7 @@ function bootDisk(disk: string, serialLog: string): Boot {
       '-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', '1024',
       '-display', 'none', '-no-reboot', '-no-user-config', '-nodefaults',
       '-serial', `file:${serialLog}`,
-      '-drive', `file=${disk},format=raw,if=virtio,cache=unsafe`,
+      '-drive', `file=${disk},format=raw,if=virtio`,
       '-nic', 'user,model=virtio-net-pci,restrict=on',
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
@@ -138,10 +138,11 @@ describe.skipIf(skip)('bootable Debian image (debootstrap, EXTLINUX, real boot u
     expect(allocated).toBeLessThan(350 * MiB);
   });
 
-  it('boots a copy by its own bootloader to a login prompt and lists its marker files', async () => {
+  it('boots a copy by its own bootloader to a login prompt, lists its marker files and writes its churn', async () => {
     const disk = path.join(dir, 'machine.img');
     await cloneImage(image.path, disk);
     await writeMarkers(disk, image, ['m2', 'm1']);
+    await setChurn(disk, image, 2);
 
     const boot = bootDisk(disk, path.join(dir, 'serial.log'));
     running.push(boot.child);
@@ -162,6 +163,9 @@ describe.skipIf(skip)('bootable Debian image (debootstrap, EXTLINUX, real boot u
 
     expect(markersInSerial(log)).toEqual(['m1', 'm2']);
     expect(log.indexOf('ferry-markers:')).toBeLessThan(log.search(/login: *$/m));
-    expect(log).not.toContain('ferry-churn:');
+    // "Writes on the recovered machine": done before the login prompt, and on the disk afterwards.
+    expect(log).toMatch(/^ferry-churn: done 2\r?$/m);
+    expect(log.indexOf('ferry-churn: done')).toBeLessThan(log.search(/login: *$/m));
+    expect([...(await readChurn(disk, image)).values()]).toEqual([2 * MiB]);
   }, LOGIN_DEADLINE_MS + 60_000);
 });

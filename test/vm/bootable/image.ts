@@ -142,7 +142,11 @@ export async function runInRootPartition(disk: string, image: DebianImage, scrip
   const wrapper = `
     set -euo pipefail
     loop=$(losetup -f --show --offset "$FERRY_PART_OFFSET" --sizelimit "$FERRY_PART_SIZE" "$FERRY_DISK")
-    cleanup() { if mountpoint -q "$ROOT"; then umount "$ROOT"; fi; losetup -d "$loop"; }
+    cleanup() {
+      cd /
+      if mountpoint -q "$ROOT"; then umount "$ROOT" || umount -l "$ROOT"; fi
+      losetup -d "$loop" || true
+    }
     trap cleanup EXIT
     mount "$loop" "$ROOT"
     ${script}
@@ -187,6 +191,28 @@ export async function writeMarkers(disk: string, image: DebianImage, names: stri
   await runInRootPartition(disk, image, 'for n in $FERRY_MARKERS; do echo "$n" > "$ROOT/var/lib/ferry-markers/$n"; done', {
     FERRY_MARKERS: names.join(' '),
   });
+}
+
+/**
+ * Makes the machine write `mib` MiB of random data at its next boots (ferry-churn.service, before
+ * the login prompt, which then prints `ferry-churn: done <mib>`); 0 turns it off.
+ */
+export async function setChurn(disk: string, image: DebianImage, mib: number): Promise<void> {
+  if (!Number.isSafeInteger(mib) || mib < 0) throw new ImageError(`bad churn size: ${mib} (MiB, an integer >= 0)`);
+  await runInRootPartition(disk, image, mib === 0 ? 'rm -f "$ROOT/etc/ferry-churn"' : 'echo "$FERRY_CHURN" > "$ROOT/etc/ferry-churn"', {
+    FERRY_CHURN: String(mib),
+  });
+}
+
+/** Sizes in bytes of the files the churn wrote (one per boot), by boot id. */
+export async function readChurn(disk: string, image: DebianImage): Promise<Map<string, number>> {
+  const out = await runInRootPartition(disk, image, 'find "$ROOT/var/lib/ferry-churn" -maxdepth 1 -type f -printf "%f %s\\n"');
+  const sizes = new Map<string, number>();
+  for (const line of out.split('\n')) {
+    const [name, size] = line.split(' ');
+    if (name && size) sizes.set(name, Number(size));
+  }
+  return sizes;
 }
 
 /** The names of the marker files on the disk, sorted. */
