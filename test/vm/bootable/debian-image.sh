@@ -125,7 +125,22 @@ cleanup() {
   [ "$rc" = 0 ] || note "build failed (exit $rc); partial state removed"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# bash runs a trap only once its foreground child ends: long steps run through `long`, in their
+# own session, so that INT/TERM stops them at once and the cleanup follows.
+child=
+long() {
+  setsid "$@" &
+  child=$!
+  local rc=0
+  wait "$child" || rc=$?
+  child=
+  return "$rc"
+}
+stop() {
+  if [ -n "$child" ]; then kill -TERM -- "-$child" 2>/dev/null || true; wait "$child" 2>/dev/null || true; fi
+  exit 130
+}
+trap stop INT TERM
 
 started=$(date +%s)
 mkdir -p "$root" "$cache/debs"
@@ -152,12 +167,13 @@ uuid=$(blkid -s UUID -o value "$loop")
 mount -o noatime "$loop" "$root"
 
 note "debootstrap $SUITE (minbase + $PACKAGES_BOOTSTRAP) from $mirror"
-debootstrap --variant=minbase --include="$PACKAGES_BOOTSTRAP" --cache-dir="$cache/debs" \
+long debootstrap --variant=minbase --include="$PACKAGES_BOOTSTRAP" --cache-dir="$cache/debs" \
   "$SUITE" "$root" "$mirror" >&2 || die "debootstrap failed (network? see the log above)"
 # Keep the downloaded packages for the next build (debootstrap --cache-dir reads them from there).
 find "$root/var/cache/apt/archives" -maxdepth 1 -name '*.deb' -exec mv -f {} "$cache/debs/" \;
 
-in_root() { LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive chroot "$root" "$@"; }
+chroot_cmd=(env LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive chroot "$root")
+in_root() { "${chroot_cmd[@]}" "$@"; }
 
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
@@ -194,10 +210,11 @@ EOF
 for m in $INITRAMFS_MODULES; do echo "$m"; done >> "$root/etc/initramfs-tools/modules"
 
 note "installing $PACKAGES_CHROOT in the chroot"
-in_root apt-get -q update >&2 || die "apt-get update in the chroot failed"
-in_root apt-get -q -y install $PACKAGES_CHROOT >&2 || die "installing the kernel failed"
+long "${chroot_cmd[@]}" apt-get -q update >&2 || die "apt-get update in the chroot failed"
+# shellcheck disable=SC2086 # a list of package names
+long "${chroot_cmd[@]}" apt-get -q -y install $PACKAGES_CHROOT >&2 || die "installing the kernel failed"
 
-kver=$(cd "$root/boot" && ls vmlinuz-* 2>/dev/null | sed 's/^vmlinuz-//' | sort -V | tail -n1)
+kver=$(find "$root/boot" -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sed 's/^vmlinuz-//' | sort -V | tail -n1)
 [ -n "$kver" ] || die "no kernel in /boot after installing $PACKAGES_CHROOT"
 [ -f "$root/boot/initrd.img-$kver" ] || die "no initramfs for $kver"
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell functions for VM-lab guests (test/vm/lab.ts) that work on the bootable Debian disk
 # (test/vm/bootable/debian-image.sh): map its root partition with dm-linear, mount it, write the
 # marker files that the booted machine later lists on its console, unmount and unmap.
