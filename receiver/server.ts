@@ -73,7 +73,18 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   const plane = ControlPlane.open(core, planeOptions(options));
   core.start();
   plane.start();
-  const recovery = await openRecovery({ dataDir: options.dataDir, catalogFile: layout.catalogFile, core, plane, target: options.recoveryTarget ?? 'qemu' });
+  const sessions = new Set<Session>();
+  const recovery = await openRecovery({
+    dataDir: options.dataDir,
+    catalogFile: layout.catalogFile,
+    core,
+    plane,
+    target: options.recoveryTarget ?? 'qemu',
+    // A machine that fails over stops streaming at once: its live sessions end with FAILED_OVER.
+    endStreams: (agentId, reason) => {
+      for (const s of sessions) if (s.streams(agentId)) s.fail(new ProtocolError(ErrorCode.FAILED_OVER, reason));
+    },
+  });
 
   const limits: ClientLimits = { ...DEFAULT_CLIENT_LIMITS, ...definedOnly(options) };
   const auth = new AuthThrottle(limits);
@@ -120,10 +131,12 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
       failbackSessions,
     });
     guard.bindSession(session);
+    sessions.add(session);
     ws.on('message', (data, isBinary) => session.onMessage(data as Buffer, isBinary));
     ws.on('error', (err) => log.warn('connection error', { peer, error: err.message }));
     let endSession: (() => void) | undefined;
     ws.on('close', () => {
+      sessions.delete(session);
       session.closed();
       endSession?.();
     });

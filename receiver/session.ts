@@ -88,6 +88,11 @@ export class Session {
   private control: AgentControl | undefined;
   /** Set when the login asked for a failback session: it then takes every frame. */
   private failback: FailbackSession | undefined;
+
+  /** A logged-in replication session of this agent (not a failback session, not refused). */
+  streams(agentId: string): boolean {
+    return this.agentId === agentId && this.state === 'ready' && this.failback === undefined;
+  }
   /** When a failure of the control plane was last logged (they are logged at most every 30 s). */
   private controlFailureLoggedMs = 0;
   private readonly volumeEvents: VolumeListener = {

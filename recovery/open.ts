@@ -23,7 +23,14 @@ function runtimeDir(dataDir: string): string {
 }
 
 /** The receiver's recovery service: its store in catalog.db, its target, started (leftovers of a crash cleaned). */
-export async function openRecovery(o: { dataDir: string; catalogFile: string; core: ReceiverCore; plane: ControlPlane; target: RecoveryTargetChoice }): Promise<RecoveryService> {
+export async function openRecovery(o: {
+  dataDir: string;
+  catalogFile: string;
+  core: ReceiverCore;
+  plane: ControlPlane;
+  target: RecoveryTargetChoice;
+  endStreams(agentId: string, reason: string): void;
+}): Promise<RecoveryService> {
   let target: RecoveryTarget | undefined;
   if (o.target === 'qemu') {
     const dir = runtimeDir(o.dataDir);
@@ -41,6 +48,7 @@ export async function openRecovery(o: { dataDir: string; catalogFile: string; co
     target,
     deletePointsExcept: (volumeId, keep) => o.core.catalog.deletePointsExcept(volumeId, keep),
     requestWholeVolumeCompare: (volumeId, reason) => o.core.requestWholeVolumeCompare(volumeId, reason),
+    endStreams: o.endStreams,
     appliedSeq: (volumeId) => o.core.volumeStatus().find((v) => v.volumeId === volumeId)?.appliedSeq ?? 0,
   });
   await service.start().catch((err: Error) => log.warn('recovery: cleaning up after the last run failed', { error: err.message }));

@@ -41,6 +41,8 @@ export interface RecoveryServiceOptions {
   requestWholeVolumeCompare(volumeId: string, reason: string): void;
   /** The highest seq applied to a volume's replica. */
   appliedSeq(volumeId: string): number;
+  /** Ends the machine's live replication sessions (it failed over: its stream is refused from now on). */
+  endStreams(machineId: string, reason: string): void;
 }
 
 
@@ -518,6 +520,7 @@ export class RecoveryService implements RecoveryApi {
         for (const m of machines) {
           const runsOn = record.snapshot().machines.find((x) => x.machineId === m.id)?.runsOn ?? '';
           this.o.store.setProtection({ machineId: m.id, state: 'failed-over', runsOn, jobId: record.id, sinceMs: Date.now() });
+          this.o.endStreams(m.id, this.streamRefusal(m.id) ?? 'failed over');
         }
       }
       record.succeed();

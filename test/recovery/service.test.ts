@@ -54,6 +54,7 @@ describe('recovery service (fake target, real store, exports and overlays)', () 
   const exported: string[] = [];
   const dropped: Array<{ volumeId: string; keep: readonly number[] }> = [];
   const compared: string[] = [];
+  const endedStreams: string[] = [];
 
   beforeEach(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-recsvc-'));
@@ -66,6 +67,7 @@ describe('recovery service (fake target, real store, exports and overlays)', () 
     exported.length = 0;
     dropped.length = 0;
     compared.length = 0;
+    endedStreams.length = 0;
     service = new RecoveryService({
       dataDir: dir,
       store,
@@ -82,6 +84,7 @@ describe('recovery service (fake target, real store, exports and overlays)', () 
       },
       requestWholeVolumeCompare: (volumeId) => compared.push(volumeId),
       appliedSeq: () => 1000,
+      endStreams: (machineId) => endedStreams.push(machineId),
     });
     await service.start();
   });
@@ -185,6 +188,7 @@ describe('recovery service (fake target, real store, exports and overlays)', () 
     expect(vm.spec.disks[0]).toEqual({ path: path.join(dir, 'recovery', 'machines', 'db', 'db-root.raw'), format: 'raw' });
     expect(service.protection('db')).toMatchObject({ state: 'failed-over', runsOn: 'fake:ferry-db', jobId: job.id });
     expect(service.streamRefusal('db')).toMatch(/failed over/);
+    expect(endedStreams).toEqual(['db']);
     expect(service.streamRefusal('web')).toBeUndefined();
     expect(() => service.failover('one', { planned: false })).toThrow(/already failed-over/);
 
