@@ -13,11 +13,16 @@ export interface BenchArgs {
   values: Partial<Record<string, string>>;
   json: boolean;
   help: boolean;
+  /** The boolean options given (of `booleanOptions`). */
+  flags: Set<string>;
 }
 
 /** Parses `argv` strictly (no positionals, no unknown options); a bad argument is a UsageError. */
-export function parseBenchArgs(argv: string[], valueOptions: readonly string[]): BenchArgs {
-  const options = Object.fromEntries(valueOptions.map((name) => [name, { type: 'string' as const }]));
+export function parseBenchArgs(argv: string[], valueOptions: readonly string[], booleanOptions: readonly string[] = []): BenchArgs {
+  const options = {
+    ...Object.fromEntries(valueOptions.map((name) => [name, { type: 'string' as const }])),
+    ...Object.fromEntries(booleanOptions.map((name) => [name, { type: 'boolean' as const }])),
+  };
   try {
     const { values } = parseArgs({
       args: argv,
@@ -25,8 +30,10 @@ export function parseBenchArgs(argv: string[], valueOptions: readonly string[]):
       strict: true,
       allowPositionals: false,
     });
-    const { json, help, ...rest } = values;
-    return { values: rest as Partial<Record<string, string>>, json: json === true, help: help === true };
+    const { json, help, ...rest } = values as Record<string, string | boolean | undefined>;
+    const flags = new Set(booleanOptions.filter((name) => rest[name] === true));
+    const strings = Object.fromEntries(Object.entries(rest).filter(([name]) => !booleanOptions.includes(name))) as Partial<Record<string, string>>;
+    return { values: strings, json: json === true, help: help === true, flags };
   } catch (err) {
     throw new UsageError(err instanceof Error ? err.message : String(err));
   }
@@ -154,5 +161,16 @@ export function warmPageCache(file: string, totalBytes: number, chunk: (index: n
   } finally {
     fs.closeSync(fd);
     fs.rmSync(file, { force: true });
+  }
+}
+
+/** Polls `check` until it gives a value (every 200 ms), or fails naming `what` at the timeout. */
+export async function until<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -9,7 +9,7 @@ import * as path from 'path';
 import { ApiClient } from '../cli/api-client';
 import type { GroupRound, Machine } from '../control/model';
 import { FERRY_BIN, startReceiverChild } from '../receiver/child-process';
-import { formatTable, integerOption, MiB, parseBenchArgs, runBench, withWorkDir } from './common';
+import { formatTable, integerOption, MiB, parseBenchArgs, runBench, until, withWorkDir } from './common';
 
 const NAME = 'group-rounds bench';
 const USAGE =
@@ -34,16 +34,6 @@ function percentile(values: number[], q: number): number {
   if (values.length === 0) return NaN;
   const s = [...values].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
-}
-
-async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 async function main(): Promise<void> {

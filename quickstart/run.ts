@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'crypto';
+import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Agent } from '../agent/agent';
@@ -11,6 +11,7 @@ import { exportPoint } from '../receiver/export';
 import { DataLayout } from '../receiver/layout';
 import { readCheckpoint } from '../receiver/storage/checkpoint';
 import { SampleVolume } from './sample-volume';
+import { sha256File } from '../common/file-hash';
 
 export interface QuickstartOptions {
   dir: string;
@@ -40,18 +41,6 @@ export interface QuickstartReport {
 const MARKER = '.ferry-quickstart';
 const POLL_MS = 100;
 const STEP_TIMEOUT_MS = 120_000;
-
-function sha256File(file: string): string {
-  const hash = createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
-    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) hash.update(buf.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return hash.digest('hex');
-}
 
 /** A fresh working directory; refuses to wipe a directory a quick start did not create. */
 function prepareDir(dir: string): void {

@@ -368,9 +368,9 @@ export class RecoveryService implements RecoveryApi {
         for (const id of machines) {
           const m = this.o.plane.machine(id);
           await this.step(run, `stop the recovered ${m.name}`, async () => {
-            await this.stopRecovered(id);
+            const detail = await this.stopRecovered(id);
             this.stoppedSources.add(id);
-            return { value: undefined, detail: 'shut down: its disk no longer changes' };
+            return { value: undefined, detail };
           });
         }
         for (const id of machines) {
@@ -451,15 +451,23 @@ export class RecoveryService implements RecoveryApi {
     });
   }
 
-  /** Stops a failed-over machine's VM (the run that booted it knows it). */
-  private async stopRecovered(machineId: string): Promise<void> {
+  /**
+   * Stops a failed-over machine's VM: gracefully through the run that booted it; after a receiver
+   * restart (no handle) through the target's registry, a hard stop, so that the final pass never
+   * runs while the machine still writes.
+   */
+  private async stopRecovered(machineId: string): Promise<string> {
     for (const run of this.running.values()) {
       const vm = run.vms.get(machineId);
       if (!vm) continue;
       await vm.stop({ graceful: true, timeoutMs: 120_000 });
       run.vms.delete(machineId);
       if (run.vms.size === 0) this.running.delete(run.record.id);
+      return 'shut down: its disk no longer changes';
     }
+    const name = `ferry-${this.o.plane.machine(machineId).recovery.recoveredName}`;
+    const swept = (await this.o.target?.sweep(name)) ?? [];
+    return swept.length > 0 ? `${swept.join(', ')} stopped hard (this receiver restarted since it booted them)` : 'not running';
   }
 
   private persistentDisk(machineId: string, volumeId: string): string {

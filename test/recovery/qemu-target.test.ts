@@ -6,7 +6,6 @@
  * locally when not root, never in CI.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -19,6 +18,7 @@ import { QemuTarget, type QemuVm } from '../../recovery/targets/qemu';
 import { splitQmpLines } from '../../recovery/targets/qmp';
 import { FrameReader, MAX_FRAME, SandboxSwitch } from '../../recovery/targets/sandbox-switch';
 import { TargetError, type VmSpec } from '../../recovery/targets/target';
+import { sha256File } from '../../common/file-hash';
 
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
 const isRoot = process.getuid?.() === 0;
@@ -27,10 +27,6 @@ if (skip) console.warn('test/recovery/qemu-target.test.ts: SKIPPED: the tiny dis
 
 const repo = path.resolve(__dirname, '../..');
 const LOGIN = /ferry-tiny login: /;
-
-function sha256File(file: string): string {
-  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-}
 
 function sh(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -23,6 +23,7 @@ import { transpileGuestScript } from './guest-script';
 import { HostControl } from './host-control';
 import { isRoot, NO_CLEAN_EXIT, prepareLab, REPO_ROOT, type GuestDisk, type GuestResult, type Lab } from './lab';
 import { killAllLabProcesses } from './processes';
+import { sha256File } from '../../common/file-hash';
 
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
 const skip = !isRoot() && !inCi;
@@ -44,22 +45,6 @@ interface DriverReport {
   scenario: string;
   failures: string[];
   facts: Record<string, unknown> & { points: PointFact[] };
-}
-
-function sha256File(file: string): string {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  const buf = Buffer.allocUnsafe(4 * MiB);
-  try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
 }
 
 /** A disk image whose first `randomBytes` are random (a volume with data to resync). */

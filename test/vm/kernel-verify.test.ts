@@ -17,6 +17,7 @@ import { transpileGuestScript } from './guest-script';
 import { HostControl } from './host-control';
 import { isRoot, prepareLab, REPO_ROOT, type GuestResult, type Lab } from './lab';
 import { killAllLabProcesses } from './processes';
+import { sha256File } from '../../common/file-hash';
 
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
 const skip = !isRoot() && !inCi;
@@ -34,10 +35,6 @@ interface DriverReport {
 
 function describeRun(r: GuestResult): string {
   return `exit ${r.exitCode}\n--- output ---\n${r.output}\n--- console (tail) ---\n${r.console.split('\n').slice(-30).join('\n')}\n(run dir ${r.runDir})`;
-}
-
-function sha256File(file: string): string {
-  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }
 
 describe.skipIf(skip)('online verify on dm-ferry in a real 6.1 kernel', () => {

@@ -19,7 +19,6 @@
  *    round exports with every marker and the recovered machines' churn.
  * Needs root (the lab, loop mounts); skipped otherwise unless CI is set.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -33,6 +32,7 @@ import { transpileGuestScript } from './guest-script';
 import { HostControl } from './host-control';
 import { isRoot, prepareLab, REPO_ROOT, type Lab } from './lab';
 import { killAllLabProcesses } from './processes';
+import { sha256File } from '../../common/file-hash';
 
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
 const skip = !isRoot() && !inCi;
@@ -41,7 +41,7 @@ if (skip) console.warn('test/vm/recovery.test.ts: SKIPPED: the VM lab needs root
 const MiB = 1024 * 1024;
 const NAMES = ['db', 'web'];
 /** What each recovered machine writes at boot (ferry-churn.service): the changes failback must bring home. */
-const CHURN_MIB = 8;
+const CHURN_MIB = 4;
 
 function qemuProcessesMatching(text: string): number[] {
   return fs
@@ -56,22 +56,6 @@ function qemuProcessesMatching(text: string): number[] {
       }
     })
     .map(Number);
-}
-
-function sha256File(file: string): string {
-  const h = createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  const buf = Buffer.alloc(4 * MiB);
-  try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
 }
 
 /**
@@ -183,12 +167,27 @@ describe.skipIf(skip)('recovery: test failover, planned failover and failback of
     const scriptOut = path.join(dir, 'script-env.txt');
     const found: Record<string, unknown> = {};
     let prepareJob = 0;
+    /** Follows a job the CLI runs, resuming it (as an operator would) at its manual step before group 2. */
+    const resumingManualSteps = async (running: Promise<string>, kind: Job['kind']): Promise<string> => {
+      let finished = false;
+      const out = running.finally(() => (finished = true));
+      out.catch(() => undefined);
+      while (!finished) {
+        const job = await lastJob(kind).catch(() => undefined);
+        if (job?.state === 'waiting') {
+          found[`${kind}WaitedAt`] = job.steps.find((s) => s.state === 'waiting')?.name;
+          await cli(['job', 'resume', String(job.id)]);
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      return out;
+    };
     const meet = new Rendezvous(NAMES);
     control = await HostControl.start({
       failed: (raw) => meet.break(raw),
       ready: meet.action('ready', async () => {
         for (const n of NAMES) await cli(['group', 'add', 'app', n]);
-        await cli(['plan', 'create', 'app-plan', '--boot-group', 'db', '--boot-group', 'web', '--script-after', `1:db-up:echo "$FERRY_PLAN $FERRY_BOOT_GROUP $FERRY_MACHINES" > ${scriptOut}`, '--manual-before', '2:check-db:confirm the database answers', '--health-timeout', '15m']);
+        await cli(['plan', 'create', 'app-plan', '--boot-group', 'db', '--boot-group', 'web', '--script-after', `1:db-up:echo "$FERRY_PLAN $FERRY_BOOT_GROUP $FERRY_MACHINES" >> ${scriptOut}`, '--manual-before', '2:check-db:confirm the database answers', '--health-timeout', '15m']);
       }),
       round: meet.action('round', async () => {
         const r = await cliJson<GroupRound>(['group', 'round', 'app'], 300_000);
@@ -197,19 +196,7 @@ describe.skipIf(skip)('recovery: test failover, planned failover and failback of
       }),
       'test-failover': meet.action('test-failover', async (args) => {
         const round = args.get(NAMES[0]) ?? '';
-        const started = cli(['failover', 'test', '--plan', 'app-plan', '--point', `round:${round}`], 1_800_000);
-        // The manual step before group 2: resume it when the job waits there.
-        for (;;) {
-          const job = await lastJob('test-failover').catch(() => undefined);
-          if (job?.state === 'waiting') {
-            found.waitedAt = job.steps.find((s) => s.state === 'waiting')?.name;
-            await cli(['job', 'resume', String(job.id)]);
-            break;
-          }
-          if (job && job.state !== 'running') break;
-          await new Promise((r) => setTimeout(r, 1000));
-        }
-        found.testOutput = await started;
+        found.testOutput = await resumingManualSteps(cli(['failover', 'test', '--plan', 'app-plan', '--point', `round:${round}`], 1_800_000), 'test-failover');
         const job = await lastJob('test-failover');
         found.testJob = job;
         found.testSerial = Object.fromEntries(job.machines.map((m) => [m.vmName, fs.readFileSync(m.serialLog, 'utf8')]));
@@ -225,7 +212,7 @@ describe.skipIf(skip)('recovery: test failover, planned failover and failback of
         return 'checked';
       }),
       failover: meet.action('failover', async () => {
-        found.failoverOutput = await cli(['failover', 'run', '--plan', 'app-plan', '--planned'], 1_800_000);
+        found.failoverOutput = await resumingManualSteps(cli(['failover', 'run', '--plan', 'app-plan', '--planned'], 1_800_000), 'failover');
         const job = await lastJob('failover');
         found.failoverJob = job;
         found.failoverSerial = Object.fromEntries(job.machines.map((m) => [m.vmName, fs.readFileSync(m.serialLog, 'utf8')]));
@@ -300,7 +287,8 @@ describe.skipIf(skip)('recovery: test failover, planned failover and failback of
     // The test failover: both machines booted at round 2 (m1 m2, not m3), in boot-group order.
     const job = found.testJob as Job;
     expect(job.state, JSON.stringify(job, null, 1)).toBe('succeeded');
-    expect(found.waitedAt).toMatch(/check-db/);
+    expect(found['test-failoverWaitedAt']).toMatch(/check-db/);
+    expect(found.failoverWaitedAt).toMatch(/check-db/);
     for (const m of job.machines) {
       const serial = (found.testSerial as Record<string, string>)[m.vmName];
       expect(serial, `${m.vmName} console`).toMatch(/login:/);

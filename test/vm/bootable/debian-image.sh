@@ -43,7 +43,7 @@
 set -euo pipefail
 
 readonly SUITE=bookworm
-readonly IMAGE_MIB=768
+readonly IMAGE_MIB=512
 readonly PART_START_SECTOR=2048
 readonly ROOT_PASSWORD=ferry
 readonly HOSTNAME_DEFAULT=ferry-debian

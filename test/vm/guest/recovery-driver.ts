@@ -18,10 +18,12 @@
  * Usage: node recovery-driver.js <params.json>; prints `FERRY-RESULT {...}`.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as path from 'node:path';
 import type { AgentStatus } from '../../../agent/status';
+import { sha256File } from '../../../common/file-hash';
 
 interface MachineParams {
   name: string;
@@ -48,11 +50,18 @@ const GUEST_MOUNT = path.join(p.repo, 'test', 'vm', 'bootable', 'guest-mount.sh'
 const failures: string[] = [];
 const facts: Record<string, unknown> = {};
 
-async function host(action: string, arg = ''): Promise<string> {
-  const res = await fetch(`${p.hostctl}/${action}?arg=${encodeURIComponent(`${p.machine.name}|${arg}`)}`, { signal: AbortSignal.timeout(2_400_000) });
-  const text = (await res.text()).trim();
-  if (res.status !== 200) throw new Error(`host action ${action} failed: ${text}`);
-  return text;
+/** Asks the host to act; answers when it has (a failover takes minutes: no client-side timeout, unlike fetch's 5 min for headers). */
+function host(action: string, arg = ''): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${p.hostctl}/${action}?arg=${encodeURIComponent(`${p.machine.name}|${arg}`)}`, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => (res.statusCode === 200 ? resolve(text.trim()) : reject(new Error(`host action ${action} failed: ${text.trim()}`))));
+      res.on('error', reject);
+    });
+    req.on('error', (err) => reject(new Error(`host action ${action}: ${err.message}`)));
+  });
 }
 
 async function waitFor<T>(what: string, check: () => T | undefined, timeoutMs: number): Promise<T> {
@@ -121,7 +130,8 @@ mount_root_partition ${this.device} ${p.partStartSector} ${p.partSectors} ${this
         stateDir: path.join(this.work, 'state'),
         passphraseFile: p.passphraseFile,
         capture: 'kernel',
-        volumes: [{ id: this.volumeId, path: this.device }],
+        // The root file system is frozen for application-consistent points (a planned failover's last one).
+        volumes: [{ id: this.volumeId, path: this.device, mount: this.mount }],
         tags: { crashIntervalMs: 3_600_000 },
       }),
     );
@@ -182,19 +192,7 @@ mount_root_partition ${this.device} ${p.partStartSector} ${p.partSectors} ${this
   }
 
   diskHash(): string {
-    const h = createHash('sha256');
-    const fd = fs.openSync(this.m.disk, 'r');
-    const buf = Buffer.alloc(4 * 1024 * 1024);
-    try {
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, null);
-        if (n === 0) break;
-        h.update(buf.subarray(0, n));
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
-    return h.digest('hex');
+    return sha256File(this.m.disk);
   }
 
   logTail(): string[] {
