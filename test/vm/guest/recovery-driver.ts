@@ -23,7 +23,6 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import type { AgentStatus } from '../../../agent/status';
-import { sha256File } from '../../../common/file-hash';
 
 interface MachineParams {
   name: string;
@@ -53,7 +52,8 @@ const facts: Record<string, unknown> = {};
 /** Asks the host to act; answers when it has (a failover takes minutes: no client-side timeout, unlike fetch's 5 min for headers). */
 function host(action: string, arg = ''): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = http.get(`${p.hostctl}/${action}?arg=${encodeURIComponent(`${p.machine.name}|${arg}`)}`, (res) => {
+    // A fresh connection each time: a kept-alive one may be closed by the host just as it is reused.
+    const req = http.get(`${p.hostctl}/${action}?arg=${encodeURIComponent(`${p.machine.name}|${arg}`)}`, { agent: false }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (text += c));
@@ -192,7 +192,7 @@ mount_root_partition ${this.device} ${p.partStartSector} ${p.partSectors} ${this
   }
 
   diskHash(): string {
-    return sha256File(this.m.disk);
+    return execFileSync('sha256sum', [this.m.disk], { encoding: 'utf8' }).split(' ')[0];
   }
 
   logTail(): string[] {
