@@ -362,7 +362,6 @@ export class RecoveryService implements RecoveryApi {
       if (!p || p.state !== 'failing-back') throw new ControlError('conflict', `machine ${id} is ${p?.state ?? 'protected'}: run ferry failback prepare --plan ${planId} first`);
     }
     const run = this.newRun('failback', plan, { kind: 'latest' });
-    const started = Date.now();
     void (async () => {
       try {
         for (const id of machines) {
@@ -386,7 +385,6 @@ export class RecoveryService implements RecoveryApi {
           }
           return { value: undefined, detail: 'their agents may connect again; each compares its whole volume with the replica and sends only what differs' };
         });
-        run.record.setRto(Date.now() - started);
         run.record.succeed();
       } catch (err) {
         if (run.abort.signal.aborted) run.record.cancel('cancelled by an operator');
