@@ -177,7 +177,7 @@ export function receiverCommand(): Command {
     .addOption(
       new Option('--recovery-target <target>', 'where test failover and failover run recovered machines: qemu (KVM when usable, else TCG), libvirt:URI (e.g. libvirt:qemu:///system), or off')
         .argParser(recoveryTargetOption)
-        .default('qemu'),
+        .default('qemu', 'qemu'),
     )
     .addOption(durationFlag('--round-hold <duration>', 'hold bound of a crash-consistent group round (at most 5s)', 1000))
     .addOption(durationFlag('--app-round-hold <duration>', 'hold bound of an app-consistent group round (at most 5s)', 5000))
