@@ -199,7 +199,8 @@ export class RecoveryService implements RecoveryApi {
     const jobId = this.testRuns.get(planId);
     if (jobId === undefined) throw new ControlError('conflict', `plan ${planId} has no test failover to clean up`);
     const test = this.running.get(jobId);
-    if (test && test.record.snapshot().state === 'running') test.abort.abort();
+    // A test still booting or waiting at a manual step ends cancelled; its VMs are stopped below.
+    if (test && !test.record.finished) test.abort.abort();
     const run = this.newRun('cleanup', plan, { kind: 'latest' });
     void (async () => {
       const step = run.record.addStep(`stop the VMs and delete the disks of job ${jobId}`);
@@ -360,6 +361,8 @@ export class RecoveryService implements RecoveryApi {
     for (const id of machines) {
       const p = this.o.store.protection(id);
       if (!p || p.state !== 'failing-back') throw new ControlError('conflict', `machine ${id} is ${p?.state ?? 'protected'}: run ferry failback prepare --plan ${planId} first`);
+      // After a receiver restart the failback sessions report anew (progress lives in memory).
+      if (!this.failbacks.has(id)) this.failbacks.set(id, new Map());
     }
     const run = this.newRun('failback', plan, { kind: 'latest' });
     void (async () => {
