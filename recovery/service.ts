@@ -14,7 +14,7 @@ import type { PointExporter } from './exporter';
 import { JobRecord } from './job-record';
 import type { BootGroup, Job, JobKind, Plan, PlanAction, PlanInput, PointSpec } from './model';
 import { choosePoints } from './point-choice';
-import { validatePlanInput } from './plan-validate';
+import { planMachineIds, validatePlanInput } from './plan-validate';
 import { runScript } from './script-runner';
 import type { RecoveryStore } from './store';
 import type { RecoveryTarget, RunningVm, VmDisk, VmNetwork } from './targets/target';
@@ -226,7 +226,7 @@ export class RecoveryService implements RecoveryApi {
   failover(planId: string, options: { point?: PointSpec; planned: boolean }): Job {
     const plan = this.plan(planId);
     this.requireTarget();
-    for (const id of planMachines(plan)) {
+    for (const id of planMachineIds(plan)) {
       const p = this.o.store.protection(id);
       if (p && p.state !== 'protected') throw new ControlError('conflict', `machine ${id} is already ${p.state} (job ${p.jobId})`);
     }
@@ -268,7 +268,7 @@ export class RecoveryService implements RecoveryApi {
 
   commitFailover(planId: string): Job {
     const plan = this.plan(planId);
-    const machines = planMachines(plan);
+    const machines = planMachineIds(plan);
     const failed = machines.map((id) => this.o.store.protection(id));
     if (failed.some((p) => !p || p.state !== 'failed-over')) throw new ControlError('conflict', `plan ${planId}'s machines are not all failed over`);
     const run = this.newRun('commit', plan, { kind: 'latest' });
@@ -288,7 +288,7 @@ export class RecoveryService implements RecoveryApi {
 
   /** The one group with multi-machine consistency that holds every machine of the plan (a planned failover cuts its last point as a round). */
   private plannedGroup(plan: Plan): string {
-    const machines = planMachines(plan).map((id) => this.o.plane.machine(id));
+    const machines = planMachineIds(plan).map((id) => this.o.plane.machine(id));
     const groupId = machines[0]?.groupId;
     const group = groupId ? this.o.plane.group(groupId) : undefined;
     if (!group || !group.policy.multiMachineConsistency || machines.some((m) => m.groupId !== groupId)) {
@@ -303,7 +303,7 @@ export class RecoveryService implements RecoveryApi {
   private async waitApplied(run: Run, pointIds: readonly number[]): Promise<string> {
     const deadline = Date.now() + 30 * 60_000;
     const wanted = new Map<string, number>();
-    for (const m of planMachines(this.plan(run.record.snapshot().planId)).map((id) => this.o.plane.machine(id))) {
+    for (const m of planMachineIds(this.plan(run.record.snapshot().planId)).map((id) => this.o.plane.machine(id))) {
       for (const v of m.volumes) {
         const p = this.o.points(v.volumeId).find((x) => pointIds.includes(x.id));
         if (!p) throw new Error(`the final round has no point of volume ${v.volumeId}`);
@@ -323,7 +323,7 @@ export class RecoveryService implements RecoveryApi {
 
   failbackPrepare(planId: string): Job {
     const plan = this.plan(planId);
-    const machines = planMachines(plan);
+    const machines = planMachineIds(plan);
     for (const id of machines) {
       const p = this.o.store.protection(id);
       if (!p || p.state !== 'failed-over') throw new ControlError('conflict', `machine ${id} is ${p?.state ?? 'protected'}: only failed-over machines fail back`);
@@ -357,7 +357,7 @@ export class RecoveryService implements RecoveryApi {
 
   failback(planId: string): Job {
     const plan = this.plan(planId);
-    const machines = planMachines(plan);
+    const machines = planMachineIds(plan);
     for (const id of machines) {
       const p = this.o.store.protection(id);
       if (!p || p.state !== 'failing-back') throw new ControlError('conflict', `machine ${id} is ${p?.state ?? 'protected'}: run ferry failback prepare --plan ${planId} first`);
@@ -491,7 +491,7 @@ export class RecoveryService implements RecoveryApi {
         if (!c.ok) throw new Error(c.detail);
         return { value: undefined, detail: c.detail };
       });
-      const machines = planMachines(plan).map((id) => this.o.plane.machine(id));
+      const machines = planMachineIds(plan).map((id) => this.o.plane.machine(id));
       const disks = new Map<string, VmDisk[]>();
       machines.forEach((m, i) => {
         record.setMachine(m.id, {
@@ -680,7 +680,7 @@ export class RecoveryService implements RecoveryApi {
   }
 
   private choose(plan: Plan, spec: PointSpec): ReturnType<typeof choosePoints> {
-    const machines = planMachines(plan).map((id) => this.o.plane.machine(id));
+    const machines = planMachineIds(plan).map((id) => this.o.plane.machine(id));
     const groupIds = new Set(machines.map((m) => m.groupId));
     const groupId = groupIds.size === 1 ? [...groupIds][0] : null;
     const group = groupId ? this.o.plane.group(groupId) : undefined;
@@ -738,10 +738,6 @@ export class RecoveryService implements RecoveryApi {
   private requireTarget(): void {
     if (!this.o.target) throw new ControlError('unavailable', 'this receiver has no recovery target: install qemu (qemu-system-x86 and qemu-utils) or configure libvirt');
   }
-}
-
-export function planMachines(plan: Plan): string[] {
-  return plan.bootGroups.flatMap((g) => g.machines);
 }
 
 function describePoints(points: Record<string, number>): string {
