@@ -336,22 +336,15 @@ export class RecoveryService implements RecoveryApi {
       const m = this.o.plane.machine(id);
       run.record.setMachine(id, { vmName: m.recovery.recoveredName, runsOn: p.runsOn, points: {}, state: 'pending', address: '', serialLog: '', screenshot: '', bootMs: null, detail: 'waiting for `ferry agent failback` on the original machine' });
     }
-    void (async () => {
-      try {
-        for (const id of machines) {
-          const m = this.o.plane.machine(id);
-          await this.step(run, `first pass of ${m.name} (the original disks pull what differs)`, async () => {
-            const done = await this.waitFailback(run, id, (v) => v.state === 'in-sync' || v.state === 'done');
-            return { value: undefined, detail: done };
-          });
-        }
-        run.record.succeed();
-      } catch (err) {
-        if (run.abort.signal.aborted) run.record.cancel('cancelled by an operator');
-        else run.record.fail((err as Error).message);
+    this.runSteps(run, async () => {
+      for (const id of machines) {
+        const m = this.o.plane.machine(id);
+        await this.step(run, `first pass of ${m.name} (the original disks pull what differs)`, async () => {
+          const done = await this.waitFailback(run, id, (v) => v.state === 'in-sync' || v.state === 'done');
+          return { value: undefined, detail: done };
+        });
       }
-      this.finishRun(run);
-    })();
+    });
     return run.record.snapshot();
   }
 
@@ -365,36 +358,29 @@ export class RecoveryService implements RecoveryApi {
       if (!this.failbacks.has(id)) this.failbacks.set(id, new Map());
     }
     const run = this.newRun('failback', plan, { kind: 'latest' });
-    void (async () => {
-      try {
-        for (const id of machines) {
-          const m = this.o.plane.machine(id);
-          await this.step(run, `stop the recovered ${m.name}`, async () => {
-            const detail = await this.stopRecovered(id);
-            this.stoppedSources.add(id);
-            return { value: undefined, detail };
-          });
-        }
-        for (const id of machines) {
-          const m = this.o.plane.machine(id);
-          await this.step(run, `final pass of ${m.name}`, async () => ({ value: undefined, detail: await this.waitFailback(run, id, (v) => v.state === 'done') }));
-        }
-        await this.step(run, 'protect the machines again in the original direction', async () => {
-          for (const id of machines) {
-            for (const v of this.o.plane.machine(id).volumes) this.o.requestWholeVolumeCompare(v.volumeId, 'failback: the disk was rewritten from the recovered machine');
-            this.o.store.setProtection({ machineId: id, state: 'protected', runsOn: '', jobId: run.record.id, sinceMs: Date.now() });
-            this.failbacks.delete(id);
-            this.stoppedSources.delete(id);
-          }
-          return { value: undefined, detail: 'their agents may connect again; each compares its whole volume with the replica and sends only what differs' };
+    this.runSteps(run, async () => {
+      for (const id of machines) {
+        const m = this.o.plane.machine(id);
+        await this.step(run, `stop the recovered ${m.name}`, async () => {
+          const detail = await this.stopRecovered(id);
+          this.stoppedSources.add(id);
+          return { value: undefined, detail };
         });
-        run.record.succeed();
-      } catch (err) {
-        if (run.abort.signal.aborted) run.record.cancel('cancelled by an operator');
-        else run.record.fail((err as Error).message);
       }
-      this.finishRun(run);
-    })();
+      for (const id of machines) {
+        const m = this.o.plane.machine(id);
+        await this.step(run, `final pass of ${m.name}`, async () => ({ value: undefined, detail: await this.waitFailback(run, id, (v) => v.state === 'done') }));
+      }
+      await this.step(run, 'protect the machines again in the original direction', async () => {
+        for (const id of machines) {
+          for (const v of this.o.plane.machine(id).volumes) this.o.requestWholeVolumeCompare(v.volumeId, 'failback: the disk was rewritten from the recovered machine');
+          this.o.store.setProtection({ machineId: id, state: 'protected', runsOn: '', jobId: run.record.id, sinceMs: Date.now() });
+          this.failbacks.delete(id);
+          this.stoppedSources.delete(id);
+        }
+        return { value: undefined, detail: 'their agents may connect again; each compares its whole volume with the replica and sends only what differs' };
+      });
+    });
     return run.record.snapshot();
   }
 
@@ -662,6 +648,20 @@ export class RecoveryService implements RecoveryApi {
       throw err;
     });
     record.finishStep(step, true, 'resumed by an operator');
+  }
+
+  /** Runs a job's steps in the background: it succeeds when they all did, else fails (or ends cancelled). */
+  private runSteps(run: Run, steps: () => Promise<void>): void {
+    void (async () => {
+      try {
+        await steps();
+        run.record.succeed();
+      } catch (err) {
+        if (run.abort.signal.aborted) run.record.cancel('cancelled by an operator');
+        else run.record.fail((err as Error).message);
+      }
+      this.finishRun(run);
+    })();
   }
 
   /** One step: its outcome or its error is recorded; an error ends the job. */
