@@ -159,13 +159,14 @@ function checkHost(): void {
   if (problems.length > 0) throw new LabError(`VM lab unavailable:\n  ${problems.join('\n  ')}`);
 }
 
-interface CommandResult {
+export interface CommandResult {
   code: number | null;
   stdout: string;
   stderr: string;
 }
 
-function runCommand(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CommandResult> {
+/** Runs a command to its end, collecting its output; rejects only when it cannot start. */
+export function runCommand(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';

@@ -9,10 +9,10 @@
  *
  * Needs root (loop devices). See debian-image.sh for what the guest prints at boot.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { runCommand } from '../lab';
 
 export const IMAGE_SCRIPT = path.join(__dirname, 'debian-image.sh');
 /** Where the guest's ferry-markers.service looks for marker files. */
@@ -84,26 +84,8 @@ export function parseImageInfo(stdout: string): DebianImage {
   return image;
 }
 
-interface CommandResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.once('error', (err) => reject(new ImageError(`cannot run ${command}: ${err.message}`)));
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
 async function mustRun(command: string, args: string[]): Promise<string> {
-  const r = await run(command, args);
+  const r = await runCommand(command, args);
   if (r.code !== 0) throw new ImageError(`${command} ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
   return r.stdout;
 }
@@ -117,7 +99,7 @@ let preparing: Promise<DebianImage> | undefined;
 /** Builds the image once (or finds it in the cache) and describes it. Once per process. */
 export function prepareDebianImage(): Promise<DebianImage> {
   preparing ??= (async () => {
-    const r = await run('bash', [IMAGE_SCRIPT]);
+    const r = await runCommand('bash', [IMAGE_SCRIPT]);
     if (r.code !== 0) throw new ImageError(`debian-image.sh failed (exit ${r.code}):\n${tail(r.stderr, 40)}`);
     return parseImageInfo(r.stdout);
   })();
@@ -152,7 +134,7 @@ export async function runInRootPartition(disk: string, image: DebianImage, scrip
     ${script}
   `;
   try {
-    const r = await run('unshare', ['--mount', '--propagation', 'private', 'bash', '-c', wrapper], {
+    const r = await runCommand('unshare', ['--mount', '--propagation', 'private', 'bash', '-c', wrapper], {
       ...process.env,
       ...env,
       PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin`,
@@ -174,10 +156,10 @@ export async function checkRootFilesystem(disk: string, image: DebianImage): Pro
     await mustRun('losetup', ['-f', '--show', '--read-only', '--offset', String(image.partStartBytes), '--sizelimit', String(image.partSizeBytes), disk])
   ).trim();
   try {
-    const r = await run('e2fsck', ['-fn', loop], { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` });
+    const r = await runCommand('e2fsck', ['-fn', loop], { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` });
     return { clean: r.code === 0, output: r.stdout + r.stderr };
   } finally {
-    await run('losetup', ['-d', loop]);
+    await runCommand('losetup', ['-d', loop]);
   }
 }
 
