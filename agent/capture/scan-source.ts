@@ -1,7 +1,7 @@
 import { BLOCK_HASH_BYTES, blockHash } from '../../common/block-hash';
 import { log } from '../../common/log';
 import { nowUs } from '../../common/time';
-import { oldestCapture } from '../../common/capture-time';
+import { olderCapture, oldestCapture } from '../../common/capture-time';
 import { AccuracyName } from '../../proto/types';
 import { BlockHasher, sharedBuffer } from './block-hasher';
 import { ChunkReadTimes } from './read-times';
@@ -9,6 +9,7 @@ import { BlockEntry, ResyncState, ScanTable } from './scan-table';
 import { Signal } from '../../common/signal';
 import { VolumeReader } from './volume-reader';
 import { blockRanges, rangeBytes } from './ranges';
+import { splitReads, type PassScope, type ScopedRead } from './pass-scope';
 import type {
   ByteRange,
   CaptureBatch,
@@ -41,6 +42,13 @@ export interface ScanOptions {
   maxPendingBytes: number;
 }
 
+/**
+ * Orders pass starts and ends against settle requests strictly (a clock may read the same
+ * value twice): a pass that started at or after a request's tick began after it.
+ */
+let passClock = 0;
+const passTick = (): number => ++passClock;
+
 /** A chunk read in flight, and when it was issued. */
 interface ChunkRead {
   offset: number;
@@ -69,6 +77,8 @@ interface ResyncRun {
   progress: ResyncProgress;
   /** Seq of the last record of the resync pass, once it has finished. */
   doneSeq: number;
+  /** A resync of these reads only (a delta of known ranges), not of the whole volume. */
+  reads?: ScopedRead[];
 }
 
 /** A repair asked for: block-aligned ranges compared with the receiver's hashes (see CaptureSource.repair). */
@@ -93,11 +103,13 @@ class ScanVolume {
   /** The repair putting its blocks into the stream now (points are not usable meanwhile). */
   repairing: RepairJob | undefined;
   lastRepair: RepairJob | undefined;
-  /** Set by `settle`: a pass that started before this time does not count. */
-  settleRequestedUs = 0;
-  lastPassStartUs = 0;
-  lastPassEndUs = 0;
+  /** Set by `settle`: a pass that started before this tick does not count. */
+  settleRequestedTick = 0;
+  lastPassStartTick = 0;
+  lastPassEndTick = 0;
   passOffset = 0;
+  /** Bytes read back by passes (not repairs), since the volume was attached. */
+  readBytes = 0;
   /** When each chunk was last read: a change found in a chunk may date back to its previous read. */
   readonly readTimes: ChunkReadTimes;
   readonly room = new Signal();
@@ -115,6 +127,8 @@ class ScanVolume {
     private readonly opts: ScanOptions,
     private readonly hasher: BlockHasher,
     private readonly emitted: () => void,
+    /** Passes read only what the scope hands them (ebpf); without one they read the whole volume. */
+    private readonly scope?: PassScope,
   ) {
     this.nextSeq = receiverDurableSeq + 1;
     this.zeroHash = blockHash(Buffer.alloc(opts.blockSize));
@@ -147,8 +161,14 @@ class ScanVolume {
       const started = Date.now();
       await this.pass(isClosed);
       if (isClosed()) return;
+      if (this.settleRequestedTick > this.lastPassStartTick || this.repairs.length > 0) continue;
+      if (this.scope) {
+        // The scope's owner wakes the loop when it adds ranges.
+        if (!this.scope.hasWork) await this.wake.wait(this.opts.intervalMs);
+        continue;
+      }
       const wait = started + this.opts.intervalMs - Date.now();
-      if (wait > 0 && this.settleRequestedUs <= this.lastPassStartUs && this.repairs.length === 0) await this.wake.wait(wait);
+      if (wait > 0) await this.wake.wait(wait);
     }
   }
 
@@ -226,8 +246,10 @@ class ScanVolume {
 
   private async pass(isClosed: () => boolean): Promise<void> {
     const resync = this.resync;
+    if (resync?.reads) return this.scopedPass(isClosed, resync.reads, resync);
+    if (!resync && this.scope) return this.scopedPass(isClosed, this.scope.take(CHUNK_BYTES), undefined);
     const startOffset = resync ? Math.min(this.table.resync.cursor, this.spec.sizeBytes) : 0;
-    this.lastPassStartUs = nowUs();
+    this.lastPassStartTick = passTick();
     // Read-ahead: the next chunk is read (thread pool) while this one is hashed.
     let ahead: ChunkRead | undefined;
     let flip = 0;
@@ -242,11 +264,11 @@ class ScanVolume {
         await ahead?.data.catch(() => undefined);
         return;
       }
-      if (!resync && this.settleRequestedUs > this.lastPassStartUs) {
+      if (!resync && this.settleRequestedTick > this.lastPassStartTick) {
         // An app-consistent tag wants a pass that began after the freeze: start over.
         await ahead?.data.catch(() => undefined);
         ahead = undefined;
-        this.lastPassStartUs = nowUs();
+        this.lastPassStartTick = passTick();
         offset = -CHUNK_BYTES;
         continue;
       }
@@ -257,20 +279,63 @@ class ScanVolume {
       const data = await current.data;
       const next = offset + CHUNK_BYTES;
       ahead = next < this.spec.sizeBytes ? readChunk(next) : undefined;
+      this.readBytes += length;
       await this.scanChunk(offset, data, resync ? 'none' : 'approximate', current.issuedUs);
       if (resync) resync.progress.doneBytes = offset + length;
     }
     await ahead?.data.catch(() => undefined);
     this.passOffset = this.spec.sizeBytes;
-    this.lastPassEndUs = nowUs();
-    if (resync) {
-      resync.doneSeq = this.nextSeq - 1;
-      this.resync = undefined;
-      log.info('resync pass read the whole volume', { volume: this.spec.id, kind: resync.kind, sentBytes: resync.progress.sentBytes, doneSeq: resync.doneSeq });
-      this.finishedResync = resync;
-      this.noteResyncDurable();
-    }
+    this.lastPassEndTick = passTick();
+    if (resync) this.finishResync(resync, 'resync pass read the whole volume');
     this.passDone.notify();
+  }
+
+  /**
+   * A pass over `reads` only: the ranges a scope reported written, or those of a scoped resync.
+   * A change found dates back to its read's `sinceUs` (when the write happened).
+   */
+  private async scopedPass(isClosed: () => boolean, reads: readonly ScopedRead[], resync: ResyncRun | undefined): Promise<void> {
+    this.lastPassStartTick = passTick();
+    const scope = this.scope;
+    let next: Promise<Buffer> | undefined;
+    let flip = 0;
+    const readAt = (i: number): Promise<Buffer> => this.read(reads[i].offset, reads[i].length, this.buffers[flip++ % 2]);
+    for (let i = 0; i < reads.length; i++) {
+      while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
+      if (isClosed()) {
+        await next?.catch(() => undefined);
+        if (!resync) scope?.giveBack(reads.slice(i));
+        return;
+      }
+      const read = reads[i];
+      this.passOffset = read.offset;
+      const data = await (next ?? readAt(i));
+      next = i + 1 < reads.length ? readAt(i + 1) : undefined;
+      this.readBytes += read.length;
+      await this.scanChunk(read.offset, data, resync ? 'none' : 'approximate', undefined, read.sinceUs);
+      if (resync) resync.progress.doneBytes += read.length;
+      else scope?.done(read);
+    }
+    this.passOffset = this.spec.sizeBytes;
+    this.lastPassEndTick = passTick();
+    if (resync) this.finishResync(resync, 'resync pass read its ranges');
+    this.passDone.notify();
+  }
+
+  private finishResync(resync: ResyncRun, what: string): void {
+    resync.doneSeq = this.nextSeq - 1;
+    this.resync = undefined;
+    log.info(what, { volume: this.spec.id, kind: resync.kind, sentBytes: resync.progress.sentBytes, doneSeq: resync.doneSeq });
+    this.finishedResync = resync;
+    this.noteResyncDurable();
+  }
+
+  /** The ranges of queued and handed-out records not committed yet (what a restart must read again). */
+  uncommittedRanges(): ByteRange[] {
+    const ranges: ByteRange[] = [];
+    for (const q of this.queue) if (q.record.length > 0) ranges.push({ offset: q.record.offset, length: q.record.length });
+    for (const o of this.outstanding) if (o.entry) ranges.push({ offset: o.entry.block * this.blockSize, length: o.bytes });
+    return ranges;
   }
 
   /** The last finished resync, kept until its records are committed (see persistedResync). */
@@ -282,14 +347,14 @@ class ScanVolume {
 
   /** Earliest moment a change not yet handed out may have happened: queued, or not seen yet. */
   unsentSinceUs(): number {
-    let oldest = this.readTimes.oldest();
-    for (const q of this.queue) if (q.record.captureTimeUs < oldest) oldest = q.record.captureTimeUs;
+    let oldest = this.scope ? this.scope.unsentSinceUs() : this.readTimes.oldest();
+    for (const q of this.queue) oldest = olderCapture(oldest, q.record.captureTimeUs);
     return oldest;
   }
 
-  /** How far the current pass has read, for a settle that wants a pass begun at `sinceUs`. */
-  passProgress(sinceUs: number): number {
-    return this.lastPassStartUs >= sinceUs ? Math.min(this.passOffset, this.spec.sizeBytes) : 0;
+  /** How far the current pass has read, for a settle that wants a pass begun at tick `sinceTick`. */
+  passProgress(sinceTick: number): number {
+    return this.lastPassStartTick >= sinceTick ? Math.min(this.passOffset, this.spec.sizeBytes) : 0;
   }
 
   close(): Promise<void> {
@@ -315,12 +380,13 @@ class ScanVolume {
    * `readUs`: when the read of this whole chunk was issued (a pass), so that a write after it is
    * left to the next pass; a repair reads parts of chunks and leaves the passes' record alone.
    */
-  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs?: number): Promise<number> {
+  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs?: number, sinceUs?: number): Promise<number> {
     const hashes = await this.hasher.hash(data, this.blockSize);
     // A change found now happened after the previous read of this chunk saw the old contents:
-    // that is the earliest moment it could have happened, so the RPO counts from there.
+    // that is the earliest moment it could have happened, so the RPO counts from there
+    // (unless the caller knows when: a tracked write's time).
     const chunk = Math.floor(offset / CHUNK_BYTES);
-    const captureTimeUs = this.readTimes.get(chunk);
+    const captureTimeUs = sinceUs ?? this.readTimes.get(chunk);
     if (readUs !== undefined) this.readTimes.set(chunk, readUs);
     let sent = 0;
     for (let start = 0, i = 0; start < data.length; start += this.blockSize, i++) {
@@ -393,10 +459,21 @@ export class ScanSource implements CaptureSource {
   constructor(private readonly opts: ScanOptions) {}
 
   async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
+    const { need } = await this.open(spec, receiverDurableSeq);
+    if (need.kind === 'none') this.startCapture(spec.id);
+    return need;
+  }
+
+  /**
+   * Opens a volume's scan table and says what the table alone asks for. Sources built on these
+   * passes (ebpf) give a `scope`, may ask for more, and start the volume themselves (startCapture
+   * or startResync).
+   */
+  async open(spec: ProtectedVolume, receiverDurableSeq: number, scope?: PassScope): Promise<{ need: ResyncNeed; stale: boolean }> {
     if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
     const reader = await VolumeReader.open(spec);
     const { table, stale } = ScanTable.open(this.opts.stateDirOf(spec.id), spec.sizeBytes, this.opts.blockSize, receiverDurableSeq);
-    const volume = new ScanVolume(spec, table, reader, receiverDurableSeq, this.opts, this.hasher, () => this.available.notify());
+    const volume = new ScanVolume(spec, table, reader, receiverDurableSeq, this.opts, this.hasher, () => this.available.notify(), scope);
     this.volumes.set(spec.id, volume);
     let need: ResyncNeed;
     if (stale && receiverDurableSeq === 0) {
@@ -409,12 +486,16 @@ export class ScanSource implements CaptureSource {
     } else {
       need = { kind: 'none', reason: 'the scan table matches the receiver' };
     }
-    if (need.kind === 'none') this.startLoop(volume);
     if (!this.compactTimer) {
       this.compactTimer = setInterval(() => this.compactAll(), COMPACT_INTERVAL_MS);
       this.compactTimer.unref();
     }
-    return need;
+    return { need, stale };
+  }
+
+  /** Starts the passes of a volume that needs no resync. */
+  startCapture(volumeId: string): void {
+    this.startLoop(this.volume(volumeId));
   }
 
   private startLoop(volume: ScanVolume): void {
@@ -425,13 +506,50 @@ export class ScanSource implements CaptureSource {
     );
   }
 
-  startResync(volumeId: string, kind: ResyncKind, remote: RemoteHashes): void {
+  /**
+   * Starts a resync of the whole volume, or (`ranges`) a delta of those ranges only: their
+   * blocks are compared with what the scan table says the receiver holds.
+   */
+  startResync(volumeId: string, kind: ResyncKind, remote: RemoteHashes, ranges?: readonly ByteRange[]): void {
     const volume = this.volume(volumeId);
-    const resumeAt = volume.table.resync.kind === kind ? volume.table.resync.cursor : 0;
-    volume.table.resync = { kind, cursor: resumeAt, doneSeq: 0 };
-    volume.resync = { kind, remote, doneSeq: 0, progress: { kind, doneBytes: resumeAt, totalBytes: volume.spec.sizeBytes, sentBytes: 0, startedMs: Date.now() } };
+    if (ranges) {
+      const blocks = blockRanges(ranges, this.opts.blockSize, volume.spec.sizeBytes);
+      volume.table.resync = { kind, cursor: 0, doneSeq: 0 };
+      const reads = splitReads(blocks, CHUNK_BYTES, nowUs());
+      volume.resync = { kind, remote, doneSeq: 0, reads, progress: { kind, doneBytes: 0, totalBytes: rangeBytes(blocks), sentBytes: 0, startedMs: Date.now() } };
+    } else {
+      const resumeAt = volume.table.resync.kind === kind ? volume.table.resync.cursor : 0;
+      volume.table.resync = { kind, cursor: resumeAt, doneSeq: 0 };
+      volume.resync = { kind, remote, doneSeq: 0, progress: { kind, doneBytes: resumeAt, totalBytes: volume.spec.sizeBytes, sentBytes: 0, startedMs: Date.now() } };
+    }
     volume.compact();
     this.startLoop(volume);
+  }
+
+  /** Bytes the volume's passes have read back since it was attached. */
+  readBytes(volumeId: string): number {
+    return this.volume(volumeId).readBytes;
+  }
+
+  /**
+   * What a clean stop leaves unsent: the ranges of records not committed and, while a scoped
+   * resync runs, all of its ranges. (Ranges a scope still holds are its owner's to keep.)
+   */
+  unsentRanges(volumeId: string): ByteRange[] {
+    const v = this.volume(volumeId);
+    const ranges = v.uncommittedRanges();
+    for (const r of v.resync?.reads ?? []) ranges.push({ offset: r.offset, length: r.length });
+    return ranges;
+  }
+
+  /** The table's resync state as the volume was opened with (an interrupted resync). */
+  openedResync(volumeId: string): ResyncState {
+    return this.volume(volumeId).table.resync;
+  }
+
+  /** Wakes a volume's passes (its scope has new ranges). */
+  wake(volumeId: string): void {
+    this.volumes.get(volumeId)?.wake.notify();
   }
 
   resyncProgress(volumeId: string): ResyncProgress | undefined {
@@ -553,13 +671,13 @@ export class ScanSource implements CaptureSource {
       return { settled: false, failure: { kind: 'resync-running', volumeId: v.spec.id, resync: v.resync.kind, doneBytes: p.doneBytes, totalBytes: p.totalBytes } };
     }
     const startedMs = Date.now();
-    const requested = nowUs();
+    const requested = passTick();
     for (const v of volumes) {
-      v.settleRequestedUs = requested;
+      v.settleRequestedTick = requested;
       v.wake.notify();
     }
     for (const v of volumes) {
-      while (!(v.lastPassStartUs >= requested && v.lastPassEndUs >= v.lastPassStartUs)) {
+      while (!(v.lastPassStartTick >= requested && v.lastPassEndTick >= v.lastPassStartTick)) {
         if (this.closed) return { settled: false, failure: { kind: 'stopping' } };
         const left = deadlineMs - Date.now();
         if (left <= 0) {

@@ -123,14 +123,17 @@ export interface RepairProgress {
   finishedMs?: number;
 }
 
+/** The capture sources: dm-ferry / ferryflt, the eBPF write tracker, or periodic scans. */
+export type CaptureKindName = 'kernel' | 'ebpf' | 'scan';
+
 /**
- * A source of change records for the volumes of one machine: the `scan` source (no driver)
- * or the `kernel` source (dm-ferry / ferryflt). Records come out in transactional batches:
+ * A source of change records for the volumes of one machine: the `scan` source (no driver),
+ * the `ebpf` source (write tracker, no module) or the `kernel` source (dm-ferry / ferryflt). Records come out in transactional batches:
  * `next` hands a batch out, `commit` frees it after the receiver made it durable; a batch
  * never committed is produced again after the agent restarts.
  */
 export interface CaptureSource {
-  readonly kind: 'scan' | 'kernel';
+  readonly kind: CaptureKindName;
   /**
    * Starts capturing `volume`. `receiverDurableSeq` is where the receiver's stream of it
    * stands; the source continues the stream after it and says which resync is needed.
