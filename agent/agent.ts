@@ -6,7 +6,8 @@ import { log } from '../common/log';
 import { limitHeapRetention } from '../common/memory';
 import { Signal } from '../common/signal';
 import { nowUs } from '../common/time';
-import { createCaptureSource } from './capture/select';
+import { createCaptureSource, degradedBootVolumes } from './capture/select';
+import { EbpfSource } from './capture/ebpf-source';
 import type { CaptureSource, ProtectedVolume } from './capture/types';
 import type { AgentConfig } from './config';
 import { Pipeline } from './pipeline/pipeline';
@@ -57,6 +58,8 @@ const FATAL_CODES = new Set(['AUTH_FAILED', 'FORBIDDEN_VOLUME', 'VOLUME_MISMATCH
 export class Agent implements ControlledAgent {
   readonly state: AgentState;
   private source: CaptureSource | undefined;
+  /** Why this capture source protects the machine (status). */
+  private captureReason = '';
   private pipeline: Pipeline | undefined;
   private volumes: ProtectedVolume[] = [];
   private attached = false;
@@ -117,7 +120,10 @@ export class Agent implements ControlledAgent {
     const credential = this.state.loadCredential() ?? (await this.registerFromConfig());
     this.agentId = credential.agentId;
     this.volumes = this.config.volumes.map(probeVolume);
-    this.source = await createCaptureSource(this.config, this.state);
+    const capture = await createCaptureSource(this.config, this.state);
+    this.source = capture.source;
+    this.captureReason = capture.reason;
+    for (const d of degradedBootVolumes(this.config, capture)) this.emit({ severity: 'warning', kind: 'capture-degraded', volumeId: d.volumeId, text: d.text });
     this.pipeline = new Pipeline(this.source, this.config.pipeline);
     this.pipeline.onFatalError((err) => this.fail(new FerryError(`replication stopped: ${err.message}`, ExitCode.failure)));
     this.pipeline.start();
@@ -125,7 +131,7 @@ export class Agent implements ControlledAgent {
     this.startTimers();
     const servers: Array<net.Server | http.Server> = [await startControlServer(this, this.state.socketPath)];
     if (this.config.metricsListen) servers.push(await startMetricsServer(this, this.config.metricsListen));
-    log.info('agent started', { name: this.config.name, agent: this.agentId, capture: this.source.kind, volumes: this.volumes.map((v) => v.id) });
+    log.info('agent started', { name: this.config.name, agent: this.agentId, capture: this.source.kind, captureReason: this.captureReason, volumes: this.volumes.map((v) => v.id) });
     try {
       await this.sessionLoop(credential.credential);
     } finally {
@@ -315,6 +321,10 @@ export class Agent implements ControlledAgent {
       this.emit({ severity, kind: 'app-point-failed', text: `${name ? `point "${name}"` : 'app point'} recorded as crash-consistent [${cut.reasonCode ?? 'unknown'}] ${cut.note ?? ''}`.trim() });
     }
     if (cut.postHookError) this.emit({ severity: 'warning', kind: 'app-point-failed', text: `the post-hook failed after the cut (the point stands): ${cut.postHookError}` });
+    if (source instanceof EbpfSource && cut.frozenMs !== undefined) {
+      // The freeze lasts as long as reading back what was written since the last drain.
+      log.info(`ebpf app point: frozen ${cut.frozenMs} ms, read back ${source.settleReadBytes} bytes`, { frozenMs: cut.frozenMs, readBackBytes: source.settleReadBytes });
+    }
     const pointIds = await withTimeout(pipeline.tag(kind, cut.cuts, name), TAG_ACK_TIMEOUT_MS, 'the tag ack');
     if (cut.appConsistent) this.lastAppTagMs = Date.now();
     this.tagsSent++;
@@ -607,6 +617,7 @@ export class Agent implements ControlledAgent {
       agentId: this.agentId,
       receiver: this.config.receiver.url,
       capture: source?.kind ?? 'scan',
+      captureReason: this.captureReason,
       connected,
       throttled,
       lastError: this.lastError,

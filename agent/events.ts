@@ -10,7 +10,8 @@ export type AgentEventKind =
   | 'resync-started'
   | 'resync-finished'
   | 'round-hold-expired'
-  | 'policy-invalid';
+  | 'policy-invalid'
+  | 'capture-degraded';
 
 export interface AgentEventInput {
   severity: EventSeverity;

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import { writeFileAtomic } from '../common/fsutil';
-import type { CaptureMode, ResyncKind } from './capture/types';
+import type { CaptureKindName, CaptureMode, ResyncKind } from './capture/types';
 import type { RoundStats } from './group-round';
 import type { EffectivePolicy } from './policy/effective';
 
@@ -48,7 +48,9 @@ export interface AgentStatus {
   name: string;
   agentId: string;
   receiver: string;
-  capture: 'scan' | 'kernel';
+  capture: CaptureKindName;
+  /** Why this capture source protects the machine (what was probed and found). */
+  captureReason: string;
   connected: boolean;
   throttled: boolean;
   lastError?: string;

@@ -50,6 +50,7 @@ async function runAgent(opts: { config: string }): Promise<void> {
 function printStatus(s: AgentStatus, running: boolean): void {
   const out = [
     `agent ${s.name} (${s.agentId}) ${running ? `running, pid ${s.pid}` : 'NOT RUNNING'}; capture ${s.capture}; receiver ${s.receiver} ${s.connected ? 'connected' : 'disconnected'}${s.throttled ? ', throttled' : ''}`,
+    ...(s.captureReason ? [`capture ${s.capture}: ${s.captureReason}`] : []),
     `sent ${formatBytes(s.sentBytes)}, ${formatBytes(s.throughputBytesPerSecond)}/s; memory ${formatBytes(s.rssBytes)}${s.lastError ? `; last error: ${s.lastError}` : ''}`,
     ...policyLines(s),
     '',

@@ -6,7 +6,7 @@ import { BatchFormatError, readDirect, type KernelRecord, type TagResult } from 
 import { planAttach } from './kernel/attach-plan';
 import type { ControlDevice, ReadVolume } from './kernel/control-device';
 import { convertKernelRecords, type ConvertContext } from './kernel/converter';
-import { blockDeviceNumber, sameDevice, type DeviceNumber } from './kernel/devices';
+import { blockDeviceNumber, ferryDeviceFor, sameDevice, type DeviceNumber } from './kernel/devices';
 import { coveredReadBacks } from './kernel/records';
 import { StreamLog } from './kernel/stream-log';
 import { DEVICE_MODE_TO_CAPTURE, KernelVolume } from './kernel/volume';
@@ -133,12 +133,16 @@ export class KernelSource implements CaptureSource {
     };
   }
 
-  async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
-    if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
-    const device = (this.opts.deviceOf ?? blockDeviceNumber)(spec.path);
-    if (!device) throw new Error(`volume ${spec.id}: ${spec.path} is not a block device`);
-    const info = (await this.control.list()).find((d) => sameDevice(d, device));
-    if (!info) throw new Error(`volume ${spec.id}: ${spec.path} is not a ferry device`);
+  async attach(configured: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
+    if (this.volumes.has(configured.id)) throw new Error(`volume ${configured.id} is already attached`);
+    const dev = (this.opts.deviceOf ?? blockDeviceNumber)(configured.path);
+    if (!dev) throw new Error(`volume ${configured.id}: ${configured.path} is not a block device`);
+    const info = ferryDeviceFor(await this.control.list(), dev);
+    if (!info) throw new Error(`volume ${configured.id}: ${configured.path} is not a ferry device`);
+    // A plain disk or partition wrapped at boot: captured, and read, through the wrapping device.
+    const wrapped = !sameDevice(info, dev);
+    const device: DeviceNumber = { major: info.devMajor, minor: info.devMinor };
+    const spec: ProtectedVolume = wrapped ? { ...configured, path: `/dev/mapper/${info.name}` } : configured;
     if (info.sizeBytes !== spec.sizeBytes) throw new Error(`volume ${spec.id}: the ferry device is ${info.sizeBytes} bytes, ${spec.path} ${spec.sizeBytes}`);
     const streamLog = StreamLog.open(this.opts.stateDirOf(spec.id), spec.sizeBytes, this.opts.resyncBlockSize);
     const plan = planAttach(
@@ -173,6 +177,7 @@ export class KernelSource implements CaptureSource {
     log.info('kernel capture attached', {
       volume: spec.id,
       device: info.name,
+      wraps: wrapped ? configured.path : undefined,
       load: info.generation,
       start: info.startStateName,
       mode: info.modeName,

@@ -119,7 +119,7 @@ describe('agent config', () => {
       throw new Error('accepted');
     };
     expect(bad(`${base}scan:\n  interval: soon\n`)).toMatch(/scan.intervalMs/);
-    expect(bad(`${base}capture: turbo\n`)).toMatch(/capture must be auto, kernel or scan/);
+    expect(bad(`${base}capture: turbo\n`)).toMatch(/capture must be auto, kernel, ebpf or scan/);
     expect(bad(`${base}tags:\n  freezeTimeoutMs: 5\n`)).toMatch(/tags.freezeTimeoutMs/);
     expect(bad(`${base}  - id: root\n    path: ./other.img\n`)).toMatch(/listed twice/);
     expect(bad(`${base}metrics:\n  listen: nowhere\n`)).toMatch(/metrics.listen/);

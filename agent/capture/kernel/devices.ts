@@ -27,10 +27,25 @@ export function sameDevice(info: DeviceInfo, dev: DeviceNumber): boolean {
   return info.devMajor === dev.major && info.devMinor === dev.minor;
 }
 
+/** Name prefix of the dm-ferry devices that wrap a plain disk or partition (the initramfs makes them). */
+export const BOOT_WRAP_PREFIX = 'ferry-';
+
 /**
- * The ferry device that `devicePath` is, if the driver tracks it: on Linux by device number; on
- * Windows, where device numbers are 0 and a device's name is its volume GUID, by that GUID
- * (configure the volume as `\\?\Volume{GUID}\`).
+ * The ferry device for device number `dev`: the ferry device itself, or one named ferry-* whose
+ * data device it is (a plain disk or partition the initramfs wrapped at boot: configured by its
+ * own path, captured through the wrapping device).
+ */
+export function ferryDeviceFor(devices: readonly DeviceInfo[], dev: DeviceNumber): DeviceInfo | undefined {
+  return (
+    devices.find((d) => sameDevice(d, dev)) ??
+    devices.find((d) => d.name.startsWith(BOOT_WRAP_PREFIX) && d.dataMajor === dev.major && d.dataMinor === dev.minor)
+  );
+}
+
+/**
+ * The ferry device that `devicePath` is or that wraps it, if the driver tracks it: on Linux by
+ * device number; on Windows, where device numbers are 0 and a device's name is its volume GUID,
+ * by that GUID (configure the volume as `\\?\Volume{GUID}\`).
  */
 export function findFerryDevice(devices: readonly DeviceInfo[], devicePath: string): DeviceInfo | undefined {
   if (process.platform === 'win32') {
@@ -38,7 +53,7 @@ export function findFerryDevice(devices: readonly DeviceInfo[], devicePath: stri
     return devices.find((d) => d.name !== '' && lower.includes(d.name.toLowerCase()));
   }
   const dev = blockDeviceNumber(devicePath);
-  return dev && devices.find((d) => sameDevice(d, dev));
+  return dev && ferryDeviceFor(devices, dev);
 }
 
 export type KernelProbe = { ok: true; control: FerryControl } | { ok: false; reason: string };
@@ -73,7 +88,7 @@ export async function probeKernelCapture(paths: ReadonlyArray<{ id: string; path
     for (const v of paths) {
       if (process.platform !== 'win32' && !blockDeviceNumber(v.path)) return fail(`volume ${v.id}: ${v.path} is not a block device, so it cannot be a ferry device`);
       if (!findFerryDevice(devices, v.path)) {
-        return fail(`volume ${v.id}: ${v.path} is not a ferry device (protect it first: ferry agent protect --device ${v.path} --meta DEV)`);
+        return fail(`volume ${v.id}: ${v.path} is not a ferry device and no ferry-* device wraps it (protect it first: ferry agent protect --device ${v.path} --meta DEV, or install.sh --protect-boot for a plain partition)`);
       }
     }
   } catch (err) {
