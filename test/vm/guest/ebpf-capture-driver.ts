@@ -172,6 +172,16 @@ function procState(pid: number): string {
   }
 }
 
+/** The probe waits for the filesystem's thaw (sb_start_write's percpu rwsem), not for anything else. */
+function blockedByFreeze(pid: number): boolean {
+  if (procState(pid) !== 'D') return false;
+  try {
+    return /percpu_rwsem|sb_start_write/.test(fs.readFileSync(`/proc/${pid}/wchan`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Waits until the filesystem is frozen: a small write started now stays blocked (state D, in
  * sb_start_write) instead of finishing. Returns the blocked writer; it finishes at the thaw.
@@ -180,7 +190,7 @@ async function waitFrozen(mount: string): Promise<ChildProcess> {
   return waitFor('the filesystem to be frozen', async () => {
     const probe = spawn('sh', ['-c', `echo x >> ${mount}/.probe`], { stdio: 'ignore' });
     const exited = new Promise<boolean>((resolve) => probe.once('exit', () => resolve(true)));
-    const blocked = await waitFor('the probe write to finish or block', async () => (probe.exitCode !== null ? 'done' : procState(probe.pid ?? 0) === 'D' ? 'blocked' : undefined), 30_000, 20);
+    const blocked = await waitFor('the probe write to finish or block', async () => (probe.exitCode !== null ? 'done' : blockedByFreeze(probe.pid ?? 0) ? 'blocked' : undefined), 30_000, 20);
     if (blocked === 'blocked') return probe;
     await exited;
     return undefined;
@@ -220,7 +230,7 @@ async function scenario(p: Params): Promise<void> {
     const heldTag = agent.appTag('app-held');
     const probe = await waitFrozen(p.mount);
     const sha256 = await sha256Partition(p.device, sizeBytes);
-    check(probe.exitCode === null && procState(probe.pid ?? 0) === 'D', 'the filesystem stayed frozen while it was hashed');
+    check(probe.exitCode === null && blockedByFreeze(probe.pid ?? 0), 'the filesystem stayed frozen while it was hashed');
     await host('continue-receiver-process');
     const held = await heldTag;
     check(held.kind === 'app' && held.accuracy === 'exact', `the held app point is app-consistent and exact: ${held.kind} ${held.accuracy}`);
