@@ -175,11 +175,15 @@ function procState(pid: number): string {
 /** The probe waits for the filesystem's thaw (sb_start_write's percpu rwsem), not for anything else. */
 function blockedByFreeze(pid: number): boolean {
   if (procState(pid) !== 'D') return false;
-  try {
-    return /percpu_rwsem|sb_start_write/.test(fs.readFileSync(`/proc/${pid}/wchan`, 'utf8'));
-  } catch {
-    return false;
+  const waitsOnFreeze = /percpu_rwsem|percpu_down_read|sb_start_write/;
+  for (const file of [`/proc/${pid}/stack`, `/proc/${pid}/wchan`]) {
+    try {
+      if (waitsOnFreeze.test(fs.readFileSync(file, 'utf8'))) return true;
+    } catch {
+      // not there on this kernel: the other one may be
+    }
   }
+  return false;
 }
 
 /**
