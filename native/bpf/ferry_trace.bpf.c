@@ -288,6 +288,12 @@ int BPF_PROG(ferry_rq_complete, struct request *rq, int error,
 		return 0;
 
 	now = bpf_ktime_get_ns();
+	/*
+	 * An empty write is the carrier of a flush (blkdev_issue_flush): once
+	 * it completes, the flush it asked for is done. Report it as one.
+	 */
+	if (op == FERRY_OP_WRITE && nr_bytes == 0)
+		op = FERRY_OP_FLUSH;
 	op_flags = op << 16 | event_flags(cmd, (__u8)error);
 	if (op == FERRY_OP_FLUSH) {
 		report(td, now, 0, 0, op_flags);
