@@ -85,7 +85,7 @@
               "inputs": ["native/bpf/ferry_trace.bpf.c", "native/bpf/ferry_trace.h"],
               "outputs": ["<(PRODUCT_DIR)/ferry_trace.bpf.o"],
               "action": [
-                "clang", "-target", "bpf", "-mcpu=v3", "-O2", "-g", "-Wall", "-Werror",
+                "clang", "-target", "bpf", "-mcpu=v3", "-O2", "-g", "-Wall",
                 "-idirafter", "/usr/include/<!(gcc -print-multiarch)",
                 "-c", "native/bpf/ferry_trace.bpf.c", "-o", "<@(_outputs)"
               ]

@@ -1,12 +1,12 @@
 /**
  * Runs inside the VM lab guest (as root) for test/vm/ebpf-tracker.test.ts: opens the eBPF write
  * tracker from dist/, tracks /dev/vda (partitioned by the test's script) and /dev/nullb0, does the
- * plan's writes, discards, zero-outs and synchronous writes with dd/blkdiscard, overflows the ring,
- * opens it from a second process, unloads it. It asserts nothing: it prints what it saw as one
- * line `FERRY-RESULT {...}` (DriverReport) for the host to check.
- *
- * `node ebpf-driver.js second` is the second process: it opens the pinned tracker, prints
- * `SECOND {...}` and closes without unloading.
+ * plan's writes, discards, zero-outs and synchronous writes with dd/blkdiscard (one shell: a
+ * process start costs seconds under TCG), overflows the ring and exits without unloading.
+ * `node ebpf-driver.js second` is the next process (an agent restart): it opens the pinned
+ * tracker, drains what was written in between and unloads it. Neither asserts anything: each
+ * prints what it saw as one line, `FERRY-FIRST {...}` (DriverReport) and `FERRY-SECOND {...}`
+ * (SecondReport), for the host to check.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -41,6 +41,8 @@ export interface DriverPlan {
   vda2SyncWrite: Range;
   /** 4 KiB direct writes in one dd, more than the ring holds, with nobody draining. */
   overflow: { offset: number; blocks: number };
+  /** A direct write on vda2 by the test's script after the first process exited. */
+  betweenWrite: Range;
 }
 
 export interface SeenEvent {
@@ -60,8 +62,8 @@ export interface SeenError {
 }
 
 export interface DriverReport {
-  bpffsBefore: string;
-  bpffsAfter: string;
+  bpffsBefore: boolean;
+  bpffsAfter: boolean;
   badObject?: SeenError;
   notBpffs?: SeenError;
   instanceId: string;
@@ -72,7 +74,10 @@ export interface DriverReport {
   trackedAfterTrack: Array<[number, TrackedDisk]>;
   sameSlotAgain: number;
   geometryChange?: SeenError;
-  steps: Record<string, SeenEvent[]>;
+  /** Events before any I/O (none expected). */
+  beforeIo: SeenEvent[];
+  /** Events of the I/O batch (the plan's writes, read, discard, zero-out, sync writes), in order. */
+  io: SeenEvent[];
   overflow: {
     countersBefore: { events: number; overflowed: number; lost: number };
     countersAfter: { events: number; overflowed: number; lost: number };
@@ -81,13 +86,19 @@ export interface DriverReport {
     dirtyAfterTake: number;
   };
   eventTimesPositive: boolean;
-  second?: { reused: boolean; instanceId: string; tracked: Array<[number, TrackedDisk]> };
-  secondError?: string;
-  drainAfterSecond: number;
+  /** Milliseconds per step, for the log. */
+  stepMs: Record<string, number>;
+}
+
+export interface SecondReport {
+  reused: boolean;
+  instanceId: string;
+  tracked: Array<[number, TrackedDisk]>;
+  /** What the ring held when the second process opened it. */
+  events: SeenEvent[];
   pinsAfterUnload: string[];
   reopen: { reused: boolean; instanceId: string; tracked: number };
   pinsAfterSecondUnload: string[];
-  /** Milliseconds per step, for the log. */
   stepMs: Record<string, number>;
 }
 
@@ -97,8 +108,13 @@ function run(cmd: string, args: string[]): string {
   return r.stdout;
 }
 
-function ddWrite(device: string, range: Range, oflags = 'direct'): void {
-  run('dd', ['if=/dev/urandom', `of=${device}`, `bs=${range.bytes}`, 'count=1', `seek=${range.offset}`, `oflag=${oflags},seek_bytes`, 'conv=notrunc', 'status=none']);
+/** One shell for a whole batch of I/O commands: a process start costs seconds under TCG. */
+function shell(lines: string[]): void {
+  run('/bin/sh', ['-ec', lines.join('\n')]);
+}
+
+function ddWrite(device: string, range: Range, oflags = 'direct'): string {
+  return `dd if=/dev/urandom of=${device} bs=${range.bytes} count=1 seek=${range.offset} oflag=${oflags},seek_bytes conv=notrunc status=none`;
 }
 
 function blockDisk(name: string): TrackedDisk {
@@ -111,8 +127,10 @@ function sysfs(file: string): string {
   return fs.readFileSync(file, 'utf8').trim();
 }
 
-function fsType(dir: string): string {
-  return run('stat', ['-f', '-c', '%T', dir]).trim();
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+function isBpfFs(dir: string): boolean {
+  return fs.statfsSync(dir).type === BPF_FS_MAGIC;
 }
 
 function seen(e: TraceEvent): SeenEvent {
@@ -166,13 +184,6 @@ function pins(): string[] {
   return out;
 }
 
-async function second(plan: DriverPlan): Promise<void> {
-  const t = await bpf.openBpfTracker({ ringBytes: plan.ringBytes });
-  const out = { reused: t.reused, instanceId: t.instanceId, tracked: [...t.tracked()] };
-  t.close({ unload: false });
-  process.stdout.write(`SECOND ${JSON.stringify(out)}\n`);
-}
-
 const stepMs: Record<string, number> = {};
 let stepStart = Date.now();
 function lap(name: string): void {
@@ -181,16 +192,16 @@ function lap(name: string): void {
   stepStart = now;
 }
 
-async function main(plan: DriverPlan): Promise<DriverReport> {
-  const bpffsBefore = fsType('/sys/fs/bpf');
+async function first(plan: DriverPlan): Promise<DriverReport> {
+  const bpffsBefore = isBpfFs('/sys/fs/bpf');
   const badObject = await expectRejection(bpf.openBpfTracker({ objectPath: '/nonexistent/ferry_trace.bpf.o', ringBytes: plan.ringBytes }));
   fs.mkdirSync('/run/not-bpffs', { recursive: true });
   const notBpffs = await expectRejection(bpf.openBpfTracker({ pinDir: '/run/not-bpffs/v1', ringBytes: plan.ringBytes }));
-
   lap('errors');
+
   const t = await bpf.openBpfTracker({ ringBytes: plan.ringBytes });
   lap('load');
-  const bpffsAfter = fsType('/sys/fs/bpf');
+  const bpffsAfter = isBpfFs('/sys/fs/bpf');
   const vdaDisk = { ...blockDisk('vda'), chunkShift: plan.chunkShift };
   const nullbDisk = { ...blockDisk('nullb0'), chunkShift: plan.chunkShift };
   const vdaSlot = t.track(vdaDisk);
@@ -205,56 +216,33 @@ async function main(plan: DriverPlan): Promise<DriverReport> {
   const trackedAfterTrack = [...t.tracked()];
   const vda1Start = Number(sysfs('/sys/block/vda/vda1/start'));
   const vda2Start = Number(sysfs('/sys/block/vda/vda2/start'));
-  const steps: Record<string, SeenEvent[]> = {};
-  steps.beforeWrites = drainAll(t);
+  const beforeIo = drainAll(t);
 
-  for (const w of plan.vda1Writes) ddWrite('/dev/vda1', w);
-  for (const w of plan.vda2Writes) ddWrite('/dev/vda2', w);
-  run('dd', ['if=/dev/vda2', 'of=/dev/null', `bs=${plan.vda2Read.bytes}`, 'count=1', `skip=${plan.vda2Read.offset}`, 'iflag=direct,skip_bytes', 'status=none']);
-  steps.writes = drainAll(t);
-  lap('writes');
-
-  run('blkdiscard', ['-o', String(plan.discard.offset), '-l', String(plan.discard.bytes), '/dev/vda2']);
-  steps.discard = drainAll(t);
-  run('blkdiscard', ['-z', '-o', String(plan.zeroOut.offset), '-l', String(plan.zeroOut.bytes), '/dev/vda2']);
-  steps.zeroOut = drainAll(t);
-  lap('discards');
-
-  ddWrite('/dev/nullb0', plan.nullbSyncWrite, 'direct,sync');
-  steps.nullbSync = drainAll(t);
-  ddWrite('/dev/vda2', plan.vda2SyncWrite, 'direct,sync');
-  steps.vda2Sync = drainAll(t);
-  lap('sync');
+  shell([
+    ...plan.vda1Writes.map((w) => ddWrite('/dev/vda1', w)),
+    ...plan.vda2Writes.map((w) => ddWrite('/dev/vda2', w)),
+    `dd if=/dev/vda2 of=/dev/null bs=${plan.vda2Read.bytes} count=1 skip=${plan.vda2Read.offset} iflag=direct,skip_bytes status=none`,
+    `blkdiscard -o ${plan.discard.offset} -l ${plan.discard.bytes} /dev/vda2`,
+    `blkdiscard -z -o ${plan.zeroOut.offset} -l ${plan.zeroOut.bytes} /dev/vda2`,
+    ddWrite('/dev/nullb0', plan.nullbSyncWrite, 'direct,sync'),
+    ddWrite('/dev/vda2', plan.vda2SyncWrite, 'direct,sync'),
+  ]);
+  const io = drainAll(t);
+  lap('io');
 
   // Nobody drains while dd writes more than the ring holds.
   const countersBefore = t.counters();
-  run('dd', ['if=/dev/urandom', 'of=/dev/vda2', 'bs=4096', `count=${plan.overflow.blocks}`, `seek=${plan.overflow.offset}`, 'oflag=direct,seek_bytes', 'conv=notrunc', 'status=none']);
+  shell([`dd if=/dev/urandom of=/dev/vda2 bs=4096 count=${plan.overflow.blocks} seek=${plan.overflow.offset} oflag=direct,seek_bytes conv=notrunc status=none`]);
   const countersAfter = t.counters();
   const overflowEvents = drainAll(t);
   const take = t.takeBitmap(vdaSlot);
   const dirtyAfterTake = t.takeBitmap(vdaSlot).dirty;
   lap('overflow');
 
-  let secondResult: DriverReport['second'];
-  let secondError: string | undefined;
-  const child = spawnSync(process.execPath, [__filename, 'second'], { encoding: 'utf8', env: process.env });
-  const line = child.stdout.split('\n').find((l) => l.startsWith('SECOND '));
-  if (line !== undefined) secondResult = JSON.parse(line.slice('SECOND '.length)) as DriverReport['second'];
-  else secondError = `exit ${child.status}: ${child.stderr}`;
-  // The first handle still works after the second process closed its own.
-  ddWrite('/dev/vda2', plan.vda2Writes[0]);
-  const drainAfterSecond = drainAll(t).length;
-  lap('second');
-
   const instanceId = t.instanceId;
   const reused = t.reused;
-  t.close({ unload: true });
-  const pinsAfterUnload = pins();
-  const again = await bpf.openBpfTracker({ ringBytes: plan.ringBytes });
-  const reopen = { reused: again.reused, instanceId: again.instanceId, tracked: again.tracked().size };
-  again.close({ unload: true });
-  lap('unload');
-
+  // Exits without unloading, as an agent that stops: the program keeps tracking.
+  t.close({ unload: false });
   return {
     bpffsBefore,
     bpffsAfter,
@@ -268,7 +256,8 @@ async function main(plan: DriverPlan): Promise<DriverReport> {
     trackedAfterTrack,
     sameSlotAgain,
     geometryChange,
-    steps,
+    beforeIo,
+    io,
     overflow: {
       countersBefore,
       countersAfter,
@@ -277,28 +266,35 @@ async function main(plan: DriverPlan): Promise<DriverReport> {
       dirtyAfterTake,
     },
     eventTimesPositive: timesPositive,
-    second: secondResult,
-    secondError,
-    drainAfterSecond,
-    pinsAfterUnload,
-    reopen,
-    pinsAfterSecondUnload: pins(),
     stepMs,
   };
 }
 
-const plan = JSON.parse(process.env.FERRY_EBPF_PLAN ?? '{}') as DriverPlan;
-if (process.argv[2] === 'second') {
-  second(plan).catch((err: unknown) => {
-    process.stderr.write(`second: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-} else {
-  main(plan).then(
-    (report) => process.stdout.write(`FERRY-RESULT ${JSON.stringify(report)}\n`),
-    (err: unknown) => {
-      process.stderr.write(`driver failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
+/** The next agent: finds the pinned program and what was written while no process held it. */
+async function second(plan: DriverPlan): Promise<SecondReport> {
+  const t = await bpf.openBpfTracker({ ringBytes: plan.ringBytes });
+  lap('open');
+  const report = {
+    reused: t.reused,
+    instanceId: t.instanceId,
+    tracked: [...t.tracked()],
+    events: drainAll(t),
+  };
+  t.close({ unload: true });
+  const pinsAfterUnload = pins();
+  const again = await bpf.openBpfTracker({ ringBytes: plan.ringBytes });
+  const reopen = { reused: again.reused, instanceId: again.instanceId, tracked: again.tracked().size };
+  again.close({ unload: true });
+  lap('unload');
+  return { ...report, pinsAfterUnload, reopen, pinsAfterSecondUnload: pins(), stepMs };
 }
+
+const plan = JSON.parse(process.env.FERRY_EBPF_PLAN ?? '{}') as DriverPlan;
+const phase = process.argv[2] === 'second' ? 'second' : 'first';
+(phase === 'second' ? second(plan) : first(plan)).then(
+  (report) => process.stdout.write(`FERRY-${phase.toUpperCase()} ${JSON.stringify(report)}\n`),
+  (err: unknown) => {
+    process.stderr.write(`driver (${phase}) failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
