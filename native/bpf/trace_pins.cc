@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cstdarg>
@@ -94,6 +95,15 @@ class LogCapture {
   libbpf_print_fn_t previous_;
 };
 
+const char* kKernelNeeds =
+    "It needs Linux 5.12 or later with BTF (BPF ring buffer, tp_btf, atomic "
+    "OR): Debian 12, Ubuntu 22.04, RHEL 9 and later";
+
+std::string KernelRelease() {
+  struct utsname u {};
+  return uname(&u) == 0 ? u.release : "unknown";
+}
+
 const char* kNeedsPrivilege =
     "the eBPF write tracker needs root (CAP_BPF, CAP_PERFMON and "
     "CAP_SYS_ADMIN)";
@@ -164,10 +174,10 @@ bool CheckBtf(TraceError* err) {
                     kNeedsPrivilege);
   }
   return Fail(err, e, "access", "no-btf",
-              std::string("this kernel has no BTF (") + kVmlinuxBtf +
+              std::string("this kernel (") + KernelRelease() +
+                  ") has no BTF (" + kVmlinuxBtf +
                   " is missing): the eBPF write tracker needs a kernel built "
-                  "with CONFIG_DEBUG_INFO_BTF (Debian 11+, Ubuntu 20.10+, "
-                  "RHEL 8.2+)");
+                  "with CONFIG_DEBUG_INFO_BTF. " + kKernelNeeds);
 }
 
 // Opens every pinned map; false with *stale when something is missing.
@@ -270,8 +280,9 @@ bool LoadAndPin(const std::string& pin_dir, const std::string& object_path,
   rc = bpf_object__load(st.obj);
   if (rc != 0) {
     return LoadError(err, -rc, "load",
-                     "the kernel refused the eBPF write tracker (" +
-                         object_path + ")");
+                     "the kernel (" + KernelRelease() +
+                         ") refused the eBPF write tracker (" + object_path +
+                         "). " + kKernelNeeds);
   }
 
   ferry_trace_meta meta{};
@@ -307,7 +318,7 @@ bool LoadAndPin(const std::string& pin_dir, const std::string& object_path,
   if (st.link == nullptr) {
     return LoadError(err, errno, "attach",
                      "cannot attach the write tracker to the block_rq_complete "
-                     "tracepoint (tp_btf)");
+                     "tracepoint (tp_btf) of kernel " + KernelRelease());
   }
   // Pinned last: a complete set of pins is what a later process reuses.
   rc = bpf_link__pin(st.link, Join(pin_dir, kLinkFile).c_str());

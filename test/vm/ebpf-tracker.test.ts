@@ -5,7 +5,8 @@
  * (null_blk with a write cache) and the flush that follows a synchronous write on virtio-blk
  * (no FUA); reads are ignored; with nobody draining, the dirty bitmap covers what the ring could
  * not hold; the next process (an agent restart) reuses the pinned program and finds the write
- * made while none held it; an unload leaves nothing pinned.
+ * made while none held it; an unload leaves nothing pinned. All of it under kernel lockdown
+ * (confidentiality, stricter than the integrity mode Secure Boot brings).
  * One guest boot (test/vm/guest/ebpf-driver.ts does the I/O). Needs root (the lab) and a built
  * tree (`npm run build`, and the addon built by `npm install`); skipped otherwise unless CI is set.
  */
@@ -95,6 +96,10 @@ describe.skipIf(skip)('eBPF write tracker on the lab kernel', () => {
         set -euo pipefail
         printf 'label: dos\\nstart=${VDA1_START}, size=${VDA1_SECTORS}, type=83\\nstart=${VDA1_START + VDA1_SECTORS}, type=83\\n' | sfdisk -q /dev/vda
         modprobe null_blk nr_devices=1 queue_mode=2 memory_backed=1 cache_size=16 gb=1
+        # Kernel lockdown as under Secure Boot (Debian: integrity), here its stricter level.
+        mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
+        echo confidentiality > /sys/kernel/security/lockdown
+        echo "lockdown: $(cat /sys/kernel/security/lockdown)"
         node "$D"
         dd if=/dev/zero of=/dev/vda2 bs=${PLAN.betweenWrite.bytes} count=1 seek=${PLAN.betweenWrite.offset} oflag=direct,seek_bytes conv=notrunc status=none
         node "$D" second
@@ -106,6 +111,7 @@ describe.skipIf(skip)('eBPF write tracker on the lab kernel', () => {
     });
     expect(r.kernelProblems, describeRun(r)).toEqual([]);
     expect(r.exitCode, describeRun(r)).toBe(0);
+    expect(r.output).toContain('lockdown: none integrity [confidentiality]');
     const result = <T>(tag: string): T => {
       const line = r.output.split('\n').find((l) => l.startsWith(`${tag} `));
       expect(line, describeRun(r)).toBeDefined();
