@@ -200,7 +200,8 @@ __noinline int report(const struct ferry_trace_disk *td, __u64 now,
 	ev->op = op_flags >> 16;
 	ev->flags = op_flags & 0xffff;
 	ev->reserved = 0;
-	bpf_ringbuf_submit(ev, 0);
+	/* The reader polls (ring_buffer__consume): no wakeup, no irq_work per event. */
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 	count(FERRY_CNT_EVENTS);
 	return 0;
 }

@@ -210,10 +210,14 @@ describe.skipIf(skip)('eBPF write tracker on the lab kernel', () => {
     expect(new Map(next.tracked).get(vda)).toEqual({ major: rep.vda.major, minor: rep.vda.minor, chunkShift: 16, sizeBytes: 64 * MiB });
     expect(next.events).toEqual([write(vda, rep.vda.vda2Start, PLAN.betweenWrite)]);
 
+    // Pins without their link are replaced by a fresh load (a new instance: the source resyncs).
+    expect(next.afterStale.reused).toBe(false);
+    expect(next.afterStale.instanceId).not.toBe(rep.instanceId);
+    expect(next.afterStale.tracked).toBe(0);
     // An unload leaves nothing pinned; the next open loads a new instance with nothing tracked.
     expect(next.pinsAfterUnload).toEqual([]);
     expect(next.reopen.reused).toBe(false);
-    expect(next.reopen.instanceId).not.toBe(rep.instanceId);
+    expect(new Set([rep.instanceId, next.afterStale.instanceId, next.reopen.instanceId]).size).toBe(3);
     expect(next.reopen.tracked).toBe(0);
     expect(next.pinsAfterSecondUnload).toEqual([]);
     console.log(`eBPF tracker lab: boot ${r.timings.bootMs} ms, script ${r.timings.scriptMs} ms; overflow: ${ov.events.length} events in the ring, ${overflowed} to the bitmap (${ov.bitmap.dirty} bits); driver steps (ms): ${JSON.stringify(rep.stepMs)} then ${JSON.stringify(next.stepMs)}`);

@@ -96,6 +96,8 @@ export interface SecondReport {
   tracked: Array<[number, TrackedDisk]>;
   /** What the ring held when the second process opened it. */
   events: SeenEvent[];
+  /** Opened after its link pin was removed. */
+  afterStale: { reused: boolean; instanceId: string; tracked: number };
   pinsAfterUnload: string[];
   reopen: { reused: boolean; instanceId: string; tracked: number };
   pinsAfterSecondUnload: string[];
@@ -280,13 +282,18 @@ async function second(plan: DriverPlan): Promise<SecondReport> {
     tracked: [...t.tracked()],
     events: drainAll(t),
   };
-  t.close({ unload: true });
+  t.close({ unload: false });
+  // An incomplete set of pins (here: no link) is not reused: it is replaced by a fresh load.
+  fs.unlinkSync(path.join(bpf.DEFAULT_PIN_DIR, 'ferry_link'));
+  const fresh = await bpf.openBpfTracker({ ringBytes: plan.ringBytes });
+  const afterStale = { reused: fresh.reused, instanceId: fresh.instanceId, tracked: fresh.tracked().size };
+  fresh.close({ unload: true });
   const pinsAfterUnload = pins();
   const again = await bpf.openBpfTracker({ ringBytes: plan.ringBytes });
   const reopen = { reused: again.reused, instanceId: again.instanceId, tracked: again.tracked().size };
   again.close({ unload: true });
   lap('unload');
-  return { ...report, pinsAfterUnload, reopen, pinsAfterSecondUnload: pins(), stepMs };
+  return { ...report, afterStale, pinsAfterUnload, reopen, pinsAfterSecondUnload: pins(), stepMs };
 }
 
 const plan = JSON.parse(process.env.FERRY_EBPF_PLAN ?? '{}') as DriverPlan;
