@@ -82,6 +82,7 @@ describe.skipIf(skip)('eBPF write tracker on the lab kernel', () => {
     }
     lab = await prepareLab();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-ebpf-'));
+    fs.chmodSync(dir, 0o755); // the unprivileged run reads the driver too
     driver = transpileGuestScript('test/vm/guest/ebpf-driver.ts', dir);
   }, 600_000);
 
@@ -101,6 +102,7 @@ describe.skipIf(skip)('eBPF write tracker on the lab kernel', () => {
         echo confidentiality > /sys/kernel/security/lockdown
         echo "lockdown: $(cat /sys/kernel/security/lockdown)"
         node "$D"
+        setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all node "$D" unprivileged
         dd if=/dev/zero of=/dev/vda2 bs=${PLAN.betweenWrite.bytes} count=1 seek=${PLAN.betweenWrite.offset} oflag=direct,seek_bytes conv=notrunc status=none
         node "$D" second
       `,
@@ -127,6 +129,10 @@ describe.skipIf(skip)('eBPF write tracker on the lab kernel', () => {
     expect(rep.badObject?.message).toContain('cannot open the BPF object /nonexistent/ferry_trace.bpf.o');
     expect(rep.notBpffs).toMatchObject({ reason: 'bpffs' });
     expect(rep.notBpffs?.message).toContain('/run/not-bpffs/v1 is not on a bpf file system');
+    // Not root: refused with the reason and what to do.
+    const unprivileged = result<SeenError>('FERRY-UNPRIVILEGED');
+    expect(unprivileged).toMatchObject({ code: 'EACCES', reason: 'permission' });
+    expect(unprivileged.message).toContain('the eBPF write tracker needs root');
     // The guest boots without bpffs; opening the tracker mounts it.
     expect(rep.bpffsBefore).toBe(false);
     expect(rep.bpffsAfter).toBe(true);
