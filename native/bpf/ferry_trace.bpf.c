@@ -52,7 +52,7 @@ struct request {
 	struct bio *bio;
 } __attribute__((preserve_access_index));
 
-/* Until Linux 5.17 the disk hung off the request, not (only) its queue. */
+/* Older kernels kept the disk in the request itself (rq_disk). */
 struct request___with_rq_disk {
 	struct gendisk *rq_disk;
 } __attribute__((preserve_access_index));
@@ -146,8 +146,11 @@ __noinline int mark_dirty(const struct ferry_trace_disk *td, __u64 sector,
 		return 0;
 	first = (sector << 9) >> shift;
 	last = ((sector << 9) + bytes - 1) >> shift;
-	if (first >= td->nbits)
+	if (first >= td->nbits) {
+		/* Past the size it was tracked with (it grew?): all of it is suspect. */
+		mark_all(td->slot);
 		return 0;
+	}
 	if (last >= td->nbits)
 		last = td->nbits - 1;
 	wfirst = first >> 6;
