@@ -4,10 +4,9 @@
  * plan's writes, discards, zero-outs and synchronous writes with dd/blkdiscard (one shell: a
  * process start costs seconds under TCG), overflows the ring and exits without unloading.
  * `node ebpf-driver.js second` is the next process (an agent restart): it opens the pinned
- * tracker, drains what was written in between and unloads it; `unprivileged` (run as nobody)
- * tries to open it. None asserts anything: each prints what it saw as one line,
- * `FERRY-FIRST {...}` (DriverReport), `FERRY-SECOND {...}` (SecondReport) and
- * `FERRY-UNPRIVILEGED {...}` (SeenError), for the host to check.
+ * tracker, drains what was written in between and unloads it. Neither asserts anything: each
+ * prints what it saw as one line, `FERRY-FIRST {...}` (DriverReport) and `FERRY-SECOND {...}`
+ * (SecondReport), for the host to check.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -87,6 +86,8 @@ export interface DriverReport {
     dirtyAfterTake: number;
   };
   eventTimesPositive: boolean;
+  /** Opening as nobody. */
+  unprivileged?: SeenError;
   /** Milliseconds per step, for the log. */
   stepMs: Record<string, number>;
 }
@@ -246,6 +247,10 @@ async function first(plan: DriverPlan): Promise<DriverReport> {
   const reused = t.reused;
   // Exits without unloading, as an agent that stops: the program keeps tracking.
   t.close({ unload: false });
+  // As nobody (setuid from root drops every capability), opening must fail with a reason.
+  process.setgid(65534);
+  process.setuid(65534);
+  const unprivileged = await expectRejection(bpf.openBpfTracker({ ringBytes: plan.ringBytes }));
   return {
     bpffsBefore,
     bpffsAfter,
@@ -269,6 +274,7 @@ async function first(plan: DriverPlan): Promise<DriverReport> {
       dirtyAfterTake,
     },
     eventTimesPositive: timesPositive,
+    unprivileged,
     stepMs,
   };
 }
@@ -297,14 +303,8 @@ async function second(plan: DriverPlan): Promise<SecondReport> {
   return { ...report, afterStale, pinsAfterUnload, reopen, pinsAfterSecondUnload: pins(), stepMs };
 }
 
-/** Run as an unprivileged user: opening must fail with a reason, not a stack trace. */
-async function unprivileged(plan: DriverPlan): Promise<SeenError | { opened: true }> {
-  const err = await expectRejection(bpf.openBpfTracker({ ringBytes: plan.ringBytes }));
-  return err ?? { opened: true };
-}
-
 const plan = JSON.parse(process.env.FERRY_EBPF_PLAN ?? '{}') as DriverPlan;
-const phases = { first, second, unprivileged } as const;
+const phases = { first, second } as const;
 const phase = (process.argv[2] ?? 'first') as keyof typeof phases;
 phases[phase](plan).then(
   (report) => process.stdout.write(`FERRY-${phase.toUpperCase()} ${JSON.stringify(report)}\n`),
