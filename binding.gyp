@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "ferry_bpf%": "<!(node native/bpf/have-toolchain.js)"
+  },
   "targets": [
     {
       "target_name": "ferry_native",
@@ -54,5 +57,42 @@
         }]
       ]
     }
+  ],
+  "conditions": [
+    ["OS=='linux' and ferry_bpf==1", {
+      "targets": [
+        {
+          "target_name": "ferry_bpf",
+          "sources": [
+            "native/bpf/addon_bpf.cc",
+            "native/bpf/trace_handle.cc",
+            "native/bpf/trace_pins.cc",
+            "native/addon/args.cc",
+            "native/addon/errno_posix.cc",
+            "native/addon/errors.cc"
+          ],
+          "include_dirs": [
+            "<!(node -p \"require('node-addon-api').include_dir\")",
+            "native/addon",
+            "native/bpf"
+          ],
+          "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+          "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
+          "libraries": ["-lbpf"],
+          "actions": [
+            {
+              "action_name": "ferry_trace_bpf_object",
+              "inputs": ["native/bpf/ferry_trace.bpf.c", "native/bpf/ferry_trace.h"],
+              "outputs": ["<(PRODUCT_DIR)/ferry_trace.bpf.o"],
+              "action": [
+                "clang", "-target", "bpf", "-mcpu=v3", "-O2", "-g", "-Wall",
+                "-idirafter", "/usr/include/<!(gcc -print-multiarch)",
+                "-c", "native/bpf/ferry_trace.bpf.c", "-o", "<@(_outputs)"
+              ]
+            }
+          ]
+        }
+      ]
+    }]
   ]
 }
