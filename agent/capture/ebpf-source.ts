@@ -97,6 +97,8 @@ export class EbpfSource implements CaptureSource {
   private readonly lastBitmapTakeUs = new Map<number, number>();
   private lastBitmapMs = 0;
   private lastSettleReadBytes = 0;
+  /** The tracker failed (its events could not be read): writes may have been lost. */
+  private failure: Error | undefined;
 
   constructor(private readonly opts: EbpfSourceOptions) {
     this.tracker = opts.tracker;
@@ -165,7 +167,10 @@ export class EbpfSource implements CaptureSource {
         try {
           this.drain(false);
         } catch (err) {
-          log.error('cannot drain the write tracker', { error: (err as Error).message });
+          // Events taken and not understood are lost: stop, and let the next start compare everything.
+          this.failure = new Error(`ebpf capture: cannot read the write tracker: ${(err as Error).message}`);
+          log.error('ebpf capture stopped: writes may have gone untracked', { error: (err as Error).message });
+          return;
         }
         await this.stopSignal.wait(every);
       }
@@ -254,6 +259,7 @@ export class EbpfSource implements CaptureSource {
   }
 
   next(maxBytes: number, timeoutMs: number): Promise<CaptureBatch | undefined> {
+    if (this.failure) return Promise.reject(this.failure);
     return this.passes.next(maxBytes, timeoutMs);
   }
 
@@ -282,6 +288,7 @@ export class EbpfSource implements CaptureSource {
   async settle(volumeIds: string[], deadlineMs: number): Promise<SettleResult> {
     for (const id of volumeIds) this.volume(id);
     const readBefore = volumeIds.reduce((n, id) => n + this.passes.readBytes(id), 0);
+    if (this.failure) throw this.failure;
     this.drain(true);
     const result = await this.passes.settle(volumeIds, deadlineMs);
     this.lastSettleReadBytes = volumeIds.reduce((n, id) => n + this.passes.readBytes(id), 0) - readBefore;
@@ -302,7 +309,7 @@ export class EbpfSource implements CaptureSource {
     // is still in the ring and the bitmaps stays there for it).
     for (const v of this.volumes.values()) {
       try {
-        this.saveState(v, true);
+        this.saveState(v, this.failure === undefined);
       } catch (err) {
         log.warn('cannot save the ebpf capture state: the next start compares the whole volume', { volume: v.spec.id, error: (err as Error).message });
       }

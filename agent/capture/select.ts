@@ -5,6 +5,7 @@ import type { AgentState } from '../state';
 import { planCapture, type CaptureFacts } from './capture-plan';
 import { EbpfSource } from './ebpf-source';
 import { probeEbpfCapture } from './ebpf/probe';
+import { openBpfTracker } from './ebpf/bpf-tracker';
 import type { OpenTracker, WriteTracker } from './ebpf/tracker';
 import { probeKernelCapture } from './kernel/devices';
 import { KernelSource } from './kernel-source';
@@ -20,9 +21,6 @@ export interface CaptureChoice {
   /** Why dm-ferry does not protect the volumes, when it was probed and does not. */
   kernelUnavailable?: string;
 }
-
-// Replaced by the BPF tracker's loader (bpf-tracker.ts) once it is built into the agent.
-const openBuiltinTracker: OpenTracker = () => Promise.reject(new Error('this agent was built without the eBPF tracker'));
 
 export interface SelectOptions {
   openTracker?: OpenTracker;
@@ -45,7 +43,7 @@ export async function createCaptureSource(config: AgentConfig, state: AgentState
       continue;
     }
     if (step.step === 'probe-ebpf') {
-      const probe = await probeEbpfCapture(config.volumes, { openTracker: opts.openTracker ?? openBuiltinTracker });
+      const probe = await probeEbpfCapture(config.volumes, { openTracker: opts.openTracker ?? (() => openBpfTracker()) });
       if (probe.ok) tracker = probe.tracker;
       facts.ebpf = probe.ok ? { ok: true } : { ok: false, reason: probe.reason };
       continue;

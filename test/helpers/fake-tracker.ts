@@ -54,6 +54,13 @@ export class FakeTracker implements WriteTracker {
     }
   }
 
+  /** An event the decoder refuses (an unknown op): a program and agent that do not match. */
+  garble(): void {
+    const e = Buffer.alloc(EVENT_BYTES);
+    e.writeUInt16LE(77, 24);
+    this.ring.push(e);
+  }
+
   track(disk: TrackedDisk): number {
     for (const [slot, d] of this.disks) {
       if (d.major !== disk.major || d.minor !== disk.minor) continue;

@@ -309,6 +309,21 @@ describe('the ebpf capture source over a fake tracker and a file', () => {
     }
   });
 
+  it('stops, and compares everything at the next start, when the tracker\'s events cannot be read', async () => {
+    const l = lab('ebpf-garbled');
+    let source = l.open();
+    await startProtected(l, source);
+    l.tracker.garble();
+    await expect(waitFor('the source to fail', () => source.next(MiB, 20).then(() => false, (err: Error) => err.message))).resolves.toMatch(/cannot read the write tracker: .*unknown op 77/);
+    await source.close();
+    source = l.open();
+    try {
+      expect((await source.attach(l.spec, l.durable())).kind).toBe('hash-compare');
+    } finally {
+      await source.close();
+    }
+  });
+
   it('carries on after a clean restart with the same tracker, and compares everything after a reload or a crash', async () => {
     const l = lab('ebpf-restart');
     let source = l.open();
