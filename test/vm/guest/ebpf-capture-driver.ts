@@ -60,7 +60,7 @@ function note(message: string): void {
   process.stdout.write(`driver: ${message}\n`);
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 120_000, everyMs = 50): Promise<T> {
+async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 300_000, everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
@@ -159,6 +159,7 @@ for (let i = 0; i < 500; i++) {
   fs.fsyncSync(fd);
   fs.closeSync(fd);
   fs.appendFileSync(done, crypto.createHash('sha256').update(data).digest('hex') + '  ' + name + '\\n');
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
 }
 `;
 
@@ -215,10 +216,14 @@ async function scenario(p: Params): Promise<void> {
   fs.writeFileSync(writerScript, WRITER);
   const agent = new Agent(p);
   agent.start();
-  const writer = spawn(process.execPath, [writerScript, p.mount, done], { stdio: 'inherit' });
-  const writerExit = new Promise<number | null>((resolve) => writer.once('exit', (code) => resolve(code)));
+  let writer: ChildProcess | undefined;
+  let writerExit: Promise<number | null> = Promise.resolve(null);
   try {
+    // The agent's start takes a minute or more under TCG (node compiles the whole CLI).
     const started = await agent.waitStatus('the initial resync to be durable', (v, s) => s.connected && v.resync?.finished === true);
+    const w = spawn(process.execPath, [writerScript, p.mount, done], { stdio: 'inherit' });
+    writer = w;
+    writerExit = new Promise((resolve) => w.once('exit', (code) => resolve(code)));
     facts.capture = started.capture;
     facts.captureReason = started.captureReason;
     facts.initialResync = { kind: started.volumes[0].resync?.kind, sentBytes: started.volumes[0].resync?.sentBytes };
@@ -251,7 +256,7 @@ async function scenario(p: Params): Promise<void> {
     const status = agent.status();
     facts.modes = status?.volumes.map((v) => v.mode);
   } finally {
-    writer.kill('SIGTERM');
+    writer?.kill('SIGTERM');
     await writerExit;
     check((await agent.stop()) === 0, 'the agent stops cleanly');
   }
