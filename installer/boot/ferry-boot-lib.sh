@@ -173,7 +173,7 @@ ferry_find_disk() {
 	done
 	for _c in $_cands; do
 		case "$_c" in
-		dm-* | loop* | ram* | zram* | sr* | md*) continue ;;
+		dm-* | ram* | zram* | sr* | md*) continue ;;
 		esac
 		if ferry_check_disk "$_c"; then
 			printf '%s' "$_c"

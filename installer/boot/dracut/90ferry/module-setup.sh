@@ -1,11 +1,12 @@
 #!/bin/bash
 # dracut module "ferry" (installed as /usr/lib/dracut/modules.d/90ferry by install.sh
 # --protect-boot): puts the protected boot disk on dm-ferry in the pre-mount hook, before the
-# root file system is mounted (see ferry-boot-lib.sh and ferry-boot.sh).
+# root file system is mounted (see ferry-boot-lib.sh and ferry-boot.sh). install.sh fills in
+# @BOOT_CONF@ (the boot config); in the initramfs it is /etc/ferry/boot.conf.
 
 # called by dracut
 check() {
-    [ -f /etc/ferry/boot.conf ] || return 1
+    [ -f @BOOT_CONF@ ] || return 1
     require_binaries dmsetup dd readlink || return 1
     return 0
 }
@@ -25,7 +26,7 @@ installkernel() {
 # called by dracut
 install() {
     inst_multiple dmsetup dd readlink
-    inst_simple /etc/ferry/boot.conf /etc/ferry/boot.conf
+    inst_simple @BOOT_CONF@ /etc/ferry/boot.conf
     # shellcheck disable=SC2154 # moddir: set by dracut
     inst_simple "$moddir/ferry-boot-lib.sh" /lib/ferry/ferry-boot-lib.sh
     if [ -f /etc/udev/rules.d/61-ferry-boot.rules ]; then
