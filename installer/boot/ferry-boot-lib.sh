@@ -107,6 +107,36 @@ ferry_meta_table() {
 	[ "$_off" = "$FERRY_BOOT_META_SECTORS" ]
 }
 
+# ferry_meta_sector OFFSET: the disk sector of the metadata region's sector OFFSET.
+ferry_meta_sector() {
+	_want=$1
+	for _ext in $FERRY_BOOT_META_EXTENTS; do
+		_start=${_ext%%:*}
+		_len=${_ext#*:}
+		if [ "$_want" -lt "$_len" ]; then
+			printf '%s' $((_start + _want))
+			return 0
+		fi
+		_want=$((_want - _len))
+	done
+	return 1
+}
+
+# ferry_invalidate DISK: the disk is about to be used without dm-ferry, so the bitmap a clean
+# shutdown saved will not cover this boot's writes. Changing every byte of its first sector
+# breaks its checksum: the next dm-ferry load starts DIRTY (hash-compare resync) instead of
+# CLEAN, and keeps its generation and seqs. Only called once the header proved the region ours.
+ferry_invalidate() {
+	# The bitmap starts 4 KiB into dm-ferry's metadata (after its superblock).
+	_bm=$(ferry_meta_sector 8) || return 1
+	if dd if="$1" bs=512 skip="$_bm" count=1 2>/dev/null | LC_ALL=C tr '\000-\377' '\001-\377\000' |
+		dd of="$1" bs=512 seek="$_bm" count=1 conv=notrunc,fsync 2>/dev/null; then
+		ferry_log "the saved dm-ferry bitmap is marked stale: the next protected boot resyncs by hash compare"
+	else
+		ferry_log "could not mark the saved dm-ferry bitmap stale"
+	fi
+}
+
 # ferry_root_matches ROOT: whether the initramfs's ROOT names the protected root partition
 # (by UUID, PARTUUID, LABEL, their /dev/disk/by-* links, or the install-time device name).
 ferry_root_matches() {
@@ -247,32 +277,36 @@ ferry_wait_disk() {
 # ferry_setup: creates the devices. On success FERRY_DISK is the disk's kernel name.
 ferry_setup() {
 	FERRY_DISK='' FERRY_CREATED=''
-	if ferry_cmdline_off; then
-		ferry_log "ferry.boot=off on the kernel command line: the boot disk is not protected"
+	ferry_conf_load "$FERRY_BOOT_CONF" || return 1
+	if ! _table=$(ferry_meta_table /dev/null); then
+		ferry_log "the metadata extents in $FERRY_BOOT_CONF do not add up; booting unprotected"
 		return 1
 	fi
-	ferry_conf_load "$FERRY_BOOT_CONF" || return 1
 	if ! FERRY_DISK=$(ferry_wait_disk); then
 		ferry_log "no disk of $FERRY_BOOT_DISK_SECTORS sectors carries the Ferry metadata header (${FERRY_BOOT_DISK_ID:-$FERRY_BOOT_DISK_NAME}); booting unprotected"
 		return 1
 	fi
 	_disk="$FERRY_DEV/$FERRY_DISK"
+	if ferry_cmdline_off; then
+		ferry_log "ferry.boot=off on the kernel command line: the boot disk is not protected"
+		ferry_invalidate "$_disk"
+		return 1
+	fi
 	# -b: a "blacklist dm_ferry" (modprobe.d, or modprobe.blacklist=dm_ferry on the kernel
 	# command line) keeps it out.
 	_err=$(modprobe -b dm-ferry 2>&1)
 	if [ ! -d "$FERRY_SYS/module/dm_ferry" ]; then
 		ferry_log "the dm-ferry module is not loaded (${_err:-blacklisted}; Secure Boot, a blacklist or a kernel without it); booting unprotected"
+		ferry_invalidate "$_disk"
 		return 1
 	fi
-	if ! _table=$(ferry_meta_table "$_disk"); then
-		ferry_log "the metadata extents in $FERRY_BOOT_CONF do not add up; booting unprotected"
-		return 1
-	fi
-	ferry_dm_create "$FERRY_BOOT_NAME-meta" "$_table" || { ferry_teardown; return 1; }
-	ferry_dm_create "$FERRY_BOOT_NAME" "0 $FERRY_BOOT_DISK_SECTORS ferry $_disk $FERRY_DEV/mapper/$FERRY_BOOT_NAME-meta 2 granularity_kb 64" || {
+	_table=$(ferry_meta_table "$_disk")
+	if ! ferry_dm_create "$FERRY_BOOT_NAME-meta" "$_table" ||
+		! ferry_dm_create "$FERRY_BOOT_NAME" "0 $FERRY_BOOT_DISK_SECTORS ferry $_disk $FERRY_DEV/mapper/$FERRY_BOOT_NAME-meta 2 granularity_kb 64"; then
 		ferry_teardown
+		ferry_invalidate "$_disk"
 		return 1
-	}
+	fi
 	_parts=$(ferry_partitions "$FERRY_DISK")
 	_ok=yes
 	_saved_ifs=$IFS
@@ -287,6 +321,7 @@ ferry_setup() {
 	IFS=$_saved_ifs
 	if [ "$_ok" = no ]; then
 		ferry_teardown
+		ferry_invalidate "$_disk"
 		return 1
 	fi
 	ferry_log "$FERRY_DISK is protected: $FERRY_BOOT_NAME over $_disk, metadata $FERRY_BOOT_NAME-meta"

@@ -92,7 +92,17 @@ echo "step: second content $(cat /tmp/root/written)"
 umount /tmp/root
 dmsetup remove ferry-boot-p1 ferry-boot-p2 ferry-boot ferry-boot-meta || fail "remove (second)"
 
-# 5. ferry-boot-setup remove (install.sh --uninstall): the metadata file and the config go,
+# 5. A boot without dm-ferry after that clean shutdown (module refused): the disk is written
+# unprotected, so the saved bitmap goes stale; the next protected boot starts DIRTY.
+echo 'blacklist dm_ferry' > /run/modprobe.d/ferry-test.conf
+modprobe -r dm-ferry
+local_top "UUID=$uuid" refused-after-clean
+rm /run/modprobe.d/ferry-test.conf
+local_top "UUID=$uuid" third
+echo "step: third start-state $(status_field 7)"
+dmsetup remove ferry-boot-p1 ferry-boot-p2 ferry-boot ferry-boot-meta || fail "remove (third)"
+
+# 6. ferry-boot-setup remove (install.sh --uninstall): the metadata file and the config go,
 # and the plain partition mounts.
 mount /dev/vda1 /tmp/root || fail "the plain partition does not mount at the end"
 echo "step: final plain-mount ok $(cat /tmp/root/written)"

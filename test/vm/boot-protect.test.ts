@@ -4,7 +4,8 @@
  * initramfs-tools local-top script runs outside an initramfs (boot-protect-guest.sh): refused
  * module and damaged marker -> nothing created, plain partition mounts; then ferry-boot and
  * ferry-boot-pN appear, ROOT goes to ferry-boot-p1, writes are captured, the shutdown hook
- * leaves the metadata CLEAN, and the next run starts CLEAN with the saved bits.
+ * leaves the metadata CLEAN, and the next run starts CLEAN with the saved bits; a run with the
+ * module refused after that marks the saved bitmap stale, so the next one starts DIRTY.
  * Needs root (virtiofsd). Skipped locally when not root; never in CI.
  */
 import * as fs from 'node:fs';
@@ -21,6 +22,7 @@ if (skip) console.warn('test/vm/boot-protect.test.ts: SKIPPED: the VM lab needs 
 const MiB = 1024 * 1024;
 const START_NEW = '1';
 const START_CLEAN = '2';
+const START_DIRTY = '3';
 const CLEAN_FLAG = '1';
 
 function step(output: string, name: string): string {
@@ -85,6 +87,10 @@ describe.skipIf(skip)('boot protection: the initramfs script on a partitioned di
     expect(step(out, 'second')).toContain('param=[ROOT=/dev/mapper/ferry-boot-p1]');
     expect(step(out, 'second content')).toBe('from-the-mapping');
 
+    // A boot without dm-ferry after the clean shutdown marks the saved bitmap stale: DIRTY next.
+    expect(step(out, 'refused-after-clean')).toBe('param=[] devices=[]');
+    expect(out).toMatch(/local-top\| ferry: the saved dm-ferry bitmap is marked stale/);
+    expect(step(out, 'third start-state')).toBe(START_DIRTY);
     expect(step(out, 'final plain-mount')).toBe('ok from-the-mapping');
     expect(step(out, 'removed')).toBe('meta=gone conf=gone');
     expect(r.kernelProblems).toEqual([]);

@@ -7,7 +7,7 @@
 # called by dracut
 check() {
     [ -f @BOOT_CONF@ ] || return 1
-    require_binaries dmsetup dd readlink || return 1
+    require_binaries dmsetup dd readlink tr || return 1
     return 0
 }
 
@@ -25,7 +25,7 @@ installkernel() {
 
 # called by dracut
 install() {
-    inst_multiple dmsetup dd readlink
+    inst_multiple dmsetup dd readlink tr
     inst_simple @BOOT_CONF@ /etc/ferry/boot.conf
     # shellcheck disable=SC2154 # moddir: set by dracut
     inst_simple "$moddir/ferry-boot-lib.sh" /lib/ferry/ferry-boot-lib.sh
