@@ -25,6 +25,13 @@ FERRY_BOOT_WAIT=${FERRY_BOOT_WAIT:-10}
 FERRY_SYS=${FERRY_SYS:-/sys}
 FERRY_DEV=${FERRY_DEV:-/dev}
 
+# ferry_read FILE: its first line (a builtin: no process per sysfs value).
+ferry_read() {
+	_v=''
+	read -r _v < "$1" 2>/dev/null || [ -n "$_v" ] || return 1
+	printf '%s' "$_v"
+}
+
 ferry_log() {
 	printf 'ferry: %s\n' "$*" >&2
 	if [ -w /dev/kmsg ] && [ "${FERRY_BOOT_KMSG:-1}" = 1 ]; then
@@ -166,7 +173,7 @@ ferry_root_is_partition() {
 		return
 	fi
 	[ -r "$FERRY_SYS/block/$FERRY_DISK/$_r/partition" ] &&
-		[ "$(cat "$FERRY_SYS/block/$FERRY_DISK/$_r/partition")" = "$FERRY_BOOT_ROOT_PART" ]
+		[ "$(ferry_read "$FERRY_SYS/block/$FERRY_DISK/$_r/partition")" = "$FERRY_BOOT_ROOT_PART" ]
 }
 
 # ferry_read_header DISK: prints the first line of the header block.
@@ -179,7 +186,7 @@ ferry_read_header() {
 
 # ferry_disk_sectors NAME: the size of /sys/block/NAME in 512-byte sectors.
 ferry_disk_sectors() {
-	cat "$FERRY_SYS/block/$1/size" 2>/dev/null
+	ferry_read "$FERRY_SYS/block/$1/size"
 }
 
 # ferry_check_disk NAME: the disk has the configured size and carries our header.
@@ -217,7 +224,7 @@ ferry_find_disk() {
 ferry_partitions() {
 	for _p in "$FERRY_SYS/block/$1"/*; do
 		[ -r "$_p/partition" ] || continue
-		printf '%s %s %s\n' "$(cat "$_p/partition")" "$(cat "$_p/start")" "$(cat "$_p/size")"
+		printf '%s %s %s\n' "$(ferry_read "$_p/partition")" "$(ferry_read "$_p/start")" "$(ferry_read "$_p/size")"
 	done
 }
 
