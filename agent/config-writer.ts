@@ -18,7 +18,7 @@ const HEADER = '# Ferry agent configuration, written by `ferry agent configure`;
 /** Keys in a stable order, absent values left out (YAML and JSON alike). */
 function plain(doc: AgentConfigDocument): Record<string, unknown> {
   const receiver = { url: doc.receiver.url, fingerprint: doc.receiver.fingerprint, caFile: doc.receiver.caFile };
-  const volumes = doc.volumes.map((v) => ({ id: v.id, path: v.path, mount: v.mount }));
+  const volumes = doc.volumes.map((v) => ({ id: v.id, path: v.path, mount: v.mount, bootProtected: v.bootProtected }));
   return JSON.parse(JSON.stringify({ receiver, name: doc.name, stateDir: doc.stateDir, capture: doc.capture, volumes })) as Record<string, unknown>;
 }
 

@@ -8,7 +8,7 @@ import { ID_RULE, isSafeId } from '../proto/ids';
 import { PolicyBounds } from '../proto/validate-control';
 import type { LocalPolicy } from './policy/effective';
 
-const CAPTURE_KINDS = ['auto', 'kernel', 'scan'] as const;
+const CAPTURE_KINDS = ['auto', 'kernel', 'ebpf', 'scan'] as const;
 export type CaptureKind = (typeof CAPTURE_KINDS)[number];
 
 export interface VolumeConfig {
@@ -18,6 +18,11 @@ export interface VolumeConfig {
   path: string;
   /** Mount point to freeze for application-consistent tags. */
   mount?: string;
+  /**
+   * The machine boots with dm-ferry over this disk or partition (install.sh --protect-boot):
+   * capturing it any other way is a degradation the agent reports (event capture-degraded).
+   */
+  bootProtected?: boolean;
 }
 
 export interface AgentConfig {
@@ -114,13 +119,16 @@ function parseVolumes(reader: ConfigReader, value: unknown): VolumeConfig[] {
   if (!Array.isArray(value) || value.length === 0) reader.fail('volumes must list at least one volume');
   const seen = new Set<string>();
   return value.map((item, i) => {
-    const raw = reader.object(item, `volumes[${i}]`, ['id', 'path', 'mount']);
+    const raw = reader.object(item, `volumes[${i}]`, ['id', 'path', 'mount', 'bootProtected']);
     const id = reader.requiredString(raw.id, `volumes[${i}].id`);
     if (!isSafeId(id)) reader.fail(`volumes[${i}].id ${JSON.stringify(id)} must be ${ID_RULE}`);
     if (seen.has(id)) reader.fail(`volume id ${id} is listed twice`);
     seen.add(id);
     const volumePath = reader.path(raw.path, `volumes[${i}].path`) ?? reader.fail(`volumes[${i}].path is required`);
-    return { id, path: volumePath, mount: reader.path(raw.mount, `volumes[${i}].mount`) };
+    if (raw.bootProtected !== undefined && typeof raw.bootProtected !== 'boolean') reader.fail(`volumes[${i}].bootProtected must be true or false`);
+    const volume: VolumeConfig = { id, path: volumePath, mount: reader.path(raw.mount, `volumes[${i}].mount`) };
+    if (raw.bootProtected === true) volume.bootProtected = true;
+    return volume;
   });
 }
 
@@ -164,7 +172,7 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   }
   const top = reader.object(doc, '', TOP_KEYS);
   const captureText = reader.string(top.capture, 'capture') ?? 'auto';
-  const capture = CAPTURE_KINDS.find((k) => k === captureText) ?? reader.fail(`capture must be auto, kernel or scan (got ${captureText})`);
+  const capture = CAPTURE_KINDS.find((k) => k === captureText) ?? reader.fail(`capture must be auto, kernel, ebpf or scan (got ${captureText})`);
   const scan = reader.object(top.scan, 'scan', ['intervalMs', 'interval', 'blockSize', 'maxPendingBytes']);
   const resync = reader.object(top.resync, 'resync', ['blockSize']);
   const pipeline = reader.object(top.pipeline, 'pipeline', ['maxBatchBytes', 'maxBatchDelayMs', 'windowBytes']);
