@@ -19,6 +19,7 @@ interface ConfigureOptions {
   name?: string;
   stateDir?: string;
   capture?: CaptureKind;
+  bootVolume?: string;
   check?: boolean;
 }
 
@@ -27,7 +28,7 @@ function usage(message: string): never {
 }
 
 function captureOption(value: string): CaptureKind {
-  if (value !== 'auto' && value !== 'kernel' && value !== 'scan') throw new InvalidArgumentError('expected auto, kernel or scan');
+  if (value !== 'auto' && value !== 'kernel' && value !== 'ebpf' && value !== 'scan') throw new InvalidArgumentError('expected auto, kernel, ebpf or scan');
   return value;
 }
 
@@ -70,12 +71,13 @@ function documentFrom(opts: ConfigureOptions): AgentConfigDocument {
   const volumes = parseVolumeSpecs(opts.volume);
   volumes.forEach(checkVolumeExists);
   if (opts.name !== undefined && !isSafeId(opts.name)) usage(`--name ${JSON.stringify(opts.name)} must be ${ID_RULE}`);
+  if (opts.bootVolume !== undefined && !volumes.some((v) => v.id === opts.bootVolume)) usage(`--boot-volume ${JSON.stringify(opts.bootVolume)} is not one of the --volume ids`);
   return {
     receiver: { url: opts.receiver, fingerprint: opts.fingerprint, caFile },
     name: opts.name,
     stateDir: opts.stateDir === undefined ? undefined : path.resolve(opts.stateDir),
     capture: opts.capture,
-    volumes: volumes.map(({ id, path: volumePath, mount }) => ({ id, path: volumePath, mount })),
+    volumes: volumes.map(({ id, path: volumePath, mount }) => (id === opts.bootVolume ? { id, path: volumePath, mount, bootProtected: true } : { id, path: volumePath, mount })),
   };
 }
 
@@ -116,7 +118,8 @@ export function addConfigureCommands(agent: Command): void {
     .addOption(listFlag('--volume <ID=PATH[:MOUNT]>', 'a volume to protect (repeat for more); MOUNT is frozen for application-consistent points; Windows: ID=C: or ID=\\\\?\\Volume{GUID}\\', String))
     .option('--name <name>', 'agent name (default: the host name)')
     .option('--state-dir <dir>', 'credential, resync progress, status (default: /var/lib/ferry)')
-    .addOption(new Option('--capture <mode>', 'auto | kernel | scan (default: auto)').argParser(captureOption))
+    .addOption(new Option('--capture <mode>', 'auto | kernel | ebpf | scan (default: auto)').argParser(captureOption))
+    .option('--boot-volume <id>', 'the volume the machine boots on dm-ferry (install.sh --protect-boot): bootProtected in the config')
     .option('--check', 'check the options and print the config to stdout; write nothing')
     .action(configure);
 

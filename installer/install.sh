@@ -21,13 +21,26 @@
 #   --volume ID=PATH[:MOUNT]  a volume to protect (repeat for more); MOUNT is frozen for
 #                         application-consistent points
 #   --name NAME           agent name (default: the host name)
-#   --capture MODE        auto | kernel | scan (default auto; auto falls back to scan, with a
+#   --capture MODE        auto | kernel | ebpf | scan (default auto; auto falls back, with a
 #                         warning, when the dm-ferry module cannot be built or loaded)
+#   --protect-boot DEV    protect the machine's boot disk: DEV is the root partition (or the disk
+#                         holding it); the WHOLE disk becomes volume "boot" (bootProtected), is
+#                         captured live at once (ebpf, else scan) and is put on dm-ferry by the
+#                         initramfs from the next boot on. Sets up: the dm-ferry metadata (a file
+#                         preallocated on a file system of that disk, immutable), the boot config
+#                         CONFIG_DIR/boot.conf, the initramfs-tools hook + local-top script (or the
+#                         dracut module 90ferry), a systemd-shutdown hook that saves the metadata
+#                         clean, a udev rule, DKMS for every installed kernel, and regenerates the
+#                         initramfs. See installer/README.md, "Protecting the boot disk".
+#   --boot-meta PART      with --protect-boot: a spare, empty partition of that disk for the
+#                         metadata instead of the file
 #   --no-register         install and configure only; run `ferry agent register` later
 #   --reregister          register again even if this machine registered before
 #   --no-start            install (and enable) the service but do not start it
 #   --no-systemctl        write the unit but never call systemctl (also FERRY_INSTALL_NO_SYSTEMCTL=1)
 #   --keep-state          with --uninstall: keep the config and the state folder
+#                         (--uninstall also removes the boot protection: hooks, boot config,
+#                         metadata file, initramfs regenerated without Ferry)
 #   --dry-run             print every step, change nothing
 #   --uninstall           remove what the install created, in reverse order
 #
@@ -42,6 +55,7 @@ umask 022
 readonly SCRIPT_NAME=install.sh
 readonly SERVICE=ferry-agent
 readonly DEFAULT_PREFIX=/opt/ferry
+readonly BOOT_VOLUME=boot
 
 prefix=$DEFAULT_PREFIX
 config_dir=/etc/ferry
@@ -57,6 +71,8 @@ passphrase_file=""
 agent_name=""
 capture=auto
 volumes=()
+protect_boot=""
+boot_meta=""
 do_register=yes
 reregister=no
 do_start=yes
@@ -65,6 +81,8 @@ keep_state=no
 dry_run=no
 mode=install
 fail_after=${FERRY_INSTALL_FAIL_AFTER:-}   # test hook: fail right after the named step
+# Test hook: FERRY_INSTALL_BOOT_ROOT=DIR makes --protect-boot take the file system mounted at DIR
+# as the root (default /).
 [ "${FERRY_INSTALL_NO_SYSTEMCTL:-}" = 1 ] && use_systemctl=no
 
 # ---------------------------------------------------------------- output, errors, rollback
@@ -179,7 +197,7 @@ backup() {
 }
 
 usage() {
-  sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # ---------------------------------------------------------------- arguments
@@ -205,6 +223,8 @@ parse_args() {
       --volume) need_value "$1" $#; volumes+=("$2"); shift 2 ;;
       --name) need_value "$1" $#; agent_name=$2; shift 2 ;;
       --capture) need_value "$1" $#; capture=$2; shift 2 ;;
+      --protect-boot) need_value "$1" $#; protect_boot=$2; shift 2 ;;
+      --boot-meta) need_value "$1" $#; boot_meta=$2; shift 2 ;;
       --no-register) do_register=no; shift ;;
       --reregister) reregister=yes; shift ;;
       --no-start) do_start=no; shift ;;
@@ -243,10 +263,24 @@ validate_args() {
   fi
   [ "$bin_dir" = none ] || absolute_path --bin-dir "$bin_dir"
   case "$capture" in
-    auto|kernel|scan) ;;
-    *) die 2 "--capture must be auto, kernel or scan (got '$capture')" ;;
+    auto|kernel|ebpf|scan) ;;
+    *) die 2 "--capture must be auto, kernel, ebpf or scan (got '$capture')" ;;
   esac
-  [ "$mode" = uninstall ] && return 0
+  if [ "$mode" = uninstall ]; then
+    if [ -n "$protect_boot" ] || [ -n "$boot_meta" ]; then die 2 "--protect-boot and --boot-meta are install options (--uninstall removes the boot protection on its own)"; fi
+    return 0
+  fi
+  if [ -n "$boot_meta" ] && [ -z "$protect_boot" ]; then die 2 "--boot-meta needs --protect-boot"; fi
+  if [ -n "$protect_boot" ]; then
+    absolute_path --protect-boot "$protect_boot"
+    [ -z "$boot_meta" ] || absolute_path --boot-meta "$boot_meta"
+    [ -n "$receiver" ] || die 2 "--protect-boot needs --receiver and --fingerprint (or --ca-file): the config is written with the boot volume"
+    [ "$capture" != scan ] || die 2 "--protect-boot puts the disk on dm-ferry at boot: it does not go with --capture scan"
+    local spec
+    for spec in "${volumes[@]+"${volumes[@]}"}"; do
+      [ "${spec%%=*}" != "$BOOT_VOLUME" ] || die 2 "--protect-boot adds the volume '$BOOT_VOLUME': choose another id for --volume $spec"
+    done
+  fi
 
   # The receiver, its trust and the volumes are checked by `ferry agent configure` (check_config).
   if [ -z "$receiver" ]; then
@@ -348,6 +382,7 @@ config_args() {
   [ -z "$agent_name" ] || CONFIG_ARGS+=(--name "$agent_name")
   local spec
   for spec in "${volumes[@]+"${volumes[@]}"}"; do CONFIG_ARGS+=(--volume "$spec"); done
+  if [ -n "$BOOT_DISK" ]; then CONFIG_ARGS+=(--volume "$BOOT_VOLUME=$BOOT_DISK" --boot-volume "$BOOT_VOLUME"); fi
 }
 
 # ferry_configure ARGS...: `ferry agent configure` of the package, which owns the config's
@@ -400,12 +435,20 @@ step_unpack() {
 }
 
 KERNEL_MODULE=""       # name/version registered with DKMS by this run
+KERNEL_OK=no           # dm-ferry is built and loads (set by step_kernel_module)
+DKMS_NAME="" DKMS_VERSION=""
 dkms_value() { sed -n "s/^$1=[\"']\{0,1\}\([^\"']*\)[\"']\{0,1\}.*/\1/p" "$2" | head -n 1; }
 
 # kernel_fallback REASON [ADVICE]: fatal with --capture kernel, else a warning and scan capture.
 kernel_fallback() {
   if [ "$capture" = kernel ]; then
     die 3 "kernel capture was requested but $1"
+  fi
+  KERNEL_OK=no
+  if [ -n "$protect_boot" ]; then
+    warn "$1: the boot disk cannot go on dm-ferry at boot; it is captured with ebpf (or scan) instead.${2:+ $2}"
+    say "    kernel capture unavailable: $1; the boot disk stays on ebpf/scan capture"
+    return 0
   fi
   warn "$1; falling back to scan capture (periodic block comparison, approximate points).${2:+ $2}"
   say "    kernel capture unavailable: $1; using scan capture"
@@ -452,6 +495,9 @@ step_kernel_module() {
     run dkms build -m "$name" -v "$version"
     run dkms install -m "$name" -v "$version"
     run modprobe "$module"
+    KERNEL_OK=yes
+    DKMS_NAME=$name
+    DKMS_VERSION=$version
     after_step kernel-module
     return 0
   fi
@@ -490,6 +536,9 @@ step_kernel_module() {
     after_step kernel-module
     return 0
   fi
+  KERNEL_OK=yes
+  DKMS_NAME=$name
+  DKMS_VERSION=$version
   if [ -n "$KERNEL_MODULE" ]; then
     manifest_add dkms "$KERNEL_MODULE"
     manifest_add modsrc "$src"
@@ -499,6 +548,151 @@ step_kernel_module() {
   printf '%s\n' "$module" | write_file "$modload" 0644 || die 1 "cannot write $modload"
   manifest_add file "$modload"
   after_step kernel-module
+}
+
+# ---------------------------------------------------------------- boot protection
+
+BOOT_DISK=""           # the disk --protect-boot protects (/dev/vda), set by plan_boot
+BOOT_META_KIND="" BOOT_META_PATH="" BOOT_META_BYTES=""
+readonly INITRAMFS_TOOLS_DIR=/etc/initramfs-tools
+readonly UDEV_RULE=/etc/udev/rules.d/61-ferry-boot.rules
+
+# boot_setup_tool: the package's ferry-boot-setup (before the package is located: the one next to
+# this script, which is the package's when install.sh runs from it).
+boot_setup_tool() {
+  if [ -n "$PKG_SRC" ]; then printf '%s/installer/boot/ferry-boot-setup' "$PKG_SRC"; else printf '%s/boot/ferry-boot-setup' "$(dirname "${BASH_SOURCE[0]}")"; fi
+}
+
+# shutdown_dir: where systemd-shutdown looks for hooks (/usr/lib on merged-/usr systems).
+shutdown_dir() {
+  if [ -L /lib ] || [ -d /usr/lib/systemd/system-shutdown ]; then printf /usr/lib/systemd/system-shutdown; else printf /lib/systemd/system-shutdown; fi
+}
+
+dracut_modules_dir() {
+  if [ -d /usr/lib/dracut/modules.d ]; then printf /usr/lib/dracut/modules.d; else printf /lib/dracut/modules.d; fi
+}
+
+# initramfs_kind: initramfs-tools (Debian, Ubuntu) or dracut (RHEL family), else empty.
+initramfs_kind() {
+  if command -v update-initramfs >/dev/null 2>&1 && [ -d "$INITRAMFS_TOOLS_DIR" ]; then
+    printf initramfs-tools
+  elif command -v dracut >/dev/null 2>&1; then
+    printf dracut
+  fi
+}
+
+regenerate_initramfs() {
+  case "$1" in
+    initramfs-tools) run update-initramfs -u -k all ;;
+    dracut) run dracut -f --regenerate-all ;;
+    *) return 0 ;;
+  esac
+}
+
+human_bytes() {
+  awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u, " "); i = 1; while (b >= 1024 && i < 5) { b /= 1024; i++ } if (i == 1) printf "%d %s", b, u[i]; else printf "%.1f %s", b, u[i] }'
+}
+
+# plan_boot: checks --protect-boot before anything changes and says what will be protected.
+plan_boot() {
+  [ -n "$protect_boot" ] || return 0
+  local tool out rc=0 errfile
+  tool=$(boot_setup_tool)
+  [ -x "$tool" ] || die 3 "this agent package has no boot protection (installer/boot/ferry-boot-setup is missing)"
+  errfile=$(mktemp "${TMPDIR:-/tmp}/ferry-install-boot.XXXXXX") || die 1 "cannot create a temporary file"
+  local args=(plan "$protect_boot" --root "${FERRY_INSTALL_BOOT_ROOT:-/}")
+  [ -z "$boot_meta" ] || args+=(--boot-meta "$boot_meta")
+  out=$("$tool" "${args[@]}" 2>"$errfile") || rc=$?
+  local err
+  err=$(head -n 1 "$errfile")
+  rm -f -- "$errfile"
+  case "$rc" in
+    0) ;;
+    2|3) die "$rc" "--protect-boot: ${err#ferry-boot-setup: error: }" ;;
+    *) die 1 "--protect-boot: ${err#ferry-boot-setup: error: }" ;;
+  esac
+  local disk_bytes root
+  BOOT_DISK=$(sed -n 's/^DISK=//p' <<< "$out")
+  disk_bytes=$(sed -n 's/^DISK_BYTES=//p' <<< "$out")
+  root=$(sed -n 's/^ROOT=//p' <<< "$out")
+  BOOT_META_KIND=$(sed -n 's/^META_KIND=//p' <<< "$out")
+  BOOT_META_PATH=$(sed -n 's/^META_PATH=//p' <<< "$out")
+  BOOT_META_BYTES=$(sed -n 's/^META_BYTES=//p' <<< "$out")
+  say "    boot disk: the whole disk $BOOT_DISK ($(human_bytes "$disk_bytes")) is protected as volume '$BOOT_VOLUME' (the root file system is on $root)"
+  if [ "$BOOT_META_KIND" = file ]; then
+    say "    dm-ferry metadata: the file $BOOT_META_PATH ($(human_bytes "$BOOT_META_BYTES"), preallocated, immutable) on that disk (no --boot-meta partition given)"
+  else
+    say "    dm-ferry metadata: the spare partition $BOOT_META_PATH (--boot-meta; $(human_bytes "$BOOT_META_BYTES") used)"
+  fi
+}
+
+# install_boot_file SRC DEST MODE: a boot file with @PREFIX@ and @BOOT_CONF@ filled in.
+install_boot_file() {
+  local src=$1 dest=$2 mode=$3
+  make_dirs "$(dirname "$dest")" 0755 || die 1 "cannot create $(dirname "$dest")"
+  backup "$dest" || die 1 "cannot back up $dest"
+  sed -e "s|@PREFIX@|$prefix|g" -e "s|@BOOT_CONF@|$config_dir/boot.conf|g" "$src" | write_file "$dest" "$mode" || die 1 "cannot write $dest"
+  manifest_add file "$dest"
+}
+
+step_boot() {
+  [ -n "$protect_boot" ] || return 0
+  step_banner "boot protection of $BOOT_DISK (dm-ferry from the next boot)"
+  if [ "$KERNEL_OK" = no ] && [ "$dry_run" = no ]; then
+    warn "the dm-ferry module is not available, so the initramfs is not changed: $BOOT_DISK is captured with ebpf (or scan) and the agent reports capture-degraded. Fix the module (see above) and run install.sh again."
+    after_step boot
+    return 0
+  fi
+  local kind boot_src="$PKG_SRC/installer/boot" conf="$config_dir/boot.conf"
+  kind=$(initramfs_kind)
+  if [ -z "$kind" ]; then
+    if [ "$dry_run" = yes ]; then kind=initramfs-tools; say "    [dry-run] no update-initramfs or dracut here; showing the initramfs-tools steps"
+    else die 3 "--protect-boot needs initramfs-tools (update-initramfs) or dracut to put dm-ferry into the initramfs"; fi
+  fi
+  # Later kernels: DKMS (AUTOINSTALL) builds dm-ferry from /etc/kernel/postinst.d before the
+  # initramfs is made. Kernels installed already get it now.
+  if [ -n "$DKMS_NAME" ]; then
+    local k
+    for k in /lib/modules/*; do
+      k=${k##*/}
+      if [ "$k" = "$(uname -r)" ] || [ ! -d "/lib/modules/$k/build" ]; then continue; fi
+      run dkms install -m "$DKMS_NAME" -v "$DKMS_VERSION" -k "$k" || warn "DKMS could not build dm-ferry for kernel $k: that kernel boots the disk unprotected"
+    done
+  fi
+  # Regenerated on rollback and at uninstall after the files are gone (so it runs last).
+  [ "$dry_run" = yes ] || undo_push regenerate_initramfs "$kind"
+  manifest_add initramfs "$kind"
+  if [ "$kind" = initramfs-tools ]; then
+    install_boot_file "$boot_src/initramfs-tools/hooks/ferry" "$INITRAMFS_TOOLS_DIR/hooks/ferry" 0755
+    install_boot_file "$boot_src/initramfs-tools/scripts/local-top/ferry" "$INITRAMFS_TOOLS_DIR/scripts/local-top/ferry" 0755
+  else
+    local mdir
+    mdir="$(dracut_modules_dir)/90ferry"
+    install_boot_file "$boot_src/dracut/90ferry/module-setup.sh" "$mdir/module-setup.sh" 0755
+    install_boot_file "$boot_src/dracut/90ferry/ferry-boot.sh" "$mdir/ferry-boot.sh" 0755
+    install_boot_file "$boot_src/ferry-boot-lib.sh" "$mdir/ferry-boot-lib.sh" 0644
+  fi
+  install_boot_file "$boot_src/systemd-shutdown/ferry-boot.shutdown" "$(shutdown_dir)/ferry-boot.shutdown" 0755
+  install_boot_file "$boot_src/udev/61-ferry-boot.rules" "$UDEV_RULE" 0644
+  # The metadata region and the boot config (last: the initramfs hook needs it).
+  local args=(create "$protect_boot" --conf "$conf" --root "${FERRY_INSTALL_BOOT_ROOT:-/}")
+  [ -z "$boot_meta" ] || args+=(--boot-meta "$boot_meta")
+  if [ "$dry_run" = yes ]; then
+    run "$(boot_setup_tool)" "${args[@]}"
+  elif [ -e "$conf" ]; then
+    say "    $conf exists: the boot disk is protected already; keeping its metadata (install.sh --uninstall first to set it up anew)"
+  else
+    say "    + $(quote_cmd "$(boot_setup_tool)" "${args[@]}")"
+    local out rc=0
+    out=$("$(boot_setup_tool)" "${args[@]}" 2>&1) || rc=$?
+    [ "$rc" -eq 0 ] || die 3 "cannot set up the dm-ferry metadata: ${out#ferry-boot-setup: error: }"
+    undo_push "$prefix/installer/boot/ferry-boot-setup" remove --conf "$conf"
+    printf '%s\n' "$out" | sed 's/^/    | /'
+  fi
+  manifest_add bootconf "$conf"
+  regenerate_initramfs "$kind" || die 1 "regenerating the initramfs failed (see the output above)"
+  say "    from the next boot the initramfs puts $BOOT_DISK on dm-ferry (/dev/mapper/ferry-boot); until then it is captured with ebpf (or scan)"
+  after_step boot
 }
 
 PREV_PREFIX=""
@@ -698,6 +892,7 @@ step_commit() {
 do_install() {
   step_banner "Ferry agent install$([ "$dry_run" = yes ] && printf ' (dry run: nothing is changed)')"
   say "    prefix $prefix, config $config_dir, state $state_dir, capture $capture"
+  plan_boot
   locate_package
   for dir in "$prefix" "$config_dir" "$state_dir"; do
     writable_parent "$dir" || die 3 "cannot write $dir: run install.sh as root (sudo)"
@@ -714,6 +909,7 @@ do_install() {
   step_kernel_module
   step_files
   step_config
+  step_boot
   step_register
   step_service
   step_commit
@@ -759,6 +955,8 @@ do_uninstall() {
         run dkms remove -m "${path%/*}" -v "${path#*/}" --all || warn "dkms remove ${path} failed"
         ;;
       modsrc) run rm -rf -- "$path" ;;
+      bootconf) uninstall_boot_conf "$path" ;;
+      initramfs) regenerate_initramfs "$path" || warn "regenerating the initramfs failed: run it again ($path)" ;;
       link)
         if [ -L "$path" ] && [ "$(readlink "$path")" = "$prefix/bin/ferry" ]; then run rm -f -- "$path"; fi
         ;;
@@ -785,6 +983,29 @@ do_uninstall() {
     if [ "$kind" = dir ] && [[ $prefix == "$path"/* ]] && ! keeps_state "$path"; then run rm -rf -- "$path"; fi
   done
   say "ferry-install: OK uninstalled from $prefix$([ "$keep_state" = yes ] && printf ' (config and state kept)')"
+}
+
+# uninstall_boot_conf CONF: the metadata region and the boot config. While the root runs on
+# dm-ferry (until the reboot), the metadata file stays (dm-ferry still writes it) and a one-shot
+# unit removes it at the next boot, when nothing uses it.
+uninstall_boot_conf() {
+  local conf=$1 tool="$prefix/installer/boot/ferry-boot-setup" meta kind
+  [ -f "$conf" ] || return 0
+  meta=$(sed -n 's/^FERRY_BOOT_META_PATH=//p' "$conf")
+  kind=$(sed -n 's/^FERRY_BOOT_META_KIND=//p' "$conf")
+  if [ "$kind" = file ] && command -v dmsetup >/dev/null 2>&1 && dmsetup info ferry-boot >/dev/null 2>&1; then
+    local unit="$systemd_dir/ferry-boot-cleanup.service"
+    say "    the root still runs on dm-ferry until the reboot: $meta is removed at the next boot ($unit)"
+    printf '%s\n' "[Unit]" "Description=Remove Ferry's boot protection metadata (left by install.sh --uninstall)" \
+      "ConditionPathExists=!/dev/mapper/ferry-boot" "" "[Service]" "Type=oneshot" \
+      "ExecStart=/bin/sh -c 'chattr -i $meta; rm -f $meta; rmdir $(dirname "$meta") 2>/dev/null; rm -f $systemd_dir/multi-user.target.wants/ferry-boot-cleanup.service $unit'" \
+      "" "[Install]" "WantedBy=multi-user.target" | write_file "$unit" 0644
+    run mkdir -p "$systemd_dir/multi-user.target.wants"
+    run ln -sfn "$unit" "$systemd_dir/multi-user.target.wants/ferry-boot-cleanup.service"
+    run rm -f -- "$conf"
+    return 0
+  fi
+  run "$tool" remove --conf "$conf" || warn "could not remove the boot protection metadata of $conf"
 }
 
 # keeps_state DIR: with --keep-state, DIR is (or holds) the config or state folder.

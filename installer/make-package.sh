@@ -8,8 +8,12 @@
 #   runtime/node                    the Node runtime (this machine's, or --node FILE)
 #   dist/  package.json             the compiled CLI and agent
 #   build/Release/ferry_native.node the N-API addon
+#   build/Release/ferry_bpf.node    the eBPF tracker addon and its CO-RE program
+#   build/Release/ferry_trace.bpf.o (ebpf capture), when the source tree built them
 #   node_modules/                   production dependencies only (from package-lock.json)
-#   installer/                      install.sh, the systemd unit template, README
+#   installer/                      install.sh, the systemd unit template, README, and boot/
+#                                   (install.sh --protect-boot: initramfs-tools, dracut,
+#                                   systemd-shutdown and udev files, ferry-boot-setup)
 #   native/linux/                   dm-ferry sources with dkms.conf, when the source tree has them
 #   PACKAGE                         name, version, arch, node version (read by install.sh)
 # It needs a built tree (`npm ci` then `npm run build`); it never downloads anything.
@@ -21,7 +25,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -58,10 +62,14 @@ mkdir -p "$pkg/bin" "$pkg/runtime" "$pkg/build/Release" "$pkg/installer"
 
 cp -a "$source_dir/package.json" "$source_dir/dist" "$pkg/"
 cp -a "$source_dir/build/Release/ferry_native.node" "$pkg/build/Release/"
+for f in ferry_bpf.node ferry_trace.bpf.o; do
+  [ -f "$source_dir/build/Release/$f" ] && cp -a "$source_dir/build/Release/$f" "$pkg/build/Release/"
+done
 cp -a "$node_bin" "$pkg/runtime/node"
 for f in install.sh ferry-agent.service.in README.md; do
   [ -e "$here/$f" ] && cp -a "$here/$f" "$pkg/installer/"
 done
+[ -d "$here/boot" ] && cp -a "$here/boot" "$pkg/installer/boot"
 if [ -f "$source_dir/native/linux/dkms.conf" ]; then
   mkdir -p "$pkg/native"
   cp -a "$source_dir/native/linux" "$pkg/native/linux"

@@ -104,6 +104,9 @@ describe('installer/install.sh', () => {
     expect(unitText).toMatch(/^StandardError=journal$/m);
     expect(unitText).toMatch(/^ProtectSystem=strict$/m);
     expect(unitText).toContain(`ReadWritePaths=${s.state}`);
+    // ebpf capture: the tracker is loaded (CAP_BPF, CAP_PERFMON) and pinned in the BPF file system.
+    expect(unitText).toMatch(/^ReadWritePaths=-\/sys\/fs\/bpf$/m);
+    expect(unitText).toMatch(/^CapabilityBoundingSet=.*\bCAP_BPF\b.*\bCAP_PERFMON\b/m);
 
     // Again, without receiver options: an upgrade that keeps the config.
     const before = listTree(root);
@@ -185,7 +188,7 @@ describe('installer/install.sh', () => {
     const cases: [string[], RegExp][] = [
       [['--frobnicate'], /unknown option '--frobnicate'/],
       [['--passphrase', 'secret'], /not accepted on the command line/],
-      [baseArgs(root, ['--capture', 'magic']), /--capture must be auto, kernel or scan/],
+      [baseArgs(root, ['--capture', 'magic']), /--capture must be auto, kernel, ebpf or scan/],
       [['--package', pkg, ...scratchRoot(root).args, '--receiver', 'http://x', '--fingerprint', FP, '--volume', `v=${image}`], /--receiver must use wss:\/\//],
       [['--package', pkg, ...scratchRoot(root).args, '--receiver', 'wss://x:1', '--fingerprint', 'AB:CD', '--volume', `v=${image}`], /SHA-256 fingerprint/],
       [['--package', pkg, ...scratchRoot(root).args, '--receiver', 'wss://x:1', '--fingerprint', FP], /at least one --volume/],

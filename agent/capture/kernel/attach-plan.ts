@@ -63,6 +63,12 @@ export function planAttach(device: DeviceAtAttach, history: StreamHistory, recei
     // The agent restarted while the device stayed up: the kernel hands out again what was not committed.
     const anchored = history.lookup(device.generation, firstKseq);
     if (anchored === undefined) return restart('hash-compare', `no stream record maps kernel seq ${firstKseq}: the stream state does not match the device`);
+    // Everything committed lies before the first uncommitted record. If not, this load only
+    // shares its generation with the one in the state: its metadata was reset (made anew), and
+    // its kernel seqs start over.
+    if (history.committedStream >= anchored) {
+      return restart('hash-compare', `seq ${history.committedStream} was committed, past seq ${anchored} of kernel seq ${firstKseq}: the device's metadata was made anew`);
+    }
     if (anchored - 1 > receiverDurable) {
       return restart('hash-compare', `the receiver holds seq ${receiverDurable}, but seq ${anchored - 1} was committed before`);
     }
