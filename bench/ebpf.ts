@@ -17,12 +17,12 @@ const NAME = 'ebpf bench';
 const USAGE =
   'usage: node dist/bench/ebpf.js [--seconds N] [--size-mib N] [--rate-iops N] [--json]\n' +
   '  --seconds N    length of each fio run (default 10)\n' +
-  '  --size-mib N   size of the partition fio writes (default 128)\n' +
+  '  --size-mib N   size of the partition fio writes (default 64)\n' +
   '  --rate-iops N  the fixed churn of the CPU runs, 4 KiB writes per second (default 500)\n' +
   '  --json         print one JSON object instead of the table\n' +
   'needs root (the VM lab), fio (apt-get install fio), `npm run build` and the BPF tracker built (npm install with clang and libbpf-dev)';
 
-const APP_POINTS = 3;
+const APP_POINTS = 2;
 const EXT4_MIB = 32;
 const RAND4K = { name: 'rand4k', rw: 'randwrite' as const, bs: '4k', iodepth: 16 };
 
@@ -38,7 +38,7 @@ function parseOptions(argv: string[]): Options {
   const { values, json, help } = parseBenchArgs(argv, ['seconds', 'size-mib', 'rate-iops']);
   return {
     seconds: integerOption('seconds', values.seconds, 10, 2, 600),
-    sizeMiB: integerOption('size-mib', values['size-mib'], 128, 32, 16384),
+    sizeMiB: integerOption('size-mib', values['size-mib'], 64, 32, 16384),
     rateIops: integerOption('rate-iops', values['rate-iops'], 500, 10, 100000),
     json,
     help,
@@ -67,7 +67,19 @@ openBpfTracker().then((t) => {
   process.once('SIGTERM', () => { clearInterval(timer); console.log('TRACER ' + JSON.stringify(t.counters())); t.close({ unload: true }); process.exit(0); });
 });`;
 
-function guestScript(o: Options, configs: Record<Source, string>, tracer: string): string {
+/**
+ * Asks the agent for an app point through its control socket (what `ferry agent tag --app`
+ * does, without loading the whole CLI: that takes a minute under TCG) and prints the outcome.
+ */
+const tagScript = (repoRoot: string): string => `
+const { controlRequest } = require(${JSON.stringify(path.join(repoRoot, 'dist/agent/control'))});
+const [source, socket] = process.argv.slice(2);
+controlRequest(socket, { cmd: 'tag', app: true, name: '' }, 120000).then((r) => {
+  const t = r.tag;
+  console.log('TAG ' + source + ' ' + (r.ok && t ? t.kind + ' ' + t.accuracy + ' frozen ' + t.frozenMs : 'failed ' + r.error));
+});`;
+
+function guestScript(o: Options, configs: Record<Source, string>, tracer: string, tagger: string): string {
   const fio = (phase: string, extra = ''): string => `echo "FIO-BEGIN ${phase}"\n${fioCommand(RAND4K, '/dev/vda1', o.seconds)} ${extra}\necho "FIO-END"`;
   const agent = (source: Source): string => {
     const state = `/run/state-${source}`;
@@ -85,7 +97,7 @@ echo "CPU ${source} $(( C1 - C0 )) $(getconf CLK_TCK)"
 ( i=0; while :; do dd if=/dev/urandom of=/run/m/w$(( i % 64 )) bs=16k count=1 conv=fsync status=none; i=$(( i + 1 )); done ) &
 W=$!
 for n in $(seq ${APP_POINTS}); do
-  echo "TAG ${source} $(node bin/ferry agent tag --config ${configs[source]} --app || true)"
+  node ${tagger} ${source} ${state}/agent.sock
 done
 kill $W; wait $W || true
 grep -o 'ebpf app point: frozen [0-9]* ms, read back [0-9]* bytes' /run/agent-${source}.log | sed 's/^/READBACK /' || true
@@ -119,7 +131,7 @@ function parseOutput(output: string): Pick<Figures, 'fio' | 'agents'> {
   for (const source of ['ebpf', 'scan'] as const) {
     const cpu = new RegExp(`^CPU ${source} (\\d+) (\\d+)$`, 'm').exec(output);
     if (!cpu) throw new Error(`the guest printed no CPU figure for the ${source} agent`);
-    const frozenMs = [...output.matchAll(new RegExp(`^TAG ${source} .*: app, \\w+, filesystems frozen (\\d+) ms`, 'gm'))].map((m) => Number(m[1]));
+    const frozenMs = [...output.matchAll(new RegExp(`^TAG ${source} \\w+ \\w+ frozen (\\d+)`, 'gm'))].map((m) => Number(m[1]));
     const readBackBytes = source === 'ebpf' ? [...output.matchAll(/^READBACK ebpf app point: frozen \d+ ms, read back (\d+) bytes/gm)].map((m) => Number(m[1])) : [];
     agents[source] = { cpuSeconds: Number(cpu[1]) / Number(cpu[2]), churnIops: section(output, `churn-${source}`).iops, frozenMs, readBackBytes };
   }
@@ -149,12 +161,15 @@ async function measure(o: Options, repoRoot: string, work: string): Promise<Figu
               { id: `${source}-raw`, path: '/dev/vda1' },
               { id: `${source}-fs`, path: '/dev/vda2', mount: '/run/m' },
             ],
-            tags: { crashIntervalMs: 1000 },
+            // Long enough for scan's settle (a pass over both volumes) under TCG.
+            tags: { crashIntervalMs: 1000, freezeTimeoutMs: 60_000 },
           }),
         );
       }
       const tracer = path.join(work, 'tracer.js');
       fs.writeFileSync(tracer, tracerScript(repoRoot));
+      const tagger = path.join(work, 'tag.js');
+      fs.writeFileSync(tagger, tagScript(repoRoot));
       const disk = path.join(work, 'vda.img');
       const sizeBytes = (o.sizeMiB + EXT4_MIB + 2) * MiB;
       fs.writeFileSync(disk, '');
@@ -163,11 +178,11 @@ async function measure(o: Options, repoRoot: string, work: string): Promise<Figu
       const sf = spawnSync('sfdisk', ['--quiet', disk], { input: table, encoding: 'utf8' });
       if (sf.status !== 0) throw new Error(`sfdisk failed: ${sf.stderr.trim()}`);
       const r = await lab.run({
-        script: guestScript(o, configs, tracer),
+        script: guestScript(o, configs, tracer, tagger),
         disks: [{ path: disk, sizeBytes }],
         modules: [],
         env: {},
-        timeoutMs: (o.seconds * 6 + 900) * 1000,
+        timeoutMs: (o.seconds * 6 + 1200) * 1000,
         cpus: 2,
       });
       if (r.kernelProblems.length > 0) throw new Error(`the guest kernel reported problems (run dir ${r.runDir}): ${r.kernelProblems[0]}`);
