@@ -172,7 +172,7 @@ describe('ferry CLI', () => {
       [[...base, '--fingerprint', FP, '--volume', `v=${path.join(dir, 'nope.img')}`], /is neither a block device nor a file/],
       [[...base, '--fingerprint', FP, '--volume', `v=${image}:${path.join(dir, 'nomount')}`], /mount point .* is not a folder/],
       [[...base, '--fingerprint', FP, '--volume', `v=${image}`, '--name', '../x'], /--name "\.\.\/x" must be/],
-      [[...base, '--fingerprint', FP, '--volume', `v=${image}`, '--capture', 'magic'], /expected auto, kernel or scan/],
+      [[...base, '--fingerprint', FP, '--volume', `v=${image}`, '--capture', 'magic'], /expected auto, kernel, ebpf or scan/],
       [['agent', 'configure', '--config', file, '--fingerprint', FP, '--volume', `v=${image}`], /required option '--receiver <url>'/],
     ];
     for (const [args, message] of cases) {
