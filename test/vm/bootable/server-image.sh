@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the "plain Debian server" of the boot-protection test (test/vm/boot-protect.test.ts):
+# Builds the "plain Debian server" of the boot-protection test (test/vm/server-protect.test.ts):
 # the bootable Debian 12 disk of debian-image.sh (MBR, EXTLINUX, ext4 root on partition 1, cloud
 # kernel, serial getty on ttyS0; read its header), grown to SERVER_MIB and given what Ferry's
 # install.sh needs to build dm-ferry with DKMS for the image's own kernel (dkms, make, gcc,

@@ -1,4 +1,4 @@
-# Sourced by the steps of test/vm/boot-protect.test.ts inside the Debian server (bash, root,
+# Sourced by the steps of test/vm/server-protect.test.ts inside the Debian server (bash, root,
 # cwd = the read-only step disk). FERRY-FACT lines are read by the test on the host.
 set -euo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

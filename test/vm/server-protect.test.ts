@@ -32,7 +32,7 @@ import { bootStep, type StepFiles, type StepRun } from './server-vm';
 
 const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
 const skip = !isRoot() && !inCi;
-if (skip) console.warn('test/vm/boot-protect.test.ts: SKIPPED: the server image and its boots need root. With CI=true it fails instead of skipping.');
+if (skip) console.warn('test/vm/server-protect.test.ts: SKIPPED: the server image and its boots need root. With CI=true it fails instead of skipping.');
 
 const MiB = 1024 * 1024;
 const MACHINE = 'srv';
