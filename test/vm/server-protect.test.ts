@@ -99,7 +99,7 @@ describe.skipIf(skip)('a plain Debian server protects its own boot disk with ins
       'after.sh': after,
       ...extra,
     };
-    const run = await bootStep(disk, files, dir, label, { deadlineMs: 900_000, signal });
+    const run = await bootStep(disk, files, dir, label, { deadlineMs: 1_200_000, signal });
     runs.set(label, run);
     const where = `step ${label}: rc ${run.report.rc}\n--- step (ttyS1) ---\n${run.stepLog.slice(-8000)}\n--- console (ttyS0) ---\n${run.console.slice(-4000)}`;
     expect(run.report.rc, where).toBe(0);
@@ -139,20 +139,25 @@ describe.skipIf(skip)('a plain Debian server protects its own boot disk with ins
 
   beforeAll(async () => {
     if (!fs.existsSync(path.join(REPO_ROOT, 'dist', 'cli', 'main.js'))) throw new Error('dist/ is missing: run `npm run build` first');
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-boot-protect-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-server-protect-'));
     const started = Date.now();
     img = await prepareServerImage();
     console.log(`server image ready in ${((Date.now() - started) / 1000).toFixed(1)} s: ${img.path} (${(img.sizeBytes / MiB).toFixed(0)} MiB, kernel ${img.kernelRelease})`);
     disk = path.join(dir, 'server.img');
     await cloneImage(img.path, disk);
 
-    const pkg = await runCommand('bash', [path.join(REPO_ROOT, 'installer', 'make-package.sh'), '--out', path.join(dir, 'agent.tar.gz')]);
-    if (pkg.code !== 0) throw new Error(`make-package.sh failed: ${pkg.stderr}`);
+    // FERRY_SERVER_PACKAGE: an agent package made beforehand (make-package.sh --source ...).
+    let tarball = process.env.FERRY_SERVER_PACKAGE;
+    if (!tarball) {
+      tarball = path.join(dir, 'agent.tar.gz');
+      const pkg = await runCommand('bash', [path.join(REPO_ROOT, 'installer', 'make-package.sh'), '--out', tarball]);
+      if (pkg.code !== 0) throw new Error(`make-package.sh failed: ${pkg.stderr}`);
+    }
     pkgDir = path.join(dir, 'pkg');
     fs.mkdirSync(pkgDir);
-    const untar = await runCommand('tar', ['-xzf', path.join(dir, 'agent.tar.gz'), '-C', pkgDir, '--strip-components=1']);
+    const untar = await runCommand('tar', ['-xzf', tarball, '-C', pkgDir, '--strip-components=1']);
     if (untar.code !== 0) throw new Error(`tar: ${untar.stderr}`);
-    fs.rmSync(path.join(dir, 'agent.tar.gz'));
+    fs.rmSync(path.join(dir, 'agent.tar.gz'), { force: true });
 
     passphrase = 'boot protect lab passphrase';
     const passphraseFile = path.join(dir, 'passphrase');
@@ -195,7 +200,7 @@ tag`,
     const machines = await cliJson<Array<{ name: string }>>(['machine', 'list']);
     expect(machines.map((m) => m.name)).toContain(MACHINE);
     expect(await markersAtPoint(pointOf.get('a') ?? -1)).toEqual(['m1']);
-  }, 1_000_000);
+  }, 1_300_000);
 
   it('b: after a reboot the root is on dm-ferry and the agent runs as a service with kernel capture', async ({ signal }) => {
     const facts = await step(
@@ -204,7 +209,7 @@ tag`,
 fact root "$(findmnt -n -o SOURCE /)"
 fact agent "$(systemctl is-active ferry-agent)"
 show dmsetup table
-wait_protected 600
+wait_protected 900
 marker m2
 tag`,
       AFTER_REBOOT,
@@ -215,14 +220,14 @@ tag`,
     expect(facts.get('agent')).toBe('active');
     expect(statusOf.get('b')?.capture).toBe('kernel');
     expect(await markersAtPoint(pointOf.get('b') ?? -1)).toEqual(['m1', 'm2']);
-  }, 1_000_000);
+  }, 1_300_000);
 
   it('c: a clean reboot costs a delta resync only; then a power cut', async ({ signal }) => {
     const facts = await step(
       'c',
       `
 fact root "$(findmnt -n -o SOURCE /)"
-wait_protected 600
+wait_protected 900
 marker m3
 tag`,
       AFTER_POWER_CUT,
@@ -234,7 +239,7 @@ tag`,
     console.log(`step c: resync after the clean reboot: ${v.resync?.kind ?? 'none'}, ${((v.resync?.sentBytes ?? 0) / MiB).toFixed(2)} MiB sent of ${(v.sizeBytes / MiB).toFixed(0)} MiB`);
     expect(v.resync?.kind ?? 'delta').toBe('delta');
     expect(v.resync?.sentBytes ?? 0).toBeLessThan(v.sizeBytes / 20);
-  }, 1_000_000);
+  }, 1_300_000);
 
   it('d: after the power cut a hash-compare resync; the module is then made unloadable', async ({ signal }) => {
     const facts = await step(
@@ -253,7 +258,7 @@ sync`,
     const v = bootVolume('d');
     console.log(`step d: resync after the power cut: ${v.resync?.kind}, ${((v.resync?.sentBytes ?? 0) / MiB).toFixed(2)} MiB sent of ${(v.sizeBytes / MiB).toFixed(0)} MiB`);
     expect(v.resync?.kind).toBe('hash-compare');
-  }, 1_000_000);
+  }, 1_300_000);
 
   it('e: without the module the server boots from the plain partition, ebpf capture, an alert; then --uninstall', async ({ signal }) => {
     const facts = await step(
@@ -279,7 +284,7 @@ sync`,
     const events = await cliJson<Array<{ kind: string; severity: string; message?: string }>>(['events', '--kind', 'capture-degraded']);
     console.log(`step e: receiver events: ${JSON.stringify(events)}`);
     expect(events).toEqual(expect.arrayContaining([expect.objectContaining({ kind: 'capture-degraded', severity: 'warning' })]));
-  }, 1_000_000);
+  }, 1_300_000);
 
   it('f: after --uninstall and a reboot: the plain partition, nothing of Ferry left', async ({ signal }) => {
     const facts = await step(
@@ -305,7 +310,7 @@ fact module "$(grep -c '^dm_ferry ' /proc/modules || true)"`,
       dm: '',
       module: '0',
     });
-  }, 1_000_000);
+  }, 1_300_000);
 
   it('g: the recovered boot disk boots to its login prompt in a test failover', async () => {
     if (failed) throw new Error(`skipped: step ${failed} failed`);
