@@ -88,7 +88,9 @@ base_image=$(get FERRY_DEBIAN_IMAGE)
 part_start_sector=$(get FERRY_DEBIAN_PART_START_SECTOR)
 uuid=$(get FERRY_DEBIAN_ROOT_UUID)
 kver=$(get FERRY_DEBIAN_KVER)
-[ -f "$base_image" ] && [ -n "$part_start_sector" ] && [ -n "$kver" ] || die "debian-image.sh printed no usable image:\n$base_env"
+if [ ! -f "$base_image" ] || [ -z "$part_start_sector" ] || [ -z "$kver" ]; then
+  die "debian-image.sh printed no usable image: $base_env"
+fi
 
 exec 9>"$cache/server-build.lock"
 flock 9

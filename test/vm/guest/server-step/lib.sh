@@ -1,8 +1,8 @@
+# shellcheck shell=bash
 # Sourced by the steps of test/vm/server-protect.test.ts inside the Debian server (bash, root,
 # cwd = the read-only step disk). FERRY-FACT lines are read by the test on the host.
 set -euo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-readonly CONF=/etc/ferry/agent.yaml
 readonly STEP_DIR=$PWD
 
 fact() { printf 'FERRY-FACT %s=%s\n' "$1" "$2"; }
