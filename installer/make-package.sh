@@ -75,6 +75,9 @@ if [ -f "$source_dir/native/linux/dkms.conf" ]; then
   cp -a "$source_dir/native/linux" "$pkg/native/linux"
   # Build leftovers do not belong in a DKMS source tree.
   find "$pkg/native/linux" \( -name '*.o' -o -name '*.ko' -o -name '*.mod*' -o -name '.*.cmd' -o -name 'Module.symvers' -o -name 'modules.order' \) -exec rm -rf {} +
+  # The portable core: Kbuild finds it in ./common (the DKMS layout, native/linux/README.md).
+  mkdir -p "$pkg/native/linux/common"
+  cp -a "$source_dir"/native/common/*.[ch] "$pkg/native/linux/common/"
 fi
 
 # Production dependencies: every package-lock entry that is not dev-only and is installed here.

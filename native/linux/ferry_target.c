@@ -397,7 +397,9 @@ static int ferry_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	ti->per_io_data_size = sizeof(struct ferry_pb);
 	ti->accounts_remapped_io = true;
 	/* pages must not change while written: we copy them at completion */
+#ifdef FERRY_DM_STABLE_WRITES
 	ti->needs_stable_writes = true;
+#endif
 	return 0;
 }
 
@@ -418,6 +420,13 @@ static int ferry_preresume(struct dm_target *ti)
 	u32 events;
 	int r;
 
+#ifndef FERRY_DM_STABLE_WRITES
+	/*
+	 * No dm_target.needs_stable_writes in this kernel (Debian 6.1 before
+	 * -57): dm set the queue flags at the table swap, before this call.
+	 */
+	blk_queue_flag_set(QUEUE_FLAG_STABLE_WRITES, dm_disk(ft->md)->queue);
+#endif
 	r = ferry_ctldev_attach(ft);
 	if (r) {
 		DMERR("%s: no free device slot (max %u)", dm_device_name(ft->md),
