@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the protected machine of the recovery tests: a small Debian 12 (bookworm) raw disk that
 # boots on its own (MBR + syslinux's mbr.bin + EXTLINUX on one ext4 partition, Debian's cloud
-# kernel, systemd, a serial getty on ttyS0). Built once with debootstrap from the Debian archive,
+# kernel, systemd with dbus and logind, so that the ACPI power button shuts it down cleanly in
+# seconds, a serial getty on ttyS0 and a getty on the screen). Built once with debootstrap from the Debian archive,
 # cached, and rebuilt when this script changes (the cache key is its hash). Needs root.
 # EXTLINUX rather than GRUB: one small package, no grub-install device probing, and it installs
 # from a loop device over the partition alone (mbr.bin hands it the partition offset at boot).
@@ -49,7 +50,7 @@ readonly ROOT_PASSWORD=ferry
 readonly HOSTNAME_DEFAULT=ferry-debian
 # Modules the initramfs needs to find a root disk on the buses qemu/libvirt commonly give a VM.
 readonly INITRAMFS_MODULES="virtio_pci virtio_blk virtio_scsi sd_mod ata_piix"
-readonly PACKAGES_BOOTSTRAP="systemd-sysv,udev,initramfs-tools,zstd"
+readonly PACKAGES_BOOTSTRAP="systemd-sysv,udev,initramfs-tools,zstd,dbus"
 readonly PACKAGES_CHROOT="linux-image-cloud-amd64"
 
 die() { echo "debian-image.sh: error: $*" >&2; exit 1; }
@@ -336,10 +337,11 @@ chmod 755 "$root/usr/local/sbin/ferry-markers" "$root/usr/local/sbin/ferry-churn
 in_root systemctl enable ferry-markers.service ferry-churn.service >&2
 
 # Nothing that slows a boot under TCG or writes to the disk on its own schedule. The serial
-# getty on ttyS0 comes from console=ttyS0 (systemd-getty-generator); no getty on tty1.
+# getty on ttyS0 comes from console=ttyS0 (systemd-getty-generator, the last console=); a getty
+# on tty1 shows the login prompt on the screen too (the screenshot a test failover keeps).
 in_root systemctl mask \
   apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
-  e2scrub_reap.service fstrim.timer systemd-networkd-wait-online.service getty@tty1.service \
+  e2scrub_reap.service fstrim.timer systemd-networkd-wait-online.service \
   ldconfig.service systemd-hwdb-update.service systemd-pstore.service \
   proc-sys-fs-binfmt_misc.automount systemd-binfmt.service getty-static.service \
   systemd-network-generator.service >&2
@@ -363,7 +365,7 @@ TIMEOUT 0
 LABEL debian
   LINUX /boot/vmlinuz-$kver
   INITRD /boot/initrd.img-$kver
-  APPEND root=UUID=$uuid rw console=ttyS0,115200 mitigations=off
+  APPEND root=UUID=$uuid rw console=tty0 console=ttyS0,115200 mitigations=off
 EOF
 extlinux --install "$root/boot/extlinux" >&2 || die "extlinux --install failed"
 
