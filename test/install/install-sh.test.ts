@@ -105,7 +105,8 @@ describe('installer/install.sh', () => {
     expect(unitText).toMatch(/^ProtectSystem=strict$/m);
     expect(unitText).toContain(`ReadWritePaths=${s.state}`);
     // ebpf capture: the tracker is loaded (CAP_BPF, CAP_PERFMON) and pinned in the BPF file system.
-    expect(unitText).toMatch(/^ReadWritePaths=-\/sys\/fs\/bpf$/m);
+    // /sys stays writable for the pin (ProtectKernelTunables would make it read-only).
+    expect(unitText).not.toMatch(/^ProtectKernelTunables=yes$/m);
     expect(unitText).toMatch(/^CapabilityBoundingSet=.*\bCAP_BPF\b.*\bCAP_PERFMON\b/m);
 
     // Again, without receiver options: an upgrade that keeps the config.
