@@ -83,7 +83,7 @@ umount /run/m && dmsetup remove lv`,
         { path: path.join(dir, 'tiny.img'), sizeBytes: 4096 },
       ],
       modules: [],
-      timeoutMs: 300_000,
+      timeoutMs: 600_000,
       signal,
     });
     const where = `exit ${r.exitCode}\n${r.output}\n(run dir ${r.runDir})`;
@@ -119,5 +119,5 @@ umount /run/m && dmsetup remove lv`,
     expect(r.output).not.toContain('INNER-STILL-THERE');
     expect(r.output).toContain('FSCK-CLEAN');
     expect(r.output).toContain('FILES-OK');
-  }, 400_000);
+  }, 700_000);
 });
