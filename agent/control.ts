@@ -4,16 +4,13 @@ import * as net from 'net';
 import { FerryError } from '../common/errors';
 import { log } from '../common/log';
 import { parseHostPort } from '../common/units';
-import type { ControlledAgent, TagResult } from './control-api';
-import { AgentStatus, prometheusText } from './status';
-import type { VerifyProgress, VerifyReport } from './verify/verifier';
+import type { ControlledAgent } from './control-api';
+import type { ControlReply, ControlRequest } from './control-client';
+import { prometheusText } from './status';
+import type { VerifyProgress } from './verify/verifier';
 
-/**
- * Requests the local control socket accepts: one JSON line in, one JSON line out (a verify
- * first sends `{"progress": ...}` lines while it runs).
- */
-export type ControlRequest = { cmd: 'status' } | { cmd: 'tag'; app: boolean; name: string } | { cmd: 'verify'; volumeId?: string; repair: boolean };
-export type ControlReply = { ok: true; status?: AgentStatus; tag?: TagResult; verify?: VerifyReport } | { ok: false; error: string; exitCode?: number };
+export { controlRequest } from './control-client';
+export type { ControlReply, ControlRequest } from './control-client';
 
 const MAX_REQUEST_BYTES = 4096;
 
@@ -77,47 +74,6 @@ export function startControlServer(agent: ControlledAgent, socketPath: string): 
     server.listen(socketPath, () => {
       fs.chmodSync(socketPath, 0o600);
       resolve(server);
-    });
-  });
-}
-
-/**
- * Sends one request to a running agent; rejects with a clear message when none listens.
- * Progress lines the agent sends before its reply go to `onProgress`.
- */
-export function controlRequest(socketPath: string, req: ControlRequest, timeoutMs: number, onProgress?: (p: VerifyProgress) => void): Promise<ControlReply> {
-  return new Promise((resolve, reject) => {
-    const sock = net.createConnection(socketPath);
-    let buf = '';
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`the agent did not answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(`${JSON.stringify(req)}\n`));
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf('\n'); nl >= 0 && buf.startsWith('{"progress"'); nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        try {
-          onProgress?.((JSON.parse(line) as { progress: VerifyProgress }).progress);
-        } catch {
-          // a progress line is only for show
-        }
-      }
-    });
-    sock.on('end', () => {
-      clearTimeout(timer);
-      try {
-        resolve(JSON.parse(buf) as ControlReply);
-      } catch {
-        reject(new Error('the agent sent an unreadable answer'));
-      }
-    });
-    sock.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new Error(err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? `no agent is running (no control socket at ${socketPath})` : err.message));
     });
   });
 }

@@ -1,9 +1,7 @@
 import { Command } from 'commander';
 import * as fs from 'fs';
-import { Agent } from '../agent/agent';
 import { loadAgentConfig } from '../agent/config';
-import { controlRequest } from '../agent/control';
-import { registerAgent } from '../agent/register';
+import { controlRequest } from '../agent/control-client';
 import { AgentState } from '../agent/state';
 import { AgentStatus, readAgentStatus } from '../agent/status';
 import { ExitCode, FerryError } from '../common/errors';
@@ -12,8 +10,8 @@ import { addConfigureCommands } from './configure-command';
 import { addFailbackCommand } from './failback-command';
 import { durationFlag } from './options';
 import { addProtectCommands } from './protect-commands';
-import { ResyncProgressBars } from './progress';
 import { addVerifyCommand } from './verify-command';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 async function readPassphrase(file: string | undefined): Promise<string> {
   let text: string;
@@ -35,6 +33,9 @@ async function readPassphrase(file: string | undefined): Promise<string> {
 }
 
 async function runAgent(opts: { config: string }): Promise<void> {
+  // Loaded here, not at the top: `ferry agent tag` and `status` need none of the agent's code.
+  const { Agent } = await import('../agent/agent');
+  const { ResyncProgressBars } = await import('./progress');
   const agent = new Agent(loadAgentConfig(opts.config));
   const bars = process.stderr.isTTY ? new ResyncProgressBars(() => agent.status()) : undefined;
   const stop = (): void => agent.stop();
@@ -95,7 +96,7 @@ function policyLines(s: AgentStatus): string[] {
 }
 
 export function agentCommand(): Command {
-  const cmd = new Command('agent').description('the protection agent that runs on each protected machine');
+  const cmd = new Command('agent').description(COMMAND_DESCRIPTIONS.agent);
 
   cmd
     .command('run')
@@ -111,6 +112,7 @@ export function agentCommand(): Command {
     .action(async (opts: { config: string; passphraseFile?: string }) => {
       const config = loadAgentConfig(opts.config);
       const passphrase = await readPassphrase(opts.passphraseFile);
+      const { registerAgent } = await import('../agent/register');
       const { agentId } = await registerAgent(config, new AgentState(config.stateDir), passphrase);
       process.stdout.write(`registered as ${agentId}; credential stored in ${new AgentState(config.stateDir).credentialFile}\n`);
     });

@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { parseDurationMs } from '../common/units';
 import type { ControlEvent } from '../control/model';
 import { clientFor, CommonApiOptions, formatTable, printJson, withApiOptions } from './api-command';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 interface EventsOptions extends CommonApiOptions {
   since?: number;
@@ -38,7 +39,7 @@ function limitOption(value: string): number {
 
 export function eventsCommand(): Command {
   return withApiOptions(new Command('events'))
-    .description('alerts and events (RPO over threshold, disconnects, resyncs, aborted rounds...), newest first')
+    .description(COMMAND_DESCRIPTIONS.events)
     .option('--since <when>', 'only events since a duration ago (10m, 24h) or an ISO time', (value: string) => parseSince(value))
     .addOption(new Option('--severity <level>', 'only events at or above this severity').choices(['info', 'warning', 'error']))
     .option('--subject <id>', 'only events about this group, machine or volume')

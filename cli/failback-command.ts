@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
 import * as path from 'path';
-import { failbackTargets, runFailback, VolumeFailbackSummary } from '../agent/failback';
+import type { VolumeFailbackSummary } from '../agent/failback';
 import { loadAgentConfig } from '../agent/config';
 import { ExitCode, FerryError } from '../common/errors';
 import { formatBytes } from '../common/units';
@@ -54,6 +54,7 @@ export function addFailbackCommand(agent: Command): void {
         if (devices.has(id)) throw new FerryError(`--volume ${id} is given twice`, ExitCode.usage);
         devices.set(id, device);
       }
+      const { failbackTargets, runFailback } = await import('../agent/failback');
       failbackTargets(config.volumes, devices);
       const volumes = await runFailback({
         config,

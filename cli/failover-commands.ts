@@ -8,6 +8,7 @@ import { ApiClient } from './api-client';
 import { clientFor, CommonApiOptions, formatTable, printJson, withApiOptions } from './api-command';
 import { countOption } from './options';
 import { machineList, machineName, pointOption } from './plan-commands';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 /**
  * `ferry failover test|cleanup|run|commit`, `ferry jobs`, `ferry job show|wait|resume|cancel`:
@@ -166,7 +167,7 @@ function startCommand(name: string, description: string): Command {
 }
 
 export function failoverCommand(): Command {
-  const failover = new Command('failover').description("recovery runs of a plan: test failover in a sandbox, failover, commit (management API)");
+  const failover = new Command('failover').description(COMMAND_DESCRIPTIONS.failover);
 
   failover.addCommand(
     startCommand('test', "boot the plan's machines at a point on an isolated network, check them healthy, keep the evidence")
@@ -193,7 +194,7 @@ export function failoverCommand(): Command {
 
 /** `ferry failback prepare|run`: bring failed-over machines home, sending only what differs. */
 export function failbackCommand(): Command {
-  const failback = new Command('failback').description('after a failover: copy the recovered disks back to the original machines (only what differs) and protect them again (management API)');
+  const failback = new Command('failback').description(COMMAND_DESCRIPTIONS.failback);
   failback.addCommand(
     startCommand('prepare', 'let the original machines pull what differs from the recovered disks (run `ferry agent failback` on each); ends when every first pass is done').action(async (opts: StartOptions) =>
       startJob(opts, `${planPath(opts.plan)}/failback-prepare`, {}),
@@ -216,7 +217,7 @@ interface JobsOptions extends CommonApiOptions {
 
 export function jobsCommand(): Command {
   return withApiOptions(new Command('jobs'))
-    .description('recovery jobs, newest first: kind, plan, state, point, RTO')
+    .description(COMMAND_DESCRIPTIONS.jobs)
     .option('--plan <plan>', "only this plan's jobs")
     .addOption(new Option('--kind <kind>', `only jobs of this kind (${JOB_KINDS.join(', ')})`).argParser(choice(JOB_KINDS)))
     .addOption(new Option('--state <state>', `only jobs in this state (${JOB_STATES.join(', ')})`).argParser(choice(JOB_STATES)))
@@ -229,7 +230,7 @@ export function jobsCommand(): Command {
 }
 
 export function jobCommand(): Command {
-  const job = new Command('job').description('one recovery job: show, wait for, resume or cancel it (management API)');
+  const job = new Command('job').description(COMMAND_DESCRIPTIONS.job);
   job.addCommand(
     withApiOptions(new Command('show'))
       .description("a job's steps, machines (state, boot time, evidence) and RTO")

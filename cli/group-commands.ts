@@ -6,6 +6,7 @@ import { clientFor, CommonApiOptions, onOffOption, policyDurationOption, printJs
 import { groupAddByPush, PushAddOptions, withPushOptions } from './group-push';
 import { countOption } from './options';
 import { groupDetails, groupsTable, resolveMachine } from './machine-view';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 interface PolicyFlags {
   rpoThreshold?: number;
@@ -52,7 +53,7 @@ async function machineIdOf(client: ApiClient, ref: string): Promise<string> {
 interface AddOptions extends CommonApiOptions, PushAddOptions {}
 
 export function groupCommand(): Command {
-  const group = new Command('group').description('protection groups: machines of one workload and their shared policy (management API)');
+  const group = new Command('group').description(COMMAND_DESCRIPTIONS.group);
 
   group.addCommand(
     withPolicyOptions(withApiOptions(new Command('create')))

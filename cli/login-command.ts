@@ -6,6 +6,7 @@ import { ApiClient, connectPinned, normalizeFingerprint, parseApiUrl } from './a
 import { loginFile, readSavedLogin, saveLogin } from './api-config';
 import { clientFor } from './api-command';
 import { readSecretFile, textFlag } from './options';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 interface LoginOptions {
   api?: string;
@@ -105,7 +106,7 @@ async function logout(): Promise<void> {
 
 export function loginCommand(): Command {
   return new Command('login')
-    .description('log in to the management API: saves a bearer token and pins the API certificate (~/.config/ferry/api.json, 0600)')
+    .description(COMMAND_DESCRIPTIONS.login)
     .option('--api <url>', 'management API https://HOST:PORT (default: FERRY_API, else the saved login)')
     .addOption(textFlag('--user <name>', 'operator name', 'admin'))
     .option('--password-file <file>', 'file whose first line is the password (default: stdin, or asked on the terminal)')
@@ -115,5 +116,5 @@ export function loginCommand(): Command {
 }
 
 export function logoutCommand(): Command {
-  return new Command('logout').description('revoke the saved token and forget it').action(async () => logout());
+  return new Command('logout').description(COMMAND_DESCRIPTIONS.logout).action(async () => logout());
 }

@@ -5,6 +5,7 @@ import type { Machine, MachineState, RecoveryProperties } from '../control/model
 import type { MachineProtection } from '../recovery/contract';
 import { clientFor, CommonApiOptions, printJson, withApiOptions } from './api-command';
 import { machineDetails, machinesTable, resolveMachine } from './machine-view';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 interface RecoveryFlags {
   recoveredName?: string;
@@ -45,7 +46,7 @@ export function recoveryPatch(flags: RecoveryFlags): Partial<RecoveryProperties>
 const STATES: MachineState[] = ['resyncing', 'protected', 'degraded', 'disconnected', 'failed'];
 
 export function machineCommand(): Command {
-  const machine = new Command('machine').description('protected machines (registered agents) and their recovery properties (management API)');
+  const machine = new Command('machine').description(COMMAND_DESCRIPTIONS.machine);
 
   machine.addCommand(
     withApiOptions(new Command('list'))

@@ -1,38 +1,49 @@
 import { Command, CommanderError } from 'commander';
 import { describeError, ExitCode, FerryError } from '../common/errors';
-import { agentCommand } from './agent-commands';
-import { eventsCommand } from './events-command';
-import { failbackCommand, failoverCommand, jobCommand, jobsCommand } from './failover-commands';
-import { groupCommand } from './group-commands';
-import { loginCommand, logoutCommand } from './login-command';
-import { machineCommand } from './machine-commands';
-import { planCommand } from './plan-commands';
-import { pushInstallCommand } from './push-install';
-import { quickstartCommand } from './quickstart';
-import { receiverCommand } from './receiver-commands';
-import { exportCommand, pointsCommand } from './recovery-commands';
+import { COMMAND_DESCRIPTIONS, CommandName } from './command-index';
 import { describeUnknownCommand, findUnknownCommand } from './unknown-command';
 
-function buildProgram(): Command {
+// Each command's module is required only when that command runs: the agent, the receiver and
+// the API client pull in most of the tree, and `ferry agent tag` or `ferry --help` need none of it.
+const LOADERS: Record<CommandName, () => Command> = {
+  agent: () => (require('./agent-commands') as typeof import('./agent-commands')).agentCommand(),
+  receiver: () => (require('./receiver-commands') as typeof import('./receiver-commands')).receiverCommand(),
+  points: () => (require('./recovery-commands') as typeof import('./recovery-commands')).pointsCommand(),
+  export: () => (require('./recovery-commands') as typeof import('./recovery-commands')).exportCommand(),
+  quickstart: () => (require('./quickstart') as typeof import('./quickstart')).quickstartCommand(),
+  'push-install': () => (require('./push-install') as typeof import('./push-install')).pushInstallCommand(),
+  login: () => (require('./login-command') as typeof import('./login-command')).loginCommand(),
+  logout: () => (require('./login-command') as typeof import('./login-command')).logoutCommand(),
+  group: () => (require('./group-commands') as typeof import('./group-commands')).groupCommand(),
+  machine: () => (require('./machine-commands') as typeof import('./machine-commands')).machineCommand(),
+  events: () => (require('./events-command') as typeof import('./events-command')).eventsCommand(),
+  plan: () => (require('./plan-commands') as typeof import('./plan-commands')).planCommand(),
+  failover: () => (require('./failover-commands') as typeof import('./failover-commands')).failoverCommand(),
+  failback: () => (require('./failover-commands') as typeof import('./failover-commands')).failbackCommand(),
+  jobs: () => (require('./failover-commands') as typeof import('./failover-commands')).jobsCommand(),
+  job: () => (require('./failover-commands') as typeof import('./failover-commands')).jobCommand(),
+};
+
+function isCommandName(name: string | undefined): name is CommandName {
+  return name !== undefined && Object.prototype.hasOwnProperty.call(COMMAND_DESCRIPTIONS, name);
+}
+
+/** The top-level command the arguments name (`ferry help X` names X), if any. */
+export function selectedCommand(args: readonly string[]): CommandName | undefined {
+  const words = args.filter((a) => !a.startsWith('-'));
+  const name = words[0] === 'help' ? words[1] : words[0];
+  return isCommandName(name) ? name : undefined;
+}
+
+function buildProgram(args: readonly string[]): Command {
   const program = new Command('ferry')
     .description('Ferry: block-level continuous replication for disaster recovery')
     .version('0.1.0');
-  program.addCommand(agentCommand());
-  program.addCommand(receiverCommand());
-  program.addCommand(pointsCommand());
-  program.addCommand(exportCommand());
-  program.addCommand(quickstartCommand());
-  program.addCommand(pushInstallCommand());
-  program.addCommand(loginCommand());
-  program.addCommand(logoutCommand());
-  program.addCommand(groupCommand());
-  program.addCommand(machineCommand());
-  program.addCommand(eventsCommand());
-  program.addCommand(planCommand());
-  program.addCommand(failoverCommand());
-  program.addCommand(failbackCommand());
-  program.addCommand(jobsCommand());
-  program.addCommand(jobCommand());
+  const selected = selectedCommand(args);
+  for (const name of Object.keys(COMMAND_DESCRIPTIONS) as CommandName[]) {
+    // The others are stand-ins with their name and description, enough for `ferry --help`.
+    program.addCommand(name === selected ? LOADERS[name]() : new Command(name).description(COMMAND_DESCRIPTIONS[name]));
+  }
   const exitOnError = (cmd: Command): void => {
     cmd.exitOverride();
     // Usage errors as one line, like every other error: "ferry: <what> (see '<command> --help')".
@@ -65,7 +76,7 @@ function fail(err: unknown): never {
 
 export async function main(argv: string[]): Promise<void> {
   try {
-    const program = buildProgram();
+    const program = buildProgram(argv.slice(2));
     const unknown = findUnknownCommand(program, argv.slice(2));
     if (unknown) throw new FerryError(describeUnknownCommand(unknown), ExitCode.usage);
     await program.parseAsync(argv);

@@ -10,6 +10,7 @@ import { ApiClient, ApiRefusal } from './api-client';
 import { clientFor, CommonApiOptions, formatTable, printJson, withApiOptions } from './api-command';
 import { resolveMachine } from './machine-view';
 import { durationOption, listFlag } from './options';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 /**
  * `ferry plan create|list|show|edit|delete`: recovery plans through the management API.
@@ -187,7 +188,7 @@ function withPlanFlags(cmd: Command): Command {
 }
 
 export function planCommand(): Command {
-  const plan = new Command('plan').description('recovery plans: machines in boot groups, scripts and manual steps, the health check (management API)');
+  const plan = new Command('plan').description(COMMAND_DESCRIPTIONS.plan);
 
   plan.addCommand(
     withPlanFlags(withApiOptions(new Command('create')))

@@ -12,6 +12,7 @@ import { pushOverSmb } from '../push/smb-push';
 import { pushOverSsh } from '../push/ssh-push';
 import { parseSmbTarget, parseSshTarget, readHostsFile, SmbTarget, SshTarget } from '../push/targets';
 import { durationFlag, listFlag, readSecretFile, textFlag } from './options';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 interface PushCliOptions {
   ssh: string[];
@@ -201,7 +202,7 @@ async function runPushInstall(opts: PushCliOptions): Promise<void> {
 
 export function pushInstallCommand(): Command {
   return new Command('push-install')
-    .description('install the agent on remote machines: Linux over SSH (SFTP + install.sh), Windows over SMB (smbclient + svcctl)')
+    .description(COMMAND_DESCRIPTIONS['push-install'])
     .addOption(listFlag('--ssh <user@host[:port]>', 'a Linux target (repeat for more)', String))
     .option('--hosts <file>', 'Linux targets, one per line, each optionally followed by per-host install options')
     .addOption(listFlag('--smb <//host[:port]/share>', 'a Windows target share, e.g. //winsrv01/ADMIN$ (repeat for more)', String))

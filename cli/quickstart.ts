@@ -3,10 +3,11 @@ import { log } from '../common/log';
 import { formatBytes } from '../common/units';
 import { runQuickstart } from '../quickstart/run';
 import { sizeFlag, textFlag } from './options';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 export function quickstartCommand(): Command {
   return new Command('quickstart')
-    .description('try the whole product on this machine (no root): receiver, agent with scan capture, churn, a recovery point, its export, a byte check')
+    .description(COMMAND_DESCRIPTIONS.quickstart)
     .addOption(textFlag('--dir <dir>', 'working directory (wiped and recreated if a previous quick start made it)', 'ferry-quickstart'))
     .addOption(sizeFlag('--size <size>', 'size of the sample volume', 64 * 1024 * 1024))
     .addOption(sizeFlag('--churn <size>', 'data written to the volume while it is protected', 8 * 1024 * 1024))

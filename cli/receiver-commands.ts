@@ -13,6 +13,7 @@ import { describeDamage } from '../receiver/storage/damage';
 import { verifyDataDir, VerifyReport } from '../receiver/verify';
 import { isSafeId } from '../proto/ids';
 import { countOption, durationFlag, hostPortFlag, hostPortOption, sizeFlag, sizeOption } from './options';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 function apiListenOption(value: string): { host: string; port: number } | 'off' {
   return value.trim() === 'off' ? 'off' : hostPortOption(value);
@@ -164,7 +165,7 @@ function shown<T>(flags: string, description: string, parse: (value: string) => 
 
 export function receiverCommand(): Command {
   const d = DEFAULT_CLIENT_LIMITS;
-  const cmd = new Command('receiver').description('the receiving side: durable spool, replicas, undo journal, recovery points');
+  const cmd = new Command('receiver').description(COMMAND_DESCRIPTIONS.receiver);
 
   cmd
     .command('run')

@@ -13,6 +13,7 @@ import { exportPoint, ExportFormat } from '../receiver/export';
 import { DataLayout } from '../receiver/layout';
 import { readCheckpoint } from '../receiver/storage/checkpoint';
 import { formatOption, textFlag } from './options';
+import { COMMAND_DESCRIPTIONS } from './command-index';
 
 function openCatalog(dataDir: string): { catalog: Catalog; layout: DataLayout } {
   const layout = new DataLayout(dataDir);
@@ -67,7 +68,7 @@ function printGroupPoints(groupPoints: GroupPoint[], json: boolean): void {
 
 export function pointsCommand(): Command {
   return new Command('points')
-    .description('list recovery points (id, time, kind, accuracy, seq); with --group, the group points (one per done group round)')
+    .description(COMMAND_DESCRIPTIONS.points)
     .requiredOption('--data <dir>', 'receiver data directory')
     .option('--volume <id>', 'only this volume')
     .option('--group <name>', "a protection group's points: every member volume's point of each done round")
@@ -141,7 +142,7 @@ function exportGroupPoint(opts: ExportOptions & { group: string; round: string }
 
 export function exportCommand(): Command {
   return new Command('export')
-    .description('write the image of a volume at a recovery point, or of every member volume of a group point (replication keeps running)')
+    .description(COMMAND_DESCRIPTIONS.export)
     .requiredOption('--data <dir>', 'receiver data directory')
     .option('--volume <id>', 'volume id')
     .option('--point <id|latest|time>', 'point id, "latest", or ISO-8601 time (newest point at or before it)')

@@ -1,12 +1,11 @@
 import { Command } from 'commander';
 import { loadAgentConfig } from '../agent/config';
-import { controlRequest } from '../agent/control';
+import { controlRequest } from '../agent/control-client';
 import { AgentState } from '../agent/state';
 import type { VerifyReport, VolumeVerifyReport } from '../agent/verify/verifier';
 import { ExitCode, ExitCodeValue, FerryError } from '../common/errors';
 import { formatBytes } from '../common/units';
 import { durationOption } from './options';
-import { VerifyProgressBar } from './progress';
 
 interface VerifyOptions {
   config: string;
@@ -53,7 +52,7 @@ async function runVerify(opts: VerifyOptions): Promise<void> {
     throw new FerryError(`unknown volume ${opts.volume}: ${config.file} protects ${config.volumes.map((v) => v.id).join(', ')}`, ExitCode.usage);
   }
   const state = new AgentState(config.stateDir);
-  const bar = process.stderr.isTTY && !opts.json ? new VerifyProgressBar() : undefined;
+  const bar = process.stderr.isTTY && !opts.json ? new (await import('./progress')).VerifyProgressBar() : undefined;
   let reply;
   try {
     reply = await controlRequest(state.socketPath, { cmd: 'verify', volumeId: opts.volume, repair: opts.repair }, opts.timeout ?? DEFAULT_TIMEOUT_MS, (p) => bar?.update(p));

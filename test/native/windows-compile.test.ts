@@ -98,6 +98,9 @@ describe.skipIf(skip)('Windows driver and addon compile checks (mingw-w64)', () 
     const dir = fs.mkdtempSync(path.join(out, 'gyp-'));
     fs.copyFileSync(path.join(ROOT, 'binding.gyp'), path.join(dir, 'binding.gyp'));
     fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+    // binding.gyp asks this script whether the eBPF addon can be built
+    fs.mkdirSync(path.join(dir, 'native', 'bpf'), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'native', 'bpf', 'have-toolchain.js'), path.join(dir, 'native', 'bpf', 'have-toolchain.js'));
     fs.writeFileSync(path.join(dir, 'defaults.gypi'), "{'target_defaults': {'type': 'loadable_module'}}\n");
     const gyp = path.join(ROOT, 'node_modules', 'node-gyp', 'gyp', 'gyp_main.py');
     const sourcesFor = (osName: string): string[] => {
