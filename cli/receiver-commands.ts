@@ -1,16 +1,13 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'fs';
 import { ExitCode, FerryError } from '../common/errors';
-import { log } from '../common/log';
 import { formatBytes } from '../common/units';
 import { DEFAULT_CLIENT_LIMITS } from '../receiver/client-limits';
 import { DataLayout } from '../receiver/layout';
-import { startReceiver } from '../receiver/server';
-import { managementApiBanner } from '../control/api/server';
 import type { RecoveryTargetChoice } from '../recovery/open';
 import { readStatusFile, ReceiverStatus } from '../receiver/status';
 import { describeDamage } from '../receiver/storage/damage';
-import { verifyDataDir, VerifyReport } from '../receiver/verify';
+import type { VerifyReport } from '../receiver/verify';
 import { isSafeId } from '../proto/ids';
 import { countOption, durationFlag, hostPortFlag, hostPortOption, sizeFlag, sizeOption } from './options';
 import { COMMAND_DESCRIPTIONS } from './command-index';
@@ -72,6 +69,10 @@ async function runReceiver(opts: RunOptions): Promise<void> {
   if (opts.preLoginBytes < MIN_PRE_LOGIN_BYTES) {
     throw new FerryError(`--pre-login-bytes must be at least ${MIN_PRE_LOGIN_BYTES / 1024}KiB: an agent's handshake needs about 1 KiB`, ExitCode.usage);
   }
+  // Loaded here, not at the top: `ferry receiver status` needs none of the server's code.
+  const { startReceiver } = await import('../receiver/server');
+  const { managementApiBanner } = await import('../control/api/server');
+  const { log } = await import('../common/log');
   const receiver = await startReceiver({
     dataDir: opts.data,
     host: opts.listen.host,
@@ -227,10 +228,11 @@ export function receiverCommand(): Command {
     .requiredOption('--data <dir>', 'data directory')
     .option('--volume <id>', 'only this volume')
     .option('--json', 'machine-readable output')
-    .action((opts: { data: string; volume?: string; json?: boolean }) => {
+    .action(async (opts: { data: string; volume?: string; json?: boolean }) => {
       if (opts.volume !== undefined && !isSafeId(opts.volume)) throw new FerryError(`--volume ${JSON.stringify(opts.volume)} is not a valid volume id`, ExitCode.usage);
       const layout = new DataLayout(opts.data);
       if (!fs.existsSync(layout.catalogFile)) throw new FerryError(`${opts.data} is not a receiver data directory (no catalog.db)`, ExitCode.notFound);
+      const { verifyDataDir } = await import('../receiver/verify');
       const report = verifyDataDir(opts.data, opts.volume);
       if (opts.volume !== undefined && report.volumes.length === 0 && report.catalog.damage.length === 0) {
         throw new FerryError(`no volume ${opts.volume} in ${opts.data}`, ExitCode.notFound);
