@@ -58,7 +58,7 @@ function positiveInt(value: string): number {
 }
 
 function captureOption(value: string): CaptureMethod {
-  if (value !== 'auto' && value !== 'kernel' && value !== 'scan') throw new InvalidArgumentError('expected auto, kernel or scan');
+  if (value !== 'auto' && value !== 'kernel' && value !== 'ebpf' && value !== 'scan') throw new InvalidArgumentError('expected auto, kernel, ebpf or scan');
   return value;
 }
 
@@ -159,6 +159,8 @@ async function pushWindows(targets: SmbTarget[], opts: PushCliOptions): Promise<
     checkInstallOptions(install, true);
     if (opts.volume.length === 0) throw new FerryError('give at least one --volume ID=DRIVE: for Windows', ExitCode.usage);
   }
+  const capture = opts.capture;
+  if (capture === 'ebpf') throw new FerryError('--capture ebpf is for Linux targets (--ssh): Windows captures with the ferryflt filter or scan', ExitCode.usage);
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(opts.smbServiceName)) throw new FerryError('--smb-service-name must be 1-64 letters, digits, _ or -', ExitCode.usage);
   const password = readSecretFile(opts.smbPasswordFile, 'SMB password file');
   const passphrase = readPassphrase(opts);
@@ -176,7 +178,7 @@ async function pushWindows(targets: SmbTarget[], opts: PushCliOptions): Promise<
         fingerprint: opts.fingerprint,
         volumes: opts.volume,
         name: opts.name,
-        capture: opts.capture,
+        capture,
         noRegister: !opts.register,
         noStart: !opts.start,
       },
@@ -219,7 +221,7 @@ export function pushInstallCommand(): Command {
     .option('--passphrase-file <file>', 'registration passphrase (default: first line of stdin); sent over the encrypted channel, never on a command line')
     .addOption(listFlag('--volume <ID=PATH[:MOUNT]>', 'volume to protect (repeat); Windows: ID=C:', String))
     .option('--name <name>', 'agent name (default: the host name)')
-    .addOption(new Option('--capture <mode>', 'auto | kernel | scan').argParser(captureOption))
+    .addOption(new Option('--capture <mode>', 'auto | kernel | ebpf (Linux) | scan').argParser(captureOption))
     .option('--prefix <dir>', 'install prefix on the target (default /opt/ferry)')
     .option('--config-dir <dir>', 'config folder on the target (default /etc/ferry)')
     .option('--state-dir <dir>', 'state folder on the target (default /var/lib/ferry)')

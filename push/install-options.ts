@@ -3,7 +3,7 @@ import { fingerprintProblem, receiverUrlProblem } from '../agent/config';
 import { parseVolumeSpecs } from '../agent/volume-spec';
 import { ExitCode, FerryError } from '../common/errors';
 
-export type CaptureMethod = 'auto' | 'kernel' | 'scan';
+export type CaptureMethod = 'auto' | 'kernel' | 'ebpf' | 'scan';
 
 export interface InstallOptions {
   receiver?: string;

@@ -312,7 +312,7 @@ describe('push-install over SSH', () => {
       [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'wss://x:1', '--fingerprint', rx.fingerprint, '--volume', 'v=relative'], /the path must be absolute/],
       [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'wss://x:1', '--fingerprint', rx.fingerprint, '--volume', 'a..b=/dev/x'], /volume id "a\.\.b" must be/],
       [['push-install', '--ssh', 'root@h', '--key', clientKey.privateFile, '--receiver', 'wss://x:1', '--fingerprint', rx.fingerprint, '--volume', 'c=C:'], /for Linux use ID=PATH\[:MOUNT\]/],
-      [['push-install', '--ssh', 'root@h', '--capture', 'magic'], /expected auto, kernel or scan/],
+      [['push-install', '--ssh', 'root@h', '--capture', 'magic'], /expected auto, kernel, ebpf or scan/],
       [['push-install', '--ssh', 'root@h', '--smb', '//h/C$'], /separate runs/],
     ];
     for (const [args, message] of cases) {

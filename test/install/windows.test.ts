@@ -158,6 +158,7 @@ describe('Windows installer', () => {
       [['push-install', '--smb', smbTarget(), '--smb-user', 'u', '--smb-password-file', passwordFile], /needs --windows-package/],
       [['push-install', '--smb', smbTarget(), '--smb-user', 'u', '--smb-password-file', passwordFile, '--windows-package', winPkg, '--volume', 'v=/dev/sda'], /for Windows use ID=C:/],
       [['push-install', '--smb', smbTarget(), '--smb-user', 'u', '--smb-password-file', passwordFile, '--windows-package', winPkg, '--volume', '..=C:'], /volume id "\.\." must be/],
+      [['push-install', '--smb', smbTarget(), '--smb-user', 'u', '--smb-password-file', passwordFile, '--windows-package', winPkg, '--volume', 'c=C:', '--capture', 'ebpf'], /--capture ebpf is for Linux targets/],
     ];
     for (const [args, message] of cases) {
       const r = await ferry(args, { timeoutMs: 30_000 });
