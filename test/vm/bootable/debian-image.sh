@@ -71,20 +71,12 @@ mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 mirror=${FERRY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
-key=$(sha256sum "$script_path" | cut -c1-16)
+key=$(cat "$script_path" "$(dirname "$script_path")/image-build-lib.sh" | sha256sum | cut -c1-16)
 image=$cache/debian-12-$key.img
 meta=$cache/debian-12-$key.env
 
-emit() {
-  if [ "$export_mode" = 1 ]; then printf 'export %s=%q\n' "$1" "$2"; else printf '%s=%s\n' "$1" "$2"; fi
-}
-
-print_meta() {
-  local k v
-  while IFS='=' read -r k v; do
-    [ -n "$k" ] && emit "$k" "$v"
-  done < "$meta"
-}
+# shellcheck source=test/vm/bootable/image-build-lib.sh
+. "$(dirname "$script_path")/image-build-lib.sh"
 
 # Fast path without the lock: a finished image never changes (a new script makes a new key).
 if [ -f "$image" ] && [ -s "$meta" ]; then
@@ -117,37 +109,7 @@ fi
 
 work=$cache/build-$key.$$
 root=$work/root
-loop=
-cleanup() {
-  local rc=$?
-  if [ -d "$root" ]; then
-    if mountpoint -q "$root" || grep -q " $root/" /proc/mounts; then
-      umount -R "$root" 2>/dev/null || umount -R -l "$root" 2>/dev/null || true
-    fi
-  fi
-  if [ -n "$loop" ]; then
-    losetup -d "$loop" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-  [ "$rc" = 0 ] || note "build failed (exit $rc); partial state removed"
-}
-trap cleanup EXIT
-# bash runs a trap only once its foreground child ends: long steps run through `long`, in their
-# own session, so that INT/TERM stops them at once and the cleanup follows.
-child=
-long() {
-  setsid "$@" &
-  child=$!
-  local rc=0
-  wait "$child" || rc=$?
-  child=
-  return "$rc"
-}
-stop() {
-  if [ -n "$child" ]; then kill -TERM -- "-$child" 2>/dev/null || true; wait "$child" 2>/dev/null || true; fi
-  exit 130
-}
-trap stop INT TERM
+build_traps "$work" "$root"
 
 started=$(date +%s)
 mkdir -p "$root" "$cache/debs"
@@ -179,17 +141,7 @@ long debootstrap --variant=minbase --include="$PACKAGES_BOOTSTRAP" --cache-dir="
 # Keep the downloaded packages for the next build (debootstrap --cache-dir reads them from there).
 find "$root/var/cache/apt/archives" -maxdepth 1 -name '*.deb' -exec mv -f {} "$cache/debs/" \;
 
-chroot_cmd=(env LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive chroot "$root")
-in_root() { "${chroot_cmd[@]}" "$@"; }
-
-mount -t proc proc "$root/proc"
-mount -t sysfs sysfs "$root/sys"
-mount --bind /dev "$root/dev"
-mount --bind "$cache/debs" "$root/var/cache/apt/archives"
-
-# No daemons start inside the chroot.
-printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
-chmod 755 "$root/usr/sbin/policy-rc.d"
+chroot_mounts "$root" "$cache/debs"
 
 # Later installs leave out docs, man pages and translations.
 cat > "$root/etc/dpkg/dpkg.cfg.d/01-ferry-small" <<'EOF'
@@ -370,37 +322,9 @@ EOF
 extlinux --install "$root/boot/extlinux" >&2 || die "extlinux --install failed"
 
 note "removing docs, man pages, translations and apt lists"
-rm -f "$root/usr/sbin/policy-rc.d"
-umount "$root/var/cache/apt/archives"
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
-  "$root"/usr/share/lintian "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin \
-  "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old
-find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
-find "$root/var/log" -type f -exec truncate -s 0 {} +
-rm -f "$root/etc/ssh/ssh_host_"* 2>/dev/null || true
+finish_root "$root"
 
-umount "$root/dev" "$root/sys" "$root/proc"
-# Give the freed blocks back so the image file stays sparse (ext4 frees blocks of deleted files
-# at the journal commit: sync first, or fstrim skips them).
-sync
-fstrim "$root" >&2 || note "fstrim failed; the image is larger on disk than needed"
-used_kib=$(df -k --output=used "$root" | tail -n1 | tr -d ' ')
-umount "$root"
-e2fsck -f -p "$loop" >&2 || die "e2fsck found problems in the new filesystem"
-losetup -d "$loop"
-loop=
-
-size=$(stat -c %s "$disk")
-{
-  echo "FERRY_DEBIAN_IMAGE=$image"
-  echo "FERRY_DEBIAN_SIZE=$size"
-  echo "FERRY_DEBIAN_PART_START=$part_start"
-  echo "FERRY_DEBIAN_PART_SIZE=$part_size"
-  echo "FERRY_DEBIAN_PART_START_SECTOR=$PART_START_SECTOR"
-  echo "FERRY_DEBIAN_PART_SECTORS=$part_sectors"
-  echo "FERRY_DEBIAN_ROOT_UUID=$uuid"
-  echo "FERRY_DEBIAN_KVER=$kver"
-} > "$work/meta.env"
+write_meta "$work/meta.env" "$image" "$disk" "$PART_START_SECTOR" "$part_sectors" "$uuid" "$kver"
 mv "$disk" "$image"
 mv "$work/meta.env" "$meta"
 # Images of older versions of this script are dead weight.

@@ -53,19 +53,12 @@ mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 mirror=${FERRY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
-key=$(cat "$base_script" "$script_path" | sha256sum | cut -c1-16)
+key=$(cat "$base_script" "$script_path" "$here/image-build-lib.sh" | sha256sum | cut -c1-16)
 image=$cache/server-12-$key.img
 meta=$cache/server-12-$key.env
 
-emit() {
-  if [ "$export_mode" = 1 ]; then printf 'export %s=%q\n' "$1" "$2"; else printf '%s=%s\n' "$1" "$2"; fi
-}
-print_meta() {
-  local k v
-  while IFS='=' read -r k v; do
-    [ -n "$k" ] && emit "$k" "$v"
-  done < "$meta"
-}
+# shellcheck source=test/vm/bootable/image-build-lib.sh
+. "$here/image-build-lib.sh"
 
 if [ -f "$image" ] && [ -s "$meta" ]; then
   print_meta
@@ -101,31 +94,7 @@ fi
 
 work=$cache/server-build-$key.$$
 root=$work/root
-loop=
-cleanup() {
-  local rc=$?
-  if [ -d "$root" ] && grep -q " $root" /proc/mounts; then
-    umount -R "$root" 2>/dev/null || umount -R -l "$root" 2>/dev/null || true
-  fi
-  [ -z "$loop" ] || losetup -d "$loop" 2>/dev/null || true
-  rm -rf "$work"
-  [ "$rc" = 0 ] || note "build failed (exit $rc); partial state removed"
-}
-trap cleanup EXIT
-child=
-long() {
-  setsid "$@" &
-  child=$!
-  local rc=0
-  wait "$child" || rc=$?
-  child=
-  return "$rc"
-}
-stop() {
-  if [ -n "$child" ]; then kill -TERM -- "-$child" 2>/dev/null || true; wait "$child" 2>/dev/null || true; fi
-  exit 130
-}
-trap stop INT TERM
+build_traps "$work" "$root"
 
 started=$(date +%s)
 mkdir -p "$root" "$cache/debs"
@@ -147,14 +116,7 @@ e2fsck -f -p "$loop" >&2 || die "e2fsck of the base image's root failed"
 resize2fs "$loop" >&2 || die "resize2fs failed"
 mount -o noatime "$loop" "$root"
 
-chroot_cmd=(env LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive chroot "$root")
-in_root() { "${chroot_cmd[@]}" "$@"; }
-mount -t proc proc "$root/proc"
-mount -t sysfs sysfs "$root/sys"
-mount --bind /dev "$root/dev"
-mount --bind "$cache/debs" "$root/var/cache/apt/archives"
-printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
-chmod 755 "$root/usr/sbin/policy-rc.d"
+chroot_mounts "$root" "$cache/debs"
 echo "deb $mirror bookworm main" > "$root/etc/apt/sources.list"
 
 note "installing $PACKAGES linux-headers-$kver in the chroot"
@@ -215,32 +177,9 @@ EOF
 in_root systemctl enable ferry-step.service >&2
 
 note "cleaning up"
-rm -f "$root/usr/sbin/policy-rc.d"
-umount "$root/var/cache/apt/archives"
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
-  "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old
-find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} + 2>/dev/null || true
-find "$root/var/log" -type f -exec truncate -s 0 {} +
-umount "$root/dev" "$root/sys" "$root/proc"
-sync
-fstrim "$root" >&2 || note "fstrim failed; the image is larger on disk than needed"
-used_kib=$(df -k --output=used "$root" | tail -n1 | tr -d ' ')
-umount "$root"
-e2fsck -f -p "$loop" >&2 || die "e2fsck found problems in the new filesystem"
-losetup -d "$loop"
-loop=
+finish_root "$root"
 
-size=$(stat -c %s "$disk")
-{
-  echo "FERRY_DEBIAN_IMAGE=$image"
-  echo "FERRY_DEBIAN_SIZE=$size"
-  echo "FERRY_DEBIAN_PART_START=$part_start"
-  echo "FERRY_DEBIAN_PART_SIZE=$part_size"
-  echo "FERRY_DEBIAN_PART_START_SECTOR=$part_start_sector"
-  echo "FERRY_DEBIAN_PART_SECTORS=$part_sectors"
-  echo "FERRY_DEBIAN_ROOT_UUID=$uuid"
-  echo "FERRY_DEBIAN_KVER=$kver"
-} > "$work/meta"
+write_meta "$work/meta" "$image" "$disk" "$part_start_sector" "$part_sectors" "$uuid" "$kver"
 mv -f "$disk" "$image"
 mv -f "$work/meta" "$meta"
 note "built $(basename "$image") in $(( $(date +%s) - started )) s (${used_kib} KiB used of $((part_size / 1024)) KiB)"
