@@ -6,6 +6,29 @@ import type { EffectivePolicy } from './policy/effective';
 
 export type VolumeState = 'resyncing' | 'repairing' | 'protected' | 'degraded' | 'throttled' | 'disconnected';
 
+export interface VolumeStateFacts {
+  connected: boolean;
+  resyncing: boolean;
+  repairing: boolean;
+  throttled: boolean;
+  kind: CaptureKindName | undefined;
+  mode: CaptureMode | 'starting';
+}
+
+/**
+ * A volume's state, the first that applies: disconnected, resyncing, repairing, throttled, or
+ * degraded (capture lost precision: dm-ferry below exact, any source draining a dirty bitmap
+ * after its event stream overflowed), else protected.
+ */
+export function volumeState(f: VolumeStateFacts): VolumeState {
+  if (!f.connected) return 'disconnected';
+  if (f.resyncing) return 'resyncing';
+  if (f.repairing) return 'repairing';
+  if (f.throttled) return 'throttled';
+  if (f.mode === 'bitmap-draining' || (f.kind === 'kernel' && f.mode !== 'exact')) return 'degraded';
+  return 'protected';
+}
+
 export interface ResyncStatus {
   kind: ResyncKind;
   percent: number;
