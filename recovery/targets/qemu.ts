@@ -24,6 +24,8 @@ export interface QemuTargetOptions {
   accel?: 'auto' | Accel;
   /** How long boot() waits for qemu to answer on QMP (default 20 s). */
   startTimeoutMs?: number;
+  /** How long a KVM VM is watched for a KVM internal error before boot() returns it (default 10 s). */
+  kvmWatchMs?: number;
 }
 
 const SOCKET_PATH_MAX = 107;
@@ -40,12 +42,16 @@ export class QemuTarget implements RecoveryTarget {
   private readonly starting = new Set<string>();
   private readonly switches = new Map<string, { sw: Promise<SandboxSwitch>; users: number }>();
   private lastCheck: Promise<TargetCheck> | null = null;
+  private readonly kvmWatchMs: number;
+  /** Set when a KVM VM stopped on a KVM internal error: in 'auto' mode later boots use TCG. */
+  private kvmFailure: string | null = null;
 
   constructor(options: QemuTargetOptions) {
     this.runtimeDir = path.resolve(options.runtimeDir);
     this.binary = options.qemuBinary ?? 'qemu-system-x86_64';
     this.accelOption = options.accel ?? 'auto';
     this.startTimeoutMs = options.startTimeoutMs ?? 20_000;
+    this.kvmWatchMs = options.kvmWatchMs ?? 10_000;
   }
 
   check(): Promise<TargetCheck> {
@@ -58,7 +64,7 @@ export class QemuTarget implements RecoveryTarget {
     if ('error' in version) return { ok: false, detail: version.error };
     const name = `qemu ${version.version}`;
     if (this.accelOption === 'tcg') return { ok: true, detail: `${name} (TCG: chosen by configuration)`, accel: 'tcg' };
-    const kvmProblem = await kvmUnusable(this.binary);
+    const kvmProblem = this.kvmFailure ? `a KVM VM stopped: ${this.kvmFailure}` : await kvmUnusable(this.binary);
     if (kvmProblem === null) return { ok: true, detail: `${name} (KVM)`, accel: 'kvm' };
     if (this.accelOption === 'kvm') return { ok: false, detail: `${name}: KVM is required by configuration but not usable: ${kvmProblem}` };
     return { ok: true, detail: `${name} (TCG: ${kvmProblem})`, accel: 'tcg' };
@@ -84,6 +90,14 @@ export class QemuTarget implements RecoveryTarget {
     this.starting.add(spec.name);
     try {
       return await this.bootNew(spec, pidFile, check.accel);
+    } catch (err) {
+      if (!(err instanceof KvmRunFailure)) throw err;
+      // Seen on a nested host: KVM passes the probe, then stops the guest's bootloader with an
+      // emulation failure. Say so once; this and later boots run under TCG.
+      this.kvmFailure = err.message;
+      this.lastCheck = null;
+      if (this.accelOption === 'kvm') throw new TargetError(`VM ${spec.name}: KVM is required by configuration but the VM stopped: ${err.message}`);
+      return await this.bootNew(spec, pidFile, 'tcg');
     } finally {
       this.starting.delete(spec.name);
     }
@@ -106,7 +120,7 @@ export class QemuTarget implements RecoveryTarget {
         for (const port of spec.probePorts) probeForwards.set(port, await freePort());
         const args = qemuArgs(spec, { accel, pidFile, qmpSocket, switchSocket, biosSerialPortFile, probeForwards });
         try {
-          return await this.start(spec, args, { pidFile, qmpSocket }, probeForwards);
+          return await this.start(spec, args, { pidFile, qmpSocket, accel }, probeForwards);
         } catch (err) {
           if (!(err instanceof HostForwardBusy) || attempt >= 3) throw err;
         }
@@ -117,8 +131,8 @@ export class QemuTarget implements RecoveryTarget {
     }
   }
 
-  private async start(spec: VmSpec, args: string[], files: { pidFile: string; qmpSocket: string }, probeForwards: Map<number, number>): Promise<QemuVm> {
-    const { pidFile, qmpSocket } = files;
+  private async start(spec: VmSpec, args: string[], files: { pidFile: string; qmpSocket: string; accel: Accel }, probeForwards: Map<number, number>): Promise<QemuVm> {
+    const { pidFile, qmpSocket, accel } = files;
     fs.rmSync(qmpSocket, { force: true });
     const logPath = path.join(spec.workDir, 'qemu.log');
     const logFd = fs.openSync(logPath, 'w');
@@ -159,6 +173,15 @@ export class QemuTarget implements RecoveryTarget {
       if (spec.network.kind === 'sandbox') await this.releaseSwitch(spec.network.name);
       return status;
     });
+    if (accel === 'kvm') {
+      const failure = await watchForKvmError(qmp, alive, this.kvmWatchMs);
+      if (failure !== null) {
+        child.kill('SIGKILL');
+        await exited;
+        const detail = readText(logPath).split('\n').find((line) => /KVM internal error|emulation failure/i.test(line));
+        throw new KvmRunFailure(detail ? `${failure} (${detail.trim()})` : failure);
+      }
+    }
     const vm = new QemuVm(spec.name, child, qmp, new SerialLog(spec.serialLog), probeForwards, exited);
     this.vms.set(spec.name, vm);
     return vm;
@@ -221,6 +244,23 @@ export class QemuTarget implements RecoveryTarget {
 }
 
 class HostForwardBusy extends TargetError {}
+
+/** A KVM VM stopped on a KVM internal error (boot() retries under TCG in 'auto' mode). */
+class KvmRunFailure extends TargetError {}
+
+/**
+ * Null when the VM ran `watchMs` without a KVM internal error (QMP status internal-error: qemu
+ * stops the vCPU, the guest hangs silently), else what happened.
+ */
+async function watchForKvmError(qmp: QmpClient, alive: () => boolean, watchMs: number): Promise<string | null> {
+  const deadline = Date.now() + watchMs;
+  while (Date.now() < deadline && alive()) {
+    const status = (await qmp.execute('query-status').catch(() => undefined)) as { status?: string } | undefined;
+    if (status?.status === 'internal-error') return 'KVM internal error (qemu status internal-error)';
+    await delay(250);
+  }
+  return null;
+}
 
 export class QemuVm implements RunningVm {
   readonly runsOn: string;

@@ -408,6 +408,25 @@ describe.skipIf(skip)('qemu target: real VMs (TCG)', () => {
     expect(fs.existsSync(path.join(dir, 'run', 'sandbox-job3.sock'))).toBe(false);
   });
 
+  it("'auto' boots to the login prompt whatever KVM does here: a VM that KVM stops is booted again under TCG", async () => {
+    // On some nested hosts KVM passes the probe and then stops the guest's bootloader with an
+    // emulation failure (qemu status internal-error): the guest would hang silently.
+    const auto = new QemuTarget({ runtimeDir: path.join(dir, 'run-auto') });
+    const before = await auto.check();
+    const disk = path.join(dir, 'auto.img');
+    fs.copyFileSync(base.c, disk);
+    const vm = await auto.boot(spec('t-auto', disk, 'raw', { kind: 'site', name: 'site', address: '', mac: '52:54:00:00:00:17' }));
+    try {
+      await vm.waitSerial(LOGIN, 120_000);
+    } finally {
+      await vm.stop({ graceful: false });
+    }
+    const after = await auto.check();
+    console.log(`qemu-target: auto mode checked ${before.detail}; after a boot: ${after.detail}`);
+    if (before.accel === 'kvm' && after.accel === 'tcg') expect(after.detail).toMatch(/TCG: a KVM VM stopped: KVM internal error/);
+    else expect(after.accel).toBe(before.accel);
+  }, 180_000);
+
   it('check(): reports qemu and the accelerator; a missing binary gives ok:false and boot refuses', async () => {
     const real = await new QemuTarget({ runtimeDir: path.join(dir, 'run') }).check();
     expect(real.ok).toBe(true);
