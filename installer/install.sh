@@ -938,6 +938,13 @@ do_uninstall() {
   local kind path lines=()
   mapfile -t lines < "$manifest"
   local i
+  # DKMS first: `dkms remove` needs the module sources that a later entry removes.
+  for ((i = ${#lines[@]} - 1; i >= 0; i--)); do
+    path=${lines[i]#*$'\t'}
+    if [ "${lines[i]%%$'\t'*}" = dkms ]; then
+      run dkms remove -m "${path%/*}" -v "${path#*/}" --all || warn "dkms remove ${path} failed"
+    fi
+  done
   for ((i = ${#lines[@]} - 1; i >= 0; i--)); do
     kind=${lines[i]%%$'\t'*}
     path=${lines[i]#*$'\t'}
@@ -951,9 +958,7 @@ do_uninstall() {
           run systemctl daemon-reload || true
         fi
         ;;
-      dkms)
-        run dkms remove -m "${path%/*}" -v "${path#*/}" --all || warn "dkms remove ${path} failed"
-        ;;
+      dkms) ;; # removed above
       modsrc) run rm -rf -- "$path" ;;
       bootconf) uninstall_boot_conf "$path" ;;
       initramfs) regenerate_initramfs "$path" || warn "regenerating the initramfs failed: run it again ($path)" ;;

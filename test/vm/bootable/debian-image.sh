@@ -161,7 +161,7 @@ echo "deb $mirror $SUITE main" > "$root/etc/apt/sources.list"
 
 # A small initramfs: only the disk drivers listed here (ext4 is built into the cloud kernel).
 mkdir -p "$root/etc/initramfs-tools/conf.d"
-cat > "$root/etc/initramfs-tools/conf.d/ferry.conf" <<'EOF'
+cat > "$root/etc/initramfs-tools/conf.d/test-image.conf" <<'EOF'
 MODULES=list
 COMPRESS=zstd
 RESUME=none
