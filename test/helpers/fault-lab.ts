@@ -342,6 +342,17 @@ export class FaultLab {
   status(): StatusJson {
     return JSON.parse(runFerry(['receiver', 'status', '--data', this.dataDir, '--json']).stdout) as StatusJson;
   }
+
+  /** Polls the receiver's status (a file it rewrites as things change) until the volume is in one of `states`. */
+  async waitForState(volumeId: string, states: string[], what: string, timeoutMs = 120_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = this.status().volumes.find((x) => x.volumeId === volumeId);
+      if (v && states.includes(v.state)) return v.state;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: volume is ${v?.state} (${v?.problem ?? ''})\nreceiver log:\n${this.rx?.output().slice(-4000) ?? ''}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
 }
 
 /** Resolves when `done()` holds (checked on every frame and failure) or after `maxMs`. */

@@ -49,15 +49,6 @@ function mount(m: MountedFs): MountedFs {
   return m;
 }
 
-async function waitForState(lab: FaultLab, volumeId: string, states: string[], what: string, timeoutMs = 120_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = lab.status().volumes.find((x) => x.volumeId === volumeId);
-    if (v && states.includes(v.state)) return v.state;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: volume is ${v?.state} (${v?.problem ?? ''})\nreceiver log:\n${lab.rx?.output().slice(-4000) ?? ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 /** The end of every run: nothing acknowledged went back, and every point exports as the model says. */
 async function expectNothingLost(lab: FaultLab): Promise<void> {
@@ -87,7 +78,7 @@ async function runOutOfSpace(lab: FaultLab, fsDir: string, leave: number, opts: 
   const streaming = lab.stream(A, opts.count, { tagEvery: 7 });
   streaming.catch(() => undefined);
   const refusalsBefore = lab.refusals.length;
-  await waitForState(lab, A, ['full'], 'the volume to run out of room');
+  await lab.waitForState(A, ['full'], 'the volume to run out of room');
   const status = lab.status();
   expect(status.alerts.some((a) => a.subject === A && a.severity === 'error')).toBe(true);
   opts.whileFull?.();
@@ -99,7 +90,7 @@ async function runOutOfSpace(lab: FaultLab, fsDir: string, leave: number, opts: 
   // The stream may have been all acknowledged before the kill (apply filled the disk later):
   // log in again as the agent would.
   if (!lab.conn) await lab.reconnect(A, Date.now() + 60_000);
-  await waitForState(lab, A, ['healthy'], 'the volume to be healthy again');
+  await lab.waitForState(A, ['healthy'], 'the volume to be healthy again');
   // What the receiver refused while full, it refused with a clear code.
   for (const code of lab.refusals.slice(refusalsBefore)) expect(['STORAGE_FULL', 'VOLUME_FAILED']).toContain(code);
 }
@@ -118,7 +109,7 @@ describe.skipIf(!isRoot)('a full disk is a state, not a crash (root)', { timeout
     fs.writeFileSync(pause, '');
     const streaming = lab.stream(A, 3000, { tagEvery: 7 });
     streaming.catch(() => undefined);
-    await waitForState(lab, A, ['held'], 'the agent to be held');
+    await lab.waitForState(A, ['held'], 'the agent to be held');
     const status = lab.status();
     expect(status.storage.some((s) => s.low)).toBe(true);
     expect(status.alerts.some((a) => /free space low/.test(a.message))).toBe(true);
