@@ -291,9 +291,10 @@ sync`,
       'f',
       `
 fact root "$(findmnt -n -o SOURCE /)"
-fact left "$(ls -d /opt/ferry /etc/ferry /var/lib/ferry /etc/systemd/system/ferry-agent.service /usr/local/bin/ferry /usr/src/dm-ferry* /etc/initramfs-tools/*/ferry* 2>/dev/null | tr '\\n' ' ')"
+fact left "$(ls -d /opt/ferry /etc/ferry /var/lib/ferry /etc/systemd/system/ferry-agent.service /usr/local/bin/ferry /usr/src/dm-ferry* /var/lib/dkms/dm-ferry /etc/initramfs-tools/*/ferry* 2>/dev/null | tr '\\n' ' ')"
 fact unit "$(systemctl list-unit-files 'ferry-agent*' --no-legend | wc -l)"
-fact dkms "$(dkms status 2>&1 | tr '\\n' ' ')"
+# (dkms itself may print "echo: write error: Broken pipe" on stderr when it lists nothing)
+fact dkms "$(dkms status 2>/dev/null | tr '\\n' ' ')"
 fact initramfs "$(lsinitramfs /boot/initrd.img-$(uname -r) | grep -i ferry | tr '\\n' ' ')"
 fact dm "$(dmsetup ls 2>/dev/null | grep -i ferry | tr '\\n' ' ')"
 fact module "$(grep -c '^dm_ferry ' /proc/modules || true)"`,
