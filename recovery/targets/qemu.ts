@@ -126,7 +126,8 @@ export class QemuTarget implements RecoveryTarget {
         }
       }
     } catch (err) {
-      if (spec.network.kind === 'sandbox') await this.releaseSwitch(spec.network.name);
+      // A VM that KVM stopped had started: its exit released its hub port already.
+      if (spec.network.kind === 'sandbox' && !(err instanceof KvmRunFailure)) await this.releaseSwitch(spec.network.name);
       throw err;
     }
   }
