@@ -1,5 +1,5 @@
-// The client side of the agent's control socket: all `ferry agent tag`, `status` and `verify`
-// load of the agent, so that they start fast.
+// The client side of the agent's control socket, apart from the server: `ferry agent tag`,
+// `status` and `verify` load only this of the agent, so that they start fast.
 import * as net from 'net';
 import type { TagResult } from './control-api';
 import type { AgentStatus } from './status';
