@@ -17,15 +17,19 @@ function isZero(block: Uint8Array): boolean {
   return Buffer.compare(block, zeroBlock.subarray(0, block.length)) === 0;
 }
 
-/** The hash of one block (callers must not change the returned buffer: zero blocks share one). */
-export function blockHash(block: Uint8Array): Buffer {
-  if (!isZero(block)) return sha(block);
-  let h = zeroHashes.get(block.length);
+/** The hash of `length` zero bytes (shared: callers must not change it). */
+export function zeroBlockHash(length: number): Buffer {
+  let h = zeroHashes.get(length);
   if (!h) {
-    h = sha(block);
-    if (zeroHashes.size < 8) zeroHashes.set(block.length, h);
+    h = sha(Buffer.alloc(length));
+    if (zeroHashes.size < 8) zeroHashes.set(length, h);
   }
   return h;
+}
+
+/** The hash of one block (callers must not change the returned buffer: zero blocks share one). */
+export function blockHash(block: Uint8Array): Buffer {
+  return isZero(block) ? zeroBlockHash(block.length) : sha(block);
 }
 
 /** Hashes consecutive `blockSize` blocks of `data` (the last may be short) into one buffer. */

@@ -1,4 +1,4 @@
-import { BLOCK_HASH_BYTES, blockHash } from '../../common/block-hash';
+import { BLOCK_HASH_BYTES, zeroBlockHash } from '../../common/block-hash';
 import { log } from '../../common/log';
 import { nowUs } from '../../common/time';
 import { olderCapture, oldestCapture } from '../../common/capture-time';
@@ -115,7 +115,6 @@ class ScanVolume {
   readonly room = new Signal();
   readonly wake = new Signal();
   readonly passDone = new Signal();
-  private readonly zeroHash: Buffer;
   /** Two chunk buffers, shared with the hash worker: one being hashed, one being read into. */
   private readonly buffers = [sharedBuffer(CHUNK_BYTES), sharedBuffer(CHUNK_BYTES)];
 
@@ -131,7 +130,6 @@ class ScanVolume {
     private readonly scope?: PassScope,
   ) {
     this.nextSeq = receiverDurableSeq + 1;
-    this.zeroHash = blockHash(Buffer.alloc(opts.blockSize));
     // Nothing this process read vouches for the volume before it started capturing.
     this.readTimes = new ChunkReadTimes(Math.ceil(spec.sizeBytes / CHUNK_BYTES), nowUs());
   }
@@ -144,7 +142,7 @@ class ScanVolume {
   assumeZeroReplica(): void {
     for (let b = 0; b < this.table.blocks; b++) {
       const len = Math.min(this.blockSize, this.spec.sizeBytes - b * this.blockSize);
-      this.table.noteReceiverHas(b, len === this.blockSize ? this.zeroHash : blockHash(Buffer.alloc(len)));
+      this.table.noteReceiverHas(b, zeroBlockHash(len));
     }
   }
 

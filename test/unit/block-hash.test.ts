@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { BLOCK_HASH_BYTES, blockHash, blockHashes } from '../../common/block-hash';
+import { BLOCK_HASH_BYTES, blockHash, blockHashes, zeroBlockHash } from '../../common/block-hash';
 
 describe('blockHashes', () => {
   it('gives every block, zero or not, full or short, the hash blockHash gives it alone', () => {
@@ -18,6 +18,9 @@ describe('blockHashes', () => {
       const block = data.subarray(i * bs, Math.min(data.length, (i + 1) * bs));
       expect(hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES).equals(blockHash(block)), `block ${i}`).toBe(true);
     }
+    // zeroBlockHash is the hash of zeros of that length, full or short
+    expect(zeroBlockHash(bs).equals(hashes.subarray(0, 16))).toBe(true);
+    expect(zeroBlockHash(1000).equals(hashes.subarray(64, 80))).toBe(true);
     // the zero blocks share a hash, the nearly-zero one does not
     expect(hashes.subarray(0, 16).equals(hashes.subarray(48, 64))).toBe(true);
     expect(hashes.subarray(0, 16).equals(hashes.subarray(32, 48))).toBe(false);

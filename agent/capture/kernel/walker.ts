@@ -1,4 +1,4 @@
-import { BLOCK_HASH_BYTES, blockHash } from '../../../common/block-hash';
+import { BLOCK_HASH_BYTES, zeroBlockHash } from '../../../common/block-hash';
 import { errnoCode } from '../../../common/errors';
 import { log } from '../../../common/log';
 import { dirtyRanges, type ByteRange, type DeviceInfo } from '../../../native/addon';
@@ -45,7 +45,6 @@ export interface WalkerContext {
  * again: drain again). The volume owns the requests and the marks; the walker asks it.
  */
 export class VolumeWalker {
-  private readonly zeroHashes = new Map<number, Buffer>();
 
   constructor(
     private readonly ctx: WalkerContext,
@@ -226,7 +225,7 @@ export class VolumeWalker {
     if (w.baseline === 'none') return undefined;
     const out: Buffer[] = [];
     if (w.baseline === 'zero') {
-      for (let off = start; off < end; off += bs) out.push(this.zeroHash(Math.min(bs, end - off)));
+      for (let off = start; off < end; off += bs) out.push(zeroBlockHash(Math.min(bs, end - off)));
       return out;
     }
     const remote = w.remote as NonNullable<Walk['remote']>;
@@ -240,15 +239,6 @@ export class VolumeWalker {
       }
     }
     return out;
-  }
-
-  private zeroHash(length: number): Buffer {
-    let h = this.zeroHashes.get(length);
-    if (!h) {
-      h = blockHash(Buffer.alloc(length));
-      this.zeroHashes.set(length, h);
-    }
-    return h;
   }
 
   /** The dirty regions of the device, read once it is out of BITMAP mode; undefined if stopped. */
