@@ -1,4 +1,5 @@
-import type { ControlEvent, EventSeverity, Group, GroupPolicy, GroupRound, Machine, MachineState, RecoveryProperties, Webhook, WebhookDelivery } from './model';
+import type { HistoryWindow, MachineHistory } from './history';
+import type { ControlEvent, EventSeverity, Group, GroupPolicy, GroupRound, Machine, MachineState, PlaneOverview, RecoveryProperties, Webhook, WebhookDelivery } from './model';
 import type { PointRow } from '../receiver/catalog';
 
 /**
@@ -44,6 +45,13 @@ export interface ControlPlaneApi {
   machine(id: string): Machine;
   /** Partial update of a machine's recovery properties. */
   setRecovery(id: string, patch: Partial<RecoveryProperties>): Machine;
+  /** Worst RPO and ingest throughput over the last hour or day (kept in memory). */
+  machineHistory(id: string, window: HistoryWindow): MachineHistory;
+  /** A machine's recovery points over all its volumes, newest first. */
+  machinePoints(id: string, limit?: number): PointRow[];
+  point(id: number): PointRow;
+  /** Machines, groups, open alerts, the receiver's disks and backlog, worst RPO: one read. */
+  overview(): PlaneOverview;
 
   groups(): Group[];
   group(id: string): Group;

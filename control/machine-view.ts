@@ -11,6 +11,8 @@ export interface VolumeView {
   machine: MachineRow | undefined;
   status: VolumeRuntimeStatus | undefined;
   report: ValidVolumeReport | undefined;
+  /** Ingest throughput over the last few seconds. */
+  bytesPerSecond: number;
 }
 
 /** Joins the catalog's volumes with their machines, the core's status and the agents' last reports. */
@@ -19,10 +21,11 @@ export function volumeViews(
   machines: readonly MachineRow[],
   statuses: readonly VolumeRuntimeStatus[],
   reportOf: (agentId: string, volumeId: string) => ValidVolumeReport | undefined,
+  rateOf: (volumeId: string) => number = () => 0,
 ): VolumeView[] {
   const byId = new Map(machines.map((m) => [m.id, m]));
   const statusOf = new Map(statuses.map((s) => [s.volumeId, s]));
-  return volumes.map((row) => ({ row, machine: byId.get(row.agentId), status: statusOf.get(row.id), report: reportOf(row.agentId, row.id) }));
+  return volumes.map((row) => ({ row, machine: byId.get(row.agentId), status: statusOf.get(row.id), report: reportOf(row.agentId, row.id), bytesPerSecond: rateOf(row.id) }));
 }
 
 /** A machine as the API shows it: its volumes, state (with reasons) and worst RPO. */
@@ -39,6 +42,9 @@ export function machineView(m: MachineRow, views: readonly VolumeView[], connect
     mode: v.report?.mode ?? '',
     rpoSeconds: v.status?.rpoSeconds ?? 0,
     resyncPercent: v.report?.resyncPercent ?? 0,
+    backlogBytes: v.status?.unappliedBytes ?? 0,
+    bytesPerSecond: v.bytesPerSecond,
+    applyLagSeconds: v.status?.applyLagSeconds ?? 0,
   }));
   return {
     id: m.id,

@@ -30,6 +30,12 @@ export interface MachineVolume {
   mode: string;
   rpoSeconds: number;
   resyncPercent: number;
+  /** Received here and not yet applied to the replica. */
+  backlogBytes: number;
+  /** Ingest throughput over the last few seconds. */
+  bytesPerSecond: number;
+  /** Age of the oldest change not yet applied to the replica. */
+  applyLagSeconds: number;
 }
 
 export interface Machine {
@@ -130,4 +136,26 @@ export const DEFAULT_POLICY: GroupPolicy = {
 
 export function defaultRecovery(machineName: string): RecoveryProperties {
   return { recoveredName: machineName, vcpus: 1, memoryMiB: 1024, network: '', bootOrder: 0 };
+}
+
+/** The receiver's side of the overview: its disks and what its spools and journals hold. */
+export interface ReceiverOverview {
+  storage: Array<{ path: string; freeBytes: number; totalBytes: number; low: boolean }>;
+  /** Bytes on disk in every volume's spool. */
+  spoolBytes: number;
+  /** Bytes on disk in every volume's retention journal. */
+  journalBytes: number;
+  /** Received and not yet applied, over every volume. */
+  unappliedBytes: number;
+  alerts: Array<{ severity: 'warning' | 'error'; subject: string; message: string }>;
+}
+
+/** What the console's overview shows at a glance (GET /api/v1/overview). */
+export interface PlaneOverview {
+  machines: Machine[];
+  groups: Group[];
+  /** Unacknowledged warnings and errors, newest first. */
+  openAlerts: ControlEvent[];
+  receiver: ReceiverOverview;
+  worstRpoSeconds: number;
 }

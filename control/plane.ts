@@ -10,7 +10,9 @@ import { AlertMonitor } from './alert-monitor';
 import { AlertEvent, resyncTransitions } from './alerts';
 import { ControlError, ControlPlaneApi, EventFilter, MachineFilter } from './contract';
 import { EventLog } from './events';
+import { HistoryRecorder, HistoryWindow, MachineHistory, ThroughputMeter } from './history';
 import { machineView, VolumeView, volumeViews } from './machine-view';
+import { openAlerts } from './open-alerts';
 import { renderMetrics } from './metrics';
 import {
   ControlEvent,
@@ -21,6 +23,7 @@ import {
   GroupPolicy,
   GroupRound,
   Machine,
+  PlaneOverview,
   RecoveryProperties,
   Webhook,
   WebhookDelivery,
@@ -58,6 +61,8 @@ export const DEFAULT_PLANE_OPTIONS: PlaneOptions = {
 const SCHEDULE_TICK_MS = 50;
 /** Every this many alert ticks: retention shortfall and pruning of old rounds (they read the catalog). */
 const SLOW_TICKS = 60;
+/** Open alerts are read from this many recent events. */
+const OVERVIEW_EVENTS = 2000;
 /** Events (and their webhook deliveries) are kept this long. */
 const EVENT_RETENTION_MS = 90 * 24 * 3600 * 1000;
 /** Agent events the receiver derives itself from volume reports (dropped when an agent sends them too). */
@@ -91,6 +96,8 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
   private readonly stats = new RoundStats();
   private readonly schedules = new Map<string, Schedule>();
   private readonly alerts: AlertMonitor;
+  private readonly throughput = new ThroughputMeter();
+  private readonly history = new HistoryRecorder();
   private timers: NodeJS.Timeout[] = [];
   private ticks = 0;
 
@@ -269,7 +276,13 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
   // ---- machines ------------------------------------------------------------------------------
 
   private volumeViews(): VolumeView[] {
-    return volumeViews(this.core.catalog.volumes(), this.store.machines(), this.core.volumeStatus(), (agentId, volumeId) => this.reports.get(agentId)?.get(volumeId));
+    return volumeViews(
+      this.core.catalog.volumes(),
+      this.store.machines(),
+      this.core.volumeStatus(),
+      (agentId, volumeId) => this.reports.get(agentId)?.get(volumeId),
+      (volumeId) => this.throughput.rate(volumeId),
+    );
   }
 
   private toMachine(m: MachineRow, views: readonly VolumeView[]): Machine {
@@ -469,13 +482,66 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     return this.store.deliveries({ webhookId });
   }
 
-  /** Evaluates the alerts from the core's status (every alertIntervalMs). */
+  /** Evaluates the alerts from the core's status and samples throughput and history (every alertIntervalMs). */
   private tick(): void {
     try {
       this.evaluate();
     } catch (err) {
       log.warn('alerts not evaluated', { error: (err as Error).message });
     }
+    try {
+      this.sample();
+    } catch (err) {
+      log.warn('history not sampled', { error: (err as Error).message });
+    }
+  }
+
+  private sample(): void {
+    const now = this.now();
+    const statuses = this.core.volumeStatus();
+    for (const s of statuses) this.throughput.note(s.volumeId, now, s.receivedBytes);
+    this.throughput.forget(new Set(statuses.map((s) => s.volumeId)));
+    this.history.record(
+      now,
+      this.machines().map((m) => ({ id: m.id, rpoSeconds: m.rpoSeconds, bytesPerSecond: m.volumes.reduce((sum, v) => sum + v.bytesPerSecond, 0) })),
+    );
+  }
+
+  machineHistory(machineId: string, window: HistoryWindow): MachineHistory {
+    if (!this.store.machine(machineId)) throw new ControlError('not-found', `no machine ${machineId}`, 'id');
+    return this.history.history(machineId, window);
+  }
+
+  machinePoints(machineId: string, limit = 100): PointRow[] {
+    if (!this.store.machine(machineId)) throw new ControlError('not-found', `no machine ${machineId}`, 'id');
+    const volumes = this.core.catalog.volumes().filter((v) => v.agentId === machineId);
+    return volumes
+      .flatMap((v) => this.core.catalog.points(v.id))
+      .sort((a, b) => b.timeUs - a.timeUs || b.id - a.id)
+      .slice(0, Math.max(1, Math.min(10_000, limit)));
+  }
+
+  point(id: number): PointRow {
+    const p = this.core.catalog.point(id);
+    if (!p) throw new ControlError('not-found', `no point ${id}`, 'id');
+    return p;
+  }
+
+  overview(): PlaneOverview {
+    const statuses = this.core.volumeStatus();
+    const machines = this.machines();
+    return {
+      machines,
+      groups: this.groups(),
+      openAlerts: openAlerts(this.eventLog.list({ limit: OVERVIEW_EVENTS })),
+      receiver: {
+        storage: this.core.storageSpaces(),
+        ...this.core.diskUse(),
+        unappliedBytes: statuses.reduce((sum, s) => sum + s.unappliedBytes, 0),
+        alerts: this.core.alerts(statuses),
+      },
+      worstRpoSeconds: machines.reduce((worst, m) => Math.max(worst, m.rpoSeconds), 0),
+    };
   }
 
   private evaluate(): void {

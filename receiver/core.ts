@@ -57,6 +57,8 @@ interface VolumeRuntime {
   appliedWaiters: Array<{ seq: number; callback: (err?: Error) => void }>;
   /** Bytes ingested since free space was last read for this volume. */
   ingestedSinceSpaceCheck: number;
+  /** Change-set bytes made durable since the receiver started (throughput is its rate). */
+  receivedBytes: number;
   /** Why the volume's agent must be held or stay held, as its sessions were last told. */
   hold: VolumeHold;
   /** The sessions that declared the volume hear what happens to it through this. */
@@ -150,6 +152,7 @@ export class ReceiverCore {
         pendingSinceUs: 0,
         appliedWaiters: [],
         ingestedSinceSpaceCheck: 0,
+        receivedBytes: 0,
         hold: { volumeId: spec.volumeId, reason: undefined, keepReason: undefined },
         events: new VolumeEmitter(),
       };
@@ -349,6 +352,7 @@ export class ReceiverCore {
     rt.lastContactUs = nowUs();
     rt.pendingSinceUs = pendingSinceUs;
     this.schedulePump();
+    rt.receivedBytes += bytes;
     rt.ingestedSinceSpaceCheck += bytes;
     if (rt.ingestedSinceSpaceCheck >= SPACE_CHECK_BYTES) {
       rt.ingestedSinceSpaceCheck = 0;
@@ -683,6 +687,17 @@ export class ReceiverCore {
   }
 
   /** Free space of every file system holding receiver data, as last read. */
+  /** Bytes on disk in every volume's spool and journal (a directory that cannot be read counts 0). */
+  diskUse(): { spoolBytes: number; journalBytes: number } {
+    let spoolBytes = 0;
+    let journalBytes = 0;
+    for (const id of this.volumes.keys()) {
+      spoolBytes += directoryBytes(this.layout.spoolDir(id));
+      journalBytes += directoryBytes(this.layout.journalDir(id));
+    }
+    return { spoolBytes, journalBytes };
+  }
+
   storageSpaces(): Array<{ path: string; freeBytes: number; totalBytes: number; low: boolean }> {
     return this.monitor.all.map((s) => ({ path: s.path, freeBytes: s.freeBytes, totalBytes: s.totalBytes, low: s.low }));
   }
@@ -742,6 +757,7 @@ export class ReceiverCore {
         applyLagSeqs: store ? store.durableSeq - store.appliedSeq : 0,
         applyLagSeconds: oldestUnapplied > 0 ? Math.max(0, now - oldestUnapplied) / 1e6 : 0,
         unappliedBytes: store?.unappliedBytes ?? 0,
+        receivedBytes: rt.receivedBytes,
         journalSegments: store?.journalSegments ?? 0,
         damage: damage.map((d) => ({ kind: d.kind, file: d.file, offset: d.offset, seqFrom: d.seqFrom, seqTo: d.seqTo, volumeOffset: d.volumeOffset, detail: d.detail })),
         applyError: rt.health.failure('apply')?.reason,
@@ -749,7 +765,8 @@ export class ReceiverCore {
     });
   }
 
-  private alerts(volumes: VolumeRuntimeStatus[]): ReceiverAlert[] {
+  /** What needs an operator now: low space, a used-up reserve, failed or damaged volumes. */
+  alerts(volumes: VolumeRuntimeStatus[] = this.volumeStatus()): ReceiverAlert[] {
     const alerts: ReceiverAlert[] = [];
     for (const space of this.monitor.all) {
       if (space.low) alerts.push({ severity: 'warning', subject: space.path, message: `free space low: ${Math.round(space.freeBytes / 1048576)} MiB free; agents are held until there is room` });
@@ -798,4 +815,23 @@ export class ReceiverCore {
     this.writeStatus();
     this.catalog.close();
   }
+}
+
+function directoryBytes(dir: string): number {
+  let total = 0;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    try {
+      const st = fs.statSync(`${dir}/${name}`);
+      if (st.isFile()) total += st.blocks * 512;
+    } catch {
+      // removed while counting
+    }
+  }
+  return total;
 }

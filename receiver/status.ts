@@ -38,6 +38,8 @@ export interface VolumeRuntimeStatus {
   applyLagSeqs: number;
   applyLagSeconds: number;
   unappliedBytes: number;
+  /** Change-set bytes made durable since the receiver started. */
+  receivedBytes: number;
   journalSegments: number;
   /** Damage found and not healed yet. */
   damage: VolumeDamageStatus[];

@@ -7,13 +7,13 @@ import * as path from 'path';
  * catalog and the journal like the CLI does beside a running receiver).
  */
 
-export type PointExporter = (request: { dataDir: string; volumeId: string; pointId: number; out: string; signal?: AbortSignal }) => Promise<void>;
+export type PointExporter = (request: { dataDir: string; volumeId: string; pointId: number; out: string; format?: 'raw' | 'vhd'; signal?: AbortSignal }) => Promise<void>;
 
 const CLI_MAIN = path.join(__dirname, '..', 'cli', 'main.js');
 
 export const exportWithCli: PointExporter = (r) =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_MAIN, 'export', '--data', r.dataDir, '--volume', r.volumeId, '--point', String(r.pointId), '--out', r.out], {
+    const child = spawn(process.execPath, [CLI_MAIN, 'export', '--data', r.dataDir, '--volume', r.volumeId, '--point', String(r.pointId), '--out', r.out, '--format', r.format ?? 'raw'], {
       stdio: ['ignore', 'ignore', 'pipe'],
       signal: r.signal,
     });

@@ -71,12 +71,16 @@ export const machineSchema = {
           mode: { type: 'string' },
           rpoSeconds: { type: 'number' },
           resyncPercent: { type: 'number' },
+          backlogBytes: { type: 'integer', description: 'received and not yet applied to the replica' },
+          bytesPerSecond: { type: 'number', description: 'ingest throughput over the last few seconds' },
+          applyLagSeconds: { type: 'number' },
         },
-        required: ['volumeId', 'sizeBytes', 'state', 'mode', 'rpoSeconds', 'resyncPercent'],
+        required: ['volumeId', 'sizeBytes', 'state', 'mode', 'rpoSeconds', 'resyncPercent', 'backlogBytes', 'bytesPerSecond', 'applyLagSeconds'],
       },
     },
     lastSeenMs: ms,
     state: machineState,
+    stateReasons: { type: 'array', items: { type: 'string' } },
     connected: { type: 'boolean' },
     groupId: { type: ['string', 'null'] },
     recovery: { $ref: 'RecoveryProperties#' },
@@ -220,7 +224,64 @@ export const tokenSchema = {
   required: ['id', 'operator', 'createdMs', 'expiresMs'],
 } as const;
 
-export const sharedSchemas = [errorSchema, recoverySchema, machineSchema, policySchema, groupSchema, roundSchema, pointSchema, eventSchema, webhookSchema, deliverySchema, operatorSchema, tokenSchema];
+export const sessionSchema = {
+  $id: 'Session',
+  type: 'object',
+  description: 'A console session: the cookie carries the secret; csrfToken goes in X-CSRF-Token on every change.',
+  properties: { operator: { type: 'string' }, expiresMs: ms, csrfToken: { type: 'string' } },
+  required: ['operator', 'expiresMs', 'csrfToken'],
+} as const;
+
+export const overviewSchema = {
+  $id: 'Overview',
+  type: 'object',
+  properties: {
+    machines: { type: 'array', items: { $ref: 'Machine#' } },
+    groups: { type: 'array', items: { $ref: 'Group#' } },
+    openAlerts: { type: 'array', items: { $ref: 'Event#' }, description: 'unacknowledged warnings and errors whose condition has not ended, newest first' },
+    receiver: {
+      type: 'object',
+      properties: {
+        storage: {
+          type: 'array',
+          items: {
+            type: 'object',
+            properties: { path: { type: 'string' }, freeBytes: { type: 'integer' }, totalBytes: { type: 'integer' }, low: { type: 'boolean' } },
+            required: ['path', 'freeBytes', 'totalBytes', 'low'],
+          },
+        },
+        spoolBytes: { type: 'integer' },
+        journalBytes: { type: 'integer' },
+        unappliedBytes: { type: 'integer' },
+        alerts: {
+          type: 'array',
+          items: { type: 'object', properties: { severity: { type: 'string' }, subject: { type: 'string' }, message: { type: 'string' } }, required: ['severity', 'subject', 'message'] },
+        },
+      },
+      required: ['storage', 'spoolBytes', 'journalBytes', 'unappliedBytes', 'alerts'],
+    },
+    worstRpoSeconds: { type: 'number' },
+    protection: { type: 'object', additionalProperties: { type: 'string' }, description: 'machine id -> protected, failed-over or failing-back' },
+  },
+  required: ['machines', 'groups', 'openAlerts', 'receiver', 'worstRpoSeconds', 'protection'],
+} as const;
+
+export const sharedSchemas = [
+  errorSchema,
+  recoverySchema,
+  machineSchema,
+  policySchema,
+  groupSchema,
+  roundSchema,
+  pointSchema,
+  eventSchema,
+  webhookSchema,
+  deliverySchema,
+  operatorSchema,
+  tokenSchema,
+  sessionSchema,
+  overviewSchema,
+];
 
 const ref = (name: string): { $ref: string } => ({ $ref: `${name}#` });
 const listOf = (key: string, name: string): object => ({ type: 'object', properties: { [key]: { type: 'array', items: ref(name) } }, required: [key] });
@@ -390,6 +451,68 @@ export const routeSchemas = {
       required: ['name', 'password'],
     },
     response: { 201: ref('Operator'), ...refusals },
+  },
+  createSession: {
+    tags: ['auth'],
+    summary: "Sign in to the console: sets an HttpOnly, Secure, SameSite=Strict session cookie and answers the CSRF token (no token needed)",
+    security: [],
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { name: { type: 'string', minLength: 1, maxLength: 64 }, password: { type: 'string', minLength: 1, maxLength: MAX_PASSWORD_LENGTH } },
+      required: ['name', 'password'],
+    },
+    response: { 201: ref('Session'), 400: ref('Error'), 401: ref('Error'), 429: ref('Error') },
+  },
+  showSession: { tags: ['auth'], summary: 'The session of the cookie (401 when it ended)', response: { 200: ref('Session'), ...refusals } },
+  deleteSession: { tags: ['auth'], summary: 'Sign out: the session ends and the cookie is cleared', response: { 204: { type: 'null' }, ...refusals } },
+  overview: { tags: ['machines'], summary: 'Machines, groups, open alerts, the receiver disks and backlog, worst RPO: one read', response: { 200: ref('Overview'), ...refusals } },
+  overviewStream: {
+    tags: ['machines'],
+    summary: 'Server-sent events: `event: overview` with the overview JSON at once, then whenever it changes (at most once a second)',
+    produces: ['text/event-stream'],
+  },
+  machineHistory: {
+    tags: ['machines'],
+    summary: "A machine's worst RPO and ingest throughput over the last hour (5 s samples) or day (5 min buckets: worst RPO, mean throughput); kept in memory",
+    params: params.id,
+    querystring: { type: 'object', additionalProperties: false, properties: { window: { type: 'string', enum: ['hour', 'day'] } } },
+    response: {
+      200: {
+        type: 'object',
+        properties: {
+          window: { type: 'string' },
+          stepMs: { type: 'integer' },
+          samples: {
+            type: 'array',
+            items: { type: 'object', properties: { timeMs: ms, rpoSeconds: { type: 'number' }, bytesPerSecond: { type: 'number' } }, required: ['timeMs', 'rpoSeconds', 'bytesPerSecond'] },
+          },
+        },
+        required: ['window', 'stepMs', 'samples'],
+      },
+      ...refusals,
+    },
+  },
+  machinePoints: {
+    tags: ['machines'],
+    summary: "A machine's recovery points over all its volumes, newest first",
+    params: params.id,
+    querystring: { type: 'object', additionalProperties: false, properties: { limit: { ...digits, description: '1..10000 (default 100)' } } },
+    response: { 200: listOf('points', 'Point'), ...refusals },
+  },
+  exportPoint: {
+    tags: ['machines'],
+    summary: "Write a point's image on the receiver (<data>/exports), as a raw image or a fixed VHD; answers when it is written",
+    params: params.numericId,
+    body: { type: 'object', additionalProperties: false, properties: { format: { type: 'string', enum: ['raw', 'vhd'] } } },
+    response: {
+      201: {
+        type: 'object',
+        properties: { pointId: { type: 'integer' }, volumeId: { type: 'string' }, format: { type: 'string' }, file: { type: 'string' }, sizeBytes: { type: 'integer' } },
+        required: ['pointId', 'volumeId', 'format', 'file', 'sizeBytes'],
+      },
+      ...refusals,
+    },
   },
   metrics: { tags: ['metrics'], summary: 'Prometheus text exposition (needs a token)', produces: ['text/plain'] },
   openapi: { tags: ['meta'], summary: 'This document (no token needed)', security: [] },

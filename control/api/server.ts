@@ -15,12 +15,19 @@ import { registerAuthRoutes } from './auth-routes';
 import { registerPlaneRoutes } from './plane-routes';
 import { registerRecoveryRoutes } from './recovery-routes';
 import { recoverySharedSchemas } from './recovery-schemas';
+import { exportWithCli, PointExporter } from '../../recovery/exporter';
+import { DEFAULT_CONSOLE_DIR, registerConsole } from './console-static';
+import { overviewOf, registerOverviewRoutes } from './overview-routes';
+import { OverviewStreams } from './overview-stream';
+import { clearedSessionCookie, CSRF_HEADER, csrfProblem, sessionFromCookie } from './session';
 import type { RecoveryApi } from '../../recovery/contract';
 import { routeSchemas, sharedSchemas } from './schemas';
 
 export const API_PREFIX = '/api/v1';
 /** At most this many missed events are replayed to a stream client that reconnects. */
 const MISSED_EVENTS_REPLAYED = 1000;
+/** How often open overview streams look for a change. */
+const OVERVIEW_INTERVAL_MS = 1000;
 
 export interface ManagementApiOptions {
   host: string;
@@ -41,11 +48,15 @@ export interface ManagementApiOptions {
   keepAliveMs?: number;
   /** Plans, recovery jobs and protection; without it the recovery routes answer 503. */
   recovery?: RecoveryApi;
+  /** The built web console served at `/` (default: console/dist of this install). */
+  consoleDir?: string;
+  /** Writes point images for POST /points/:id/export (default: a child `ferry export`). */
+  exportPoint?: PointExporter;
 }
 
 export interface RunningManagementApi {
   port: number;
-  /** https://HOST:PORT (localhost when listening on every address). */
+  /** https://HOST:PORT (localhost when listening on every address); the web console is at `${url}/`. */
   url: string;
   /** SHA-256 fingerprint of the certificate the API serves (what `ferry login` pins). */
   fingerprint: string;
@@ -62,6 +73,8 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     operatorToken?: TokenInfo;
+    /** Set when the request authenticated with the console's session cookie (not a bearer token). */
+    sessionToken?: string;
   }
 }
 
@@ -75,7 +88,7 @@ export async function buildManagementApi(
   plane: ControlPlaneApi,
   operators: OperatorStore,
   options: ManagementApiOptions,
-): Promise<{ app: FastifyInstance<Server>; streams: EventStreams }> {
+): Promise<{ app: FastifyInstance<Server>; streams: EventStreams; overviews: OverviewStreams }> {
   const app = Fastify({
     https: { cert: options.cert, key: options.key, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' },
     logger: false,
@@ -116,10 +129,19 @@ export async function buildManagementApi(
   app.addHook('onRequest', async (request: FastifyRequest) => {
     // Unknown routes answer 404 whoever asks; public routes need no token.
     if (request.routeOptions.url === undefined || request.routeOptions.config.public === true) return;
-    const token = bearerToken(request.headers.authorization);
-    if (token === undefined) throw new ApiError(401, 'unauthorized', 'a bearer token is required: Authorization: Bearer TOKEN (get one with POST /api/v1/tokens or ferry login)');
+    const bearer = bearerToken(request.headers.authorization);
+    const session = bearer === undefined ? sessionFromCookie(request.headers.cookie) : undefined;
+    const token = bearer ?? session;
+    if (token === undefined) throw new ApiError(401, 'unauthorized', 'a bearer token is required: Authorization: Bearer TOKEN (get one with POST /api/v1/tokens or ferry login), or sign in to the console');
     const info = operators.authenticate(token);
-    if (!info) throw new ApiError(401, 'unauthorized', 'the token is not valid (unknown, revoked or expired): log in again');
+    if (!info) {
+      throw new ApiError(401, 'unauthorized', session !== undefined ? 'the console session has ended (expired, signed out or revoked): sign in again' : 'the token is not valid (unknown, revoked or expired): log in again');
+    }
+    if (session !== undefined) {
+      const problem = csrfProblem(request.method, request.headers[CSRF_HEADER], session);
+      if (problem !== undefined) throw new ApiError(403, 'csrf', problem);
+      request.sessionToken = session;
+    }
     request.operatorToken = info;
   });
 
@@ -129,15 +151,21 @@ export async function buildManagementApi(
       log.error('management API request failed', { method: request.method, url: request.url, error: err instanceof Error ? err.message : String(err) });
     }
     if (refusal.status === 401) reply.header('WWW-Authenticate', 'Bearer');
+    // A session that ended takes its cookie with it.
+    if (refusal.status === 401 && sessionFromCookie(request.headers.cookie) !== undefined) reply.header('Set-Cookie', clearedSessionCookie());
     void reply.code(refusal.status).type('application/json').send(refusal.body);
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ error: 'not-found', message: `no such route: ${request.method} ${request.url.split('?')[0]}` });
   });
 
+  const overviews = new OverviewStreams(() => JSON.stringify(overviewOf(plane, options.recovery)), OVERVIEW_INTERVAL_MS, options.keepAliveMs ?? 15_000);
+
   registerAuthRoutes(app, operators, throttle, (request) => peerAddress(request.socket.remoteAddress));
   registerPlaneRoutes(app, plane, streams);
   registerRecoveryRoutes(app, options.recovery, options.keepAliveMs ?? 15_000);
+  registerOverviewRoutes(app, plane, options.recovery, overviews, { dataDir: options.dataDir, run: options.exportPoint ?? exportWithCli });
+  registerConsole(app, options.consoleDir ?? DEFAULT_CONSOLE_DIR);
 
   const fingerprint = certificateFingerprint(options.cert);
   app.get(`${API_PREFIX}/receiver`, {
@@ -153,7 +181,7 @@ export async function buildManagementApi(
     void reply.type('text/plain; version=0.0.4; charset=utf-8');
     return plane.metrics();
   });
-  return { app, streams };
+  return { app, streams, overviews };
 }
 
 /**
@@ -167,7 +195,7 @@ export async function startManagementApi(plane: ControlPlaneApi, options: Manage
   let started = false;
   try {
     const newAdminPassword = await operators.ensureAdmin(adminPasswordFile);
-    const { app, streams } = await buildManagementApi(plane, operators, options);
+    const { app, streams, overviews } = await buildManagementApi(plane, operators, options);
     try {
       await app.listen({ host: options.host, port: options.port });
     } catch (err) {
@@ -187,6 +215,7 @@ export async function startManagementApi(plane: ControlPlaneApi, options: Manage
       adminPasswordFile,
       close: async () => {
         streams.closeAll();
+        overviews.closeAll();
         await app.close();
         operators.close();
       },
@@ -198,9 +227,9 @@ export async function startManagementApi(plane: ControlPlaneApi, options: Manage
 
 /** What the receiver prints when the API starts: where it is, and on the first run the admin password (once). */
 export function managementApiBanner(api: RunningManagementApi): string[] {
-  const lines = [`management API listening on ${api.url} (same certificate)`];
+  const lines = [`management API listening on ${api.url} (same certificate)`, `web console: ${api.url}/ (certificate fingerprint ${api.fingerprint})`];
   if (api.newAdminPassword !== undefined) {
-    lines.push(`management API operator admin, password (shown once, also in ${api.adminPasswordFile}): ${api.newAdminPassword}`);
+    lines.push(`management API and console operator admin, password (shown once, also in ${api.adminPasswordFile}): ${api.newAdminPassword}`);
   }
   return lines;
 }

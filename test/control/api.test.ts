@@ -337,6 +337,14 @@ describe('management API', () => {
         'POST /api/v1/jobs/{id}/cancel',
         'GET /api/v1/jobs/{id}/evidence/{machineId}/{kind}',
         'GET /api/v1/machines/{id}/protection',
+        'GET /api/v1/machines/{id}/history',
+        'GET /api/v1/machines/{id}/points',
+        'POST /api/v1/points/{id}/export',
+        'GET /api/v1/overview',
+        'GET /api/v1/overview/stream',
+        'POST /api/v1/session',
+        'GET /api/v1/session',
+        'DELETE /api/v1/session',
       ].sort(),
     );
     expect(doc.paths['/api/v1/groups/{id}/policy'].patch.requestBody).toBeDefined();

@@ -15,11 +15,14 @@ import {
   type GroupPolicy,
   type GroupRound,
   type Machine,
+  type PlaneOverview,
   type RecoveryProperties,
   type Webhook,
   type WebhookDelivery,
 } from '../../control/model';
 import type { PointRow } from '../../receiver/catalog';
+import type { HistoryWindow, MachineHistory } from '../../control/history';
+import { openAlerts } from '../../control/open-alerts';
 import { PolicyBounds } from '../../proto/validate-control';
 import { isSafeId } from '../../proto/ids';
 
@@ -32,6 +35,7 @@ export class MemoryPlane implements ControlPlaneApi {
   private readonly eventList: ControlEvent[] = [];
   private readonly hooks: Webhook[] = [];
   private readonly listeners = new Set<(event: ControlEvent) => void>();
+  private readonly pointList: PointRow[] = [];
   private nextId = 1;
 
   /** Test setup: a registered machine. */
@@ -41,7 +45,7 @@ export class MemoryPlane implements ControlPlaneApi {
       name,
       os: 'linux',
       agentVersion: '0.1.0',
-      volumes: [{ volumeId: `${id}-root`, sizeBytes: 1 << 30, state: 'protected', mode: 'data', rpoSeconds: 0.5, resyncPercent: 100 }],
+      volumes: [{ volumeId: `${id}-root`, sizeBytes: 1 << 30, state: 'protected', mode: 'data', rpoSeconds: 0.5, resyncPercent: 100, backlogBytes: 0, bytesPerSecond: 0, applyLagSeconds: 0 }],
       lastSeenMs: Date.now(),
       state: 'protected',
       connected: true,
@@ -213,6 +217,39 @@ export class MemoryPlane implements ControlPlaneApi {
     const lines = ['# TYPE ferry_rpo_seconds gauge'];
     for (const m of this.machineMap.values()) for (const v of m.volumes) lines.push(`ferry_rpo_seconds{machine="${m.id}",volume="${v.volumeId}"} ${v.rpoSeconds}`);
     return `${lines.join('\n')}\n`;
+  }
+
+  machineHistory(id: string, window: HistoryWindow): MachineHistory {
+    const m = this.getMachine(id);
+    const stepMs = window === 'hour' ? 5_000 : 300_000;
+    return { window, stepMs, samples: [{ timeMs: Date.now(), rpoSeconds: m.rpoSeconds, bytesPerSecond: 0 }] };
+  }
+
+  machinePoints(id: string, limit = 100): PointRow[] {
+    this.getMachine(id);
+    return this.pointList.filter((p) => p.volumeId.startsWith(`${id}-`)).slice(0, limit);
+  }
+
+  point(id: number): PointRow {
+    const p = this.pointList.find((x) => x.id === id);
+    if (!p) throw new ControlError('not-found', `no point ${id}`, 'id');
+    return structuredClone(p);
+  }
+
+  /** Test setup: recovery points the machine routes answer with. */
+  addPoints(points: PointRow[]): void {
+    this.pointList.push(...points);
+  }
+
+  overview(): PlaneOverview {
+    const machines = this.machines();
+    return {
+      machines,
+      groups: this.groups(),
+      openAlerts: openAlerts(this.eventList),
+      receiver: { storage: [], spoolBytes: 0, journalBytes: 0, unappliedBytes: 0, alerts: [] },
+      worstRpoSeconds: machines.reduce((w, m) => Math.max(w, m.rpoSeconds), 0),
+    };
   }
 
   private getMachine(id: string): Machine {
