@@ -9,6 +9,8 @@ export interface VolumeSides {
   report?: ValidVolumeReport;
   /** Where the receiver stands with it, undefined when the receiver has not opened it. */
   receiver?: { state: VolumeHealthState; problem?: string };
+  /** Whether the receiver holds a usable point of it (its initial copy finished once). */
+  usable?: boolean;
 }
 
 export interface MachineStateVerdict {
@@ -21,14 +23,17 @@ export interface MachineStateVerdict {
  * A machine's state, the worst that applies: failed (a volume failed on the receiver) >
  * disconnected (no session) > resyncing (a volume is being copied) > degraded (a volume is
  * repairing, throttled, degraded or disconnected at the agent, or held, damaged or full at
- * the receiver; or no volume declared yet) > protected. An agent that sends no volume reports is
- * judged by the receiver's side alone.
+ * the receiver; or no volume declared yet) > protected. A volume the agent has not reported
+ * (yet, or ever: an older agent) is judged by the receiver's side alone: resyncing until the
+ * receiver holds a usable point of it, so a machine is never shown protected before its copy is.
  */
 export function machineState(connected: boolean, volumes: readonly VolumeSides[]): MachineStateVerdict {
   const failed = volumes.filter((v) => v.receiver?.state === 'failed').map((v) => `${v.volumeId} failed on the receiver${v.receiver?.problem ? `: ${v.receiver.problem}` : ''}`);
   if (failed.length > 0) return { state: 'failed', reasons: failed };
   if (!connected) return { state: 'disconnected', reasons: ['the agent has no session with the receiver'] };
-  const resyncing = volumes.filter((v) => v.report?.state === 'resyncing').map((v) => `${v.volumeId} resyncing (${v.report?.resyncPercent ?? 0}%)`);
+  const resyncing = volumes
+    .filter((v) => v.report?.state === 'resyncing' || (v.report === undefined && v.usable === false))
+    .map((v) => (v.report ? `${v.volumeId} resyncing (${v.report.resyncPercent}%)` : `${v.volumeId} has no usable point yet (initial copy not finished)`));
   if (resyncing.length > 0) return { state: 'resyncing', reasons: resyncing };
   const degraded: string[] = [];
   for (const v of volumes) {

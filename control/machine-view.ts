@@ -13,6 +13,8 @@ export interface VolumeView {
   report: ValidVolumeReport | undefined;
   /** Ingest throughput over the last few seconds. */
   bytesPerSecond: number;
+  /** The receiver holds a usable point of it. */
+  usable: boolean;
 }
 
 /** Joins the catalog's volumes with their machines, the core's status and the agents' last reports. */
@@ -22,10 +24,11 @@ export function volumeViews(
   statuses: readonly VolumeRuntimeStatus[],
   reportOf: (agentId: string, volumeId: string) => ValidVolumeReport | undefined,
   rateOf: (volumeId: string) => number = () => 0,
+  usableOf: (volumeId: string) => boolean = () => true,
 ): VolumeView[] {
   const byId = new Map(machines.map((m) => [m.id, m]));
   const statusOf = new Map(statuses.map((s) => [s.volumeId, s]));
-  return volumes.map((row) => ({ row, machine: byId.get(row.agentId), status: statusOf.get(row.id), report: reportOf(row.agentId, row.id), bytesPerSecond: rateOf(row.id) }));
+  return volumes.map((row) => ({ row, machine: byId.get(row.agentId), status: statusOf.get(row.id), report: reportOf(row.agentId, row.id), bytesPerSecond: rateOf(row.id), usable: usableOf(row.id) }));
 }
 
 /** A machine as the API shows it: its volumes, state (with reasons) and worst RPO. */
@@ -33,7 +36,7 @@ export function machineView(m: MachineRow, views: readonly VolumeView[], connect
   const own = views.filter((v) => v.row.agentId === m.id);
   const verdict = machineState(
     connected,
-    own.map((v) => ({ volumeId: v.row.id, report: v.report, receiver: v.status && { state: v.status.state, problem: v.status.problem } })),
+    own.map((v) => ({ volumeId: v.row.id, report: v.report, receiver: v.status && { state: v.status.state, problem: v.status.problem }, usable: v.usable })),
   );
   const volumes: MachineVolume[] = own.map((v) => ({
     volumeId: v.row.id,

@@ -282,6 +282,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
       this.core.volumeStatus(),
       (agentId, volumeId) => this.reports.get(agentId)?.get(volumeId),
       (volumeId) => this.throughput.rate(volumeId),
+      (volumeId) => this.core.catalog.hasUsablePoint(volumeId),
     );
   }
 

@@ -18,6 +18,18 @@ export interface QuickstartOptions {
   sizeBytes: number;
   churnBytes: number;
   progress: (line: string) => void;
+  /**
+   * Keep everything running after the report, with the web console on this local port, until
+   * `serve` (given the report and the console's URL and first operator) resolves.
+   */
+  console?: { listen: { host: string; port: number }; serve: (report: QuickstartReport, console: QuickstartConsole) => Promise<void> };
+}
+
+export interface QuickstartConsole {
+  url: string;
+  operator: string;
+  password: string;
+  passwordFile: string;
 }
 
 export interface QuickstartReport {
@@ -72,7 +84,9 @@ export async function runQuickstart(opts: QuickstartOptions): Promise<Quickstart
   const receiverDir = path.join(dir, 'receiver');
   opts.progress(`starting a receiver (data in ${receiverDir})`);
   // The demo writes a few MiB: hold the agent only when the disk is really about to fill up.
-  const receiver = await startReceiverChild(receiverDir, passphraseFile, ['--min-free', '64MiB', '--reserve', '16MiB']);
+  const listen = opts.console?.listen;
+  const apiListen = listen ? ['--api-listen', `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`] : [];
+  const receiver = await startReceiverChild(receiverDir, passphraseFile, ['--min-free', '64MiB', '--reserve', '16MiB', ...apiListen]);
   let agent: Agent | undefined;
   let agentRun: Promise<void> | undefined;
   try {
@@ -131,7 +145,7 @@ export async function runQuickstart(opts: QuickstartOptions): Promise<Quickstart
     const catalog = Catalog.open(layout.catalogFile, { readonly: true });
     const points = catalog.points('sample').length;
     catalog.close();
-    return {
+    const report: QuickstartReport = {
       dir,
       volumeKind: volume.kind,
       sizeBytes: opts.sizeBytes,
@@ -148,6 +162,13 @@ export async function runQuickstart(opts: QuickstartOptions): Promise<Quickstart
       receiverUrl: receiver.url,
       fingerprint: receiver.fingerprint,
     };
+    if (opts.console && receiver.apiUrl) {
+      const passwordFile = path.join(receiverDir, 'admin-password');
+      const shownHost = listen === undefined || listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host;
+      const port = new URL(receiver.apiUrl).port;
+      await opts.console.serve(report, { url: `https://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}/`, operator: 'admin', password: fs.readFileSync(passwordFile, 'utf8').trim(), passwordFile });
+    }
+    return report;
   } finally {
     agent?.stop();
     await agentRun?.catch(() => undefined);

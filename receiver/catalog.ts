@@ -367,6 +367,11 @@ export class Catalog {
     return rows.map(toPoint).find((p) => !p.damaged);
   }
 
+  /** Whether the volume has any point an export may use (accuracy other than none): its initial copy is done. */
+  hasUsablePoint(volumeId: string): boolean {
+    return this.run(() => this.db.prepare("SELECT 1 FROM points WHERE volume_id = ? AND accuracy != 'none' LIMIT 1").get(volumeId)) !== undefined;
+  }
+
   oldestPointSeq(volumeId: string): number | undefined {
     const r = this.run(() => this.db.prepare('SELECT MIN(seq) AS seq FROM points WHERE volume_id = ?').get(volumeId)) as { seq: number | null };
     return r.seq ?? undefined;

@@ -1,7 +1,23 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as https from 'node:https';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startCli } from '../helpers/api-lab';
 import { makeTempDir, runFerryAsync } from '../helpers/receiver-process';
+
+/** status and body of an HTTPS request to the quick start's console (its self-signed certificate, pinned here by the printed URL only). */
+function fetchText(url: string, method = 'GET', body?: unknown): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = https.request(url, { method, rejectUnauthorized: false, headers: payload ? { 'Content-Type': 'application/json' } : {} }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
 
 describe('ferry quickstart (the README main job)', () => {
   const dir = makeTempDir('quickstart');
@@ -23,5 +39,21 @@ describe('ferry quickstart (the README main job)', () => {
     expect(refused.status).toBe(2);
     expect(refused.stderr).toMatch(/was not made by `ferry quickstart`/);
     expect(fs.readFileSync(path.join(foreign, 'precious.txt'), 'utf8')).toBe('keep me');
+  });
+
+  it('with --serve, keeps running with the web console and prints its URL and the first operator', async () => {
+    const work = path.join(dir, 'serve');
+    const run = startCli(['quickstart', '--dir', work, '--size', '16MiB', '--churn', '2MiB', '--serve', '--console-listen', '127.0.0.1:0'], {});
+    await run.waitForOutput(/Ctrl-C stops them/, 120_000);
+    const url = /Web console: (https:\/\/\S+)/.exec(run.output())?.[1] ?? '';
+    const password = /operator admin, password (\S+)/.exec(run.output())?.[1] ?? '';
+    expect(url).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/$/);
+    const page = await fetchText(url);
+    expect(page.status).toBe(200);
+    expect(page.body).toMatch(/<title>Ferry/);
+    expect((await fetchText(`${url}api/v1/session`, 'POST', { name: 'admin', password })).status).toBe(201);
+    run.kill('SIGINT');
+    const done = await run.done;
+    expect(done.status).toBe(0);
   });
 });

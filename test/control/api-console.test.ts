@@ -79,7 +79,7 @@ describe('management API: what the console uses', () => {
     identity = await loadOrCreateIdentity(new DataLayout(dataDir), {});
     plane = new MemoryPlane();
     plane.addMachine('m-web01', 'web01');
-    plane.addPoints([{ id: 7, volumeId: 'm-web01-root', seq: 10, timeUs: Date.now() * 1000, kind: 'crash', accuracy: 'exact', origin: 'agent', groupId: '', name: '', groupRound: 0 }]);
+    plane.addPoints([{ id: 7, volumeId: 'm-web01-root', seq: 10, timeUs: Date.now() * 1000, kind: 'crash', accuracy: 'exact', origin: 'tag', groupId: '', name: '', groupRound: 0 }]);
     api = await startManagementApi(plane, { host: '127.0.0.1', port: 0, cert: identity.cert, key: identity.key, dataDir, keepAliveMs: 200, consoleDir });
   });
   afterAll(async () => {
@@ -118,7 +118,7 @@ describe('management API: what the console uses', () => {
   it('refuses a change made with the cookie but without the CSRF token, and changes nothing', async () => {
     const { cookie, csrf } = await signIn();
     const before = plane.machine('m-web01').recovery.vcpus;
-    for (const headers of [{ Cookie: cookie }, { Cookie: cookie, 'X-CSRF-Token': 'A'.repeat(csrf.length) }]) {
+    for (const headers of [{ Cookie: cookie }, { Cookie: cookie, 'X-CSRF-Token': 'A'.repeat(csrf.length) }] as Array<Record<string, string>>) {
       const r = await call('PATCH', '/api/v1/machines/m-web01/recovery', { body: { vcpus: before + 1 }, headers });
       expect(r.status).toBe(403);
       expect(JSON.parse(r.body)).toMatchObject({ error: 'csrf' });

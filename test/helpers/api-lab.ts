@@ -48,6 +48,8 @@ export interface LiveCli {
   /** Resolves when the output matches, rejects when the run ends first or the deadline passes. */
   waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
   done: Promise<CliRun>;
+  /** Sends the run a signal (SIGINT: what Ctrl-C sends). */
+  kill(signal: NodeJS.Signals): void;
 }
 
 /** Runs bin/ferry and lets the test follow its output while it runs. */
@@ -72,6 +74,7 @@ export function startCli(args: string[], env: Record<string, string>, timeoutMs 
   return {
     output: () => stdout + stderr,
     done,
+    kill: (signal) => child.kill(signal),
     waitForOutput: (pattern, waitMs = 120_000) =>
       new Promise<void>((resolve, reject) => {
         const deadline = setTimeout(() => finish(new Error(`no ${pattern} in the output within ${waitMs} ms:\n${stdout}\n${stderr}`)), waitMs);

@@ -35,7 +35,9 @@ describe('machine state', () => {
     expect(degraded.reasons).toEqual(['b held at the receiver: spool above cap']);
     expect(machineState(true, []).state).toBe('degraded');
     // An agent that sends no reports is judged by the receiver's side.
-    expect(machineState(true, [{ volumeId: 'a', receiver: { state: 'healthy' } }]).state).toBe('protected');
+    expect(machineState(true, [{ volumeId: 'a', receiver: { state: 'healthy' }, usable: true }]).state).toBe('protected');
+    // Not before the receiver holds a usable point: the first heartbeat has not come yet.
+    expect(machineState(true, [{ volumeId: 'a', receiver: { state: 'healthy' }, usable: false }])).toEqual({ state: 'resyncing', reasons: ['a has no usable point yet (initial copy not finished)'] });
   });
 });
 
