@@ -4,7 +4,9 @@ import { parseSizeBytes } from '../common/units';
 import type { Machine, MachineState, RecoveryProperties } from '../control/model';
 import type { MachineProtection } from '../recovery/contract';
 import { clientFor, CommonApiOptions, printJson, withApiOptions } from './api-command';
-import { machineDetails, machinesTable, resolveMachine } from './machine-view';
+import { historyTable, machineDetails, machinesTable, pointsTable, resolveMachine } from './machine-view';
+import type { HistoryWindow, MachineHistory } from '../control/history';
+import type { PointRow } from '../receiver/catalog';
 import { COMMAND_DESCRIPTIONS } from './command-index';
 
 interface RecoveryFlags {
@@ -104,6 +106,51 @@ export function machineCommand(): Command {
         const p = await client.get<MachineProtection>(`/api/v1/machines/${encodeURIComponent(m.id)}/protection`);
         if (opts.json) printJson(p);
         else process.stdout.write(p.state === 'protected' ? `${m.name}: protected (replicating to this receiver)\n` : `${m.name}: ${p.state}, runs on ${p.runsOn || '?'} (job ${p.jobId ?? '?'}, since ${new Date(p.sinceMs).toISOString()})\n`);
+      }),
+  );
+  machine.addCommand(
+    withApiOptions(new Command('history'))
+      .description("a machine's worst RPO and ingest throughput over the last hour or day (what the console charts)")
+      .argument('<machine>', 'id or name')
+      .addOption(new Option('--window <window>', 'hour (5 s samples) or day (5 min buckets)').choices(['hour', 'day']).default('hour'))
+      .action(async (ref: string, opts: CommonApiOptions & { window: HistoryWindow }) => {
+        const client = clientFor(opts);
+        const { machines } = await client.get<{ machines: Machine[] }>('/api/v1/machines');
+        const m = resolveMachine(machines, ref);
+        const h = await client.get<MachineHistory>(`/api/v1/machines/${encodeURIComponent(m.id)}/history`, { window: opts.window });
+        if (opts.json) printJson(h);
+        else process.stdout.write(historyTable(h));
+      }),
+  );
+  machine.addCommand(
+    withApiOptions(new Command('points'))
+      .description("a machine's recovery points over all its volumes, newest first")
+      .argument('<machine>', 'id or name')
+      .option('--limit <n>', 'at most this many', wholeNumber(1, 10_000), 100)
+      .action(async (ref: string, opts: CommonApiOptions & { limit: number }) => {
+        const client = clientFor(opts);
+        const { machines } = await client.get<{ machines: Machine[] }>('/api/v1/machines');
+        const m = resolveMachine(machines, ref);
+        const { points } = await client.get<{ points: PointRow[] }>(`/api/v1/machines/${encodeURIComponent(m.id)}/points`, { limit: String(opts.limit) });
+        if (opts.json) printJson(points);
+        else process.stdout.write(points.length === 0 ? `no points of ${m.name} yet\n` : pointsTable(points));
+      }),
+  );
+  machine.addCommand(
+    withApiOptions(new Command('export'))
+      .description("write the image of one of a machine's points on the receiver (<data>/exports); prints where")
+      .argument('<machine>', 'id or name')
+      .requiredOption('--point <id>', 'the point (see ferry machine points)', wholeNumber(1, Number.MAX_SAFE_INTEGER))
+      .addOption(new Option('--format <format>', 'raw image or fixed VHD').choices(['raw', 'vhd']).default('raw'))
+      .action(async (ref: string, opts: CommonApiOptions & { point: number; format: 'raw' | 'vhd' }) => {
+        const client = clientFor(opts);
+        const { machines } = await client.get<{ machines: Machine[] }>('/api/v1/machines');
+        const m = resolveMachine(machines, ref);
+        const { points } = await client.get<{ points: PointRow[] }>(`/api/v1/machines/${encodeURIComponent(m.id)}/points`, { limit: '10000' });
+        if (!points.some((p) => p.id === opts.point)) throw new FerryError(`point ${opts.point} is not a point of ${m.name}: see ferry machine points ${m.name}`, ExitCode.notFound);
+        const done = await client.call<{ file: string; sizeBytes: number; volumeId: string }>('POST', `/api/v1/points/${opts.point}/export`, { format: opts.format });
+        if (opts.json) printJson(done);
+        else process.stdout.write(`exported ${done.volumeId} at point ${opts.point} to ${done.file} on the receiver (${done.sizeBytes} bytes)\n`);
       }),
   );
   return machine;

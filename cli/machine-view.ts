@@ -1,5 +1,7 @@
 import { ExitCode, FerryError } from '../common/errors';
-import { formatDuration } from '../common/units';
+import { formatBytes, formatDuration } from '../common/units';
+import type { MachineHistory } from '../control/history';
+import type { PointRow } from '../receiver/catalog';
 import type { Group, GroupPolicy, Machine } from '../control/model';
 import { formatAge, formatTable } from './api-command';
 
@@ -49,10 +51,34 @@ export function machineDetails(m: Machine, now = Date.now()): string {
     '',
   ].join('\n');
   const volumes = formatTable(
-    ['VOLUME', 'SIZE', 'STATE', 'MODE', 'RPO', 'RESYNC'],
-    m.volumes.map((v) => [v.volumeId, `${(v.sizeBytes / 2 ** 30).toFixed(1)} GiB`, v.state, v.mode, `${v.rpoSeconds.toFixed(1)}s`, `${v.resyncPercent.toFixed(0)}%`]),
+    ['VOLUME', 'SIZE', 'STATE', 'MODE', 'RPO', 'RESYNC', 'BACKLOG', 'THROUGHPUT'],
+    m.volumes.map((v) => [
+      v.volumeId,
+      `${(v.sizeBytes / 2 ** 30).toFixed(1)} GiB`,
+      v.state,
+      v.mode,
+      `${v.rpoSeconds.toFixed(1)}s`,
+      `${v.resyncPercent.toFixed(0)}%`,
+      formatBytes(v.backlogBytes ?? 0),
+      `${formatBytes(v.bytesPerSecond ?? 0)}/s`,
+    ]),
   );
   return `${head}\n${volumes}`;
+}
+
+export function historyTable(h: MachineHistory): string {
+  if (h.samples.length === 0) return `no samples over the last ${h.window} yet (the receiver keeps them in memory since it started)\n`;
+  return formatTable(
+    ['TIME', h.window === 'hour' ? 'RPO' : 'WORST RPO', h.window === 'hour' ? 'THROUGHPUT' : 'MEAN THROUGHPUT'],
+    h.samples.map((x) => [new Date(x.timeMs).toISOString(), `${x.rpoSeconds.toFixed(2)}s`, `${formatBytes(x.bytesPerSecond)}/s`]),
+  );
+}
+
+export function pointsTable(points: PointRow[]): string {
+  return formatTable(
+    ['ID', 'TIME', 'VOLUME', 'KIND', 'ACCURACY', 'ROUND'],
+    points.map((p) => [String(p.id), new Date(p.timeUs / 1000).toISOString(), p.volumeId, p.kind, p.damaged ? `damaged: ${p.damaged}` : p.accuracy, p.groupRound > 0 ? String(p.groupRound) : '-']),
+  );
 }
 
 function policyCells(p: GroupPolicy): string[] {

@@ -167,6 +167,7 @@ export const pointSchema = {
     origin: { type: 'string' },
     groupId: { type: 'string' },
     name: { type: 'string' },
+    groupRound: { type: 'integer', description: 'the group round the point answers; 0: not a group point' },
     damaged: { type: 'string' },
   },
   required: ['id', 'volumeId', 'seq', 'timeUs', 'kind', 'accuracy', 'origin', 'groupId', 'name'],

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunningManagementApi, startManagementApi } from '../../control/api/server';
 import { loadOrCreateIdentity, ReceiverIdentity } from '../../receiver/identity';
 import { DataLayout } from '../../receiver/layout';
+import { runCli } from '../helpers/api-lab';
 import { MemoryPlane } from '../helpers/memory-plane';
 import { tempDirs } from '../helpers/temp-dirs';
 
@@ -80,7 +81,9 @@ describe('management API: what the console uses', () => {
     plane = new MemoryPlane();
     plane.addMachine('m-web01', 'web01');
     plane.addPoints([{ id: 7, volumeId: 'm-web01-root', seq: 10, timeUs: Date.now() * 1000, kind: 'crash', accuracy: 'exact', origin: 'tag', groupId: '', name: '', groupRound: 0 }]);
-    api = await startManagementApi(plane, { host: '127.0.0.1', port: 0, cert: identity.cert, key: identity.key, dataDir, keepAliveMs: 200, consoleDir });
+    // The export writes a stand-in image (the real one, a child `ferry export`, is tested with real replicas in test/recovery).
+    const exportPoint = async (r: { out: string; format?: string }): Promise<void> => fs.writeFileSync(r.out, `image ${r.format}`);
+    api = await startManagementApi(plane, { host: '127.0.0.1', port: 0, cert: identity.cert, key: identity.key, dataDir, keepAliveMs: 200, consoleDir, exportPoint });
   });
   afterAll(async () => {
     await api.close();
@@ -175,6 +178,25 @@ describe('management API: what the console uses', () => {
     const f = await call('POST', '/api/v1/points/7/export', { body: { format: 'qcow9' }, headers: { Cookie: cookie, 'X-CSRF-Token': csrf } });
     expect(f.status).toBe(400);
     expect(JSON.parse(f.body)).toMatchObject({ field: 'format' });
+  });
+
+  it("the CLI makes the console's reads and the export too: ferry machine history, points, export", async () => {
+    const token = JSON.parse((await call('POST', '/api/v1/tokens', { body: { name: 'admin', password: api.newAdminPassword } })).body).token as string;
+    const env = { FERRY_API: api.url, FERRY_TOKEN: token, FERRY_FINGERPRINT: identity.fingerprint, FERRY_CONFIG_DIR: tempDir('cli-config') };
+    const history = await runCli(['machine', 'history', 'web01', '--window', 'hour', '--json'], env);
+    expect(history.status, history.stderr).toBe(0);
+    expect(JSON.parse(history.stdout)).toMatchObject({ window: 'hour', stepMs: 5000 });
+    const points = await runCli(['machine', 'points', 'web01'], env);
+    expect(points.stdout).toMatch(/^ID\s+TIME\s+VOLUME\s+KIND\s+ACCURACY/);
+    expect(points.stdout).toMatch(/\n7\s+\S+\s+m-web01-root\s+crash\s+exact/);
+    const exported = await runCli(['machine', 'export', 'web01', '--point', '7', '--format', 'vhd'], env);
+    expect(exported.status, exported.stderr).toBe(0);
+    const file = path.join(dataDir, 'exports', 'm-web01-root-point-7.vhd');
+    expect(exported.stdout).toContain(file);
+    expect(fs.readFileSync(file, 'utf8')).toBe('image vhd');
+    const foreign = await runCli(['machine', 'export', 'web01', '--point', '8'], env);
+    expect(foreign.status).toBe(3);
+    expect(foreign.stderr).toMatch(/point 8 is not a point of web01/);
   });
 
   it('serves the console with a strict content security policy, and no other files', async () => {

@@ -24,6 +24,20 @@ function draftOf(p: GroupPolicy): Draft {
   return d;
 }
 
+const UNIT_WORDS: Record<number, string> = { 1000: 's', 60_000: 'min', 3_600_000: 'h' };
+
+/** The API speaks milliseconds ("rpoThresholdMs must be >= 1000"); the form speaks its field's unit ("at least 1 s"). */
+export function inFieldUnits(message: string, k: NumKey): string {
+  const unit = UNITS[k];
+  const shown = (ms: string): string => `${Number((Number(ms) / unit.ms).toFixed(3))} ${UNIT_WORDS[unit.ms]}`;
+  const text = message
+    .replace(new RegExp(`^(?:[a-z]+\\.)?${k}\\s*`), '')
+    .replace(/>=\s*(\d+)/g, (_m, n: string) => `at least ${shown(n)}`)
+    .replace(/<=\s*(\d+)/g, (_m, n: string) => `at most ${shown(n)}`)
+    .replace(/(\d+)\s*ms\b/g, (_m, n: string) => shown(n));
+  return `${unit.label.replace(/ \(.*$/, '')} ${text}`;
+}
+
 function keyOf(field: string | undefined): Key | undefined {
   const last = field?.split('.').pop();
   return last === 'multiMachineConsistency' ? last : NUM_KEYS.find((k) => k === last);
@@ -60,7 +74,9 @@ export function PolicyForm({ group, onSaved }: { group: Group; onSaved: (g: Grou
       setSavedRevision(g.revision);
       onSaved(g);
     } catch (err) {
-      setError({ key: err instanceof ApiError ? keyOf(err.field) : undefined, message: errorText(err) });
+      const key = err instanceof ApiError ? keyOf(err.field) : undefined;
+      const message = errorText(err);
+      setError({ key, message: key !== undefined && key !== 'multiMachineConsistency' ? inFieldUnits(message, key) : message });
     } finally {
       setBusy(false);
     }
