@@ -126,7 +126,7 @@ export function machineCommand(): Command {
     withApiOptions(new Command('points'))
       .description("a machine's recovery points over all its volumes, newest first")
       .argument('<machine>', 'id or name')
-      .option('--limit <n>', 'at most this many', wholeNumber(1, 10_000), 100)
+      .addOption(new Option('--limit <n>', 'at most this many').argParser(wholeNumber(1, 10_000)).default(100, '100 points'))
       .action(async (ref: string, opts: CommonApiOptions & { limit: number }) => {
         const client = clientFor(opts);
         const { machines } = await client.get<{ machines: Machine[] }>('/api/v1/machines');
