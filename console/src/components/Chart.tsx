@@ -60,7 +60,7 @@ export function Chart({ label, seriesName, times, values, format, span, color, h
   const latest = values.length > 0 ? values[values.length - 1] : undefined;
   const peak = values.length > 0 ? Math.max(...values) : undefined;
   return (
-    <figure class="chart" aria-label={label} data-samples={String(values.length)} data-peak={String(peak ?? 0)}>
+    <figure class="chart" aria-label={label} data-samples={String(values.length)} data-peak={String(peak ?? 0)} data-latest={String(latest ?? 0)}>
       <div class="chart-plot" ref={box} aria-hidden="true" />
       <figcaption>
         <strong>{seriesName}</strong>:{' '}

@@ -150,7 +150,7 @@ function PlanBody({ plan: initial }: { plan: Plan | null }) {
           )}
           {error !== undefined && placed !== '' && <p class="note note-error">Not saved: see the field marked below or above.</p>}
           {saved !== undefined && <OkNote>Plan saved (revision {saved})</OkNote>}
-          <div class="actions sticky-actions">
+          <div class="actions">
             <button type="submit" class="btn-primary" disabled={busy}>
               {plan === null ? 'Create plan' : 'Save plan'}
             </button>
