@@ -1,4 +1,3 @@
-import { ErrorCode, ProtocolError } from './errors';
 import { Limits } from './limits';
 
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -9,11 +8,4 @@ export const ID_RULE = `1-${Limits.maxIdLength} letters, digits, '.', '_' or '-'
 /** Volume and agent ids become directory names: allow only a conservative character set. */
 export function isSafeId(id: string): boolean {
   return id.length > 0 && id.length <= Limits.maxIdLength && SAFE_ID.test(id) && !id.includes('..');
-}
-
-export function checkVolumeId(id: string): string {
-  if (!isSafeId(id)) {
-    throw new ProtocolError(ErrorCode.BAD_VOLUME_ID, `volume id ${JSON.stringify(id.slice(0, 80))} is not allowed: use ${ID_RULE}`);
-  }
-  return id;
 }

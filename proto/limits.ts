@@ -29,3 +29,15 @@ export const Limits = {
   /** Default for the bytes a peer may send before it has logged in (the handshake needs < 1 KiB). */
   maxPreLoginBytes: 64 * 1024,
 } as const;
+
+/** Bounds of the policy values a receiver may send and an agent accepts. */
+export const PolicyBounds = {
+  minCrashIntervalMs: 100,
+  maxCrashIntervalMs: 24 * 3600 * 1000,
+  minAppIntervalMs: 10_000,
+  maxAppIntervalMs: 7 * 24 * 3600 * 1000,
+  minRpoThresholdMs: 1000,
+  maxRpoThresholdMs: 7 * 24 * 3600 * 1000,
+  /** Longest hold a group round may ask of an agent. */
+  maxRoundHoldMs: 5000,
+} as const;

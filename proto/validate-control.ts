@@ -1,7 +1,7 @@
 import { ferry } from './generated/ferry';
 import { ErrorCode, ProtocolError } from './errors';
-import { checkVolumeId } from './ids';
-import { Limits } from './limits';
+import { checkVolumeId } from './check-ids';
+import { Limits, PolicyBounds } from './limits';
 
 /**
  * Validation of the configuration-server frames: group policy, group rounds (two-phase
@@ -27,16 +27,7 @@ function roundId(value: number | null | undefined, what: string): number {
 
 export const POLICY_VERSION = 1;
 /** Bounds every policy value must keep (the management API checks the same ones). */
-export const PolicyBounds = {
-  minCrashIntervalMs: 100,
-  maxCrashIntervalMs: 24 * 3600 * 1000,
-  minAppIntervalMs: 10_000,
-  maxAppIntervalMs: 7 * 24 * 3600 * 1000,
-  minRpoThresholdMs: 1000,
-  maxRpoThresholdMs: 7 * 24 * 3600 * 1000,
-  /** Longest hold a group round may ask of an agent. */
-  maxRoundHoldMs: 5000,
-} as const;
+export { PolicyBounds };
 
 /** The policy an agent applies: its group's, or none (local config alone). */
 export interface AgentPolicy {

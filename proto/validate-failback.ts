@@ -3,7 +3,7 @@
 // uses at ingest.
 import { ferry } from './generated/ferry';
 import { ErrorCode, ProtocolError } from './errors';
-import { checkVolumeId } from './ids';
+import { checkVolumeId } from './check-ids';
 import { Limits } from './limits';
 
 const SECTOR = 512;

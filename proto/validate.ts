@@ -1,7 +1,8 @@
 import { usToIso } from '../common/time';
 import { ferry } from './generated/ferry';
 import { ErrorCode, ProtocolError } from './errors';
-import { checkVolumeId, isSafeId } from './ids';
+import { checkVolumeId } from './check-ids';
+import { isSafeId } from './ids';
 import { Limits } from './limits';
 import { PayloadAlloc, unpackPayload } from './payload';
 import { accuracyName, AccuracyName, ChangeBatch, ChangeExtent, ExtentKind, TagCut, ValidHashRequest, ValidTag, VolumeSpec } from './types';
