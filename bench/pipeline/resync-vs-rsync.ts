@@ -5,6 +5,7 @@ import { controlRequest } from '../../agent/control';
 import type { AgentStatus } from '../../agent/status';
 import { FERRY_BIN, ReceiverChild } from '../../receiver/child-process';
 import { MiB, seededRandom } from '../common';
+import { makeKey, startSshd } from '../lab/sshd';
 
 export interface ResyncFigures {
   imageMiB: number;
@@ -12,8 +13,12 @@ export interface ResyncFigures {
   ferryInitialSeconds: number;
   ferryInitialSentBytes: number;
   ferryIncrementalSeconds: number;
+  /** rsync --inplace between two local files (no encryption, no network). */
   rsyncInitialSeconds: number | null;
   rsyncIncrementalSeconds: number | null;
+  /** rsync over ssh to a local sshd: encrypted like Ferry's TLS, the peer the figures are judged against. */
+  rsyncSshInitialSeconds: number | null;
+  rsyncSshIncrementalSeconds: number | null;
   agentPeakRssBytes: number;
   scanIntervalMs: number;
 }
@@ -86,13 +91,31 @@ async function waitStatus(socket: string, what: string, ok: (s: AgentStatus) => 
   }
 }
 
+interface SshTarget {
+  /** rsync's -e command. */
+  shell: string;
+  stop: () => Promise<void>;
+}
+
+/** A private sshd on 127.0.0.1 that root may log in to with a fresh key (the bench runs as root). */
+async function sshTarget(dir: string): Promise<SshTarget> {
+  const sshd = await startSshd(dir);
+  const key = makeKey(path.join(dir, 'client_key'));
+  sshd.authorize('root', key.publicLine);
+  const knownHosts = path.join(dir, 'known_hosts');
+  fs.writeFileSync(knownHosts, `${sshd.knownHostsLine('127.0.0.1')}\n`);
+  return { shell: `ssh -p ${sshd.port} -i ${key.privateFile} -o BatchMode=yes -o UserKnownHostsFile=${knownHosts} -o StrictHostKeyChecking=yes`, stop: () => sshd.stop() };
+}
+
 /**
- * rsync's delta transfer of `src` onto `dst`. --ignore-times: its quick check (size and mtime)
- * would otherwise skip a file rewritten within the same second without reading it.
+ * rsync's delta transfer of `src` onto `dst` (on this machine, or over `ssh` to its sshd).
+ * --ignore-times: its quick check (size and mtime) would otherwise skip a file rewritten within
+ * the same second without reading it.
  */
-function timeRsync(src: string, dst: string): number {
+function timeRsync(src: string, dst: string, ssh?: SshTarget): number {
   const start = process.hrtime.bigint();
-  const r = spawnSync('rsync', ['--inplace', '--no-whole-file', '--ignore-times', src, dst], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const remote = ssh ? ['-e', ssh.shell] : [];
+  const r = spawnSync('rsync', ['--inplace', '--no-whole-file', '--ignore-times', ...remote, src, ssh ? `root@127.0.0.1:${dst}` : dst], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   if (r.error || r.status !== 0) throw new Error(`rsync failed: ${r.error?.message ?? r.stderr}`);
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   if (!sameFiles(src, dst)) throw new Error('rsync left the destination different from the source');
@@ -154,16 +177,26 @@ export async function resyncVersusRsync(dir: string, receiver: ReceiverChild, pa
 
     let rsyncInitialSeconds: number | null = null;
     let rsyncIncrementalSeconds: number | null = null;
+    let rsyncSshInitialSeconds: number | null = null;
+    let rsyncSshIncrementalSeconds: number | null = null;
     if (rsyncAvailable()) {
       // rsync runs on a second copy of the image, from the state before the changes.
-      progress('rsync: initial copy');
       const rsSource = path.join(dir, 'rsync-source.img');
       makeImage(rsSource, bytes);
       const rsDest = path.join(dir, 'rsync-dest.img');
-      rsyncInitialSeconds = timeRsync(rsSource, rsDest);
-      progress('rsync: incremental after the same 1% changes');
-      changeOnePercent(rsSource, bytes, 7);
-      rsyncIncrementalSeconds = timeRsync(rsSource, rsDest);
+      const sshDest = path.join(dir, 'rsync-ssh-dest.img');
+      const ssh = await sshTarget(path.join(dir, 'sshd'));
+      try {
+        progress('rsync: initial copy (local, then over ssh)');
+        rsyncInitialSeconds = timeRsync(rsSource, rsDest);
+        rsyncSshInitialSeconds = timeRsync(rsSource, sshDest, ssh);
+        progress('rsync: incremental after the same 1% changes (local, then over ssh)');
+        changeOnePercent(rsSource, bytes, 7);
+        rsyncIncrementalSeconds = timeRsync(rsSource, rsDest);
+        rsyncSshIncrementalSeconds = timeRsync(rsSource, sshDest, ssh);
+      } finally {
+        await ssh.stop();
+      }
     }
     return {
       imageMiB,
@@ -173,6 +206,8 @@ export async function resyncVersusRsync(dir: string, receiver: ReceiverChild, pa
       ferryIncrementalSeconds,
       rsyncInitialSeconds,
       rsyncIncrementalSeconds,
+      rsyncSshInitialSeconds,
+      rsyncSshIncrementalSeconds,
       agentPeakRssBytes: peakRss,
       scanIntervalMs: SCAN_INTERVAL_MS,
     };
