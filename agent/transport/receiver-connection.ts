@@ -72,6 +72,10 @@ export class ReceiverConnection extends EventEmitter {
       rejectUnauthorized: !pinned,
       ca: trust.caFile ? fs.readFileSync(trust.caFile) : undefined,
       localAddress,
+      // A client's frame mask shields plain-HTTP intermediaries from crafted bytes; inside TLS no
+      // intermediary reads them. A zero mask lets ws send each payload as is: no XOR pass over
+      // every byte, no copy (the receiver accepts any mask).
+      generateMask: (mask: Buffer) => void mask.fill(0),
     });
     return new Promise((resolve, reject) => {
       let settled = false;
