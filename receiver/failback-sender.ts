@@ -12,7 +12,7 @@ import type { DecodedFrame, OutgoingFrame } from '../proto/frames';
 import { Limits } from '../proto/limits';
 import { failbackStateValue, FailbackStateName, validateFailbackAck, validateFailbackVolume, ValidFailbackVolume } from '../proto/validate-failback';
 import { validateHeartbeat, timeWindow } from '../proto/validate';
-import { checkVolumeId } from '../proto/ids';
+import { checkVolumeId } from '../proto/check-ids';
 import { afterPass, batchRanges, Chunk, chunkBlocks, differingBlocks, differingRanges, planChunks } from './failback-plan';
 
 /**

@@ -4,7 +4,7 @@ import { log } from '../common/log';
 import { nowUs } from '../common/time';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { decodeFrame, DecodedFrame, encodeFrame, errorFrame, ferry, OutgoingFrame } from '../proto/frames';
-import { checkVolumeId } from '../proto/ids';
+import { checkVolumeId } from '../proto/check-ids';
 import { ScratchBuffer } from '../proto/payload';
 import {
   checkChangeSetTimes,
