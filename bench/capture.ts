@@ -1,5 +1,7 @@
-// Capture benchmark: fio through dm-linear and through dm-ferry (with the agent draining to a
-// receiver on the host, and with a null consumer), in one VM lab boot, on the same virtio disk.
+// Capture benchmark: fio through dm-linear, the kernel's own peers (dm-log-writes, the write
+// logger that also copies every payload; DRBD, a single node whose peer is away, tracking writes
+// in its bitmap) and dm-ferry (with the agent draining to a receiver on the host, and with a null
+// consumer), in one VM lab boot, on the same virtio disk.
 // Usage: node dist/bench/capture.js [--seconds N] [--size-mib N] [--json]
 
 import * as fs from 'fs';
@@ -43,7 +45,14 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
-type Phase = 'linear-1' | 'ferry' | 'ferry-null' | 'linear-2';
+type Phase = 'linear-1' | 'log-writes' | 'drbd' | 'ferry' | 'ferry-null' | 'linear-2';
+const PHASES: readonly Phase[] = ['linear-1', 'log-writes', 'drbd', 'ferry', 'ferry-null', 'linear-2'];
+/** Peers measured only when their tools are there; why one was not is reported. */
+const OPTIONAL: readonly Phase[] = ['drbd'];
+/** drbd-utils' tool for the kernel's DRBD 8.4 module (Debian's 6.1 kernel ships 8.4.11). */
+const DRBDSETUP_84 = '/lib/drbd/drbdsetup-84';
+/** dm-log-writes has no backpressure: its jobs write this much each rather than run for --seconds. */
+const LOG_WRITES_IO_MIB = 256;
 
 interface Figures {
   runs: Record<Phase, Record<string, FioFigures>>;
@@ -51,20 +60,52 @@ interface Figures {
   capture: { dirtyRecords: number; bitmapWrites: number; writes: number; overlaps: number; modeAtEnd: string };
   /** Seconds the agent needed after the last fio run to have everything durable. */
   agentCatchUpSeconds: number;
+  /** Why an optional peer was not measured. */
+  skipped: Partial<Record<Phase, string>>;
   bootMs: number | null;
   totalMs: number;
 }
 
 function guestScript(o: Options, configFile: string): string {
   const sectors = (o.sizeMiB * MiB) / 512;
-  const jobs = (device: string, phase: Phase): string =>
-    JOBS.map((j) => `echo "FIO-BEGIN ${phase} ${j.name}"\n${fioCommand(j, device, o.seconds)}\necho "FIO-END"`).join('\n');
+  const jobs = (device: string, phase: Phase, ioSizeMiB?: number): string =>
+    JOBS.map((j) => `echo "FIO-BEGIN ${phase} ${j.name}"\n${fioCommand(j, device, o.seconds, ioSizeMiB)}\necho "FIO-END"`).join('\n');
   const status = `${STATE}/status.json`;
   return `set -euo pipefail
 mkdir -p ${STATE}
 dmsetup create lin --table "0 ${sectors} linear /dev/vda 0"
 ${jobs('/dev/mapper/lin', 'linear-1')}
 dmsetup remove lin
+
+# dm-log-writes copies every write to a log device: here null_blk, which drops what it gets, so
+# the figure is the logger's own cost (copy and submit), not a second disk's. It queues its
+# copies without bound: a ${o.seconds} s run filled the guest's memory (OOM), so each job writes
+# ${LOG_WRITES_IO_MIB} MiB instead.
+modprobe null_blk nr_devices=1 gb=1024 memory_backed=0
+modprobe dm-log-writes
+dmsetup create lw --table "0 ${sectors} log-writes /dev/vda /dev/nullb0"
+${jobs('/dev/mapper/lw', 'log-writes', LOG_WRITES_IO_MIB)}
+dmsetup remove lw
+
+# DRBD, one node, no peer (StandAlone): every write goes to the disk and marks its bitmap and
+# activity log on an external metadata disk.
+mkdir -p /run/lock /var/lock 2>/dev/null || true  # drbdmeta locks there
+if [ -x ${DRBDSETUP_84} ] && modprobe drbd 2>/tmp/drbd.err; then
+  if drbdmeta --force 0 v08 /dev/vdc flex-external create-md >/tmp/drbd.err 2>&1 &&
+    ${DRBDSETUP_84} new-resource r0 >>/tmp/drbd.err 2>&1 &&
+    ${DRBDSETUP_84} new-minor r0 0 0 >>/tmp/drbd.err 2>&1 &&
+    ${DRBDSETUP_84} attach 0 /dev/vda /dev/vdc flexible >>/tmp/drbd.err 2>&1 &&
+    ${DRBDSETUP_84} primary 0 --force >>/tmp/drbd.err 2>&1; then
+    echo "DRBD-STATE $(cat /proc/drbd | tr '\n' ' ')"
+${jobs('/dev/drbd0', 'drbd')}
+    echo "DRBD-STATE $(cat /proc/drbd | tr '\n' ' ')"
+    ${DRBDSETUP_84} down r0 || true
+  else
+    echo "SKIPPED drbd: setup failed: $(tail -3 /tmp/drbd.err | tr '\n' ' ')"
+  fi
+else
+  echo "SKIPPED drbd: $( [ -x ${DRBDSETUP_84} ] && echo "modprobe drbd failed: $(cat /tmp/drbd.err)" || echo "no ${DRBDSETUP_84} (apt-get install drbd-utils)")"
+fi
 
 dmsetup create fb --table "0 ${sectors} ferry /dev/vda /dev/vdb"
 node bin/ferry agent run --config ${configFile} > /run/agent.log 2>&1 &
@@ -123,21 +164,24 @@ dmsetup remove lin
 `;
 }
 
-function parseOutput(output: string): Pick<Figures, 'runs' | 'capture' | 'agentCatchUpSeconds'> {
-  const runs = { 'linear-1': {}, ferry: {}, 'ferry-null': {}, 'linear-2': {} } as Record<Phase, Record<string, FioFigures>>;
+function parseOutput(output: string): Pick<Figures, 'runs' | 'capture' | 'agentCatchUpSeconds' | 'skipped'> {
+  const runs = Object.fromEntries(PHASES.map((p) => [p, {}])) as Record<Phase, Record<string, FioFigures>>;
+  const skipped: Partial<Record<Phase, string>> = {};
+  for (const m of output.matchAll(/^SKIPPED (\S+): (.*)$/gm)) skipped[m[1] as Phase] = m[2];
   const blocks = output.split('FIO-BEGIN ').slice(1);
   for (const block of blocks) {
     const [head, ...rest] = block.split('\n');
     const [phase, job] = head.trim().split(' ') as [Phase, string];
     runs[phase][job] = parseFio(rest.join('\n').split('FIO-END')[0]);
   }
-  for (const phase of Object.keys(runs) as Phase[]) {
+  for (const phase of PHASES) {
+    if (OPTIONAL.includes(phase) && skipped[phase] !== undefined) continue;
     for (const j of JOBS) if (!runs[phase][j.name]) throw new Error(`no fio result for ${phase} ${j.name}`);
   }
   const capture = /^CAPTURE (.*)$/m.exec(output);
   const catchUp = /^CATCHUP-MS (\d+)$/m.exec(output);
   if (!capture || !catchUp) throw new Error('the guest printed no capture figures');
-  return { runs, capture: JSON.parse(capture[1]) as Figures['capture'], agentCatchUpSeconds: Number(catchUp[1]) / 1000 };
+  return { runs, capture: JSON.parse(capture[1]) as Figures['capture'], agentCatchUpSeconds: Number(catchUp[1]) / 1000, skipped };
 }
 
 async function measure(o: Options, repoRoot: string, work: string): Promise<Figures> {
@@ -167,10 +211,11 @@ async function measure(o: Options, repoRoot: string, work: string): Promise<Figu
         disks: [
           { path: path.join(work, 'data.img'), sizeBytes: o.sizeMiB * MiB },
           { path: path.join(work, 'meta.img'), sizeBytes: 4 * MiB },
+          { path: path.join(work, 'drbd-meta.img'), sizeBytes: 32 * MiB },
         ],
         modules: [ko],
         env: {},
-        timeoutMs: (o.seconds * 8 + CATCH_UP_LIMIT_S + 300) * 1000,
+        timeoutMs: (o.seconds * 12 + CATCH_UP_LIMIT_S + 300) * 1000,
         cpus: 2,
       });
       if (r.kernelProblems.length > 0) throw new Error(`the guest kernel reported problems (run dir ${r.runDir}): ${r.kernelProblems[0]}`);
@@ -194,8 +239,11 @@ function report(f: Figures, o: Options): string {
   const rows: string[][] = [];
   const add = (label: string, job: string, pick: (x: FioFigures) => number, unit: string, digits = 0): void => {
     const base = baseline(f, job, pick);
-    const cell = (phase: Phase): string => `${fmt(pick(f.runs[phase][job]), digits)}${unit} (${(pick(f.runs[phase][job]) / base).toFixed(2)}x)`;
-    rows.push([label, `${fmt(pick(f.runs['linear-1'][job]), digits)} / ${fmt(pick(f.runs['linear-2'][job]), digits)}${unit}`, cell('ferry-null'), cell('ferry')]);
+    const cell = (phase: Phase): string => {
+      const run = f.runs[phase][job];
+      return run ? `${fmt(pick(run), digits)}${unit} (${(pick(run) / base).toFixed(2)}x)` : 'not measured';
+    };
+    rows.push([label, `${fmt(pick(f.runs['linear-1'][job]), digits)} / ${fmt(pick(f.runs['linear-2'][job]), digits)}${unit}`, cell('log-writes'), cell('drbd'), cell('ferry-null'), cell('ferry')]);
   };
   add('4k random write, qd16: IOPS', 'rand4k', (x) => x.iops, '');
   add('4k random write, qd16: throughput', 'rand4k', (x) => x.bytesPerSecond / 1e6, ' MB/s', 1);
@@ -203,16 +251,24 @@ function report(f: Figures, o: Options): string {
   add('1M sequential write, qd16: IOPS', 'seq1m', (x) => x.iops, '');
   add('1M sequential write, qd16: throughput', 'seq1m', (x) => x.bytesPerSecond / 1e6, ' MB/s', 1);
   add('1M sequential write, qd16: p99 latency', 'seq1m', (x) => x.p99LatencyUs, ' us');
-  const ratio = (phase: Phase): number => f.runs[phase].rand4k.iops / baseline(f, 'rand4k', (x) => x.iops);
+  const ratio = (phase: Phase): number => (f.runs[phase].rand4k ? f.runs[phase].rand4k.iops / baseline(f, 'rand4k', (x) => x.iops) : NaN);
   const verdict = (r: number): string => `${r.toFixed(2)}x ${r >= TARGET_IOPS_RATIO ? 'PASS' : 'MISS'}`;
+  const peers = (['log-writes', 'drbd'] as Phase[]).filter((p) => f.runs[p].rand4k);
+  const worstPeer = Math.min(...peers.map(ratio));
+  const peerVerdict = peers.length === 0 ? 'no peer measured' : `${ratio('ferry').toFixed(2)}x against ${peers.map((p) => `${p} ${ratio(p).toFixed(2)}x`).join(', ')}: ${ratio('ferry') >= worstPeer ? 'PASS' : 'MISS'}`;
   return [
     `capture bench: fio ${o.seconds} s per run on a ${o.sizeMiB} MiB virtio disk, one VM boot (qemu TCG, 2 vCPUs), in this order:`,
-    '  dm-linear; dm-ferry with the agent draining to a receiver on the host; the same dm-ferry device with a',
-    '  null consumer (takes and commits a batch every 20 ms, sends nothing: the module\'s own cost); dm-linear again.',
+    `  dm-linear; dm-log-writes (log device: null_blk, so the logger's own copy-and-submit cost; ${LOG_WRITES_IO_MIB} MiB per job: it queues`,
+    '  its copies without bound, and a timed run ran the guest out of memory); DRBD 8.4, one node,',
+    '  no peer (bitmap and activity log on an external metadata disk); dm-ferry with the agent draining to a receiver',
+    '  on the host; the same dm-ferry device with a null consumer (takes and commits a batch every 20 ms, sends',
+    '  nothing: the module\'s own cost); dm-linear again.',
     'TCG distorts absolute figures; compare the ratios (x = figure / mean of the two dm-linear runs, both shown).',
     '',
-    formatTable(['', 'dm-linear (before / after)', 'dm-ferry, null consumer', 'dm-ferry + agent'], rows),
+    formatTable(['', 'dm-linear (before / after)', 'dm-log-writes', 'DRBD', 'dm-ferry, null consumer', 'dm-ferry + agent'], rows),
+    ...Object.entries(f.skipped).map(([p, why]) => `${p} not measured: ${why}`),
     '',
+    `target: dm-ferry + agent 4k IOPS ratio >= the kernel peers': ${peerVerdict}`,
     `target: dm-ferry >= ${TARGET_IOPS_RATIO}x dm-linear 4k IOPS: with the agent ${verdict(ratio('ferry'))}; module alone (null consumer) ${verdict(ratio('ferry-null'))}`,
     `capture while the agent ran: ${f.capture.writes} writes with data, ${f.capture.dirtyRecords} without (pool full or overlapped whole: read back), ${f.capture.bitmapWrites} bitmap-only (ring full), ${f.capture.overlaps} overlapping writes in flight together (fio --norandommap); mode at the end: ${f.capture.modeAtEnd}`,
     f.agentCatchUpSeconds >= CATCH_UP_LIMIT_S

@@ -18,8 +18,12 @@ export interface FioFigures {
   p99LatencyUs: number;
 }
 
-/** The fio command line (as one shell line) for `job` on `device`, `seconds` long. */
-export function fioCommand(job: FioJob, device: string, seconds: number): string {
+/**
+ * The fio command line (as one shell line) for `job` on `device`, `seconds` long, or, with
+ * `ioSizeMiB`, until that much has been written (for a device that cannot take a long run).
+ */
+export function fioCommand(job: FioJob, device: string, seconds: number, ioSizeMiB?: number): string {
+  const length = ioSizeMiB === undefined ? ['--time_based', `--runtime=${seconds}`, '--ramp_time=1'] : [`--io_size=${ioSizeMiB}m`];
   return [
     'fio',
     `--name=${job.name}`,
@@ -29,9 +33,7 @@ export function fioCommand(job: FioJob, device: string, seconds: number): string
     `--iodepth=${job.iodepth}`,
     '--ioengine=libaio',
     '--direct=1',
-    '--time_based',
-    `--runtime=${seconds}`,
-    '--ramp_time=1',
+    ...length,
     '--randrepeat=0',
     '--norandommap',
     '--refill_buffers',
