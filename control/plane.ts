@@ -515,11 +515,14 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
 
   machinePoints(machineId: string, limit = 100): PointRow[] {
     if (!this.store.machine(machineId)) throw new ControlError('not-found', `no machine ${machineId}`, 'id');
-    const volumes = this.core.catalog.volumes().filter((v) => v.agentId === machineId);
-    return volumes
-      .flatMap((v) => this.core.catalog.points(v.id))
+    const n = Math.max(1, Math.min(10_000, limit));
+    // Each volume's newest n (an index walk), then the newest n of those.
+    return this.core.catalog
+      .volumes()
+      .filter((v) => v.agentId === machineId)
+      .flatMap((v) => this.core.catalog.recentPoints(v.id, n))
       .sort((a, b) => b.timeUs - a.timeUs || b.id - a.id)
-      .slice(0, Math.max(1, Math.min(10_000, limit)));
+      .slice(0, n);
   }
 
   point(id: number): PointRow {

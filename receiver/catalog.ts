@@ -332,6 +332,12 @@ export class Catalog {
     return rows.map(toPoint);
   }
 
+  /** The newest `limit` points of one volume, newest first (by seq: capture order). */
+  recentPoints(volumeId: string, limit: number): PointRow[] {
+    const rows = this.run(() => this.db.prepare('SELECT * FROM points WHERE volume_id = ? ORDER BY seq DESC, id DESC LIMIT ?').all(volumeId, limit)) as RawPoint[];
+    return rows.map(toPoint);
+  }
+
   /** The points of group rounds, by round (rounds without points are absent). */
   pointsOfRounds(rounds: readonly number[]): Map<number, PointRow[]> {
     const byRound = new Map<number, PointRow[]>();

@@ -139,12 +139,20 @@ describe('receiver replication: random overlapping writes, tags, exports', () =>
     expect(footer.readUInt32BE(64)).toBe(vhdChecksum(footer));
   });
 
-  it('reports RPO and apply lag per volume in receiver status', () => {
-    const r = runFerry(['receiver', 'status', '--data', dataDir, '--json']);
-    expect(r.status, r.stderr).toBe(0);
-    const status = JSON.parse(r.stdout) as { running: boolean; volumes: Array<Record<string, unknown>> };
+  it('reports RPO and apply lag per volume in receiver status', async () => {
+    // The receiver rewrites its status file every second: read it until it has caught up with
+    // what was acknowledged.
+    let status: { running: boolean; volumes: Array<Record<string, unknown>> } | undefined;
+    let vol: Record<string, unknown> | undefined;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const r = await runFerryAsync(['receiver', 'status', '--data', dataDir, '--json']);
+      expect(r.status, r.stderr).toBe(0);
+      status = JSON.parse(r.stdout) as { running: boolean; volumes: Array<Record<string, unknown>> };
+      vol = status.volumes.find((v) => v.volumeId === VOLUME);
+      if (vol?.durableSeq === seq || Date.now() > deadline) break;
+    }
     expect(status.running).toBe(true);
-    const vol = status.volumes.find((v) => v.volumeId === VOLUME);
     expect(vol).toMatchObject({ connected: true, durableSeq: seq });
     expect(typeof vol?.rpoSeconds).toBe('number');
     expect(typeof vol?.applyLagSeconds).toBe('number');
