@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Server } from 'https';
 import type { PointExporter } from '../../recovery/exporter';
 import type { RecoveryApi } from '../../recovery/contract';
+import type { ProtectionState } from '../../recovery/model';
 import type { ControlPlaneApi } from '../contract';
 import type { HistoryWindow } from '../history';
 import type { PlaneOverview } from '../model';
@@ -15,14 +16,14 @@ const P = '/api/v1';
 /** Exports run in child processes; more at once than this are refused (each reads and writes a volume). */
 const MAX_EXPORTS = 2;
 
-export type Overview = PlaneOverview & { protection: Record<string, string> };
+export type Overview = PlaneOverview & { protection: Record<string, ProtectionState> };
 
 /** The plane's overview with each machine's protection state from the recovery service (protected without one). */
 export function overviewOf(plane: ControlPlaneApi, recovery: RecoveryApi | undefined): Overview {
   const base = plane.overview();
-  const protection: Record<string, string> = {};
+  const protection: Record<string, ProtectionState> = {};
   for (const m of base.machines) {
-    let state = 'protected';
+    let state: ProtectionState = 'protected';
     try {
       if (recovery) state = recovery.protection(m.id).state;
     } catch {
