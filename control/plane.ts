@@ -5,6 +5,7 @@ import { PolicyBounds, ValidAgentEvent, ValidVolumeReport, VolumeReportState } f
 import type { AgentControl, AgentHello, AgentLink, SessionControl } from '../receiver/agent-link';
 import type { PointRow } from '../receiver/catalog';
 import type { ReceiverCore } from '../receiver/core';
+import type { VolumeRuntimeStatus } from '../receiver/status';
 import { AgentRegistry } from './agent-registry';
 import { AlertMonitor } from './alert-monitor';
 import { AlertEvent, resyncTransitions } from './alerts';
@@ -275,11 +276,12 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
 
   // ---- machines ------------------------------------------------------------------------------
 
-  private volumeViews(): VolumeView[] {
+  /** `statuses`: the core's status when the caller has just read it (it reads damage from the catalog). */
+  private volumeViews(statuses: VolumeRuntimeStatus[] = this.core.volumeStatus()): VolumeView[] {
     return volumeViews(
       this.core.catalog.volumes(),
       this.store.machines(),
-      this.core.volumeStatus(),
+      statuses,
       (agentId, volumeId) => this.reports.get(agentId)?.get(volumeId),
       (volumeId) => this.throughput.rate(volumeId),
       (volumeId) => this.core.catalog.hasUsablePoint(volumeId),
@@ -290,8 +292,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     return machineView(m, views, this.registry.isConnected(m.id), this.now());
   }
 
-  machines(filter: MachineFilter = {}): Machine[] {
-    const views = this.volumeViews();
+  machines(filter: MachineFilter = {}, views: VolumeView[] = this.volumeViews()): Machine[] {
     return this.store
       .machines()
       .map((m) => this.toMachine(m, views))
@@ -504,7 +505,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
     this.throughput.forget(new Set(statuses.map((s) => s.volumeId)));
     this.history.record(
       now,
-      this.machines().map((m) => ({ id: m.id, rpoSeconds: m.rpoSeconds, bytesPerSecond: m.volumes.reduce((sum, v) => sum + v.bytesPerSecond, 0) })),
+      this.machines({}, this.volumeViews(statuses)).map((m) => ({ id: m.id, rpoSeconds: m.rpoSeconds, bytesPerSecond: m.volumes.reduce((sum, v) => sum + v.bytesPerSecond, 0) })),
     );
   }
 
@@ -533,7 +534,7 @@ export class ControlPlane implements ControlPlaneApi, SessionControl {
 
   overview(): PlaneOverview {
     const statuses = this.core.volumeStatus();
-    const machines = this.machines();
+    const machines = this.machines({}, this.volumeViews(statuses));
     return {
       machines,
       groups: this.groups(),
