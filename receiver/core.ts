@@ -444,39 +444,53 @@ export class ReceiverCore {
     setImmediate(() => this.pump());
   }
 
-  /** Applies one step per volume per turn, so ingest and other volumes keep moving. */
+  /**
+   * Starts a step on the apply thread for every volume with work and none running: ingest and
+   * other volumes keep moving while it runs.
+   */
   private pump(): void {
     this.pumpScheduled = false;
-    let more = false;
     let paused = false;
     for (const [id, rt] of this.volumes) {
       const store = rt.store;
-      if (!store || rt.health.failure('apply')) continue;
-      if (store.hasWork() && fs.existsSync(this.layout.applyPauseFile(id))) {
+      if (!store || rt.health.failure('apply') || store.stepping || !store.hasWork()) continue;
+      if (fs.existsSync(this.layout.applyPauseFile(id))) {
         paused = true;
         continue;
       }
-      let step: AppliedStep | undefined;
-      try {
-        step = store.applyNext();
-        if (step && !store.hasWork()) store.saveCheckpoint();
-      } catch (err) {
-        this.applyFailed(rt, err);
-        continue;
-      }
-      if (!step) continue;
-      this.afterStep(rt, store, step);
-      if (store.hasWork()) more = true;
+      void this.step(rt, store);
     }
     this.refreshHolds();
-    if (more) this.schedulePump();
-    else if (paused && !this.pausePoll) {
+    if (paused && !this.pausePoll) {
       this.pausePoll = setTimeout(() => {
         this.pausePoll = undefined;
         this.schedulePump();
       }, PAUSE_POLL_MS);
       this.pausePoll.unref();
     }
+  }
+
+  private async step(rt: VolumeRuntime, store: VolumeStore): Promise<void> {
+    let step: AppliedStep | undefined;
+    try {
+      step = await store.applyNextAsync(this.options.checkpointIntervalMs);
+    } catch (err) {
+      if (this.isCurrent(rt, store)) this.applyFailed(rt, err);
+      return;
+    }
+    // The volume was closed or opened again while the step ran: it no longer counts.
+    if (!this.isCurrent(rt, store)) return;
+    try {
+      if (step) this.afterStep(rt, store, step);
+      this.refreshHolds();
+    } catch (err) {
+      log.error('after an apply step', { volume: rt.spec.volumeId, error: (err as Error).message });
+    }
+    if (store.hasWork()) this.schedulePump();
+  }
+
+  private isCurrent(rt: VolumeRuntime, store: VolumeStore): boolean {
+    return this.volumes.get(rt.spec.volumeId) === rt && rt.store === store;
   }
 
   private afterStep(rt: VolumeRuntime, store: VolumeStore, step: AppliedStep): void {

@@ -2,34 +2,24 @@ import * as fs from 'fs';
 import { decodeFrame } from '../proto/frames';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { ChangeBatch, VolumeSpec } from '../proto/types';
-import { validateChangeSet } from '../proto/validate';
-import { ApplyGroup, rollBack } from './apply/apply-batch';
+import { EngineOpened, StepInput, StepOutput } from './apply/apply-engine';
+import { VolumeEngine } from './apply/apply-thread';
 import { DataLayout } from './layout';
-import { BlockSums, blocksOf, blockSumsOf, SUM_BLOCK, UNKNOWN_SUM } from './storage/block-sums';
 import { Checkpoint } from './storage/checkpoint';
 import { StorageDamage } from './storage/damage';
-import { UndoJournal, undoRecordsNewestFirst } from './storage/journal';
-import { Replica } from './storage/replica';
 import { Spool, SPOOL_RECORD_OVERHEAD, SpoolCursor, SpoolLost } from './storage/spool';
-import { flock, seekData, seekHole } from '../native/addon';
+import { withLockFile } from './apply/apply-engine';
 import { BufferArena } from '../common/arena';
-import { blockHashes } from '../common/block-hash';
 
-const AUTO_POINT_INTERVAL_US = 1_000_000;
 /** Spooled bytes one apply step may take: big enough to share fsyncs, small enough to keep ingest responsive. */
 const APPLY_STEP_BYTES = 16 * 1024 * 1024;
 /** Ingested change-set frames held in memory for apply (see VolumeStore.recent). */
 const RECENT_CACHE_BYTES = 64 * 1024 * 1024;
-/**
- * One step's frames read from the spool (a little over APPLY_STEP_BYTES), their decompressed
- * data and the old data of its journal groups; a step that needs more gets buffers of its own.
- */
-const APPLY_ARENA_BYTES = 64 * 1024 * 1024;
+/** One step's frames read from the spool (a little over APPLY_STEP_BYTES); more get buffers of their own. */
+const APPLY_ARENA_BYTES = 24 * 1024 * 1024;
 
-export interface AutoPoint {
-  seq: number;
-  timeUs: number;
-}
+export type { AutoPoint } from './apply/apply-engine';
+import type { AutoPoint } from './apply/apply-engine';
 
 /** Seqs apply had to skip because the spool records that held them are damaged. */
 export interface LostSeqs {
@@ -92,26 +82,24 @@ export class VolumeStore {
    */
   private readonly recent = new Map<number, { frame: Buffer; lastSeq: number }>();
   private recentBytes = 0;
-  /** Spool frames, decompressed data and old data of one apply step (see APPLY_ARENA_BYTES). */
+  /** Spool frames of one apply step (see APPLY_ARENA_BYTES). */
   private readonly arena = new BufferArena(APPLY_ARENA_BYTES);
   private applyBroken: Error | undefined;
-  private journal: UndoJournal;
+  /** A step is on the apply thread (see applyNextAsync). */
+  private busy = false;
+  /** Bumped when apply starts over (recover, close): a step still running then no longer counts. */
+  private generation = 0;
   appliedCaptureUs = 0;
   readonly openReport: OpenReport;
 
   private constructor(
     readonly spec: VolumeSpec,
-    private readonly layout: DataLayout,
     private readonly spool: Spool,
-    journal: UndoJournal,
+    private readonly engine: VolumeEngine,
     private readonly checkpoint: Checkpoint,
-    private readonly replica: Replica,
-    private readonly sums: BlockSums,
-    private readonly segmentBytes: number,
     lastAutoPointUs: number,
     report: Omit<OpenReport, 'durableSeq' | 'checkpointSeq'>,
   ) {
-    this.journal = journal;
     this.applied = checkpoint.seq;
     this.accepted = Math.max(spool.durableSeq, checkpoint.seq);
     this.cursor = spool.cursor(this.applied);
@@ -120,52 +108,42 @@ export class VolumeStore {
     this.indexUnapplied();
   }
 
+  /**
+   * Opens a volume's files: the apply side (replica, sums, undo journal) on an apply thread,
+   * the spool and the checkpoint here. Whatever a crash left past the checkpoint is rolled back.
+   */
   static open(layout: DataLayout, spec: VolumeSpec, lastAutoPointUs: number, segmentBytes = 64 * 1024 * 1024): VolumeStore {
     const id = spec.volumeId;
     fs.mkdirSync(layout.volumeDir(id), { recursive: true, mode: 0o700 });
     const opened: Array<{ close(): void }> = [];
     try {
-      const replica = Replica.open(layout.replicaFile(id), spec.sizeBytes);
-      opened.push(replica);
-      const sumsExisted = fs.existsSync(layout.sumsFile(id));
-      const sums = BlockSums.open(layout.sumsFile(id), spec.sizeBytes);
-      opened.push(sums);
-      if (!sumsExisted) buildSums(replica, sums);
+      const { engine, opened: engineOpened } = VolumeEngine.open({ root: layout.root, volumeId: id, sizeBytes: spec.sizeBytes, segmentBytes });
+      opened.push(engine);
       const checkpoint = Checkpoint.open(layout.checkpointFile(id));
       opened.push(checkpoint);
-      const journal = UndoJournal.open(layout.journalDir(id), segmentBytes);
-      opened.push(journal);
       const spool = Spool.open(layout.spoolDir(id), segmentBytes);
       opened.push(spool);
-      const damage: StorageDamage[] = [...spool.damageFound, ...journal.damageFound];
+      const damage: StorageDamage[] = [...spool.damageFound, ...engineOpened.damage];
       let checkpointRecovered: { seq: number } | undefined;
       if (checkpoint.lost) {
-        const seq = recoveryTarget(journal, spool);
+        const seq = recoveryTarget(engineOpened, spool);
         damage.push({ kind: 'checkpoint', file: layout.checkpointFile(id), offset: 0, length: 1024, detail: `both checkpoint slots are damaged; the applied seq was recovered from the undo journal and the spool as ${seq}` });
         checkpointRecovered = { seq };
       }
       const target = checkpointRecovered?.seq ?? checkpoint.seq;
       let rolledBack = 0;
-      if (journal.newestSeq > target || checkpointRecovered) {
-        const lostOld: StorageDamage[] = [];
-        withVolumeLock(layout, id, 'exclusive', true, () => {
-          rolledBack = rollBack(undoRecordsNewestFirst(layout.journalDir(id), target, (d) => lostOld.push(d)), replica, sums);
-          // Ranges whose old data is lost hold an unknown mix now; the spool writes them again,
-          // and their sums say "unknown" so that no older point is rebuilt from them.
-          for (const d of lostOld) poisonSums(sums, d.volumeOffset ?? 0, d.volumeLength ?? 0);
-          replica.sync();
-          sums.sync();
-          journal.truncateAfter(target);
-        });
-        damage.push(...lostOld.map((d) => ({ ...d, detail: `${d.detail}; its range was rewritten from the spool, older points of it are lost` })));
+      if (engineOpened.journalNewestSeq > target || checkpointRecovered) {
+        const result = engine.rollBackTo(target, true);
+        rolledBack = result.records;
+        damage.push(...result.lostOld.map((d) => ({ ...d, detail: `${d.detail}; its range was rewritten from the spool, older points of it are lost` })));
       }
       if (checkpointRecovered) checkpoint.save(checkpointRecovered.seq);
-      return new VolumeStore(spec, layout, spool, journal, checkpoint, replica, sums, segmentBytes, lastAutoPointUs, {
+      return new VolumeStore(spec, spool, engine, checkpoint, lastAutoPointUs, {
         rolledBackRecords: rolledBack,
-        tornBytes: spool.tornBytesDropped + journal.tornBytesDropped,
+        tornBytes: spool.tornBytesDropped + engineOpened.tornBytes,
         damage,
         checkpointRecovered,
-        sumsBuilt: !sumsExisted,
+        sumsBuilt: engineOpened.sumsBuilt,
       });
     } catch (err) {
       for (const f of opened.reverse()) {
@@ -293,33 +271,66 @@ export class VolumeStore {
     return !this.applyBroken && this.applied < this.spool.durableSeq;
   }
 
+  /** A step is running on the apply thread. */
+  get stepping(): boolean {
+    return this.busy;
+  }
+
   /**
    * Applies durable change sets in seq order, as many as fit in `maxBytes` of spooled frames
-   * (at least one), so that consecutive change sets share journal fsyncs. Nothing the step did
-   * counts (applied seq, auto points) unless all of it succeeded; a failure leaves apply broken
-   * until `recoverApply`.
+   * (at least one), so that consecutive change sets share journal fsyncs, waiting here for the
+   * apply thread. Nothing the step did counts (applied seq, auto points) unless all of it
+   * succeeded; a failure leaves apply broken until `recoverApply`.
    */
   applyNext(maxBytes = APPLY_STEP_BYTES): AppliedStep | undefined {
-    if (!this.hasWork()) return undefined;
+    if (!this.hasWork() || this.busy) return undefined;
     try {
-      return this.applyStep(maxBytes);
+      const gathered = this.gather(maxBytes);
+      const out = gathered.input.records.length > 0 ? this.engine.stepSync(gathered.input) : this.nothingApplied();
+      return this.commit(gathered, out);
     } catch (err) {
       this.applyBroken = err as Error;
       throw err;
     }
   }
 
-  private applyStep(maxBytes: number): AppliedStep | undefined {
+  /**
+   * `applyNext` with the step on the apply thread while this thread goes on (ingest keeps
+   * moving); one step at a time. Saves a checkpoint after the step when nothing is left to
+   * apply or one is due after `checkpointEveryMs`.
+   */
+  async applyNextAsync(checkpointEveryMs: number): Promise<AppliedStep | undefined> {
+    if (!this.hasWork() || this.busy) return undefined;
+    const generation = this.generation;
+    this.busy = true;
+    try {
+      const gathered = this.gather(APPLY_STEP_BYTES);
+      const out = gathered.input.records.length > 0 ? await this.engine.step(gathered.input) : this.nothingApplied();
+      if (generation !== this.generation) return undefined;
+      const step = this.commit(gathered, out);
+      if (step && (!this.hasWork() || Date.now() - this.lastCheckpointMs >= checkpointEveryMs)) await this.checkpointAfterStep(generation);
+      return generation === this.generation ? step : undefined;
+    } catch (err) {
+      if (generation === this.generation) this.applyBroken = err as Error;
+      throw err;
+    } finally {
+      if (generation === this.generation) this.busy = false;
+    }
+  }
+
+  private nothingApplied(): StepOutput {
+    return { autoPoints: [], autoAfterUs: this.lastAutoPointUs, capturedUs: this.appliedCaptureUs, damage: [] };
+  }
+
+  /** The durable change sets of the next step, read here; the apply thread decodes and applies them. */
+  private gather(maxBytes: number): Gathered {
     this.arena.reset();
-    const group = new ApplyGroup(this.replica, this.journal, this.sums, this.arena);
     const firstAfter = this.applied;
     let through = this.applied;
-    let autoAfterUs = this.lastAutoPointUs;
-    let capturedUs = this.appliedCaptureUs;
-    const autoPoints: AutoPoint[] = [];
     const lost: LostSeqs[] = [];
     let bytes = 0;
     const taken: Array<{ first: number; frame: Buffer }> = [];
+    const input: StepInput = { records: [], autoAfterUs: this.lastAutoPointUs, capturedUs: this.appliedCaptureUs };
     while (through < this.spool.durableSeq && bytes < maxBytes) {
       const rec = this.cursor.next(this.arena, (first, last) => this.recent.get(first)?.lastSeq === last);
       if (!rec) break;
@@ -337,42 +348,27 @@ export class VolumeStore {
       }
       bytes += rec.bytes;
       const held = this.recent.get(rec.firstSeq);
-      const frame = held && held.lastSeq === rec.lastSeq ? held.frame : rec.frame;
-      if (held && held.lastSeq === rec.lastSeq) taken.push({ first: rec.firstSeq, frame: held.frame });
-      const batch = this.decodeSpooled(frame, rec.firstSeq, rec.lastSeq);
-      group.add(batch, through);
-      for (const ext of batch.extents) {
-        if (ext.seq <= through) continue;
-        capturedUs = ext.captureTimeUs;
-        if (batch.accuracy === 'exact' && ext.captureTimeUs >= autoAfterUs + AUTO_POINT_INTERVAL_US) {
-          autoPoints.push({ seq: ext.seq, timeUs: ext.captureTimeUs });
-          autoAfterUs = ext.captureTimeUs;
-        }
-      }
-      through = Math.max(through, batch.lastSeq);
+      const fromCache = held !== undefined && held.lastSeq === rec.lastSeq;
+      if (fromCache) taken.push({ first: rec.firstSeq, frame: held.frame });
+      input.records.push({ firstSeq: rec.firstSeq, lastSeq: rec.lastSeq, afterSeq: through, frame: fromCache ? held.frame : rec.frame });
+      through = Math.max(through, rec.lastSeq);
     }
-    group.finish();
-    // Everything of the step is durable in the journal and written: now it counts.
-    for (const t of taken) {
+    return { input, lost, taken, firstAfter, through };
+  }
+
+  /** Everything of the step is durable in the journal and written: now it counts. */
+  private commit(gathered: Gathered, out: StepOutput): AppliedStep | undefined {
+    for (const t of gathered.taken) {
       if (this.recent.delete(t.first)) this.recentBytes -= t.frame.length;
     }
-    if (through === firstAfter) return undefined;
-    this.applied = through;
-    this.lastAutoPointUs = autoAfterUs;
-    this.appliedCaptureUs = capturedUs;
+    if (gathered.through === gathered.firstAfter) return undefined;
+    this.applied = gathered.through;
+    this.lastAutoPointUs = out.autoAfterUs;
+    this.appliedCaptureUs = out.capturedUs;
     while (this.unapplied.length > 0 && this.unapplied[0].lastSeq <= this.applied) {
       this.unappliedBytesTotal -= (this.unapplied.shift() as { bytes: number }).bytes;
     }
-    return { firstSeq: firstAfter + 1, lastSeq: this.applied, autoPoints, damage: group.damage, lost };
-  }
-
-  /** The change set of a spooled frame, its data decompressed into the step's arena. */
-  private decodeSpooled(raw: Buffer, firstSeq: number, lastSeq: number): ChangeBatch {
-    const frame = decodeFrame(raw);
-    if (!frame.changeSet) throw new Error(`spool record ${firstSeq}..${lastSeq} holds no change set`);
-    // Skip the payload's CRC: the spool record's own CRC has just covered these bytes, or (a
-    // frame held since ingest) the payload's was checked then.
-    return validateChangeSet(frame.changeSet, this.spec.sizeBytes, false, (size) => this.arena.take(size));
+    return { firstSeq: gathered.firstAfter + 1, lastSeq: this.applied, autoPoints: out.autoPoints, damage: out.damage, lost: gathered.lost };
   }
 
   /**
@@ -381,19 +377,8 @@ export class VolumeStore {
    * from the checkpoint. Throws when the disk still fails; call again later.
    */
   recoverApply(): number {
-    if (this.journal.failure) this.journal.discardUnsynced();
-    this.journal.close();
-    this.journal = UndoJournal.open(this.layout.journalDir(this.spec.volumeId), this.segmentBytes);
-    const id = this.spec.volumeId;
-    let rolledBack = 0;
-    if (this.journal.newestSeq > this.checkpoint.seq) {
-      withVolumeLock(this.layout, id, 'exclusive', true, () => {
-        rolledBack = rollBack(undoRecordsNewestFirst(this.layout.journalDir(id), this.checkpoint.seq), this.replica, this.sums);
-        this.replica.sync();
-        this.sums.sync();
-        this.journal.truncateAfter(this.checkpoint.seq);
-      });
-    }
+    this.startOver();
+    const rolledBack = this.engine.recover(this.checkpoint.seq);
     this.applied = this.checkpoint.seq;
     this.cursor.close();
     this.cursor = this.spool.cursor(this.applied);
@@ -402,39 +387,55 @@ export class VolumeStore {
     return rolledBack;
   }
 
+  /** A step still running no longer counts. */
+  private startOver(): void {
+    this.generation++;
+    this.busy = false;
+  }
+
   /** Hashes of `count` blocks of the replica as applied now (see common/block-hash). */
   replicaHashes(offset: number, blockSize: number, count: number): Buffer {
-    const end = Math.min(this.spec.sizeBytes, offset + count * blockSize);
-    return blockHashes(this.replica.read(offset, end - offset), blockSize);
+    return this.engine.hashes(offset, blockSize, count);
   }
 
   /** Makes the applied state durable, then frees spool segments it no longer needs. */
   saveCheckpoint(): void {
     this.lastCheckpointMs = Date.now();
     if (this.applyBroken || this.checkpoint.seq === this.applied) return;
+    const seq = this.applied;
     try {
-      this.replica.sync();
-      this.sums.sync();
-      this.checkpoint.save(this.applied);
+      this.engine.syncData();
+      this.checkpoint.save(seq);
     } catch (err) {
       // The replica may not hold what the checkpoint would say: start over from the last one.
       this.applyBroken = err as Error;
       throw err;
     }
-    this.spool.pruneThrough(this.applied);
+    this.spool.pruneThrough(seq);
   }
 
+  private async checkpointAfterStep(generation: number): Promise<void> {
+    this.lastCheckpointMs = Date.now();
+    const seq = this.applied;
+    if (this.checkpoint.seq === seq) return;
+    await this.engine.syncDataAsync();
+    if (generation !== this.generation) return;
+    this.checkpoint.save(seq);
+    this.spool.pruneThrough(seq);
+  }
+
+  /** A checkpoint is owed (the timer's; a running step saves its own when due). */
   checkpointDue(intervalMs: number): boolean {
-    return !this.applyBroken && this.checkpoint.seq !== this.applied && Date.now() - this.lastCheckpointMs >= intervalMs;
+    return !this.applyBroken && !this.busy && this.checkpoint.seq !== this.applied && Date.now() - this.lastCheckpointMs >= intervalMs;
   }
 
   /** Frees undo journal segments no retained point needs. Skipped while an export reads them. */
   pruneJournalThrough(seq: number): number {
-    return withVolumeLock(this.layout, this.spec.volumeId, 'exclusive', false, () => this.journal.pruneThrough(seq)) ?? 0;
+    return this.engine.pruneThrough(seq);
   }
 
   get journalSegments(): number {
-    return this.journal.segmentCount;
+    return this.engine.journalSegments;
   }
 
   /** Closes the files; a clean close saves a last checkpoint when apply is healthy. */
@@ -442,18 +443,18 @@ export class VolumeStore {
     try {
       if (!this.applyBroken) this.saveCheckpoint();
     } finally {
+      this.startOver();
       this.cursor.close();
       this.spool.close(!this.spool.failure);
-      this.journal.close();
       this.checkpoint.close();
-      this.replica.close();
-      this.sums.close();
+      this.engine.close();
     }
   }
 
   /** Closes the files without saving anything (the volume failed; reopening recovers it). */
   abandon(): void {
-    const closers = [() => this.cursor.close(), () => this.spool.close(false), () => this.journal.close(), () => this.checkpoint.close(), () => this.replica.close(), () => this.sums.close()];
+    this.startOver();
+    const closers = [() => this.cursor.close(), () => this.spool.close(false), () => this.checkpoint.close(), () => this.engine.close()];
     for (const c of closers) {
       try {
         c();
@@ -464,6 +465,14 @@ export class VolumeStore {
   }
 }
 
+interface Gathered {
+  input: StepInput;
+  lost: LostSeqs[];
+  taken: Array<{ first: number; frame: Buffer }>;
+  firstAfter: number;
+  through: number;
+}
+
 /**
  * The seq to roll back to when both checkpoint slots are lost. The journal holds undo records
  * for every write applied from its oldest segment on, and the spool holds every change set
@@ -471,43 +480,13 @@ export class VolumeStore {
  * can carry forward. Seqs before the journal's oldest record had no undo record to keep: none
  * was applied past the checkpoint that pruned it.
  */
-export function recoveryTarget(journal: UndoJournal, spool: Spool): number {
-  const journalFrom = journal.oldestSegmentSeq > 0 ? journal.oldestSegmentSeq - 1 : journal.newestSeq;
+export function recoveryTarget(journal: Pick<EngineOpened, 'journalNewestSeq' | 'journalOldestSegmentSeq'>, spool: Spool): number {
+  const journalFrom = journal.journalOldestSegmentSeq > 0 ? journal.journalOldestSegmentSeq - 1 : journal.journalNewestSeq;
   const spoolFrom = spool.firstSeqHeld > 0 ? spool.firstSeqHeld - 1 : spool.durableSeq;
   return Math.max(journalFrom, spoolFrom);
 }
 
-/** Makes blocks of a range say "content unknown", so nothing rebuilds an older image of them. */
-function poisonSums(sums: BlockSums, offset: number, length: number): void {
-  const { first, end } = blocksOf(offset, length);
-  sums.write(first, new Uint32Array(end - first).fill(UNKNOWN_SUM));
-}
-
-/** Computes the sums of a replica that has none yet (a data directory from before sums). */
-function buildSums(replica: Replica, sums: BlockSums): void {
-  const chunk = 4 * 1024 * 1024;
-  let pos = 0;
-  while (pos < replica.sizeBytes) {
-    const dataStart = seekData(replica.fd, pos);
-    if (dataStart < 0 || dataStart >= replica.sizeBytes) break;
-    const start = Math.floor(dataStart / SUM_BLOCK) * SUM_BLOCK;
-    const dataEnd = Math.min(replica.sizeBytes, Math.max(seekHole(replica.fd, dataStart), dataStart + 1));
-    for (let off = start; off < dataEnd; off += chunk) {
-      const len = Math.min(chunk, replica.sizeBytes - off);
-      sums.write(off / SUM_BLOCK, blockSumsOf(replica.read(off, len)));
-    }
-    pos = Math.ceil(dataEnd / SUM_BLOCK) * SUM_BLOCK;
-  }
-  sums.sync();
-}
-
 /** Runs `fn` under the volume's lock file; returns undefined when `wait` is false and it is busy. */
 export function withVolumeLock<T>(layout: DataLayout, volumeId: string, mode: 'shared' | 'exclusive', wait: boolean, fn: () => T): T | undefined {
-  const fd = fs.openSync(layout.lockFile(volumeId), 'a', 0o600);
-  try {
-    if (!flock(fd, mode, wait)) return undefined;
-    return fn();
-  } finally {
-    fs.closeSync(fd);
-  }
+  return withLockFile(layout.lockFile(volumeId), mode, wait, fn);
 }

@@ -133,6 +133,39 @@ describe('apply with undo journal', () => {
     store.close();
   });
 
+  it('steps on the apply thread while ingest goes on, and a recovery started mid-step discards that step', async () => {
+    const root = tmp('async');
+    const layout = new DataLayout(root);
+    const spec = { volumeId: 'v1', sizeBytes: SIZE, blockSize: 4096 };
+    const model = new VolumeModel(SIZE);
+    const store = VolumeStore.open(layout, spec, 0, 1 << 16);
+    let seq = 0;
+    const ingestOne = async (b: number): Promise<void> => {
+      const records = [write((b % 5) * 65536, 65536, 0x20 + b), write(4096 * (b % 7), 4096, 0x60 + b)];
+      records.forEach((r, i) => model.add(seq + 1 + i, r));
+      const cs = buildChangeSet('v1', seq + 1, records, 'exact');
+      seq += records.length;
+      await store.ingest(encodeFrame({ changeSet: cs }), validateChangeSet(cs, SIZE));
+    };
+    for (let b = 0; b < 4; b++) await ingestOne(b);
+    const first = store.applyNextAsync(60_000);
+    expect(store.stepping).toBe(true);
+    // Ingest does not wait for the step.
+    for (let b = 4; b < 8; b++) await ingestOne(b);
+    const step = await first;
+    expect(step?.lastSeq).toBeGreaterThanOrEqual(8);
+    expect(store.stepping).toBe(false);
+    // A step the recovery overtakes no longer counts; apply starts over from the checkpoint.
+    const overtaken = store.applyNextAsync(60_000);
+    store.recoverApply();
+    expect(await overtaken).toBeUndefined();
+    expect(store.appliedSeq).toBe(store.checkpointSeq);
+    while (store.hasWork()) await store.applyNextAsync(60_000);
+    expect(store.appliedSeq).toBe(seq);
+    expect(sha256(Buffer.from(fs.readFileSync(layout.replicaFile('v1'))))).toBe(sha256(model.imageAt(seq)));
+    store.close();
+  });
+
   it('opening a volume after a crash mid-apply rolls back and re-applies to the exact state', async () => {
     const root = tmp('recover');
     const layout = new DataLayout(root);

@@ -1,0 +1,249 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { MessageChannel, MessagePort, receiveMessageOnPort, Worker } from 'worker_threads';
+import { log } from '../../common/log';
+import { EngineFiles, EngineOpened, RolledBack, StepInput, StepOutput } from './apply-engine';
+import { EngineHost, EngineReply, EngineRequest, fromWireError, PackedStep } from './engine-host';
+
+/** Built next to this file; from TypeScript sources (tests) the built copy under dist/. */
+const WORKER_SCRIPTS = [path.join(__dirname, 'apply-worker.js'), path.resolve(__dirname, '../../dist/receiver/apply/apply-worker.js')];
+/** A synchronous request gives up on a thread that has not answered in this long. */
+const SYNC_WAIT_LIMIT_MS = 10 * 60 * 1000;
+
+/** Where engine requests go: a worker thread, or this thread when none can run. */
+interface Channel {
+  call(req: EngineRequest, transfer: ArrayBuffer[]): Promise<EngineReply>;
+  callSync(req: EngineRequest): EngineReply;
+  volumes: number;
+}
+
+/** This thread does the work (no worker script, or FERRY_APPLY_THREADS=0). */
+class LocalChannel implements Channel {
+  private readonly host = new EngineHost();
+  private nextId = 1;
+  volumes = 0;
+
+  call(req: EngineRequest): Promise<EngineReply> {
+    return Promise.resolve(this.callSync(req));
+  }
+
+  callSync(req: EngineRequest): EngineReply {
+    return this.host.handle(this.nextId++, req);
+  }
+}
+
+/**
+ * A worker thread serving engines. Requests are answered in order; a synchronous request
+ * blocks this thread (Atomics.wait on a shared counter the worker bumps after each reply)
+ * until its answer, taking any earlier answers off the port on the way.
+ */
+class WorkerChannel implements Channel {
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly signal = new Int32Array(new SharedArrayBuffer(4));
+  private readonly pending = new Map<number, (reply: EngineReply) => void>();
+  private nextId = 1;
+  private dead: Error | undefined;
+  volumes = 0;
+
+  constructor(script: string) {
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    this.worker = new Worker(script, { workerData: { port: port2, signal: this.signal }, transferList: [port2] });
+    this.worker.unref();
+    this.port.on('message', (reply: EngineReply) => this.deliver(reply));
+    this.port.unref();
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => this.fail(new Error(`apply thread exited (code ${code})`)));
+  }
+
+  get failed(): boolean {
+    return this.dead !== undefined;
+  }
+
+  call(req: EngineRequest, transfer: ArrayBuffer[]): Promise<EngineReply> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    const answered = new Promise<EngineReply>((resolve) => this.pending.set(id, resolve));
+    this.port.ref();
+    this.port.postMessage({ id, req }, transfer);
+    return answered;
+  }
+
+  callSync(req: EngineRequest): EngineReply {
+    if (this.dead) throw this.dead;
+    const id = this.nextId++;
+    let answer: EngineReply | undefined;
+    this.pending.set(id, (reply) => (answer = reply));
+    this.port.ref();
+    this.port.postMessage({ id, req });
+    const deadline = Date.now() + SYNC_WAIT_LIMIT_MS;
+    for (;;) {
+      const seen = Atomics.load(this.signal, 0);
+      for (let msg = receiveMessageOnPort(this.port); msg; msg = receiveMessageOnPort(this.port)) this.deliver(msg.message as EngineReply);
+      if (answer) return answer;
+      if (Date.now() > deadline) {
+        this.pending.delete(id);
+        throw new Error(`the apply thread did not answer ${req.op} in ${SYNC_WAIT_LIMIT_MS / 1000} s`);
+      }
+      Atomics.wait(this.signal, 0, seen, 1000);
+    }
+  }
+
+  private deliver(reply: EngineReply): void {
+    const resolve = this.pending.get(reply.id);
+    this.pending.delete(reply.id);
+    if (this.pending.size === 0) this.port.unref();
+    resolve?.(reply);
+  }
+
+  private fail(err: Error): void {
+    if (this.dead) return;
+    this.dead = err;
+    log.error('apply thread failed: its volumes stop applying until they recover', { error: err.message });
+    for (const [id, resolve] of this.pending) resolve({ id, error: { name: 'Error', message: `apply thread failed: ${err.message}` } });
+    this.pending.clear();
+    this.port.unref();
+  }
+}
+
+function threadCount(): number {
+  const set = process.env.FERRY_APPLY_THREADS;
+  if (set !== undefined && /^\d+$/.test(set)) return Math.min(8, Number(set));
+  return Math.min(4, Math.max(1, os.availableParallelism() - 1));
+}
+
+/** The process's apply threads, shared by every volume; a failed one is replaced. */
+class ApplyThreads {
+  private readonly channels: Array<WorkerChannel | undefined> = [];
+  private local: LocalChannel | undefined;
+  private readonly script = WORKER_SCRIPTS.find((f) => fs.existsSync(f));
+  private readonly count = threadCount();
+
+  /** The least loaded channel (a failed worker is replaced first). */
+  assign(): Channel {
+    if (this.count === 0 || !this.script) {
+      this.local ??= new LocalChannel();
+      return this.local;
+    }
+    let best: WorkerChannel | undefined;
+    for (let i = 0; i < this.count; i++) {
+      let ch = this.channels[i];
+      if (!ch || ch.failed) {
+        ch = new WorkerChannel(this.script);
+        this.channels[i] = ch;
+      }
+      if (!best || ch.volumes < best.volumes) best = ch;
+    }
+    return best as WorkerChannel;
+  }
+}
+
+let threads: ApplyThreads | undefined;
+
+function unwrap<T>(reply: EngineReply): T {
+  if (reply.error) throw fromWireError(reply.error);
+  return reply.value as T;
+}
+
+function pack(input: StepInput): { step: PackedStep; transfer: ArrayBuffer[] } {
+  const total = input.records.reduce((n, r) => n + r.frame.length, 0);
+  const frames = new Uint8Array(new ArrayBuffer(total));
+  let pos = 0;
+  const records = input.records.map((r) => {
+    frames.set(r.frame, pos);
+    const at = { firstSeq: r.firstSeq, lastSeq: r.lastSeq, afterSeq: r.afterSeq, start: pos, end: pos + r.frame.length };
+    pos += r.frame.length;
+    return at;
+  });
+  return { step: { records, frames, autoAfterUs: input.autoAfterUs, capturedUs: input.capturedUs }, transfer: [frames.buffer as ArrayBuffer] };
+}
+
+/**
+ * The apply side of one volume as the ingest thread sees it: every method forwards to the
+ * volume's ApplyEngine on an apply thread. `step` is asynchronous (ingest goes on meanwhile);
+ * the others wait for the thread, which answers after the step it is running.
+ */
+export class VolumeEngine {
+  private segments = 0;
+  private readonly volumeId: string;
+
+  private constructor(
+    private channel: Channel,
+    private readonly files: EngineFiles,
+  ) {
+    this.volumeId = files.volumeId;
+  }
+
+  static open(files: EngineFiles): { engine: VolumeEngine; opened: EngineOpened } {
+    threads ??= new ApplyThreads();
+    const channel = threads.assign();
+    const engine = new VolumeEngine(channel, files);
+    const opened = engine.sync<EngineOpened>({ op: 'open', files });
+    channel.volumes++;
+    return { engine, opened };
+  }
+
+  get journalSegments(): number {
+    return this.segments;
+  }
+
+  private sync<T>(req: EngineRequest): T {
+    const reply = this.channel.callSync(req);
+    if (reply.journalSegments !== undefined) this.segments = reply.journalSegments;
+    return unwrap<T>(reply);
+  }
+
+  rollBackTo(seq: number, tolerateLost: boolean): RolledBack {
+    return this.sync<RolledBack>({ op: 'rollBack', volumeId: this.volumeId, seq, tolerateLost });
+  }
+
+  /**
+   * Rolls back to `checkpointSeq` after a failed step (see ApplyEngine.recover). When the
+   * volume's apply thread itself failed, the volume is opened again on a fresh one.
+   */
+  recover(checkpointSeq: number): number {
+    if (this.channel instanceof WorkerChannel && this.channel.failed) {
+      this.channel.volumes--;
+      this.channel = (threads as ApplyThreads).assign();
+      this.sync<EngineOpened>({ op: 'open', files: this.files });
+      this.channel.volumes++;
+    }
+    return this.sync<number>({ op: 'recover', volumeId: this.volumeId, checkpointSeq });
+  }
+
+  async step(input: StepInput): Promise<StepOutput> {
+    const { step, transfer } = pack(input);
+    const reply = await this.channel.call({ op: 'step', volumeId: this.volumeId, step }, transfer);
+    if (reply.journalSegments !== undefined) this.segments = reply.journalSegments;
+    return unwrap<StepOutput>(reply);
+  }
+
+  /** The same as `step`, waiting here (tests and tools that apply without an event loop). */
+  stepSync(input: StepInput): StepOutput {
+    return this.sync<StepOutput>({ op: 'step', volumeId: this.volumeId, step: pack(input).step });
+  }
+
+  syncData(): void {
+    this.sync<undefined>({ op: 'sync', volumeId: this.volumeId });
+  }
+
+  async syncDataAsync(): Promise<void> {
+    unwrap<undefined>(await this.channel.call({ op: 'sync', volumeId: this.volumeId }, []));
+  }
+
+  pruneThrough(seq: number): number {
+    return this.sync<number>({ op: 'prune', volumeId: this.volumeId, seq });
+  }
+
+  hashes(offset: number, blockSize: number, count: number): Buffer {
+    const u8 = this.sync<Uint8Array>({ op: 'hashes', volumeId: this.volumeId, offset, blockSize, count });
+    return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+  }
+
+  close(): void {
+    this.channel.volumes--;
+    this.sync<undefined>({ op: 'close', volumeId: this.volumeId });
+  }
+}
