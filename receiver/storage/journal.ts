@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import * as lz4 from 'lz4';
 import { fsyncDir, writeParts } from '../../common/fsutil';
 import { dropCache } from '../../native/addon';
 import { blocksOf } from './block-sums';
@@ -19,6 +20,10 @@ const JOURNAL_FORMAT: RecordFormat = {
 const EXT = 'jnl';
 const FLAG_ZERO = 1;
 const FLAG_SUMS = 2;
+/** The old data is stored lz4-compressed (a block; its raw length is the record's length). */
+const FLAG_LZ4 = 4;
+/** Old data is stored compressed only when that saves at least this share of it. */
+const MIN_LZ4_SAVING = 1 / 8;
 /** Buffers per writev (IOV_MAX is 1024 on Linux). */
 const MAX_WRITEV_PARTS = 512;
 
@@ -49,13 +54,23 @@ export class JournalDamageError extends Error {
   }
 }
 
-function encodeMeta(rec: UndoRecord): Buffer {
+function encodeMeta(rec: UndoRecord, compressed: boolean): Buffer {
   const meta = Buffer.alloc(24);
   meta.writeBigUInt64LE(BigInt(rec.seq), 0);
   meta.writeBigUInt64LE(BigInt(rec.offset), 8);
   meta.writeUInt32LE(rec.length, 16);
-  meta.writeUInt32LE((rec.zero ? FLAG_ZERO : 0) | (rec.oldSums ? FLAG_SUMS : 0), 20);
+  meta.writeUInt32LE((rec.zero ? FLAG_ZERO : 0) | (rec.oldSums ? FLAG_SUMS : 0) | (compressed ? FLAG_LZ4 : 0), 20);
   return meta;
+}
+
+/** The old data as stored: lz4-compressed when that shrinks it enough, else as it is. */
+function storedData(data: Buffer, scratch: Buffer): { bytes: Buffer; compressed: boolean } {
+  if (data.length === 0) return { bytes: data, compressed: false };
+  const bound = lz4.encodeBound(data.length);
+  const out = scratch.length >= bound ? scratch.subarray(0, bound) : Buffer.allocUnsafe(bound);
+  const size = lz4.encodeBlock(data, out);
+  if (size <= 0 || size > data.length * (1 - MIN_LZ4_SAVING)) return { bytes: data, compressed: false };
+  return { bytes: Buffer.from(out.subarray(0, size)), compressed: true };
 }
 
 function encodeSums(sums: Uint32Array): Buffer {
@@ -84,7 +99,16 @@ function decodeRecord(fd: number, file: string, loc: RecordLocation): UndoRecord
   } catch (err) {
     throw new JournalDamageError(damageOf(file, { offset: loc.offset, length: loc.end - loc.offset, record: loc }, (err as Error).message));
   }
-  const dataLength = body.length - sumBytes;
+  let data = body.subarray(sumBytes);
+  if (flags & FLAG_LZ4 && !zero) {
+    const raw = Buffer.allocUnsafe(length);
+    const size = data.length === 0 ? -1 : lz4.decodeBlock(data, raw);
+    if (size !== length) {
+      throw new JournalDamageError(damageOf(file, { offset: loc.offset, length: loc.end - loc.offset, record: loc }, `its compressed old data decodes to ${size < 0 ? 'nothing (corrupt)' : `${size} bytes`}, expected ${length}`));
+    }
+    data = raw;
+  }
+  const dataLength = data.length;
   if (dataLength !== (zero ? 0 : length)) {
     throw new JournalDamageError(damageOf(file, { offset: loc.offset, length: loc.end - loc.offset, record: loc }, `holds ${dataLength} bytes of old data, expected ${zero ? 0 : length}`));
   }
@@ -93,7 +117,7 @@ function decodeRecord(fd: number, file: string, loc: RecordLocation): UndoRecord
     oldSums = new Uint32Array(end - first);
     for (let i = 0; i < oldSums.length; i++) oldSums[i] = body.readUInt32LE(i * 4);
   }
-  return { seq: metaSeq(loc), offset, length, zero, data: zero ? Buffer.alloc(0) : body.subarray(sumBytes), oldSums };
+  return { seq: metaSeq(loc), offset, length, zero, data: zero ? Buffer.alloc(0) : data, oldSums };
 }
 
 function damageOf(file: string, d: DamagedStretch, detail: string): StorageDamage {
@@ -214,6 +238,8 @@ export class UndoJournal {
   /** The newest segment has damage: appends go to a new one. */
   private mustRoll = false;
   private broken: Error | undefined;
+  /** Where old data is compressed before it is copied out at its compressed size. */
+  private readonly scratch = Buffer.allocUnsafe(lz4.encodeBound(UNDO_PIECE_BYTES));
   readonly damageFound: StorageDamage[] = [];
   tornBytesDropped = 0;
 
@@ -313,8 +339,9 @@ export class UndoJournal {
         this.segments.push({ firstSeq: rec.seq, file });
         newFile = true;
       }
-      const body = rec.oldSums ? (rec.zero ? encodeSums(rec.oldSums) : Buffer.concat([encodeSums(rec.oldSums), rec.data])) : rec.zero ? Buffer.alloc(0) : rec.data;
-      parts.push(...encodeRecordParts(JOURNAL_FORMAT, encodeMeta(rec), body));
+      const stored = rec.zero ? { bytes: Buffer.alloc(0), compressed: false } : storedData(rec.data, this.scratch);
+      const body = rec.oldSums ? Buffer.concat([encodeSums(rec.oldSums), stored.bytes]) : stored.bytes;
+      parts.push(...encodeRecordParts(JOURNAL_FORMAT, encodeMeta(rec, stored.compressed), body));
       if (parts.length >= MAX_WRITEV_PARTS) writePending();
       this.newest = Math.max(this.newest, rec.seq);
     }

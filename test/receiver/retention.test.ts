@@ -33,7 +33,10 @@ describe('retention', () => {
         const records: ChangeRecord[] = [];
         for (let i = 0; i < 8; i++) {
           const offset = Math.floor(rand() * (SIZE / 65536)) * 65536;
-          records.push({ kind: 'write', offset, length: 65536, captureTimeUs: (t += 1000), data: Buffer.alloc(65536, 1 + Math.floor(rand() * 255)) });
+          // Incompressible data: the journal stores old data lz4-compressed when that shrinks it.
+          const data = Buffer.alloc(65536);
+          for (let k = 0; k < data.length; k += 4) data.writeUInt32LE(Math.floor(rand() * 2 ** 32), k);
+          records.push({ kind: 'write', offset, length: 65536, captureTimeUs: (t += 1000), data });
         }
         records.forEach((r, i) => model.add(seq + 1 + i, r));
         seq = sendRecords(conn, VOLUME, seq + 1, records);

@@ -89,6 +89,26 @@ describe('Checkpoint', () => {
 });
 
 describe('apply with undo journal', () => {
+  it('stores compressible old data lz4-compressed, incompressible as it is, and reads both back exactly', () => {
+    const dir = tmp('lz4');
+    const journal = UndoJournal.open(path.join(dir, 'j'));
+    const text = Buffer.from('old text that compresses well; '.repeat(4096).slice(0, 65536));
+    const noise = Buffer.alloc(65536);
+    let x = 12345;
+    for (let i = 0; i < noise.length; i++) noise[i] = (x = (x * 1103515245 + 12345) >>> 0) >>> 24;
+    journal.append([
+      { seq: 1, offset: 0, length: text.length, zero: false, data: text },
+      { seq: 2, offset: 65536, length: noise.length, zero: false, data: noise },
+    ]);
+    journal.close();
+    const bytes = fs.readdirSync(path.join(dir, 'j')).reduce((n, f) => n + fs.statSync(path.join(dir, 'j', f)).size, 0);
+    expect(bytes).toBeLessThan(noise.length + text.length / 4);
+    const back = [...undoRecordsNewestFirst(path.join(dir, 'j'), 0)];
+    expect(back.map((r) => r.seq)).toEqual([2, 1]);
+    expect(back[0].data.equals(noise)).toBe(true);
+    expect(back[1].data.equals(text)).toBe(true);
+  });
+
   it('overlapping writes inside one change set journal the right old data', () => {
     const dir = tmp('apply');
     const replica = Replica.open(path.join(dir, 'r.img'), SIZE);
