@@ -62,6 +62,12 @@ class WorkerChannel implements Channel {
     return this.dead !== undefined;
   }
 
+  /** Stops the thread; its volumes fail as if it had died. */
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+    this.fail(new Error('apply thread stopped'));
+  }
+
   call(req: EngineRequest, transfer: ArrayBuffer[]): Promise<EngineReply> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
@@ -138,9 +144,18 @@ class ApplyThreads {
     }
     return best as WorkerChannel;
   }
+
+  async terminate(): Promise<void> {
+    await Promise.all(this.channels.map((ch) => ch?.terminate()));
+  }
 }
 
 let threads: ApplyThreads | undefined;
+
+/** Stops every apply thread (volumes still open fail and recover on fresh ones, as after a crash of the thread). */
+export async function stopApplyThreads(): Promise<void> {
+  await threads?.terminate();
+}
 
 function unwrap<T>(reply: EngineReply): T {
   if (reply.error) throw fromWireError(reply.error);

@@ -14,6 +14,7 @@ import { encodeRecordParts, scanSegment } from '../../receiver/storage/record-fi
 import { Spool } from '../../receiver/storage/spool';
 import { classifyStorageError, VolumeHealth } from '../../receiver/volume-health';
 import { VolumeStore } from '../../receiver/volume-store';
+import { stopApplyThreads } from '../../receiver/apply/apply-thread';
 import { tempDirs } from '../helpers/temp-dirs';
 import { sha256, VolumeModel } from '../helpers/volume-model';
 
@@ -180,6 +181,35 @@ describe('apply with undo journal', () => {
     store.recoverApply();
     expect(await overtaken).toBeUndefined();
     expect(store.appliedSeq).toBe(store.checkpointSeq);
+    while (store.hasWork()) await store.applyNextAsync(60_000);
+    expect(store.appliedSeq).toBe(seq);
+    expect(sha256(Buffer.from(fs.readFileSync(layout.replicaFile('v1'))))).toBe(sha256(model.imageAt(seq)));
+    store.close();
+  });
+
+  it('an apply thread that dies fails the step; recovery opens the volume on a fresh thread and applies exactly', async () => {
+    const root = tmp('thread-death');
+    const layout = new DataLayout(root);
+    const spec = { volumeId: 'v1', sizeBytes: SIZE, blockSize: 4096 };
+    const model = new VolumeModel(SIZE);
+    const store = VolumeStore.open(layout, spec, 0, 1 << 16);
+    let seq = 0;
+    const ingestSome = async (from: number, to: number): Promise<void> => {
+      for (let b = from; b < to; b++) {
+        const records = [write((b % 8) * 65536, 65536, 0x30 + b), write(4096 * b, 4096, 0x70 + b)];
+        records.forEach((r, i) => model.add(seq + 1 + i, r));
+        const cs = buildChangeSet('v1', seq + 1, records, 'exact');
+        await store.ingest(encodeFrame({ changeSet: cs }), validateChangeSet(cs, SIZE));
+        seq += records.length;
+      }
+    };
+    await ingestSome(0, 4);
+    await store.applyNextAsync(60_000);
+    await stopApplyThreads();
+    await ingestSome(4, 8);
+    await expect(store.applyNextAsync(60_000)).rejects.toThrow(/apply thread/);
+    expect(store.applyFailure).toBeDefined();
+    store.recoverApply();
     while (store.hasWork()) await store.applyNextAsync(60_000);
     expect(store.appliedSeq).toBe(seq);
     expect(sha256(Buffer.from(fs.readFileSync(layout.replicaFile('v1'))))).toBe(sha256(model.imageAt(seq)));
