@@ -5,6 +5,7 @@ import { ExitCode, FerryError } from '../common/errors';
 import { parseDurationMs, parseHostPort, parseSizeBytes } from '../common/units';
 import { ID_RULE, isSafeId } from '../proto/ids';
 import { PolicyBounds } from '../proto/limits';
+import { readCachedDocument, writeCachedDocument } from './config-cache';
 import type { LocalPolicy } from './policy/effective';
 
 const CAPTURE_KINDS = ['auto', 'kernel', 'ebpf', 'scan'] as const;
@@ -160,16 +161,28 @@ function parseReceiver(reader: ConfigReader, value: unknown): AgentConfig['recei
   return { url, fingerprint, caFile };
 }
 
+/** A JSON config (every JSON text is YAML too) needs no YAML parser, which takes tens of ms to load. */
+function isJsonText(text: string, file: string): boolean {
+  return file.endsWith('.json') || /^\s*\{/.test(text);
+}
+
+/** The config text as a document, not checked yet. */
+export function parseConfigDocument(text: string, file: string): unknown {
+  try {
+    return isJsonText(text, file) ? JSON.parse(text) : (require('yaml') as typeof import('yaml')).parse(text);
+  } catch (err) {
+    return new ConfigReader(file).fail(`cannot parse: ${(err as Error).message.split('\n')[0]}`);
+  }
+}
+
 /** Parses and checks a config document; `file` names it in messages and anchors relative paths. */
 export function parseAgentConfig(text: string, file: string): AgentConfig {
+  return validateAgentConfig(parseConfigDocument(text, file), file);
+}
+
+/** Checks a parsed config document (see parseAgentConfig). */
+export function validateAgentConfig(doc: unknown, file: string): AgentConfig {
   const reader = new ConfigReader(file);
-  let doc: unknown;
-  try {
-    // The YAML parser takes tens of ms to load: a JSON config (every JSON text is YAML too) skips it.
-    doc = file.endsWith('.json') || /^\s*\{/.test(text) ? JSON.parse(text) : (require('yaml') as typeof import('yaml')).parse(text);
-  } catch (err) {
-    return reader.fail(`cannot parse: ${(err as Error).message.split('\n')[0]}`);
-  }
   const top = reader.object(doc, '', TOP_KEYS);
   const captureText = reader.string(top.capture, 'capture') ?? 'auto';
   const capture = CAPTURE_KINDS.find((k) => k === captureText) ?? reader.fail(`capture must be auto, kernel, ebpf or scan (got ${captureText})`);
@@ -238,5 +251,11 @@ export function loadAgentConfig(file: string): AgentConfig {
   } catch (err) {
     throw new FerryError(`cannot read config ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ExitCode.usage);
   }
-  return parseAgentConfig(text, abs);
+  if (isJsonText(text, abs)) return parseAgentConfig(text, abs);
+  const cached = readCachedDocument(abs, text);
+  if (cached !== undefined) return validateAgentConfig(cached, abs);
+  const doc = parseConfigDocument(text, abs);
+  const config = validateAgentConfig(doc, abs);
+  writeCachedDocument(abs, text, doc);
+  return config;
 }

@@ -7,6 +7,7 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { ApiClient } from '../cli/api-client';
+import { agentNodeFlags } from '../agent/node-flags';
 import type { GroupRound, Machine } from '../control/model';
 import { FERRY_BIN, startReceiverChild } from '../receiver/child-process';
 import { formatTable, integerOption, MiB, parseBenchArgs, runBench, until, withWorkDir } from './common';
@@ -71,7 +72,7 @@ async function main(): Promise<void> {
             tags: { crashIntervalMs: 3_600_000 },
           }),
         );
-        agents.push(spawn(process.execPath, [FERRY_BIN, 'agent', 'run', '--config', config], { stdio: 'ignore', env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } }));
+        agents.push(spawn(process.execPath, [...agentNodeFlags(), FERRY_BIN, 'agent', 'run', '--config', config], { stdio: 'ignore', env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } }));
       }
       const machines = await until(
         'three protected machines',

@@ -1,21 +1,22 @@
 // Pipeline benchmark: agent -> receiver over loopback, next to baselines from the same run.
-// Usage: node dist/bench/pipeline.js [--stream-mib N] [--churn-mbps N] [--rpo-seconds N] [--resync-mib N] [--dir DIR] [--json]
+// Usage: node dist/bench/pipeline.js [--stream-mib N] [--churn-mbps N] [--rpo-seconds N] [--resync-mib N] [--only rss] [--dir DIR] [--json]
 
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { startReceiverChild } from '../receiver/child-process';
-import { formatTable, integerOption, MiB, parseBenchArgs, runBench, warmPageCache, withWorkDir } from './common';
+import { formatTable, integerOption, MiB, parseBenchArgs, runBench, UsageError, warmPageCache, withWorkDir } from './common';
 import { resyncVersusRsync, ResyncFigures } from './pipeline/resync-vs-rsync';
 import { CpuUse, DataPool, endToEnd, linkLimit, rpoAtChurn, RpoFigures } from './pipeline/stream';
 
 const NAME = 'pipeline bench';
 const USAGE =
-  'usage: node dist/bench/pipeline.js [--stream-mib N] [--churn-mbps N] [--rpo-seconds N] [--resync-mib N] [--dir DIR] [--json]\n' +
+  'usage: node dist/bench/pipeline.js [--stream-mib N] [--churn-mbps N] [--rpo-seconds N] [--resync-mib N] [--only rss] [--dir DIR] [--json]\n' +
   '  --stream-mib N   data streamed for (a), in MiB (default 2048)\n' +
   '  --churn-mbps N   steady churn for (b), MB/s (default 50)\n' +
   '  --rpo-seconds N  how long (b) runs (default 10)\n' +
   '  --resync-mib N   image size for (c)/(d), MiB (default 2048; 0 skips them)\n' +
+  '  --only rss       run only the agent part of (c)/(d): its peak RSS and times, no (a), (b) or rsync\n' +
   '  --dir DIR        parent of the temporary work directory (needs about 4 x resync-mib free)\n' +
   '  --json           print one JSON object instead of the table';
 
@@ -28,36 +29,47 @@ interface Options {
   churnMBps: number;
   rpoSeconds: number;
   resyncMiB: number;
+  /** `--only rss`: just the real agent's resync and incremental cycle, for its peak RSS. */
+  onlyRss: boolean;
   dir: string | undefined;
   json: boolean;
   help: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
-  const { values, json, help } = parseBenchArgs(argv, ['stream-mib', 'churn-mbps', 'rpo-seconds', 'resync-mib', 'dir']);
+  const { values, json, help } = parseBenchArgs(argv, ['stream-mib', 'churn-mbps', 'rpo-seconds', 'resync-mib', 'only', 'dir']);
+  if (values.only !== undefined && values.only !== 'rss') throw new UsageError(`--only takes rss, got ${JSON.stringify(values.only)}`);
+  const onlyRss = values.only === 'rss';
+  const resyncMiB = integerOption('resync-mib', values['resync-mib'], 2048, onlyRss ? 64 : 0, 65536);
   return {
     streamMiB: integerOption('stream-mib', values['stream-mib'], 2048, 64, 65536),
     churnMBps: integerOption('churn-mbps', values['churn-mbps'], 50, 1, 2000),
     rpoSeconds: integerOption('rpo-seconds', values['rpo-seconds'], 10, 1, 600),
-    resyncMiB: integerOption('resync-mib', values['resync-mib'], 2048, 0, 65536),
+    resyncMiB,
+    onlyRss,
     dir: values.dir,
     json,
     help,
   };
 }
 
-interface Figures {
+interface StreamFigures {
   linkMBps: number;
   linkCpu: CpuUse;
   endToEnd: { appliedMBps: number; durableMBps: number; cpu: CpuUse };
   rpo: RpoFigures;
+}
+
+interface Figures {
+  /** Absent with `--only rss`. */
+  stream: StreamFigures | undefined;
   resync: ResyncFigures | undefined;
 }
 
 const fmt = (n: number, digits = 1): string => n.toFixed(digits);
 const verdict = (ok: boolean): string => (ok ? 'PASS' : 'MISS');
 
-function report(f: Figures, o: Options): string {
+function streamLines(f: StreamFigures, o: Options): string[] {
   const e2eRatio = f.endToEnd.appliedMBps / f.linkMBps;
   const rows = [
     ['(a) link limit: raw wss over TLS 1.3, 1 MiB messages, separate processes', `${fmt(f.linkMBps)} MB/s`, '1.00x'],
@@ -78,9 +90,14 @@ function report(f: Figures, o: Options): string {
   ];
   lines.push(`target (a) applied >= 0.7x link limit: ${verdict(e2eRatio >= 0.7)} (${fmt(e2eRatio, 2)}x)`);
   lines.push(`target (b) RPO p99 < 1 s: ${verdict(f.rpo.p99 < 1)} (${fmt(f.rpo.p99, 3)} s)`);
+  return lines;
+}
+
+function report(f: Figures, o: Options): string {
+  const lines = f.stream ? streamLines(f.stream, o) : [`Ferry pipeline benchmark, --only rss: the real agent's resync of a ${o.resyncMiB} MiB image, no rsync peer`];
   const r = f.resync;
   if (r) {
-    const rsync = (s: number | null): string => (s === null ? 'rsync not installed' : `${fmt(s, 2)} s`);
+    const rsync = (s: number | null): string => (s === null ? (o.onlyRss ? 'not run (--only rss)' : 'rsync not installed') : `${fmt(s, 2)} s`);
     lines.push(
       '',
       formatTable(
@@ -122,6 +139,7 @@ async function main(): Promise<void> {
     const receiverDir = path.join(dir, 'receiver');
     const receiver = await startReceiverChild(receiverDir, passphraseFile);
     try {
+      if (o.onlyRss) return { stream: undefined, resync: await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress, { peers: false }) };
       progress('generating data, warming the page cache');
       const pool = new DataPool();
       warmPageCache(path.join(dir, 'warm-up'), WARM_UP_FACTOR * o.streamMiB * MiB, (i) => pool.message(i));
@@ -131,13 +149,13 @@ async function main(): Promise<void> {
       const e2e = await endToEnd(receiver, PASSPHRASE, pool, o.streamMiB * MiB);
       progress(`(b) RPO at ${o.churnMBps} MB/s`);
       const rpo = await rpoAtChurn(receiver, PASSPHRASE, pool, o.churnMBps, o.rpoSeconds);
-      const resync = o.resyncMiB > 0 ? await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress) : undefined;
-      return { linkMBps: link.mbps, linkCpu: link.cpu, endToEnd: e2e, rpo, resync };
+      const resync = o.resyncMiB > 0 ? await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress, { peers: true }) : undefined;
+      return { stream: { linkMBps: link.mbps, linkCpu: link.cpu, endToEnd: e2e, rpo }, resync };
     } finally {
       await receiver.stop();
     }
   });
-  process.stdout.write(o.json ? `${JSON.stringify(figures, null, 2)}\n` : `${report(figures, o)}\n`);
+  process.stdout.write(o.json ? `${JSON.stringify({ ...figures.stream, resync: figures.resync }, null, 2)}\n` : `${report(figures, o)}\n`);
 }
 
 runBench(NAME, USAGE, main);

@@ -17,6 +17,7 @@ import type { AgentStatus } from '../agent/status';
 import type { Machine } from '../control/model';
 import type { Job } from '../recovery/model';
 import { QemuTarget } from '../recovery/targets/qemu';
+import { agentNodeFlags } from '../agent/node-flags';
 import { FERRY_BIN, startReceiverChild } from '../receiver/child-process';
 import { formatTable, integerOption, MiB, parseBenchArgs, runBench, until, withWorkDir } from './common';
 import { sha256File } from '../common/file-hash';
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
       ferry(['login', '--api', rx.apiUrl ?? '', '--password-file', path.join(dataDir, 'admin-password'), '--fingerprint', rx.fingerprint], false);
       const config = path.join(dir, 'web.json');
       fs.writeFileSync(config, JSON.stringify({ receiver: { url: rx.url, fingerprint: rx.fingerprint }, name: 'web', stateDir: path.join(dir, 'state'), passphraseFile, capture: 'scan', volumes: [{ id: 'web-disk', path: disk }] }));
-      const startAgent = (): ChildProcess => spawn(process.execPath, [FERRY_BIN, 'agent', 'run', '--config', config], { stdio: 'ignore', env });
+      const startAgent = (): ChildProcess => spawn(process.execPath, [...agentNodeFlags(), FERRY_BIN, 'agent', 'run', '--config', config], { stdio: 'ignore', env });
       const status = (): AgentStatus | undefined => {
         try {
           return JSON.parse(fs.readFileSync(path.join(dir, 'state', 'status.json'), 'utf8')) as AgentStatus;

@@ -35,9 +35,9 @@ async function readPassphrase(file: string | undefined): Promise<string> {
 async function runAgent(opts: { config: string }): Promise<void> {
   // Loaded here, not at the top: `ferry agent tag` and `status` need none of the agent's code.
   const { Agent } = await import('../agent/agent');
-  const { ResyncProgressBars } = await import('./progress');
   const agent = new Agent(loadAgentConfig(opts.config));
-  const bars = process.stderr.isTTY ? new ResyncProgressBars(() => agent.status()) : undefined;
+  // The bars (and their library) only for an operator watching; the service has no terminal.
+  const bars = process.stderr.isTTY ? new (await import('./progress')).ResyncProgressBars(() => agent.status()) : undefined;
   const stop = (): void => agent.stop();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

@@ -4,8 +4,9 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CaptureKind, fingerprintProblem, loadAgentConfig, receiverUrlProblem } from '../agent/config';
-import { AgentConfigDocument, checkAgentConfig, writeAgentConfig } from '../agent/config-writer';
-import { parseVolumeSpecs, VolumeSpec } from '../agent/volume-spec';
+// Types only at the top: every `ferry agent` command defines this one, few run it (see loadWriter).
+import type { AgentConfigDocument } from '../agent/config-writer';
+import type { VolumeSpec } from '../agent/volume-spec';
 import { ExitCode, FerryError } from '../common/errors';
 import { ID_RULE, isSafeId } from '../proto/ids';
 import { listFlag } from './options';
@@ -22,6 +23,9 @@ interface ConfigureOptions {
   bootVolume?: string;
   check?: boolean;
 }
+
+/** The config writer, loaded when `configure` runs: `ferry agent tag` starts faster without it. */
+const loadWriter = (): typeof import('../agent/config-writer') => require('../agent/config-writer') as typeof import('../agent/config-writer');
 
 function usage(message: string): never {
   throw new FerryError(message, ExitCode.usage);
@@ -68,7 +72,7 @@ function documentFrom(opts: ConfigureOptions): AgentConfigDocument {
   if (fpProblem) usage(`--fingerprint ${fpProblem}`);
   const caFile = opts.caFile === undefined ? undefined : checkCaFile(opts.caFile);
   if (opts.volume.length === 0) usage('give at least one --volume ID=PATH[:MOUNT] (Windows: ID=C:)');
-  const volumes = parseVolumeSpecs(opts.volume);
+  const volumes = (require('../agent/volume-spec') as typeof import('../agent/volume-spec')).parseVolumeSpecs(opts.volume);
   volumes.forEach(checkVolumeExists);
   if (opts.name !== undefined && !isSafeId(opts.name)) usage(`--name ${JSON.stringify(opts.name)} must be ${ID_RULE}`);
   if (opts.bootVolume !== undefined && !volumes.some((v) => v.id === opts.bootVolume)) usage(`--boot-volume ${JSON.stringify(opts.bootVolume)} is not one of the --volume ids`);
@@ -85,11 +89,11 @@ function configure(opts: ConfigureOptions): void {
   const file = path.resolve(opts.config);
   const doc = documentFrom(opts);
   if (opts.check) {
-    process.stdout.write(checkAgentConfig(doc, file).text);
+    process.stdout.write(loadWriter().checkAgentConfig(doc, file).text);
     return;
   }
   try {
-    writeAgentConfig(doc, file);
+    loadWriter().writeAgentConfig(doc, file);
   } catch (err) {
     if (err instanceof FerryError) throw err;
     throw new FerryError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ExitCode.failure);

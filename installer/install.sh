@@ -722,6 +722,7 @@ step_files() {
 }
 
 CONFIG_FILE=""
+CONFIG_CACHE=""
 # write_config: `ferry agent configure` (from the package) writes the config atomically, 0640.
 write_config() {
   config_args "$config_dir/receiver-ca.pem"
@@ -739,6 +740,8 @@ write_config() {
 step_config() {
   step_banner "configuration in $config_dir, state in $state_dir"
   CONFIG_FILE="$config_dir/agent.yaml"
+  # Its parsed form, which `ferry agent configure` writes beside it (agent/config-cache.ts).
+  CONFIG_CACHE="$config_dir/.agent.yaml.cache.json"
   make_dirs "$config_dir" 0755 || die 1 "cannot create $config_dir"
   if [ -n "$receiver" ]; then
     if [ -n "$ca_file" ]; then
@@ -747,11 +750,13 @@ step_config() {
       manifest_add file "$config_dir/receiver-ca.pem"
     fi
     backup "$CONFIG_FILE" || die 1 "cannot back up $CONFIG_FILE"
+    backup "$CONFIG_CACHE" || die 1 "cannot back up $CONFIG_CACHE"
     write_config
   elif [ -f "$CONFIG_FILE" ]; then
     say "    keeping the existing $CONFIG_FILE (pass --receiver to rewrite it)"
   fi
   manifest_add file "$CONFIG_FILE"
+  manifest_add file "$CONFIG_CACHE"
   make_dirs "$state_dir" 0700 || die 1 "cannot create $state_dir"
   run chmod 0700 "$state_dir" || die 1 "cannot restrict $state_dir"
   after_step config

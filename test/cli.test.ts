@@ -124,7 +124,8 @@ describe('ferry CLI', () => {
     const text = fs.readFileSync(file, 'utf8');
     expect(text).toBe(check.stdout);
     expect(fs.statSync(file).mode & 0o777).toBe(0o640);
-    expect(fs.readdirSync(path.dirname(file))).toEqual(['agent.yaml']);
+    // No temporary file left; beside the config, its parsed form for the short commands (agent/config-cache.ts).
+    expect(fs.readdirSync(path.dirname(file)).sort()).toEqual(['.agent.yaml.cache.json', 'agent.yaml']);
     expect(YAML.parse(text)).toEqual({
       receiver: { url: 'wss://rx.example:7443', fingerprint: FP },
       name: 'web01',

@@ -386,22 +386,34 @@ class ScanVolume {
     const chunk = Math.floor(offset / CHUNK_BYTES);
     const captureTimeUs = sinceUs ?? this.readTimes.get(chunk);
     if (readUs !== undefined) this.readTimes.set(chunk, readUs);
-    let sent = 0;
+    const changed: number[] = [];
+    let total = 0;
     for (let start = 0, i = 0; start < data.length; start += this.blockSize, i++) {
+      if (this.table.sentMatches((offset + start) / this.blockSize, hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES))) continue;
+      changed.push(i);
+      total += Math.min(this.blockSize, data.length - start);
+    }
+    if (total === 0) return 0;
+    // One copy of all the changed blocks, the records being views into it: one mapping, unmapped
+    // as a whole once they are sent and collected, instead of a piece of the malloc heap per
+    // block, which keeps the high-water mark of every burst.
+    const copy = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (const i of changed) {
+      const start = i * this.blockSize;
       const block = (offset + start) / this.blockSize;
-      const bytes = data.subarray(start, Math.min(data.length, start + this.blockSize));
+      const length = data.copy(copy, at, start, Math.min(data.length, start + this.blockSize));
       const hash = hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES);
-      if (this.table.sentMatches(block, hash)) continue;
       this.table.noteSent(block, hash);
       const seq = this.nextSeq++;
-      const record: CapturedRecord = { volumeId: this.spec.id, seq, kind: 'write', offset: offset + start, length: bytes.length, captureTimeUs, data: Buffer.from(bytes), accuracy };
+      const record: CapturedRecord = { volumeId: this.spec.id, seq, kind: 'write', offset: offset + start, length, captureTimeUs, data: copy.subarray(at, at + length), accuracy };
+      at += length;
       this.queue.push({ record, entry: { seq, block, hash }, passOffset: offset });
-      this.pendingBytes += bytes.length;
-      if (this.resync) this.resync.progress.sentBytes += bytes.length;
-      sent += bytes.length;
     }
-    if (sent > 0) this.emitted();
-    return sent;
+    this.pendingBytes += total;
+    if (this.resync) this.resync.progress.sentBytes += total;
+    this.emitted();
+    return total;
   }
 
   /** Resync state as it may be persisted: only what the receiver already holds durably. */

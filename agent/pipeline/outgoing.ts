@@ -1,11 +1,12 @@
 import { olderCapture } from '../../common/capture-time';
 import { buildChangeSet, ChangeSetScratch } from '../transport/change-set';
 import { ScratchBuffer } from '../../proto/payload';
-import { encodeFrame, ferry } from '../../proto/frames';
+import { FrameEncoder, ferry } from '../../proto/frames';
 import type { AccuracyName } from '../../proto/types';
 import type { CapturedRecord } from '../capture/types';
 
 const SCRATCH: ChangeSetScratch = { raw: new ScratchBuffer(), compressed: new ScratchBuffer() };
+const ENCODER = new FrameEncoder();
 
 /** A change set ready to send: encoded once, sent again unchanged after a reconnect. */
 export interface SealedChangeSet {
@@ -56,14 +57,14 @@ export class OpenChangeSet {
   /** Builds the frame; `pendingSinceUs` is the oldest capture time the agent still holds after it. */
   seal(pendingSinceUs: number): SealedChangeSet {
     const first = this.records[0];
-    // The payload is gathered and compressed in shared scratch buffers; encodeFrame copies it out.
+    // The payload is gathered and compressed in shared scratch buffers; the encoder copies it out.
     const cs = buildChangeSet(this.volumeId, first.seq, this.records, this.accuracy, pendingSinceUs, SCRATCH);
     return {
       type: 'changes',
       volumeId: this.volumeId,
       firstSeq: first.seq,
       lastSeq: this.lastSeq,
-      frame: encodeFrame({ changeSet: cs }),
+      frame: ENCODER.encode({ changeSet: cs }),
       dataBytes: this.dataBytes,
       oldestCaptureUs: this.oldestCaptureUs,
     };

@@ -5,7 +5,7 @@ import { Signal } from '../../common/signal';
 import { nowUs } from '../../common/time';
 import { DecodedFrame, ferry } from '../../proto/frames';
 import { accuracyValue } from '../../proto/types';
-import type { CaptureSource, VolumeCut } from '../capture/types';
+import type { CapturedRecord, CaptureSource, VolumeCut } from '../capture/types';
 import type { ConnectionError, ReceiverConnection, VolumeProgress } from '../transport/receiver-connection';
 import { OpenChangeSet, OutgoingItem, SealedChangeSet } from './outgoing';
 import { Throughput } from './throughput';
@@ -18,6 +18,8 @@ export interface PipelineOptions {
   /** Encoded change sets sent and not yet durable, at most. */
   windowBytes: number;
 }
+
+const writeBytes = (rec: CapturedRecord): number => (rec.kind === 'write' ? rec.length : 0);
 
 /** The receiver's durable seq went below what it had acknowledged: it lost data. */
 export class ReceiverRegressedError extends Error {}
@@ -245,7 +247,9 @@ export class Pipeline {
         this.pulled.set(rec.volumeId, Math.max(this.pulled.get(rec.volumeId) ?? 0, rec.seq));
         if (rec.seq <= (this.durable.get(rec.volumeId) ?? 0)) continue; // the receiver has it (redelivery)
         let open = this.open.get(rec.volumeId);
-        if (open && open.accuracy !== rec.accuracy) {
+        // Sealed before it would grow past maxBatchBytes (a batch from the source may be as large
+        // again): the encode scratch buffers and every frame stay within one batch's size.
+        if (open && (open.accuracy !== rec.accuracy || open.dataBytes + writeBytes(rec) > this.opts.maxBatchBytes)) {
           this.seal(rec.volumeId);
           open = undefined;
         }

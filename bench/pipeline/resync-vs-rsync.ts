@@ -2,6 +2,7 @@ import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { controlRequest } from '../../agent/control';
+import { agentNodeFlags } from '../../agent/node-flags';
 import type { AgentStatus } from '../../agent/status';
 import { FERRY_BIN, ReceiverChild } from '../../receiver/child-process';
 import { MiB, seededRandom } from '../common';
@@ -139,7 +140,14 @@ export function rsyncAvailable(): boolean {
  * (c)+(d): the real agent process with scan capture protects an image: initial resync, then
  * an incremental cycle after 1% random 4 KiB changes; rsync of the same image is the peer.
  */
-export async function resyncVersusRsync(dir: string, receiver: ReceiverChild, passphraseFile: string, imageMiB: number, progress: (s: string) => void): Promise<ResyncFigures> {
+export async function resyncVersusRsync(
+  dir: string,
+  receiver: ReceiverChild,
+  passphraseFile: string,
+  imageMiB: number,
+  progress: (s: string) => void,
+  opts: { peers: boolean },
+): Promise<ResyncFigures> {
   const bytes = imageMiB * MiB;
   const image = path.join(dir, 'source.img');
   progress(`writing a ${imageMiB} MiB image`);
@@ -160,7 +168,7 @@ export async function resyncVersusRsync(dir: string, receiver: ReceiverChild, pa
   const socket = path.join(dir, 'agent-state', 'agent.sock');
   progress('ferry: initial resync');
   const start = process.hrtime.bigint();
-  const agent: ChildProcess = spawn(process.execPath, [FERRY_BIN, 'agent', 'run', '--config', config], { stdio: 'ignore', env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } });
+  const agent: ChildProcess = spawn(process.execPath, [...agentNodeFlags(), FERRY_BIN, 'agent', 'run', '--config', config], { stdio: 'ignore', env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } });
   let peakRss = 0;
   const sampleRss = (): void => {
     peakRss = Math.max(peakRss, rssBytes(agent.pid ?? 0));
@@ -179,7 +187,7 @@ export async function resyncVersusRsync(dir: string, receiver: ReceiverChild, pa
     let rsyncIncrementalSeconds: number | null = null;
     let rsyncSshInitialSeconds: number | null = null;
     let rsyncSshIncrementalSeconds: number | null = null;
-    if (rsyncAvailable()) {
+    if (opts.peers && rsyncAvailable()) {
       // rsync runs on a second copy of the image, from the state before the changes.
       const rsSource = path.join(dir, 'rsync-source.img');
       makeImage(rsSource, bytes);

@@ -1,6 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { agentNodeFlags } from '../../agent/node-flags';
 import type { AgentStatus } from '../../agent/status';
 import { FERRY_BIN, makeTempDir, ReceiverProcess, runFerry, runFerryAsync, startReceiverProcess, writePassphrase } from './receiver-process';
 import { prng, sha256 } from './volume-model';
@@ -25,7 +26,7 @@ export async function waitFor<T>(what: string, check: () => T | undefined | fals
 }
 
 export function startAgentProcess(configFile: string, env: Record<string, string> = {}): AgentProcess {
-  const child = spawn(process.execPath, [FERRY_BIN, 'agent', 'run', '--config', configFile], {
+  const child = spawn(process.execPath, [...agentNodeFlags(), FERRY_BIN, 'agent', 'run', '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'info', ...env },
   });
