@@ -406,8 +406,10 @@ export class Session {
     this.core.flush(volume);
     this.core.whenApplied(volume, volume.acceptedSeq, (err) => {
       if (err) return this.fail(err);
-      const hashes = volume.replicaHashes(req.offset, req.blockSize, req.count);
-      this.send({ blockHashes: { volumeId: req.volumeId, offset: req.offset, blockSize: req.blockSize, hashes, requestId: req.requestId } });
+      volume.replicaHashesAsync(req.offset, req.blockSize, req.count).then(
+        (hashes) => this.send({ blockHashes: { volumeId: req.volumeId, offset: req.offset, blockSize: req.blockSize, hashes, requestId: req.requestId } }),
+        (readErr: unknown) => this.fail(readErr),
+      );
     });
   }
 

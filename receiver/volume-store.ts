@@ -393,9 +393,13 @@ export class VolumeStore {
     this.busy = false;
   }
 
-  /** Hashes of `count` blocks of the replica as applied now (see common/block-hash). */
-  replicaHashes(offset: number, blockSize: number, count: number): Buffer {
-    return this.engine.hashes(offset, blockSize, count);
+  /**
+   * Hashes of `count` blocks of the replica (see common/block-hash), answered by the apply thread
+   * after the step it is running, without blocking ingest meanwhile: the replica then holds at
+   * least everything applied now.
+   */
+  replicaHashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer> {
+    return this.engine.hashesAsync(offset, blockSize, count);
   }
 
   /** Makes the applied state durable, then frees spool segments it no longer needs. */

@@ -252,8 +252,9 @@ export class VolumeEngine {
     return this.sync<number>({ op: 'prune', volumeId: this.volumeId, seq });
   }
 
-  hashes(offset: number, blockSize: number, count: number): Buffer {
-    const u8 = this.sync<Uint8Array>({ op: 'hashes', volumeId: this.volumeId, offset, blockSize, count });
+  /** Block hashes of the replica, answered after the step in flight (this thread goes on meanwhile). */
+  async hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer> {
+    const u8 = unwrap<Uint8Array>(await this.channel.call({ op: 'hashes', volumeId: this.volumeId, offset, blockSize, count }, []));
     return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
   }
 
