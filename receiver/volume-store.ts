@@ -4,6 +4,7 @@ import { ErrorCode, ProtocolError } from '../proto/errors';
 import { ChangeBatch, VolumeSpec } from '../proto/types';
 import { EngineOpened, StepInput, StepOutput } from './apply/apply-engine';
 import { VolumeEngine } from './apply/apply-thread';
+import { closeOpened } from './storage/close-opened';
 import { DataLayout } from './layout';
 import { Checkpoint } from './storage/checkpoint';
 import { StorageDamage } from './storage/damage';
@@ -146,13 +147,7 @@ export class VolumeStore {
         sumsBuilt: engineOpened.sumsBuilt,
       });
     } catch (err) {
-      for (const f of opened.reverse()) {
-        try {
-          f.close();
-        } catch {
-          // the open failure is what matters
-        }
-      }
+      closeOpened(opened);
       throw err;
     }
   }

@@ -4,6 +4,7 @@ import { validateChangeSet } from '../../proto/validate';
 import { BufferArena } from '../../common/arena';
 import { blockHashes } from '../../common/block-hash';
 import { flock, seekData, seekHole } from '../../native/addon';
+import { closeOpened } from '../storage/close-opened';
 import { DataLayout } from '../layout';
 import { BlockSums, blocksOf, blockSumsOf, SUM_BLOCK, UNKNOWN_SUM } from '../storage/block-sums';
 import { StorageDamage } from '../storage/damage';
@@ -104,13 +105,7 @@ export class ApplyEngine {
         sumsBuilt: !sumsExisted,
       });
     } catch (err) {
-      for (const f of opened.reverse()) {
-        try {
-          f.close();
-        } catch {
-          // the open failure is what matters
-        }
-      }
+      closeOpened(opened);
       throw err;
     }
   }
