@@ -17,9 +17,14 @@
 #include "ferry_internal.h"
 #include "ferry_ioctl.h"
 
-static unsigned int pool_kb = 16384;
+/*
+ * A full ring of 4 KiB writes (16384 x 4 KiB): a burst that the ring can hold
+ * keeps its payloads instead of falling to METADATA (read back from the volume)
+ * when a quarter of the ring is used.
+ */
+static unsigned int pool_kb = 65536;
 module_param(pool_kb, uint, 0444);
-MODULE_PARM_DESC(pool_kb, "Payload pool per device in KiB (default 16384)");
+MODULE_PARM_DESC(pool_kb, "Payload pool per device in KiB (default 65536)");
 
 static unsigned int ring_records = 16384;
 module_param(ring_records, uint, 0444);
