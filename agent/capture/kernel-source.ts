@@ -287,8 +287,7 @@ export class KernelSource implements CaptureSource {
         throw err;
       }
       if (batch.batchId !== 0) {
-        // The records are views into a buffer the next GET reuses: copy the payloads.
-        const records = batch.records.map((r) => ({ ...r, data: r.data.length > 0 ? Buffer.from(r.data) : EMPTY }));
+        const records = ownPayloads(batch.records, this.getBuffer);
         this.readBackHeavy = records.some((r) => r.kind === 'dirty');
         this.current = { id: batch.batchId, records, covered: coveredReadBacks(records), next: 0 };
         this.kernelBatchesOut++;
@@ -482,6 +481,28 @@ function holdFailure(err: unknown, boundMs: number): string {
     default:
       return tagFailure(err, boundMs).replace('the kernel refused the tag', 'the kernel refused the hold');
   }
+}
+
+/**
+ * The records of a GET are views into `shared`, which the next GET reuses: their payloads are
+ * copied out in one piece, one allocation per kernel batch rather than one per record (under
+ * load a batch holds hundreds of 4 KiB writes); the copy lives as long as any record of the
+ * batch does. Views into other memory are copied one by one.
+ */
+export function ownPayloads(records: KernelRecord[], shared: Buffer): KernelRecord[] {
+  let end = 0;
+  for (const r of records) {
+    if (r.data.length === 0) continue;
+    const at = r.data.byteOffset - shared.byteOffset;
+    if (r.data.buffer === shared.buffer && at >= 0 && at + r.data.length <= shared.length) end = Math.max(end, at + r.data.length);
+  }
+  const own = end > 0 ? Buffer.from(shared.subarray(0, end)) : EMPTY;
+  return records.map((r) => {
+    if (r.data.length === 0) return { ...r, data: EMPTY };
+    const at = r.data.byteOffset - shared.byteOffset;
+    const inShared = r.data.buffer === shared.buffer && at >= 0 && at + r.data.length <= shared.length;
+    return { ...r, data: inShared ? own.subarray(at, at + r.data.length) : Buffer.from(r.data) };
+  });
 }
 
 function tagFailure(err: unknown, holdMs: number): string {
