@@ -88,14 +88,31 @@ const FS_TYPES: Record<number, string> = {
   0x2fc12fc1: 'zfs',
 };
 
-export interface DiskInfo {
+interface DiskInfo {
   fsType: string;
   freeBytes: number;
 }
 
-export function diskInfo(dir: string): DiskInfo {
+function diskInfo(dir: string): DiskInfo {
   const st = fs.statfsSync(dir);
   return { fsType: FS_TYPES[st.type] ?? `0x${st.type.toString(16)}`, freeBytes: st.bavail * st.bsize };
+}
+
+/**
+ * The file system type of `dir`; throws when it has less than `neededBytes` free (`where` names
+ * the place in the message, `what` the run that needs the room).
+ */
+export function requireFreeSpace(dir: string, neededBytes: number, where: string, what: string): string {
+  const { fsType, freeBytes } = diskInfo(dir);
+  if (freeBytes < neededBytes) throw new Error(`${where} has ${Math.floor(freeBytes / MiB)} MiB free; ${what} needs about ${Math.ceil(neededBytes / MiB)} MiB`);
+  return fsType;
+}
+
+/** Progress lines on stderr, only for someone watching (a terminal), prefixed with the bench's name. */
+export function progressTo(name: string): (message: string) => void {
+  return (message) => {
+    if (process.stderr.isTTY) process.stderr.write(`${name}: ${message}\n`);
+  };
 }
 
 /**

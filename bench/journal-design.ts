@@ -6,7 +6,7 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
-import { diskInfo, formatTable, integerOption, mbPerSecond, MiB, parseBenchArgs, runBench, seededRandom, timeSync, UsageError, warmPageCache, withWorkDir } from './common';
+import { formatTable, integerOption, mbPerSecond, MiB, parseBenchArgs, progressTo, requireFreeSpace, runBench, seededRandom, timeSync, UsageError, warmPageCache, withWorkDir } from './common';
 import { RedoResult, runRedo, runUndo, UndoResult } from './journal-design/designs';
 import { Phase } from './journal-design/io-counter';
 import { MixedPool, setEndSeq, totalWrites, WorkloadSpec } from './journal-design/workload';
@@ -240,15 +240,10 @@ function formatReport(f: Figures): string {
 
 // ---- main -----------------------------------------------------------------------------------
 
-function progress(message: string): void {
-  if (process.stderr.isTTY) process.stderr.write(`${NAME}: ${message}\n`);
-}
+const progress = progressTo(NAME);
 
 function checkFreeSpace(dir: string, spec: WorkloadSpec): string {
-  const { fsType, freeBytes } = diskInfo(dir);
-  const needed = 3 * spec.volumeBytes + 2 * spec.churnBytes + 256 * MiB;
-  if (freeBytes < needed) throw new Error(`${dir} has ${Math.floor(freeBytes / MiB)} MiB free; this run needs about ${Math.ceil(needed / MiB)} MiB`);
-  return fsType;
+  return requireFreeSpace(dir, 3 * spec.volumeBytes + 2 * spec.churnBytes + 256 * MiB, dir, 'this run');
 }
 
 async function main(): Promise<void> {

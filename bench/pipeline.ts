@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { startReceiverChild } from '../receiver/child-process';
-import { formatTable, integerOption, MiB, parseBenchArgs, runBench, UsageError, warmPageCache, withWorkDir } from './common';
+import { formatTable, integerOption, MiB, parseBenchArgs, progressTo, runBench, UsageError, warmPageCache, withWorkDir } from './common';
 import { resyncVersusRsync, ResyncFigures } from './pipeline/resync-vs-rsync';
 import { CpuUse, DataPool, endToEnd, linkLimit, rpoAtChurn, RpoFigures } from './pipeline/stream';
 
@@ -130,9 +130,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const progress = (s: string): void => {
-    if (process.stderr.isTTY) process.stderr.write(`${NAME}: ${s}\n`);
-  };
+  const progress = progressTo(NAME);
   const figures = await withWorkDir(o.dir, 'ferry-bench-pipeline-', async (dir) => {
     const passphraseFile = path.join(dir, 'passphrase');
     fs.writeFileSync(passphraseFile, `${PASSPHRASE}\n`, { mode: 0o600 });

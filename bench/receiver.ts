@@ -12,12 +12,13 @@ import { validateChangeSet } from '../proto/validate';
 import { DataLayout } from '../receiver/layout';
 import { VolumeStore } from '../receiver/volume-store';
 import {
-  diskInfo,
   formatTable,
   integerOption,
   mbPerSecond,
   MiB,
   parseBenchArgs,
+  progressTo,
+  requireFreeSpace,
   runBench,
   seededRandom,
   timeAsync,
@@ -298,18 +299,11 @@ function formatReport(f: Figures): string {
 
 // ---- main -----------------------------------------------------------------------------------
 
-function progress(message: string): void {
-  if (process.stderr.isTTY) process.stderr.write(`${NAME}: ${message}\n`);
-}
+const progress = progressTo(NAME);
 
 function checkFreeSpace(dir: string, volumeBytes: number): string {
-  const { fsType, freeBytes } = diskInfo(dir);
   // Peak use: replica + spool + undo journal of one pass, plus spool segments not yet pruned.
-  const needed = WARM_UP_VOLUMES * volumeBytes + 256 * MiB;
-  if (freeBytes < needed) {
-    throw new Error(`${path.dirname(dir)} has ${Math.floor(freeBytes / MiB)} MiB free; --mib ${volumeBytes / MiB} needs about ${Math.ceil(needed / MiB)} MiB`);
-  }
-  return fsType;
+  return requireFreeSpace(dir, WARM_UP_VOLUMES * volumeBytes + 256 * MiB, path.dirname(dir), `--mib ${volumeBytes / MiB}`);
 }
 
 async function main(): Promise<void> {

@@ -2,14 +2,13 @@ import * as fs from 'fs';
 import { decodeFrame } from '../proto/frames';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { ChangeBatch, VolumeSpec } from '../proto/types';
-import { EngineOpened, StepInput, StepOutput } from './apply/apply-engine';
+import { EngineOpened, StepInput, StepOutput, withLockFile } from './apply/apply-engine';
 import { VolumeEngine } from './apply/apply-thread';
 import { closeOpened } from './storage/close-opened';
 import { DataLayout } from './layout';
 import { Checkpoint } from './storage/checkpoint';
 import { StorageDamage } from './storage/damage';
 import { Spool, SPOOL_RECORD_OVERHEAD, SpoolCursor, SpoolLost } from './storage/spool';
-import { withLockFile } from './apply/apply-engine';
 import { BufferArena } from '../common/arena';
 
 /** Spooled bytes one apply step may take: big enough to share fsyncs, small enough to keep ingest responsive. */

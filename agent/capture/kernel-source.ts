@@ -490,18 +490,17 @@ function holdFailure(err: unknown, boundMs: number): string {
  * batch does. Views into other memory are copied one by one.
  */
 export function ownPayloads(records: KernelRecord[], shared: Buffer): KernelRecord[] {
-  let end = 0;
-  for (const r of records) {
-    if (r.data.length === 0) continue;
+  // Where each payload sits in `shared` (-1: empty, or a view into other memory).
+  const places = records.map((r) => {
     const at = r.data.byteOffset - shared.byteOffset;
-    if (r.data.buffer === shared.buffer && at >= 0 && at + r.data.length <= shared.length) end = Math.max(end, at + r.data.length);
-  }
+    return r.data.length > 0 && r.data.buffer === shared.buffer && at >= 0 && at + r.data.length <= shared.length ? at : -1;
+  });
+  const end = records.reduce((n, r, i) => (places[i] >= 0 ? Math.max(n, places[i] + r.data.length) : n), 0);
   const own = end > 0 ? Buffer.from(shared.subarray(0, end)) : EMPTY;
-  return records.map((r) => {
+  return records.map((r, i) => {
     if (r.data.length === 0) return { ...r, data: EMPTY };
-    const at = r.data.byteOffset - shared.byteOffset;
-    const inShared = r.data.buffer === shared.buffer && at >= 0 && at + r.data.length <= shared.length;
-    return { ...r, data: inShared ? own.subarray(at, at + r.data.length) : Buffer.from(r.data) };
+    const at = places[i];
+    return { ...r, data: at >= 0 ? own.subarray(at, at + r.data.length) : Buffer.from(r.data) };
   });
 }
 
