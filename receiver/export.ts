@@ -2,14 +2,13 @@ import * as fs from 'fs';
 import { ExitCode, FerryError } from '../common/errors';
 import { usToIso } from '../common/time';
 import { readFully, writeFully } from '../common/fsutil';
-import { cloneFile, isReflinkUnsupported, seekData, seekHole } from '../native/addon';
 import { isSafeId } from '../proto/ids';
 import { Catalog, DamageRow, PointRow } from './catalog';
 import { DataLayout } from './layout';
 import { BlockSums, blockSumsOf, blocksOf, SUM_BLOCK, SumsAtPoint, UNKNOWN_SUM } from './storage/block-sums';
 import { readCheckpointFile } from './storage/checkpoint';
 import { JournalDamageError, undoRecordsNewestFirst } from './storage/journal';
-import { Replica } from './storage/replica';
+import { cloneReplica, Replica } from './storage/replica';
 import { vhdFixedFooter } from './vhd';
 import { withVolumeLock } from './volume-store';
 
@@ -86,32 +85,6 @@ export function resolvePoint(catalog: Catalog, volumeId: string, spec: string, a
     throw new FerryError(`volume ${volumeId} has no point at or before ${new Date(ms).toISOString()} (oldest: ${usToIso(points[0].timeUs)})`, ExitCode.notFound);
   }
   return atOrBefore.reduce((best, p) => (p.timeUs > best.timeUs || (p.timeUs === best.timeUs && p.seq > best.seq) ? p : best));
-}
-
-/** Copies the replica: a reflink where the filesystem has them, else only its data extents. */
-function cloneReplica(srcFd: number, dstFd: number, size: number): 'reflink' | 'sparse-copy' {
-  try {
-    cloneFile(srcFd, dstFd);
-    return 'reflink';
-  } catch (err) {
-    if (!isReflinkUnsupported(err)) throw err;
-  }
-  fs.ftruncateSync(dstFd, size);
-  const buf = Buffer.allocUnsafe(COPY_CHUNK);
-  let pos = 0;
-  while (pos < size) {
-    const dataStart = seekData(srcFd, pos);
-    if (dataStart < 0 || dataStart >= size) break;
-    const dataEnd = Math.min(size, Math.max(seekHole(srcFd, dataStart), dataStart));
-    for (let off = dataStart; off < dataEnd; ) {
-      const n = fs.readSync(srcFd, buf, 0, Math.min(COPY_CHUNK, dataEnd - off), off);
-      if (n === 0) break;
-      writeFully(dstFd, buf.subarray(0, n), off);
-      off += n;
-    }
-    pos = dataEnd;
-  }
-  return 'sparse-copy';
 }
 
 /** The replica's block sums as a file of their own, copied before the replica is cloned. */

@@ -1,0 +1,278 @@
+// The redo retention store of one volume (docs/journal-design.md, "Decision"): the retained
+// spool records are the journal; apply only indexes them; the replica holds the image of the
+// oldest retained point (`baseSeq`) and is advanced as points age out. Every read of a point
+// (latest included) is the replica overlaid with the newest retained version <= the point of
+// each byte range, through the on-disk index.
+//
+// Crash safety of an advance (see "Crash safety of the redo design"): the base file says
+// `advancingTo` before the replica is written; the versions are written, the replica is
+// fdatasync'd, the base says done, and only then may the owner delete the spool segments
+// (`segmentsFreedThrough`). Open finds an unfinished advance and runs it again: each range gets
+// the newest version <= the target in full, whatever the replica held.
+
+import * as fs from 'fs';
+import * as path from 'path';
+import { writeParts } from '../../common/fsutil';
+import { cloneReplica, Replica } from '../storage/replica';
+import { BaseFile } from './base-file';
+import { RedoIndex } from './redo-index';
+import { extentsOfFrame, RetainedRecords, retainedExtentsOf } from './retained-records';
+import { RetainedExtent, VisiblePiece, visiblePieces } from './visible-pieces';
+
+/** Volume bytes whose versions are looked up at once by export and advance. */
+const WINDOW_BYTES = 256 * 1024 * 1024;
+/** Decompressed payloads held at once before a sorted write pass. */
+const GATHER_BYTES = 64 * 1024 * 1024;
+const MAX_WRITEV_PARTS = 512;
+const ZEROES = Buffer.alloc(1024 * 1024);
+
+export interface RedoFiles {
+  /** The volume's directory: replica.img, base, redo-index.db live here. */
+  dir: string;
+  /** The spool's segments (owned by the Spool: this only reads them). */
+  spoolDir: string;
+  sizeBytes: number;
+}
+
+/** A durable spool record to index: where it is and its frame. */
+export interface IndexedRecord {
+  segment: number;
+  recordOffset: number;
+  lastSeq: number;
+  frame: Buffer;
+}
+
+/** The point is older than the replica's base (aged out) or in an advance's range. */
+export class PointAgedOutError extends Error {
+  constructor(
+    readonly seq: number,
+    readonly oldestSeq: number,
+  ) {
+    super(`point at seq ${seq} is no longer retained (the oldest retained seq is ${oldestSeq})`);
+    this.name = 'PointAgedOutError';
+  }
+}
+
+/** Test hook: called after each sorted write pass of an advance with the bytes written so far. */
+export interface AdvanceHooks {
+  afterWritePass?: (written: number) => void;
+}
+
+export class RedoVolume {
+  private constructor(
+    private readonly files: RedoFiles,
+    private readonly replica: Replica,
+    private readonly index: RedoIndex,
+    private readonly base: BaseFile,
+    private readonly records: RetainedRecords,
+  ) {}
+
+  /**
+   * Opens the replica, the base file and the index. A new store's base is `initialBaseSeq`
+   * (migration: the undo replica as it stands, at its checkpoint). The owner then hands every
+   * durable spool record after `replayAfter` to `indexRecords`, and calls `finishAdvance` when
+   * `advancingTo` is set, before anything reads a point.
+   */
+  static open(files: RedoFiles, initialBaseSeq = 0): RedoVolume {
+    const closers: Array<() => void> = [];
+    try {
+      const replica = Replica.open(path.join(files.dir, 'replica.img'), files.sizeBytes);
+      closers.push(() => replica.close());
+      const base = BaseFile.open(path.join(files.dir, 'base'), initialBaseSeq);
+      const index = RedoIndex.open(path.join(files.dir, 'redo-index.db'));
+      closers.push(() => index.close());
+      return new RedoVolume(files, replica, index, base, new RetainedRecords(files.spoolDir, files.sizeBytes));
+    } catch (err) {
+      for (const close of closers.reverse()) close();
+      throw err;
+    }
+  }
+
+  /** The replica is the image of this point; older points are gone. */
+  get baseSeq(): number {
+    return this.base.state.baseSeq;
+  }
+
+  /** Set while an advance is unfinished (a crash interrupted it): run `finishAdvance`. */
+  get advancingTo(): number | undefined {
+    return this.base.state.advancingTo;
+  }
+
+  /** The index holds every record up to here; open replays the spool after it. */
+  get replayAfter(): number {
+    return Math.max(this.index.indexedThrough, this.baseSeq);
+  }
+
+  get indexedThrough(): number {
+    return this.index.indexedThrough;
+  }
+
+  get retainedExtents(): number {
+    return this.index.count(this.baseSeq);
+  }
+
+  /** Apply: indexes durable records (one transaction). Reads and writes no volume data. */
+  indexRecords(records: readonly IndexedRecord[]): void {
+    if (records.length === 0) return;
+    const after = this.replayAfter;
+    const rows: RetainedExtent[] = [];
+    let through = after;
+    for (const rec of records) {
+      if (rec.lastSeq <= through) continue;
+      rows.push(...retainedExtentsOf(extentsOfFrame(rec.frame), rec.segment, rec.recordOffset, through));
+      through = rec.lastSeq;
+    }
+    if (through > after) this.index.add(rows, through);
+  }
+
+  /** Drops what was indexed after `seq` (records a failed spool fsync lost: never acknowledged). */
+  forgetAfter(seq: number): void {
+    this.index.truncateAfter(Math.max(seq, this.baseSeq));
+  }
+
+  /** Bytes of the volume at point `seq` (Infinity: latest), through the index. */
+  read(offset: number, length: number, seq = Infinity): Buffer {
+    this.checkRetained(seq);
+    const out = this.replica.read(offset, length);
+    for (const group of byRecord(this.piecesAt(offset, offset + length, seq))) {
+      const payload = this.payloadFor(group);
+      for (const p of group) copyPiece(p, payload, (data, at) => data.copy(out, at - offset));
+    }
+    return out;
+  }
+
+  /** Writes the image of point `seq` (Infinity: latest) to `outFd` (truncated to the volume), fsync'd. */
+  exportTo(outFd: number, seq = Infinity): void {
+    this.checkRetained(seq);
+    cloneReplica(this.replica.fd, outFd, this.files.sizeBytes);
+    for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
+      this.writeVersions(outFd, this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), seq), {});
+    }
+    fs.fsyncSync(outFd);
+  }
+
+  /**
+   * Ages out every point before `toSeq`: the replica becomes the image of `toSeq`. Returns the
+   * bytes written to the replica. The owner deletes spool segments through `baseSeq` afterwards.
+   */
+  advance(toSeq: number, hooks: AdvanceHooks = {}): number {
+    if (this.advancingTo !== undefined && this.advancingTo !== toSeq) throw new Error(`an advance to seq ${this.advancingTo} is unfinished; finish it first`);
+    if (toSeq > this.index.indexedThrough) throw new Error(`cannot advance to seq ${toSeq}: only seqs through ${this.index.indexedThrough} are indexed`);
+    if (toSeq <= this.baseSeq && this.advancingTo === undefined) return 0;
+    this.base.beginAdvance(toSeq);
+    let written = 0;
+    for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
+      written += this.writeVersions(this.replica.fd, this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), toSeq), hooks, written);
+    }
+    this.replica.sync();
+    this.base.finishAdvance();
+    this.index.dropThrough(toSeq);
+    return written;
+  }
+
+  /** Runs an advance a crash interrupted (open calls this before anything reads a point). */
+  finishAdvance(hooks: AdvanceHooks = {}): number {
+    const to = this.advancingTo;
+    return to === undefined ? 0 : this.advance(to, hooks);
+  }
+
+  /** Closes readers of spool segments the owner deleted. */
+  segmentsDeleted(segments: readonly number[]): void {
+    this.records.closeReaders(segments);
+  }
+
+  close(): void {
+    this.records.closeReaders();
+    const errors: unknown[] = [];
+    for (const c of [() => this.index.close(), () => this.replica.close()]) {
+      try {
+        c();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length > 0) throw errors[0];
+  }
+
+  private checkRetained(seq: number): void {
+    const oldest = this.advancingTo ?? this.baseSeq;
+    if (seq < oldest) throw new PointAgedOutError(seq, oldest);
+  }
+
+  private piecesAt(from: number, to: number, seq: number): VisiblePiece[] {
+    return visiblePieces(this.index.newestFirst(from, to, this.baseSeq, seq), from, to);
+  }
+
+  private payloadFor(group: readonly VisiblePiece[]): Buffer | undefined {
+    const first = group[0];
+    if (first.extent.dataOffset < 0) return undefined;
+    const last = group[group.length - 1];
+    return this.records.payloadOf(first.extent, { offset: first.offset, length: last.offset + last.length - first.offset });
+  }
+
+  /**
+   * Writes pieces to `fd`: each record read once (in spool order), each pass's pieces written
+   * sorted by volume offset, adjacent ones in one pwritev.
+   */
+  private writeVersions(fd: number, pieces: VisiblePiece[], hooks: AdvanceHooks, writtenBefore = 0): number {
+    let pending: Array<{ offset: number; data: Buffer }> = [];
+    let pendingBytes = 0;
+    let written = 0;
+    const flush = (): void => {
+      written += writeSorted(fd, pending);
+      pending = [];
+      pendingBytes = 0;
+      hooks.afterWritePass?.(writtenBefore + written);
+    };
+    const groups = byRecord(pieces).sort((a, b) => a[0].extent.segment - b[0].extent.segment || a[0].extent.recordOffset - b[0].extent.recordOffset);
+    for (const group of groups) {
+      const payload = this.payloadFor(group);
+      for (const p of group) copyPiece(p, payload, (data, at) => pending.push({ offset: at, data }));
+      pendingBytes += payload?.length ?? 0;
+      if (pendingBytes >= GATHER_BYTES) flush();
+    }
+    if (pending.length > 0) flush();
+    return written;
+  }
+}
+
+/** Pieces grouped by the spool record that holds them (discards: one group per extent). */
+function byRecord(pieces: readonly VisiblePiece[]): VisiblePiece[][] {
+  const groups = new Map<string, VisiblePiece[]>();
+  for (const p of pieces) {
+    const key = p.extent.dataOffset < 0 ? `d${p.extent.seq}` : `${p.extent.segment}:${p.extent.recordOffset}`;
+    const list = groups.get(key);
+    if (list) list.push(p);
+    else groups.set(key, [p]);
+  }
+  return [...groups.values()];
+}
+
+/** Hands the piece's bytes (slices of the payload, or zeroes for a discard) to `take`. */
+function copyPiece(p: VisiblePiece, payload: Buffer | undefined, take: (data: Buffer, volumeOffset: number) => void): void {
+  if (!payload) {
+    for (let done = 0; done < p.length; done += ZEROES.length) take(ZEROES.subarray(0, Math.min(ZEROES.length, p.length - done)), p.offset + done);
+    return;
+  }
+  const from = p.extent.dataOffset + p.skip;
+  take(payload.subarray(from, from + p.length), p.offset);
+}
+
+/** Writes `pieces` sorted by offset, contiguous ones in one pwritev; returns the bytes. */
+function writeSorted(fd: number, pieces: Array<{ offset: number; data: Buffer }>): number {
+  pieces.sort((a, b) => a.offset - b.offset);
+  let written = 0;
+  for (let i = 0; i < pieces.length; ) {
+    const parts = [pieces[i].data];
+    let end = pieces[i].offset + pieces[i].data.length;
+    let j = i + 1;
+    while (j < pieces.length && pieces[j].offset === end && parts.length < MAX_WRITEV_PARTS) {
+      parts.push(pieces[j].data);
+      end += pieces[j].data.length;
+      j++;
+    }
+    written += writeParts(fd, parts, pieces[i].offset);
+    i = j;
+  }
+  return written;
+}
