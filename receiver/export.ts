@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import { ExitCode, FerryError } from '../common/errors';
 import { usToIso } from '../common/time';
 import { readFully, writeFully } from '../common/fsutil';
+import { seekData } from '../native/addon';
 import { isSafeId } from '../proto/ids';
 import { Catalog, DamageRow, PointRow } from './catalog';
 import { DataLayout } from './layout';
