@@ -513,7 +513,8 @@ export class SpoolCursor {
     try {
       const loc = readRecordHeader(fd, SPOOL_FORMAT, this.offset, seg.durableSize);
       const { firstSeq, lastSeq } = seqsOf(loc.meta);
-      const frame = skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, true, arena?.take(loc.bodyLength));
+      // A record at or below afterSeq is passed over: its body is not read.
+      const frame = lastSeq <= this.afterSeq || skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, true, arena?.take(loc.bodyLength));
       this.offset = loc.end;
       return { firstSeq, lastSeq, frame, bytes: loc.end - loc.offset, segment: seg.firstSeq, recordOffset: loc.offset };
     } catch (err) {
