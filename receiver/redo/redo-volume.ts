@@ -12,6 +12,7 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
+import { blockHashes } from '../../common/block-hash';
 import { writeParts } from '../../common/fsutil';
 import { cloneReplica, Replica } from '../storage/replica';
 import { BaseFile } from './base-file';
@@ -19,8 +20,12 @@ import { RedoIndex } from './redo-index';
 import { extentsOfFrame, RetainedRecords, retainedExtentsOf } from './retained-records';
 import { RetainedExtent, VisiblePiece, visiblePieces } from './visible-pieces';
 
-/** Volume bytes whose versions are looked up at once by export and advance. */
-const WINDOW_BYTES = 256 * 1024 * 1024;
+/**
+ * Volume bytes whose versions are looked up at once by export and advance. A record with
+ * versions in two windows is read once per window; a window's pieces are held in memory
+ * (about 100 bytes each, at most one per retained extent overlapping it).
+ */
+const WINDOW_BYTES = 4 * 1024 * 1024 * 1024;
 /** Decompressed payloads held at once before a sorted write pass. */
 const GATHER_BYTES = 64 * 1024 * 1024;
 const MAX_WRITEV_PARTS = 512;
@@ -139,6 +144,12 @@ export class RedoVolume {
       for (const p of group) copyPiece(p, payload, (data, at) => data.copy(out, at - offset));
     }
     return out;
+  }
+
+  /** Hashes of `count` blocks of `latest` (resync hash requests; see common/block-hash). */
+  hashes(offset: number, blockSize: number, count: number): Buffer {
+    const end = Math.min(this.files.sizeBytes, offset + count * blockSize);
+    return blockHashes(this.read(offset, end - offset), blockSize);
   }
 
   /** Writes the image of point `seq` (Infinity: latest) to `outFd` (truncated to the volume), fsync'd. */

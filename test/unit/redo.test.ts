@@ -237,3 +237,13 @@ describe('RedoVolume', () => {
     lab.close();
   });
 });
+
+describe('RedoVolume hashes', () => {
+  it('hashes latest through the index, as the replica would hash it under undo', async () => {
+    const lab = await filledLab(15, 30);
+    const { blockHashes } = await import('../../common/block-hash');
+    const image = lab.model.imageAt(lab.seq);
+    expect(lab.redo.hashes(65536, 4096, 64).equals(blockHashes(image.subarray(65536, 65536 + 64 * 4096), 4096))).toBe(true);
+    lab.close();
+  });
+});
