@@ -152,6 +152,24 @@ export class RedoVolume {
     return blockHashes(this.read(offset, end - offset), blockSize);
   }
 
+  /**
+   * The ranges of `latest` whose newest version is in the spool record at (`segment`,
+   * `recordOffset`): what to ask the agent to send again when that record is damaged (a resync
+   * of those ranges; its writes are newer and cover them). Merged, sorted.
+   */
+  rangesServedBy(segment: number, recordOffset: number): Array<{ offset: number; length: number }> {
+    const ranges: Array<{ offset: number; length: number }> = [];
+    for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
+      for (const p of this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), Infinity)) {
+        if (p.extent.segment !== segment || p.extent.recordOffset !== recordOffset || p.extent.dataOffset < 0) continue;
+        const last = ranges[ranges.length - 1];
+        if (last && last.offset + last.length === p.offset) last.length += p.length;
+        else ranges.push({ offset: p.offset, length: p.length });
+      }
+    }
+    return ranges;
+  }
+
   /** Writes the image of point `seq` (Infinity: latest) to `outFd` (truncated to the volume), fsync'd. */
   exportTo(outFd: number, seq = Infinity): void {
     this.checkRetained(seq);

@@ -211,6 +211,15 @@ describe('RedoVolume', () => {
     // The base says the advance is unfinished: every point before it is refused, not guessed.
     expect(lab.redo.advancingTo).toBe(lab.seq);
     expect(lab.redo.read(4 * 65536, 65536).equals(Buffer.alloc(65536, 3))).toBe(true);
+    // What to ask the agent for: the ranges of latest the damaged record serves.
+    const segment = Number(path.basename(seg).split('.')[0]);
+    expect(lab.redo.rangesServedBy(segment, damage.offset)).toEqual([{ offset: 0, length: 2 * 65536 }]);
+    // A repair (the agent sends the range again, newer) heals latest for what it covers.
+    await lab.ingest([data(7, 0)]);
+    lab.indexAll();
+    expect(lab.redo.read(0, 65536).equals(Buffer.alloc(65536, 7))).toBe(true);
+    expect(lab.redo.rangesServedBy(segment, damage.offset)).toEqual([{ offset: 65536, length: 65536 }]);
+    expect(() => lab.redo.read(65536, 512)).toThrow(RetainedDataDamagedError);
     lab.close();
   });
 
