@@ -11,7 +11,9 @@ import { readCheckpointFile } from './storage/checkpoint';
 import { JournalDamageError, undoRecordsNewestFirst } from './storage/journal';
 import { cloneReplica, Replica } from './storage/replica';
 import { vhdFixedFooter } from './vhd';
-import { withVolumeLock } from './volume-store';
+import { PointAgedOutError, RedoVolume } from './redo/redo-volume';
+import { RetainedDataDamagedError } from './redo/retained-records';
+import { redoBaseFile, withVolumeLock } from './volume-store';
 
 export type ExportFormat = 'raw' | 'vhd';
 
@@ -169,6 +171,7 @@ export function exportPoint(req: ExportRequest): ExportResult {
           ExitCode.notReady,
         );
       }
+      if (fs.existsSync(redoBaseFile(layout, req.volumeId))) return exportRedo(layout, req, point, volume.sizeBytes, tmp);
       const src = fs.openSync(layout.replicaFile(req.volumeId), 'r');
       let out: Replica | undefined;
       let sums: BlockSums | undefined;
@@ -227,5 +230,37 @@ export function exportPoint(req: ExportRequest): ExportResult {
     return { ...result, bytes: volume.sizeBytes + (req.format === 'vhd' ? 512 : 0) };
   } finally {
     catalog.close();
+  }
+}
+
+/**
+ * The image of a point of a redo volume (receiver/redo/): the replica (the oldest point) with
+ * the newest retained version <= the point of every range written over it, read through the
+ * index; every retained record's CRC is checked as it is read. Runs under the volume's shared
+ * lock (no advance meanwhile). Damage or an aged-out point refuses: nothing is written.
+ */
+function exportRedo(layout: DataLayout, req: ExportRequest, point: PointRow, sizeBytes: number, tmp: string): Omit<ExportResult, 'bytes'> {
+  const volume = RedoVolume.openReadOnly({ dir: layout.volumeDir(req.volumeId), spoolDir: layout.spoolDir(req.volumeId), sizeBytes });
+  const fd = fs.openSync(tmp, 'w+', 0o600);
+  try {
+    let cloneMethod: 'reflink' | 'sparse-copy';
+    try {
+      cloneMethod = volume.exportTo(fd, point.seq);
+    } catch (err) {
+      if (err instanceof PointAgedOutError) throw new FerryError(`point ${point.id} of ${req.volumeId}: ${err.message}`, ExitCode.notFound);
+      if (err instanceof RetainedDataDamagedError) {
+        throw new FerryError(`refusing to export point ${point.id} of ${req.volumeId}: it depends on damaged retained data: ${err.message}`, ExitCode.damageFound);
+      }
+      throw err;
+    }
+    if (req.format === 'vhd') writeFully(fd, vhdFixedFooter(sizeBytes), sizeBytes);
+    fs.fsyncSync(fd);
+    return { point, cloneMethod, undoRecords: 0, verifiedBlocks: 0 };
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  } finally {
+    fs.closeSync(fd);
+    volume.close();
   }
 }

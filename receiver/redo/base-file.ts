@@ -57,6 +57,11 @@ export class BaseFile {
     return new BaseFile(file, decodeBase(file, fs.readFileSync(file, 'utf8')));
   }
 
+  /** Reads the file (an export from another process); it must exist. */
+  static read(file: string): BaseFile {
+    return new BaseFile(file, decodeBase(file, fs.readFileSync(file, 'utf8')));
+  }
+
   get state(): Readonly<BaseState> {
     return this.current;
   }

@@ -10,7 +10,6 @@ import * as path from 'path';
 import { fsyncDir } from '../../common/fsutil';
 import { VolumeSpec } from '../../proto/types';
 import { DataLayout } from '../layout';
-import { VolumeStore } from '../volume-store';
 import { RedoVolume } from './redo-volume';
 
 export interface Migrated {
@@ -20,28 +19,37 @@ export interface Migrated {
   rolledBackRecords: number;
 }
 
+/** The volume opened the undo way (VolumeStore with the undo journal): open finished its recovery. */
+export interface UndoVolume {
+  readonly checkpointSeq: number;
+  readonly openReport: { rolledBackRecords: number };
+  close(): void;
+}
+
 /** True when the volume's directory holds the undo design's files and no redo base yet. */
 export function needsMigration(layout: DataLayout, volumeId: string): boolean {
   return !fs.existsSync(path.join(layout.volumeDir(volumeId), 'base')) && fs.existsSync(layout.journalDir(volumeId));
 }
 
 /**
- * Migrates one closed volume. Idempotent: a crash before the base file is written leaves the
+ * Migrates one closed volume (`openUndo` opens it with the undo journal, which rolls back what
+ * a crash left past the checkpoint). Idempotent: a crash before the base file is written leaves the
  * undo files (the next run migrates again); after it, only the journal's deletion is left,
  * which the next run finishes.
  */
-export function migrateUndoVolume(layout: DataLayout, spec: VolumeSpec): Migrated | undefined {
+export function migrateUndoVolume(layout: DataLayout, spec: VolumeSpec, openUndo: () => UndoVolume): Migrated | undefined {
   const dir = layout.volumeDir(spec.volumeId);
   const journal = layout.journalDir(spec.volumeId);
   if (!needsMigration(layout, spec.volumeId)) {
     removeJournal(journal, dir);
     return undefined;
   }
-  const store = VolumeStore.open(layout, spec, 0);
-  const rolledBackRecords = store.openReport.rolledBackRecords;
+  const store = openUndo();
   let baseSeq: number;
+  let rolledBackRecords: number;
   try {
     baseSeq = store.checkpointSeq;
+    rolledBackRecords = store.openReport.rolledBackRecords;
   } finally {
     store.close();
   }

@@ -45,8 +45,11 @@ export class RedoIndex {
   private readonly deleteThrough: Database.Statement;
   private readonly countRows: Database.Statement;
 
-  private constructor(private readonly db: Database.Database) {
-    db.exec(SCHEMA);
+  private constructor(
+    private readonly db: Database.Database,
+    readonly: boolean,
+  ) {
+    if (!readonly) db.exec(SCHEMA);
     const meta = (k: string): number => (db.prepare('SELECT v FROM meta WHERE k = ?').get(k) as { v: number } | undefined)?.v ?? 0;
     this.through = meta('indexedThrough');
     this.longest = meta('longestExtent');
@@ -58,12 +61,15 @@ export class RedoIndex {
     this.countRows = db.prepare('SELECT COUNT(*) AS n FROM extents WHERE seq > ?');
   }
 
-  static open(file: string): RedoIndex {
-    const db = new Database(file);
+  /** Opens (or creates) the index; `readonly`: an export reading beside the receiver (WAL allows it). */
+  static open(file: string, readonly = false): RedoIndex {
+    const db = new Database(file, { readonly, fileMustExist: readonly });
     try {
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      return new RedoIndex(db);
+      if (!readonly) {
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = NORMAL');
+      }
+      return new RedoIndex(db, readonly);
     } catch (err) {
       db.close();
       throw err;
@@ -95,6 +101,14 @@ export class RedoIndex {
     if (this.longest === 0 || from >= to) return [];
     const rows = this.overlapping.all({ from, to, low: from - this.longest, after: afterSeq, at: Math.min(atSeq, Number.MAX_SAFE_INTEGER) }) as Row[];
     return rows.map((r) => ({ seq: r.seq, offset: r.off, length: r.len, segment: r.seg, recordOffset: r.rec, dataOffset: r.data }));
+  }
+
+  /**
+   * Makes every commit so far durable: in WAL mode with synchronous=NORMAL a checkpoint syncs
+   * the WAL first. Called before the volume's checkpoint file or the base file moves past it.
+   */
+  sync(): void {
+    this.db.pragma('wal_checkpoint(PASSIVE)');
   }
 
   /** Rows retained above `afterSeq` (figures, tests). */

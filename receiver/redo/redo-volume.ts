@@ -12,12 +12,13 @@
 
 import * as fs from 'fs';
 import * as path from 'path';
-import { blockHashes } from '../../common/block-hash';
+import { createHash } from 'crypto';
+import { BLOCK_HASH_BYTES, blockHashes } from '../../common/block-hash';
 import { writeParts } from '../../common/fsutil';
 import { cloneReplica, Replica } from '../storage/replica';
 import { BaseFile } from './base-file';
 import { RedoIndex } from './redo-index';
-import { extentsOfFrame, RetainedRecords, retainedExtentsOf } from './retained-records';
+import { extentsOfFrame, RetainedDataDamagedError, RetainedRecords, retainedExtentsOf } from './retained-records';
 import { RetainedExtent, VisiblePiece, visiblePieces } from './visible-pieces';
 
 /**
@@ -93,6 +94,22 @@ export class RedoVolume {
     }
   }
 
+  /**
+   * Opens a redo volume to read only, from another process than the receiver's (export): it
+   * creates nothing, and the caller holds the volume's lock shared so that no advance runs.
+   */
+  static openReadOnly(files: RedoFiles): RedoVolume {
+    const base = BaseFile.read(path.join(files.dir, 'base'));
+    const replica = Replica.openReadOnly(path.join(files.dir, 'replica.img'), files.sizeBytes);
+    try {
+      const index = RedoIndex.open(path.join(files.dir, 'redo-index.db'), true);
+      return new RedoVolume(files, replica, index, base, new RetainedRecords(files.spoolDir, files.sizeBytes));
+    } catch (err) {
+      replica.close();
+      throw err;
+    }
+  }
+
   /** The replica is the image of this point; older points are gone. */
   get baseSeq(): number {
     return this.base.state.baseSeq;
@@ -130,6 +147,11 @@ export class RedoVolume {
     if (through > after) this.index.add(rows, through);
   }
 
+  /** Makes the index durable through everything indexed so far (before a checkpoint says so). */
+  syncIndex(): void {
+    this.index.sync();
+  }
+
   /** Drops what was indexed after `seq` (records a failed spool fsync lost: never acknowledged). */
   forgetAfter(seq: number): void {
     this.index.truncateAfter(Math.max(seq, this.baseSeq));
@@ -149,7 +171,25 @@ export class RedoVolume {
   /** Hashes of `count` blocks of `latest` (resync hash requests; see common/block-hash). */
   hashes(offset: number, blockSize: number, count: number): Buffer {
     const end = Math.min(this.files.sizeBytes, offset + count * blockSize);
-    return blockHashes(this.read(offset, end - offset), blockSize);
+    try {
+      return blockHashes(this.read(offset, end - offset), blockSize);
+    } catch (err) {
+      if (!(err instanceof RetainedDataDamagedError)) throw err;
+    }
+    // Some retained data is damaged: each block that needs it gets a hash no content has, so
+    // that a hash-compare resync (the repair) sends it again and the newer write heals it.
+    const out = Buffer.allocUnsafe(Math.ceil((end - offset) / blockSize) * BLOCK_HASH_BYTES);
+    for (let at = offset, i = 0; at < end; at += blockSize, i++) {
+      let hash: Buffer;
+      try {
+        hash = blockHashes(this.read(at, Math.min(blockSize, end - at)), blockSize);
+      } catch (err) {
+        if (!(err instanceof RetainedDataDamagedError)) throw err;
+        hash = createHash('sha256').update(`ferry: damaged retained data at ${at}`).digest();
+      }
+      hash.copy(out, i * BLOCK_HASH_BYTES, 0, BLOCK_HASH_BYTES);
+    }
+    return out;
   }
 
   /**
@@ -171,13 +211,14 @@ export class RedoVolume {
   }
 
   /** Writes the image of point `seq` (Infinity: latest) to `outFd` (truncated to the volume), fsync'd. */
-  exportTo(outFd: number, seq = Infinity): void {
+  exportTo(outFd: number, seq = Infinity): 'reflink' | 'sparse-copy' {
     this.checkRetained(seq);
-    cloneReplica(this.replica.fd, outFd, this.files.sizeBytes);
+    const method = cloneReplica(this.replica.fd, outFd, this.files.sizeBytes);
     for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
       this.writeVersions(outFd, this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), seq), {});
     }
     fs.fsyncSync(outFd);
+    return method;
   }
 
   /**
@@ -188,6 +229,8 @@ export class RedoVolume {
     if (this.advancingTo !== undefined && this.advancingTo !== toSeq) throw new Error(`an advance to seq ${this.advancingTo} is unfinished; finish it first`);
     if (toSeq > this.index.indexedThrough) throw new Error(`cannot advance to seq ${toSeq}: only seqs through ${this.index.indexedThrough} are indexed`);
     if (toSeq <= this.baseSeq && this.advancingTo === undefined) return 0;
+    // The rows the advance writes from must survive a power loss as long as the base says advancingTo.
+    this.index.sync();
     this.base.beginAdvance(toSeq);
     let written = 0;
     for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { decodeFrame, ferry } from '../../proto/frames';
-import { ChangeExtent, ExtentKind } from '../../proto/types';
+import { accuracyName, ChangeExtent, ExtentKind } from '../../proto/types';
 import { validateChangeSet } from '../../proto/validate';
 import { StorageDamage } from '../storage/damage';
 import { RecordDamageError } from '../storage/record-file';
@@ -84,8 +84,17 @@ const EXTENT_KINDS: Partial<Record<number, ExtentKind>> = {
  * gives them (writes only, in order).
  */
 export function extentsOfFrame(frame: Buffer): ChangeExtent[] {
+  return summaryOfFrame(frame).extents;
+}
+
+/** The extents of a spooled frame and whether its stream is write-ordered (exact). */
+export function summaryOfFrame(frame: Buffer): { extents: ChangeExtent[]; exact: boolean } {
   const cs = decodeFrame(frame).changeSet;
   if (!cs) throw new Error('spool record holds no change set');
+  return { extents: extentsOf(cs), exact: accuracyName(cs.accuracy ?? 0) === 'exact' };
+}
+
+function extentsOf(cs: ferry.IChangeSet): ChangeExtent[] {
   const firstSeq = Number(cs.firstSeq ?? 0);
   let dataOffset = 0;
   return (cs.extents ?? []).map((ext, i) => {

@@ -41,6 +41,11 @@ export class Replica {
     return new Replica(fd, sizeBytes);
   }
 
+  /** Opens a replica to read only (export from another process). */
+  static openReadOnly(file: string, sizeBytes: number): Replica {
+    return new Replica(fs.openSync(file, 'r'), sizeBytes);
+  }
+
   /**
    * True when [offset, offset+length) is a hole: it reads as zeroes without reading (reading
    * a hole still fills page cache with zeroes, which is slow for a fresh replica).

@@ -68,11 +68,12 @@ describe('redo migration from the undo design', () => {
     store.close();
     expect(needsMigration(layout, 'vol-1')).toBe(true);
 
-    const migrated = migrateUndoVolume(layout, spec);
+    const openUndo = (): VolumeStore => VolumeStore.open(layout, spec, 0, undefined, 'undo');
+    const migrated = migrateUndoVolume(layout, spec, openUndo);
     expect(migrated?.baseSeq).toBe(checkpoint);
     expect(fs.existsSync(layout.journalDir('vol-1'))).toBe(false);
     expect(needsMigration(layout, 'vol-1')).toBe(false);
-    expect(migrateUndoVolume(layout, spec)).toBeUndefined();
+    expect(migrateUndoVolume(layout, spec, openUndo)).toBeUndefined();
 
     const spool = Spool.open(layout.spoolDir('vol-1'));
     const redo = RedoVolume.open({ dir: layout.volumeDir('vol-1'), spoolDir: layout.spoolDir('vol-1'), sizeBytes: SIZE });
