@@ -69,8 +69,9 @@ export class BaseFile {
   /** Step 2 of an advance: durable before the replica is written. */
   beginAdvance(toSeq: number): void {
     if (toSeq < this.current.baseSeq) throw new Error(`cannot advance the replica back from seq ${this.current.baseSeq} to ${toSeq}`);
-    if (this.current.advancingTo !== undefined && this.current.advancingTo !== toSeq) {
-      throw new Error(`an advance to seq ${this.current.advancingTo} is unfinished; finish it before advancing to ${toSeq}`);
+    // An unfinished advance may only be taken further: the replica may hold versions up to it.
+    if (this.current.advancingTo !== undefined && toSeq < this.current.advancingTo) {
+      throw new Error(`an advance to seq ${this.current.advancingTo} is unfinished; it cannot be taken back to ${toSeq}`);
     }
     this.save({ baseSeq: this.current.baseSeq, advancingTo: toSeq });
   }

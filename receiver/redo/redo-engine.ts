@@ -104,7 +104,7 @@ export class RedoEngine implements ApplySide {
 
   /** Advances the replica to `seq` (bounded by what is indexed); skipped while an export holds the volume. */
   pruneThrough(seq: number): number {
-    const to = Math.min(seq, this.volume.indexedThrough);
+    const to = Math.max(Math.min(seq, this.volume.indexedThrough), this.volume.advancingTo ?? 0);
     if (to <= this.volume.baseSeq) return 0;
     return withLockFile(this.lockFile, 'exclusive', false, () => (this.volume.advance(to) > 0 ? 1 : 0)) ?? 0;
   }

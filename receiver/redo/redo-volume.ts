@@ -226,7 +226,9 @@ export class RedoVolume {
    * bytes written to the replica. The owner deletes spool segments through `baseSeq` afterwards.
    */
   advance(toSeq: number, hooks: AdvanceHooks = {}): number {
-    if (this.advancingTo !== undefined && this.advancingTo !== toSeq) throw new Error(`an advance to seq ${this.advancingTo} is unfinished; finish it first`);
+    // An unfinished advance can be redone or taken further (every range gets its newest version
+    // <= toSeq, whatever the replica holds), never back: the replica may hold versions up to it.
+    if (this.advancingTo !== undefined && toSeq < this.advancingTo) throw new Error(`an advance to seq ${this.advancingTo} is unfinished; it cannot be taken back to ${toSeq}`);
     if (toSeq > this.index.indexedThrough) throw new Error(`cannot advance to seq ${toSeq}: only seqs through ${this.index.indexedThrough} are indexed`);
     if (toSeq <= this.baseSeq && this.advancingTo === undefined) return 0;
     // The rows the advance writes from must survive a power loss as long as the base says advancingTo.

@@ -220,6 +220,14 @@ describe('RedoVolume', () => {
     expect(lab.redo.read(0, 65536).equals(Buffer.alloc(65536, 7))).toBe(true);
     expect(lab.redo.rangesServedBy(segment, damage.offset)).toEqual([{ offset: 65536, length: 65536 }]);
     expect(() => lab.redo.read(65536, 512)).toThrow(RetainedDataDamagedError);
+    // The unfinished advance can be taken further, never back; past the repair of the whole
+    // range it no longer needs the damaged record.
+    expect(() => lab.redo.advance(2)).toThrow(/cannot be taken back/);
+    await lab.ingest([data(8, 1)]);
+    lab.indexAll();
+    lab.redo.advance(lab.seq);
+    expect(lab.redo.baseSeq).toBe(lab.seq);
+    expect(sha256(fs.readFileSync(path.join(lab.dir, 'replica.img')))).toBe(sha256(lab.model.imageAt(lab.seq)));
     lab.close();
   });
 
