@@ -249,7 +249,7 @@ function exportRedo(layout: DataLayout, req: ExportRequest, point: PointRow, siz
     } catch (err) {
       if (err instanceof PointAgedOutError) throw new FerryError(`point ${point.id} of ${req.volumeId}: ${err.message}`, ExitCode.notFound);
       if (err instanceof RetainedDataDamagedError) {
-        throw new FerryError(`refusing to export point ${point.id} of ${req.volumeId}: it depends on damaged retained data: ${err.message}`, ExitCode.damageFound);
+        throw new FerryError(`refusing to export point ${point.id} of ${req.volumeId}: it depends on damaged data: ${err.message}`, ExitCode.damageFound);
       }
       throw err;
     }

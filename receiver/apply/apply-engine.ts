@@ -210,7 +210,7 @@ function poisonSums(sums: BlockSums, offset: number, length: number): void {
 }
 
 /** Computes the sums of a replica that has none yet (a data directory from before sums). */
-function buildSums(replica: Replica, sums: BlockSums): void {
+export function buildSums(replica: Replica, sums: BlockSums): void {
   const chunk = 4 * 1024 * 1024;
   let pos = 0;
   while (pos < replica.sizeBytes) {

@@ -15,7 +15,10 @@ import * as path from 'path';
 import { createHash } from 'crypto';
 import { BLOCK_HASH_BYTES, blockHashes } from '../../common/block-hash';
 import { writeParts } from '../../common/fsutil';
+import { buildSums } from '../apply/apply-engine';
+import { BlockSums, blockSumsOf, SUM_BLOCK } from '../storage/block-sums';
 import { cloneReplica, Replica } from '../storage/replica';
+import { blocksNotCovered, partlyTouchedBlocks } from './block-coverage';
 import { BaseFile } from './base-file';
 import { RedoIndex } from './redo-index';
 import { extentsOfFrame, RetainedDataDamagedError, RetainedRecords, retainedExtentsOf } from './retained-records';
@@ -30,6 +33,8 @@ const WINDOW_BYTES = 4 * 1024 * 1024 * 1024;
 /** Decompressed payloads held at once before a sorted write pass. */
 const GATHER_BYTES = 64 * 1024 * 1024;
 const MAX_WRITEV_PARTS = 512;
+/** Replica blocks read at once to check them against their sums. */
+const CHECK_BLOCKS = 1024;
 const ZEROES = Buffer.alloc(1024 * 1024);
 
 export interface RedoFiles {
@@ -68,6 +73,8 @@ export class RedoVolume {
   private constructor(
     private readonly files: RedoFiles,
     private readonly replica: Replica,
+    /** CRC of every 4 KiB block of the replica at the base (undefined: an export of a volume without them). */
+    private readonly sums: BlockSums | undefined,
     private readonly index: RedoIndex,
     private readonly base: BaseFile,
     private readonly records: RetainedRecords,
@@ -84,10 +91,16 @@ export class RedoVolume {
     try {
       const replica = Replica.open(path.join(files.dir, 'replica.img'), files.sizeBytes);
       closers.push(() => replica.close());
+      const sumsFile = path.join(files.dir, 'replica.sums');
+      const sumsExisted = fs.existsSync(sumsFile);
+      const sums = BlockSums.open(sumsFile, files.sizeBytes);
+      closers.push(() => sums.close());
+      // A replica without sums (made before them, or filled from outside): sum what it holds.
+      if (!sumsExisted) buildSums(replica, sums);
       const base = BaseFile.open(path.join(files.dir, 'base'), initialBaseSeq);
       const index = RedoIndex.open(path.join(files.dir, 'redo-index.db'));
       closers.push(() => index.close());
-      return new RedoVolume(files, replica, index, base, new RetainedRecords(files.spoolDir, files.sizeBytes));
+      return new RedoVolume(files, replica, sums, index, base, new RetainedRecords(files.spoolDir, files.sizeBytes));
     } catch (err) {
       for (const close of closers.reverse()) close();
       throw err;
@@ -101,10 +114,14 @@ export class RedoVolume {
   static openReadOnly(files: RedoFiles): RedoVolume {
     const base = BaseFile.read(path.join(files.dir, 'base'));
     const replica = Replica.openReadOnly(path.join(files.dir, 'replica.img'), files.sizeBytes);
+    const sumsFile = path.join(files.dir, 'replica.sums');
+    let sums: BlockSums | undefined;
     try {
+      sums = fs.existsSync(sumsFile) ? BlockSums.open(sumsFile, files.sizeBytes, true) : undefined;
       const index = RedoIndex.open(path.join(files.dir, 'redo-index.db'), true);
-      return new RedoVolume(files, replica, index, base, new RetainedRecords(files.spoolDir, files.sizeBytes));
+      return new RedoVolume(files, replica, sums, index, base, new RetainedRecords(files.spoolDir, files.sizeBytes));
     } catch (err) {
+      sums?.close();
       replica.close();
       throw err;
     }
@@ -161,7 +178,9 @@ export class RedoVolume {
   read(offset: number, length: number, seq = Infinity): Buffer {
     this.checkRetained(seq);
     const out = this.replica.read(offset, length);
-    for (const group of byRecord(this.piecesAt(offset, offset + length, seq))) {
+    const pieces = this.piecesAt(offset, offset + length, seq);
+    this.checkReplica(blocksNotCovered(pieces, Math.floor(offset / SUM_BLOCK), Math.ceil((offset + length) / SUM_BLOCK)));
+    for (const group of byRecord(pieces)) {
       const payload = this.payloadFor(group);
       for (const p of group) copyPiece(p, payload, (data, at) => data.copy(out, at - offset));
     }
@@ -215,7 +234,10 @@ export class RedoVolume {
     this.checkRetained(seq);
     const method = cloneReplica(this.replica.fd, outFd, this.files.sizeBytes);
     for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
-      this.writeVersions(outFd, this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), seq), {});
+      const to = Math.min(this.files.sizeBytes, from + WINDOW_BYTES);
+      const pieces = this.piecesAt(from, to, seq);
+      this.checkReplica(blocksNotCovered(pieces, Math.floor(from / SUM_BLOCK), Math.ceil(to / SUM_BLOCK)));
+      this.writeVersions(outFd, pieces, {});
     }
     fs.fsyncSync(outFd);
     return method;
@@ -233,12 +255,24 @@ export class RedoVolume {
     if (toSeq <= this.baseSeq && this.advancingTo === undefined) return 0;
     // The rows the advance writes from must survive a power loss as long as the base says advancingTo.
     this.index.sync();
-    this.base.beginAdvance(toSeq);
+    const redoing = this.advancingTo !== undefined;
     let written = 0;
-    for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
-      written += this.writeVersions(this.replica.fd, this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), toSeq), hooks, written);
+    const windows: VisiblePiece[][] = [];
+    for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) windows.push(this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), toSeq));
+    for (const pieces of windows) {
+      const partly = partlyTouchedBlocks(pieces);
+      // Blocks written in part keep replica bytes: check those first (a redone advance cannot,
+      // its first attempt may have written them already).
+      if (!redoing) this.checkReplica(partly);
     }
+    this.base.beginAdvance(toSeq);
+    const partlyWritten: number[] = [];
+    for (const pieces of windows) {
+      written += this.writeVersions(this.replica.fd, pieces, hooks, written, (offset, parts) => this.sumWholeBlocks(offset, parts, partlyWritten));
+    }
+    this.sumBlocks(partlyWritten);
     this.replica.sync();
+    this.sums?.sync();
     this.base.finishAdvance();
     this.index.dropThrough(toSeq);
     return written;
@@ -258,7 +292,7 @@ export class RedoVolume {
   close(): void {
     this.records.closeReaders();
     const errors: unknown[] = [];
-    for (const c of [() => this.index.close(), () => this.replica.close()]) {
+    for (const c of [() => this.index.close(), () => this.replica.close(), () => this.sums?.close()]) {
       try {
         c();
       } catch (err) {
@@ -266,6 +300,63 @@ export class RedoVolume {
       }
     }
     if (errors.length > 0) throw errors[0];
+  }
+
+  /**
+   * Checks replica blocks against their sums (skipped while an advance is unfinished: its blocks
+   * may hold new bytes under old sums until it is redone). A mismatch is damage, never data.
+   */
+  private checkReplica(blocks: readonly number[]): void {
+    const sums = this.sums;
+    if (!sums || this.advancingTo !== undefined) return;
+    for (let i = 0; i < blocks.length; ) {
+      let j = i + 1;
+      while (j < blocks.length && blocks[j] === blocks[j - 1] + 1 && j - i < CHECK_BLOCKS) j++;
+      const first = blocks[i];
+      const start = first * SUM_BLOCK;
+      const data = this.replica.read(start, Math.min(this.files.sizeBytes, (first + j - i) * SUM_BLOCK) - start);
+      const actual = blockSumsOf(data);
+      const expected = sums.read(first, j - i);
+      for (let k = 0; k < actual.length; k++) {
+        if (actual[k] === expected[k]) continue;
+        const at = (first + k) * SUM_BLOCK;
+        throw new RetainedDataDamagedError({
+          kind: 'replica',
+          file: path.join(this.files.dir, 'replica.img'),
+          offset: at,
+          length: SUM_BLOCK,
+          volumeOffset: at,
+          volumeLength: SUM_BLOCK,
+          detail: 'a replica block does not match its checksum; the range needs a repair from the agent',
+        });
+      }
+      i = j;
+    }
+  }
+
+  /**
+   * New sums of the blocks a contiguous write covers whole, from the written bytes; the blocks
+   * it covers in part go to `partly` (summed from the replica once every write is done).
+   */
+  private sumWholeBlocks(offset: number, parts: Buffer[], partly: number[]): void {
+    if (!this.sums) return;
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    const first = Math.ceil(offset / SUM_BLOCK);
+    const end = Math.floor((offset + length) / SUM_BLOCK);
+    if (offset % SUM_BLOCK !== 0) partly.push(Math.floor(offset / SUM_BLOCK));
+    if ((offset + length) % SUM_BLOCK !== 0) partly.push(Math.floor((offset + length) / SUM_BLOCK));
+    if (end <= first) return;
+    const data = parts.length === 1 ? parts[0] : Buffer.concat(parts, length);
+    this.sums.write(first, blockSumsOf(data.subarray(first * SUM_BLOCK - offset, end * SUM_BLOCK - offset)));
+  }
+
+  /** New sums of blocks written in part, read back from the replica once every write is done. */
+  private sumBlocks(blocks: readonly number[]): void {
+    if (!this.sums) return;
+    for (const b of new Set(blocks)) {
+      const start = b * SUM_BLOCK;
+      this.sums.write(b, blockSumsOf(this.replica.read(start, Math.min(this.files.sizeBytes, start + SUM_BLOCK) - start)));
+    }
   }
 
   private checkRetained(seq: number): void {
@@ -288,12 +379,12 @@ export class RedoVolume {
    * Writes pieces to `fd`: each record read once (in spool order), each pass's pieces written
    * sorted by volume offset, adjacent ones in one pwritev.
    */
-  private writeVersions(fd: number, pieces: VisiblePiece[], hooks: AdvanceHooks, writtenBefore = 0): number {
+  private writeVersions(fd: number, pieces: VisiblePiece[], hooks: AdvanceHooks, writtenBefore = 0, onGroup?: (offset: number, parts: Buffer[]) => void): number {
     let pending: Array<{ offset: number; data: Buffer }> = [];
     let pendingBytes = 0;
     let written = 0;
     const flush = (): void => {
-      written += writeSorted(fd, pending);
+      written += writeSorted(fd, pending, onGroup);
       pending = [];
       pendingBytes = 0;
       hooks.afterWritePass?.(writtenBefore + written);
@@ -333,7 +424,7 @@ function copyPiece(p: VisiblePiece, payload: Buffer | undefined, take: (data: Bu
 }
 
 /** Writes `pieces` sorted by offset, contiguous ones in one pwritev; returns the bytes. */
-function writeSorted(fd: number, pieces: Array<{ offset: number; data: Buffer }>): number {
+function writeSorted(fd: number, pieces: Array<{ offset: number; data: Buffer }>, onGroup?: (offset: number, parts: Buffer[]) => void): number {
   pieces.sort((a, b) => a.offset - b.offset);
   let written = 0;
   for (let i = 0; i < pieces.length; ) {
@@ -346,6 +437,7 @@ function writeSorted(fd: number, pieces: Array<{ offset: number; data: Buffer }>
       j++;
     }
     written += writeParts(fd, parts, pieces[i].offset);
+    onGroup?.(pieces[i].offset, parts);
     i = j;
   }
   return written;

@@ -136,7 +136,7 @@ describe('VolumeStore with the redo journal', () => {
     let differing = 0;
     for (let i = 0; i < SIZE / 4096; i++) if (!hashes.subarray(i * 16, i * 16 + 16).equals(model.subarray(i * 16, i * 16 + 16))) differing++;
     expect(differing).toBeGreaterThan(0);
-    expect(() => lab.exportHash(lab.point(lab.seq))).toThrow(new RegExp(`damaged retained data: ${seg.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`));
+    expect(() => lab.exportHash(lab.point(lab.seq))).toThrow(new RegExp(`damaged data: ${seg.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`));
     lab.store.close();
   });
 });
