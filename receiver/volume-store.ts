@@ -164,7 +164,11 @@ export class VolumeStore {
         rolledBack = result.records;
         damage.push(...result.lostOld.map((d) => ({ ...d, detail: `${d.detail}; its range was rewritten from the spool, older points of it are lost` })));
       }
-      if (checkpointRecovered) checkpoint.save(checkpointRecovered.seq);
+      if (checkpointRecovered) {
+        // Both slots: a volume with nothing left to apply saves no other checkpoint soon.
+        checkpoint.save(checkpointRecovered.seq);
+        checkpoint.save(checkpointRecovered.seq);
+      }
       return new VolumeStore(spec, spool, engine, kind, checkpoint, lastAutoPointUs, {
         rolledBackRecords: rolledBack,
         tornBytes: spool.tornBytesDropped + engineOpened.tornBytes,
