@@ -335,19 +335,21 @@ export class RedoVolume {
   }
 
   /**
-   * New sums of the blocks a contiguous write covers whole, from the written bytes; the blocks
-   * it covers in part go to `partly` (summed from the replica once every write is done).
+   * New sums of the blocks a contiguous write covers whole, from the written bytes (part by
+   * part, no copy); blocks it covers in part, or that straddle two of its parts, go to `partly`
+   * (summed from the replica once every write is done).
    */
   private sumWholeBlocks(offset: number, parts: Buffer[], partly: number[]): void {
     if (!this.sums) return;
-    const length = parts.reduce((n, p) => n + p.length, 0);
-    const first = Math.ceil(offset / SUM_BLOCK);
-    const end = Math.floor((offset + length) / SUM_BLOCK);
-    if (offset % SUM_BLOCK !== 0) partly.push(Math.floor(offset / SUM_BLOCK));
-    if ((offset + length) % SUM_BLOCK !== 0) partly.push(Math.floor((offset + length) / SUM_BLOCK));
-    if (end <= first) return;
-    const data = parts.length === 1 ? parts[0] : Buffer.concat(parts, length);
-    this.sums.write(first, blockSumsOf(data.subarray(first * SUM_BLOCK - offset, end * SUM_BLOCK - offset)));
+    let pos = offset;
+    for (const part of parts) {
+      if (pos % SUM_BLOCK !== 0) partly.push(Math.floor(pos / SUM_BLOCK));
+      const first = Math.ceil(pos / SUM_BLOCK);
+      const end = Math.floor((pos + part.length) / SUM_BLOCK);
+      if (end > first) this.sums.write(first, blockSumsOf(part.subarray(first * SUM_BLOCK - pos, end * SUM_BLOCK - pos)));
+      pos += part.length;
+    }
+    if (pos % SUM_BLOCK !== 0) partly.push(Math.floor(pos / SUM_BLOCK));
   }
 
   /** New sums of blocks written in part, read back from the replica once every write is done. */
