@@ -257,18 +257,14 @@ export class RedoVolume {
     this.index.sync();
     const redoing = this.advancingTo !== undefined;
     let written = 0;
-    const windows: VisiblePiece[][] = [];
-    for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) windows.push(this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), toSeq));
-    for (const pieces of windows) {
-      const partly = partlyTouchedBlocks(pieces);
-      // Blocks written in part keep replica bytes: check those first (a redone advance cannot,
-      // its first attempt may have written them already).
-      if (!redoing) this.checkReplica(partly);
-    }
+    const windowPieces = (from: number): VisiblePiece[] => this.piecesAt(from, Math.min(this.files.sizeBytes, from + WINDOW_BYTES), toSeq);
+    // Blocks written in part keep replica bytes: check those first (a redone advance cannot,
+    // its first attempt may have written them already). One window's pieces in memory at a time.
+    if (!redoing) for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) this.checkReplica(partlyTouchedBlocks(windowPieces(from)));
     this.base.beginAdvance(toSeq);
     const partlyWritten: number[] = [];
-    for (const pieces of windows) {
-      written += this.writeVersions(this.replica.fd, pieces, hooks, written, (offset, parts) => this.sumWholeBlocks(offset, parts, partlyWritten));
+    for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
+      written += this.writeVersions(this.replica.fd, windowPieces(from), hooks, written, (offset, parts) => this.sumWholeBlocks(offset, parts, partlyWritten));
     }
     this.sumBlocks(partlyWritten);
     this.replica.sync();
