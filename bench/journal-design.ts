@@ -1,5 +1,5 @@
 // Journal design evaluation (issue 15 part 2): the receiver's undo journal against a redo-style
-// retention journal (bench/journal-design/redo-prototype.ts), the same workload through both on
+// retention journal (the receiver's receiver/redo/, driven by bench/journal-design/redo-production.ts), the same workload through both on
 // real files, next to a raw sequential write + fsync of the same bytes measured in the same run.
 // Usage: node dist/bench/journal-design.js [--volume-mib 512] [--churn-mib 512] [--write-kib 64]
 //          [--hot-fraction 0.2] [--hot-mib N] [--advance-mib N] [--dir DIR] [--no-crash-check] [--json]
@@ -117,6 +117,9 @@ interface Figures {
   undo: DesignFigures & { oldDataLz4Ratio: number };
   redo: DesignFigures & {
     indexOnlyMBps: number;
+    /** The apply path alone (index updates), per source byte: what ingest waits behind. */
+    applyPathWrittenPerByte: number;
+    applyPathReadPerByte: number;
     ageOutMBps: number;
     replicaWritesPerAgedByte: number;
     reopenSeconds: number;
@@ -124,7 +127,6 @@ interface Figures {
     reopenSameIndex: boolean;
     indexBytesPerWrite: number;
     indexGB24h: number[];
-    blockMapBytes: number;
     crashCheck: RedoResult['crashCheck'];
   };
   sameImages: { latest: boolean; oldest: boolean };
@@ -161,8 +163,7 @@ function buildFigures(options: Options, dir: string, fsType: string, baselineSec
   const r = designFigures(redo, spec, true);
   const lz4Ratio = undo.oldDataBytes > 0 ? undo.oldDataLz4Bytes / undo.oldDataBytes : 1;
   const index = redo.index;
-  const writesRetained = Math.max(1, index.extents);
-  const indexBytesPerWrite = index.memory.perExtent + (index.memory.perRecord * index.records) / writesRetained;
+  const indexBytesPerWrite = index.diskBytes / Math.max(1, index.extents);
   const retainedGB = redo.retainedDiskBytes / 1e9;
   return {
     date: new Date().toISOString(),
@@ -178,6 +179,8 @@ function buildFigures(options: Options, dir: string, fsType: string, baselineSec
     redo: {
       ...r,
       indexOnlyMBps: mbPerSecond(spec.churnBytes, redo.apply.seconds),
+      applyPathWrittenPerByte: redo.apply.syscallWritten / spec.churnBytes,
+      applyPathReadPerByte: redo.apply.syscallRead / spec.churnBytes,
       ageOutMBps: mbPerSecond(redo.agedSourceBytes, redo.ageOut.seconds),
       replicaWritesPerAgedByte: redo.ageOut.syscallWritten / redo.agedSourceBytes,
       reopenSeconds: redo.reopenSeconds,
@@ -185,7 +188,6 @@ function buildFigures(options: Options, dir: string, fsType: string, baselineSec
       reopenSameIndex: redo.reopenSameIndex,
       indexBytesPerWrite,
       indexGB24h: CHURN_RATES_MBPS.map((rate) => (((rate * 1e6 * DAY_SECONDS) / spec.writeBytes) * indexBytesPerWrite) / 1e9),
-      blockMapBytes: index.memory.blockMap,
       crashCheck: redo.crashCheck,
     },
     sameImages: { latest: undo.latestHash === redo.latestHash, oldest: undo.oldestHash === redo.oldestHash },
@@ -209,6 +211,7 @@ function formatReport(f: Figures): string {
     ['  x baseline', ratio(u.applyMBps, base), ratio(r.applyMBps, base), ''],
     ['  redo: index update only (MB/s)', '', f1(r.indexOnlyMBps), ''],
     ['  redo: age-out, per aged source MB (MB/s)', '', f1(r.ageOutMBps), ''],
+    ['  redo: apply path alone, written / read per source byte', '', `${f2(r.applyPathWrittenPerByte)} / ${f2(r.applyPathReadPerByte)}`, ''],
     ['target written per source byte (syscalls)', f2(u.writtenPerByte), f2(r.writtenPerByte), ratio(r.writtenPerByte, u.writtenPerByte)],
     ['target read per source byte (syscalls)', f2(u.readPerByte), f2(r.readPerByte), ratio(r.readPerByte, u.readPerByte)],
     ['  written per source byte (block layer)', f2(u.diskWrittenPerByte), f2(r.diskWrittenPerByte), ''],
@@ -218,7 +221,7 @@ function formatReport(f: Figures): string {
     ['export oldest point, cold cache (s)', f2(u.exportOldestSeconds), f2(r.exportOldestSeconds), ratio(r.exportOldestSeconds, u.exportOldestSeconds)],
     ['history on disk per retained source byte', f2(u.historyPerSourceByte), f2(r.historyPerSourceByte), ratio(r.historyPerSourceByte, u.historyPerSourceByte)],
     ...rates.map((rate, i) => [`history for 24 h at ${rate} (GB)`, f1(u.spaceGB24h[i]), f1(r.spaceGB24h[i]), ratio(r.spaceGB24h[i], u.spaceGB24h[i])]),
-    ...rates.map((rate, i) => [`  redo index in memory, 24 h at ${rate} (GB)`, '', f2(r.indexGB24h[i]), '']),
+    ...rates.map((rate, i) => [`  redo index on disk, 24 h at ${rate} (GB)`, '', f2(r.indexGB24h[i]), '']),
   ];
   const crash = r.crashCheck;
   return [
@@ -228,11 +231,11 @@ function formatReport(f: Figures): string {
       `dir ${f.dir} (${f.fsType}); data half incompressible, half text-like; MB = 10^6 bytes; retention = the newer ${RETAINED_SHARE * 100}% of the churn (oldest point seq ${spec.oldestSeq} of ${spec.newestSeq})`,
     ...(f.fsType === 'tmpfs' ? ['warning: tmpfs ignores fsync, these figures say nothing about a disk'] : []),
     '',
-    formatTable(['measure', 'undo (today)', 'redo (prototype)', 'redo/undo'], rows),
+    formatTable(['measure', 'undo', 'redo', 'redo/undo'], rows),
     '',
     `undo old data: the journal stores it lz4-compressed where that saves 1/8 or more; lz4 per record makes it ${f2(u.oldDataLz4Ratio)}x its size`,
-    `redo index: ${f1(r.indexBytesPerWrite)} bytes per retained write + a block map of ${(r.blockMapBytes / MiB).toFixed(2)} MiB (4 bytes per 4 KiB of volume)`,
-    `redo reopen (index rebuilt from the spool, cold cache): ${f2(r.reopenSeconds)} s, ${f2(r.reopenSecondsPerGBRetained)} s per GB retained; same index: ${r.reopenSameIndex ? 'yes' : 'NO'}`,
+    `redo index (SQLite, on disk): ${f1(r.indexBytesPerWrite)} bytes per retained write (index files incl. WAL / extents, whole churn retained)`,
+    `redo reopen (replays the spool after the index checkpoint, cold cache): ${f2(r.reopenSeconds)} s, ${f2(r.reopenSecondsPerGBRetained)} s per GB retained; same index: ${r.reopenSameIndex ? 'yes' : 'NO'}`,
     crash ? `redo crash mid-advance to seq ${crash.toSeq}, reopen (${f2(crash.reopenSeconds)} s) finishes it: image of the new oldest point ${crash.sameImage ? 'identical' : 'DIFFERS'}` : 'redo crash check: skipped',
     `images: latest ${f.sameImages.latest ? 'identical' : 'DIFFER'} in both designs, oldest point ${f.sameImages.oldest ? 'identical' : 'DIFFER'}`,
   ].join('\n');
@@ -264,7 +267,7 @@ async function main(): Promise<void> {
     const advanceSeqs = options.advanceBytes > 0 ? Math.max(1, Math.floor(options.advanceBytes / spec.writeBytes)) : oldestSeq;
     const ctx = { dir, spec, pool, oldestSeq, advanceSeqs, progress };
     const undo = await runUndo(ctx);
-    const redo = runRedo(ctx, options.crashCheck);
+    const redo = await runRedo(ctx, options.crashCheck);
     return buildFigures(options, dir, fsType, baselineSeconds, oldestSeq, undo, redo);
   });
   process.stdout.write(options.json ? `${JSON.stringify(figures, null, 2)}\n` : `${formatReport(figures)}\n`);

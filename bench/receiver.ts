@@ -1,5 +1,7 @@
 // Receiver apply benchmark: how fast VolumeStore applies spooled change sets to a replica,
-// undo journal on, compared with a plain sequential write to the same disk.
+// undo journal on, and how fast the redo store (receiver/redo/) takes the same change sets
+// (apply = index update; then the age-out that writes them to the replica), compared with a
+// plain sequential write to the same disk.
 // Usage: node dist/bench/receiver.js [--mib N] [--dir DIR] [--json]
 
 import { randomBytes } from 'crypto';
@@ -11,6 +13,7 @@ import { VolumeSpec } from '../proto/types';
 import { validateChangeSet } from '../proto/validate';
 import { DataLayout } from '../receiver/layout';
 import { VolumeStore } from '../receiver/volume-store';
+import { ProductionRedo } from './journal-design/redo-production';
 import {
   formatTable,
   integerOption,
@@ -223,6 +226,73 @@ async function runScenario(workDir: string, scenario: Scenario, run: number, vol
   }
 }
 
+interface RedoResult {
+  key: string;
+  label: string;
+  ingestSeconds: number;
+  /** Index updates only: the apply path. */
+  applySeconds: number;
+  /** The advance that ages the whole pass out to the replica (sorted writes + fdatasync). */
+  ageOutSeconds: number;
+}
+
+/** Spools one pass through the redo store; each window is indexed after it is durable (timed apart). */
+async function ingestRedoPass(store: ProductionRedo, sets: Iterable<ChangeRecord[]>, volumeBytes: number): Promise<{ ingest: number; apply: number }> {
+  let ingest = 0;
+  let apply = 0;
+  let window: Buffer[] = [];
+  const flush = async (): Promise<void> => {
+    const frames = window;
+    window = [];
+    ingest += await timeAsync(async () => {
+      for (const raw of frames) {
+        const frame = decodeFrame(raw);
+        if (!frame.changeSet) throw new Error('bench frame holds no change set');
+        const batch = validateChangeSet(frame.changeSet, volumeBytes);
+        store.append(raw, batch.firstSeq, batch.lastSeq);
+      }
+      await store.sync();
+    });
+    apply += timeSync(() => store.indexDurable());
+  };
+  let nextSeq = store.newestSeq + 1;
+  for (const records of sets) {
+    window.push(encodeFrame({ changeSet: buildChangeSet(VOLUME_ID, nextSeq, records, 'exact') }));
+    nextSeq += records.length;
+    if (window.length === INGEST_WINDOW) await flush();
+  }
+  if (window.length > 0) await flush();
+  return { ingest, apply };
+}
+
+async function runRedoScenario(workDir: string, scenario: Scenario, run: number, volumeBytes: number, pool: RandomPool): Promise<RedoResult> {
+  const root = path.join(workDir, `redo-${scenario.key}-${run}`);
+  const store = ProductionRedo.open(root, volumeBytes, 64 * MiB);
+  try {
+    if (scenario.prefill) {
+      await ingestRedoPass(store, changeSets('sequential', volumeBytes, pool, 1), volumeBytes);
+      store.advance(store.newestSeq);
+    }
+    const { ingest, apply } = await ingestRedoPass(store, changeSets(scenario.workload, volumeBytes, pool, 2), volumeBytes);
+    const ageOutSeconds = timeSync(() => store.advance(store.newestSeq));
+    return { key: scenario.key, label: scenario.label, ingestSeconds: ingest, applySeconds: apply, ageOutSeconds };
+  } finally {
+    store.destroy();
+  }
+}
+
+async function medianRedoScenario(workDir: string, scenario: Scenario, volumeBytes: number, pool: RandomPool): Promise<RedoResult> {
+  const runs: RedoResult[] = [];
+  for (let i = 0; i < SCENARIO_RUNS; i++) runs.push(await runRedoScenario(workDir, scenario, i, volumeBytes, pool));
+  return {
+    key: scenario.key,
+    label: scenario.label,
+    ingestSeconds: median(runs.map((r) => r.ingestSeconds)),
+    applySeconds: median(runs.map((r) => r.applySeconds)),
+    ageOutSeconds: median(runs.map((r) => r.ageOutSeconds)),
+  };
+}
+
 function median(values: number[]): number {
   return [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)];
 }
@@ -247,14 +317,22 @@ interface Figures {
   data: string;
   baseline: { fsyncOnceMBps: number; fdatasyncEvery16MiBMBps: number };
   scenarios: Array<{ key: string; label: string; ingestMBps: number; applyMBps: number; applySeconds: number; applyRatio: number; ingestRatio: number }>;
+  redo: Array<{ key: string; label: string; ingestMBps: number; applyMBps: number; applyRatio: number; withAgeOutMBps: number; withAgeOutRatio: number }>;
   target: { description: string; ratio: number; sequentialApplyRatio: number; pass: boolean };
+  redoTargets: Array<{ description: string; ratio: number; measured: number; pass: boolean }>;
 }
+
+/** Issue 15 part 2's targets for the redo store (apply incl. age-out, filled replica). */
+const REDO_TARGETS = [
+  { key: 'b', description: 'redo: seq 1 MiB over a filled replica, apply incl. age-out >= 0.6x baseline', ratio: 0.6 },
+  { key: 'c', description: 'redo: random 64 KiB, filled replica, apply incl. age-out >= 0.4x baseline', ratio: 0.4 },
+];
 
 function ratio(value: number, baseline: number): number {
   return baseline > 0 ? value / baseline : 0;
 }
 
-function buildFigures(options: Options, dir: string, fsType: string, baselineSeconds: [number, number], results: ScenarioResult[]): Figures {
+function buildFigures(options: Options, dir: string, fsType: string, baselineSeconds: [number, number], results: ScenarioResult[], redoResults: RedoResult[]): Figures {
   const bytes = options.mib * MiB;
   const base = mbPerSecond(bytes, baselineSeconds[0]);
   const scenarios = results.map((r) => {
@@ -263,6 +341,15 @@ function buildFigures(options: Options, dir: string, fsType: string, baselineSec
     return { key: r.key, label: r.label, ingestMBps, applyMBps, applySeconds: r.applySeconds, applyRatio: ratio(applyMBps, base), ingestRatio: ratio(ingestMBps, base) };
   });
   const sequentialApplyRatio = Math.min(...scenarios.filter((s) => s.key !== 'c').map((s) => s.applyRatio));
+  const redo = redoResults.map((r) => {
+    const applyMBps = mbPerSecond(bytes, r.applySeconds);
+    const withAgeOutMBps = mbPerSecond(bytes, r.applySeconds + r.ageOutSeconds);
+    return { key: r.key, label: r.label, ingestMBps: mbPerSecond(bytes, r.ingestSeconds), applyMBps, applyRatio: ratio(applyMBps, base), withAgeOutMBps, withAgeOutRatio: ratio(withAgeOutMBps, base) };
+  });
+  const redoTargets = REDO_TARGETS.map((t) => {
+    const measured = redo.find((r) => r.key === t.key)?.withAgeOutRatio ?? 0;
+    return { description: t.description, ratio: t.ratio, measured, pass: measured >= t.ratio };
+  });
   return {
     mib: options.mib,
     dir,
@@ -270,6 +357,8 @@ function buildFigures(options: Options, dir: string, fsType: string, baselineSec
     data: 'crypto.randomBytes (incompressible: lz4 leaves payloads raw)',
     baseline: { fsyncOnceMBps: base, fdatasyncEvery16MiBMBps: mbPerSecond(bytes, baselineSeconds[1]) },
     scenarios,
+    redo,
+    redoTargets,
     target: { description: 'sequential apply (worst of a, b) >= 0.5x baseline', ratio: TARGET_RATIO, sequentialApplyRatio, pass: sequentialApplyRatio >= TARGET_RATIO },
   };
 }
@@ -284,16 +373,22 @@ function formatReport(f: Figures): string {
     tableRow(`baseline: 1 MiB writes, one fsync (median of ${BASELINE_RUNS})`, base, base),
     tableRow(`baseline: 1 MiB writes, fdatasync every 16 MiB (median of ${BASELINE_RUNS})`, f.baseline.fdatasyncEvery16MiBMBps, base),
     ...f.scenarios.flatMap((s) => [tableRow(`${s.label}: apply (median of ${SCENARIO_RUNS})`, s.applyMBps, base), tableRow(`${s.label}: ingest`, s.ingestMBps, base)]),
+    ...f.redo.flatMap((s) => [
+      tableRow(`redo ${s.label}: apply = index update (median of ${SCENARIO_RUNS})`, s.applyMBps, base),
+      tableRow(`redo ${s.label}: apply + age-out of the pass`, s.withAgeOutMBps, base),
+      tableRow(`redo ${s.label}: ingest`, s.ingestMBps, base),
+    ]),
   ];
   const verdict = f.target.pass ? 'PASS' : 'MISS';
   return [
-    `Ferry receiver apply benchmark: ${f.mib} MiB volume, ${f.mib} MiB per pass, undo journal on`,
+    `Ferry receiver apply benchmark: ${f.mib} MiB volume, ${f.mib} MiB per pass, undo journal (VolumeStore) and redo store (receiver/redo)`,
     `dir ${f.dir} (${f.fsType}); data ${f.data}; MB = 10^6 bytes`,
     ...(f.fsType === 'tmpfs' ? ['warning: tmpfs ignores fsync, these figures say nothing about a disk'] : []),
     '',
     formatTable(['measure', 'MB/s', 'x baseline'], rows),
     '',
-    `target: sequential apply >= ${TARGET_RATIO}x baseline: ${verdict} (worst of a, b: ${f.target.sequentialApplyRatio.toFixed(2)}x)`,
+    `target (undo): sequential apply >= ${TARGET_RATIO}x baseline: ${verdict} (worst of a, b: ${f.target.sequentialApplyRatio.toFixed(2)}x)`,
+    ...f.redoTargets.map((t) => `target ${t.description}: ${t.pass ? 'PASS' : 'MISS'} (${t.measured.toFixed(2)}x)`),
   ].join('\n');
 }
 
@@ -328,7 +423,12 @@ async function main(): Promise<void> {
       progress(scenario.label);
       results.push(await medianScenario(dir, scenario, volumeBytes, pool));
     }
-    return buildFigures(options, dir, fsType, baseline, results);
+    const redoResults: RedoResult[] = [];
+    for (const scenario of SCENARIOS) {
+      progress(`redo ${scenario.label}`);
+      redoResults.push(await medianRedoScenario(dir, scenario, volumeBytes, pool));
+    }
+    return buildFigures(options, dir, fsType, baseline, results, redoResults);
   });
   process.stdout.write(options.json ? `${JSON.stringify(figures, null, 2)}\n` : `${formatReport(figures)}\n`);
 }

@@ -13,6 +13,7 @@ import { ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
 import { classifyStorageError, VolumeHealth } from './volume-health';
 import { VolumeEmitter, VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import { AppliedStep, VolumeStore } from './volume-store';
+import { RetainedDataDamagedError } from './redo/retained-records';
 
 /** Total size of the file system holding `dir` (0 when it cannot be read). */
 function fileSystemBytes(dir: string): number {
@@ -733,6 +734,9 @@ export class ReceiverCore {
         if (pruned > 0 || segments > 0) log.info('retention pruned', { volume: id, points: pruned, journalSegments: segments });
       } catch (err) {
         log.warn('retention did not run for a volume', { volume: id, error: (err as Error).message });
+        // A redo advance that needs a damaged retained change set: record it and ask the agent
+        // (the hash-compare resync resends the blocks it serves); retention retries meanwhile.
+        if (err instanceof RetainedDataDamagedError) this.noteDamage(rt, [err.damage]);
       }
     }
   }

@@ -2,16 +2,18 @@ import * as fs from 'fs';
 import { ExitCode, FerryError } from '../common/errors';
 import { usToIso } from '../common/time';
 import { readFully, writeFully } from '../common/fsutil';
-import { cloneFile, isReflinkUnsupported, seekData, seekHole } from '../native/addon';
+import { seekData } from '../native/addon';
 import { isSafeId } from '../proto/ids';
 import { Catalog, DamageRow, PointRow } from './catalog';
 import { DataLayout } from './layout';
 import { BlockSums, blockSumsOf, blocksOf, SUM_BLOCK, SumsAtPoint, UNKNOWN_SUM } from './storage/block-sums';
 import { readCheckpointFile } from './storage/checkpoint';
 import { JournalDamageError, undoRecordsNewestFirst } from './storage/journal';
-import { Replica } from './storage/replica';
+import { cloneReplica, Replica } from './storage/replica';
 import { vhdFixedFooter } from './vhd';
-import { withVolumeLock } from './volume-store';
+import { PointAgedOutError, RedoVolume } from './redo/redo-volume';
+import { RetainedDataDamagedError } from './redo/retained-records';
+import { redoBaseFile, withVolumeLock } from './volume-store';
 
 export type ExportFormat = 'raw' | 'vhd';
 
@@ -86,32 +88,6 @@ export function resolvePoint(catalog: Catalog, volumeId: string, spec: string, a
     throw new FerryError(`volume ${volumeId} has no point at or before ${new Date(ms).toISOString()} (oldest: ${usToIso(points[0].timeUs)})`, ExitCode.notFound);
   }
   return atOrBefore.reduce((best, p) => (p.timeUs > best.timeUs || (p.timeUs === best.timeUs && p.seq > best.seq) ? p : best));
-}
-
-/** Copies the replica: a reflink where the filesystem has them, else only its data extents. */
-function cloneReplica(srcFd: number, dstFd: number, size: number): 'reflink' | 'sparse-copy' {
-  try {
-    cloneFile(srcFd, dstFd);
-    return 'reflink';
-  } catch (err) {
-    if (!isReflinkUnsupported(err)) throw err;
-  }
-  fs.ftruncateSync(dstFd, size);
-  const buf = Buffer.allocUnsafe(COPY_CHUNK);
-  let pos = 0;
-  while (pos < size) {
-    const dataStart = seekData(srcFd, pos);
-    if (dataStart < 0 || dataStart >= size) break;
-    const dataEnd = Math.min(size, Math.max(seekHole(srcFd, dataStart), dataStart));
-    for (let off = dataStart; off < dataEnd; ) {
-      const n = fs.readSync(srcFd, buf, 0, Math.min(COPY_CHUNK, dataEnd - off), off);
-      if (n === 0) break;
-      writeFully(dstFd, buf.subarray(0, n), off);
-      off += n;
-    }
-    pos = dataEnd;
-  }
-  return 'sparse-copy';
 }
 
 /** The replica's block sums as a file of their own, copied before the replica is cloned. */
@@ -195,6 +171,7 @@ export function exportPoint(req: ExportRequest): ExportResult {
           ExitCode.notReady,
         );
       }
+      if (fs.existsSync(redoBaseFile(layout, req.volumeId))) return exportRedo(layout, req, point, volume.sizeBytes, tmp);
       const src = fs.openSync(layout.replicaFile(req.volumeId), 'r');
       let out: Replica | undefined;
       let sums: BlockSums | undefined;
@@ -253,5 +230,37 @@ export function exportPoint(req: ExportRequest): ExportResult {
     return { ...result, bytes: volume.sizeBytes + (req.format === 'vhd' ? 512 : 0) };
   } finally {
     catalog.close();
+  }
+}
+
+/**
+ * The image of a point of a redo volume (receiver/redo/): the replica (the oldest point) with
+ * the newest retained version <= the point of every range written over it, read through the
+ * index; every retained record's CRC is checked as it is read. Runs under the volume's shared
+ * lock (no advance meanwhile). Damage or an aged-out point refuses: nothing is written.
+ */
+function exportRedo(layout: DataLayout, req: ExportRequest, point: PointRow, sizeBytes: number, tmp: string): Omit<ExportResult, 'bytes'> {
+  const volume = RedoVolume.openReadOnly({ dir: layout.volumeDir(req.volumeId), spoolDir: layout.spoolDir(req.volumeId), sizeBytes });
+  const fd = fs.openSync(tmp, 'w+', 0o600);
+  try {
+    let cloneMethod: 'reflink' | 'sparse-copy';
+    try {
+      cloneMethod = volume.exportTo(fd, point.seq);
+    } catch (err) {
+      if (err instanceof PointAgedOutError) throw new FerryError(`point ${point.id} of ${req.volumeId}: ${err.message}`, ExitCode.notFound);
+      if (err instanceof RetainedDataDamagedError) {
+        throw new FerryError(`refusing to export point ${point.id} of ${req.volumeId}: it depends on damaged data: ${err.message}`, ExitCode.damageFound);
+      }
+      throw err;
+    }
+    if (req.format === 'vhd') writeFully(fd, vhdFixedFooter(sizeBytes), sizeBytes);
+    fs.fsyncSync(fd);
+    return { point, cloneMethod, undoRecords: 0, verifiedBlocks: 0 };
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  } finally {
+    fs.closeSync(fd);
+    volume.close();
   }
 }

@@ -1,9 +1,12 @@
 import * as fs from 'fs';
+import * as path from 'path';
 import { decodeFrame } from '../proto/frames';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { ChangeBatch, VolumeSpec } from '../proto/types';
 import { EngineOpened, StepInput, StepOutput, withLockFile } from './apply/apply-engine';
 import { VolumeEngine } from './apply/apply-thread';
+import { migrateUndoVolume, needsMigration } from './redo/migrate';
+import { ApplySide, RedoEngine } from './redo/redo-engine';
 import { closeOpened } from './storage/close-opened';
 import { DataLayout } from './layout';
 import { Checkpoint } from './storage/checkpoint';
@@ -53,6 +56,26 @@ export interface OpenReport {
   sumsBuilt: boolean;
 }
 
+/** The retention journal a volume keeps: undo (the default) or redo (receiver/redo/, opt-in). */
+export type JournalKind = 'undo' | 'redo';
+
+/**
+ * A volume that already has a redo base stays redo. Otherwise FERRY_JOURNAL=redo (opt-in while
+ * export, verify and failback of redo volumes are being wired) makes new volumes redo and
+ * migrates undo ones (see redo/migrate.ts); without it volumes keep the undo journal.
+ */
+function chooseJournal(layout: DataLayout, spec: VolumeSpec, openUndo: () => VolumeStore): JournalKind {
+  if (fs.existsSync(redoBaseFile(layout, spec.volumeId))) return 'redo';
+  if (process.env.FERRY_JOURNAL !== 'redo') return 'undo';
+  if (needsMigration(layout, spec.volumeId)) migrateUndoVolume(layout, spec, openUndo);
+  return 'redo';
+}
+
+/** The redo base file of a volume: its presence says the volume keeps a redo journal. */
+export function redoBaseFile(layout: DataLayout, volumeId: string): string {
+  return path.join(layout.volumeDir(volumeId), 'base');
+}
+
 /** An apply step cannot go on past a gap in the stream that no damage explains. */
 export class ApplyGapError extends Error {}
 
@@ -95,7 +118,9 @@ export class VolumeStore {
   private constructor(
     readonly spec: VolumeSpec,
     private readonly spool: Spool,
-    private readonly engine: VolumeEngine,
+    private readonly engine: ApplySide,
+    /** Which retention journal the volume keeps. */
+    readonly journal: JournalKind,
     private readonly checkpoint: Checkpoint,
     lastAutoPointUs: number,
     report: Omit<OpenReport, 'durableSeq' | 'checkpointSeq'>,
@@ -112,21 +137,23 @@ export class VolumeStore {
    * Opens a volume's files: the apply side (replica, sums, undo journal) on an apply thread,
    * the spool and the checkpoint here. Whatever a crash left past the checkpoint is rolled back.
    */
-  static open(layout: DataLayout, spec: VolumeSpec, lastAutoPointUs: number, segmentBytes = 64 * 1024 * 1024): VolumeStore {
+  static open(layout: DataLayout, spec: VolumeSpec, lastAutoPointUs: number, segmentBytes = 64 * 1024 * 1024, journal?: JournalKind): VolumeStore {
     const id = spec.volumeId;
     fs.mkdirSync(layout.volumeDir(id), { recursive: true, mode: 0o700 });
+    const kind = journal ?? chooseJournal(layout, spec, () => VolumeStore.open(layout, spec, lastAutoPointUs, segmentBytes, 'undo'));
     const opened: Array<{ close(): void }> = [];
     try {
-      const { engine, opened: engineOpened } = VolumeEngine.open({ root: layout.root, volumeId: id, sizeBytes: spec.sizeBytes, segmentBytes });
+      const spool = Spool.open(layout.spoolDir(id), segmentBytes);
+      opened.push(spool);
+      const redo = kind === 'redo' ? RedoEngine.open(layout, id, spec.sizeBytes, spool) : undefined;
+      const { engine, opened: engineOpened } = redo ?? VolumeEngine.open({ root: layout.root, volumeId: id, sizeBytes: spec.sizeBytes, segmentBytes });
       opened.push(engine);
       const checkpoint = Checkpoint.open(layout.checkpointFile(id));
       opened.push(checkpoint);
-      const spool = Spool.open(layout.spoolDir(id), segmentBytes);
-      opened.push(spool);
       const damage: StorageDamage[] = [...spool.damageFound, ...engineOpened.damage];
       let checkpointRecovered: { seq: number } | undefined;
       if (checkpoint.lost) {
-        const seq = recoveryTarget(engineOpened, spool);
+        const seq = redo ? redo.engine.indexedThrough : recoveryTarget(engineOpened, spool);
         damage.push({ kind: 'checkpoint', file: layout.checkpointFile(id), offset: 0, length: 1024, detail: `both checkpoint slots are damaged; the applied seq was recovered from the undo journal and the spool as ${seq}` });
         checkpointRecovered = { seq };
       }
@@ -137,8 +164,12 @@ export class VolumeStore {
         rolledBack = result.records;
         damage.push(...result.lostOld.map((d) => ({ ...d, detail: `${d.detail}; its range was rewritten from the spool, older points of it are lost` })));
       }
-      if (checkpointRecovered) checkpoint.save(checkpointRecovered.seq);
-      return new VolumeStore(spec, spool, engine, checkpoint, lastAutoPointUs, {
+      if (checkpointRecovered) {
+        // Both slots: a volume with nothing left to apply saves no other checkpoint soon.
+        checkpoint.save(checkpointRecovered.seq);
+        checkpoint.save(checkpointRecovered.seq);
+      }
+      return new VolumeStore(spec, spool, engine, kind, checkpoint, lastAutoPointUs, {
         rolledBackRecords: rolledBack,
         tornBytes: spool.tornBytesDropped + engineOpened.tornBytes,
         damage,
@@ -344,7 +375,7 @@ export class VolumeStore {
       const held = this.recent.get(rec.firstSeq);
       const fromCache = held !== undefined && held.lastSeq === rec.lastSeq;
       if (fromCache) taken.push({ first: rec.firstSeq, frame: held.frame });
-      input.records.push({ firstSeq: rec.firstSeq, lastSeq: rec.lastSeq, afterSeq: through, frame: fromCache ? held.frame : rec.frame });
+      input.records.push({ firstSeq: rec.firstSeq, lastSeq: rec.lastSeq, afterSeq: through, segment: rec.segment, recordOffset: rec.recordOffset, frame: fromCache ? held.frame : rec.frame });
       through = Math.max(through, rec.lastSeq);
     }
     return { input, lost, taken, firstAfter, through };
@@ -409,7 +440,7 @@ export class VolumeStore {
       this.applyBroken = err as Error;
       throw err;
     }
-    this.spool.pruneThrough(seq);
+    this.spool.pruneThrough(this.engine.spoolNeededAfter(seq));
   }
 
   private async checkpointAfterStep(generation: number): Promise<void> {
@@ -419,7 +450,7 @@ export class VolumeStore {
     await this.engine.syncDataAsync();
     if (generation !== this.generation) return;
     this.checkpoint.save(seq);
-    this.spool.pruneThrough(seq);
+    this.spool.pruneThrough(this.engine.spoolNeededAfter(seq));
   }
 
   /** A checkpoint is owed (the timer's; a running step saves its own when due). */
@@ -427,9 +458,15 @@ export class VolumeStore {
     return !this.applyBroken && !this.busy && this.checkpoint.seq !== this.applied && Date.now() - this.lastCheckpointMs >= intervalMs;
   }
 
-  /** Frees undo journal segments no retained point needs. Skipped while an export reads them. */
+  /**
+   * Ages out history no retained point needs: undo journal segments, or (redo) advances the
+   * replica to `seq` and frees the spool segments it no longer needs. Skipped while an export
+   * holds the volume.
+   */
   pruneJournalThrough(seq: number): number {
-    return this.engine.pruneThrough(seq);
+    const pruned = this.engine.pruneThrough(seq);
+    this.spool.pruneThrough(this.engine.spoolNeededAfter(this.checkpoint.seq));
+    return pruned;
   }
 
   get journalSegments(): number {

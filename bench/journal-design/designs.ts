@@ -14,7 +14,7 @@ import { listSegments } from '../../receiver/storage/segments';
 import { VolumeStore } from '../../receiver/volume-store';
 import { copyImage, diskBytesUnder, evict, filesUnder } from './image-file';
 import { addPhases, measure, measureAsync, NO_PHASE, Phase } from './io-counter';
-import { RedoStore, SimulatedCrash } from './redo-prototype';
+import { ProductionRedo, SimulatedCrash } from './redo-production';
 import { fillReplica, MixedPool, SpooledFrame, totalWrites, VOLUME_ID, workloadFrames, WorkloadSpec } from './workload';
 
 /** Segment size of spool and journal: small enough that retention can prune at fine grain. */
@@ -24,7 +24,7 @@ const INGEST_WINDOW = 16;
 
 export interface DesignResult {
   ingest: Phase;
-  /** Undo: ApplyGroup (read old data, journal + fsync, write replica, sums, checkpoint). Redo: index updates. */
+  /** Undo: ApplyGroup (read old data, journal + fsync, write replica, sums, checkpoint). Redo: index updates (SQLite). */
   apply: Phase;
   /** Redo: the advance that ages out every point before the oldest retained one. Undo: pruning journal segments. */
   ageOut: Phase;
@@ -49,7 +49,8 @@ export interface UndoResult extends DesignResult {
 export interface RedoResult extends DesignResult {
   reopenSeconds: number;
   reopenSameIndex: boolean;
-  index: ReturnType<RedoStore['indexFigures']>;
+  /** Extents in the on-disk index with the whole churn retained, and the index files' size then. */
+  index: { extents: number; diskBytes: number };
   crashCheck: { toSeq: number; sameImage: boolean; reopenSeconds: number } | undefined;
 }
 
@@ -208,54 +209,49 @@ export async function runUndo(ctx: RunContext): Promise<UndoResult> {
   }
 }
 
-// ---- redo: the prototype ----------------------------------------------------------------------
+// ---- redo: the receiver's redo code (receiver/redo/) --------------------------------------
 
 /** Ingest as for undo (intake, append, one fsync per window); the index updates are timed apart. */
-function ingestRedo(store: RedoStore, ctx: RunContext): { ingest: Phase; apply: Phase } {
+async function ingestRedo(store: ProductionRedo, ctx: RunContext): Promise<{ ingest: Phase; apply: Phase }> {
   let ingest = NO_PHASE;
   let apply = NO_PHASE;
   for (const window of windows(ctx.spec, ctx.pool)) {
-    const stored: Array<{ where: ReturnType<RedoStore['append']>; batch: ChangeBatch }> = [];
     ingest = addPhases(
       ingest,
-      measure(() => {
+      await measureAsync(async () => {
         for (const f of window) {
           const batch = intake(f.frame, ctx.spec.volumeBytes);
-          stored.push({ where: store.append(f.frame, batch), batch });
+          store.append(f.frame, batch.firstSeq, batch.lastSeq);
         }
-        store.sync();
+        await store.sync();
       }),
     );
-    apply = addPhases(apply, measure(() => stored.forEach((s) => store.apply(s.where, s.batch))));
+    apply = addPhases(apply, measure(() => store.indexDurable()));
   }
   return { ingest, apply };
 }
 
-function reopen(dir: string, spec: WorkloadSpec, files: string[]): { store: RedoStore; seconds: number } {
+function reopen(dir: string, spec: WorkloadSpec, files: string[]): { store: ProductionRedo; seconds: number } {
   evict(files);
-  let store: RedoStore | undefined;
+  let store: ProductionRedo | undefined;
   const { seconds } = measure(() => {
-    store = RedoStore.open(dir, spec.volumeBytes, SEGMENT_BYTES);
+    store = ProductionRedo.open(dir, spec.volumeBytes, SEGMENT_BYTES);
   });
-  return { store: store as RedoStore, seconds };
-}
-
-function sameSeqs(a: Float64Array, b: Float64Array): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
+  return { store: store as ProductionRedo, seconds };
 }
 
 /**
- * Kills an advance half-way (after about half of its replica writes), opens the store again
- * (which finishes the advance) and compares the image of the new oldest point with the one
- * exported before.
+ * Stops an advance after its first write pass (as a kill would: the base says advancingTo, the
+ * replica holds part of the versions, unsynced), opens the store again (which finishes the
+ * advance) and compares the image of the new oldest point with the one exported before.
  */
-function crashCheck(store: RedoStore, ctx: RunContext, dir: string): { store: RedoStore; check: RedoResult['crashCheck'] } {
+function crashCheck(store: ProductionRedo, ctx: RunContext, dir: string): { store: ProductionRedo; check: RedoResult['crashCheck'] } {
   const toSeq = Math.floor((ctx.oldestSeq + store.newestSeq) / 2);
   const out = path.join(ctx.dir, 'redo-crash.img');
   store.exportPoint(toSeq, out);
   const before = hashFile(out);
   try {
-    store.advance(toSeq, { crashAfterWrites: 1 });
+    store.advance(toSeq, true);
     throw new Error('the simulated crash did not happen');
   } catch (err) {
     if (!(err instanceof SimulatedCrash)) throw err;
@@ -266,18 +262,21 @@ function crashCheck(store: RedoStore, ctx: RunContext, dir: string): { store: Re
   return { store: reopened, check: { toSeq, sameImage: hashFile(out) === before, reopenSeconds: seconds } };
 }
 
-export function runRedo(ctx: RunContext, withCrashCheck: boolean): RedoResult {
+export async function runRedo(ctx: RunContext, withCrashCheck: boolean): Promise<RedoResult> {
   const { spec } = ctx;
   const dir = path.join(ctx.dir, 'redo');
   fs.mkdirSync(dir, { recursive: true });
   ctx.progress('redo: fill replica');
   fillReplica(path.join(dir, 'replica.img'), spec.volumeBytes, ctx.pool);
-  let store = RedoStore.open(dir, spec.volumeBytes, SEGMENT_BYTES);
+  let store = ProductionRedo.open(dir, spec.volumeBytes, SEGMENT_BYTES);
   try {
     ctx.progress('redo: ingest + index');
-    const { ingest, apply } = ingestRedo(store, ctx);
+    const { ingest, apply } = await ingestRedo(store, ctx);
     const newest = store.newestSeq;
-    const history = (): string[] => [store.replicaFile, ...store.spoolFiles];
+    // Index size per write while the whole churn is retained (SQLite keeps freed pages after age-out).
+    const extents = store.volume.retainedExtents;
+    const indexDiskBytes = store.indexFiles.reduce((n, f) => n + fs.statSync(f).size, 0);
+    const history = (): string[] => [store.replicaFile, ...store.spoolFiles, ...store.indexFiles];
     evict(history());
     ctx.progress('redo: age-out (advance)');
     const ageOut = measure(() => {
@@ -286,13 +285,12 @@ export function runRedo(ctx: RunContext, withCrashCheck: boolean): RedoResult {
         if (to === ctx.oldestSeq) break;
       }
     });
-    const seqs = store.blockSeqs();
-    const index = store.indexFigures();
+    const retainedAfterAgeOut = store.volume.retainedExtents;
     store.close();
-    ctx.progress('redo: reopen (index rebuilt from the spool)');
+    ctx.progress('redo: reopen (replays the spool after the index checkpoint)');
     const opened = reopen(dir, spec, history());
     store = opened.store;
-    const reopenSameIndex = sameSeqs(seqs, store.blockSeqs());
+    const reopenSameIndex = store.volume.retainedExtents === retainedAfterAgeOut && store.newestSeq === newest;
     ctx.progress('redo: export oldest');
     const out = path.join(ctx.dir, 'redo-export.img');
     const oldest = measureExport(history, out, () => store.exportPoint(ctx.oldestSeq, out));
@@ -318,7 +316,7 @@ export function runRedo(ctx: RunContext, withCrashCheck: boolean): RedoResult {
       retainedSourceBytes,
       reopenSeconds: opened.seconds,
       reopenSameIndex,
-      index,
+      index: { extents, diskBytes: indexDiskBytes },
       crashCheck: check,
     };
   } finally {

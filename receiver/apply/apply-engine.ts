@@ -11,8 +11,8 @@ import { StorageDamage } from '../storage/damage';
 import { UndoJournal, undoRecordsNewestFirst } from '../storage/journal';
 import { Replica } from '../storage/replica';
 import { ApplyGroup, rollBack } from './apply-batch';
+import { collectAutoPoints } from './auto-points';
 
-const AUTO_POINT_INTERVAL_US = 1_000_000;
 /** Decompressed data and old data of one step; a step that needs more gets buffers of its own. */
 const ENGINE_ARENA_BYTES = 64 * 1024 * 1024;
 
@@ -44,6 +44,9 @@ export interface StepRecord {
   lastSeq: number;
   afterSeq: number;
   frame: Buffer;
+  /** Where the record is in the spool (the redo index points there). */
+  segment: number;
+  recordOffset: number;
 }
 
 export interface StepInput {
@@ -154,8 +157,7 @@ export class ApplyEngine {
   step(input: StepInput): StepOutput {
     this.arena.reset();
     const group = new ApplyGroup(this.replica, this.journal, this.sums, this.arena);
-    let autoAfterUs = input.autoAfterUs;
-    let capturedUs = input.capturedUs;
+    const clock = { autoAfterUs: input.autoAfterUs, capturedUs: input.capturedUs };
     const autoPoints: AutoPoint[] = [];
     for (const rec of input.records) {
       const frame = decodeFrame(rec.frame);
@@ -164,17 +166,10 @@ export class ApplyEngine {
       // frame held since ingest) the payload's was checked then.
       const batch = validateChangeSet(frame.changeSet, this.files.sizeBytes, false, (size) => this.arena.take(size));
       group.add(batch, rec.afterSeq);
-      for (const ext of batch.extents) {
-        if (ext.seq <= rec.afterSeq) continue;
-        capturedUs = ext.captureTimeUs;
-        if (batch.accuracy === 'exact' && ext.captureTimeUs >= autoAfterUs + AUTO_POINT_INTERVAL_US) {
-          autoPoints.push({ seq: ext.seq, timeUs: ext.captureTimeUs });
-          autoAfterUs = ext.captureTimeUs;
-        }
-      }
+      collectAutoPoints(batch.extents, batch.accuracy === 'exact', rec.afterSeq, clock, autoPoints);
     }
     group.finish();
-    return { autoPoints, autoAfterUs, capturedUs, damage: group.damage };
+    return { autoPoints, autoAfterUs: clock.autoAfterUs, capturedUs: clock.capturedUs, damage: group.damage };
   }
 
   /** Makes everything applied so far durable in the replica and its sums. */
@@ -215,7 +210,7 @@ function poisonSums(sums: BlockSums, offset: number, length: number): void {
 }
 
 /** Computes the sums of a replica that has none yet (a data directory from before sums). */
-function buildSums(replica: Replica, sums: BlockSums): void {
+export function buildSums(replica: Replica, sums: BlockSums): void {
   const chunk = 4 * 1024 * 1024;
   let pos = 0;
   while (pos < replica.sizeBytes) {

@@ -168,7 +168,7 @@ function pack(input: StepInput): { step: PackedStep; transfer: ArrayBuffer[] } {
   let pos = 0;
   const records = input.records.map((r) => {
     frames.set(r.frame, pos);
-    const at = { firstSeq: r.firstSeq, lastSeq: r.lastSeq, afterSeq: r.afterSeq, start: pos, end: pos + r.frame.length };
+    const at = { firstSeq: r.firstSeq, lastSeq: r.lastSeq, afterSeq: r.afterSeq, segment: r.segment, recordOffset: r.recordOffset, start: pos, end: pos + r.frame.length };
     pos += r.frame.length;
     return at;
   });
@@ -250,6 +250,11 @@ export class VolumeEngine {
 
   pruneThrough(seq: number): number {
     return this.sync<number>({ op: 'prune', volumeId: this.volumeId, seq });
+  }
+
+  /** The undo replica holds everything through the checkpoint: the spool is needed after it only. */
+  spoolNeededAfter(checkpointSeq: number): number {
+    return checkpointSeq;
   }
 
   /** Block hashes of the replica, answered after the step in flight (this thread goes on meanwhile). */

@@ -2,7 +2,7 @@ import { ApplyEngine, EngineFiles, StepInput } from './apply-engine';
 
 /** A step's change sets as they cross to an apply thread: frames packed in one buffer. */
 export interface PackedStep {
-  records: Array<{ firstSeq: number; lastSeq: number; afterSeq: number; start: number; end: number }>;
+  records: Array<{ firstSeq: number; lastSeq: number; afterSeq: number; segment: number; recordOffset: number; start: number; end: number }>;
   frames: Uint8Array;
   autoAfterUs: number;
   capturedUs: number;
@@ -49,7 +49,7 @@ export function fromWireError(w: WireError): Error {
 function unpack(step: PackedStep): StepInput {
   const frames = Buffer.from(step.frames.buffer, step.frames.byteOffset, step.frames.byteLength);
   return {
-    records: step.records.map((r) => ({ firstSeq: r.firstSeq, lastSeq: r.lastSeq, afterSeq: r.afterSeq, frame: frames.subarray(r.start, r.end) })),
+    records: step.records.map((r) => ({ firstSeq: r.firstSeq, lastSeq: r.lastSeq, afterSeq: r.afterSeq, segment: r.segment, recordOffset: r.recordOffset, frame: frames.subarray(r.start, r.end) })),
     autoAfterUs: step.autoAfterUs,
     capturedUs: step.capturedUs,
   };

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import { readFully, writeFully, writeParts } from '../../common/fsutil';
-import { isReflinkUnsupported, punchHole, seekData } from '../../native/addon';
+import { cloneFile, isReflinkUnsupported, punchHole, seekData, seekHole } from '../../native/addon';
 
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
 
@@ -39,6 +39,11 @@ export class Replica {
     const fd = fs.openSync(file, exists ? 'r+' : 'w+', 0o600);
     if (fs.fstatSync(fd).size !== sizeBytes) fs.ftruncateSync(fd, sizeBytes);
     return new Replica(fd, sizeBytes);
+  }
+
+  /** Opens a replica to read only (export from another process). */
+  static openReadOnly(file: string, sizeBytes: number): Replica {
+    return new Replica(fs.openSync(file, 'r'), sizeBytes);
   }
 
   /**
@@ -84,3 +89,32 @@ export class Replica {
     fs.closeSync(this.fd);
   }
 }
+
+const CLONE_CHUNK = 4 * 1024 * 1024;
+
+/** Copies the replica: a reflink where the filesystem has them, else only its data extents. */
+export function cloneReplica(srcFd: number, dstFd: number, size: number): 'reflink' | 'sparse-copy' {
+  try {
+    cloneFile(srcFd, dstFd);
+    return 'reflink';
+  } catch (err) {
+    if (!isReflinkUnsupported(err)) throw err;
+  }
+  fs.ftruncateSync(dstFd, size);
+  const buf = Buffer.allocUnsafe(CLONE_CHUNK);
+  let pos = 0;
+  while (pos < size) {
+    const dataStart = seekData(srcFd, pos);
+    if (dataStart < 0 || dataStart >= size) break;
+    const dataEnd = Math.min(size, Math.max(seekHole(srcFd, dataStart), dataStart));
+    for (let off = dataStart; off < dataEnd; ) {
+      const n = fs.readSync(srcFd, buf, 0, Math.min(CLONE_CHUNK, dataEnd - off), off);
+      if (n === 0) break;
+      writeFully(dstFd, buf.subarray(0, n), off);
+      off += n;
+    }
+    pos = dataEnd;
+  }
+  return 'sparse-copy';
+}
+

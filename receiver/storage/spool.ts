@@ -30,6 +30,9 @@ export interface SpoolRecord {
   /** The change-set frame exactly as it arrived. */
   frame: Buffer;
   bytes: number;
+  /** Where it is: its segment (by first seq) and the record's offset there (0 for lostOnly). */
+  segment: number;
+  recordOffset: number;
   /** Damaged stretches the cursor passed since the record before this one. */
   lostBefore?: SpoolLost[];
   /** No record, only damage whose header names its seqs (firstSeq..lastSeq): they are lost. */
@@ -484,7 +487,7 @@ export class SpoolCursor {
     this.lost = [];
     const firstSeq = Math.min(...known.map((l) => l.firstSeq as number));
     const lastSeq = Math.max(...known.map((l) => l.lastSeq as number));
-    return { firstSeq, lastSeq, frame: EMPTY, bytes: 0, lostBefore: lost, lostOnly: true };
+    return { firstSeq, lastSeq, frame: EMPTY, bytes: 0, segment: 0, recordOffset: 0, lostBefore: lost, lostOnly: true };
   }
 
   private fd = -1;
@@ -510,9 +513,10 @@ export class SpoolCursor {
     try {
       const loc = readRecordHeader(fd, SPOOL_FORMAT, this.offset, seg.durableSize);
       const { firstSeq, lastSeq } = seqsOf(loc.meta);
-      const frame = skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, true, arena?.take(loc.bodyLength));
+      // A record at or below afterSeq is passed over: its body is not read.
+      const frame = lastSeq <= this.afterSeq || skipBody?.(firstSeq, lastSeq) ? EMPTY : readRecordBody(fd, loc, true, arena?.take(loc.bodyLength));
       this.offset = loc.end;
-      return { firstSeq, lastSeq, frame, bytes: loc.end - loc.offset };
+      return { firstSeq, lastSeq, frame, bytes: loc.end - loc.offset, segment: seg.firstSeq, recordOffset: loc.offset };
     } catch (err) {
       // Damaged since the spool was opened: opening it again finds and skips the damage.
       if (err instanceof RecordDamageError) throw new RecordDamageError(err.offset, `${seg.file}: ${err.message}`);
@@ -533,3 +537,12 @@ export function scanSpoolSegment(file: string): ReturnType<typeof scanSegment> &
 }
 
 export const SPOOL_SEGMENT_EXT = EXT;
+
+/**
+ * The frame of the spool record at `offset` of an open segment file, its CRC checked (throws
+ * RecordDamageError when it fails): the redo read path's access to retained records.
+ */
+export function readSpoolFrameAt(fd: number, offset: number): { firstSeq: number; lastSeq: number; frame: Buffer } {
+  const loc = readRecordHeader(fd, SPOOL_FORMAT, offset, fs.fstatSync(fd).size);
+  return { ...seqsOf(loc.meta), frame: readRecordBody(fd, loc, true) };
+}

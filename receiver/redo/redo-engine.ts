@@ -1,0 +1,145 @@
+// The apply side of a redo volume, as VolumeStore drives an apply side (see ApplySide): an apply
+// step indexes the step's spool records (no volume data read or written), retention advances
+// the replica, hash requests read `latest` through the index. It runs on the ingest thread: an
+// index step is cheap; the advance is not (see docs/journal-design.md, what remains).
+
+import type { AutoPoint, EngineOpened, RolledBack, StepInput, StepOutput } from '../apply/apply-engine';
+import { withLockFile } from '../apply/apply-engine';
+import { collectAutoPoints } from '../apply/auto-points';
+import { DataLayout } from '../layout';
+import { Spool } from '../storage/spool';
+import { IndexedRecord, RedoVolume } from './redo-volume';
+import { summaryOfFrame } from './retained-records';
+
+/** Spool bytes indexed per transaction while an open replays the spool. */
+const REPLAY_BATCH_BYTES = 64 * 1024 * 1024;
+
+/** What VolumeStore needs of a volume's apply side; the undo VolumeEngine and RedoEngine both are one. */
+export interface ApplySide {
+  readonly journalSegments: number;
+  rollBackTo(seq: number, tolerateLost: boolean): RolledBack;
+  recover(checkpointSeq: number): number;
+  step(input: StepInput): Promise<StepOutput>;
+  stepSync(input: StepInput): StepOutput;
+  syncData(): void;
+  syncDataAsync(): Promise<void>;
+  /** Ages out history older than `seq` (undo: journal segments; redo: advance the replica). */
+  pruneThrough(seq: number): number;
+  hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer>;
+  /** Spool segments wholly at or below the returned seq are needed no more (given the checkpoint). */
+  spoolNeededAfter(checkpointSeq: number): number;
+  close(): void;
+}
+
+export class RedoEngine implements ApplySide {
+  private constructor(
+    private readonly volume: RedoVolume,
+    private readonly lockFile: string,
+  ) {}
+
+  /**
+   * Opens the redo store of a volume whose spool is open: indexes the durable spool after the
+   * index's checkpoint, then finishes an advance a crash interrupted (it needs those rows).
+   */
+  static open(layout: DataLayout, volumeId: string, sizeBytes: number, spool: Spool): { engine: RedoEngine; opened: EngineOpened } {
+    const volume = RedoVolume.open({ dir: layout.volumeDir(volumeId), spoolDir: layout.spoolDir(volumeId), sizeBytes });
+    try {
+      replaySpool(volume, spool);
+      // An export in another process may hold the volume: the replica is written only without it.
+      if (volume.advancingTo !== undefined) withLockFile(layout.lockFile(volumeId), 'exclusive', true, () => volume.finishAdvance());
+    } catch (err) {
+      volume.close();
+      throw err;
+    }
+    const opened: EngineOpened = { journalNewestSeq: 0, journalOldestSegmentSeq: 0, damage: [], tornBytes: 0, sumsBuilt: false };
+    return { engine: new RedoEngine(volume, layout.lockFile(volumeId)), opened };
+  }
+
+  get journalSegments(): number {
+    return 0;
+  }
+
+  get baseSeq(): number {
+    return this.volume.baseSeq;
+  }
+
+  /** Where the index stands: with a lost checkpoint file, apply resumes from here. */
+  get indexedThrough(): number {
+    return this.volume.replayAfter;
+  }
+
+  /** Nothing to roll back: apply wrote no volume data; the index skips what it already holds. */
+  rollBackTo(): RolledBack {
+    return { records: 0, lostOld: [] };
+  }
+
+  recover(): number {
+    return 0;
+  }
+
+  stepSync(input: StepInput): StepOutput {
+    const clock = { autoAfterUs: input.autoAfterUs, capturedUs: input.capturedUs };
+    const autoPoints: AutoPoint[] = [];
+    const records: IndexedRecord[] = [];
+    for (const rec of input.records) {
+      const { extents, exact } = summaryOfFrame(rec.frame);
+      collectAutoPoints(extents, exact, rec.afterSeq, clock, autoPoints);
+      records.push({ segment: rec.segment, recordOffset: rec.recordOffset, lastSeq: rec.lastSeq, frame: rec.frame });
+    }
+    this.volume.indexRecords(records);
+    return { autoPoints, autoAfterUs: clock.autoAfterUs, capturedUs: clock.capturedUs, damage: [] };
+  }
+
+  async step(input: StepInput): Promise<StepOutput> {
+    return this.stepSync(input);
+  }
+
+  syncData(): void {
+    this.volume.syncIndex();
+  }
+
+  async syncDataAsync(): Promise<void> {
+    this.volume.syncIndex();
+  }
+
+  /** Advances the replica to `seq` (bounded by what is indexed); skipped while an export holds the volume. */
+  pruneThrough(seq: number): number {
+    const to = Math.max(Math.min(seq, this.volume.indexedThrough), this.volume.advancingTo ?? 0);
+    if (to <= this.volume.baseSeq) return 0;
+    return withLockFile(this.lockFile, 'exclusive', false, () => (this.volume.advance(to) > 0 ? 1 : 0)) ?? 0;
+  }
+
+  async hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer> {
+    return this.volume.hashes(offset, blockSize, count);
+  }
+
+  spoolNeededAfter(checkpointSeq: number): number {
+    return Math.min(checkpointSeq, this.volume.baseSeq);
+  }
+
+  close(): void {
+    this.volume.close();
+  }
+}
+
+/** Indexes every durable spool record after the index's checkpoint (damaged ones are the spool's to report). */
+function replaySpool(volume: RedoVolume, spool: Spool): void {
+  const cursor = spool.cursor(volume.replayAfter);
+  try {
+    let batch: IndexedRecord[] = [];
+    let bytes = 0;
+    for (let rec = cursor.next(); rec; rec = cursor.next()) {
+      if (rec.lostOnly) continue;
+      batch.push({ segment: rec.segment, recordOffset: rec.recordOffset, lastSeq: rec.lastSeq, frame: rec.frame });
+      bytes += rec.bytes;
+      if (bytes >= REPLAY_BATCH_BYTES) {
+        volume.indexRecords(batch);
+        batch = [];
+        bytes = 0;
+      }
+    }
+    volume.indexRecords(batch);
+  } finally {
+    cursor.close();
+  }
+}
