@@ -162,9 +162,10 @@ export class ReceiverConnection extends EventEmitter {
     this.sendRaw(encodeFrame(frame));
   }
 
-  sendRaw(bytes: Buffer | string): void {
+  /** `written`: called once the socket is done with `bytes` (written, or failed): they may be reused then. */
+  sendRaw(bytes: Buffer | string, written?: (err?: Error) => void): void {
     if (this.failure) throw this.failure;
-    this.ws.send(bytes, { binary: typeof bytes !== 'string' });
+    this.ws.send(bytes, { binary: typeof bytes !== 'string' }, written);
   }
 
   /** Waits for the first frame `pick` accepts; rejects when the session fails first. */
