@@ -31,7 +31,9 @@ import type {
 
 /** Bytes read (and hashed) per step of a pass. */
 const CHUNK_BYTES = 4 * 1024 * 1024;
-/** Fewer changed bytes in a chunk than this take a plain buffer (incremental passes), not a pooled chunk. */
+/** Changed blocks are copied into slabs of this size (pooled)... */
+const SLAB_BYTES = 1024 * 1024;
+/** ...or, when fewer bytes than this are left to copy, into a plain buffer of their size. */
 const SMALL_SLAB_BYTES = 256 * 1024;
 const NOT_LOGGED = Promise.resolve();
 /** Compact the scan table's log after this many entries (or on the timer). */
@@ -402,18 +404,26 @@ class ScanVolume {
       total += Math.min(this.blockSize, data.length - start);
     }
     if (total === 0) return 0;
-    // One copy of all the changed blocks, the records being views into it, end to end (the
-    // pipeline compresses them without gathering): a pooled buffer, given back once every
-    // record's data has been encoded into a frame.
-    const slab = new SharedLease(this.slabs.take(total));
-    const copy = slab.buffer;
+    // The changed blocks are copied end to end into pooled slabs (the records are views into
+    // them), each given back once every record in it has been encoded into a frame. Slabs are
+    // small next to a chunk so that sparse changes do not hold whole chunks of memory.
+    let slab: SharedLease | undefined;
+    let left = total;
     const entries: BlockEntry[] = [];
     const first = this.queue.length;
     let at = 0;
     for (const i of changed) {
       const start = i * this.blockSize;
       const block = (offset + start) / this.blockSize;
-      const length = data.copy(copy, at, start, Math.min(data.length, start + this.blockSize));
+      const blockBytes = Math.min(this.blockSize, data.length - start);
+      if (!slab || at + blockBytes > slab.buffer.length) {
+        slab?.seal();
+        slab = new SharedLease(this.slabs.take(Math.max(blockBytes, Math.min(SLAB_BYTES, left))));
+        at = 0;
+      }
+      const copy = slab.buffer;
+      const length = data.copy(copy, at, start, start + blockBytes);
+      left -= length;
       const hash = hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES);
       this.table.noteSent(block, hash);
       const seq = this.nextSeq++;
@@ -423,7 +433,7 @@ class ScanVolume {
       entries.push(entry);
       this.queue.push({ record, entry, passOffset: offset, logged: NOT_LOGGED });
     }
-    slab.seal();
+    slab?.seal();
     // The hashes are logged and synced now, while the records wait in the queue, so that handing
     // them out (which must wait for that) seldom waits; a sync covers everything appended before it.
     const logged = this.table.log(entries);
@@ -489,8 +499,8 @@ export class ScanSource implements CaptureSource {
   private readonly slabs: BufferPool;
 
   constructor(private readonly opts: ScanOptions) {
-    // A chunk's changed blocks at most; the queue holds up to maxPendingBytes of them.
-    this.slabs = new BufferPool(CHUNK_BYTES, Math.ceil(opts.maxPendingBytes / CHUNK_BYTES) + 1, SMALL_SLAB_BYTES);
+    // The queue holds up to maxPendingBytes of changed blocks, and a chunk's more.
+    this.slabs = new BufferPool(SLAB_BYTES, Math.ceil((opts.maxPendingBytes + CHUNK_BYTES) / SLAB_BYTES), SMALL_SLAB_BYTES);
   }
 
   async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
