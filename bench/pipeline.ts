@@ -16,7 +16,7 @@ const USAGE =
   '  --churn-mbps N   steady churn for (b), MB/s (default 50)\n' +
   '  --rpo-seconds N  how long (b) runs (default 10)\n' +
   '  --resync-mib N   image size for (c)/(d), MiB (default 2048; 0 skips them)\n' +
-  '  --only rss       run only the agent part of (c)/(d): its peak RSS and times, no (a), (b) or rsync\n' +
+  '  --only rss       run only the agent part of (c)/(d): its peak RSS, times and CPU, no (a), (b) or rsync\n' +
   '  --dir DIR        parent of the temporary work directory (needs about 4 x resync-mib free)\n' +
   '  --json           print one JSON object instead of the table';
 
