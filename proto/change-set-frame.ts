@@ -53,13 +53,14 @@ function encodeHeader(header: ChangeSetHeader, compression: ferry.Compression, r
  * (or copied) once, to its place in the frame, instead of into a scratch buffer that protobufjs
  * then copies into a new frame. The payload field is written last; protobuf decoders take
  * fields in any order, so the receiver reads it as it reads `encodeFrame`'s (tested).
+ * `headroom`: bytes of the same memory left free before the frame (a transport header's room).
  */
-export function encodeChangeSetFrame(header: ChangeSetHeader, raw: Buffer, alloc: (size: number) => Buffer): ChangeSetFrame {
+export function encodeChangeSetFrame(header: ChangeSetHeader, raw: Buffer, alloc: (size: number) => Buffer, headroom = 0): ChangeSetFrame {
   const crc = crc32(raw);
   const longestHeader = encodeHeader(header, ferry.Compression.LZ4_BLOCK, raw, crc).length;
   const room = raw.length === 0 ? 0 : Math.max(raw.length, lz4.encodeBound(raw.length));
   // The largest prefix: version, change-set key and length, header, payload key and length.
-  const reserve = 2 + 1 + varintBytes(longestHeader + 1 + varintBytes(room) + room) + longestHeader + 1 + varintBytes(room);
+  const reserve = headroom + 2 + 1 + varintBytes(longestHeader + 1 + varintBytes(room) + room) + longestHeader + 1 + varintBytes(room);
   const buf = alloc(reserve + room);
   let compression = ferry.Compression.COMPRESSION_NONE;
   let payloadBytes = raw.length;

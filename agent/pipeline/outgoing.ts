@@ -1,6 +1,7 @@
 import { BufferLease, BufferPool, SharedLease } from '../../common/buffer-pool';
 import { olderCapture } from '../../common/capture-time';
 import { changeSetHeader, gatherPayload } from '../transport/change-set';
+import { WS_HEADER_ROOM } from '../transport/ws-frame';
 import { encodeChangeSetFrame } from '../../proto/change-set-frame';
 import { ScratchBuffer } from '../../proto/payload';
 import type { ferry } from '../../proto/frames';
@@ -16,6 +17,7 @@ export interface SealedChangeSet {
   volumeId: string;
   firstSeq: number;
   lastSeq: number;
+  /** Preceded by WS_HEADER_ROOM bytes of its memory (see ReceiverConnection.sendWithHeadroom). */
   frame: Buffer;
   /**
    * The frame's memory: each send takes a user (done when the socket has written it); sealed
@@ -74,6 +76,7 @@ export class OpenChangeSet {
       changeSetHeader(this.volumeId, first.seq, this.records, this.accuracy, pendingSinceUs),
       gatherPayload(this.records, GATHER),
       (size) => (lease = frames.take(size)).buffer,
+      WS_HEADER_ROOM,
     );
     for (const r of this.records) r.release?.();
     if (!lease) throw new Error('the change-set encoder took no memory');

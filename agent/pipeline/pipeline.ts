@@ -322,7 +322,7 @@ export class Pipeline {
         this.outgoing.shift();
         const written = item.memory.user();
         try {
-          conn.sendRaw(item.frame, written);
+          conn.sendWithHeadroom(item.frame, written);
         } catch {
           written();
           this.outgoing.unshift(item);
