@@ -284,7 +284,20 @@ export class Pipeline {
       }
       this.batches.push({ id: batch.id, lastSeq });
       this.commitDurable();
+      this.sealIfIdle();
     }
+  }
+
+  /**
+   * With nothing on its way to the receiver, an open change set waiting to fill up only delays
+   * what it holds (a source may be unable to add to it until acknowledgements come): it is
+   * sealed and sent now. While frames are in flight, records keep gathering into full sets.
+   */
+  private sealIfIdle(): void {
+    if (this.open.size === 0 || this.throttled || !this.conn?.isOpen || this.inFlight.length > 0) return;
+    if (this.outgoing.some((item) => item.type === 'changes')) return;
+    for (const volumeId of [...this.open.keys()]) this.seal(volumeId);
+    this.trySend();
   }
 
   /** Bytes queued or in flight: pulling more from the source waits while this is over the window. */
@@ -361,6 +374,7 @@ export class Pipeline {
     this.commitDurable();
     this.room.notify();
     this.trySend();
+    this.sealIfIdle();
   }
 
   /** Commits, in order, every capture batch whose records are all durable at the receiver. */
