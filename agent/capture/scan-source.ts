@@ -267,7 +267,6 @@ class ScanVolume {
       data: this.read(offset, Math.min(CHUNK_BYTES, this.spec.sizeBytes - offset), this.buffers[flip++ % 2]),
     });
     for (let offset = startOffset - (startOffset % CHUNK_BYTES); offset < this.spec.sizeBytes; offset += CHUNK_BYTES) {
-      while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
       if (isClosed()) {
         await ahead?.data.catch(() => undefined);
         return;
@@ -288,7 +287,15 @@ class ScanVolume {
       const next = offset + CHUNK_BYTES;
       ahead = next < this.spec.sizeBytes ? readChunk(next) : undefined;
       this.readBytes += length;
-      await this.scanChunk(offset, data, resync ? 'none' : 'approximate', current.issuedUs);
+      // Read and hashed while the changes before it are on their way: once they are acknowledged,
+      // only the copy and the log sync stand between the room and this chunk's records.
+      const hashes = await this.hasher.hash(data, this.blockSize);
+      while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
+      if (isClosed()) {
+        await ahead?.data.catch(() => undefined);
+        return;
+      }
+      await this.scanChunk(offset, data, resync ? 'none' : 'approximate', current.issuedUs, undefined, hashes);
       if (resync) resync.progress.doneBytes = offset + length;
     }
     await ahead?.data.catch(() => undefined);
@@ -388,8 +395,8 @@ class ScanVolume {
    * `readUs`: when the read of this whole chunk was issued (a pass), so that a write after it is
    * left to the next pass; a repair reads parts of chunks and leaves the passes' record alone.
    */
-  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs?: number, sinceUs?: number): Promise<number> {
-    const hashes = await this.hasher.hash(data, this.blockSize);
+  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs?: number, sinceUs?: number, knownHashes?: Buffer): Promise<number> {
+    const hashes = knownHashes ?? (await this.hasher.hash(data, this.blockSize));
     // A change found now happened after the previous read of this chunk saw the old contents:
     // that is the earliest moment it could have happened, so the RPO counts from there
     // (unless the caller knows when: a tracked write's time).
