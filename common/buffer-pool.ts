@@ -44,11 +44,6 @@ export class BufferPool {
     return this.free.length;
   }
 
-  /** Drops every free buffer (an idle agent need not hold them). */
-  trim(): void {
-    this.free.length = 0;
-  }
-
   /** @internal BufferLease.release */
   giveBack(buf: Buffer): void {
     if (this.free.length < this.maxFree) this.free.push(buf);
