@@ -52,7 +52,7 @@ export const DEFAULTS = {
   stateDir: '/var/lib/ferry',
   scanIntervalMs: 1000,
   scanBlockSize: 64 * 1024,
-  scanMaxPendingBytes: 8 * 1024 * 1024,
+  scanMaxPendingBytes: 4 * 1024 * 1024,
   resyncBlockSize: 64 * 1024,
   maxBatchBytes: 4 * 1024 * 1024,
   maxBatchDelayMs: 50,

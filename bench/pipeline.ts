@@ -16,13 +16,15 @@ const USAGE =
   '  --churn-mbps N   steady churn for (b), MB/s (default 50)\n' +
   '  --rpo-seconds N  how long (b) runs (default 10)\n' +
   '  --resync-mib N   image size for (c)/(d), MiB (default 2048; 0 skips them)\n' +
-  '  --only rss       run only the agent part of (c)/(d): its peak RSS and times, no (a), (b) or rsync\n' +
+  '  --only rss       run only the agent part of (c)/(d): its peak RSS, times and CPU, no (a), (b) or rsync\n' +
   '  --dir DIR        parent of the temporary work directory (needs about 4 x resync-mib free)\n' +
   '  --json           print one JSON object instead of the table';
 
 const PASSPHRASE = 'bench passphrase for the pipeline';
 /** Page cache to warm before measuring, in multiples of the streamed data (spool, replica, journal). */
 const WARM_UP_FACTOR = 3;
+/** With `--only rss`, the bare TLS link streams this much for its CPU per GB (no warm-up, no timing figure). */
+const ONLY_RSS_LINK_MIB = 512;
 
 interface Options {
   streamMiB: number;
@@ -64,6 +66,8 @@ interface Figures {
   /** Absent with `--only rss`. */
   stream: StreamFigures | undefined;
   resync: ResyncFigures | undefined;
+  /** The bare TLS link's CPU per GB, for the resync's figures (with `--only rss` a short run of its own). */
+  link: { cpu: CpuUse; bytes: number } | undefined;
 }
 
 const fmt = (n: number, digits = 1): string => n.toFixed(digits);
@@ -97,6 +101,9 @@ function report(f: Figures, o: Options): string {
   const lines = f.stream ? streamLines(f.stream, o) : [`Ferry pipeline benchmark, --only rss: the real agent's resync of a ${o.resyncMiB} MiB image, no rsync peer`];
   const r = f.resync;
   if (r) {
+    const sentGB = r.ferryInitialSentBytes / 1e9;
+    const link = f.link;
+    const linkCpu = link ? `bare TLS link (1 MiB messages, ${fmt(link.bytes / MiB, 0)} MiB): ${fmt(link.cpu.sender / (link.bytes / 1e9), 2)} + ${fmt(link.cpu.receiver / (link.bytes / 1e9), 2)}` : 'bare TLS link: not run';
     const rsync = (s: number | null): string => (s === null ? (o.onlyRss ? 'not run (--only rss)' : 'rsync not installed') : `${fmt(s, 2)} s`);
     lines.push(
       '',
@@ -109,6 +116,7 @@ function report(f: Figures, o: Options): string {
         ],
       ),
       `ferry initial resync sent ${fmt(r.ferryInitialSentBytes / MiB)} MiB (zero blocks skipped); scan interval ${r.scanIntervalMs} ms`,
+      `CPU seconds per GB sent, sending + receiving process: ferry initial resync ${fmt(r.agentInitialCpuSeconds / sentGB, 2)} + ${fmt(r.receiverInitialCpuSeconds / sentGB, 2)} (the agent also reads and hashes the whole image); ${linkCpu}`,
       `target (c) agent RSS < 128 MiB: ${verdict(r.agentPeakRssBytes < 128 * MiB)} (${fmt(r.agentPeakRssBytes / MiB)} MiB)`,
     );
     const ratios = (initial: number, incremental: number): string =>
@@ -137,7 +145,12 @@ async function main(): Promise<void> {
     const receiverDir = path.join(dir, 'receiver');
     const receiver = await startReceiverChild(receiverDir, passphraseFile);
     try {
-      if (o.onlyRss) return { stream: undefined, resync: await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress, { peers: false }) };
+      if (o.onlyRss) {
+        const resync = await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress, { peers: false });
+        progress('bare TLS link, for its CPU per GB');
+        const link = await linkLimit(receiverDir, new DataPool(), ONLY_RSS_LINK_MIB * MiB);
+        return { stream: undefined, resync, link: { cpu: link.cpu, bytes: ONLY_RSS_LINK_MIB * MiB } };
+      }
       progress('generating data, warming the page cache');
       const pool = new DataPool();
       warmPageCache(path.join(dir, 'warm-up'), WARM_UP_FACTOR * o.streamMiB * MiB, (i) => pool.message(i));
@@ -148,12 +161,12 @@ async function main(): Promise<void> {
       progress(`(b) RPO at ${o.churnMBps} MB/s`);
       const rpo = await rpoAtChurn(receiver, PASSPHRASE, pool, o.churnMBps, o.rpoSeconds);
       const resync = o.resyncMiB > 0 ? await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress, { peers: true }) : undefined;
-      return { stream: { linkMBps: link.mbps, linkCpu: link.cpu, endToEnd: e2e, rpo }, resync };
+      return { stream: { linkMBps: link.mbps, linkCpu: link.cpu, endToEnd: e2e, rpo }, resync, link: { cpu: link.cpu, bytes: o.streamMiB * MiB } };
     } finally {
       await receiver.stop();
     }
   });
-  process.stdout.write(o.json ? `${JSON.stringify({ ...figures.stream, resync: figures.resync }, null, 2)}\n` : `${report(figures, o)}\n`);
+  process.stdout.write(o.json ? `${JSON.stringify({ ...figures.stream, resync: figures.resync, link: figures.link }, null, 2)}\n` : `${report(figures, o)}\n`);
 }
 
 runBench(NAME, USAGE, main);

@@ -1,4 +1,3 @@
-import * as protobuf from 'protobufjs/minimal';
 import { ferry } from './generated/ferry';
 import { ErrorCode, ProtocolError } from './errors';
 import { Limits } from './limits';
@@ -14,28 +13,6 @@ export type DecodedFrame = ferry.Frame & ferry.Frame.$Shape;
 export function encodeFrame(frame: OutgoingFrame): Buffer {
   const bytes = ferry.Frame.encode({ version: PROTOCOL_VERSION, ...frame }).finish();
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/**
- * Encodes frames through one writer kept between calls. A fresh writer starts at 128 bytes and
- * doubles past a large payload (4 MiB of data: buffers of 4 and 8 MiB, copied, then dropped);
- * this one grows once to the largest frame. Only the returned frame is new memory.
- */
-export class FrameEncoder {
-  private writer = protobuf.Writer.create();
-
-  encode(frame: OutgoingFrame): Buffer {
-    const writer = this.writer;
-    try {
-      const bytes = ferry.Frame.encode({ version: PROTOCOL_VERSION, ...frame }, writer).finish();
-      writer.reset();
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    } catch (err) {
-      // Left mid-message (its nesting states unbalanced): start over with a new one.
-      this.writer = protobuf.Writer.create();
-      throw err;
-    }
-  }
 }
 
 /** Decodes one WebSocket message; throws ProtocolError for anything that is not a v1 frame with a body. */

@@ -1,4 +1,5 @@
 import { BLOCK_HASH_BYTES, zeroBlockHash } from '../../common/block-hash';
+import { BufferPool, SharedLease } from '../../common/buffer-pool';
 import { log } from '../../common/log';
 import { nowUs } from '../../common/time';
 import { olderCapture, oldestCapture } from '../../common/capture-time';
@@ -30,6 +31,11 @@ import type {
 
 /** Bytes read (and hashed) per step of a pass. */
 const CHUNK_BYTES = 4 * 1024 * 1024;
+/** Changed blocks are copied into slabs of this size (pooled)... */
+const SLAB_BYTES = 1024 * 1024;
+/** ...or, when fewer bytes than this are left to copy, into a plain buffer of their size. */
+const SMALL_SLAB_BYTES = 256 * 1024;
+const NOT_LOGGED = Promise.resolve();
 /** Compact the scan table's log after this many entries (or on the timer). */
 const COMPACT_LOG_ENTRIES = 65536;
 const COMPACT_INTERVAL_MS = 10_000;
@@ -61,6 +67,8 @@ interface QueuedRecord {
   entry: BlockEntry | undefined;
   /** Where the pass was when it emitted this record (start of its chunk). */
   passOffset: number;
+  /** The block hash in the table's log, durable: the record may be handed out once this resolves. */
+  logged: Promise<void>;
 }
 
 /** A handed-out record as the source remembers it until commit: no data, just bookkeeping. */
@@ -125,6 +133,8 @@ class ScanVolume {
     receiverDurableSeq: number,
     private readonly opts: ScanOptions,
     private readonly hasher: BlockHasher,
+    /** Memory for the changed blocks of a chunk, reused once the pipeline has encoded them. */
+    private readonly slabs: BufferPool,
     private readonly emitted: () => void,
     /** Passes read only what the scope hands them (ebpf); without one they read the whole volume. */
     private readonly scope?: PassScope,
@@ -257,7 +267,6 @@ class ScanVolume {
       data: this.read(offset, Math.min(CHUNK_BYTES, this.spec.sizeBytes - offset), this.buffers[flip++ % 2]),
     });
     for (let offset = startOffset - (startOffset % CHUNK_BYTES); offset < this.spec.sizeBytes; offset += CHUNK_BYTES) {
-      while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
       if (isClosed()) {
         await ahead?.data.catch(() => undefined);
         return;
@@ -278,7 +287,15 @@ class ScanVolume {
       const next = offset + CHUNK_BYTES;
       ahead = next < this.spec.sizeBytes ? readChunk(next) : undefined;
       this.readBytes += length;
-      await this.scanChunk(offset, data, resync ? 'none' : 'approximate', current.issuedUs);
+      // Read and hashed while the changes before it are on their way: once they are acknowledged,
+      // only the copy and the log sync stand between the room and this chunk's records.
+      const hashes = await this.hasher.hash(data, this.blockSize);
+      while (this.pendingBytes >= this.opts.maxPendingBytes && !isClosed()) await this.room.wait(1000);
+      if (isClosed()) {
+        await ahead?.data.catch(() => undefined);
+        return;
+      }
+      await this.scanChunk(offset, data, resync ? 'none' : 'approximate', current.issuedUs, undefined, hashes);
       if (resync) resync.progress.doneBytes = offset + length;
     }
     await ahead?.data.catch(() => undefined);
@@ -378,8 +395,8 @@ class ScanVolume {
    * `readUs`: when the read of this whole chunk was issued (a pass), so that a write after it is
    * left to the next pass; a repair reads parts of chunks and leaves the passes' record alone.
    */
-  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs?: number, sinceUs?: number): Promise<number> {
-    const hashes = await this.hasher.hash(data, this.blockSize);
+  private async scanChunk(offset: number, data: Buffer, accuracy: AccuracyName, readUs?: number, sinceUs?: number, knownHashes?: Buffer): Promise<number> {
+    const hashes = knownHashes ?? (await this.hasher.hash(data, this.blockSize));
     // A change found now happened after the previous read of this chunk saw the old contents:
     // that is the earliest moment it could have happened, so the RPO counts from there
     // (unless the caller knows when: a tracked write's time).
@@ -394,22 +411,41 @@ class ScanVolume {
       total += Math.min(this.blockSize, data.length - start);
     }
     if (total === 0) return 0;
-    // One copy of all the changed blocks, the records being views into it: one mapping, unmapped
-    // as a whole once they are sent and collected, instead of a piece of the malloc heap per
-    // block, which keeps the high-water mark of every burst.
-    const copy = Buffer.allocUnsafe(total);
+    // The changed blocks are copied end to end into pooled slabs (the records are views into
+    // them), each given back once every record in it has been encoded into a frame. Slabs are
+    // small next to a chunk so that sparse changes do not hold whole chunks of memory.
+    let slab: SharedLease | undefined;
+    let left = total;
+    const entries: BlockEntry[] = [];
+    const first = this.queue.length;
     let at = 0;
     for (const i of changed) {
       const start = i * this.blockSize;
       const block = (offset + start) / this.blockSize;
-      const length = data.copy(copy, at, start, Math.min(data.length, start + this.blockSize));
+      const blockBytes = Math.min(this.blockSize, data.length - start);
+      if (!slab || at + blockBytes > slab.buffer.length) {
+        slab?.seal();
+        slab = new SharedLease(this.slabs.take(Math.max(blockBytes, Math.min(SLAB_BYTES, left))));
+        at = 0;
+      }
+      const copy = slab.buffer;
+      const length = data.copy(copy, at, start, start + blockBytes);
+      left -= length;
       const hash = hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES);
       this.table.noteSent(block, hash);
       const seq = this.nextSeq++;
-      const record: CapturedRecord = { volumeId: this.spec.id, seq, kind: 'write', offset: offset + start, length, captureTimeUs, data: copy.subarray(at, at + length), accuracy };
+      const record: CapturedRecord = { volumeId: this.spec.id, seq, kind: 'write', offset: offset + start, length, captureTimeUs, data: copy.subarray(at, at + length), release: slab.user(), accuracy };
       at += length;
-      this.queue.push({ record, entry: { seq, block, hash }, passOffset: offset });
+      const entry = { seq, block, hash };
+      entries.push(entry);
+      this.queue.push({ record, entry, passOffset: offset, logged: NOT_LOGGED });
     }
+    slab?.seal();
+    // The hashes are logged and synced now, while the records wait in the queue, so that handing
+    // them out (which must wait for that) seldom waits; a sync covers everything appended before it.
+    const logged = this.table.log(entries);
+    logged.catch(() => undefined); // awaited (and reported) by `next`
+    for (let q = first; q < this.queue.length; q++) this.queue[q].logged = logged;
     this.pendingBytes += total;
     if (this.resync) this.resync.progress.sentBytes += total;
     this.emitted();
@@ -445,7 +481,9 @@ class ScanVolume {
     const resync = this.persistedResync();
     const saved = this.table.resync;
     this.table.resync = resync;
-    if (!this.table.compact(this.outstanding.flatMap((q) => (q.entry ? [q.entry] : [])))) this.table.resync = saved;
+    // Queued records are logged already (scanChunk): they stay in the log, after the handed-out ones.
+    const logged = [...this.outstanding, ...this.queue].flatMap((q) => (q.entry ? [q.entry] : []));
+    if (!this.table.compact(logged)) this.table.resync = saved;
   }
 }
 
@@ -465,8 +503,12 @@ export class ScanSource implements CaptureSource {
   private compactTimer: NodeJS.Timeout | undefined;
   private rr = 0;
   private readonly hasher = new BlockHasher();
+  private readonly slabs: BufferPool;
 
-  constructor(private readonly opts: ScanOptions) {}
+  constructor(private readonly opts: ScanOptions) {
+    // The queue holds up to maxPendingBytes of changed blocks, and a chunk's more.
+    this.slabs = new BufferPool(SLAB_BYTES, Math.ceil((opts.maxPendingBytes + CHUNK_BYTES) / SLAB_BYTES), SMALL_SLAB_BYTES);
+  }
 
   async attach(spec: ProtectedVolume, receiverDurableSeq: number): Promise<ResyncNeed> {
     const { need } = await this.open(spec, receiverDurableSeq);
@@ -483,7 +525,7 @@ export class ScanSource implements CaptureSource {
     if (this.volumes.has(spec.id)) throw new Error(`volume ${spec.id} is already attached`);
     const reader = await VolumeReader.open(spec);
     const { table, stale } = ScanTable.open(this.opts.stateDirOf(spec.id), spec.sizeBytes, this.opts.blockSize, receiverDurableSeq);
-    const volume = new ScanVolume(spec, table, reader, receiverDurableSeq, this.opts, this.hasher, () => this.available.notify(), scope);
+    const volume = new ScanVolume(spec, table, reader, receiverDurableSeq, this.opts, this.hasher, this.slabs, () => this.available.notify(), scope);
     this.volumes.set(spec.id, volume);
     let need: ResyncNeed;
     if (stale && receiverDurableSeq === 0) {
@@ -617,9 +659,9 @@ export class ScanSource implements CaptureSource {
     }
     this.rr++;
     const kept: Array<{ volume: ScanVolume; items: OutstandingRecord[] }> = [];
-    const logged: Array<Promise<void>> = [];
+    const logged = new Set<Promise<void>>();
     for (const { volume, items } of parts) {
-      logged.push(volume.table.log(items.flatMap((q) => (q.entry ? [q.entry] : []))));
+      for (const q of items) logged.add(q.logged);
       const outstanding = items.map((q) => ({ seq: q.record.seq, bytes: q.record.length, entry: q.entry, passOffset: q.passOffset }));
       volume.outstanding.push(...outstanding);
       kept.push({ volume, items: outstanding });

@@ -19,6 +19,11 @@ export interface CapturedRecord {
   captureTimeUs: number;
   /** The written bytes (writes only). */
   data?: Buffer;
+  /**
+   * Called once `data` has been copied out (or is not needed): the source may then reuse its
+   * memory. Sources whose data is plain garbage-collected memory leave it out.
+   */
+  release?: () => void;
   /** What a recovery point cut right after this record is worth. */
   accuracy: AccuracyName;
 }

@@ -1,12 +1,15 @@
+import { BufferLease, BufferPool, SharedLease } from '../../common/buffer-pool';
 import { olderCapture } from '../../common/capture-time';
-import { buildChangeSet, ChangeSetScratch } from '../transport/change-set';
+import { changeSetHeader, gatherPayload } from '../transport/change-set';
+import { WS_HEADER_ROOM } from '../transport/ws-frame';
+import { encodeChangeSetFrame } from '../../proto/change-set-frame';
 import { ScratchBuffer } from '../../proto/payload';
-import { FrameEncoder, ferry } from '../../proto/frames';
+import type { ferry } from '../../proto/frames';
 import type { AccuracyName } from '../../proto/types';
 import type { CapturedRecord } from '../capture/types';
 
-const SCRATCH: ChangeSetScratch = { raw: new ScratchBuffer(), compressed: new ScratchBuffer() };
-const ENCODER = new FrameEncoder();
+/** Where records that do not lie end to end in memory are gathered before compression. */
+const GATHER = new ScratchBuffer();
 
 /** A change set ready to send: encoded once, sent again unchanged after a reconnect. */
 export interface SealedChangeSet {
@@ -14,7 +17,14 @@ export interface SealedChangeSet {
   volumeId: string;
   firstSeq: number;
   lastSeq: number;
+  /** Preceded by WS_HEADER_ROOM bytes of its memory (see ReceiverConnection.sendWithHeadroom). */
   frame: Buffer;
+  /**
+   * The frame's memory: each send takes a user (done when the socket has written it); sealed
+   * once nothing will send it again (the receiver holds it durably), it goes back to its pool
+   * when the last write is done.
+   */
+  memory: SharedLease;
   /** Uncompressed bytes of written data (throughput and backlog figures). */
   dataBytes: number;
   oldestCaptureUs: number;
@@ -54,17 +64,29 @@ export class OpenChangeSet {
     return this.records[this.records.length - 1]?.seq ?? 0;
   }
 
-  /** Builds the frame; `pendingSinceUs` is the oldest capture time the agent still holds after it. */
-  seal(pendingSinceUs: number): SealedChangeSet {
+  /**
+   * Builds the frame in memory from `frames`; `pendingSinceUs` is the oldest capture time the
+   * agent still holds after it. The records' data has been copied out when this returns: each
+   * record's `release` is called.
+   */
+  seal(pendingSinceUs: number, frames: BufferPool): SealedChangeSet {
     const first = this.records[0];
-    // The payload is gathered and compressed in shared scratch buffers; the encoder copies it out.
-    const cs = buildChangeSet(this.volumeId, first.seq, this.records, this.accuracy, pendingSinceUs, SCRATCH);
+    let lease: BufferLease | undefined;
+    const { frame } = encodeChangeSetFrame(
+      changeSetHeader(this.volumeId, first.seq, this.records, this.accuracy, pendingSinceUs),
+      gatherPayload(this.records, GATHER),
+      (size) => (lease = frames.take(size)).buffer,
+      WS_HEADER_ROOM,
+    );
+    for (const r of this.records) r.release?.();
+    if (!lease) throw new Error('the change-set encoder took no memory');
     return {
       type: 'changes',
       volumeId: this.volumeId,
       firstSeq: first.seq,
       lastSeq: this.lastSeq,
-      frame: ENCODER.encode({ changeSet: cs }),
+      frame,
+      memory: new SharedLease(lease),
       dataBytes: this.dataBytes,
       oldestCaptureUs: this.oldestCaptureUs,
     };

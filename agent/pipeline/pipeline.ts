@@ -1,4 +1,6 @@
 import { randomUUID } from 'crypto';
+import * as lz4 from 'lz4';
+import { BufferPool } from '../../common/buffer-pool';
 import { olderCapture } from '../../common/capture-time';
 import { log } from '../../common/log';
 import { Signal } from '../../common/signal';
@@ -20,6 +22,19 @@ export interface PipelineOptions {
 }
 
 const writeBytes = (rec: CapturedRecord): number => (rec.kind === 'write' ? rec.length : 0);
+
+/** Room for a frame of a full change set: its largest lz4 payload and a header of many extents. */
+const FRAME_HEADER_ROOM = 1024 * 1024;
+
+/**
+ * Frames are sealed at maxBatchBytes of data, and at most a window of them is unacknowledged:
+ * a pooled buffer per full frame, as many kept as a window holds. Small frames (a quiet
+ * volume's) take plain buffers.
+ */
+function framePool(opts: PipelineOptions): BufferPool {
+  const bytes = lz4.encodeBound(opts.maxBatchBytes) + FRAME_HEADER_ROOM;
+  return new BufferPool(bytes, Math.ceil(opts.windowBytes / opts.maxBatchBytes) + 1, Math.min(256 * 1024, opts.maxBatchBytes / 4));
+}
 
 /** The receiver's durable seq went below what it had acknowledged: it lost data. */
 export class ReceiverRegressedError extends Error {}
@@ -82,11 +97,15 @@ export class Pipeline {
   private fatal: Error | undefined;
   private readonly onFatal: Array<(err: Error) => void> = [];
   readonly sent = new Throughput();
+  /** Memory of the frames sent and not yet durable, reused once the receiver holds them. */
+  private readonly frames: BufferPool;
 
   constructor(
     private readonly source: CaptureSource,
     private readonly opts: PipelineOptions,
-  ) {}
+  ) {
+    this.frames = framePool(opts);
+  }
 
   start(): void {
     if (this.running) return;
@@ -245,7 +264,10 @@ export class Pipeline {
       for (const rec of batch.records) {
         lastSeq.set(rec.volumeId, rec.seq);
         this.pulled.set(rec.volumeId, Math.max(this.pulled.get(rec.volumeId) ?? 0, rec.seq));
-        if (rec.seq <= (this.durable.get(rec.volumeId) ?? 0)) continue; // the receiver has it (redelivery)
+        if (rec.seq <= (this.durable.get(rec.volumeId) ?? 0)) {
+          rec.release?.(); // the receiver has it (redelivery)
+          continue;
+        }
         let open = this.open.get(rec.volumeId);
         // Sealed before it would grow past maxBatchBytes (a batch from the source may be as large
         // again): the encode scratch buffers and every frame stay within one batch's size.
@@ -262,7 +284,20 @@ export class Pipeline {
       }
       this.batches.push({ id: batch.id, lastSeq });
       this.commitDurable();
+      this.sealIfIdle();
     }
+  }
+
+  /**
+   * With nothing on its way to the receiver, an open change set waiting to fill up only delays
+   * what it holds (a source may be unable to add to it until acknowledgements come): it is
+   * sealed and sent now. While frames are in flight, records keep gathering into full sets.
+   */
+  private sealIfIdle(): void {
+    if (this.open.size === 0 || this.throttled || !this.conn?.isOpen || this.inFlight.length > 0) return;
+    if (this.outgoing.some((item) => item.type === 'changes')) return;
+    for (const volumeId of [...this.open.keys()]) this.seal(volumeId);
+    this.trySend();
   }
 
   /** Bytes queued or in flight: pulling more from the source waits while this is over the window. */
@@ -277,7 +312,7 @@ export class Pipeline {
     const open = this.open.get(volumeId);
     if (!open || open.records.length === 0) return;
     this.open.delete(volumeId);
-    this.outgoing.push(open.seal(this.oldestPendingCaptureUs()));
+    this.outgoing.push(open.seal(this.oldestPendingCaptureUs(), this.frames));
   }
 
   private sealStale(): void {
@@ -294,12 +329,15 @@ export class Pipeline {
         if (this.throttled || this.inFlightBytes >= this.opts.windowBytes) return;
         if (item.lastSeq <= (this.durable.get(item.volumeId) ?? 0)) {
           this.outgoing.shift();
+          item.memory.seal();
           continue;
         }
         this.outgoing.shift();
+        const written = item.memory.user();
         try {
-          conn.sendRaw(item.frame);
+          conn.sendWithHeadroom(item.frame, written);
         } catch {
+          written();
           this.outgoing.unshift(item);
           return;
         }
@@ -322,8 +360,10 @@ export class Pipeline {
     this.durable.set(volumeId, seq);
     const keep: SealedChangeSet[] = [];
     for (const cs of this.inFlight) {
-      if (cs.volumeId === volumeId && cs.lastSeq <= seq) this.inFlightBytes -= cs.frame.length;
-      else keep.push(cs);
+      if (cs.volumeId === volumeId && cs.lastSeq <= seq) {
+        this.inFlightBytes -= cs.frame.length;
+        cs.memory.seal();
+      } else keep.push(cs);
     }
     this.inFlight = keep;
     if (this.durableWaiters.length > 0) {
@@ -334,6 +374,7 @@ export class Pipeline {
     this.commitDurable();
     this.room.notify();
     this.trySend();
+    this.sealIfIdle();
   }
 
   /** Commits, in order, every capture batch whose records are all durable at the receiver. */

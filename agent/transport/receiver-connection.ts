@@ -7,6 +7,8 @@ import { errorCodeName } from '../../proto/errors';
 import { decodeFrame, DecodedFrame, encodeFrame, ferry, OutgoingFrame } from '../../proto/frames';
 import { Limits } from '../../proto/limits';
 import { agentSoftware, osDescription } from '../identity';
+import type { Socket } from 'net';
+import { WS_HEADER_ROOM, writeWsHeader } from './ws-frame';
 
 /** How the agent decides that it talks to the right receiver. */
 export interface ReceiverTrust {
@@ -162,9 +164,26 @@ export class ReceiverConnection extends EventEmitter {
     this.sendRaw(encodeFrame(frame));
   }
 
-  sendRaw(bytes: Buffer | string): void {
+  /** `written`: called once the socket is done with `bytes` (written, or failed): they may be reused then. */
+  sendRaw(bytes: Buffer | string, written?: (err?: Error | null) => void): void {
     if (this.failure) throw this.failure;
-    this.ws.send(bytes, { binary: typeof bytes !== 'string' });
+    this.ws.send(bytes, { binary: typeof bytes !== 'string' }, written);
+  }
+
+  /**
+   * Sends a binary message whose WS_HEADER_ROOM bytes before `bytes` (in the same memory) are
+   * the caller's to overwrite: its WebSocket header is written there and both go to the socket
+   * as one write (see ws-frame.ts). `written` as for sendRaw.
+   */
+  sendWithHeadroom(bytes: Buffer, written?: (err?: Error | null) => void): void {
+    if (this.failure) throw this.failure;
+    // ws writes its own frames to this socket at once (no compression, nothing queued), so a
+    // message written here keeps its place among them. Without the socket (another ws), ws sends it.
+    const socket = (this.ws as unknown as { _socket?: Socket })._socket;
+    if (!socket || this.ws.readyState !== WebSocket.OPEN || bytes.byteOffset < WS_HEADER_ROOM) return this.sendRaw(bytes, written);
+    const memory = Buffer.from(bytes.buffer, bytes.byteOffset - WS_HEADER_ROOM, bytes.length + WS_HEADER_ROOM);
+    const start = writeWsHeader(memory, WS_HEADER_ROOM, bytes.length);
+    socket.write(memory.subarray(start), written);
   }
 
   /** Waits for the first frame `pick` accepts; rejects when the session fails first. */

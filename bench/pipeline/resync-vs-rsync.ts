@@ -7,6 +7,7 @@ import type { AgentStatus } from '../../agent/status';
 import { FERRY_BIN, ReceiverChild } from '../../receiver/child-process';
 import { MiB, seededRandom } from '../common';
 import { makeKey, startSshd } from '../lab/sshd';
+import { processCpuSeconds } from './stream';
 
 export interface ResyncFigures {
   imageMiB: number;
@@ -21,6 +22,9 @@ export interface ResyncFigures {
   rsyncSshInitialSeconds: number | null;
   rsyncSshIncrementalSeconds: number | null;
   agentPeakRssBytes: number;
+  /** CPU seconds (user + system) of the agent and of the receiver from the agent's start until the initial resync was durable. */
+  agentInitialCpuSeconds: number;
+  receiverInitialCpuSeconds: number;
   scanIntervalMs: number;
 }
 
@@ -168,14 +172,24 @@ export async function resyncVersusRsync(
   const socket = path.join(dir, 'agent-state', 'agent.sock');
   progress('ferry: initial resync');
   const start = process.hrtime.bigint();
+  const receiverCpu0 = processCpuSeconds(receiver.child.pid as number);
   const agent: ChildProcess = spawn(process.execPath, [...agentNodeFlags(), FERRY_BIN, 'agent', 'run', '--config', config], { stdio: 'ignore', env: { ...process.env, FERRY_LOG_LEVEL: 'warn' } });
   let peakRss = 0;
+  let agentCpu = 0;
   const sampleRss = (): void => {
     peakRss = Math.max(peakRss, rssBytes(agent.pid ?? 0));
+    try {
+      agentCpu = processCpuSeconds(agent.pid ?? 0);
+    } catch {
+      // not started yet, or gone
+    }
   };
   try {
     const initial = await waitStatus(socket, 'the initial resync', (s) => s.volumes[0]?.resync?.finished === true && s.volumes[0].backlogBytes === 0, 30 * 60_000, sampleRss);
     const ferryInitialSeconds = Number(process.hrtime.bigint() - start) / 1e9;
+    sampleRss();
+    const agentInitialCpuSeconds = agentCpu;
+    const receiverInitialCpuSeconds = processCpuSeconds(receiver.child.pid as number) - receiverCpu0;
     const base = initial.volumes[0].durableSeq;
     progress('ferry: incremental cycle after 1% random 4 KiB changes');
     const change = changeOnePercent(image, bytes, 7);
@@ -217,6 +231,8 @@ export async function resyncVersusRsync(
       rsyncSshInitialSeconds,
       rsyncSshIncrementalSeconds,
       agentPeakRssBytes: peakRss,
+      agentInitialCpuSeconds,
+      receiverInitialCpuSeconds,
       scanIntervalMs: SCAN_INTERVAL_MS,
     };
   } finally {
