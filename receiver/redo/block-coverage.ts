@@ -14,15 +14,8 @@ export interface ByteRange {
  */
 export function blocksNotCovered(ranges: readonly ByteRange[], firstBlock: number, endBlock: number): number[] {
   const covered = new Set<number>();
-  let i = 0;
-  // Merge adjacent ranges into runs, then take the whole blocks inside each run.
-  while (i < ranges.length) {
-    const start = ranges[i].offset;
-    let end = start + ranges[i].length;
-    let j = i + 1;
-    while (j < ranges.length && ranges[j].offset === end) end += ranges[j++].length;
+  for (const { start, end } of mergedRuns(ranges)) {
     for (let b = Math.ceil(start / SUM_BLOCK); b < Math.floor(end / SUM_BLOCK); b++) covered.add(b);
-    i = j;
   }
   const out: number[] = [];
   for (let b = firstBlock; b < endBlock; b++) if (!covered.has(b)) out.push(b);
@@ -32,16 +25,21 @@ export function blocksNotCovered(ranges: readonly ByteRange[], firstBlock: numbe
 /** Blocks that `ranges` (sorted, disjoint) touch only in part, after merging adjacent ranges. */
 export function partlyTouchedBlocks(ranges: readonly ByteRange[]): number[] {
   const out = new Set<number>();
-  let i = 0;
-  while (i < ranges.length) {
-    const start = ranges[i].offset;
-    let end = start + ranges[i].length;
-    let j = i + 1;
-    while (j < ranges.length && ranges[j].offset === end) end += ranges[j++].length;
+  for (const { start, end } of mergedRuns(ranges)) {
     if (start % SUM_BLOCK !== 0) out.add(Math.floor(start / SUM_BLOCK));
     if (end % SUM_BLOCK !== 0) out.add(Math.floor(end / SUM_BLOCK));
-    i = j;
   }
   // A block two runs both touch in part may still be whole between them: the caller reads it back.
   return [...out].sort((a, b) => a - b);
+}
+
+/** `ranges` (sorted, disjoint) with adjacent ones merged into runs [start, end). */
+function mergedRuns(ranges: readonly ByteRange[]): Array<{ start: number; end: number }> {
+  const runs: Array<{ start: number; end: number }> = [];
+  for (const r of ranges) {
+    const last = runs[runs.length - 1];
+    if (last && last.end === r.offset) last.end += r.length;
+    else runs.push({ start: r.offset, end: r.offset + r.length });
+  }
+  return runs;
 }
