@@ -44,6 +44,8 @@ export interface VolumeRuntimeStatus {
   /** Damage found and not healed yet. */
   damage: VolumeDamageStatus[];
   applyError?: string;
+  /** Points aged out before their time for lack of space (redo journal), since the receiver started. */
+  agedOutEarly?: { points: number; times: number; freedBytes: number; oldestRetainedSeq: number; lastUs: number };
 }
 
 export interface ReceiverStatus {

@@ -473,6 +473,36 @@ export class VolumeStore {
     return this.engine.journalSegments;
   }
 
+  /** The applied spool is the retention (redo): an early age-out is what frees spool space. */
+  get retainsSpool(): boolean {
+    return this.engine.retainsSpool;
+  }
+
+  /** Points before this seq cannot be exported (redo's base); 0 when the journal sets no such bound. */
+  get oldestRetainedSeq(): number {
+    return this.engine.oldestRetainedSeq;
+  }
+
+  /** Spool bytes pruned and still being deleted: free space the file system does not show yet. */
+  get spoolBytesBeingFreed(): number {
+    return this.spool.bytesBeingFreed;
+  }
+
+  /** The spool's segments, oldest first, with their bytes (see redo/early-age-out.ts). */
+  spoolSegments(): Array<{ firstSeq: number; bytes: number }> {
+    return this.spool.heldSegments();
+  }
+
+  /**
+   * Saves a checkpoint now if one is owed and no step is running (an early age-out can free
+   * spool segments only up to the checkpoint). False when apply is broken or a step runs.
+   */
+  checkpointNow(): boolean {
+    if (this.applyBroken || this.busy) return false;
+    if (this.checkpoint.seq !== this.applied) this.saveCheckpoint();
+    return true;
+  }
+
   /** Closes the files; a clean close saves a last checkpoint when apply is healthy. */
   close(): void {
     try {

@@ -257,6 +257,16 @@ export class VolumeEngine {
     return checkpointSeq;
   }
 
+  /** Undo keeps its history in the journal, apart from the spool: no spool segment is retention. */
+  get retainsSpool(): boolean {
+    return false;
+  }
+
+  /** Undo has no base: how far back points go is the journal's (and the catalog's) to say. */
+  get oldestRetainedSeq(): number {
+    return 0;
+  }
+
   /** Block hashes of the replica, answered after the step in flight (this thread goes on meanwhile). */
   async hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer> {
     const u8 = unwrap<Uint8Array>(await this.channel.call({ op: 'hashes', volumeId: this.volumeId, offset, blockSize, count }, []));

@@ -28,6 +28,10 @@ export interface ApplySide {
   hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer>;
   /** Spool segments wholly at or below the returned seq are needed no more (given the checkpoint). */
   spoolNeededAfter(checkpointSeq: number): number;
+  /** The applied spool segments are the retention (redo): space is freed only by aging points out. */
+  readonly retainsSpool: boolean;
+  /** Points before this seq are gone (redo: the base, or an unfinished advance's target); 0: no such bound. */
+  readonly oldestRetainedSeq: number;
   close(): void;
 }
 
@@ -115,6 +119,14 @@ export class RedoEngine implements ApplySide {
 
   spoolNeededAfter(checkpointSeq: number): number {
     return Math.min(checkpointSeq, this.volume.baseSeq);
+  }
+
+  get retainsSpool(): boolean {
+    return true;
+  }
+
+  get oldestRetainedSeq(): number {
+    return this.volume.advancingTo ?? this.volume.baseSeq;
   }
 
   close(): void {

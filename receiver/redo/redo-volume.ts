@@ -271,6 +271,9 @@ export class RedoVolume {
     this.sums?.sync();
     this.base.finishAdvance();
     this.index.dropThrough(toSeq);
+    // The owner deletes the spool segments the base passed next: a reader left open on one
+    // would keep its space allocated until the process ends (readers reopen on demand).
+    this.records.closeReaders();
     return written;
   }
 

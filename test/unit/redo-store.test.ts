@@ -11,6 +11,7 @@ import { exportPoint } from '../../receiver/export';
 import { DataLayout } from '../../receiver/layout';
 import { redoBaseFile, VolumeStore } from '../../receiver/volume-store';
 import { tempDirs } from '../helpers/temp-dirs';
+import { waitFor } from '../helpers/agent-lab';
 import { prng, randomRecords, sha256, VolumeModel } from '../helpers/volume-model';
 
 const tmp = tempDirs();
@@ -165,5 +166,45 @@ describe('VolumeStore journal choice', () => {
     const again = VolumeStore.open(layout, spec, 0);
     expect(again.journal).toBe('redo');
     again.close();
+  });
+});
+
+describe('VolumeStore with the redo journal: retained history is not backlog', () => {
+  it('once applied, the retained spool counts as no unapplied bytes; an age-out frees the segments it passes on the disk', async () => {
+    const lab = new StoreLab(tmp('redo-store-backlog'));
+    await lab.ingest(40);
+    expect(lab.store.unappliedBytes).toBeGreaterThan(0);
+    lab.apply();
+    // Applied = indexed: the spool keeps every segment (the retention) but none is backlog.
+    expect(lab.store.unappliedBytes).toBe(0);
+    const held = lab.store.spoolSegments();
+    expect(held.length).toBeGreaterThan(2);
+    expect(lab.store.retainsSpool).toBe(true);
+    const spoolDir = lab.layout.spoolDir(VOL);
+    const deletedOpen = (): string[] =>
+      fs
+        .readdirSync('/proc/self/fd')
+        .map((fd) => {
+          try {
+            return fs.readlinkSync(`/proc/self/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        })
+        .filter((target) => target.startsWith(spoolDir) && target.endsWith('(deleted)'));
+    // Export reads retained records (opening their segments), then retention passes them.
+    const through = held[held.length - 1].firstSeq - 1;
+    const p = lab.point(lab.seq);
+    expect(lab.exportHash(p)).toBe(sha256(lab.model.imageAt(lab.seq)));
+    expect(lab.store.pruneJournalThrough(through)).toBe(1);
+    expect(lab.store.oldestRetainedSeq).toBe(through);
+    expect(lab.store.spoolSegments().length).toBe(1);
+    const freed = held.slice(0, -1).reduce((n, s) => n + s.bytes, 0);
+    expect(lab.store.spoolBytesBeingFreed).toBeLessThanOrEqual(freed);
+    await waitFor('the pruned segments to be deleted', () => lab.store.spoolBytesBeingFreed === 0);
+    // No reader keeps a deleted segment's space allocated.
+    expect(deletedOpen()).toEqual([]);
+    expect(lab.exportHash(p)).toBe(sha256(lab.model.imageAt(lab.seq)));
+    lab.store.close();
   });
 });
