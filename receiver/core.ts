@@ -67,6 +67,8 @@ interface VolumeRuntime {
   readonly events: VolumeEmitter;
   /** Points aged out before their time for lack of space (redo), since the receiver started. */
   agedOutEarly: AgedOutEarly | undefined;
+  /** A redo advance (retention or early age-out) is running in slices: one at a time. */
+  advancing: boolean;
 }
 
 /** What early age-outs for lack of space took from a volume (see ageOutForSpace). */
@@ -176,6 +178,7 @@ export class ReceiverCore {
         hold: { volumeId: spec.volumeId, reason: undefined, keepReason: undefined },
         events: new VolumeEmitter(),
         agedOutEarly: undefined,
+        advancing: false,
       };
       this.volumes.set(spec.volumeId, rt);
     }
@@ -662,9 +665,10 @@ export class ReceiverCore {
    * advanced past the oldest spool segments until the free space would be back above the
    * target (ageOutTargetFree), and their points leave the catalog. Nothing acknowledged is lost:
    * the advance writes those versions into the replica. It is reported (warning log, status
-   * `agedOutEarly`, an alert) and runs before the hold is decided, so that history alone never
-   * stops replication. What cannot be aged out (not yet applied, or an export holding the
-   * volume) stays, and the agent is held or refused as before.
+   * `agedOutEarly`, an alert). The floor is met by aging out, so history alone never stops
+   * replication; while the advance runs (in slices) the agent may be held at the floor, and is
+   * let go once the space is back. What cannot be aged out (not yet applied, or an export
+   * holding the volume) stays, and the agent is held or refused as before.
    */
   private ageOutForSpace(rt: VolumeRuntime, full: boolean): void {
     const store = rt.store;
@@ -674,7 +678,7 @@ export class ReceiverCore {
     const tight = this.monitor.tightest(paths);
     if (!tight || (!full && !tight.space.low)) return;
     const want = ageOutTargetFree(tight.floorBytes, tight.space.totalBytes) - tight.space.freeBytes - store.spoolBytesBeingFreed;
-    let points = 0;
+    if (rt.advancing) return;
     try {
       // The spool is freed up to the checkpoint only: make it current when no step runs.
       store.checkpointNow();
@@ -682,12 +686,10 @@ export class ReceiverCore {
       this.applyFailed(rt, err);
       return;
     }
-    try {
-      const plan = planEarlyAgeOut({ segments: store.spoolSegments(), baseSeq: store.oldestRetainedSeq, limitSeq: store.checkpointSeq, wantBytes: want });
-      if (!plan) return;
-      // Zero: an export holds the volume; the next space check tries again.
-      if (store.pruneJournalThrough(plan.toSeq) === 0) return;
-      points = this.catalog.prunePointsBeforeSeq(id, store.oldestRetainedSeq);
+    const plan = planEarlyAgeOut({ segments: store.spoolSegments(), baseSeq: store.oldestRetainedSeq, limitSeq: store.checkpointSeq, wantBytes: want });
+    if (!plan) return;
+    this.advanceInSlices(rt, store, plan.toSeq, () => {
+      const points = this.catalog.prunePointsBeforeSeq(id, store.oldestRetainedSeq);
       this.prunedPoints += points;
       const prev = rt.agedOutEarly;
       rt.agedOutEarly = {
@@ -706,15 +708,37 @@ export class ReceiverCore {
         freedBytes: plan.freedBytes,
         enough: plan.enough,
       });
-    } catch (err) {
-      log.warn('early age-out did not run', { volume: id, error: (err as Error).message });
-      if (err instanceof RetainedDataDamagedError) this.noteDamage(rt, [err.damage]);
-      return;
-    }
-    if (full) {
-      rt.health.retryNow('ingest');
-      rt.health.retryNow('apply');
-    }
+      if (full) {
+        rt.health.retryNow('ingest');
+        rt.health.retryNow('apply');
+      }
+      this.readSpace(paths);
+      this.refreshHold(rt);
+    });
+  }
+
+  /**
+   * Advances a redo volume's replica to `toSeq` in slices (ingest and apply go on between
+   * them), one advance per volume at a time; `then` runs once it advanced (not when an export
+   * held the volume, nor when the volume was closed meanwhile). A retained change set that
+   * turns out damaged is recorded and a repair asked of the agent; the next run tries again.
+   */
+  private advanceInSlices(rt: VolumeRuntime, store: VolumeStore, toSeq: number, then: () => void): void {
+    if (rt.advancing) return;
+    rt.advancing = true;
+    const id = rt.spec.volumeId;
+    void store
+      .pruneJournalThroughAsync(toSeq)
+      .then((advanced) => {
+        if (advanced > 0 && this.isCurrent(rt, store)) then();
+      })
+      .catch((err: unknown) => {
+        log.warn('the redo replica was not advanced', { volume: id, toSeq, error: (err as Error).message });
+        if (err instanceof RetainedDataDamagedError && this.isCurrent(rt, store)) this.noteDamage(rt, [err.damage]);
+      })
+      .finally(() => {
+        rt.advancing = false;
+      });
   }
 
   private readSpace(paths: string[]): void {
@@ -817,6 +841,12 @@ export class ReceiverCore {
         this.prunedPoints += pruned;
         const oldest = this.catalog.oldestPointSeq(id);
         const keepAfter = Math.min(oldest ?? store.checkpointSeq, store.checkpointSeq);
+        if (store.retainsSpool) {
+          // Redo: the advance takes seconds per GB; it runs in slices, off this turn.
+          if (pruned > 0) log.info('retention pruned', { volume: id, points: pruned });
+          this.advanceInSlices(rt, store, keepAfter, () => log.info('retention advanced the replica', { volume: id, oldestRetainedSeq: store.oldestRetainedSeq }));
+          continue;
+        }
         const segments = store.pruneJournalThrough(keepAfter);
         this.prunedJournalSegments += segments;
         if (pruned > 0 || segments > 0) log.info('retention pruned', { volume: id, points: pruned, journalSegments: segments });

@@ -469,6 +469,18 @@ export class VolumeStore {
     return pruned;
   }
 
+  /**
+   * `pruneJournalThrough` without holding this thread for the whole advance (redo: in slices;
+   * ingest and apply go on between them). Resolves 0 when it was skipped or the store closed.
+   */
+  async pruneJournalThroughAsync(seq: number): Promise<number> {
+    const generation = this.generation;
+    const pruned = await this.engine.pruneThroughAsync(seq);
+    if (generation !== this.generation) return 0;
+    this.spool.pruneThrough(this.engine.spoolNeededAfter(this.checkpoint.seq));
+    return pruned;
+  }
+
   get journalSegments(): number {
     return this.engine.journalSegments;
   }

@@ -252,6 +252,11 @@ export class VolumeEngine {
     return this.sync<number>({ op: 'prune', volumeId: this.volumeId, seq });
   }
 
+  /** Journal segments are unlinked on the apply thread: quick, nothing to slice. */
+  async pruneThroughAsync(seq: number): Promise<number> {
+    return this.pruneThrough(seq);
+  }
+
   /** The undo replica holds everything through the checkpoint: the spool is needed after it only. */
   spoolNeededAfter(checkpointSeq: number): number {
     return checkpointSeq;

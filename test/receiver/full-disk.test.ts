@@ -5,8 +5,8 @@
  * the receiver holds the agent and resumes by itself once space is freed (no restart, no
  * resync), and the same holds across a SIGKILL while full. Needs root (mount, losetup).
  *
- * The spool and journal cases are the undo journal's (its spool is freed at every checkpoint;
- * its history is in journal/). Under redo the applied spool IS the retention: its cases (last
+ * The first two groups are the undo journal's (its spool is freed at every checkpoint; its
+ * history is in journal/; apply writes the replica). Under redo the applied spool IS the retention: its cases (last
  * describe) fill the spool's file system with history alone and expect the oldest points to age
  * out early, reported, while replication goes on.
  */
@@ -161,7 +161,11 @@ describe.skipIf(!isRoot)('a full disk is a state, not a crash: undo spool and jo
   });
 });
 
-describe.skipIf(!isRoot)('a full disk is a state, not a crash (root)', { timeout: 600_000 }, () => {
+describe.skipIf(!isRoot)('a full disk is a state, not a crash: undo replica and whole data directory (root)', { timeout: 600_000 }, () => {
+  // Undo's outcomes: under redo the replica is written only by an advance (its ENOSPC is
+  // test/unit/redo-faults.test.ts), and a data directory filled by ballast ages history out
+  // rather than staying full (the redo cases below).
+  useJournal('undo');
   it('replica: a write into the sparse replica that finds no room is rolled back and applied again once there is', async () => {
     const lab = newLab('full-replica', NO_FLOOR, 24);
     const volumeDir = path.join(lab.dataDir, 'volumes', A);
