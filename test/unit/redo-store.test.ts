@@ -13,6 +13,7 @@ import { redoBaseFile, VolumeStore } from '../../receiver/volume-store';
 import { tempDirs } from '../helpers/temp-dirs';
 import { waitFor } from '../helpers/agent-lab';
 import { prng, randomRecords, sha256, VolumeModel } from '../helpers/volume-model';
+import { useJournal } from '../helpers/journal';
 
 const tmp = tempDirs();
 afterAll(() => stopApplyThreads());
@@ -143,6 +144,7 @@ describe('VolumeStore with the redo journal', () => {
 });
 
 describe('VolumeStore journal choice', () => {
+  useJournal('undo');
   it('FERRY_JOURNAL=redo migrates an undo volume on open; without it volumes stay undo', async () => {
     const root = tmp('redo-choice');
     const layout = new DataLayout(root);
