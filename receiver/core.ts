@@ -9,7 +9,7 @@ import { DataLayout } from './layout';
 import { RepairDesk } from './repairs';
 import { StorageDamage } from './storage/damage';
 import { StorageMonitor } from './storage-monitor';
-import { ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
+import { AgedOutEarly, ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
 import { classifyStorageError, VolumeHealth } from './volume-health';
 import { VolumeEmitter, VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import { AppliedStep, VolumeStore } from './volume-store';
@@ -69,19 +69,6 @@ interface VolumeRuntime {
   agedOutEarly: AgedOutEarly | undefined;
   /** A redo advance (retention or early age-out) is running in slices: one at a time. */
   advancing: boolean;
-}
-
-/** What early age-outs for lack of space took from a volume (see ageOutForSpace). */
-export interface AgedOutEarly {
-  /** Points deleted from the catalog by them, in all. */
-  points: number;
-  /** Early age-outs run. */
-  times: number;
-  /** Spool bytes they freed, in all. */
-  freedBytes: number;
-  /** The oldest retained seq after the last one: points before it are gone. */
-  oldestRetainedSeq: number;
-  lastUs: number;
 }
 
 /** An early age-out stays an alert this long after the last one. */
