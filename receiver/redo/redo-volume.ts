@@ -283,12 +283,17 @@ export class RedoVolume {
     // Blocks written in part keep replica bytes: check those first (a redone advance cannot,
     // its first attempt may have written them already). One window's pieces in memory at a time.
     if (!redoing) for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) this.checkReplica(partlyTouchedBlocks(windowPieces(from)));
+    // Slices end at the costly steps: the checks above, the base's fsyncs, each write pass, and
+    // the replica's fdatasync below.
+    yield;
     this.base.beginAdvance(toSeq);
+    yield;
     const partlyWritten: number[] = [];
     for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
       written += yield* this.writeVersionSlices(this.replica.fd, windowPieces(from), hooks, written, (offset, parts) => this.sumWholeBlocks(offset, parts, partlyWritten));
     }
     this.sumBlocks(partlyWritten);
+    yield;
     this.replica.sync();
     this.sums?.sync();
     this.base.finishAdvance();
