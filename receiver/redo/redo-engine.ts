@@ -7,6 +7,7 @@
 import type { AutoPoint, EngineOpened, RolledBack, StepInput, StepOutput } from '../apply/apply-engine';
 import { withLockFile, withLockFileAsync } from '../apply/apply-engine';
 import { collectAutoPoints } from '../apply/auto-points';
+import { log } from '../../common/log';
 import { DataLayout } from '../layout';
 import { Spool } from '../storage/spool';
 import { AdvanceHooks, IndexedRecord, RedoVolume } from './redo-volume';
@@ -192,8 +193,8 @@ export class RedoEngine implements ApplySide {
     this.closed = true;
     try {
       if (slices) for (let r = slices.next(); !r.done; r = slices.next());
-    } catch {
-      // unfinished: open redoes it
+    } catch (err) {
+      log.warn('an advance could not be finished at close; the next open finishes it', { error: (err as Error).message });
     } finally {
       this.volume.close();
     }
