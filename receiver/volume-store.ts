@@ -56,17 +56,18 @@ export interface OpenReport {
   sumsBuilt: boolean;
 }
 
-/** The retention journal a volume keeps: undo (the default) or redo (receiver/redo/, opt-in). */
+/** The retention journal a volume keeps: redo (receiver/redo/, the default) or undo (FERRY_JOURNAL=undo). */
 export type JournalKind = 'undo' | 'redo';
 
 /**
- * A volume that already has a redo base stays redo. Otherwise FERRY_JOURNAL=redo (opt-in while
- * export, verify and failback of redo volumes are being wired) makes new volumes redo and
- * migrates undo ones (see redo/migrate.ts); without it volumes keep the undo journal.
+ * A volume that already has a redo base stays redo. Otherwise new volumes are redo and undo
+ * volumes (a data directory from before redo) are migrated when they open (see
+ * redo/migrate.ts); FERRY_JOURNAL=undo keeps the undo journal for new and undo volumes (the
+ * journal-design comparison and the undo fault tests use it).
  */
 function chooseJournal(layout: DataLayout, spec: VolumeSpec, openUndo: () => VolumeStore): JournalKind {
   if (fs.existsSync(redoBaseFile(layout, spec.volumeId))) return 'redo';
-  if (process.env.FERRY_JOURNAL !== 'redo') return 'undo';
+  if (process.env.FERRY_JOURNAL === 'undo') return 'undo';
   if (needsMigration(layout, spec.volumeId)) migrateUndoVolume(layout, spec, openUndo);
   return 'redo';
 }

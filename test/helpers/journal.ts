@@ -12,7 +12,7 @@ export const JOURNALS: readonly Journal[] = ['undo', 'redo'];
 
 /** The journal new volumes get with the environment as it stands. */
 export function currentJournal(): Journal {
-  return process.env.FERRY_JOURNAL === 'redo' ? 'redo' : 'undo';
+  return process.env.FERRY_JOURNAL === 'undo' ? 'undo' : 'redo';
 }
 
 /** Sets FERRY_JOURNAL to `journal` for the enclosing describe block (restored after it). */

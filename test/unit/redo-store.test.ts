@@ -145,7 +145,7 @@ describe('VolumeStore with the redo journal', () => {
 
 describe('VolumeStore journal choice', () => {
   useJournal('undo');
-  it('FERRY_JOURNAL=redo migrates an undo volume on open; without it volumes stay undo', async () => {
+  it('an undo volume is migrated to redo when it opens without FERRY_JOURNAL=undo; with it volumes stay undo', async () => {
     const root = tmp('redo-choice');
     const layout = new DataLayout(root);
     const undo = VolumeStore.open(layout, spec, 0);
@@ -155,7 +155,10 @@ describe('VolumeStore journal choice', () => {
     await undo.ingest(encodeFrame({ changeSet: cs }), validateChangeSet(cs, SIZE));
     while (undo.hasWork()) undo.applyNext();
     undo.close();
-    process.env.FERRY_JOURNAL = 'redo';
+    const stays = VolumeStore.open(layout, spec, 0);
+    expect(stays.journal).toBe('undo');
+    stays.close();
+    delete process.env.FERRY_JOURNAL;
     try {
       const redo = VolumeStore.open(layout, spec, 0);
       expect(redo.journal).toBe('redo');
@@ -163,7 +166,7 @@ describe('VolumeStore journal choice', () => {
       expect((await redo.replicaHashesAsync(4096, 4096, 2)).equals(blockHashes(Buffer.alloc(8192, 9), 4096))).toBe(true);
       redo.close();
     } finally {
-      delete process.env.FERRY_JOURNAL;
+      process.env.FERRY_JOURNAL = 'undo';
     }
     const again = VolumeStore.open(layout, spec, 0);
     expect(again.journal).toBe('redo');
