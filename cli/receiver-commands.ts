@@ -104,6 +104,17 @@ async function runReceiver(opts: RunOptions): Promise<void> {
     disconnectAlertMs: opts.disconnectAlert,
   });
   const { identity } = receiver;
+  // A stop is handled from before the banner on: whoever waits for the banner may stop the
+  // receiver at once, and that must be a clean stop (a running redo advance is finished), not
+  // the signal's default kill.
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info('receiver stopping', { signal });
+      receiver.close().then(resolve, resolve);
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
   const lines = [
     `ferry receiver listening on wss://${opts.listen.host}:${receiver.port}`,
     `certificate SHA-256 fingerprint: ${identity.fingerprint}`,
@@ -115,14 +126,7 @@ async function runReceiver(opts: RunOptions): Promise<void> {
   process.stdout.write(`${lines.join('\n')}\n`);
   log.info('receiver started', { listen: `${opts.listen.host}:${receiver.port}`, data: opts.data, fingerprint: identity.fingerprint });
 
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info('receiver stopping', { signal });
-      receiver.close().then(resolve, resolve);
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
+  await stopped;
 }
 
 function isAlive(pid: number): boolean {

@@ -394,6 +394,11 @@ export class Catalog {
     });
   }
 
+  /** Deletes the points of a volume cut before `seq` (aged out of a redo journal); returns how many. */
+  prunePointsBeforeSeq(volumeId: string, seq: number): number {
+    return this.run(() => this.db.prepare('DELETE FROM points WHERE volume_id = ? AND seq < ?').run(volumeId, seq).changes);
+  }
+
   /** Deletes points of a volume with a source time before `timeUs`; returns how many. */
   prunePointsBefore(volumeId: string, timeUs: number): number {
     return this.run(() => this.db.prepare('DELETE FROM points WHERE volume_id = ? AND time_us < ?').run(volumeId, timeUs).changes);

@@ -9,11 +9,12 @@ import { DataLayout } from './layout';
 import { RepairDesk } from './repairs';
 import { StorageDamage } from './storage/damage';
 import { StorageMonitor } from './storage-monitor';
-import { ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
+import { AgedOutEarly, ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
 import { classifyStorageError, VolumeHealth } from './volume-health';
 import { VolumeEmitter, VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import { AppliedStep, VolumeStore } from './volume-store';
 import { RetainedDataDamagedError } from './redo/retained-records';
+import { ageOutTargetFree, planEarlyAgeOut } from './redo/early-age-out';
 
 /** Total size of the file system holding `dir` (0 when it cannot be read). */
 function fileSystemBytes(dir: string): number {
@@ -64,7 +65,14 @@ interface VolumeRuntime {
   hold: VolumeHold;
   /** The sessions that declared the volume hear what happens to it through this. */
   readonly events: VolumeEmitter;
+  /** Points aged out before their time for lack of space (redo), since the receiver started. */
+  agedOutEarly: AgedOutEarly | undefined;
+  /** A redo advance (retention or early age-out) is running in slices: one at a time. */
+  advancing: boolean;
 }
+
+/** An early age-out stays an alert this long after the last one. */
+const AGED_OUT_ALERT_US = 3600e6;
 
 /** A session's use of a volume it declared. */
 export interface VolumeAttachment {
@@ -156,6 +164,8 @@ export class ReceiverCore {
         receivedBytes: 0,
         hold: { volumeId: spec.volumeId, reason: undefined, keepReason: undefined },
         events: new VolumeEmitter(),
+        agedOutEarly: undefined,
+        advancing: false,
       };
       this.volumes.set(spec.volumeId, rt);
     }
@@ -331,6 +341,7 @@ export class ReceiverCore {
     if (rt && !rt.health.failure('ingest')) {
       rt.health.fail('ingest', err, this.freeNow(store.spec.volumeId));
       if (info.full) this.monitor.releaseReserve();
+      if (info.full) this.ageOutForSpace(rt, true);
       log.error(info.full ? 'spool full: ingest held until there is room' : 'spool write failed: ingest stopped until the spool recovers', {
         volume: store.spec.volumeId,
         error: info.message,
@@ -358,6 +369,7 @@ export class ReceiverCore {
     if (rt.ingestedSinceSpaceCheck >= SPACE_CHECK_BYTES) {
       rt.ingestedSinceSpaceCheck = 0;
       this.readSpace(this.volumePaths(rt.spec.volumeId));
+      this.ageOutForSpace(rt, false);
     }
     // The hold first: the agent hears it before the ack that would let it send more.
     this.refreshHold(rt);
@@ -531,6 +543,7 @@ export class ReceiverCore {
   private applyFailed(rt: VolumeRuntime, err: unknown): void {
     const info = rt.health.fail('apply', err, this.freeNow(rt.spec.volumeId));
     if (info.full) this.monitor.releaseReserve();
+    if (info.full) this.ageOutForSpace(rt, true);
     log.error(info.full ? 'no room to apply: apply held until there is room' : 'apply failed: held until it recovers', { volume: rt.spec.volumeId, error: info.message });
     this.releaseAppliedWaiters(rt);
   }
@@ -628,7 +641,91 @@ export class ReceiverCore {
   private storageTick(): void {
     for (const rt of this.volumes.values()) rt.ingestedSinceSpaceCheck = 0;
     this.readSpace([this.layout.root, ...[...this.volumes.keys()].flatMap((id) => this.volumePaths(id))]);
+    for (const rt of this.volumes.values()) this.ageOutForSpace(rt, Boolean(rt.health.failure('ingest')?.full || rt.health.failure('apply')?.full));
     this.refreshHolds();
+  }
+
+  /**
+   * Redo keeps its history in the spool, so a spool file system that fills stays full unless
+   * points go early. When the file system holding a redo volume's files is below its floor, or
+   * a write there found no room (`full`), the oldest points are aged out now: the replica is
+   * advanced past the oldest spool segments until the free space would be back above the
+   * target (ageOutTargetFree), and their points leave the catalog. Nothing acknowledged is lost:
+   * the advance writes those versions into the replica. It is reported (warning log, status
+   * `agedOutEarly`, an alert). The floor is met by aging out, so history alone never stops
+   * replication; while the advance runs (in slices) the agent may be held at the floor, and is
+   * let go once the space is back. What cannot be aged out (not yet applied, or an export
+   * holding the volume) stays, and the agent is held or refused as before.
+   */
+  private ageOutForSpace(rt: VolumeRuntime, full: boolean): void {
+    const store = rt.store;
+    if (!store || !store.retainsSpool) return;
+    const id = rt.spec.volumeId;
+    const paths = this.volumePaths(id);
+    const tight = this.monitor.tightest(paths);
+    if (!tight || (!full && !tight.space.low)) return;
+    const want = ageOutTargetFree(tight.floorBytes, tight.space.totalBytes) - tight.space.freeBytes - store.spoolBytesBeingFreed;
+    if (rt.advancing) return;
+    try {
+      // The spool is freed up to the checkpoint only: make it current when no step runs.
+      store.checkpointNow();
+    } catch (err) {
+      this.applyFailed(rt, err);
+      return;
+    }
+    const plan = planEarlyAgeOut({ segments: store.spoolSegments(), baseSeq: store.oldestRetainedSeq, limitSeq: store.checkpointSeq, wantBytes: want });
+    if (!plan) return;
+    this.advanceInSlices(rt, store, plan.toSeq, () => {
+      const points = this.catalog.prunePointsBeforeSeq(id, store.oldestRetainedSeq);
+      this.prunedPoints += points;
+      const prev = rt.agedOutEarly;
+      rt.agedOutEarly = {
+        points: (prev?.points ?? 0) + points,
+        times: (prev?.times ?? 0) + 1,
+        freedBytes: (prev?.freedBytes ?? 0) + plan.freedBytes,
+        oldestRetainedSeq: store.oldestRetainedSeq,
+        lastUs: nowUs(),
+      };
+      log.warn('points aged out early: no room for the retention window', {
+        volume: id,
+        path: tight.space.path,
+        freeBytes: tight.space.freeBytes,
+        points,
+        oldestRetainedSeq: store.oldestRetainedSeq,
+        freedBytes: plan.freedBytes,
+        enough: plan.enough,
+      });
+      if (full) {
+        rt.health.retryNow('ingest');
+        rt.health.retryNow('apply');
+      }
+      this.readSpace(paths);
+      this.refreshHold(rt);
+    });
+  }
+
+  /**
+   * Advances a redo volume's replica to `toSeq` in slices (ingest and apply go on between
+   * them), one advance per volume at a time; `then` runs once it advanced (not when an export
+   * held the volume, nor when the volume was closed meanwhile). A retained change set that
+   * turns out damaged is recorded and a repair asked of the agent; the next run tries again.
+   */
+  private advanceInSlices(rt: VolumeRuntime, store: VolumeStore, toSeq: number, then: () => void): void {
+    if (rt.advancing) return;
+    rt.advancing = true;
+    const id = rt.spec.volumeId;
+    void store
+      .pruneJournalThroughAsync(toSeq)
+      .then((advanced) => {
+        if (advanced > 0 && this.isCurrent(rt, store)) then();
+      })
+      .catch((err: unknown) => {
+        log.warn('the redo replica was not advanced', { volume: id, toSeq, error: (err as Error).message });
+        if (err instanceof RetainedDataDamagedError && this.isCurrent(rt, store)) this.noteDamage(rt, [err.damage]);
+      })
+      .finally(() => {
+        rt.advancing = false;
+      });
   }
 
   private readSpace(paths: string[]): void {
@@ -725,10 +822,18 @@ export class ReceiverCore {
       if (!store) continue;
       const cutoff = now - this.retentionWindowUs(id);
       try {
-        const pruned = this.catalog.prunePointsBefore(id, cutoff);
+        // Points a redo base passed (an early age-out a crash interrupted, a migration) go too.
+        const belowBase = store.oldestRetainedSeq > 0 ? this.catalog.prunePointsBeforeSeq(id, store.oldestRetainedSeq) : 0;
+        const pruned = this.catalog.prunePointsBefore(id, cutoff) + belowBase;
         this.prunedPoints += pruned;
         const oldest = this.catalog.oldestPointSeq(id);
         const keepAfter = Math.min(oldest ?? store.checkpointSeq, store.checkpointSeq);
+        if (store.retainsSpool) {
+          // Redo: the advance takes seconds per GB; it runs in slices, off this turn.
+          if (pruned > 0) log.info('retention pruned', { volume: id, points: pruned });
+          this.advanceInSlices(rt, store, keepAfter, () => log.info('retention advanced the replica', { volume: id, oldestRetainedSeq: store.oldestRetainedSeq }));
+          continue;
+        }
         const segments = store.pruneJournalThrough(keepAfter);
         this.prunedJournalSegments += segments;
         if (pruned > 0 || segments > 0) log.info('retention pruned', { volume: id, points: pruned, journalSegments: segments });
@@ -779,6 +884,7 @@ export class ReceiverCore {
         journalSegments: store?.journalSegments ?? 0,
         damage: damage.map((d) => ({ kind: d.kind, file: d.file, offset: d.offset, seqFrom: d.seqFrom, seqTo: d.seqTo, volumeOffset: d.volumeOffset, detail: d.detail })),
         applyError: rt.health.failure('apply')?.reason,
+        agedOutEarly: rt.agedOutEarly,
       };
     });
   }
@@ -792,6 +898,14 @@ export class ReceiverCore {
     if (this.monitor.reserveReleased) alerts.push({ severity: 'warning', subject: this.layout.reserveFile, message: 'the space reserve was used up by a full disk' });
     for (const v of volumes) {
       if (v.state === 'failed' || v.state === 'full') alerts.push({ severity: 'error', subject: v.volumeId, message: v.problem ?? v.state });
+      const early = v.agedOutEarly;
+      if (early && nowUs() - early.lastUs < AGED_OUT_ALERT_US) {
+        alerts.push({
+          severity: 'warning',
+          subject: v.volumeId,
+          message: `${early.points} point(s) aged out early for lack of space (${early.times} time(s)); points before seq ${early.oldestRetainedSeq} are gone: retention is shorter than its window until there is more room`,
+        });
+      }
       for (const d of v.damage) alerts.push({ severity: 'error', subject: v.volumeId, message: `damage in ${d.kind} ${d.file} at byte ${d.offset}: ${d.detail}` });
     }
     return alerts;

@@ -44,6 +44,21 @@ export interface VolumeRuntimeStatus {
   /** Damage found and not healed yet. */
   damage: VolumeDamageStatus[];
   applyError?: string;
+  /** Points aged out before their time for lack of space (redo journal), since the receiver started. */
+  agedOutEarly?: AgedOutEarly;
+}
+
+/** What early age-outs for lack of space took from a redo volume (see ReceiverCore.ageOutForSpace). */
+export interface AgedOutEarly {
+  /** Points deleted from the catalog by them, in all. */
+  points: number;
+  /** Early age-outs run. */
+  times: number;
+  /** Spool bytes they freed, in all. */
+  freedBytes: number;
+  /** The oldest retained seq after the last one: points before it are gone. */
+  oldestRetainedSeq: number;
+  lastUs: number;
 }
 
 export interface ReceiverStatus {

@@ -81,6 +81,17 @@ export class StorageMonitor {
     return undefined;
   }
 
+  /** The file system holding `paths` with the least free space, with its floor, as last read. */
+  tightest(paths: readonly string[]): { space: FileSystemSpace; floorBytes: number } | undefined {
+    let best: FileSystemSpace | undefined;
+    for (const p of paths) {
+      const dev = this.devOf.get(p);
+      const space = dev === undefined ? undefined : this.spaces.get(dev);
+      if (space && (!best || space.freeBytes < best.freeBytes)) best = space;
+    }
+    return best ? { space: best, floorBytes: this.floorFor(best) } : undefined;
+  }
+
   /** The least free space among the file systems holding `paths`, as last read. */
   freeFor(paths: readonly string[]): number {
     let free = Infinity;

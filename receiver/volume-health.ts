@@ -71,6 +71,12 @@ export class VolumeHealth {
     return this.failures.delete(side);
   }
 
+  /** Room was made for a side that failed for lack of it: it is due at once. */
+  retryNow(side: Side): void {
+    const f = this.failures.get(side);
+    if (f?.full) f.retryAtMs = 0;
+  }
+
   failure(side: Side): Readonly<Failure> | undefined {
     return this.failures.get(side);
   }

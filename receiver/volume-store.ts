@@ -56,17 +56,18 @@ export interface OpenReport {
   sumsBuilt: boolean;
 }
 
-/** The retention journal a volume keeps: undo (the default) or redo (receiver/redo/, opt-in). */
+/** The retention journal a volume keeps: redo (receiver/redo/, the default) or undo (FERRY_JOURNAL=undo). */
 export type JournalKind = 'undo' | 'redo';
 
 /**
- * A volume that already has a redo base stays redo. Otherwise FERRY_JOURNAL=redo (opt-in while
- * export, verify and failback of redo volumes are being wired) makes new volumes redo and
- * migrates undo ones (see redo/migrate.ts); without it volumes keep the undo journal.
+ * A volume that already has a redo base stays redo. Otherwise new volumes are redo and undo
+ * volumes (a data directory from before redo) are migrated when they open (see
+ * redo/migrate.ts); FERRY_JOURNAL=undo keeps the undo journal for new and undo volumes (the
+ * journal-design comparison and the undo fault tests use it).
  */
 function chooseJournal(layout: DataLayout, spec: VolumeSpec, openUndo: () => VolumeStore): JournalKind {
   if (fs.existsSync(redoBaseFile(layout, spec.volumeId))) return 'redo';
-  if (process.env.FERRY_JOURNAL !== 'redo') return 'undo';
+  if (process.env.FERRY_JOURNAL === 'undo') return 'undo';
   if (needsMigration(layout, spec.volumeId)) migrateUndoVolume(layout, spec, openUndo);
   return 'redo';
 }
@@ -469,8 +470,50 @@ export class VolumeStore {
     return pruned;
   }
 
+  /**
+   * `pruneJournalThrough` without holding this thread for the whole advance (redo: in slices;
+   * ingest and apply go on between them). Resolves 0 when it was skipped or the store closed.
+   */
+  async pruneJournalThroughAsync(seq: number): Promise<number> {
+    const generation = this.generation;
+    const pruned = await this.engine.pruneThroughAsync(seq);
+    if (generation !== this.generation) return 0;
+    this.spool.pruneThrough(this.engine.spoolNeededAfter(this.checkpoint.seq));
+    return pruned;
+  }
+
   get journalSegments(): number {
     return this.engine.journalSegments;
+  }
+
+  /** The applied spool is the retention (redo): an early age-out is what frees spool space. */
+  get retainsSpool(): boolean {
+    return this.engine.retainsSpool;
+  }
+
+  /** Points before this seq cannot be exported (redo's base); 0 when the journal sets no such bound. */
+  get oldestRetainedSeq(): number {
+    return this.engine.oldestRetainedSeq;
+  }
+
+  /** Spool bytes pruned and still being deleted: free space the file system does not show yet. */
+  get spoolBytesBeingFreed(): number {
+    return this.spool.bytesBeingFreed;
+  }
+
+  /** The spool's segments, oldest first, with their bytes (see redo/early-age-out.ts). */
+  spoolSegments(): Array<{ firstSeq: number; bytes: number }> {
+    return this.spool.heldSegments();
+  }
+
+  /**
+   * Saves a checkpoint now if one is owed and no step is running (an early age-out can free
+   * spool segments only up to the checkpoint). False when apply is broken or a step runs.
+   */
+  checkpointNow(): boolean {
+    if (this.applyBroken || this.busy) return false;
+    if (this.checkpoint.seq !== this.applied) this.saveCheckpoint();
+    return true;
   }
 
   /** Closes the files; a clean close saves a last checkpoint when apply is healthy. */

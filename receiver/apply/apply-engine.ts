@@ -228,6 +228,17 @@ export function buildSums(replica: Replica, sums: BlockSums): void {
 }
 
 /** Runs `fn` under a lock file; returns undefined when `wait` is false and it is busy. */
+/** `withLockFile` for work that spans event-loop turns: the lock is held until `fn`'s promise settles. */
+export async function withLockFileAsync<T>(file: string, mode: 'shared' | 'exclusive', fn: () => Promise<T>): Promise<T | undefined> {
+  const fd = fs.openSync(file, 'a', 0o600);
+  try {
+    if (!flock(fd, mode, false)) return undefined;
+    return await fn();
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function withLockFile<T>(file: string, mode: 'shared' | 'exclusive', wait: boolean, fn: () => T): T | undefined {
   const fd = fs.openSync(file, 'a', 0o600);
   try {

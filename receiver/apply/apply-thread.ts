@@ -252,9 +252,24 @@ export class VolumeEngine {
     return this.sync<number>({ op: 'prune', volumeId: this.volumeId, seq });
   }
 
+  /** Journal segments are unlinked on the apply thread: quick, nothing to slice. */
+  async pruneThroughAsync(seq: number): Promise<number> {
+    return this.pruneThrough(seq);
+  }
+
   /** The undo replica holds everything through the checkpoint: the spool is needed after it only. */
   spoolNeededAfter(checkpointSeq: number): number {
     return checkpointSeq;
+  }
+
+  /** Undo keeps its history in the journal, apart from the spool: no spool segment is retention. */
+  get retainsSpool(): boolean {
+    return false;
+  }
+
+  /** Undo has no base: how far back points go is the journal's (and the catalog's) to say. */
+  get oldestRetainedSeq(): number {
+    return 0;
   }
 
   /** Block hashes of the replica, answered after the step in flight (this thread goes on meanwhile). */

@@ -1,14 +1,16 @@
 // The apply side of a redo volume, as VolumeStore drives an apply side (see ApplySide): an apply
 // step indexes the step's spool records (no volume data read or written), retention advances
 // the replica, hash requests read `latest` through the index. It runs on the ingest thread: an
-// index step is cheap; the advance is not (see docs/journal-design.md, what remains).
+// index step is cheap; the advance is not, so retention runs it in slices (pruneThroughAsync),
+// one sorted write pass per event-loop turn, and ingest and index steps go on between them.
 
 import type { AutoPoint, EngineOpened, RolledBack, StepInput, StepOutput } from '../apply/apply-engine';
-import { withLockFile } from '../apply/apply-engine';
+import { withLockFile, withLockFileAsync } from '../apply/apply-engine';
 import { collectAutoPoints } from '../apply/auto-points';
+import { log } from '../../common/log';
 import { DataLayout } from '../layout';
 import { Spool } from '../storage/spool';
-import { IndexedRecord, RedoVolume } from './redo-volume';
+import { AdvanceHooks, IndexedRecord, RedoVolume } from './redo-volume';
 import { summaryOfFrame } from './retained-records';
 
 /** Spool bytes indexed per transaction while an open replays the spool. */
@@ -25,13 +27,34 @@ export interface ApplySide {
   syncDataAsync(): Promise<void>;
   /** Ages out history older than `seq` (undo: journal segments; redo: advance the replica). */
   pruneThrough(seq: number): number;
+  /** `pruneThrough` without holding this thread for its whole length (redo: in slices). */
+  pruneThroughAsync(seq: number): Promise<number>;
   hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer>;
   /** Spool segments wholly at or below the returned seq are needed no more (given the checkpoint). */
   spoolNeededAfter(checkpointSeq: number): number;
+  /** The applied spool segments are the retention (redo): space is freed only by aging points out. */
+  readonly retainsSpool: boolean;
+  /** Points before this seq are gone (redo: the base, or an unfinished advance's target); 0: no such bound. */
+  readonly oldestRetainedSeq: number;
   close(): void;
 }
 
+/** Hooks of a sliced advance, for tests: `betweenSlices` runs (and is awaited) after each slice. */
+export interface SlicedAdvanceHooks extends AdvanceHooks {
+  betweenSlices?: () => Promise<void>;
+}
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 export class RedoEngine implements ApplySide {
+  /** A sliced advance is running (one at a time; a sync prune meanwhile does nothing). */
+  private advancing = false;
+  /** The slices of the advance running, while it runs (close finishes it). */
+  private slices: Generator<void, number> | undefined;
+  private closed = false;
+  /** Test hooks for sliced advances. */
+  sliceHooks: SlicedAdvanceHooks = {};
+
   private constructor(
     private readonly volume: RedoVolume,
     private readonly lockFile: string,
@@ -104,9 +127,44 @@ export class RedoEngine implements ApplySide {
 
   /** Advances the replica to `seq` (bounded by what is indexed); skipped while an export holds the volume. */
   pruneThrough(seq: number): number {
-    const to = Math.max(Math.min(seq, this.volume.indexedThrough), this.volume.advancingTo ?? 0);
-    if (to <= this.volume.baseSeq) return 0;
+    const to = this.advanceTarget(seq);
+    if (to === undefined || this.advancing) return 0;
     return withLockFile(this.lockFile, 'exclusive', false, () => (this.volume.advance(to) > 0 ? 1 : 0)) ?? 0;
+  }
+
+  /**
+   * The advance in slices (one sorted write pass each, see RedoVolume.advanceSlices), this
+   * thread free between them: ingest, index steps and hash requests go on. Holds the volume's
+   * lock throughout (an export in another process waits, or makes this skip). Resolves 1 when
+   * the replica advanced, 0 when skipped (busy, nothing to do) or stopped by `close` (the
+   * advance is left unfinished, as a crash leaves it: the next open or advance redoes it).
+   */
+  async pruneThroughAsync(seq: number): Promise<number> {
+    const to = this.advanceTarget(seq);
+    if (to === undefined || this.advancing) return 0;
+    this.advancing = true;
+    try {
+      const done = await withLockFileAsync(this.lockFile, 'exclusive', async () => {
+        const slices = this.volume.advanceSlices(to, this.sliceHooks);
+        this.slices = slices;
+        for (;;) {
+          const r = slices.next();
+          if (r.done) return true;
+          await (this.sliceHooks.betweenSlices?.() ?? nextTurn());
+          if (this.closed) return false;
+        }
+      });
+      return done ? 1 : 0;
+    } finally {
+      this.advancing = false;
+      this.slices = undefined;
+    }
+  }
+
+  /** Where an advance for `seq` goes (bounded by what is indexed; never short of an unfinished one), or undefined. */
+  private advanceTarget(seq: number): number | undefined {
+    const to = Math.max(Math.min(seq, this.volume.indexedThrough), this.volume.advancingTo ?? 0);
+    return to <= this.volume.baseSeq ? undefined : to;
   }
 
   async hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer> {
@@ -117,8 +175,29 @@ export class RedoEngine implements ApplySide {
     return Math.min(checkpointSeq, this.volume.baseSeq);
   }
 
+  get retainsSpool(): boolean {
+    return true;
+  }
+
+  get oldestRetainedSeq(): number {
+    return this.volume.advancingTo ?? this.volume.baseSeq;
+  }
+
+  /**
+   * Closes the store. An advance running in slices is finished first, here (a clean stop leaves
+   * no unfinished advance, whose replica blocks could not be checked against their sums); if
+   * that fails, it is left unfinished, as a crash leaves it, and the next open redoes it.
+   */
   close(): void {
-    this.volume.close();
+    const slices = this.slices;
+    this.closed = true;
+    try {
+      if (slices) for (let r = slices.next(); !r.done; r = slices.next());
+    } catch (err) {
+      log.warn('an advance could not be finished at close; the next open finishes it', { error: (err as Error).message });
+    } finally {
+      this.volume.close();
+    }
   }
 }
 

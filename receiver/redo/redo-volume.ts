@@ -67,6 +67,16 @@ export class PointAgedOutError extends Error {
 /** Test hook: called after each sorted write pass of an advance with the bytes written so far. */
 export interface AdvanceHooks {
   afterWritePass?: (written: number) => void;
+  /** Decompressed bytes gathered per write pass (default GATHER_BYTES): the size of a slice. */
+  gatherBytes?: number;
+}
+
+/** Runs a generator of slices to its end, at once. */
+function drain<T>(steps: Generator<void, T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
 }
 
 export class RedoVolume {
@@ -248,6 +258,18 @@ export class RedoVolume {
    * bytes written to the replica. The owner deletes spool segments through `baseSeq` afterwards.
    */
   advance(toSeq: number, hooks: AdvanceHooks = {}): number {
+    return drain(this.advanceSlices(toSeq, hooks));
+  }
+
+  /**
+   * `advance` in slices: it yields after each sorted write pass (at most `gatherBytes` of
+   * versions), so that its owner can let other work run between slices. Between two slices the
+   * base says `advancingTo`: points before it are refused, reads of later points and of
+   * `latest` stay exact (every range the advance writes has a retained version they show),
+   * indexing goes on (its rows are newer than the target). Stopping between slices leaves an
+   * unfinished advance, as a crash does: the next `advance` or `finishAdvance` redoes it.
+   */
+  *advanceSlices(toSeq: number, hooks: AdvanceHooks = {}): Generator<void, number> {
     // An unfinished advance can be redone or taken further (every range gets its newest version
     // <= toSeq, whatever the replica holds), never back: the replica may hold versions up to it.
     if (this.advancingTo !== undefined && toSeq < this.advancingTo) throw new Error(`an advance to seq ${this.advancingTo} is unfinished; it cannot be taken back to ${toSeq}`);
@@ -261,16 +283,24 @@ export class RedoVolume {
     // Blocks written in part keep replica bytes: check those first (a redone advance cannot,
     // its first attempt may have written them already). One window's pieces in memory at a time.
     if (!redoing) for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) this.checkReplica(partlyTouchedBlocks(windowPieces(from)));
+    // Slices end at the costly steps: the checks above, the base's fsyncs, each write pass, and
+    // the replica's fdatasync below.
+    yield;
     this.base.beginAdvance(toSeq);
+    yield;
     const partlyWritten: number[] = [];
     for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
-      written += this.writeVersions(this.replica.fd, windowPieces(from), hooks, written, (offset, parts) => this.sumWholeBlocks(offset, parts, partlyWritten));
+      written += yield* this.writeVersionSlices(this.replica.fd, windowPieces(from), hooks, written, (offset, parts) => this.sumWholeBlocks(offset, parts, partlyWritten));
     }
     this.sumBlocks(partlyWritten);
+    yield;
     this.replica.sync();
     this.sums?.sync();
     this.base.finishAdvance();
     this.index.dropThrough(toSeq);
+    // The owner deletes the spool segments the base passed next: a reader left open on one
+    // would keep its space allocated until the process ends (readers reopen on demand).
+    this.records.closeReaders();
     return written;
   }
 
@@ -377,7 +407,12 @@ export class RedoVolume {
    * Writes pieces to `fd`: each record read once (in spool order), each pass's pieces written
    * sorted by volume offset, adjacent ones in one pwritev.
    */
-  private writeVersions(fd: number, pieces: VisiblePiece[], hooks: AdvanceHooks, writtenBefore = 0, onGroup?: (offset: number, parts: Buffer[]) => void): number {
+  private writeVersions(fd: number, pieces: VisiblePiece[], hooks: AdvanceHooks): number {
+    return drain(this.writeVersionSlices(fd, pieces, hooks, 0));
+  }
+
+  /** `writeVersions`, yielding after each write pass. */
+  private *writeVersionSlices(fd: number, pieces: VisiblePiece[], hooks: AdvanceHooks, writtenBefore: number, onGroup?: (offset: number, parts: Buffer[]) => void): Generator<void, number> {
     let pending: Array<{ offset: number; data: Buffer }> = [];
     let pendingBytes = 0;
     let written = 0;
@@ -387,12 +422,16 @@ export class RedoVolume {
       pendingBytes = 0;
       hooks.afterWritePass?.(writtenBefore + written);
     };
+    const gatherBytes = hooks.gatherBytes ?? GATHER_BYTES;
     const groups = byRecord(pieces).sort((a, b) => a[0].extent.segment - b[0].extent.segment || a[0].extent.recordOffset - b[0].extent.recordOffset);
     for (const group of groups) {
       const payload = this.payloadFor(group);
       for (const p of group) copyPiece(p, payload, (data, at) => pending.push({ offset: at, data }));
       pendingBytes += payload?.length ?? 0;
-      if (pendingBytes >= GATHER_BYTES) flush();
+      if (pendingBytes >= gatherBytes) {
+        flush();
+        yield;
+      }
     }
     if (pending.length > 0) flush();
     return written;

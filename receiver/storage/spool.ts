@@ -94,6 +94,8 @@ export class Spool {
   /** Bytes of torn tails dropped by `open`. */
   tornBytesDropped = 0;
   private firstHeld = 0;
+  /** Bytes of pruned segments whose files are still being deleted (not yet free on the disk). */
+  private deletingBytes = 0;
 
   private constructor(
     private readonly dir: string,
@@ -167,6 +169,16 @@ export class Spool {
       spool.activeSize = newest.durableSize;
     }
     return spool;
+  }
+
+  /** Bytes of pruned segments being deleted in the background: free space to come. */
+  get bytesBeingFreed(): number {
+    return this.deletingBytes;
+  }
+
+  /** The segments held, oldest first, with their durable bytes (the last one is appended to). */
+  heldSegments(): Array<{ firstSeq: number; bytes: number }> {
+    return this.segments.map((s) => ({ firstSeq: s.firstSeq, bytes: s.durableSize }));
   }
 
   /** First seq of the oldest change set the spool holds (0: none). */
@@ -390,12 +402,18 @@ export class Spool {
    * seqs are at or below the checkpoint) and deleted by the next prune after a restart.
    */
   pruneThrough(seq: number): number {
-    const doomed: string[] = [];
+    const doomed: Segment[] = [];
     while (this.segments.length > 1 && this.segments[1].firstSeq - 1 <= seq) {
-      doomed.push((this.segments.shift() as Segment).file);
+      doomed.push(this.segments.shift() as Segment);
     }
-    if (doomed.length > 0) {
-      void Promise.all(doomed.map((file) => fs.promises.rm(file, { force: true }))).catch(() => undefined);
+    for (const seg of doomed) {
+      this.deletingBytes += seg.durableSize;
+      void fs.promises
+        .rm(seg.file, { force: true })
+        .catch(() => undefined)
+        .finally(() => {
+          this.deletingBytes -= seg.durableSize;
+        });
     }
     return doomed.length;
   }

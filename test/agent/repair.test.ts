@@ -3,6 +3,10 @@
  * `ferry receiver verify`, the running receiver asks the agent (RepairRequest), the agent sends
  * the source's blocks that differ and answers RepairDone, and the replica is whole again: a
  * point cut after the repair exports byte-exact, the damage shows as resolved.
+ *
+ * Runs under both journals. The damaged block is one no retained version covers (retention has
+ * aged out everything before the damage): under redo a block whose newest version is still
+ * retained is never read from the replica.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,11 +15,15 @@ import { AgentLab, waitFor } from '../helpers/agent-lab';
 import { flipByte } from '../helpers/fault-lab';
 import { runFerry } from '../helpers/receiver-process';
 import { sha256 } from '../helpers/volume-model';
+import { JOURNALS, useJournal } from '../helpers/journal';
 
 const SIZE = 16 * 1024 * 1024;
+/** A receiver started with these ages out every point at start-up (and not again while it runs). */
+const AGE_OUT_ALL = ['--retention', '1ms', '--retention-interval', '1h'];
 
-describe('a damaged replica block is repaired from the agent', () => {
-  const lab = new AgentLab('repair');
+describe.each(JOURNALS)('a damaged replica block is repaired from the agent (%s journal)', (journal) => {
+  useJournal(journal);
+  const lab = new AgentLab(`repair-${journal}`);
   afterAll(() => lab.cleanup());
 
   it('verify finds it, the receiver asks the agent, the agent sends the block, later points export exact', async () => {
@@ -31,6 +39,8 @@ describe('a damaged replica block is repaired from the agent', () => {
 
     // Damage one replica block with everything stopped, as a bad sector would.
     await agent.stop();
+    await lab.receiver.stop();
+    await lab.startReceiver(AGE_OUT_ALL);
     await lab.receiver.stop();
     const replica = path.join(lab.receiverDir, 'volumes', 'vol', 'replica.img');
     const damagedAt = 5 * 1024 * 1024 + 4096 * 7 + 123;
@@ -57,6 +67,13 @@ describe('a damaged replica block is repaired from the agent', () => {
     expect(lab.receiver.output()).toMatch(/repair requested from the agent/);
     const after = await lab.tagAndExport('vol');
     expect(sha256(after.image)).toBe(sha256(fs.readFileSync(image)));
+    // Undo rewrote the replica block; redo keeps the repair's version in the spool (what the
+    // export above read) and the damaged block in the replica until the base passes the repair.
+    if (journal === 'undo') expect(runFerry(['receiver', 'verify', '--data', lab.receiverDir]).status).toBe(0);
+    await agent.stop();
+    await lab.receiver.stop();
+    await lab.startReceiver(AGE_OUT_ALL);
+    await lab.receiver.stop();
     expect(runFerry(['receiver', 'verify', '--data', lab.receiverDir]).status).toBe(0);
   });
 });

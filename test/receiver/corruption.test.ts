@@ -4,6 +4,11 @@
  * damage is reported with its file and offset, no export writes a wrong image (it is exact or
  * it refuses with exit 8), `ferry receiver verify` finds it, the other volume keeps running,
  * and the repair path (a RepairRequest answered by the agent) makes later points exact again.
+ *
+ * The journal-specific cases run under the journal they are about (a damaged undo record; a
+ * damaged retained spool record under redo); the replica case runs under both journals, with the
+ * flipped block outside any retained version (under redo a block whose newest version is still
+ * retained is never read from the replica, so the damage is placed where both journals read it).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -12,11 +17,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FaultLab, flipByte, segmentFiles, segmentRecords } from '../helpers/fault-lab';
 import { makeTempDir, runFerry } from '../helpers/receiver-process';
 import { randomRecords } from '../helpers/volume-model';
+import { JOURNALS, useJournal } from '../helpers/journal';
 
 const A = 'vol-a';
 const B = 'vol-b';
 const SIZE = 4 * 1024 * 1024;
 const SEGMENT_ARGS = ['--segment-size', '128KiB'];
+/** A receiver started with these ages out every point at start-up (and not again while it runs). */
+/** How an export names damaged replica blocks (undo: "... do not match their checksums"; redo: "... does not match its checksum"). */
+const REPLICA_MISMATCH = /do(es)? not match (their|its) checksums?/;
+const AGE_OUT_ALL = ['--retention', '1ms', '--retention-interval', '1h'];
 
 const dirs: string[] = [];
 const labs: FaultLab[] = [];
@@ -187,42 +197,6 @@ describe('damage at rest is found, reported and never exported as a good image',
     await lab.stop();
   });
 
-  it('journal: points that need a damaged undo record refuse to export, newer points export exact', async () => {
-    const lab = newLab('corrupt-journal', 13);
-    lab.volume(A, SIZE);
-    await lab.start();
-    await lab.connect();
-    const points: Array<{ pointId: number; seq: number }> = [];
-    for (let i = 0; i < 8; i++) {
-      lab.sendRandom(A, 25);
-      points.push(await lab.tag(A));
-    }
-    await lab.waitApplied(A);
-    await lab.stop();
-    const journalDir = path.join(lab.dataDir, 'volumes', A, 'journal');
-    const records = segmentFiles(journalDir, 'jnl').flatMap((file) => segmentRecords(file, 24).map((r) => ({ ...r, file, seq: Number(r.meta.readBigUInt64LE(0)) })));
-    const withData = records.filter((r) => r.bodyLength > 4096 && r.seq > points[2].seq && r.seq <= points[4].seq);
-    expect(withData.length).toBeGreaterThan(0);
-    const victim = withData[0];
-    flipByte(victim.file, victim.bodyOffset + victim.bodyLength - 7);
-    const v = lab.verify(A);
-    expect(v.status).toBe(8);
-    expect(v.report.volumes[0].damage).toContainEqual(expect.objectContaining({ kind: 'journal', file: victim.file, offset: victim.offset, seqFrom: victim.seq }));
-
-    await lab.start();
-    await lab.connect();
-    for (const p of points) {
-      if (p.seq < victim.seq) await expectRefused(lab, A, p.pointId, new RegExp(`damaged undo journal.*${path.basename(victim.file)}`));
-      else await expectExact(lab, A, p);
-    }
-    // Replication goes on: a new point exports exact.
-    lab.sendRandom(A, 10);
-    const fresh = await lab.tag(A);
-    await lab.waitApplied(A);
-    await expectExact(lab, A, fresh);
-    await lab.stop();
-  });
-
   it('checkpoint: with both slots damaged the applied seq is recovered from journal and spool, and every point still exports exact', async () => {
     const lab = newLab('corrupt-checkpoint', 14);
     lab.volume(A, SIZE);
@@ -296,6 +270,97 @@ describe('damage at rest is found, reported and never exported as a good image',
     await expectExact(lab, A, p4);
     await lab.stop();
   });
+});
+
+describe('undo journal: damage in the journal', () => {
+  useJournal('undo');
+  it('journal: points that need a damaged undo record refuse to export, newer points export exact', async () => {
+    const lab = newLab('corrupt-journal', 13);
+    lab.volume(A, SIZE);
+    await lab.start();
+    await lab.connect();
+    const points: Array<{ pointId: number; seq: number }> = [];
+    for (let i = 0; i < 8; i++) {
+      lab.sendRandom(A, 25);
+      points.push(await lab.tag(A));
+    }
+    await lab.waitApplied(A);
+    await lab.stop();
+    const journalDir = path.join(lab.dataDir, 'volumes', A, 'journal');
+    const records = segmentFiles(journalDir, 'jnl').flatMap((file) => segmentRecords(file, 24).map((r) => ({ ...r, file, seq: Number(r.meta.readBigUInt64LE(0)) })));
+    const withData = records.filter((r) => r.bodyLength > 4096 && r.seq > points[2].seq && r.seq <= points[4].seq);
+    expect(withData.length).toBeGreaterThan(0);
+    const victim = withData[0];
+    flipByte(victim.file, victim.bodyOffset + victim.bodyLength - 7);
+    const v = lab.verify(A);
+    expect(v.status).toBe(8);
+    expect(v.report.volumes[0].damage).toContainEqual(expect.objectContaining({ kind: 'journal', file: victim.file, offset: victim.offset, seqFrom: victim.seq }));
+
+    await lab.start();
+    await lab.connect();
+    for (const p of points) {
+      if (p.seq < victim.seq) await expectRefused(lab, A, p.pointId, new RegExp(`damaged undo journal.*${path.basename(victim.file)}`));
+      else await expectExact(lab, A, p);
+    }
+    // Replication goes on: a new point exports exact.
+    lab.sendRandom(A, 10);
+    const fresh = await lab.tag(A);
+    await lab.waitApplied(A);
+    await expectExact(lab, A, fresh);
+    await lab.stop();
+  });
+});
+
+describe('redo journal: damage in a retained spool record', () => {
+  useJournal('redo');
+
+  it('a flipped byte in a retained (applied) change set is found by verify, points that show its versions refuse naming the file, the receiver asks the agent, later points are exact', async () => {
+    const lab = newLab('corrupt-retained', 14);
+    lab.volume(A, SIZE);
+    await lab.start();
+    await lab.connect();
+    const points: Array<{ pointId: number; seq: number }> = [];
+    for (let i = 0; i < 8; i++) {
+      lab.sendRandom(A, 25);
+      points.push(await lab.tag(A));
+    }
+    await lab.waitApplied(A);
+    await lab.stop();
+    // Under redo the applied change sets stay in the spool: they are the retention.
+    const victim = spoolRecords(lab, A).find((r) => r.first > points[2].seq && r.last <= points[4].seq && r.bodyLength > 4096);
+    expect(victim, 'a retained change set between points 2 and 4').toBeDefined();
+    if (!victim) return;
+    flipByte(victim.file, victim.bodyOffset + Math.floor(victim.bodyLength / 2));
+    const v = lab.verify(A);
+    expect(v.status).toBe(8);
+    expect(v.report.volumes[0].damage).toContainEqual(expect.objectContaining({ kind: 'spool', file: victim.file, offset: victim.offset }));
+
+    const rx = await lab.start();
+    await lab.connect();
+    // Points before the damaged change set do not need it.
+    for (const p of points.filter((x) => x.seq < victim.first)) await expectExact(lab, A, p);
+    // The first point after it shows its versions: refused, naming the file; none is exported wrong.
+    const after = points.filter((x) => x.seq >= victim.last);
+    await expectRefused(lab, A, after[0].pointId, new RegExp(path.basename(victim.file)));
+    for (const p of after.slice(1)) {
+      const r = await lab.exportPoint(A, p.pointId);
+      if (r.status === 0) expect(r.sha, `point ${p.pointId}`).toBe(lab.expectedSha(A, p.seq));
+      else await expectRefused(lab, A, p.pointId, new RegExp(path.basename(victim.file)));
+    }
+    // The receiver asks the agent to send the volume again where it differs; later points are exact.
+    const repair = await lab.repairRequest(A);
+    const through = lab.answerRepair(repair);
+    await lab.waitApplied(A, through);
+    const fresh = await lab.tag(A);
+    await lab.waitApplied(A);
+    await expectExact(lab, A, fresh);
+    expect(rx.output()).toMatch(/repair requested from the agent/);
+    await lab.stop();
+  });
+});
+
+describe.each(JOURNALS)('replica damage (%s journal)', (journal) => {
+  useJournal(journal);
 
   it('replica: a flipped byte is found by verify and by export, the receiver asks the agent to repair it, and later points are exact', async () => {
     const lab = newLab('corrupt-replica', 16);
@@ -307,12 +372,18 @@ describe('damage at rest is found, reported and never exported as a good image',
     lab.send(A, [{ kind: 'write', offset: marker, length: 65536, captureTimeUs: lab.nextTimeUs(), data: Buffer.alloc(65536, 0x5a) }]);
     // Random writes stay in the first half: the marker block is written once.
     lab.send(A, randomRecords(lab.rand, 30, 4 * 1024 * 1024, () => lab.nextTimeUs()));
+    await lab.waitApplied(A);
+    await lab.stop();
+    // Retention ages out everything so far (redo: the replica is advanced to hold the marker,
+    // no retained version covers it), then a point is cut there.
+    await lab.start(AGE_OUT_ALL);
+    await lab.connect();
     const p1 = await lab.tag(A);
     await lab.waitApplied(A);
     await lab.stop();
     const damagedAt = marker + 3 * 4096 + 100;
     flipByte(path.join(lab.dataDir, 'volumes', A, 'replica.img'), damagedAt);
-    await expectRefused(lab, A, p1.pointId, /do not match their checksums/);
+    await expectRefused(lab, A, p1.pointId, REPLICA_MISMATCH);
 
     const rx = await lab.start();
     await lab.connect();
@@ -329,9 +400,16 @@ describe('damage at rest is found, reported and never exported as a good image',
     await lab.waitApplied(A);
     await expectExact(lab, A, p2);
     // The old point needed the damaged bytes as they were: its history there is lost.
-    await expectRefused(lab, A, p1.pointId, /do not match their checksums/);
-    expect(lab.verify(A).status).toBe(0);
+    await expectRefused(lab, A, p1.pointId, REPLICA_MISMATCH);
+    // Undo rewrote the replica block at the repair; redo keeps the repair's version in the
+    // spool and the damaged block in the replica until the base passes the repair.
+    if (journal === 'undo') expect(lab.verify(A).status).toBe(0);
     expect(rx.output()).toMatch(/repair requested from the agent/);
     await lab.stop();
+    // Once retention ages out the points before the repair, nothing damaged is left.
+    await lab.start(AGE_OUT_ALL);
+    await lab.stop();
+    const clean = lab.verify(A);
+    expect(clean.status, JSON.stringify(clean.report)).toBe(0);
   });
 });

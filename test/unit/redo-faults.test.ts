@@ -13,6 +13,7 @@ import { VolumeStore } from '../../receiver/volume-store';
 import { fillWithBallast, MountedFs, mountTmpfs } from '../helpers/small-fs';
 import { tempDirs } from '../helpers/temp-dirs';
 import { prng, randomRecords, sha256, VolumeModel } from '../helpers/volume-model';
+import { useJournal } from '../helpers/journal';
 
 const tmp = tempDirs();
 const isRoot = process.getuid?.() === 0;
@@ -45,6 +46,8 @@ function exportHash(redo: RedoVolume, dir: string, seq: number): string {
 }
 
 describe('redo migration from the undo design', () => {
+  // Undo volumes are made first (the environment's default), then migrated.
+  useJournal('undo');
   it('rolls the undo state back to its checkpoint, starts redo there, and replays the spool after it', async () => {
     const root = tmp('redo-migrate');
     const layout = new DataLayout(root);

@@ -11,7 +11,9 @@ import { exportPoint } from '../../receiver/export';
 import { DataLayout } from '../../receiver/layout';
 import { redoBaseFile, VolumeStore } from '../../receiver/volume-store';
 import { tempDirs } from '../helpers/temp-dirs';
+import { waitFor } from '../helpers/agent-lab';
 import { prng, randomRecords, sha256, VolumeModel } from '../helpers/volume-model';
+import { useJournal } from '../helpers/journal';
 
 const tmp = tempDirs();
 afterAll(() => stopApplyThreads());
@@ -142,7 +144,8 @@ describe('VolumeStore with the redo journal', () => {
 });
 
 describe('VolumeStore journal choice', () => {
-  it('FERRY_JOURNAL=redo migrates an undo volume on open; without it volumes stay undo', async () => {
+  useJournal('undo');
+  it('an undo volume is migrated to redo when it opens without FERRY_JOURNAL=undo; with it volumes stay undo', async () => {
     const root = tmp('redo-choice');
     const layout = new DataLayout(root);
     const undo = VolumeStore.open(layout, spec, 0);
@@ -152,7 +155,10 @@ describe('VolumeStore journal choice', () => {
     await undo.ingest(encodeFrame({ changeSet: cs }), validateChangeSet(cs, SIZE));
     while (undo.hasWork()) undo.applyNext();
     undo.close();
-    process.env.FERRY_JOURNAL = 'redo';
+    const stays = VolumeStore.open(layout, spec, 0);
+    expect(stays.journal).toBe('undo');
+    stays.close();
+    delete process.env.FERRY_JOURNAL;
     try {
       const redo = VolumeStore.open(layout, spec, 0);
       expect(redo.journal).toBe('redo');
@@ -160,10 +166,50 @@ describe('VolumeStore journal choice', () => {
       expect((await redo.replicaHashesAsync(4096, 4096, 2)).equals(blockHashes(Buffer.alloc(8192, 9), 4096))).toBe(true);
       redo.close();
     } finally {
-      delete process.env.FERRY_JOURNAL;
+      process.env.FERRY_JOURNAL = 'undo';
     }
     const again = VolumeStore.open(layout, spec, 0);
     expect(again.journal).toBe('redo');
     again.close();
+  });
+});
+
+describe('VolumeStore with the redo journal: retained history is not backlog', () => {
+  it('once applied, the retained spool counts as no unapplied bytes; an age-out frees the segments it passes on the disk', async () => {
+    const lab = new StoreLab(tmp('redo-store-backlog'));
+    await lab.ingest(40);
+    expect(lab.store.unappliedBytes).toBeGreaterThan(0);
+    lab.apply();
+    // Applied = indexed: the spool keeps every segment (the retention) but none is backlog.
+    expect(lab.store.unappliedBytes).toBe(0);
+    const held = lab.store.spoolSegments();
+    expect(held.length).toBeGreaterThan(2);
+    expect(lab.store.retainsSpool).toBe(true);
+    const spoolDir = lab.layout.spoolDir(VOL);
+    const deletedOpen = (): string[] =>
+      fs
+        .readdirSync('/proc/self/fd')
+        .map((fd) => {
+          try {
+            return fs.readlinkSync(`/proc/self/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        })
+        .filter((target) => target.startsWith(spoolDir) && target.endsWith('(deleted)'));
+    // Export reads retained records (opening their segments), then retention passes them.
+    const through = held[held.length - 1].firstSeq - 1;
+    const p = lab.point(lab.seq);
+    expect(lab.exportHash(p)).toBe(sha256(lab.model.imageAt(lab.seq)));
+    expect(lab.store.pruneJournalThrough(through)).toBe(1);
+    expect(lab.store.oldestRetainedSeq).toBe(through);
+    expect(lab.store.spoolSegments().length).toBe(1);
+    const freed = held.slice(0, -1).reduce((n, s) => n + s.bytes, 0);
+    expect(lab.store.spoolBytesBeingFreed).toBeLessThanOrEqual(freed);
+    await waitFor('the pruned segments to be deleted', () => lab.store.spoolBytesBeingFreed === 0);
+    // No reader keeps a deleted segment's space allocated.
+    expect(deletedOpen()).toEqual([]);
+    expect(lab.exportHash(p)).toBe(sha256(lab.model.imageAt(lab.seq)));
+    lab.store.close();
   });
 });

@@ -17,6 +17,7 @@ import { VolumeStore } from '../../receiver/volume-store';
 import { stopApplyThreads } from '../../receiver/apply/apply-thread';
 import { tempDirs } from '../helpers/temp-dirs';
 import { sha256, VolumeModel } from '../helpers/volume-model';
+import { useJournal } from '../helpers/journal';
 
 const tmp = tempDirs();
 
@@ -90,6 +91,7 @@ describe('Checkpoint', () => {
 });
 
 describe('apply with undo journal', () => {
+  useJournal('undo');
   it('stores compressible old data lz4-compressed, incompressible as it is, and reads both back exactly', () => {
     const dir = tmp('lz4');
     const journal = UndoJournal.open(path.join(dir, 'j'));
