@@ -34,7 +34,7 @@ import { HookFreezeQuiescer } from './tags/quiesce';
 
 /** Longest hold of new writes when a kernel source cuts a multi-volume tag. */
 const TAG_HOLD_MS = 300;
-/** How long an operator's crash tag under ebpf capture waits for what was written before it to be read back. */
+/** How long an operator's crash tag waits for the writes completed before it to be in the stream (ebpf: read back). */
 const OPERATOR_TAG_SETTLE_MS = 30_000;
 const HEARTBEAT_MS = 1000;
 const STATUS_MS = 1000;
@@ -294,10 +294,9 @@ export class Agent implements ControlledAgent {
     if (!pipeline.isConnected) throw new Error('the agent has no session with the receiver right now');
     const ids = this.volumes.map((v) => v.id);
     if (!app) {
-      // ebpf: a write completed before the request is in the tracker's ring, its data not read
-      // back yet; an operator's point should hold it (the periodic crash tags do not wait).
-      if (source.kind === 'ebpf') await source.settle(ids, Date.now() + OPERATOR_TAG_SETTLE_MS);
-      const cuts = await source.tag(ids, { holdMs: TAG_HOLD_MS, quiesced: false });
+      // An operator's point holds the writes completed before the request (the periodic crash
+      // tags do not wait for them).
+      const cuts = await source.tag(ids, { holdMs: TAG_HOLD_MS, quiesced: false, completedWritesByMs: Date.now() + OPERATOR_TAG_SETTLE_MS });
       const pointIds = await withTimeout(pipeline.tag('crash', cuts, name), TAG_ACK_TIMEOUT_MS, 'the tag ack');
       this.tagsSent++;
       return { pointIds, kind: 'crash', cuts, accuracy: weakestCut(cuts), appConsistent: false };

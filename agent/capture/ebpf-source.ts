@@ -276,8 +276,12 @@ export class EbpfSource implements CaptureSource {
     return this.passes.unsentSinceUs(volumeId);
   }
 
-  tag(volumeIds: string[], options: TagOptions): Promise<VolumeCut[]> {
-    if (options.vssVolumes?.length) return Promise.reject(new Error('ebpf capture cannot cut at a VSS freeze point'));
+  async tag(volumeIds: string[], options: TagOptions): Promise<VolumeCut[]> {
+    if (options.vssVolumes?.length) throw new Error('ebpf capture cannot cut at a VSS freeze point');
+    if (options.completedWritesByMs !== undefined) {
+      const settled = await this.settle(volumeIds, options.completedWritesByMs);
+      if (!settled.settled) log.warn('the point is cut before every completed write was read back', { volumes: volumeIds, failure: settled.failure });
+    }
     return this.passes.tag(volumeIds, options);
   }
 

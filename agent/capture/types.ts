@@ -75,6 +75,13 @@ export interface TagOptions {
    * cuts at the VSS freeze point (ferryflt sees it go by); other sources refuse it.
    */
   vssVolumes?: string[];
+  /**
+   * An operator's point: the cut holds every write that completed before the request, waiting
+   * for it until this time (ms since the epoch). The kernel source sees writes as they complete
+   * and scan points are approximate by design: neither waits; ebpf waits for a pass that reads
+   * them back (its ring holds their ranges, not their data).
+   */
+  completedWritesByMs?: number;
 }
 
 /** Why a source could not make its streams reflect the volumes (see `CaptureSource.settle`). */

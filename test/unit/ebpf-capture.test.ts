@@ -318,6 +318,27 @@ describe('the ebpf capture source over a fake tracker and a file', () => {
     }
   });
 
+  it('an operator\'s point holds a write completed just before it, not yet drained nor read back', async () => {
+    const l = lab('ebpf-operator-tag');
+    const source = l.open();
+    const pump = l.pump(source);
+    try {
+      await startProtected(l, source);
+      await waitFor('the replica to equal the volume', () => source.resyncProgress('v')?.finishedMs && l.replica.equals(l.data));
+      l.write(2 * MiB + 4096, pattern(4096, 7));
+      const written = Buffer.from(l.data);
+      // Right after the write completes: its event is still in the ring (the drain runs every 20 ms).
+      const [cut] = await source.tag(['v'], { holdMs: 100, quiesced: false, completedWritesByMs: Date.now() + 10_000 });
+      await waitFor('the cut to be durable', () => l.durable() >= cut.seq);
+      const image = Buffer.alloc(SIZE);
+      for (const r of l.records) if (r.seq <= cut.seq && r.data) r.data.copy(image, r.offset);
+      expect(image.equals(written)).toBe(true);
+    } finally {
+      await pump.stop();
+      await source.close();
+    }
+  });
+
   it('stops, and compares everything at the next start, when the tracker\'s events cannot be read', async () => {
     const l = lab('ebpf-garbled');
     let source = l.open();
