@@ -334,7 +334,7 @@ export class VolumeStore {
       const out = gathered.input.records.length > 0 ? await this.engine.step(gathered.input) : this.nothingApplied();
       if (generation !== this.generation) return undefined;
       const step = this.commit(gathered, out);
-      if (step && (!this.hasWork() || Date.now() - this.lastCheckpointMs >= checkpointEveryMs)) await this.checkpointAfterStep(generation);
+      if (step && Date.now() - this.lastCheckpointMs >= checkpointEveryMs) await this.checkpointAfterStep(generation);
       return generation === this.generation ? step : undefined;
     } catch (err) {
       if (generation === this.generation) this.applyBroken = err as Error;
