@@ -1,5 +1,5 @@
 import * as fs from 'fs';
-import { writeFileAtomic } from '../common/fsutil';
+import { replaceFile } from '../common/fsutil';
 import type { CaptureKindName, CaptureMode, ResyncKind } from './capture/types';
 import type { RoundStats } from './group-round';
 import type { EffectivePolicy } from './policy/effective';
@@ -90,8 +90,9 @@ export interface AgentStatus {
   volumes: VolumeStatus[];
 }
 
+/** Rewritten every second: replaced without fsync (a crash may leave it empty; readers then see no status). */
 export function writeAgentStatus(file: string, status: AgentStatus): void {
-  writeFileAtomic(file, `${JSON.stringify(status, null, 2)}\n`, 0o600);
+  replaceFile(file, `${JSON.stringify(status, null, 2)}\n`, 0o600);
 }
 
 export function readAgentStatus(file: string): AgentStatus | undefined {

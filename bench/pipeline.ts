@@ -78,7 +78,7 @@ function streamLines(f: StreamFigures, o: Options): string[] {
   const rows = [
     ['(a) link limit: raw wss over TLS 1.3, 1 MiB messages, separate processes', `${fmt(f.linkMBps)} MB/s`, '1.00x'],
     ['(a) ferry end to end: captured -> lz4 -> TLS -> spooled + fsync (durable)', `${fmt(f.endToEnd.durableMBps)} MB/s`, `${fmt(f.endToEnd.durableMBps / f.linkMBps, 2)}x`],
-    ['(a) ferry end to end: ... -> applied to the replica with undo journal', `${fmt(f.endToEnd.appliedMBps)} MB/s`, `${fmt(e2eRatio, 2)}x`],
+    ['(a) ferry end to end: ... -> applied to the replica (the default journal)', `${fmt(f.endToEnd.appliedMBps)} MB/s`, `${fmt(e2eRatio, 2)}x`],
     [`(b) RPO at ${o.churnMBps} MB/s churn for ${o.rpoSeconds} s: p50 / p99 / max`, `${fmt(f.rpo.p50, 3)} / ${fmt(f.rpo.p99, 3)} / ${fmt(f.rpo.max, 3)} s`, ''],
   ];
   const gb = (o.streamMiB * MiB) / 1e9;

@@ -29,6 +29,17 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o60
   fsyncDir(path.dirname(file));
 }
 
+/**
+ * Replaces `file` by rename without any fsync: readers never see a torn file, but a crash may
+ * leave the old contents or an empty file. For snapshots rewritten every few seconds (status),
+ * whose fsyncs would block the event loop for tens of milliseconds on a busy disk.
+ */
+export function replaceFile(file: string, data: string | Buffer, mode = 0o600): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, data, { mode });
+  fs.renameSync(tmp, file);
+}
+
 export function fileExists(file: string): boolean {
   try {
     fs.statSync(file);

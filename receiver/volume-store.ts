@@ -323,7 +323,7 @@ export class VolumeStore {
   /**
    * `applyNext` with the step on the apply thread while this thread goes on (ingest keeps
    * moving); one step at a time. Saves a checkpoint after the step when nothing is left to
-   * apply or one is due after `checkpointEveryMs`.
+   * apply and no change set is being spooled, or one is due after `checkpointEveryMs`.
    */
   async applyNextAsync(checkpointEveryMs: number): Promise<AppliedStep | undefined> {
     if (!this.hasWork() || this.busy) return undefined;
@@ -334,7 +334,11 @@ export class VolumeStore {
       const out = gathered.input.records.length > 0 ? await this.engine.step(gathered.input) : this.nothingApplied();
       if (generation !== this.generation) return undefined;
       const step = this.commit(gathered, out);
-      if (step && (!this.hasWork() || Date.now() - this.lastCheckpointMs >= checkpointEveryMs)) await this.checkpointAfterStep(generation);
+      // Caught up with nothing more arriving: checkpoint now, so that what is reported applied can
+      // be exported at once. Not while change sets keep coming (its syncs would run per change
+      // set on the thread that ingests and acknowledges): then when one is due.
+      const idle = !this.hasWork() && !this.spool.syncPending;
+      if (step && (idle || Date.now() - this.lastCheckpointMs >= checkpointEveryMs)) await this.checkpointAfterStep(generation);
       return generation === this.generation ? step : undefined;
     } catch (err) {
       if (generation === this.generation) this.applyBroken = err as Error;

@@ -110,6 +110,10 @@ export class EbpfSource implements CaptureSource {
     return this.opts.blockSize;
   }
 
+  get pendingCapBytes(): number {
+    return this.opts.maxPendingBytes;
+  }
+
   /** The tracker instance this source reads (status, tests). */
   get trackerInstance(): string {
     return this.tracker.instanceId;

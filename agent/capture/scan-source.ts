@@ -613,6 +613,10 @@ export class ScanSource implements CaptureSource {
     return this.opts.blockSize;
   }
 
+  get pendingCapBytes(): number {
+    return this.opts.maxPendingBytes;
+  }
+
   repair(volumeId: string, ranges: readonly ByteRange[], remote: RemoteHashes, reason: string): Promise<RepairResult> {
     const volume = this.volume(volumeId);
     if (this.closed) return Promise.reject(new Error('the agent is stopping'));

@@ -167,6 +167,12 @@ export interface CaptureSource {
   /** The running repair of the volume, else the last one. */
   repairProgress(volumeId: string): RepairProgress | undefined;
   mode(volumeId: string): CaptureMode;
+  /**
+   * Sources that hand out at most this many bytes not yet committed (scan, ebpf: their
+   * `maxPendingBytes`): the pipeline keeps its change sets small enough that several of them
+   * fit, so that their round trips overlap instead of one set waiting for the last one's ack.
+   */
+  readonly pendingCapBytes?: number;
   /** The next batch of at most about `maxBytes`, waiting up to `timeoutMs` for one. */
   next(maxBytes: number, timeoutMs: number): Promise<CaptureBatch | undefined>;
   commit(batchId: number): Promise<void>;

@@ -36,6 +36,10 @@ function framePool(opts: PipelineOptions): BufferPool {
   return new BufferPool(bytes, Math.ceil(opts.windowBytes / opts.maxBatchBytes) + 1, Math.min(256 * 1024, opts.maxBatchBytes / 4));
 }
 
+/** Change sets in flight at once within a source's pending cap (see Pipeline.sealBytes), and their least size. */
+const PIPELINED_SETS = 4;
+const PIPELINED_SETS_MIN_BYTES = 64 * 1024;
+
 /** The receiver's durable seq went below what it had acknowledged: it lost data. */
 export class ReceiverRegressedError extends Error {}
 
@@ -79,6 +83,12 @@ export interface VolumePipelineStatus {
  */
 export class Pipeline {
   private conn: ReceiverConnection | undefined;
+  /**
+   * A change-set frame handed to the connection's socket and not yet written. The next one
+   * waits for it: frames queued behind a pending write reach node's TLS as one writev, which
+   * copies them all into a fresh buffer before encrypting (2 CPU s per resync GB measured).
+   */
+  private writing: ReceiverConnection | undefined;
   private readonly open = new Map<string, OpenChangeSet>();
   private outgoing: OutgoingItem[] = [];
   private inFlight: SealedChangeSet[] = [];
@@ -100,11 +110,20 @@ export class Pipeline {
   /** Memory of the frames sent and not yet durable, reused once the receiver holds them. */
   private readonly frames: BufferPool;
 
+  /**
+   * Size at which change sets (and the source's batches) are sealed: maxBatchBytes, or a
+   * quarter of what the source lets be unacknowledged when that is smaller. With one full set
+   * per round trip, reading, sending, the receiver's fsync and the ack would all take turns.
+   */
+  private readonly sealBytes: number;
+
   constructor(
     private readonly source: CaptureSource,
     private readonly opts: PipelineOptions,
   ) {
     this.frames = framePool(opts);
+    const cap = source.pendingCapBytes;
+    this.sealBytes = cap === undefined ? opts.maxBatchBytes : Math.max(PIPELINED_SETS_MIN_BYTES, Math.min(opts.maxBatchBytes, Math.floor(cap / PIPELINED_SETS)));
   }
 
   start(): void {
@@ -163,6 +182,7 @@ export class Pipeline {
     this.conn.off('throttle', this.onThrottle);
     this.conn.off('frame', this.onFrame);
     this.conn = undefined;
+    this.writing = undefined;
     this.outgoing = [...this.inFlight, ...this.outgoing];
     this.inFlight = [];
     this.inFlightBytes = 0;
@@ -250,7 +270,7 @@ export class Pipeline {
       }
       let batch;
       try {
-        batch = await this.source.next(this.opts.maxBatchBytes, this.opts.maxBatchDelayMs);
+        batch = await this.source.next(this.sealBytes, this.opts.maxBatchDelayMs);
       } catch (err) {
         this.raiseFatal(err as Error);
         return;
@@ -269,9 +289,9 @@ export class Pipeline {
           continue;
         }
         let open = this.open.get(rec.volumeId);
-        // Sealed before it would grow past maxBatchBytes (a batch from the source may be as large
+        // Sealed before it would grow past sealBytes (a batch from the source may be as large
         // again): the encode scratch buffers and every frame stay within one batch's size.
-        if (open && (open.accuracy !== rec.accuracy || open.dataBytes + writeBytes(rec) > this.opts.maxBatchBytes)) {
+        if (open && (open.accuracy !== rec.accuracy || open.dataBytes + writeBytes(rec) > this.sealBytes)) {
           this.seal(rec.volumeId);
           open = undefined;
         }
@@ -280,7 +300,7 @@ export class Pipeline {
           this.open.set(rec.volumeId, open);
         }
         open.add(rec);
-        if (open.dataBytes >= this.opts.maxBatchBytes) this.seal(rec.volumeId);
+        if (open.dataBytes >= this.sealBytes) this.seal(rec.volumeId);
       }
       this.batches.push({ id: batch.id, lastSeq });
       this.commitDurable();
@@ -326,18 +346,25 @@ export class Pipeline {
     while (this.outgoing.length > 0) {
       const item = this.outgoing[0];
       if (item.type === 'changes') {
-        if (this.throttled || this.inFlightBytes >= this.opts.windowBytes) return;
+        if (this.throttled || this.inFlightBytes >= this.opts.windowBytes || this.writing === conn) return;
         if (item.lastSeq <= (this.durable.get(item.volumeId) ?? 0)) {
           this.outgoing.shift();
           item.memory.seal();
           continue;
         }
         this.outgoing.shift();
-        const written = item.memory.user();
+        const release = item.memory.user();
+        this.writing = conn;
         try {
-          conn.sendWithHeadroom(item.frame, written);
+          conn.sendWithHeadroom(item.frame, () => {
+            release();
+            if (this.writing !== conn) return;
+            this.writing = undefined;
+            this.trySend();
+          });
         } catch {
-          written();
+          this.writing = undefined;
+          release();
           this.outgoing.unshift(item);
           return;
         }

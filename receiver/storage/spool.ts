@@ -191,6 +191,11 @@ export class Spool {
     return this.durable;
   }
 
+  /** Appends written and not yet durable (their fsync pending or running): ingest is under way. */
+  get syncPending(): boolean {
+    return this.waiters.length > 0 || this.flushing;
+  }
+
   /** Set while an append or fsync failure keeps the spool from taking appends. */
   get failure(): SpoolFailedError | undefined {
     return this.broken;

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AgentLab, churn, fileHash, waitFor } from '../helpers/agent-lab';
 import { runFerry, runFerryAsync } from '../helpers/receiver-process';
 import { sha256 } from '../helpers/volume-model';
+import { scanSpoolSegment, SPOOL_SEGMENT_EXT } from '../../receiver/storage/spool';
 
 const MiB = 1024 * 1024;
 
@@ -113,5 +114,28 @@ describe('agent resync (scan capture, real receiver, real TLS)', () => {
     expect(done.resync?.sentBytes).toBeLessThanOrEqual(size - resumedAt);
     const { image: exported } = await lab.tagAndExport('vol1');
     expect(sha256(exported)).toBe(fileHash(image));
+  });
+  it('keeps several change sets in flight: a resync seals them at a quarter of scan.maxPendingBytes', async () => {
+    lab = new AgentLab('resync-pipelined');
+    await lab.startReceiver();
+    const size = 32 * MiB;
+    const image = lab.volumeImage('vol1.img', size, SEED, 1);
+    lab.writeConfig({ volumes: [{ id: 'vol1', path: image }], scan: { maxPendingBytes: '4MiB', blockSize: '64KiB' }, pipeline: { maxBatchBytes: '4MiB' } });
+    lab.register();
+    const agent = lab.startAgent();
+    await lab.waitProtected('vol1', agent.child.pid as number);
+    const { image: exported } = await lab.tagAndExport('vol1');
+    expect(sha256(exported)).toBe(fileHash(image));
+    await agent.stop();
+    await lab.receiver.stop();
+    // Every change set the spool holds: at most 1 MiB of 64 KiB blocks each, not one 4 MiB set per round trip.
+    const spoolDir = path.join(lab.receiverDir, 'volumes', 'vol1', 'spool');
+    const sets = fs
+      .readdirSync(spoolDir)
+      .filter((f) => f.endsWith(`.${SPOOL_SEGMENT_EXT}`))
+      .flatMap((f) => scanSpoolSegment(path.join(spoolDir, f)).seqs);
+    const blocks = sets.map((s) => s.lastSeq - s.firstSeq + 1);
+    expect(blocks.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(size / (64 * 1024));
+    expect(Math.max(...blocks)).toBeLessThanOrEqual(16);
   });
 });
