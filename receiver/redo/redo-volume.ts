@@ -304,7 +304,10 @@ export class RedoVolume {
     }
     this.sumBlocks(partlyWritten);
     yield;
-    this.replica.sync();
+    // The replica's fdatasync, on the pass writer's thread too (it can take seconds).
+    const synced = this.passes.submit({ fd: this.replica.fd, runs: [], data: new Uint8Array(0), datasync: true });
+    if (!synced.result && !synced.error) yield synced.done;
+    this.passes.wait(synced);
     this.sums?.sync();
     this.base.finishAdvance();
     this.index.dropThrough(toSeq);

@@ -4,6 +4,7 @@
 // neither the replica writes nor their CRCs hold the ingest thread (RedoEngine hands the volume
 // an apply thread's writer; without one the pass is written where the advance runs).
 
+import * as fs from 'fs';
 import { writeFully } from '../../common/fsutil';
 import { blockSumsOf, SUM_BLOCK } from '../storage/block-sums';
 
@@ -13,6 +14,8 @@ export interface WritePass {
   /** Sorted by offset; run i's bytes are data[start, end). */
   runs: Array<{ offset: number; start: number; end: number }>;
   data: Uint8Array;
+  /** fdatasync the file once the runs are written (the advance's last step before its base moves). */
+  datasync?: boolean;
 }
 
 /** New sums of the blocks a pass covers whole: per run, its first whole block and their sums. */
@@ -36,7 +39,7 @@ export interface PassWriter {
 /** Writes a pass and sums its whole blocks (on whichever thread holds it). */
 export function writePass(pass: WritePass): PassSums {
   const data = Buffer.from(pass.data.buffer, pass.data.byteOffset, pass.data.byteLength);
-  return {
+  const sums = {
     runs: pass.runs.map((r) => {
       const bytes = data.subarray(r.start, r.end);
       writeFully(pass.fd, bytes, r.offset);
@@ -45,6 +48,8 @@ export function writePass(pass: WritePass): PassSums {
       return { first, sums: end > first ? blockSumsOf(bytes.subarray(first * SUM_BLOCK - r.offset, end * SUM_BLOCK - r.offset)) : new Uint32Array(0) };
     }),
   };
+  if (pass.datasync) fs.fdatasyncSync(pass.fd);
+  return sums;
 }
 
 /** Blocks a run covers in part (summed from the replica once every pass is written). */
