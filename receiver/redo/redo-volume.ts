@@ -86,6 +86,8 @@ function drain<T>(steps: Generator<unknown, T>): T {
 export class RedoVolume {
   /** Where an advance's write passes are written and summed (see `hostPasses`). */
   private passes: PassWriter = localPassWriter;
+  /** A written pass's buffer, to pack the next one into. */
+  private spare: Uint8Array | undefined;
 
   private constructor(
     private readonly files: RedoFiles,
@@ -310,6 +312,7 @@ export class RedoVolume {
     this.passes.wait(synced);
     this.sums?.sync();
     this.base.finishAdvance();
+    this.spare = undefined;
     this.index.dropThrough(toSeq);
     // The owner deletes the spool segments the base passed next: a reader left open on one
     // would keep its space allocated until the process ends (readers reopen on demand).
@@ -412,7 +415,8 @@ export class RedoVolume {
     let inflight: { ticket: PassTicket; bytes: number } | undefined;
     let written = 0;
     const submit = (versions: Array<{ offset: number; data: Buffer }>): void => {
-      const pass = packPass(this.replica.fd, versions);
+      const pass = packPass(this.replica.fd, versions, this.spare);
+      this.spare = undefined;
       const bytes = pass.data.byteLength;
       partly.push(...partlyCoveredBlocks(pass.runs));
       // The writer may take the pass's buffer away (to another thread).
@@ -423,7 +427,9 @@ export class RedoVolume {
       const { ticket, bytes } = inflight;
       if (!ticket.result && !ticket.error) yield ticket.done;
       inflight = undefined;
-      for (const run of self.passes.wait(ticket).runs) if (run.sums.length > 0) self.sums?.write(run.first, run.sums);
+      const done = self.passes.wait(ticket);
+      for (const run of done.runs) if (run.sums.length > 0) self.sums?.write(run.first, run.sums);
+      self.spare = done.data;
       written += bytes;
       hooks.afterWritePass?.(writtenBefore + written);
     };

@@ -21,6 +21,8 @@ export interface WritePass {
 /** New sums of the blocks a pass covers whole: per run, its first whole block and their sums. */
 export interface PassSums {
   runs: Array<{ first: number; sums: Uint32Array }>;
+  /** The pass's buffer, handed back for the next pass (fresh 64 MiB costs more than the copy into it). */
+  data: Uint8Array;
 }
 
 /** A pass submitted: `result` or `error` are set once it is written; `done` then resolves (never rejects). */
@@ -49,7 +51,7 @@ export function writePass(pass: WritePass): PassSums {
     }),
   };
   if (pass.datasync) fs.fdatasyncSync(pass.fd);
-  return sums;
+  return { ...sums, data: pass.data };
 }
 
 /** Blocks a run covers in part (summed from the replica once every pass is written). */
@@ -67,10 +69,11 @@ export function partlyCoveredBlocks(runs: WritePass['runs']): number[] {
  * Packs versions (volume offset, bytes; not overlapping) into one pass, sorted, contiguous ones
  * in one run. The copy frees the payloads they are slices of.
  */
-export function packPass(fd: number, versions: Array<{ offset: number; data: Buffer }>): WritePass {
+export function packPass(fd: number, versions: Array<{ offset: number; data: Buffer }>, spare?: Uint8Array): WritePass {
   versions.sort((a, b) => a.offset - b.offset);
   const total = versions.reduce((n, v) => n + v.data.length, 0);
-  const data = new Uint8Array(new ArrayBuffer(total));
+  const room = spare && spare.buffer.byteLength >= total ? spare.buffer : new ArrayBuffer(Math.ceil(total * 1.25));
+  const data = new Uint8Array(room, 0, total);
   const runs: WritePass['runs'] = [];
   let pos = 0;
   for (const v of versions) {
