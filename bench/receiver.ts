@@ -1,7 +1,7 @@
-// Receiver apply benchmark: how fast VolumeStore applies spooled change sets to a replica,
-// undo journal on, and how fast the redo store (receiver/redo/) takes the same change sets
-// (apply = index update; then the age-out that writes them to the replica), compared with a
-// plain sequential write to the same disk.
+// Receiver apply benchmark: how fast VolumeStore applies spooled change sets to a replica with
+// the undo journal (FERRY_JOURNAL=undo), and with the redo journal (the default: apply = index
+// update; then the retention age-out, pruneJournalThroughAsync as core.ts runs it, that writes
+// them to the replica), compared with a plain sequential write to the same disk in the same run.
 // Usage: node dist/bench/receiver.js [--mib N] [--dir DIR] [--json]
 
 import { randomBytes } from 'crypto';
@@ -12,8 +12,7 @@ import { decodeFrame, encodeFrame } from '../proto/frames';
 import { VolumeSpec } from '../proto/types';
 import { validateChangeSet } from '../proto/validate';
 import { DataLayout } from '../receiver/layout';
-import { VolumeStore } from '../receiver/volume-store';
-import { ProductionRedo } from './journal-design/redo-production';
+import { JournalKind, VolumeStore } from '../receiver/volume-store';
 import {
   formatTable,
   integerOption,
@@ -205,85 +204,47 @@ interface ScenarioResult {
   key: string;
   label: string;
   ingestSeconds: number;
+  /** Undo: journal + replica writes. Redo: the index update only. */
   applySeconds: number;
+  /** Redo: the retention advance that ages the whole pass out to the replica (0 for undo). */
+  ageOutSeconds: number;
 }
 
-async function runScenario(workDir: string, scenario: Scenario, run: number, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
-  const root = path.join(workDir, `scenario-${scenario.key}-${run}`);
+/**
+ * Ages out every point of the pass as core.ts's retention does, through the store's sliced
+ * advance (redo: the replica is written to the newest applied seq; undo: journal segments go).
+ */
+async function ageOutPass(store: VolumeStore): Promise<number> {
+  return timeAsync(async () => {
+    await store.pruneJournalThroughAsync(store.appliedSeq);
+  });
+}
+
+/** One run of a scenario through VolumeStore with the given journal, in a fresh directory. */
+async function runScenario(workDir: string, journal: JournalKind, scenario: Scenario, run: number, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
+  const root = path.join(workDir, `${journal}-${scenario.key}-${run}`);
   const spec: VolumeSpec = { volumeId: VOLUME_ID, sizeBytes: volumeBytes, blockSize: 4096 };
-  const store = VolumeStore.open(new DataLayout(root), spec, 0);
+  const store = VolumeStore.open(new DataLayout(root), spec, 0, undefined, journal);
   try {
     if (scenario.prefill) {
       await ingestPass(store, changeSets('sequential', volumeBytes, pool, 1));
       applyPass(store);
+      await store.pruneJournalThroughAsync(store.appliedSeq);
     }
     const ingestSeconds = await ingestPass(store, changeSets(scenario.workload, volumeBytes, pool, 2));
     const applySeconds = applyPass(store);
-    return { key: scenario.key, label: scenario.label, ingestSeconds, applySeconds };
+    const ageOutSeconds = journal === 'redo' ? await ageOutPass(store) : 0;
+    return { key: scenario.key, label: scenario.label, ingestSeconds, applySeconds, ageOutSeconds };
   } finally {
     store.close();
     fs.rmSync(root, { recursive: true, force: true });
   }
 }
 
-interface RedoResult {
-  key: string;
-  label: string;
-  ingestSeconds: number;
-  /** Index updates only: the apply path. */
-  applySeconds: number;
-  /** The advance that ages the whole pass out to the replica (sorted writes + fdatasync). */
-  ageOutSeconds: number;
-}
-
-/** Spools one pass through the redo store; each window is indexed after it is durable (timed apart). */
-async function ingestRedoPass(store: ProductionRedo, sets: Iterable<ChangeRecord[]>, volumeBytes: number): Promise<{ ingest: number; apply: number }> {
-  let ingest = 0;
-  let apply = 0;
-  let window: Buffer[] = [];
-  const flush = async (): Promise<void> => {
-    const frames = window;
-    window = [];
-    ingest += await timeAsync(async () => {
-      for (const raw of frames) {
-        const frame = decodeFrame(raw);
-        if (!frame.changeSet) throw new Error('bench frame holds no change set');
-        const batch = validateChangeSet(frame.changeSet, volumeBytes);
-        store.append(raw, batch.firstSeq, batch.lastSeq);
-      }
-      await store.sync();
-    });
-    apply += timeSync(() => store.indexDurable());
-  };
-  let nextSeq = store.newestSeq + 1;
-  for (const records of sets) {
-    window.push(encodeFrame({ changeSet: buildChangeSet(VOLUME_ID, nextSeq, records, 'exact') }));
-    nextSeq += records.length;
-    if (window.length === INGEST_WINDOW) await flush();
-  }
-  if (window.length > 0) await flush();
-  return { ingest, apply };
-}
-
-async function runRedoScenario(workDir: string, scenario: Scenario, run: number, volumeBytes: number, pool: RandomPool): Promise<RedoResult> {
-  const root = path.join(workDir, `redo-${scenario.key}-${run}`);
-  const store = ProductionRedo.open(root, volumeBytes, 64 * MiB);
-  try {
-    if (scenario.prefill) {
-      await ingestRedoPass(store, changeSets('sequential', volumeBytes, pool, 1), volumeBytes);
-      store.advance(store.newestSeq);
-    }
-    const { ingest, apply } = await ingestRedoPass(store, changeSets(scenario.workload, volumeBytes, pool, 2), volumeBytes);
-    const ageOutSeconds = timeSync(() => store.advance(store.newestSeq));
-    return { key: scenario.key, label: scenario.label, ingestSeconds: ingest, applySeconds: apply, ageOutSeconds };
-  } finally {
-    store.destroy();
-  }
-}
-
-async function medianRedoScenario(workDir: string, scenario: Scenario, volumeBytes: number, pool: RandomPool): Promise<RedoResult> {
-  const runs: RedoResult[] = [];
-  for (let i = 0; i < SCENARIO_RUNS; i++) runs.push(await runRedoScenario(workDir, scenario, i, volumeBytes, pool));
+/** SCENARIO_RUNS runs of a scenario; each figure is the median of its runs. */
+async function medianScenario(workDir: string, journal: JournalKind, scenario: Scenario, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
+  const runs: ScenarioResult[] = [];
+  for (let i = 0; i < SCENARIO_RUNS; i++) runs.push(await runScenario(workDir, journal, scenario, i, volumeBytes, pool));
   return {
     key: scenario.key,
     label: scenario.label,
@@ -295,17 +256,6 @@ async function medianRedoScenario(workDir: string, scenario: Scenario, volumeByt
 
 function median(values: number[]): number {
   return [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)];
-}
-
-async function medianScenario(workDir: string, scenario: Scenario, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
-  const runs: ScenarioResult[] = [];
-  for (let i = 0; i < SCENARIO_RUNS; i++) runs.push(await runScenario(workDir, scenario, i, volumeBytes, pool));
-  return {
-    key: scenario.key,
-    label: scenario.label,
-    ingestSeconds: median(runs.map((r) => r.ingestSeconds)),
-    applySeconds: median(runs.map((r) => r.applySeconds)),
-  };
 }
 
 // ---- report ---------------------------------------------------------------------------------
@@ -332,7 +282,7 @@ function ratio(value: number, baseline: number): number {
   return baseline > 0 ? value / baseline : 0;
 }
 
-function buildFigures(options: Options, dir: string, fsType: string, baselineSeconds: [number, number], results: ScenarioResult[], redoResults: RedoResult[]): Figures {
+function buildFigures(options: Options, dir: string, fsType: string, baselineSeconds: [number, number], results: ScenarioResult[], redoResults: ScenarioResult[]): Figures {
   const bytes = options.mib * MiB;
   const base = mbPerSecond(bytes, baselineSeconds[0]);
   const scenarios = results.map((r) => {
@@ -375,13 +325,13 @@ function formatReport(f: Figures): string {
     ...f.scenarios.flatMap((s) => [tableRow(`${s.label}: apply (median of ${SCENARIO_RUNS})`, s.applyMBps, base), tableRow(`${s.label}: ingest`, s.ingestMBps, base)]),
     ...f.redo.flatMap((s) => [
       tableRow(`redo ${s.label}: apply = index update (median of ${SCENARIO_RUNS})`, s.applyMBps, base),
-      tableRow(`redo ${s.label}: apply + age-out of the pass`, s.withAgeOutMBps, base),
+      tableRow(`redo ${s.label}: apply + age-out (sliced advance of the pass)`, s.withAgeOutMBps, base),
       tableRow(`redo ${s.label}: ingest`, s.ingestMBps, base),
     ]),
   ];
   const verdict = f.target.pass ? 'PASS' : 'MISS';
   return [
-    `Ferry receiver apply benchmark: ${f.mib} MiB volume, ${f.mib} MiB per pass, undo journal (VolumeStore) and redo store (receiver/redo)`,
+    `Ferry receiver apply benchmark: ${f.mib} MiB volume, ${f.mib} MiB per pass, undo and redo journals, both through VolumeStore`,
     `dir ${f.dir} (${f.fsType}); data ${f.data}; MB = 10^6 bytes`,
     ...(f.fsType === 'tmpfs' ? ['warning: tmpfs ignores fsync, these figures say nothing about a disk'] : []),
     '',
@@ -421,12 +371,12 @@ async function main(): Promise<void> {
     const results: ScenarioResult[] = [];
     for (const scenario of SCENARIOS) {
       progress(scenario.label);
-      results.push(await medianScenario(dir, scenario, volumeBytes, pool));
+      results.push(await medianScenario(dir, 'undo', scenario, volumeBytes, pool));
     }
-    const redoResults: RedoResult[] = [];
+    const redoResults: ScenarioResult[] = [];
     for (const scenario of SCENARIOS) {
       progress(`redo ${scenario.label}`);
-      redoResults.push(await medianRedoScenario(dir, scenario, volumeBytes, pool));
+      redoResults.push(await medianScenario(dir, 'redo', scenario, volumeBytes, pool));
     }
     return buildFigures(options, dir, fsType, baseline, results, redoResults);
   });

@@ -4,6 +4,7 @@ import * as path from 'path';
 import { MessageChannel, MessagePort, receiveMessageOnPort, Worker } from 'worker_threads';
 import { log } from '../../common/log';
 import { EngineFiles, EngineOpened, RolledBack, StepInput, StepOutput } from './apply-engine';
+import { PassSums, PassTicket, PassWriter, WritePass } from '../redo/write-pass';
 import { EngineHost, EngineReply, EngineRequest, fromWireError, PackedStep } from './engine-host';
 
 /** Built next to this file; from TypeScript sources (tests) the built copy under dist/. */
@@ -11,10 +12,20 @@ const WORKER_SCRIPTS = [path.join(__dirname, 'apply-worker.js'), path.resolve(__
 /** A synchronous request gives up on a thread that has not answered in this long. */
 const SYNC_WAIT_LIMIT_MS = 10 * 60 * 1000;
 
+/** A request sent: `reply` is set as soon as it is answered (before `answered` resolves). */
+interface Posted {
+  reply?: EngineReply;
+  readonly answered: Promise<EngineReply>;
+}
+
 /** Where engine requests go: a worker thread, or this thread when none can run. */
 interface Channel {
   call(req: EngineRequest, transfer: ArrayBuffer[]): Promise<EngineReply>;
   callSync(req: EngineRequest): EngineReply;
+  post(req: EngineRequest, transfer: ArrayBuffer[]): Posted;
+  /** Waits on this thread until `posted` is answered. */
+  waitFor(posted: Posted, op: string): EngineReply;
+  readonly failed: boolean;
   volumes: number;
 }
 
@@ -30,6 +41,19 @@ class LocalChannel implements Channel {
 
   callSync(req: EngineRequest): EngineReply {
     return this.host.handle(this.nextId++, req);
+  }
+
+  post(req: EngineRequest): Posted {
+    const reply = this.callSync(req);
+    return { reply, answered: Promise.resolve(reply) };
+  }
+
+  waitFor(posted: Posted): EngineReply {
+    return posted.reply as EngineReply;
+  }
+
+  get failed(): boolean {
+    return false;
   }
 }
 
@@ -70,29 +94,38 @@ class WorkerChannel implements Channel {
 
   call(req: EngineRequest, transfer: ArrayBuffer[]): Promise<EngineReply> {
     if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    const answered = new Promise<EngineReply>((resolve) => this.pending.set(id, resolve));
-    this.port.ref();
-    this.port.postMessage({ id, req }, transfer);
-    return answered;
+    return this.post(req, transfer).answered;
   }
 
   callSync(req: EngineRequest): EngineReply {
     if (this.dead) throw this.dead;
+    return this.waitFor(this.post(req, []), req.op);
+  }
+
+  post(req: EngineRequest, transfer: ArrayBuffer[]): Posted {
+    if (this.dead) {
+      const reply: EngineReply = { id: 0, error: { name: 'Error', message: `apply thread failed: ${this.dead.message}` } };
+      return { reply, answered: Promise.resolve(reply) };
+    }
     const id = this.nextId++;
-    let answer: EngineReply | undefined;
-    this.pending.set(id, (reply) => (answer = reply));
+    let resolveAnswer: (reply: EngineReply) => void = () => undefined;
+    const posted: Posted = { answered: new Promise<EngineReply>((resolve) => (resolveAnswer = resolve)) };
+    this.pending.set(id, (reply) => {
+      posted.reply = reply;
+      resolveAnswer(reply);
+    });
     this.port.ref();
-    this.port.postMessage({ id, req });
+    this.port.postMessage({ id, req }, transfer);
+    return posted;
+  }
+
+  waitFor(posted: Posted, op: string): EngineReply {
     const deadline = Date.now() + SYNC_WAIT_LIMIT_MS;
     for (;;) {
       const seen = Atomics.load(this.signal, 0);
       for (let msg = receiveMessageOnPort(this.port); msg; msg = receiveMessageOnPort(this.port)) this.deliver(msg.message as EngineReply);
-      if (answer) return answer;
-      if (Date.now() > deadline) {
-        this.pending.delete(id);
-        throw new Error(`the apply thread did not answer ${req.op} in ${SYNC_WAIT_LIMIT_MS / 1000} s`);
-      }
+      if (posted.reply) return posted.reply;
+      if (Date.now() > deadline) throw new Error(`the apply thread did not answer ${op} in ${SYNC_WAIT_LIMIT_MS / 1000} s`);
       Atomics.wait(this.signal, 0, seen, 1000);
     }
   }
@@ -282,4 +315,50 @@ export class VolumeEngine {
     this.channel.volumes--;
     this.sync<undefined>({ op: 'close', volumeId: this.volumeId });
   }
+}
+
+/**
+ * A redo volume's pass writer on an apply thread (the volume's advance then neither writes
+ * the replica nor sums its blocks on the ingest thread). `release` when the volume closes.
+ */
+export class HostedPassWriter implements PassWriter {
+  private channel: Channel;
+  private readonly posted = new WeakMap<PassTicket, { posted: Posted; channel: Channel }>();
+
+  constructor() {
+    threads ??= new ApplyThreads();
+    this.channel = threads.assign();
+    this.channel.volumes++;
+  }
+
+  submit(pass: WritePass): PassTicket {
+    if (this.channel.failed) {
+      // The thread died (its volumes recover on fresh ones): later passes go to a live one.
+      this.channel.volumes--;
+      this.channel = (threads as ApplyThreads).assign();
+      this.channel.volumes++;
+    }
+    const posted = this.channel.post({ op: 'writePass', pass }, [pass.data.buffer as ArrayBuffer]);
+    const ticket: PassTicket = { done: posted.answered.then((reply) => settle(ticket, reply)) };
+    if (posted.reply) settle(ticket, posted.reply);
+    this.posted.set(ticket, { posted, channel: this.channel });
+    return ticket;
+  }
+
+  wait(ticket: PassTicket): PassSums {
+    const sent = this.posted.get(ticket);
+    if (!ticket.result && !ticket.error && sent) settle(ticket, sent.channel.waitFor(sent.posted, 'writePass'));
+    if (ticket.error) throw ticket.error;
+    return ticket.result as PassSums;
+  }
+
+  release(): void {
+    this.channel.volumes--;
+  }
+}
+
+function settle(ticket: PassTicket, reply: EngineReply): void {
+  if (ticket.result || ticket.error) return;
+  if (reply.error) ticket.error = fromWireError(reply.error);
+  else ticket.result = reply.value as PassSums;
 }

@@ -1,3 +1,4 @@
+import { writePass, WritePass } from '../redo/write-pass';
 import { ApplyEngine, EngineFiles, StepInput } from './apply-engine';
 
 /** A step's change sets as they cross to an apply thread: frames packed in one buffer. */
@@ -16,7 +17,9 @@ export type EngineRequest =
   | { op: 'sync'; volumeId: string }
   | { op: 'prune'; volumeId: string; seq: number }
   | { op: 'hashes'; volumeId: string; offset: number; blockSize: number; count: number }
-  | { op: 'close'; volumeId: string };
+  | { op: 'close'; volumeId: string }
+  /** A redo advance's write pass (receiver/redo/write-pass.ts): written and summed here. */
+  | { op: 'writePass'; pass: WritePass };
 
 /** An error as it crosses threads: what classifyStorageError and the logs look at. */
 export interface WireError {
@@ -62,6 +65,7 @@ export class EngineHost {
   handle(id: number, req: EngineRequest): EngineReply {
     try {
       const value = this.run(req);
+      if (req.op === 'writePass') return { id, value };
       const volumeId = req.op === 'open' ? req.files.volumeId : req.volumeId;
       return { id, value, journalSegments: this.engines.get(volumeId)?.journalSegments };
     } catch (err) {
@@ -96,6 +100,8 @@ export class EngineHost {
         return this.engine(req.volumeId).pruneThrough(req.seq);
       case 'hashes':
         return this.engine(req.volumeId).hashes(req.offset, req.blockSize, req.count);
+      case 'writePass':
+        return writePass(req.pass);
       case 'close': {
         const engine = this.engines.get(req.volumeId);
         this.engines.delete(req.volumeId);

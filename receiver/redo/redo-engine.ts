@@ -2,15 +2,17 @@
 // step indexes the step's spool records (no volume data read or written), retention advances
 // the replica, hash requests read `latest` through the index. It runs on the ingest thread: an
 // index step is cheap; the advance is not, so retention runs it in slices (pruneThroughAsync),
-// one sorted write pass per event-loop turn, and ingest and index steps go on between them.
+// and ingest and index steps go on between them. Each slice gathers a write pass (index query,
+// spool reads); an apply thread writes it to the replica and sums its blocks meanwhile.
 
 import type { AutoPoint, EngineOpened, RolledBack, StepInput, StepOutput } from '../apply/apply-engine';
 import { withLockFile, withLockFileAsync } from '../apply/apply-engine';
+import { HostedPassWriter } from '../apply/apply-thread';
 import { collectAutoPoints } from '../apply/auto-points';
 import { log } from '../../common/log';
 import { DataLayout } from '../layout';
 import { Spool } from '../storage/spool';
-import { AdvanceHooks, IndexedRecord, RedoVolume } from './redo-volume';
+import { AdvanceHooks, AdvanceWait, IndexedRecord, RedoVolume } from './redo-volume';
 import { summaryOfFrame } from './retained-records';
 
 /** Spool bytes indexed per transaction while an open replays the spool. */
@@ -50,13 +52,15 @@ export class RedoEngine implements ApplySide {
   /** A sliced advance is running (one at a time; a sync prune meanwhile does nothing). */
   private advancing = false;
   /** The slices of the advance running, while it runs (close finishes it). */
-  private slices: Generator<void, number> | undefined;
+  private slices: Generator<AdvanceWait, number> | undefined;
   private closed = false;
   /** Test hooks for sliced advances. */
   sliceHooks: SlicedAdvanceHooks = {};
 
   private constructor(
     private readonly volume: RedoVolume,
+    /** The apply thread that writes and sums the advance's passes. */
+    private readonly passes: HostedPassWriter,
     private readonly lockFile: string,
   ) {}
 
@@ -66,16 +70,19 @@ export class RedoEngine implements ApplySide {
    */
   static open(layout: DataLayout, volumeId: string, sizeBytes: number, spool: Spool): { engine: RedoEngine; opened: EngineOpened } {
     const volume = RedoVolume.open({ dir: layout.volumeDir(volumeId), spoolDir: layout.spoolDir(volumeId), sizeBytes });
+    const passes = new HostedPassWriter();
+    volume.hostPasses(passes);
     try {
       replaySpool(volume, spool);
       // An export in another process may hold the volume: the replica is written only without it.
       if (volume.advancingTo !== undefined) withLockFile(layout.lockFile(volumeId), 'exclusive', true, () => volume.finishAdvance());
     } catch (err) {
+      passes.release();
       volume.close();
       throw err;
     }
     const opened: EngineOpened = { journalNewestSeq: 0, journalOldestSegmentSeq: 0, damage: [], tornBytes: 0, sumsBuilt: false };
-    return { engine: new RedoEngine(volume, layout.lockFile(volumeId)), opened };
+    return { engine: new RedoEngine(volume, passes, layout.lockFile(volumeId)), opened };
   }
 
   get journalSegments(): number {
@@ -150,7 +157,7 @@ export class RedoEngine implements ApplySide {
         for (;;) {
           const r = slices.next();
           if (r.done) return true;
-          await (this.sliceHooks.betweenSlices?.() ?? nextTurn());
+          await (r.value ?? this.sliceHooks.betweenSlices?.() ?? nextTurn());
           if (this.closed) return false;
         }
       });
@@ -196,6 +203,7 @@ export class RedoEngine implements ApplySide {
     } catch (err) {
       log.warn('an advance could not be finished at close; the next open finishes it', { error: (err as Error).message });
     } finally {
+      this.passes.release();
       this.volume.close();
     }
   }

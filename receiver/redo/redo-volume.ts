@@ -23,6 +23,7 @@ import { BaseFile } from './base-file';
 import { RedoIndex } from './redo-index';
 import { extentsOfFrame, RetainedDataDamagedError, RetainedRecords, retainedExtentsOf } from './retained-records';
 import { RetainedExtent, VisiblePiece, visiblePieces } from './visible-pieces';
+import { localPassWriter, packPass, partlyCoveredBlocks, PassTicket, PassWriter } from './write-pass';
 
 /**
  * Volume bytes whose versions are looked up at once by export and advance. A record with
@@ -71,8 +72,11 @@ export interface AdvanceHooks {
   gatherBytes?: number;
 }
 
+/** What a slice of an advance yields: a pass still being written, or nothing. */
+export type AdvanceWait = Promise<void> | undefined;
+
 /** Runs a generator of slices to its end, at once. */
-function drain<T>(steps: Generator<void, T>): T {
+function drain<T>(steps: Generator<unknown, T>): T {
   for (;;) {
     const r = steps.next();
     if (r.done) return r.value;
@@ -80,6 +84,11 @@ function drain<T>(steps: Generator<void, T>): T {
 }
 
 export class RedoVolume {
+  /** Where an advance's write passes are written and summed (see `hostPasses`). */
+  private passes: PassWriter = localPassWriter;
+  /** A written pass's buffer, to pack the next one into. */
+  private spare: Uint8Array | undefined;
+
   private constructor(
     private readonly files: RedoFiles,
     private readonly replica: Replica,
@@ -263,13 +272,16 @@ export class RedoVolume {
 
   /**
    * `advance` in slices: it yields after each sorted write pass (at most `gatherBytes` of
-   * versions), so that its owner can let other work run between slices. Between two slices the
+   * versions), so that its owner can let other work run between slices. A write pass goes to
+   * the volume's pass writer (see `hostPasses`) while the next one is gathered; a slice that
+   * yields a promise waits for a pass still being written: an owner that awaits it is not held,
+   * one that does not is held by the next slice instead (`close`). Between two slices the
    * base says `advancingTo`: points before it are refused, reads of later points and of
    * `latest` stay exact (every range the advance writes has a retained version they show),
    * indexing goes on (its rows are newer than the target). Stopping between slices leaves an
    * unfinished advance, as a crash does: the next `advance` or `finishAdvance` redoes it.
    */
-  *advanceSlices(toSeq: number, hooks: AdvanceHooks = {}): Generator<void, number> {
+  *advanceSlices(toSeq: number, hooks: AdvanceHooks = {}): Generator<AdvanceWait, number> {
     // An unfinished advance can be redone or taken further (every range gets its newest version
     // <= toSeq, whatever the replica holds), never back: the replica may hold versions up to it.
     if (this.advancingTo !== undefined && toSeq < this.advancingTo) throw new Error(`an advance to seq ${this.advancingTo} is unfinished; it cannot be taken back to ${toSeq}`);
@@ -290,18 +302,27 @@ export class RedoVolume {
     yield;
     const partlyWritten: number[] = [];
     for (let from = 0; from < this.files.sizeBytes; from += WINDOW_BYTES) {
-      written += yield* this.writeVersionSlices(this.replica.fd, windowPieces(from), hooks, written, (offset, parts) => this.sumWholeBlocks(offset, parts, partlyWritten));
+      written += yield* this.advancePasses(windowPieces(from), hooks, written, partlyWritten);
     }
     this.sumBlocks(partlyWritten);
     yield;
-    this.replica.sync();
+    // The replica's fdatasync, on the pass writer's thread too (it can take seconds).
+    const synced = this.passes.submit({ fd: this.replica.fd, runs: [], data: new Uint8Array(0), datasync: true });
+    if (!synced.result && !synced.error) yield synced.done;
+    this.passes.wait(synced);
     this.sums?.sync();
     this.base.finishAdvance();
+    this.spare = undefined;
     this.index.dropThrough(toSeq);
     // The owner deletes the spool segments the base passed next: a reader left open on one
     // would keep its space allocated until the process ends (readers reopen on demand).
     this.records.closeReaders();
     return written;
+  }
+
+  /** Advances write their passes through `writer` (an apply thread's) instead of on this thread. */
+  hostPasses(writer: PassWriter): void {
+    this.passes = writer;
   }
 
   /** Runs an advance a crash interrupted (open calls this before anything reads a point). */
@@ -360,24 +381,6 @@ export class RedoVolume {
     }
   }
 
-  /**
-   * New sums of the blocks a contiguous write covers whole, from the written bytes (part by
-   * part, no copy); blocks it covers in part, or that straddle two of its parts, go to `partly`
-   * (summed from the replica once every write is done).
-   */
-  private sumWholeBlocks(offset: number, parts: Buffer[], partly: number[]): void {
-    if (!this.sums) return;
-    let pos = offset;
-    for (const part of parts) {
-      if (pos % SUM_BLOCK !== 0) partly.push(Math.floor(pos / SUM_BLOCK));
-      const first = Math.ceil(pos / SUM_BLOCK);
-      const end = Math.floor((pos + part.length) / SUM_BLOCK);
-      if (end > first) this.sums.write(first, blockSumsOf(part.subarray(first * SUM_BLOCK - pos, end * SUM_BLOCK - pos)));
-      pos += part.length;
-    }
-    if (pos % SUM_BLOCK !== 0) partly.push(Math.floor(pos / SUM_BLOCK));
-  }
-
   /** New sums of blocks written in part, read back from the replica once every write is done. */
   private sumBlocks(blocks: readonly number[]): void {
     if (!this.sums) return;
@@ -404,6 +407,69 @@ export class RedoVolume {
   }
 
   /**
+   * An advance's write passes of one window's pieces: each record read once (in spool order),
+   * each pass's versions packed and handed to the pass writer, the next pass gathered while it
+   * is written; their sums are stored as each pass is done. Returns the bytes written.
+   */
+  private *advancePasses(pieces: VisiblePiece[], hooks: AdvanceHooks, writtenBefore: number, partly: number[]): Generator<AdvanceWait, number> {
+    let inflight: { ticket: PassTicket; bytes: number } | undefined;
+    let written = 0;
+    const submit = (versions: Array<{ offset: number; data: Buffer }>): void => {
+      const pass = packPass(this.replica.fd, versions, this.spare);
+      this.spare = undefined;
+      const bytes = pass.data.byteLength;
+      partly.push(...partlyCoveredBlocks(pass.runs));
+      // The writer may take the pass's buffer away (to another thread).
+      inflight = { ticket: this.passes.submit(pass), bytes };
+    };
+    const collect = function* (self: RedoVolume): Generator<AdvanceWait, void> {
+      if (!inflight) return;
+      const { ticket, bytes } = inflight;
+      if (!ticket.result && !ticket.error) yield ticket.done;
+      inflight = undefined;
+      const done = self.passes.wait(ticket);
+      for (const run of done.runs) if (run.sums.length > 0) self.sums?.write(run.first, run.sums);
+      self.spare = done.data;
+      written += bytes;
+      hooks.afterWritePass?.(writtenBefore + written);
+    };
+    try {
+      let pending: Array<{ offset: number; data: Buffer }> = [];
+      let pendingBytes = 0;
+      const gatherBytes = hooks.gatherBytes ?? GATHER_BYTES;
+      for (const group of byRecord(pieces).sort(inSpoolOrder)) {
+        const payload = this.payloadFor(group);
+        for (const p of group) copyPiece(p, payload, (data, at) => pending.push({ offset: at, data }));
+        pendingBytes += payload?.length ?? 0;
+        if (pendingBytes >= gatherBytes) {
+          yield* collect(this);
+          submit(pending);
+          pending = [];
+          pendingBytes = 0;
+          yield;
+        }
+      }
+      yield* collect(this);
+      if (pending.length > 0) {
+        submit(pending);
+        yield* collect(this);
+      }
+      return written;
+    } finally {
+      // Left by an error (a damaged record, a failed write): no pass may go on writing the
+      // replica behind its owner's back (a close would close its descriptor under it).
+      const left = inflight as { ticket: PassTicket } | undefined;
+      if (left) {
+        try {
+          this.passes.wait(left.ticket);
+        } catch {
+          // the error that left the advance is the one to report
+        }
+      }
+    }
+  }
+
+  /**
    * Writes pieces to `fd`: each record read once (in spool order), each pass's pieces written
    * sorted by volume offset, adjacent ones in one pwritev.
    */
@@ -412,18 +478,18 @@ export class RedoVolume {
   }
 
   /** `writeVersions`, yielding after each write pass. */
-  private *writeVersionSlices(fd: number, pieces: VisiblePiece[], hooks: AdvanceHooks, writtenBefore: number, onGroup?: (offset: number, parts: Buffer[]) => void): Generator<void, number> {
+  private *writeVersionSlices(fd: number, pieces: VisiblePiece[], hooks: AdvanceHooks, writtenBefore: number): Generator<void, number> {
     let pending: Array<{ offset: number; data: Buffer }> = [];
     let pendingBytes = 0;
     let written = 0;
     const flush = (): void => {
-      written += writeSorted(fd, pending, onGroup);
+      written += writeSorted(fd, pending);
       pending = [];
       pendingBytes = 0;
       hooks.afterWritePass?.(writtenBefore + written);
     };
     const gatherBytes = hooks.gatherBytes ?? GATHER_BYTES;
-    const groups = byRecord(pieces).sort((a, b) => a[0].extent.segment - b[0].extent.segment || a[0].extent.recordOffset - b[0].extent.recordOffset);
+    const groups = byRecord(pieces).sort(inSpoolOrder);
     for (const group of groups) {
       const payload = this.payloadFor(group);
       for (const p of group) copyPiece(p, payload, (data, at) => pending.push({ offset: at, data }));
@@ -436,6 +502,11 @@ export class RedoVolume {
     if (pending.length > 0) flush();
     return written;
   }
+}
+
+/** Groups of `byRecord` in the order their records are in the spool. */
+function inSpoolOrder(a: VisiblePiece[], b: VisiblePiece[]): number {
+  return a[0].extent.segment - b[0].extent.segment || a[0].extent.recordOffset - b[0].extent.recordOffset;
 }
 
 /** Pieces grouped by the spool record that holds them (discards: one group per extent). */
@@ -461,7 +532,7 @@ function copyPiece(p: VisiblePiece, payload: Buffer | undefined, take: (data: Bu
 }
 
 /** Writes `pieces` sorted by offset, contiguous ones in one pwritev; returns the bytes. */
-function writeSorted(fd: number, pieces: Array<{ offset: number; data: Buffer }>, onGroup?: (offset: number, parts: Buffer[]) => void): number {
+function writeSorted(fd: number, pieces: Array<{ offset: number; data: Buffer }>): number {
   pieces.sort((a, b) => a.offset - b.offset);
   let written = 0;
   for (let i = 0; i < pieces.length; ) {
@@ -474,7 +545,6 @@ function writeSorted(fd: number, pieces: Array<{ offset: number; data: Buffer }>
       j++;
     }
     written += writeParts(fd, parts, pieces[i].offset);
-    onGroup?.(pieces[i].offset, parts);
     i = j;
   }
   return written;
