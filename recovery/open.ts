@@ -49,7 +49,7 @@ export async function openRecovery(o: {
     deletePointsExcept: (volumeId, keep) => o.core.catalog.deletePointsExcept(volumeId, keep),
     requestWholeVolumeCompare: (volumeId, reason) => o.core.requestWholeVolumeCompare(volumeId, reason),
     endStreams: o.endStreams,
-    appliedSeq: (volumeId) => o.core.volumeStatus().find((v) => v.volumeId === volumeId)?.appliedSeq ?? 0,
+    exportableSeq: (volumeId) => o.core.volumeStatus().find((v) => v.volumeId === volumeId)?.checkpointSeq ?? 0,
   });
   await service.start().catch((err: Error) => log.warn('recovery: cleaning up after the last run failed', { error: err.message }));
   return service;

@@ -39,8 +39,11 @@ export interface RecoveryServiceOptions {
   deletePointsExcept(volumeId: string, keep: readonly number[]): number;
   /** Re-protection after a failback: the agent compares the whole volume and sends what differs. */
   requestWholeVolumeCompare(volumeId: string, reason: string): void;
-  /** The highest seq applied to a volume's replica. */
-  appliedSeq(volumeId: string): number;
+  /**
+   * The highest seq a volume's replica holds for good (applied and checkpointed): points up to
+   * it can be exported. Apply may be ahead of it by a checkpoint interval while change sets arrive.
+   */
+  exportableSeq(volumeId: string): number;
   /** Ends the machine's live replication sessions (it failed over: its stream is refused from now on). */
   endStreams(machineId: string, reason: string): void;
 }
@@ -301,7 +304,6 @@ export class RecoveryService implements RecoveryApi {
 
   /** Resolves once every volume has applied through its point's seq. */
   private async waitApplied(run: Run, pointIds: readonly number[]): Promise<string> {
-    const deadline = Date.now() + 30 * 60_000;
     const wanted = new Map<string, number>();
     for (const m of planMachineIds(this.plan(run.record.snapshot().planId)).map((id) => this.o.plane.machine(id))) {
       for (const v of m.volumes) {
@@ -310,11 +312,18 @@ export class RecoveryService implements RecoveryApi {
         wanted.set(v.volumeId, p.seq);
       }
     }
+    await this.waitExportable(run, wanted);
+    return `${wanted.size} volume(s) applied through their final point`;
+  }
+
+  /** Resolves once every volume's replica holds its seq for good (see `exportableSeq`). */
+  private async waitExportable(run: Run, wanted: ReadonlyMap<string, number>): Promise<void> {
+    const deadline = Date.now() + 30 * 60_000;
     for (;;) {
-      const behind = [...wanted].filter(([v, seq]) => this.o.appliedSeq(v) < seq);
-      if (behind.length === 0) return `${wanted.size} volume(s) applied through their final point`;
+      const behind = [...wanted].filter(([v, seq]) => this.o.exportableSeq(v) < seq);
+      if (behind.length === 0) return;
       if (run.abort.signal.aborted) throw new Error('cancelled');
-      if (Date.now() > deadline) throw new Error(`not applied within 30 min: ${behind.map(([v, seq]) => `${v} at ${this.o.appliedSeq(v)} of ${seq}`).join(', ')}`);
+      if (Date.now() > deadline) throw new Error(`not applied within 30 min: ${behind.map(([v, seq]) => `${v} at ${this.o.exportableSeq(v)} of ${seq}`).join(', ')}`);
       await new Promise((r) => setTimeout(r, 250));
     }
   }
@@ -590,6 +599,9 @@ export class RecoveryService implements RecoveryApi {
       const pointId = points[v.volumeId];
       if (pointId === undefined) throw new Error(`no point chosen for volume ${v.volumeId}`);
       const image = path.join(dir, `${v.volumeId}.raw`);
+      // A point is recorded once durable; its export needs it applied and checkpointed.
+      const point = this.o.points(v.volumeId).find((p) => p.id === pointId);
+      if (point) await this.waitExportable(run, new Map([[v.volumeId, point.seq]]));
       await this.o.exportPoint({ dataDir: this.o.dataDir, volumeId: v.volumeId, pointId, out: image, signal: run.abort.signal });
       if (overlay) {
         const qcow = path.join(dir, `${v.volumeId}.qcow2`);

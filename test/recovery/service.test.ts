@@ -55,6 +55,9 @@ describe('recovery service (fake target, real store, exports and overlays)', () 
   const dropped: Array<{ volumeId: string; keep: readonly number[] }> = [];
   const compared: string[] = [];
   const endedStreams: string[] = [];
+  /** What the receiver has applied and checkpointed, per the fake; `polled` hears each look. */
+  let exportable = 1000;
+  let polled: ((volumeId: string) => void) | undefined;
 
   beforeEach(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-recsvc-'));
@@ -68,6 +71,8 @@ describe('recovery service (fake target, real store, exports and overlays)', () 
     dropped.length = 0;
     compared.length = 0;
     endedStreams.length = 0;
+    exportable = 1000;
+    polled = undefined;
     service = new RecoveryService({
       dataDir: dir,
       store,
@@ -83,7 +88,10 @@ describe('recovery service (fake target, real store, exports and overlays)', () 
         return 1;
       },
       requestWholeVolumeCompare: (volumeId) => compared.push(volumeId),
-      appliedSeq: () => 1000,
+      exportableSeq: (volumeId) => {
+        polled?.(volumeId);
+        return exportable;
+      },
       endStreams: (machineId) => endedStreams.push(machineId),
     });
     await service.start();
@@ -152,6 +160,19 @@ describe('recovery service (fake target, real store, exports and overlays)', () 
     // Nothing is left to clean up: a new test failover may start.
     target.broken.clear();
     expect((await waitJob(service, service.testFailover('one', { kind: 'latest' }).id, ended)).state).toBe('succeeded');
+  });
+
+  it('exports a point only once the receiver has applied and checkpointed it', async () => {
+    service.createPlan({ name: 'one', bootGroups: [{ machines: ['db'] }], health: { timeoutMs: 10_000 } });
+    exportable = 15;
+    const looked = new Promise<string>((resolve) => (polled = resolve));
+    const started = service.testFailover('one', { kind: 'latest' });
+    expect(await looked).toBe('db-root');
+    expect(exported).toEqual([]);
+    exportable = 20;
+    const job = await waitJob(service, started.id, ended);
+    expect(job.state, JSON.stringify(job, null, 1)).toBe('succeeded');
+    expect(exported).toEqual(['db-root@3']);
   });
 
   it('refuses bad runs before a job starts: an unusable point, no point, no target, an unknown plan', async () => {
