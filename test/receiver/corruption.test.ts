@@ -272,20 +272,26 @@ describe('damage at rest is found, reported and never exported as a good image',
   });
 });
 
+/** A volume streamed with eight points, applied, and the receiver stopped (its files at rest). */
+async function eightPointsStopped(name: string, seed: number): Promise<{ lab: FaultLab; points: Array<{ pointId: number; seq: number }> }> {
+  const lab = newLab(name, seed);
+  lab.volume(A, SIZE);
+  await lab.start();
+  await lab.connect();
+  const points: Array<{ pointId: number; seq: number }> = [];
+  for (let i = 0; i < 8; i++) {
+    lab.sendRandom(A, 25);
+    points.push(await lab.tag(A));
+  }
+  await lab.waitApplied(A);
+  await lab.stop();
+  return { lab, points };
+}
+
 describe('undo journal: damage in the journal', () => {
   useJournal('undo');
   it('journal: points that need a damaged undo record refuse to export, newer points export exact', async () => {
-    const lab = newLab('corrupt-journal', 13);
-    lab.volume(A, SIZE);
-    await lab.start();
-    await lab.connect();
-    const points: Array<{ pointId: number; seq: number }> = [];
-    for (let i = 0; i < 8; i++) {
-      lab.sendRandom(A, 25);
-      points.push(await lab.tag(A));
-    }
-    await lab.waitApplied(A);
-    await lab.stop();
+    const { lab, points } = await eightPointsStopped('corrupt-journal', 13);
     const journalDir = path.join(lab.dataDir, 'volumes', A, 'journal');
     const records = segmentFiles(journalDir, 'jnl').flatMap((file) => segmentRecords(file, 24).map((r) => ({ ...r, file, seq: Number(r.meta.readBigUInt64LE(0)) })));
     const withData = records.filter((r) => r.bodyLength > 4096 && r.seq > points[2].seq && r.seq <= points[4].seq);
@@ -315,17 +321,7 @@ describe('redo journal: damage in a retained spool record', () => {
   useJournal('redo');
 
   it('a flipped byte in a retained (applied) change set is found by verify, points that show its versions refuse naming the file, the receiver asks the agent, later points are exact', async () => {
-    const lab = newLab('corrupt-retained', 14);
-    lab.volume(A, SIZE);
-    await lab.start();
-    await lab.connect();
-    const points: Array<{ pointId: number; seq: number }> = [];
-    for (let i = 0; i < 8; i++) {
-      lab.sendRandom(A, 25);
-      points.push(await lab.tag(A));
-    }
-    await lab.waitApplied(A);
-    await lab.stop();
+    const { lab, points } = await eightPointsStopped('corrupt-retained', 14);
     // Under redo the applied change sets stay in the spool: they are the retention.
     const victim = spoolRecords(lab, A).find((r) => r.first > points[2].seq && r.last <= points[4].seq && r.bodyLength > 4096);
     expect(victim, 'a retained change set between points 2 and 4').toBeDefined();

@@ -57,14 +57,19 @@ function mount(m: MountedFs): MountedFs {
 }
 
 
-/** The end of every run: nothing acknowledged went back, and every point exports as the model says. */
-async function expectNothingLost(lab: FaultLab): Promise<void> {
+/** Nothing acknowledged went back, and a point cut now exports equal to the source. */
+async function expectFinalExact(lab: FaultLab): Promise<void> {
   expect(lab.regressions).toEqual([]);
   const final = await lab.tag(A);
   await lab.waitApplied(A);
   const r = await lab.exportPoint(A, final.pointId);
   expect(r.status, r.stderr).toBe(0);
   expect(r.sha, 'the final image equals the source').toBe(lab.expectedSha(A, final.seq));
+}
+
+/** The end of every run: nothing acknowledged went back, and every point exports as the model says. */
+async function expectNothingLost(lab: FaultLab): Promise<void> {
+  await expectFinalExact(lab);
   const acked = lab.points.filter((p) => p.volumeId === A);
   const sample = acked.filter((_, i) => i % Math.max(1, Math.floor(acked.length / 5)) === 0);
   for (const p of sample) {
@@ -221,12 +226,7 @@ function volumeStatus(lab: FaultLab): { state: string; appliedSeq: number; unapp
  * out early, reported), the newest state is exact, and nothing acknowledged went back.
  */
 async function expectRetainedExact(lab: FaultLab): Promise<AgedOutJson> {
-  expect(lab.regressions).toEqual([]);
-  const final = await lab.tag(A);
-  await lab.waitApplied(A);
-  const r = await lab.exportPoint(A, final.pointId);
-  expect(r.status, r.stderr).toBe(0);
-  expect(r.sha, 'the final image equals the source').toBe(lab.expectedSha(A, final.seq));
+  await expectFinalExact(lab);
   const early = volumeStatus(lab).agedOutEarly;
   expect(early, 'the status reports the early age-out').toBeDefined();
   if (!early) throw new Error('no early age-out');
