@@ -2,7 +2,8 @@
  * Online verify and repair on the kernel path: dm-ferry in a real 6.1 kernel (the VM lab), the
  * real agent (capture: kernel) in the guest, a real receiver on the host. The guest driver
  * (test/vm/guest/verify-driver.ts) runs verify while fio writes (no false alarm), asks the host
- * to damage replica blocks with the receiver stopped (verify must find exactly those and repair
+ * to damage replica blocks with the receiver stopped, once every point aged out so that the
+ * replica holds the latest state under either journal (verify must find exactly those and repair
  * them through resync marks), verifies again, and cuts a point whose export must equal the device.
  * Needs root (the lab) and a built tree; skipped otherwise unless CI is set.
  */
@@ -71,6 +72,11 @@ describe.skipIf(skip)('online verify on dm-ferry in a real 6.1 kernel', () => {
       // Stops the receiver, flips bytes inside the given blocks of its replica, starts it again.
       damage: async (arg) => {
         await receiver?.stop();
+        // Under redo a block whose newest version is still retained is read from the spool, not
+        // the replica: a run that ages every point out (on another port, no agent reaches it)
+        // advances the replica to the latest state first, and a clean stop finishes the advance.
+        receiver = await startReceiverProcess(dataDir, passphraseFile, ['--listen', '127.0.0.1:0', '--retention', '1ms', '--retention-interval', '1h']);
+        await receiver.stop();
         const fd = fs.openSync(path.join(dataDir, 'volumes', VOLUME, 'replica.img'), 'r+');
         try {
           for (const offset of arg.split(',').map(Number)) fs.writeSync(fd, Buffer.from([0xde, 0xad, 0xbe, 0xef]), 0, 4, offset + 4000);
