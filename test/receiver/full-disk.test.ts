@@ -254,17 +254,22 @@ async function expectRetainedExact(lab: FaultLab): Promise<AgedOutJson> {
   return early;
 }
 
+/** A receiver whose volume's spool is a 32 MiB ext4 of its own, started and connected. */
+async function onSmallSpool(name: string, args: string[], seed: number): Promise<FaultLab> {
+  const lab = newLab(name, args, seed);
+  mount(mountExt4(path.join(lab.dir, 'spool.ext4'), path.join(lab.dataDir, 'volumes', A, 'spool'), 32));
+  lab.volume(A, 4 * MiB);
+  await lab.start();
+  await lab.connect();
+  return lab;
+}
+
 describe.skipIf(!isRoot)('redo: the spool is the retention; a spool file system that fills ages out the oldest points early (root)', { timeout: 600_000 }, () => {
   useJournal('redo');
 
   it('below the floor the oldest points age out before the agent is held; unapplied change sets never do; retained history is not backlog', async () => {
     // A small spool cap: if retained history counted as backlog the agent would be held for good.
-    const lab = newLab('redo-full-floor', ['--min-free', '8MiB', '--reserve', '0', '--segment-size', '1MiB', '--spool-cap', '4MiB'], 31);
-    const spoolDir = path.join(lab.dataDir, 'volumes', A, 'spool');
-    mount(mountExt4(path.join(lab.dir, 'spool.ext4'), spoolDir, 32));
-    lab.volume(A, 4 * MiB);
-    await lab.start();
-    await lab.connect();
+    const lab = await onSmallSpool('redo-full-floor', ['--min-free', '8MiB', '--reserve', '0', '--segment-size', '1MiB', '--spool-cap', '4MiB'], 31);
     // Several times the file system's size of history (the window is a day: none is due to go).
     await lab.stream(A, 2500, { tagEvery: 7 });
     expect(lab.refusals, 'history alone never makes the receiver refuse').toEqual([]);
@@ -289,12 +294,7 @@ describe.skipIf(!isRoot)('redo: the spool is the retention; a spool file system 
   });
 
   it('with no floor, ENOSPC refuses the change set, the oldest points age out and ingest resumes by itself, also after a SIGKILL while full', async () => {
-    const lab = newLab('redo-full-spool', NO_FLOOR, 32);
-    const spoolDir = path.join(lab.dataDir, 'volumes', A, 'spool');
-    mount(mountExt4(path.join(lab.dir, 'spool.ext4'), spoolDir, 32));
-    lab.volume(A, 4 * MiB);
-    await lab.start();
-    await lab.connect();
+    const lab = await onSmallSpool('redo-full-spool', NO_FLOOR, 32);
     // Nothing is freed by hand: the history itself runs the file system full, more than once.
     await lab.stream(A, 2500, { tagEvery: 7 });
     expect(lab.refusals).toContain('STORAGE_FULL');
