@@ -94,13 +94,7 @@ export class StorageMonitor {
 
   /** The least free space among the file systems holding `paths`, as last read. */
   freeFor(paths: readonly string[]): number {
-    let free = Infinity;
-    for (const p of paths) {
-      const dev = this.devOf.get(p);
-      const space = dev === undefined ? undefined : this.spaces.get(dev);
-      if (space) free = Math.min(free, space.freeBytes);
-    }
-    return free === Infinity ? 0 : free;
+    return this.tightest(paths)?.space.freeBytes ?? 0;
   }
 
   get all(): FileSystemSpace[] {

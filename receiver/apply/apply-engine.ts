@@ -227,7 +227,6 @@ export function buildSums(replica: Replica, sums: BlockSums): void {
   sums.sync();
 }
 
-/** Runs `fn` under a lock file; returns undefined when `wait` is false and it is busy. */
 /** `withLockFile` for work that spans event-loop turns: the lock is held until `fn`'s promise settles. */
 export async function withLockFileAsync<T>(file: string, mode: 'shared' | 'exclusive', fn: () => Promise<T>): Promise<T | undefined> {
   const fd = fs.openSync(file, 'a', 0o600);
@@ -239,6 +238,7 @@ export async function withLockFileAsync<T>(file: string, mode: 'shared' | 'exclu
   }
 }
 
+/** Runs `fn` under a lock file; returns undefined when `wait` is false and it is busy. */
 export function withLockFile<T>(file: string, mode: 'shared' | 'exclusive', wait: boolean, fn: () => T): T | undefined {
   const fd = fs.openSync(file, 'a', 0o600);
   try {
