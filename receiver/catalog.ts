@@ -408,13 +408,16 @@ export class Catalog {
 
   /**
    * Records damage found in a volume's files; the same place (kind, file, offset) is recorded
-   * once while it is open. Returns the new row, or undefined when it was known already.
+   * once while it is open. A spool place is recorded once for good: spool files are never
+   * rewritten (their names are seqs, which only grow), so damage resolved there (repaired, or
+   * found harmless) is the same damage when a restart reads the segment again. Returns the new
+   * row, or undefined when it was known already.
    */
   addDamage(volumeId: string, d: StorageDamage, detectedUs: number): DamageRow | undefined {
     return this.run(() =>
       this.db.transaction(() => {
         const known = this.db
-          .prepare("SELECT id FROM damage WHERE volume_id = ? AND kind = ? AND file = ? AND offset = ? AND state = 'open'")
+          .prepare(`SELECT id FROM damage WHERE volume_id = ? AND kind = ? AND file = ? AND offset = ?${d.kind === 'spool' ? '' : " AND state = 'open'"}`)
           .get(volumeId, d.kind, d.file, d.offset);
         if (known) return undefined;
         const info = this.db
@@ -465,6 +468,21 @@ export class Catalog {
       this.db.transaction(() => {
         this.db.prepare("UPDATE repairs SET state = 'done', through_seq = ?, done_us = ? WHERE id = ?").run(throughSeq, doneUs, repairId);
         this.db.prepare("UPDATE damage SET state = 'resolved', resolved_through_seq = ? WHERE repair_id = ? AND state = 'open'").run(throughSeq, repairId);
+      })(),
+    );
+  }
+
+  /**
+   * Open spool damage at these places is resolved without a repair: the seqs went on after it
+   * with no gap, so it held nothing the replica needs. Returns how many rows it resolved.
+   */
+  resolveSpoolDamage(volumeId: string, places: ReadonlyArray<{ file: string; offset: number }>, throughSeq: number): number {
+    return this.run(() =>
+      this.db.transaction(() => {
+        const stmt = this.db.prepare("UPDATE damage SET state = 'resolved', resolved_through_seq = ? WHERE volume_id = ? AND kind = 'spool' AND file = ? AND offset = ? AND state = 'open'");
+        let n = 0;
+        for (const p of places) n += stmt.run(throughSeq, volumeId, p.file, p.offset).changes;
+        return n;
       })(),
     );
   }

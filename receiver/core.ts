@@ -531,6 +531,13 @@ export class ReceiverCore {
         })),
       ]);
     }
+    if (step.harmless.length > 0) {
+      try {
+        this.repairs.resolveHarmless(id, step.harmless, step.lastSeq);
+      } catch (err) {
+        log.warn('harmless spool damage not marked resolved in the catalog', { volume: id, error: (err as Error).message });
+      }
+    }
     this.repairs.settle(id, store.appliedSeq);
     rt.events.emit('applied', seqsOf(store));
     this.releaseAppliedWaiters(rt);

@@ -88,6 +88,16 @@ export class RepairDesk {
   }
 
   /**
+   * Spool damage that apply crossed with the seqs going on after it without a gap: an append
+   * that never reached the disk (a crash after its write failed), whose change sets the agent
+   * sent again. Nothing is lost, so nothing is asked of the agent.
+   */
+  resolveHarmless(volumeId: string, stretches: ReadonlyArray<{ file: string; offset: number }>, throughSeq: number): void {
+    const n = this.catalog.resolveSpoolDamage(volumeId, stretches, throughSeq);
+    if (n > 0) log.info('spool damage held nothing the replica needs: the seqs go on after it', { volume: volumeId, places: n, throughSeq });
+  }
+
+  /**
    * Asks for the repair of replica damage that another process (`ferry receiver verify`)
    * recorded and nobody asked for yet.
    */

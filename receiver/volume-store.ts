@@ -39,6 +39,11 @@ export interface AppliedStep {
   /** Replica blocks found damaged while their old data was read. */
   damage: StorageDamage[];
   lost: LostSeqs[];
+  /**
+   * Damaged spool stretches crossed with no gap in the seqs after them: they held nothing the
+   * replica needs (bytes of an append that was never acknowledged, sent again by the agent).
+   */
+  harmless: SpoolLost[];
 }
 
 /** Recovery-relevant facts found when a volume is opened. */
@@ -358,6 +363,7 @@ export class VolumeStore {
     const firstAfter = this.applied;
     let through = this.applied;
     const lost: LostSeqs[] = [];
+    const harmless: SpoolLost[] = [];
     let bytes = 0;
     const taken: Array<{ first: number; frame: Buffer }> = [];
     const input: StepInput = { records: [], autoAfterUs: this.lastAutoPointUs, capturedUs: this.appliedCaptureUs };
@@ -375,6 +381,8 @@ export class VolumeStore {
         }
         lost.push({ fromSeq: through + 1, toSeq: rec.firstSeq - 1, stretches: rec.lostBefore });
         through = rec.firstSeq - 1;
+      } else if (rec.lostBefore) {
+        harmless.push(...rec.lostBefore);
       }
       bytes += rec.bytes;
       const held = this.recent.get(rec.firstSeq);
@@ -383,7 +391,7 @@ export class VolumeStore {
       input.records.push({ firstSeq: rec.firstSeq, lastSeq: rec.lastSeq, afterSeq: through, segment: rec.segment, recordOffset: rec.recordOffset, frame: fromCache ? held.frame : rec.frame });
       through = Math.max(through, rec.lastSeq);
     }
-    return { input, lost, taken, firstAfter, through };
+    return { input, lost, harmless, taken, firstAfter, through };
   }
 
   /** Everything of the step is durable in the journal and written: now it counts. */
@@ -398,7 +406,7 @@ export class VolumeStore {
     while (this.unapplied.length > 0 && this.unapplied[0].lastSeq <= this.applied) {
       this.unappliedBytesTotal -= (this.unapplied.shift() as { bytes: number }).bytes;
     }
-    return { firstSeq: gathered.firstAfter + 1, lastSeq: this.applied, autoPoints: out.autoPoints, damage: out.damage, lost: gathered.lost };
+    return { firstSeq: gathered.firstAfter + 1, lastSeq: this.applied, autoPoints: out.autoPoints, damage: out.damage, lost: gathered.lost, harmless: gathered.harmless };
   }
 
   /**
@@ -550,6 +558,7 @@ export class VolumeStore {
 interface Gathered {
   input: StepInput;
   lost: LostSeqs[];
+  harmless: SpoolLost[];
   taken: Array<{ first: number; frame: Buffer }>;
   firstAfter: number;
   through: number;

@@ -161,6 +161,49 @@ describe('damage at rest is found, reported and never exported as a good image',
     await lab.stop();
   });
 
+  it('spool: bytes after the last change set that never reached the disk (a crash after a failed write) ask no repair once the seqs go on after them, and a restart does not report them again', async () => {
+    const lab = newLab('corrupt-unwritten', 13);
+    lab.volume(A, SIZE);
+    await lab.start();
+    await lab.connect();
+    lab.sendRandom(A, 30);
+    const p1 = await lab.tag(A);
+    await lab.waitApplied(A);
+    const last = await lab.waitDurable(A);
+    await lab.stop();
+    // What a disk that failed the append's writes leaves in the file's new blocks: old bytes,
+    // not zeroes (so not a torn tail), and no valid record.
+    const records = spoolRecords(lab, A);
+    const tail = records[records.length - 1];
+    const garbage = Buffer.alloc(96 * 1024);
+    for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 131 + 7) & 0xff || 1;
+    fs.appendFileSync(tail.file, garbage);
+    const rx = await lab.start();
+    const durable = await lab.connect();
+    expect(durable.get(A)).toBe(last);
+    expect(rx.output()).toMatch(/damage found/);
+    // The agent's next change sets go on from the durable seq: nothing was lost in those bytes.
+    lab.sendRandom(A, 20);
+    const p2 = await lab.tag(A);
+    await lab.waitApplied(A);
+    await lab.waitForState(A, ['healthy'], 'the volume to be healthy once apply crossed the bytes', 30_000);
+    expect(lab.repairRequests).toEqual([]);
+    expect(rx.output()).toMatch(/spool damage held nothing the replica needs/);
+    const resolved = lab.status().volumes.find((v) => v.volumeId === A);
+    expect(resolved?.damage).toEqual([]);
+    await expectExact(lab, A, p1);
+    await expectExact(lab, A, p2);
+    // A restart reads the same bytes again: known and resolved, not damage again.
+    await lab.stop();
+    const again = await lab.start();
+    await lab.connect();
+    expect(again.output()).not.toMatch(/damage found/);
+    expect(lab.status().volumes.find((v) => v.volumeId === A)?.state).toBe('healthy');
+    expect(lab.repairRequests).toEqual([]);
+    await expectExact(lab, A, p2);
+    await lab.stop();
+  });
+
   it('spool: damage that appears while the receiver runs is found when apply reads it; the volume is opened again and goes on after it', async () => {
     const lab = newLab('corrupt-live', 17);
     lab.volume(A, SIZE);
