@@ -80,6 +80,13 @@ function seqsOf(meta: Buffer): { firstSeq: number; lastSeq: number } {
 export class Spool {
   private segments: Segment[] = [];
   private activeFd = -1;
+  /**
+   * A second descriptor of the active segment, for `flush` only. Linux reports a failed writeback
+   * to each open file once: two fdatasyncs on one descriptor at the same time (a background
+   * flush and a tag's `flush`) can both return success while one of them saw the error, and the
+   * other would then call lost bytes durable. Each descriptor sees every error.
+   */
+  private syncFd = -1;
   private activeSize = 0;
   private appendedSeq = 0;
   private durable = 0;
@@ -166,6 +173,7 @@ export class Spool {
     // Never append behind damage: a damaged newest segment is left as it is.
     if (newest && newest.durableSize < segmentBytes && newest.damage.length === 0) {
       spool.activeFd = fs.openSync(newest.file, 'r+');
+      spool.syncFd = fs.openSync(newest.file, 'r');
       spool.activeSize = newest.durableSize;
     }
     return spool;
@@ -253,7 +261,7 @@ export class Spool {
     this.waiters = [];
     if (this.activeFd < 0) return;
     try {
-      fs.fdatasyncSync(this.activeFd);
+      fs.fdatasyncSync(this.syncFd);
       if (this.newSegmentUnsynced) {
         fsyncDir(this.dir);
         this.newSegmentUnsynced = false;
@@ -337,6 +345,13 @@ export class Spool {
     }
   }
 
+  private closeActive(): void {
+    this.closeFd(this.activeFd);
+    this.activeFd = -1;
+    fs.closeSync(this.syncFd);
+    this.syncFd = -1;
+  }
+
   /** Closes a segment's fd, or leaves that to the background flush still using it. */
   private closeFd(fd: number): void {
     if (this.flushing) this.closeAfterFlush.push(fd);
@@ -347,8 +362,7 @@ export class Spool {
     if (this.activeFd >= 0 && this.activeSize < this.segmentBytes) return;
     if (this.activeFd >= 0) {
       this.flush();
-      this.closeFd(this.activeFd);
-      this.activeFd = -1;
+      this.closeActive();
     }
     // A replayed change set may start at or below the previous segment's first seq; names
     // must stay unique and increasing, and its seqs up to the name are duplicates anyway.
@@ -363,6 +377,12 @@ export class Spool {
       // A file a failed earlier attempt created (and could not use) is taken over, empty.
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || fs.statSync(file).size !== 0) throw err;
       fd = fs.openSync(file, 'r+');
+    }
+    try {
+      this.syncFd = fs.openSync(file, 'r');
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
     }
     this.activeFd = fd;
     this.activeSize = 0;
@@ -388,6 +408,13 @@ export class Spool {
         throw new Error(`${segment.file}: durable records do not read back intact after the failure (${scan.damage.length} damaged stretch(es))`);
       }
       this.activeSize = segment.durableSize;
+      // The failure is behind us (the segment was cut, synced and read back from the disk), but
+      // `flush`'s descriptor may not have been told of it yet: let it see it now, not later.
+      try {
+        fs.fdatasyncSync(this.syncFd);
+      } catch {
+        // the error that was just recovered from
+      }
     }
     fsyncDir(this.dir);
     this.newSegmentUnsynced = false;
@@ -434,8 +461,7 @@ export class Spool {
         }
       }
       this.breakWith(new Error('the spool was closed'));
-      this.closeFd(this.activeFd);
-      this.activeFd = -1;
+      this.closeActive();
     }
   }
 }
