@@ -30,6 +30,12 @@ function fileSystemBytes(dir: string): number {
 const PAUSE_POLL_MS = 200;
 /** How often free space is read and failed volumes are looked at. */
 const HEALTH_TICK_MS = 1000;
+/**
+ * The check of retained spool bodies after open (Spool.scrub): a slice of this many ms every
+ * SCRUB_TICK_MS, so that it takes at most a fifth of the thread that ingests and acknowledges.
+ */
+const SCRUB_SLICE_MS = 10;
+const SCRUB_TICK_MS = 50;
 /** Every this many ticks, damage other processes recorded (verify) is looked for. */
 const DAMAGE_POLL_TICKS = 3;
 
@@ -145,6 +151,7 @@ export class ReceiverCore {
     this.timers.push(setInterval(() => this.checkpointDue(), this.options.checkpointIntervalMs));
     this.timers.push(setInterval(() => this.runRetention(), this.options.retentionIntervalMs));
     this.timers.push(setInterval(() => this.healthTick(), HEALTH_TICK_MS));
+    this.timers.push(setInterval(() => this.scrubTick(), SCRUB_TICK_MS));
     for (const t of this.timers) t.unref();
     this.schedulePump();
     this.writeStatus();
@@ -617,6 +624,21 @@ export class ReceiverCore {
   }
 
   // ---- storage health ---------------------------------------------------------------------
+
+  /** Checks a slice of the retained spool bodies that volumes opened without reading. */
+  private scrubTick(): void {
+    for (const rt of this.volumes.values()) {
+      const store = rt.store;
+      if (!store?.scrubPending) continue;
+      try {
+        this.noteDamage(rt, store.scrubSpool(SCRUB_SLICE_MS));
+        if (!store.scrubPending) log.info('retained change sets checked', { volume: rt.spec.volumeId });
+      } catch (err) {
+        log.warn('cannot check retained change sets', { volume: rt.spec.volumeId, error: (err as Error).message });
+      }
+      return; // one volume per tick
+    }
+  }
 
   /** Free space where a volume lives, read now (a failure compares later readings with it). */
   private freeNow(volumeId: string): number {

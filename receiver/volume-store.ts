@@ -149,13 +149,15 @@ export class VolumeStore {
     const kind = journal ?? chooseJournal(layout, spec, () => VolumeStore.open(layout, spec, lastAutoPointUs, segmentBytes, 'undo'));
     const opened: Array<{ close(): void }> = [];
     try {
-      const spool = Spool.open(layout.spoolDir(id), segmentBytes);
+      const checkpoint = Checkpoint.open(layout.checkpointFile(id));
+      opened.push(checkpoint);
+      // What is applied is read again by exports only (which check what they read): its record
+      // bodies are checked after the volume opens (see Spool.open, `scrub`).
+      const spool = Spool.open(layout.spoolDir(id), segmentBytes, checkpoint.lost ? 0 : checkpoint.seq);
       opened.push(spool);
       const redo = kind === 'redo' ? RedoEngine.open(layout, id, spec.sizeBytes, spool) : undefined;
       const { engine, opened: engineOpened } = redo ?? VolumeEngine.open({ root: layout.root, volumeId: id, sizeBytes: spec.sizeBytes, segmentBytes });
       opened.push(engine);
-      const checkpoint = Checkpoint.open(layout.checkpointFile(id));
-      opened.push(checkpoint);
       const damage: StorageDamage[] = [...spool.damageFound, ...engineOpened.damage];
       let checkpointRecovered: { seq: number } | undefined;
       if (checkpoint.lost) {
@@ -212,6 +214,16 @@ export class VolumeStore {
   /** Highest seq stored in the spool (durable at the next flush). */
   get acceptedSeq(): number {
     return this.accepted;
+  }
+
+  /** Applied spool records whose bodies `open` left to check later (see Spool.open). */
+  get scrubPending(): boolean {
+    return this.spool.scrubPending;
+  }
+
+  /** Checks the bodies of those records for about `budgetMs`; returns the damage found. */
+  scrubSpool(budgetMs: number): StorageDamage[] {
+    return this.spool.scrubPending ? this.spool.scrub(budgetMs) : [];
   }
 
   /** Makes everything accepted so far durable (group commit normally does this a tick later). */

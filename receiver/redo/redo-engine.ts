@@ -73,6 +73,7 @@ export class RedoEngine implements ApplySide {
     const passes = new HostedPassWriter();
     volume.hostPasses(passes);
     try {
+      spool.checkBodiesAfter(volume.replayAfter);
       replaySpool(volume, spool);
       // An export in another process may hold the volume: the replica is written only without it.
       if (volume.advancingTo !== undefined) withLockFile(layout.lockFile(volumeId), 'exclusive', true, () => volume.finishAdvance());

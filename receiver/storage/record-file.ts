@@ -229,6 +229,12 @@ export function readRecordBody(fd: number, loc: RecordLocation, verify = true, i
   return body;
 }
 
+/** True when the record's body (read in chunks through `scratch`) matches its CRC. */
+export function recordBodyIntact(fd: number, loc: RecordLocation, scratch: Buffer): boolean {
+  const seed = loc.version === 2 ? 0 : crc32(loc.meta);
+  return bodyCrcAt(fd, loc.bodyOffset, loc.bodyLength, seed, scratch) === loc.bodyCrc;
+}
+
 /** A record that was valid when scanned no longer reads back intact. */
 export class RecordDamageError extends Error {
   constructor(

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { fsyncDir, writeParts } from '../../common/fsutil';
 import { dropCache } from '../../native/addon';
-import { DamagedStretch, encodeRecordParts, RECORD_HEADER_BYTES, RecordDamageError, RecordFormat, readRecordBody, readRecordHeader, scanSegment } from './record-file';
+import { DamagedStretch, encodeRecordParts, RECORD_HEADER_BYTES, RecordDamageError, RecordFormat, RecordLocation, readRecordBody, readRecordHeader, recordBodyIntact, scanSegment } from './record-file';
 import { listSegments, segmentFileName } from './segments';
 import { Limits } from '../../proto/limits';
 import { BufferArena } from '../../common/arena';
@@ -68,6 +68,22 @@ function seqsOf(meta: Buffer): { firstSeq: number; lastSeq: number } {
   return { firstSeq: Number(meta.readBigUInt64LE(0)), lastSeq: Number(meta.readBigUInt64LE(8)) };
 }
 
+/** How a damaged stretch of a segment is reported: with its seqs when its header survived. */
+function stretchDamage(file: string, d: DamagedStretch): StorageDamage {
+  const seqs = d.record ? seqsOf(d.record.meta) : undefined;
+  return {
+    kind: 'spool',
+    file,
+    offset: d.offset,
+    length: d.length,
+    ...(seqs ? { seqFrom: seqs.firstSeq, seqTo: seqs.lastSeq } : {}),
+    detail: seqs ? `change set of seqs ${seqs.firstSeq}..${seqs.lastSeq} fails its CRC` : 'bytes that are no valid change set',
+  };
+}
+
+/** Read size of the scrub's body checks. */
+const SCRUB_CHUNK = 1024 * 1024;
+
 /**
  * The process-server cache of one volume: append-only segments of incoming change-set
  * frames. `append` resolves only after the bytes are fsync'd (group commit: appends made while
@@ -100,6 +116,9 @@ export class Spool {
   readonly damageFound: StorageDamage[] = [];
   /** Bytes of torn tails dropped by `open`. */
   tornBytesDropped = 0;
+  /** Records whose headers `open` checked and whose bodies `scrub` has yet to (see `open`). */
+  private readonly unscrubbed: Array<{ segment: Segment; records: RecordLocation[]; next: number }> = [];
+  private scrubScratch: Buffer | undefined;
   private firstHeld = 0;
   /** Bytes of pruned segments whose files are still being deleted (not yet free on the disk). */
   private deletingBytes = 0;
@@ -113,17 +132,23 @@ export class Spool {
    * Opens the spool. A torn tail (an append a crash cut short, never acknowledged) is dropped;
    * damaged stretches anywhere else are kept in place, reported in `damageFound`, and skipped
    * by cursors, which say so (SpoolRecord.lostBefore).
+   *
+   * Segments holding only seqs up to `appliedThrough` (retained for points, read back only by
+   * exports and the redo advance, which check every record they read) have only their record
+   * headers checked here: their bodies are checked afterwards by `scrub`, a slice at a time, so
+   * that a receiver retaining a day of changes starts in seconds, not after reading it all.
    */
-  static open(dir: string, segmentBytes = 64 * 1024 * 1024): Spool {
+  static open(dir: string, segmentBytes = 64 * 1024 * 1024, appliedThrough = 0): Spool {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const spool = new Spool(dir, segmentBytes);
     const refs = listSegments(dir, EXT);
     const spans: Array<{ low: number; high: number }> = [];
     for (let i = 0; i < refs.length; i++) {
       const isLast = i === refs.length - 1;
+      const headersOnly = !isLast && refs[i + 1].firstSeq - 1 <= appliedThrough;
       const fd = fs.openSync(refs[i].file, isLast ? 'r+' : 'r');
       try {
-        const scan = scanSegment(fd, SPOOL_FORMAT, true);
+        const scan = scanSegment(fd, SPOOL_FORMAT, !headersOnly);
         if (scan.tornBytes > 0) {
           if (isLast) {
             fs.ftruncateSync(fd, scan.validEnd);
@@ -144,19 +169,13 @@ export class Spool {
         }
         spans.push({ low, high });
         for (const d of scan.damage) {
-          const seqs = d.record ? seqsOf(d.record.meta) : undefined;
-          if (seqs) spool.appendedSeq = Math.max(spool.appendedSeq, seqs.lastSeq);
-          spool.damageFound.push({
-            kind: 'spool',
-            file: refs[i].file,
-            offset: d.offset,
-            length: d.length,
-            ...(seqs ? { seqFrom: seqs.firstSeq, seqTo: seqs.lastSeq } : {}),
-            detail: seqs ? `change set of seqs ${seqs.firstSeq}..${seqs.lastSeq} fails its CRC` : 'bytes that are no valid change set',
-          });
+          if (d.record) spool.appendedSeq = Math.max(spool.appendedSeq, seqsOf(d.record.meta).lastSeq);
+          spool.damageFound.push(stretchDamage(refs[i].file, d));
         }
         const end = isLast ? scan.validEnd : scan.size;
-        spool.segments.push({ firstSeq: refs[i].firstSeq, file: refs[i].file, durableSize: end, damage: scan.damage });
+        const segment: Segment = { firstSeq: refs[i].firstSeq, file: refs[i].file, durableSize: end, damage: scan.damage };
+        spool.segments.push(segment);
+        if (headersOnly && scan.records.length > 0) spool.unscrubbed.push({ segment, records: scan.records, next: 0 });
       } finally {
         fs.closeSync(fd);
       }
@@ -177,6 +196,89 @@ export class Spool {
       spool.activeSize = newest.durableSize;
     }
     return spool;
+  }
+
+  /** Segments opened with their headers checked only, whose bodies `scrub` has still to check. */
+  get scrubPending(): boolean {
+    return this.unscrubbed.length > 0;
+  }
+
+  /**
+   * Checks now the bodies of the records `open` left to `scrub` that hold seqs after `seq`
+   * (a reader is about to go through them: the redo index replays what it lost in a crash);
+   * damage goes to `damageFound`.
+   */
+  checkBodiesAfter(seq: number): void {
+    const scratch = Buffer.allocUnsafe(SCRUB_CHUNK);
+    for (const work of this.unscrubbed) {
+      const from = work.records.findIndex((r, i) => i >= work.next && seqsOf(r.meta).lastSeq > seq);
+      if (from < 0) continue;
+      const fd = fs.openSync(work.segment.file, 'r');
+      try {
+        for (const loc of work.records.splice(from)) {
+          if (recordBodyIntact(fd, loc, scratch)) continue;
+          const stretch: DamagedStretch = { offset: loc.offset, length: loc.end - loc.offset, record: loc };
+          this.noteScrubDamage(work.segment, stretch);
+          this.damageFound.push(stretchDamage(work.segment.file, stretch));
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+  }
+
+  private noteScrubDamage(segment: Segment, stretch: DamagedStretch): void {
+    segment.damage.push(stretch);
+    segment.damage.sort((a, b) => a.offset - b.offset);
+  }
+
+  /**
+   * Checks the bodies of records that `open` checked the headers of only, for about `budgetMs`
+   * (at least one record); returns the damage found. A damaged record is skipped by cursors
+   * from then on, like damage found by `open`. Segments pruned meanwhile are passed over.
+   */
+  scrub(budgetMs: number): StorageDamage[] {
+    const found: StorageDamage[] = [];
+    const until = Date.now() + budgetMs;
+    const scratch = (this.scrubScratch ??= Buffer.allocUnsafe(SCRUB_CHUNK));
+    while (this.unscrubbed.length > 0) {
+      const work = this.unscrubbed[0];
+      if (!this.segments.includes(work.segment) || work.next >= work.records.length) {
+        this.unscrubbed.shift();
+        continue;
+      }
+      let fd: number;
+      try {
+        fd = fs.openSync(work.segment.file, 'r');
+      } catch {
+        this.unscrubbed.shift(); // deleted by a prune since
+        continue;
+      }
+      try {
+        while (work.next < work.records.length) {
+          const loc = work.records[work.next++];
+          let intact: boolean;
+          try {
+            intact = recordBodyIntact(fd, loc, scratch);
+          } catch (err) {
+            this.unscrubbed.shift(); // a segment that cannot be read is left to exports and verify
+            throw err;
+          }
+          if (intact) {
+            if (Date.now() >= until) return found;
+            continue;
+          }
+          const stretch: DamagedStretch = { offset: loc.offset, length: loc.end - loc.offset, record: loc };
+          this.noteScrubDamage(work.segment, stretch);
+          found.push(stretchDamage(work.segment.file, stretch));
+          if (Date.now() >= until) return found;
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    this.scrubScratch = undefined;
+    return found;
   }
 
   /** Bytes of pruned segments being deleted in the background: free space to come. */

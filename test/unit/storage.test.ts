@@ -73,6 +73,42 @@ describe('Spool', () => {
     cursor.close();
     spool.close();
   });
+
+  it('opens applied segments by their headers and finds a damaged body later, in slices (scrub) or at once for seqs a reader needs', async () => {
+    const dir = tmp('spool-scrub');
+    const spool = Spool.open(dir, 64);
+    for (let s = 1; s <= 6; s++) await spool.append(Buffer.alloc(80, s), s, s);
+    spool.close();
+    // One record a segment (each exceeds 64 bytes): damage the bodies of seqs 2 and 5.
+    const files = fs.readdirSync(dir).sort().map((n) => path.join(dir, n));
+    for (const f of [files[1], files[4]]) {
+      const bytes = fs.readFileSync(f);
+      bytes[bytes.length - 10] ^= 0xff;
+      fs.writeFileSync(f, bytes);
+    }
+    // Applied through 4: segments 1..4 are read by their headers only; the fifth holds a seq
+    // not applied yet and is checked whole.
+    const opened = Spool.open(dir, 64, 4);
+    expect(opened.damageFound.map((d) => d.seqFrom)).toEqual([5]);
+    expect(opened.durableSeq).toBe(6);
+    expect(opened.scrubPending).toBe(true);
+    const found = [];
+    while (opened.scrubPending) found.push(...opened.scrub(0)); // at least one record per call
+    expect(found.map((d) => [d.seqFrom, d.file])).toEqual([[2, files[1]]]);
+    expect(found[0].detail).toMatch(/fails its CRC/);
+    opened.close();
+
+    // A reader about to go through seqs after 1 (a redo index replaying a crash) has them checked now.
+    const again = Spool.open(dir, 64, 4);
+    again.checkBodiesAfter(1);
+    expect(again.damageFound.map((d) => d.seqFrom).sort()).toEqual([2, 5]);
+    const cursor = again.cursor(1);
+    const next = cursor.next();
+    expect(next?.firstSeq).toBe(3); // the damaged record is skipped and said lost
+    expect(next?.lostBefore?.[0]).toMatchObject({ file: files[1], firstSeq: 2 });
+    cursor.close();
+    again.close();
+  });
 });
 
 describe('Checkpoint', () => {
