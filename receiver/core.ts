@@ -69,6 +69,11 @@ interface VolumeRuntime {
   receivedBytes: number;
   /** Why the volume's agent must be held or stay held, as its sessions were last told. */
   hold: VolumeHold;
+  /**
+   * Whether the volume held its agent when its hold was last refreshed: a held agent is let go
+   * only below the cap's lower mark (hysteresis), and the status says `held` as long.
+   */
+  holding: boolean;
   /** The sessions that declared the volume hear what happens to it through this. */
   readonly events: VolumeEmitter;
   /** Points aged out before their time for lack of space (redo), since the receiver started. */
@@ -170,6 +175,7 @@ export class ReceiverCore {
         ingestedSinceSpaceCheck: 0,
         receivedBytes: 0,
         hold: { volumeId: spec.volumeId, reason: undefined, keepReason: undefined },
+        holding: false,
         events: new VolumeEmitter(),
         agedOutEarly: undefined,
         advancing: false,
@@ -408,6 +414,7 @@ export class ReceiverCore {
   private refreshHold(rt: VolumeRuntime): void {
     const reason = this.holdReason(rt, false);
     const keepReason = this.holdReason(rt, true);
+    rt.holding = (rt.holding ? keepReason : reason) !== undefined;
     if (reason === rt.hold.reason && keepReason === rt.hold.keepReason) return;
     rt.hold = { volumeId: rt.spec.volumeId, reason, keepReason };
     rt.events.emit('throttle', rt.hold);
@@ -895,7 +902,7 @@ export class ReceiverCore {
       else rpoUs = rt.lastContactUs > 0 ? now - Math.min(rt.lastContactUs, rt.pendingSinceUs || rt.lastContactUs) : 0;
       const oldestUnapplied = store?.oldestUnappliedCaptureUs ?? 0;
       const damage = openDamage.filter((d) => d.volumeId === id);
-      const held = this.holdReason(rt, false);
+      const held = this.holdReason(rt, rt.holding);
       const state = rt.health.state !== 'healthy' ? rt.health.state : damage.length > 0 ? 'damaged' : held ? 'held' : 'healthy';
       return {
         volumeId: id,

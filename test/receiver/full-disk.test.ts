@@ -285,6 +285,8 @@ describe.skipIf(!isRoot)('redo: the spool is the retention; a spool file system 
     // Held at the floor, or by the spool cap once the unapplied bytes pass it (whichever comes
     // first depends on how much the last age-out freed): the agent gets a Throttle either way.
     await waitFor('the agent to be held with change sets unapplied', () => (lab.conn?.throttleDelayMs ?? 0) > 0 && volumeStatus(lab).durableSeq > applied, 120_000);
+    // The status says so for as long as the agent stays held, also between the cap's two marks.
+    await lab.waitForState(A, ['held'], 'the status to say held while the agent is held', 30_000);
     const held = volumeStatus(lab);
     expect(held.agedOutEarly?.oldestRetainedSeq ?? 0).toBeLessThanOrEqual(applied);
     fs.rmSync(pause);
