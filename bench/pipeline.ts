@@ -71,6 +71,7 @@ interface Figures {
 }
 
 const fmt = (n: number, digits = 1): string => n.toFixed(digits);
+const cpuTotal = (c: CpuUse): number => c.sender + c.receiver;
 const verdict = (ok: boolean): string => (ok ? 'PASS' : 'MISS');
 
 function streamLines(f: StreamFigures, o: Options): string[] {
@@ -90,6 +91,8 @@ function streamLines(f: StreamFigures, o: Options): string[] {
     '',
     `CPU seconds per GB streamed, sending + receiving process: link ${cpu(f.linkCpu)}, ferry ${cpu(f.endToEnd.cpu)}`,
     `(both ends share this machine's ${os.cpus().length} cores: ferry's lz4, validation, fsyncs and apply come out of the same budget as TLS)`,
+    `CPU-bound ratio: link CPU per GB / ferry CPU per GB = ${fmt(cpuTotal(f.linkCpu) / cpuTotal(f.endToEnd.cpu), 2)}x (what (a) comes to when both runs keep the cores equally busy;`,
+    `  0.6x needs ferry's two ends within ${fmt(cpuTotal(f.linkCpu) / gb / 0.6, 2)} CPU s/GB, now ${fmt(cpuTotal(f.endToEnd.cpu) / gb, 2)})`,
     '',
   ];
   lines.push(`target (a) applied >= 0.6x link limit: ${verdict(e2eRatio >= 0.6)} (${fmt(e2eRatio, 2)}x)`);
