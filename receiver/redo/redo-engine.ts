@@ -48,6 +48,9 @@ export interface SlicedAdvanceHooks extends AdvanceHooks {
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** How much of the volume one slice of a hash request reads and hashes. */
+const HASH_SLICE_BYTES = 16 * 1024 * 1024;
+
 export class RedoEngine implements ApplySide {
   /** A sliced advance is running (one at a time; a sync prune meanwhile does nothing). */
   private advancing = false;
@@ -175,8 +178,23 @@ export class RedoEngine implements ApplySide {
     return to <= this.volume.baseSeq ? undefined : to;
   }
 
+  /**
+   * Hashes of `latest` as indexed when the request came, a slice of at most HASH_SLICE_BYTES
+   * at a time with other work let run between slices (a request may cover 256 MiB: read and
+   * hashed at once it held the thread that acknowledges for a second and took a buffer as large).
+   * Records indexed meanwhile are not seen; should an age-out pass the request's seq meanwhile,
+   * the rest is read at the new oldest point, which is newer.
+   */
   async hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer> {
-    return this.volume.hashes(offset, blockSize, count);
+    const atSeq = this.volume.indexedThrough;
+    const perSlice = Math.max(1, Math.floor(HASH_SLICE_BYTES / blockSize));
+    const parts: Buffer[] = [];
+    for (let first = 0; first < count; first += perSlice) {
+      if (first > 0) await nextTurn();
+      const seq = Math.max(atSeq, this.oldestRetainedSeq);
+      parts.push(this.volume.hashes(offset + first * blockSize, blockSize, Math.min(perSlice, count - first), seq));
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
   spoolNeededAfter(checkpointSeq: number): number {

@@ -206,11 +206,14 @@ export class RedoVolume {
     return out;
   }
 
-  /** Hashes of `count` blocks of `latest` (resync hash requests; see common/block-hash). */
-  hashes(offset: number, blockSize: number, count: number): Buffer {
+  /**
+   * Hashes of `count` blocks of point `seq` (Infinity: `latest`; resync hash requests, see
+   * common/block-hash).
+   */
+  hashes(offset: number, blockSize: number, count: number, seq = Infinity): Buffer {
     const end = Math.min(this.files.sizeBytes, offset + count * blockSize);
     try {
-      return blockHashes(this.read(offset, end - offset), blockSize);
+      return blockHashes(this.read(offset, end - offset, seq), blockSize);
     } catch (err) {
       if (!(err instanceof RetainedDataDamagedError)) throw err;
     }
@@ -220,7 +223,7 @@ export class RedoVolume {
     for (let at = offset, i = 0; at < end; at += blockSize, i++) {
       let hash: Buffer;
       try {
-        hash = blockHashes(this.read(at, Math.min(blockSize, end - at)), blockSize);
+        hash = blockHashes(this.read(at, Math.min(blockSize, end - at), seq), blockSize);
       } catch (err) {
         if (!(err instanceof RetainedDataDamagedError)) throw err;
         hash = createHash('sha256').update(`ferry: damaged retained data at ${at}`).digest();

@@ -213,3 +213,47 @@ describe('VolumeStore with the redo journal: retained history is not backlog', (
     lab.store.close();
   });
 });
+
+describe('hash requests under the redo journal', () => {
+  it('a request larger than a slice is answered a slice at a time, all of it as indexed when it came', async () => {
+    const size = 40 * 1024 * 1024; // three 16 MiB slices of 64 KiB blocks
+    const big = { volumeId: VOL, sizeBytes: size, blockSize: 4096 };
+    const layout = new DataLayout(tmp('redo-hash-slices'));
+    const store = VolumeStore.open(layout, big, 0, 4 * 1024 * 1024, 'redo');
+    const model = new VolumeModel(size);
+    const rand = prng(7);
+    let seq = 0;
+    let t = 1_000_000;
+    const ingest = async (sets: number): Promise<void> => {
+      for (let i = 0; i < sets; i++) {
+        const records = randomRecords(rand, 20, size, () => (t += 1000));
+        const cs = buildChangeSet(VOL, seq + 1, records, 'exact');
+        records.forEach((r, k) => model.add(seq + 1 + k, r));
+        seq += records.length;
+        await store.ingest(encodeFrame({ changeSet: cs }), validateChangeSet(cs, size));
+      }
+    };
+    try {
+      await ingest(10);
+      while (store.hasWork()) store.applyNext();
+      const asked = seq;
+      await ingest(10); // durable, indexed only once the request has begun
+      const answer = store.replicaHashesAsync(0, 65536, size / 65536);
+      let otherWorkRan = false;
+      setImmediate(() => (otherWorkRan = true));
+      while (store.hasWork()) store.applyNext();
+      expect(store.appliedSeq).toBe(seq);
+      const hashes = await answer.then((h) => {
+        expect(otherWorkRan).toBe(true); // the thread was let go between slices
+        return h;
+      });
+      expect(hashes.equals(blockHashes(model.imageAt(asked), 65536))).toBe(true);
+      // The records indexed meanwhile changed the later slices: a request now sees them.
+      const tail = 32 * 1024 * 1024;
+      expect(blockHashes(model.imageAt(seq).subarray(tail), 65536).equals(blockHashes(model.imageAt(asked).subarray(tail), 65536))).toBe(false);
+      expect((await store.replicaHashesAsync(0, 65536, size / 65536)).equals(blockHashes(model.imageAt(seq), 65536))).toBe(true);
+    } finally {
+      store.close();
+    }
+  });
+});
