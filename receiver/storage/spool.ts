@@ -216,10 +216,8 @@ export class Spool {
       const fd = fs.openSync(work.segment.file, 'r');
       try {
         for (const loc of work.records.splice(from)) {
-          if (recordBodyIntact(fd, loc, scratch)) continue;
-          const stretch: DamagedStretch = { offset: loc.offset, length: loc.end - loc.offset, record: loc };
-          this.noteScrubDamage(work.segment, stretch);
-          this.damageFound.push(stretchDamage(work.segment.file, stretch));
+          const damage = this.checkBody(fd, work.segment, loc, scratch);
+          if (damage) this.damageFound.push(damage);
         }
       } finally {
         fs.closeSync(fd);
@@ -227,9 +225,13 @@ export class Spool {
     }
   }
 
-  private noteScrubDamage(segment: Segment, stretch: DamagedStretch): void {
+  /** Checks one record's body; a damaged one is kept with its segment's damage and returned. */
+  private checkBody(fd: number, segment: Segment, loc: RecordLocation, scratch: Buffer): StorageDamage | undefined {
+    if (recordBodyIntact(fd, loc, scratch)) return undefined;
+    const stretch: DamagedStretch = { offset: loc.offset, length: loc.end - loc.offset, record: loc };
     segment.damage.push(stretch);
     segment.damage.sort((a, b) => a.offset - b.offset);
+    return stretchDamage(segment.file, stretch);
   }
 
   /**
@@ -257,20 +259,14 @@ export class Spool {
       try {
         while (work.next < work.records.length) {
           const loc = work.records[work.next++];
-          let intact: boolean;
+          let damage: StorageDamage | undefined;
           try {
-            intact = recordBodyIntact(fd, loc, scratch);
+            damage = this.checkBody(fd, work.segment, loc, scratch);
           } catch (err) {
             this.unscrubbed.shift(); // a segment that cannot be read is left to exports and verify
             throw err;
           }
-          if (intact) {
-            if (Date.now() >= until) return found;
-            continue;
-          }
-          const stretch: DamagedStretch = { offset: loc.offset, length: loc.end - loc.offset, record: loc };
-          this.noteScrubDamage(work.segment, stretch);
-          found.push(stretchDamage(work.segment.file, stretch));
+          if (damage) found.push(damage);
           if (Date.now() >= until) return found;
         }
       } finally {
