@@ -198,7 +198,8 @@ export class RedoVolume {
     this.checkRetained(seq);
     const out = this.replica.read(offset, length);
     const pieces = this.piecesAt(offset, offset + length, seq);
-    this.checkReplica(blocksNotCovered(pieces, Math.floor(offset / SUM_BLOCK), Math.ceil((offset + length) / SUM_BLOCK)));
+    // Still the replica's bytes: the check reads the blocks it needs from here, not again.
+    this.checkReplica(blocksNotCovered(pieces, Math.floor(offset / SUM_BLOCK), Math.ceil((offset + length) / SUM_BLOCK)), { offset, data: out });
     for (const group of byRecord(pieces)) {
       const payload = this.payloadFor(group);
       for (const p of group) copyPiece(p, payload, (data, at) => data.copy(out, at - offset));
@@ -356,7 +357,7 @@ export class RedoVolume {
    * Checks replica blocks against their sums (skipped while an advance is unfinished: its blocks
    * may hold new bytes under old sums until it is redone). A mismatch is damage, never data.
    */
-  private checkReplica(blocks: readonly number[]): void {
+  private checkReplica(blocks: readonly number[], read?: { offset: number; data: Buffer }): void {
     const sums = this.sums;
     if (!sums || this.advancingTo !== undefined) return;
     for (let i = 0; i < blocks.length; ) {
@@ -364,7 +365,8 @@ export class RedoVolume {
       while (j < blocks.length && blocks[j] === blocks[j - 1] + 1 && j - i < CHECK_BLOCKS) j++;
       const first = blocks[i];
       const start = first * SUM_BLOCK;
-      const data = this.replica.read(start, Math.min(this.files.sizeBytes, (first + j - i) * SUM_BLOCK) - start);
+      const end = Math.min(this.files.sizeBytes, (first + j - i) * SUM_BLOCK);
+      const data = read && start >= read.offset && end <= read.offset + read.data.length ? read.data.subarray(start - read.offset, end - read.offset) : this.replica.read(start, end - start);
       const actual = blockSumsOf(data);
       const expected = sums.read(first, j - i);
       for (let k = 0; k < actual.length; k++) {
