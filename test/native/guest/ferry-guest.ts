@@ -483,10 +483,19 @@ async function scenarioStress(): Promise<void> {
   const size = d.sizeBytes;
   const replica = Buffer.alloc(size);
   const atCut = new Map<number, Array<{ offset: number; data: Buffer }>>();
-  const stats = { batches: 0, records: 0, dirtyReads: 0, bitmapDrains: 0, staleClears: 0, modes: [] as string[] };
+  const stats = { batches: 0, records: 0, dirtyReads: 0, bitmapDrains: 0, staleClears: 0, busyReads: 0, modes: [] as string[] };
 
   const drainBitmapNow = async (): Promise<void> => {
-    const bm = await ctl.readBitmap(d.index, { cut: true });
+    let bm;
+    try {
+      bm = await ctl.readBitmap(d.index, { cut: true });
+    } catch (err) {
+      // Back in BITMAP mode since the device was read (the ring overflowed again): drain later,
+      // as the agent does (bitmapReadRetryable).
+      if (!isFerryNativeError(err) || err.code !== 'EBUSY') throw err;
+      stats.busyReads++;
+      return;
+    }
     const reads: Array<{ offset: number; data: Buffer }> = [];
     for (const r of dirtyRanges(bm.data, bm.nbits, bm.granularity, size)) reads.push({ offset: r.offset, data: Buffer.from(await readRange(path, r.offset, r.length)) });
     atCut.set(bm.cutSeq, reads);
