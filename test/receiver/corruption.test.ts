@@ -43,6 +43,18 @@ function newLab(name: string, seed: number): FaultLab {
   return lab;
 }
 
+/** A lab with volume A started and connected, 30 change sets applied behind point p1. */
+async function labWithPoint(name: string, seed: number): Promise<{ lab: FaultLab; p1: { pointId: number; seq: number } }> {
+  const lab = newLab(name, seed);
+  lab.volume(A, SIZE);
+  await lab.start();
+  await lab.connect();
+  lab.sendRandom(A, 30);
+  const p1 = await lab.tag(A);
+  await lab.waitApplied(A);
+  return { lab, p1 };
+}
+
 function spoolSeqs(meta: Buffer): { first: number; last: number } {
   return { first: Number(meta.readBigUInt64LE(0)), last: Number(meta.readBigUInt64LE(8)) };
 }
@@ -136,13 +148,7 @@ describe('damage at rest is found, reported and never exported as a good image',
   });
 
   it('spool: a damaged last change set is reported as damage (not dropped as a torn tail) and the durable seq does not go back', async () => {
-    const lab = newLab('corrupt-tail', 12);
-    lab.volume(A, SIZE);
-    await lab.start();
-    await lab.connect();
-    lab.sendRandom(A, 30);
-    const p1 = await lab.tag(A);
-    await lab.waitApplied(A);
+    const { lab, p1 } = await labWithPoint('corrupt-tail', 12);
     fs.writeFileSync(path.join(lab.dataDir, 'volumes', A, 'apply.paused'), '');
     lab.sendRandom(A, 30);
     const last = await lab.waitDurable(A);
@@ -162,13 +168,7 @@ describe('damage at rest is found, reported and never exported as a good image',
   });
 
   it('spool: bytes after the last change set that never reached the disk (a crash after a failed write) ask no repair once the seqs go on after them, and a restart does not report them again', async () => {
-    const lab = newLab('corrupt-unwritten', 13);
-    lab.volume(A, SIZE);
-    await lab.start();
-    await lab.connect();
-    lab.sendRandom(A, 30);
-    const p1 = await lab.tag(A);
-    await lab.waitApplied(A);
+    const { lab, p1 } = await labWithPoint('corrupt-unwritten', 13);
     const last = await lab.waitDurable(A);
     await lab.stop();
     // What a disk that failed the append's writes leaves in the file's new blocks: old bytes,
