@@ -106,6 +106,17 @@ const VIRTIOFSD = process.env.FERRY_VM_VIRTIOFSD ?? '/usr/lib/qemu/virtiofsd';
 const QEMU = process.env.FERRY_VM_QEMU ?? 'qemu-system-x86_64';
 const RUNS_KEPT = 30;
 const MARK_SCRIPT_START = 'ferrylab-init: running ';
+/**
+ * A guest whose script has not started this long after qemu did is stuck in its boot (a TCG
+ * guest has been seen to stop printing 0.9 s into the kernel's boot); it is killed and booted
+ * once more. Healthy boots reach the script in 5-20 s, also on a loaded host.
+ */
+const BOOT_LIMIT_MS = Number(process.env.FERRY_VM_BOOT_LIMIT_MS ?? 120_000);
+
+/** The guest's kernel stopped before the script started: the run is tried once more. */
+class BootStalledError extends LabError {
+  override name = 'BootStalledError';
+}
 const MARK_SCRIPT_END = 'ferrylab-init: script exited with ';
 
 export function cacheDir(): string {
@@ -299,6 +310,16 @@ class VmLab implements Lab {
   }
 
   async run(opts: RunOptions): Promise<GuestResult> {
+    try {
+      return await this.runOnce(opts);
+    } catch (err) {
+      if (!(err instanceof BootStalledError)) throw err;
+      console.warn(`VM lab: ${err.message.split('\n')[0]}; booting it once more`);
+      return this.runOnce(opts);
+    }
+  }
+
+  private async runOnce(opts: RunOptions): Promise<GuestResult> {
     if (opts.signal?.aborted) throw new LabError('run aborted before it started');
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const memoryMiB = opts.memoryMiB ?? DEFAULT_MEMORY_MIB;
@@ -358,7 +379,7 @@ class VmLab implements Lab {
         if (scriptEndAt === null && consoleTail.includes(MARK_SCRIPT_END)) scriptEndAt = Date.now();
       });
 
-      const outcome = await waitForExit(q, timeoutMs, opts.signal);
+      const outcome = await waitForExit(q, timeoutMs, opts.signal, () => scriptStartAt === null && Date.now() - started > BOOT_LIMIT_MS);
       if (outcome !== 'exited') await q.kill();
       await stdoutClosed;
       await virtiofsd.kill();
@@ -383,6 +404,7 @@ class VmLab implements Lab {
         },
       };
       const where = `(run dir ${runDir})\n--- console (tail) ---\n${tail(consoleText, 40)}\n--- script output (tail) ---\n${tail(output, 20)}`;
+      if (outcome === 'stalled') throw new BootStalledError(`the guest's boot stalled: no script ${Math.round(BOOT_LIMIT_MS / 1000)} s after qemu started ${where}`);
       if (outcome === 'timeout') throw new GuestTimeoutError(`guest did not finish within ${timeoutMs} ms; killed ${where}`, result);
       if (outcome === 'aborted') throw new LabError(`guest run aborted (test ended or timed out); killed ${where}`);
       if (status.startsWith('init-error ')) throw new LabError(`guest setup failed: ${status.slice('init-error '.length)} ${where}`);
@@ -537,16 +559,20 @@ async function startVirtiofsd(socket: string, logFile: string): Promise<Tracked>
   return t;
 }
 
-type Outcome = 'exited' | 'timeout' | 'aborted';
+type Outcome = 'exited' | 'timeout' | 'aborted' | 'stalled';
 
-function waitForExit(t: Tracked, timeoutMs: number, signal: AbortSignal | undefined): Promise<Outcome> {
+function waitForExit(t: Tracked, timeoutMs: number, signal: AbortSignal | undefined, stalled: () => boolean): Promise<Outcome> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    const watchdog = setInterval(() => {
+      if (stalled()) finish('stalled');
+    }, 1000);
     const onAbort = (): void => finish('aborted');
     signal?.addEventListener('abort', onAbort, { once: true });
     void t.exited.then(() => finish('exited'));
     function finish(o: Outcome): void {
       clearTimeout(timer);
+      clearInterval(watchdog);
       signal?.removeEventListener('abort', onAbort);
       resolve(o);
     }
