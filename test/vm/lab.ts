@@ -106,6 +106,7 @@ const VIRTIOFSD = process.env.FERRY_VM_VIRTIOFSD ?? '/usr/lib/qemu/virtiofsd';
 const QEMU = process.env.FERRY_VM_QEMU ?? 'qemu-system-x86_64';
 const RUNS_KEPT = 30;
 const MARK_SCRIPT_START = 'ferrylab-init: running ';
+const MARK_SCRIPT_END = 'ferrylab-init: script exited with ';
 /**
  * A guest whose script has not started this long after qemu did is stuck in its boot (a TCG
  * guest has been seen to stop printing 0.9 s into the kernel's boot); it is killed and booted
@@ -117,7 +118,6 @@ const BOOT_LIMIT_MS = Number(process.env.FERRY_VM_BOOT_LIMIT_MS ?? 120_000);
 class BootStalledError extends LabError {
   override name = 'BootStalledError';
 }
-const MARK_SCRIPT_END = 'ferrylab-init: script exited with ';
 
 export function cacheDir(): string {
   return path.resolve(process.env.FERRY_VM_CACHE ?? path.join(REPO_ROOT, '.cache', 'vm'));
