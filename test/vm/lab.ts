@@ -113,6 +113,7 @@ const MARK_SCRIPT_END = 'ferrylab-init: script exited with ';
  * once more. Healthy boots reach the script in 5-20 s, also on a loaded host.
  */
 const BOOT_LIMIT_MS = Number(process.env.FERRY_VM_BOOT_LIMIT_MS ?? 120_000);
+if (!(BOOT_LIMIT_MS > 0)) throw new Error(`FERRY_VM_BOOT_LIMIT_MS must be a positive number of ms, got ${JSON.stringify(process.env.FERRY_VM_BOOT_LIMIT_MS)}`);
 
 /** The guest's kernel stopped before the script started: the run is tried once more. */
 class BootStalledError extends LabError {
