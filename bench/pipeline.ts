@@ -7,7 +7,7 @@ import * as path from 'path';
 import { startReceiverChild } from '../receiver/child-process';
 import { formatTable, integerOption, MiB, parseBenchArgs, progressTo, runBench, UsageError, warmPageCache, withWorkDir } from './common';
 import { resyncVersusRsync, ResyncFigures } from './pipeline/resync-vs-rsync';
-import { CpuUse, DataPool, endToEnd, linkLimit, rpoAtChurn, RpoFigures } from './pipeline/stream';
+import { CpuUse, DataPool, endToEnd, EndToEndFigures, linkLimit, rpoAtChurn, RpoFigures } from './pipeline/stream';
 
 const NAME = 'pipeline bench';
 const USAGE =
@@ -58,7 +58,7 @@ function parseOptions(argv: string[]): Options {
 interface StreamFigures {
   linkMBps: number;
   linkCpu: CpuUse;
-  endToEnd: { appliedMBps: number; durableMBps: number; cpu: CpuUse };
+  endToEnd: EndToEndFigures;
   rpo: RpoFigures;
 }
 
@@ -91,6 +91,7 @@ function streamLines(f: StreamFigures, o: Options): string[] {
     '',
     `CPU seconds per GB streamed, sending + receiving process: link ${cpu(f.linkCpu)}, ferry ${cpu(f.endToEnd.cpu)}`,
     `(both ends share this machine's ${os.cpus().length} cores: ferry's lz4, validation, fsyncs and apply come out of the same budget as TLS)`,
+    `receiver during (a): ${f.endToEnd.receiverFullGcs} full garbage collections (V8 mark-compact), peak RSS ${fmt(f.endToEnd.receiverPeakRssBytes / MiB)} MiB`,
     `CPU-bound ratio: link CPU per GB / ferry CPU per GB = ${fmt(cpuTotal(f.linkCpu) / cpuTotal(f.endToEnd.cpu), 2)}x (what (a) comes to when both runs keep the cores equally busy;`,
     `  0.6x needs ferry's two ends within ${fmt(cpuTotal(f.linkCpu) / gb / 0.6, 2)} CPU s/GB, now ${fmt(cpuTotal(f.endToEnd.cpu) / gb, 2)})`,
     '',
@@ -146,7 +147,8 @@ async function main(): Promise<void> {
     const passphraseFile = path.join(dir, 'passphrase');
     fs.writeFileSync(passphraseFile, `${PASSPHRASE}\n`, { mode: 0o600 });
     const receiverDir = path.join(dir, 'receiver');
-    const receiver = await startReceiverChild(receiverDir, passphraseFile);
+    // --trace-gc: (a) counts the receiver's full collections (common/memory.ts spaces them out).
+    const receiver = await startReceiverChild(receiverDir, passphraseFile, [], {}, ['--trace-gc']);
     try {
       if (o.onlyRss) {
         const resync = await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress, { peers: false });

@@ -25,13 +25,14 @@ export const FERRY_BIN = path.join(findPackageRoot(), 'bin', 'ferry');
 /**
  * Starts `ferry receiver run` as a child process listening on 127.0.0.1 (any free port unless
  * `--listen` is among `extraArgs`) and resolves once it printed its address and fingerprint.
+ * `nodeArgs` go to node before the script (a bench's `--trace-gc`).
  */
-export function startReceiverChild(dataDir: string, passphraseFile: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ReceiverChild> {
+export function startReceiverChild(dataDir: string, passphraseFile: string, extraArgs: string[] = [], env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<ReceiverChild> {
   const listen = extraArgs.includes('--listen') ? [] : ['--listen', '127.0.0.1:0'];
   const apiListen = extraArgs.includes('--api-listen') ? [] : ['--api-listen', '127.0.0.1:0'];
   const apiFlag = extraArgs.indexOf('--api-listen');
   const apiOff = apiFlag >= 0 && extraArgs[apiFlag + 1] === 'off';
-  const child = spawn(process.execPath, [FERRY_BIN, 'receiver', 'run', '--data', dataDir, ...listen, ...apiListen, '--passphrase-file', passphraseFile, ...extraArgs], {
+  const child = spawn(process.execPath, [...nodeArgs, FERRY_BIN, 'receiver', 'run', '--data', dataDir, ...listen, ...apiListen, '--passphrase-file', passphraseFile, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn', ...env },
   });

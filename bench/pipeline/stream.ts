@@ -130,9 +130,10 @@ async function streamSession(receiver: ReceiverChild, passphrase: string, volume
 }
 
 /** (a) Ferry end to end: captured records until the receiver has applied them, lz4 + TLS. */
-export async function endToEnd(receiver: ReceiverChild, passphrase: string, pool: DataPool, totalBytes: number): Promise<{ appliedMBps: number; durableMBps: number; cpu: CpuUse }> {
+export async function endToEnd(receiver: ReceiverChild, passphrase: string, pool: DataPool, totalBytes: number): Promise<EndToEndFigures> {
   const source = new SyntheticSource('bench-a', VOLUME_BYTES, RECORD_BYTES, (seq) => pool.block(seq), totalBytes);
   const { conn, pipeline } = await streamSession(receiver, passphrase, 'bench-a', source);
+  const fullGcsBefore = fullCollections(receiver);
   const { result, cpu } = await withCpu(receiver.child.pid as number, async () => {
     const start = process.hrtime.bigint();
     pipeline.start();
@@ -141,9 +142,36 @@ export async function endToEnd(receiver: ReceiverChild, passphrase: string, pool
     await conn.waitForProgress('bench-a', source.lastSeq, 'appliedSeq', 10 * 60_000);
     return { durableSeconds, appliedSeconds: Number(process.hrtime.bigint() - start) / 1e9 };
   });
+  const receiverFullGcs = fullCollections(receiver) - fullGcsBefore;
   await pipeline.stop();
   await conn.close();
-  return { appliedMBps: totalBytes / 1e6 / result.appliedSeconds, durableMBps: totalBytes / 1e6 / result.durableSeconds, cpu };
+  return {
+    appliedMBps: totalBytes / 1e6 / result.appliedSeconds,
+    durableMBps: totalBytes / 1e6 / result.durableSeconds,
+    cpu,
+    receiverFullGcs,
+    receiverPeakRssBytes: peakRssBytes(receiver.child.pid as number),
+  };
+}
+
+export interface EndToEndFigures {
+  appliedMBps: number;
+  durableMBps: number;
+  cpu: CpuUse;
+  /** V8 full collections (mark-compact) in the receiver during the run (it runs with `--trace-gc`). */
+  receiverFullGcs: number;
+  receiverPeakRssBytes: number;
+}
+
+/** The receiver's mark-compact collections so far, from its `--trace-gc` lines. */
+function fullCollections(receiver: ReceiverChild): number {
+  return receiver.output().split('Mark-Compact').length - 1;
+}
+
+/** A process's peak resident memory (VmHWM), in bytes. */
+export function peakRssBytes(pid: number): number {
+  const kb = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return kb ? Number(kb[1]) * 1024 : 0;
 }
 
 export interface RpoFigures {
