@@ -11,7 +11,7 @@ import { buildChangeSet, ChangeRecord } from '../agent/transport/change-set';
 import { decodeFrame, encodeFrame } from '../proto/frames';
 import { VolumeSpec } from '../proto/types';
 import { validateChangeSet } from '../proto/validate';
-import { limitHeapRetention, spaceOutFullCollections } from '../common/memory';
+import { tuneMemoryForIngest } from '../common/memory';
 import { DataLayout } from '../receiver/layout';
 import { JournalKind, VolumeStore } from '../receiver/volume-store';
 import {
@@ -359,8 +359,7 @@ async function main(): Promise<void> {
     return;
   }
   // This process applies as the receiver's does, so its heap and malloc are set up the same way.
-  limitHeapRetention();
-  spaceOutFullCollections();
+  tuneMemoryForIngest();
   const volumeBytes = options.mib * MiB;
   const figures = await withWorkDir(options.dir, 'ferry-bench-receiver-', async (dir) => {
     const fsType = checkFreeSpace(dir, volumeBytes);

@@ -5,7 +5,7 @@ import { ControlOptions, ControlPlane, planeOptions } from '../control/plane';
 import { RunningManagementApi, startManagementApi } from '../control/api/server';
 import { ExitCode, FerryError } from '../common/errors';
 import { log } from '../common/log';
-import { limitHeapRetention, spaceOutFullCollections } from '../common/memory';
+import { tuneMemoryForIngest } from '../common/memory';
 import { ErrorCode, ProtocolError } from '../proto/errors';
 import { Limits } from '../proto/limits';
 import { ConnectionGate, peerAddress } from './admission';
@@ -64,8 +64,7 @@ export interface RunningReceiver {
 
 /** Starts the receiver: opens (and recovers) every volume, then serves wss with TLS 1.3 only. */
 export async function startReceiver(options: ReceiverOptions): Promise<RunningReceiver> {
-  limitHeapRetention();
-  spaceOutFullCollections();
+  tuneMemoryForIngest();
   const layout = new DataLayout(options.dataDir);
   const identity = await loadOrCreateIdentity(layout, options);
   const catalog = Catalog.open(layout.catalogFile);

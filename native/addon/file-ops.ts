@@ -50,6 +50,10 @@ export function pinMmapThreshold(bytes: number): boolean {
   return loadNative().pinMmapThreshold(bytes);
 }
 
+export function pinTrimThreshold(bytes: number): boolean {
+  return loadNative().pinTrimThreshold(bytes);
+}
+
 export function readDirect(filePath: string, offset: number, length: number): Promise<Buffer> {
   return loadNative().readDirect(filePath, offset, length);
 }

@@ -221,6 +221,11 @@ export interface FerryNative {
    * Returns false where the C library is not glibc (nothing changed).
    */
   pinMmapThreshold(bytes: number): boolean;
+  /**
+   * mallopt(M_TRIM_THRESHOLD): free memory at the top of the heap is returned to the OS only
+   * beyond `bytes` (128 KiB to 1 GiB). Returns false where the C library is not glibc.
+   */
+  pinTrimThreshold(bytes: number): boolean;
 
   // ---- the control device (see control.ts) ----
   /** open(path, O_RDWR | O_CLOEXEC) of the control device; resolves the fd. Needs CAP_SYS_ADMIN. */

@@ -1,4 +1,5 @@
-// pinMmapThreshold: fixes glibc's mmap threshold for the process.
+// pinMmapThreshold: fixes glibc's mmap threshold for the process; pinTrimThreshold: how much
+// free memory at the top of the heap glibc keeps instead of returning it to the OS.
 //
 // glibc serves allocations at or above the mmap threshold with mmap and returns them to the OS
 // when freed, but each time such a block is freed it raises the threshold to that size (up to
@@ -6,6 +7,11 @@
 // serves everything below that size from the heap, which never shrinks below its highest live
 // block: resident memory grows by the churn, not by what is live. Fixing the threshold turns
 // the dynamic adjustment off.
+//
+// The receiver wants the opposite for its frames: each received change set comes in a fresh
+// multi-megabyte buffer, and one mapped per frame costs a page fault per 4 KiB and an munmap.
+// It pins the threshold above its frames and keeps a trim threshold large enough that their
+// memory stays for the next ones.
 #include <errno.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -38,10 +44,30 @@ Napi::Value PinMmapThreshold(const Napi::CallbackInfo& info) {
 #endif
 }
 
+Napi::Value PinTrimThreshold(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t bytes;
+  if (!ReadOffset(info, 0, "bytes", &bytes)) return env.Undefined();
+  if (bytes < 128 * 1024 || bytes > 1024 * 1024 * 1024) {
+    ThrowRangeError(env, "bytes must be from 128 KiB to 1 GiB");
+    return env.Undefined();
+  }
+#if defined(__GLIBC__)
+  if (mallopt(M_TRIM_THRESHOLD, static_cast<int>(bytes)) != 1) {
+    ThrowErrno(env, EINVAL, "mallopt", "mallopt(M_TRIM_THRESHOLD)");
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, true);
+#else
+  return Napi::Boolean::New(env, false);
+#endif
+}
+
 }  // namespace
 
 void RegisterMallocTune(Napi::Env env, Napi::Object exports) {
   exports.Set("pinMmapThreshold", Napi::Function::New(env, PinMmapThreshold, "pinMmapThreshold"));
+  exports.Set("pinTrimThreshold", Napi::Function::New(env, PinTrimThreshold, "pinTrimThreshold"));
 }
 
 }  // namespace ferry
