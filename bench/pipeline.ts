@@ -6,6 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { startReceiverChild } from '../receiver/child-process';
 import { formatTable, integerOption, MiB, parseBenchArgs, progressTo, runBench, UsageError, warmPageCache, withWorkDir } from './common';
+import { MandatoryWork, measureMandatoryWork } from './pipeline/mandatory-work';
 import { resyncVersusRsync, ResyncFigures } from './pipeline/resync-vs-rsync';
 import { CpuUse, DataPool, endToEnd, EndToEndFigures, linkLimit, rpoAtChurn, RpoFigures } from './pipeline/stream';
 
@@ -60,6 +61,7 @@ interface StreamFigures {
   linkCpu: CpuUse;
   endToEnd: EndToEndFigures;
   rpo: RpoFigures;
+  work: MandatoryWork;
 }
 
 interface Figures {
@@ -94,11 +96,24 @@ function streamLines(f: StreamFigures, o: Options): string[] {
     `receiver during (a): ${f.endToEnd.receiverFullGcs} full garbage collections (V8 mark-compact), peak RSS ${fmt(f.endToEnd.receiverPeakRssBytes / MiB)} MiB`,
     `CPU-bound ratio: link CPU per GB / ferry CPU per GB = ${fmt(cpuTotal(f.linkCpu) / cpuTotal(f.endToEnd.cpu), 2)}x (what (a) comes to when both runs keep the cores equally busy;`,
     `  0.6x needs ferry's two ends within ${fmt(cpuTotal(f.linkCpu) / gb / 0.6, 2)} CPU s/GB, now ${fmt(cpuTotal(f.endToEnd.cpu) / gb, 2)})`,
+    ...workLines(f, gb),
     '',
   ];
   lines.push(`target (a) applied >= 0.6x link limit: ${verdict(e2eRatio >= 0.6)} (${fmt(e2eRatio, 2)}x)`);
   lines.push(`target (b) RPO p99 < 1 s: ${verdict(f.rpo.p99 < 1)} (${fmt(f.rpo.p99, 3)} s)`);
   return lines;
+}
+
+/** The floor that lz4, the CRCs and TLS put under (a), measured on the same data in this run. */
+function workLines(f: StreamFigures, gb: number): string[] {
+  const w = f.work;
+  const tls = (cpuTotal(f.linkCpu) / gb) * w.compressedRatio;
+  const floor = tls + w.lz4Encode + w.lz4Decode + 2 * w.crcRaw + w.crcCompressed;
+  return [
+    `work any design streaming these bytes with lz4 and CRCs does, per GB (measured now): TLS on the ${fmt(w.compressedRatio * 100, 0)}% lz4 leaves ${fmt(tls, 2)}`,
+    `  + lz4 ${fmt(w.lz4Encode, 2)} (compress) + ${fmt(w.lz4Decode, 2)} (check at the receiver) + the payload CRC at both ends 2 x ${fmt(w.crcRaw, 2)} + the spool record's CRC ${fmt(w.crcCompressed, 2)}`,
+    `  = ${fmt(floor, 2)} CPU s/GB before any disk write: (a) cannot pass ${fmt(cpuTotal(f.linkCpu) / gb / floor, 2)}x here; ferry spends ${fmt(cpuTotal(f.endToEnd.cpu) / gb - floor, 2)} beyond it`,
+  ];
 }
 
 function report(f: Figures, o: Options): string {
@@ -165,8 +180,10 @@ async function main(): Promise<void> {
       const e2e = await endToEnd(receiver, PASSPHRASE, pool, o.streamMiB * MiB);
       progress(`(b) RPO at ${o.churnMBps} MB/s`);
       const rpo = await rpoAtChurn(receiver, PASSPHRASE, pool, o.churnMBps, o.rpoSeconds);
+      progress('(a) the work lz4, the CRCs and TLS take');
+      const work = measureMandatoryWork(pool, o.streamMiB * MiB);
       const resync = o.resyncMiB > 0 ? await resyncVersusRsync(dir, receiver, passphraseFile, o.resyncMiB, progress, { peers: true }) : undefined;
-      return { stream: { linkMBps: link.mbps, linkCpu: link.cpu, endToEnd: e2e, rpo }, resync, link: { cpu: link.cpu, bytes: o.streamMiB * MiB } };
+      return { stream: { linkMBps: link.mbps, linkCpu: link.cpu, endToEnd: e2e, rpo, work }, resync, link: { cpu: link.cpu, bytes: o.streamMiB * MiB } };
     } finally {
       await receiver.stop();
     }

@@ -49,6 +49,11 @@ export class DataPool {
     return this.pool.subarray(start, start + RECORD_BYTES);
   }
 
+  /** Distinct 1 MiB messages: `message(i)` repeats with this period. */
+  get messageCount(): number {
+    return this.pool.length / MiB;
+  }
+
   /** 1 MiB messages for the link-limit run. */
   message(index: number): Buffer {
     const start = (index * MiB) % this.pool.length;
