@@ -25,17 +25,35 @@ namespace ferry {
 
 namespace {
 
-Napi::Value PinMmapThreshold(const Napi::CallbackInfo& info) {
+// One mallopt parameter, set from argument 0 (bytes) when it lies in [min, max]. Returns true
+// once set, false where the C library is not glibc (nothing changed).
+struct MallocParam {
+  int param;
+  const char* call;
+  int64_t min;
+  int64_t max;
+  const char* range;
+};
+
+#if !defined(__GLIBC__)
+#define M_MMAP_THRESHOLD 0
+#define M_TRIM_THRESHOLD 0
+#endif
+
+constexpr MallocParam kMmapThreshold = {M_MMAP_THRESHOLD, "mallopt(M_MMAP_THRESHOLD)", 4096, 32 * 1024 * 1024, "bytes must be from 4096 to 32 MiB"};
+constexpr MallocParam kTrimThreshold = {M_TRIM_THRESHOLD, "mallopt(M_TRIM_THRESHOLD)", 128 * 1024, 1024 * 1024 * 1024, "bytes must be from 128 KiB to 1 GiB"};
+
+Napi::Value SetMallocParam(const Napi::CallbackInfo& info, const MallocParam& p) {
   Napi::Env env = info.Env();
   int64_t bytes;
   if (!ReadOffset(info, 0, "bytes", &bytes)) return env.Undefined();
-  if (bytes < 4096 || bytes > 32 * 1024 * 1024) {
-    ThrowRangeError(env, "bytes must be from 4096 to 32 MiB");
+  if (bytes < p.min || bytes > p.max) {
+    ThrowRangeError(env, p.range);
     return env.Undefined();
   }
 #if defined(__GLIBC__)
-  if (mallopt(M_MMAP_THRESHOLD, static_cast<int>(bytes)) != 1) {
-    ThrowErrno(env, EINVAL, "mallopt", "mallopt(M_MMAP_THRESHOLD)");
+  if (mallopt(p.param, static_cast<int>(bytes)) != 1) {
+    ThrowErrno(env, EINVAL, "mallopt", p.call);
     return env.Undefined();
   }
   return Napi::Boolean::New(env, true);
@@ -44,23 +62,12 @@ Napi::Value PinMmapThreshold(const Napi::CallbackInfo& info) {
 #endif
 }
 
+Napi::Value PinMmapThreshold(const Napi::CallbackInfo& info) {
+  return SetMallocParam(info, kMmapThreshold);
+}
+
 Napi::Value PinTrimThreshold(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int64_t bytes;
-  if (!ReadOffset(info, 0, "bytes", &bytes)) return env.Undefined();
-  if (bytes < 128 * 1024 || bytes > 1024 * 1024 * 1024) {
-    ThrowRangeError(env, "bytes must be from 128 KiB to 1 GiB");
-    return env.Undefined();
-  }
-#if defined(__GLIBC__)
-  if (mallopt(M_TRIM_THRESHOLD, static_cast<int>(bytes)) != 1) {
-    ThrowErrno(env, EINVAL, "mallopt", "mallopt(M_TRIM_THRESHOLD)");
-    return env.Undefined();
-  }
-  return Napi::Boolean::New(env, true);
-#else
-  return Napi::Boolean::New(env, false);
-#endif
+  return SetMallocParam(info, kTrimThreshold);
 }
 
 }  // namespace
