@@ -8,10 +8,10 @@ import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildChangeSet, ChangeRecord } from '../agent/transport/change-set';
+import { tuneMemoryForIngest } from '../common/memory';
 import { decodeFrame, encodeFrame } from '../proto/frames';
 import { VolumeSpec } from '../proto/types';
 import { validateChangeSet } from '../proto/validate';
-import { tuneMemoryForIngest } from '../common/memory';
 import { DataLayout } from '../receiver/layout';
 import { JournalKind, VolumeStore } from '../receiver/volume-store';
 import {

@@ -33,7 +33,7 @@ export const INGEST_HEAP_GROWING_PERCENT = 300;
  * in a fresh multi-megabyte Buffer (the WebSocket layer's reassembly), so:
  * - malloc serves frames from its heap and keeps what they free for the next ones, instead of a
  *   mapping per frame (a page fault per 4 KiB, then an munmap): about 0.2 CPU s per GB streamed
- *   in the pipeline bench, for some 15 MiB more resident;
+ *   in the pipeline bench, for some 10-30 MiB more resident at the peak;
  * - V8's full collections are spaced out (above). Unlike the heap's sizes, which V8 fixes as the
  *   process starts, this flag is read at every collection, so setting it here takes effect; the
  *   pipeline bench counts the receiver's full collections to show it.
