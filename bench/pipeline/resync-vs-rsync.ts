@@ -7,7 +7,7 @@ import type { AgentStatus } from '../../agent/status';
 import { FERRY_BIN, ReceiverChild } from '../../receiver/child-process';
 import { MiB, seededRandom } from '../common';
 import { makeKey, startSshd } from '../lab/sshd';
-import { processCpuSeconds } from './stream';
+import { processCpuSeconds, residentBytes } from './stream';
 
 export interface ResyncFigures {
   imageMiB: number;
@@ -70,15 +70,6 @@ function changeOnePercent(file: string, bytes: number, seed: number): { blocks: 
     fs.closeSync(fd);
   }
   return { blocks: touched.size, bytes: written };
-}
-
-function rssBytes(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
 }
 
 async function waitStatus(socket: string, what: string, ok: (s: AgentStatus) => boolean, timeoutMs: number, onPoll: () => void): Promise<AgentStatus> {
@@ -177,7 +168,7 @@ export async function resyncVersusRsync(
   let peakRss = 0;
   let agentCpu = 0;
   const sampleRss = (): void => {
-    peakRss = Math.max(peakRss, rssBytes(agent.pid ?? 0));
+    peakRss = Math.max(peakRss, residentBytes(agent.pid ?? 0, 'VmRSS'));
     try {
       agentCpu = processCpuSeconds(agent.pid ?? 0);
     } catch {

@@ -155,7 +155,7 @@ export async function endToEnd(receiver: ReceiverChild, passphrase: string, pool
     durableMBps: totalBytes / 1e6 / result.durableSeconds,
     cpu,
     receiverFullGcs,
-    receiverPeakRssBytes: peakRssBytes(receiver.child.pid as number),
+    receiverPeakRssBytes: residentBytes(receiver.child.pid as number, 'VmHWM'),
   };
 }
 
@@ -173,10 +173,14 @@ function fullCollections(receiver: ReceiverChild): number {
   return receiver.output().split('Mark-Compact').length - 1;
 }
 
-/** A process's peak resident memory (VmHWM), in bytes. */
-export function peakRssBytes(pid: number): number {
-  const kb = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return kb ? Number(kb[1]) * 1024 : 0;
+/** A process's resident memory now (VmRSS) or at its peak (VmHWM), in bytes; 0 once it is gone. */
+export function residentBytes(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  try {
+    const kb = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return kb ? Number(kb[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 export interface RpoFigures {
