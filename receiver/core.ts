@@ -9,7 +9,7 @@ import { DataLayout } from './layout';
 import { RepairDesk } from './repairs';
 import { StorageDamage } from './storage/damage';
 import { StorageMonitor } from './storage-monitor';
-import { AgedOutEarly, ReceiverAlert, VolumeRuntimeStatus, writeStatusFile } from './status';
+import { AgedOutEarly, ReceiverAlert, ReceiverStatus, StatusFile, VolumeRuntimeStatus } from './status';
 import { classifyStorageError, VolumeHealth } from './volume-health';
 import { VolumeEmitter, VolumeHold, VolumeListener, VolumeSeqs } from './volume-events';
 import { AppliedStep, VolumeStore } from './volume-store';
@@ -123,6 +123,7 @@ export class ReceiverCore {
   private timers: NodeJS.Timeout[] = [];
   private readonly monitor: StorageMonitor;
   private readonly repairs: RepairDesk;
+  private readonly statusFile: StatusFile;
   private ticks = 0;
   /** The retention window of a volume; the receiver-wide one unless a group policy says otherwise. */
   private retentionOf: (volumeId: string) => number | undefined = () => undefined;
@@ -138,6 +139,7 @@ export class ReceiverCore {
   ) {
     this.monitor = new StorageMonitor({ minFreeBytes: options.minFreeBytes, reserveBytes: options.reserveBytes, reserveFile: layout.reserveFile });
     this.repairs = new RepairDesk(catalog, (volumeId, repair) => this.sendRepair(volumeId, repair));
+    this.statusFile = new StatusFile(layout.statusFile, (err) => log.warn('cannot write status file', { error: err.message }));
   }
 
   /** Opens every known volume (finishing crash recovery) and starts the background work. */
@@ -671,7 +673,7 @@ export class ReceiverCore {
         }
       }
     }
-    this.writeStatus();
+    this.statusFile.request(() => this.status());
   }
 
   private storageTick(): void {
@@ -947,24 +949,34 @@ export class ReceiverCore {
     return alerts;
   }
 
+  /** Rewrites the status file now, on the main thread (at start and stop). */
   writeStatus(): void {
     try {
-      const volumes = this.volumeStatus();
-      writeStatusFile(this.layout.statusFile, {
-        pid: process.pid,
-        updatedUs: nowUs(),
-        listen: this.listenAddress,
-        fingerprint: this.identity.fingerprint,
-        sessions: this.sessionCount,
-        prunedPoints: this.prunedPoints,
-        prunedJournalSegments: this.prunedJournalSegments,
-        storage: this.monitor.all.map((s) => ({ path: s.path, freeBytes: s.freeBytes, totalBytes: s.totalBytes, low: s.low })),
-        alerts: this.alerts(volumes),
-        volumes,
-      });
+      this.statusFile.writeNow(this.status());
     } catch (err) {
       log.warn('cannot write status file', { error: (err as Error).message });
     }
+  }
+
+  /** No periodic status write lands after this resolves; the server awaits it before `stop`. */
+  settleStatus(): Promise<void> {
+    return this.statusFile.settle();
+  }
+
+  private status(): ReceiverStatus {
+    const volumes = this.volumeStatus();
+    return {
+      pid: process.pid,
+      updatedUs: nowUs(),
+      listen: this.listenAddress,
+      fingerprint: this.identity.fingerprint,
+      sessions: this.sessionCount,
+      prunedPoints: this.prunedPoints,
+      prunedJournalSegments: this.prunedJournalSegments,
+      storage: this.monitor.all.map((s) => ({ path: s.path, freeBytes: s.freeBytes, totalBytes: s.totalBytes, low: s.low })),
+      alerts: this.alerts(volumes),
+      volumes,
+    };
   }
 
   stop(): void {
@@ -980,6 +992,7 @@ export class ReceiverCore {
       }
     }
     this.volumes.clear();
+    void this.statusFile.settle();
     this.writeStatus();
     this.catalog.close();
   }

@@ -166,6 +166,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await recovery.stop();
     plane.stop();
+    await core.settleStatus();
     core.stop();
     throw err;
   }
@@ -185,6 +186,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await new Promise<void>((resolve) => server.close(() => resolve()));
       plane.stop();
+      await core.settleStatus();
       core.stop();
     },
   };

@@ -81,21 +81,106 @@ export interface ReceiverStatus {
  * crash the reader checks that the pid still runs.
  */
 export function writeStatusFile(file: string, status: ReceiverStatus): void {
-  const text = Buffer.from(JSON.stringify(status, null, 2));
+  const text = statusText(status);
   const tmp = `${file}.tmp-${process.pid}`;
   try {
     fs.writeFileSync(tmp, text, { mode: 0o644 });
     fs.renameSync(tmp, file);
   } catch {
     fs.rmSync(tmp, { force: true });
-    // A full disk has no block for a new file, but the old one's blocks can be written over
-    // (a reader may see a torn file and retry).
-    const fd = fs.openSync(file, 'r+');
+    overwriteInPlace(file, text);
+  }
+}
+
+function statusText(status: ReceiverStatus): Buffer {
+  return Buffer.from(JSON.stringify(status, null, 2));
+}
+
+// A full disk has no block for a new file, but the old one's blocks can be written over (a
+// reader may see a torn file and retry).
+function overwriteInPlace(file: string, text: Buffer): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.writeSync(fd, text, 0, text.length, 0);
+    fs.ftruncateSync(fd, text.length);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * The receiver's status file. The periodic rewrites run on the thread pool: on ext4 a rename
+ * over the old file starts writeback of the new one (`auto_da_alloc`), which waits behind the
+ * spool's writeback and fsyncs and held the main thread (and so ingest) for up to 30 ms a time.
+ * One rewrite runs at a time; a request made meanwhile is served after it, with a snapshot taken
+ * then. The first and the last write are synchronous, and `settle` makes sure no periodic write
+ * lands after the last one.
+ */
+export class StatusFile {
+  private running: Promise<void> | undefined;
+  private requested: (() => ReceiverStatus) | undefined;
+  private settled = false;
+  private serial = 0;
+
+  constructor(
+    readonly path: string,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  /** Rewrites the file now, on this thread. */
+  writeNow(status: ReceiverStatus): void {
+    writeStatusFile(this.path, status);
+  }
+
+  /** Rewrites the file off this thread with the snapshot `snapshot` gives when the write starts. */
+  request(snapshot: () => ReceiverStatus): void {
+    if (this.settled) return;
+    this.requested = snapshot;
+    this.start();
+  }
+
+  /** Resolves when no write runs or waits. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  /** No periodic write starts after this; resolves when the one running (if any) has ended. */
+  async settle(): Promise<void> {
+    this.settled = true;
+    this.requested = undefined;
+    await this.idle();
+  }
+
+  private start(): void {
+    const snapshot = this.requested;
+    if (this.running || !snapshot || this.settled) return;
+    this.requested = undefined;
+    this.running = this.write(snapshot).finally(() => {
+      this.running = undefined;
+      this.start();
+    });
+  }
+
+  private async write(snapshot: () => ReceiverStatus): Promise<void> {
     try {
-      fs.writeSync(fd, text, 0, text.length, 0);
-      fs.ftruncateSync(fd, text.length);
-    } finally {
-      fs.closeSync(fd);
+      await this.rewrite(statusText(snapshot()));
+    } catch (err) {
+      this.onError(err as Error);
+    }
+  }
+
+  private async rewrite(text: Buffer): Promise<void> {
+    const tmp = `${this.path}.tmp-${process.pid}-${++this.serial}`;
+    try {
+      await fs.promises.writeFile(tmp, text, { mode: 0o644 });
+      if (this.settled) {
+        await fs.promises.rm(tmp, { force: true });
+        return;
+      }
+      await fs.promises.rename(tmp, this.path);
+    } catch {
+      await fs.promises.rm(tmp, { force: true });
+      if (!this.settled) overwriteInPlace(this.path, text);
     }
   }
 }
