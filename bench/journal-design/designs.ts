@@ -168,7 +168,7 @@ export async function runUndo(ctx: RunContext): Promise<UndoResult> {
   fs.mkdirSync(layout.volumeDir(VOLUME_ID), { recursive: true });
   ctx.progress('undo: fill replica');
   fillReplica(layout.replicaFile(VOLUME_ID), spec.volumeBytes, ctx.pool);
-  const store = VolumeStore.open(layout, volumeSpec, 0, SEGMENT_BYTES);
+  const store = VolumeStore.open(layout, volumeSpec, 0, SEGMENT_BYTES, 'undo');
   try {
     ctx.progress('undo: ingest');
     const ingest = await ingestUndo(store, ctx);
