@@ -1,4 +1,5 @@
 import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import { findPackageRoot } from '../native/addon';
 
@@ -9,7 +10,7 @@ export interface ReceiverChild {
   fingerprint: string;
   /** The management API (https://127.0.0.1:PORT), unless `--api-listen off` was given. */
   apiUrl: string | undefined;
-  /** The generated password of the API's first operator, printed on the first run only. */
+  /** The generated password of the API's first operator (its file in the data directory, written on the first run only). */
   adminPassword: string | undefined;
   /** Everything the process printed so far (stdout and stderr). */
   output: () => string;
@@ -45,7 +46,6 @@ export function startReceiverChild(dataDir: string, passphraseFile: string, extr
       const fp = /fingerprint: ([0-9A-F:]+)/.exec(out);
       const api = /management API listening on (https:\/\/\S+?:(\d+))/.exec(out);
       if (!port || !fp || (!api && !apiOff)) return;
-      const password = /management API operator admin, password \(shown once[^)]*\): (\S+)/.exec(out);
       child.stdout?.off('data', onData);
       child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
       resolve({
@@ -54,7 +54,7 @@ export function startReceiverChild(dataDir: string, passphraseFile: string, extr
         url: `wss://127.0.0.1:${port[1]}`,
         fingerprint: fp[1],
         apiUrl: api ? `https://127.0.0.1:${api[2]}` : undefined,
-        adminPassword: password?.[1],
+        adminPassword: api ? firstRunPassword(dataDir) : undefined,
         output: () => out,
         exited,
         stop: async () => {
@@ -67,4 +67,13 @@ export function startReceiverChild(dataDir: string, passphraseFile: string, extr
     child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
     void exited.then((code) => reject(new Error(`receiver exited early (code ${code}):\n${out}`)));
   });
+}
+
+/** The password the management API gave `admin` on its first run, kept in the data directory. */
+function firstRunPassword(dataDir: string): string | undefined {
+  try {
+    return fs.readFileSync(path.join(dataDir, 'admin-password'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
