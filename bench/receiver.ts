@@ -55,6 +55,14 @@ const TARGET_RATIO = 0.5;
 /** Page cache to warm before measuring, in volumes: a scenario holds replica, spool and journal. */
 const WARM_UP_VOLUMES = 8;
 const VOLUME_ID = 'bench-vol';
+/** Resync hash requests as the kernel walker asks them: 64 KiB blocks, 256 MiB a request. */
+const HASH_BLOCK_BYTES = 64 * 1024;
+const HASH_REQUEST_BYTES = 256 * MiB;
+/** The retained history hashed through: scattered 4 KiB writes, 1024 to a change set (4 MiB). */
+const SCATTERED_WRITE_BYTES = 4096;
+const SCATTERED_WRITES_PER_SET = 1024;
+/** Scattered bytes written before hashing, per volume byte. */
+const SCATTERED_SHARE = 1 / 8;
 
 interface Options {
   mib: number;
@@ -242,6 +250,47 @@ async function runScenario(workDir: string, journal: JournalKind, scenario: Scen
   }
 }
 
+/** Change sets of scattered 4 KiB writes, SCATTERED_SHARE of the volume in all. */
+function* scatteredSets(volumeBytes: number, pool: RandomPool): Generator<ChangeRecord[]> {
+  const random = seededRandom(5);
+  const slots = volumeBytes / SCATTERED_WRITE_BYTES;
+  let index = 0;
+  for (let done = 0; done < volumeBytes * SCATTERED_SHARE; done += SCATTERED_WRITES_PER_SET * SCATTERED_WRITE_BYTES) {
+    const records: ChangeRecord[] = [];
+    for (let i = 0; i < SCATTERED_WRITES_PER_SET; i++) records.push(writeRecord(Math.floor(random() * slots) * SCATTERED_WRITE_BYTES, pool.slice(index++, SCATTERED_WRITE_BYTES, 3)));
+    yield records;
+  }
+}
+
+/**
+ * Seconds to answer resync hash requests over the whole volume (a hash-compare resync), in
+ * the kernel walker's requests, once scattered writes were applied: under redo they are
+ * retained history that every request reads through the index.
+ */
+async function hashRequestSeconds(workDir: string, journal: JournalKind, run: number, volumeBytes: number, pool: RandomPool): Promise<number> {
+  const root = path.join(workDir, `${journal}-hashes-${run}`);
+  const store = VolumeStore.open(new DataLayout(root), { volumeId: VOLUME_ID, sizeBytes: volumeBytes, blockSize: 4096 }, 0, undefined, journal);
+  try {
+    await ingestPass(store, scatteredSets(volumeBytes, pool));
+    applyPass(store);
+    return await timeAsync(async () => {
+      for (let offset = 0; offset < volumeBytes; offset += HASH_REQUEST_BYTES) {
+        const blocks = Math.ceil(Math.min(HASH_REQUEST_BYTES, volumeBytes - offset) / HASH_BLOCK_BYTES);
+        await store.replicaHashesAsync(offset, HASH_BLOCK_BYTES, blocks);
+      }
+    });
+  } finally {
+    store.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+async function medianHashSeconds(workDir: string, journal: JournalKind, volumeBytes: number, pool: RandomPool): Promise<number> {
+  const runs: number[] = [];
+  for (let i = 0; i < SCENARIO_RUNS; i++) runs.push(await hashRequestSeconds(workDir, journal, i, volumeBytes, pool));
+  return median(runs);
+}
+
 /** SCENARIO_RUNS runs of a scenario; each figure is the median of its runs. */
 async function medianScenario(workDir: string, journal: JournalKind, scenario: Scenario, volumeBytes: number, pool: RandomPool): Promise<ScenarioResult> {
   const runs: ScenarioResult[] = [];
@@ -271,6 +320,8 @@ interface Figures {
   redo: Array<{ key: string; label: string; ingestMBps: number; applyMBps: number; applyRatio: number; withAgeOutMBps: number; withAgeOutRatio: number }>;
   target: { description: string; ratio: number; sequentialApplyRatio: number; pass: boolean };
   redoTargets: Array<{ description: string; ratio: number; measured: number; pass: boolean }>;
+  /** Seconds to answer hash requests over the volume with scattered writes retained (median). */
+  hashRequests: { undoSeconds: number; redoSeconds: number };
 }
 
 /** Issue 15 part 2's targets for the redo store (apply incl. age-out, filled replica). */
@@ -283,7 +334,7 @@ function ratio(value: number, baseline: number): number {
   return baseline > 0 ? value / baseline : 0;
 }
 
-function buildFigures(options: Options, dir: string, fsType: string, baselineSeconds: [number, number], results: ScenarioResult[], redoResults: ScenarioResult[]): Figures {
+function buildFigures(options: Options, dir: string, fsType: string, baselineSeconds: [number, number], results: ScenarioResult[], redoResults: ScenarioResult[], hashRequests: Figures['hashRequests']): Figures {
   const bytes = options.mib * MiB;
   const base = mbPerSecond(bytes, baselineSeconds[0]);
   const scenarios = results.map((r) => {
@@ -310,6 +361,7 @@ function buildFigures(options: Options, dir: string, fsType: string, baselineSec
     scenarios,
     redo,
     redoTargets,
+    hashRequests,
     target: { description: 'sequential apply (worst of a, b) >= 0.5x baseline', ratio: TARGET_RATIO, sequentialApplyRatio, pass: sequentialApplyRatio >= TARGET_RATIO },
   };
 }
@@ -337,6 +389,10 @@ function formatReport(f: Figures): string {
     ...(f.fsType === 'tmpfs' ? ['warning: tmpfs ignores fsync, these figures say nothing about a disk'] : []),
     '',
     formatTable(['measure', 'MB/s', 'x baseline'], rows),
+    '',
+    `resync hash requests over the volume (${HASH_BLOCK_BYTES / 1024} KiB blocks, ${HASH_REQUEST_BYTES / MiB} MiB a request) after ${Math.round(f.mib * SCATTERED_SHARE)} MiB of scattered ${SCATTERED_WRITE_BYTES / 1024} KiB writes ` +
+      `(${SCATTERED_WRITES_PER_SET} a change set; median of ${SCENARIO_RUNS}): redo ${f.hashRequests.redoSeconds.toFixed(2)} s (read through the index), ` +
+      `undo ${f.hashRequests.undoSeconds.toFixed(2)} s (the replica alone): ${ratio(f.hashRequests.redoSeconds, f.hashRequests.undoSeconds).toFixed(2)}x`,
     '',
     `target (undo): sequential apply >= ${TARGET_RATIO}x baseline: ${verdict} (worst of a, b: ${f.target.sequentialApplyRatio.toFixed(2)}x)`,
     ...f.redoTargets.map((t) => `target ${t.description}: ${t.pass ? 'PASS' : 'MISS'} (${t.measured.toFixed(2)}x)`),
@@ -381,7 +437,9 @@ async function main(): Promise<void> {
       progress(`redo ${scenario.label}`);
       redoResults.push(await medianScenario(dir, 'redo', scenario, volumeBytes, pool));
     }
-    return buildFigures(options, dir, fsType, baseline, results, redoResults);
+    progress('resync hash requests, undo and redo');
+    const hashRequests = { undoSeconds: await medianHashSeconds(dir, 'undo', volumeBytes, pool), redoSeconds: await medianHashSeconds(dir, 'redo', volumeBytes, pool) };
+    return buildFigures(options, dir, fsType, baseline, results, redoResults, hashRequests);
   });
   process.stdout.write(options.json ? `${JSON.stringify(figures, null, 2)}\n` : `${formatReport(figures)}\n`);
 }

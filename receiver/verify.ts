@@ -7,7 +7,7 @@ import { BlockSums, blockSum, SUM_BLOCK } from './storage/block-sums';
 import { readCheckpointFile } from './storage/checkpoint';
 import { StorageDamage } from './storage/damage';
 import { verifyJournal } from './storage/journal';
-import { scanSpoolSegment, SPOOL_SEGMENT_EXT } from './storage/spool';
+import { scanSpoolSegment, SPOOL_SEGMENT_EXT, spoolStretchDamage } from './storage/spool';
 import { listSegments } from './storage/segments';
 
 /** Blocks read and checked at a time. */
@@ -121,10 +121,7 @@ function verifyVolume(layout: DataLayout, volume: VolumeRow): VolumeVerify {
   segments.forEach((seg, i) => {
     const scan = scanSpoolSegment(seg.file);
     spoolRecords += scan.records.length;
-    for (const d of scan.damage) {
-      const seqs = d.record ? { seqFrom: Number(d.record.meta.readBigUInt64LE(0)), seqTo: Number(d.record.meta.readBigUInt64LE(8)) } : {};
-      damage.push({ kind: 'spool', file: seg.file, offset: d.offset, length: d.length, ...seqs, detail: d.record ? 'a change set fails its CRC' : 'bytes that are no valid change set' });
-    }
+    for (const d of scan.damage) damage.push(spoolStretchDamage(seg.file, d));
     if (scan.tornBytes > 0 && i < segments.length - 1) {
       damage.push({ kind: 'spool', file: seg.file, offset: scan.validEnd, length: scan.tornBytes, detail: 'an older segment ends inside a record' });
     } else tornBytes += scan.tornBytes;

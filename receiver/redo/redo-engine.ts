@@ -12,6 +12,7 @@ import { collectAutoPoints } from '../apply/auto-points';
 import { log } from '../../common/log';
 import { DataLayout } from '../layout';
 import { Spool } from '../storage/spool';
+import { RangePlan } from './range-plan';
 import { AdvanceHooks, AdvanceWait, IndexedRecord, RedoVolume } from './redo-volume';
 import { summaryOfFrame } from './retained-records';
 
@@ -188,11 +189,18 @@ export class RedoEngine implements ApplySide {
   async hashesAsync(offset: number, blockSize: number, count: number): Promise<Buffer> {
     const atSeq = this.volume.indexedThrough;
     const perSlice = Math.max(1, Math.floor(HASH_SLICE_BYTES / blockSize));
+    const end = Math.min(this.volume.sizeBytes, offset + count * blockSize);
     const parts: Buffer[] = [];
+    // One plan for the request (each record read once), made again if the base or the index
+    // moved between slices.
+    let plan: RangePlan | undefined;
     for (let first = 0; first < count; first += perSlice) {
       if (first > 0) await nextTurn();
       const seq = Math.max(atSeq, this.oldestRetainedSeq);
-      parts.push(this.volume.hashes(offset + first * blockSize, blockSize, Math.min(perSlice, count - first), seq));
+      const from = offset + first * blockSize;
+      const blocks = Math.min(perSlice, count - first);
+      if (from < end && (!plan || !this.volume.planCurrent(plan))) plan = this.volume.planRange(from, end, seq);
+      parts.push(this.volume.hashes(from, blockSize, blocks, seq, from < end ? plan : undefined));
     }
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }

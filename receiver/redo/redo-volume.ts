@@ -20,6 +20,7 @@ import { BlockSums, blockSumsOf, SUM_BLOCK } from '../storage/block-sums';
 import { cloneReplica, Replica } from '../storage/replica';
 import { blocksNotCovered, partlyTouchedBlocks } from './block-coverage';
 import { BaseFile } from './base-file';
+import { PlanEpoch, RangePlan, recordKey } from './range-plan';
 import { RedoIndex } from './redo-index';
 import { extentsOfFrame, RetainedDataDamagedError, RetainedRecords, retainedExtentsOf } from './retained-records';
 import { RetainedExtent, VisiblePiece, visiblePieces } from './visible-pieces';
@@ -37,6 +38,8 @@ const MAX_WRITEV_PARTS = 512;
 /** Replica blocks read at once to check them against their sums. */
 const CHECK_BLOCKS = 1024;
 const ZEROES = Buffer.alloc(1024 * 1024);
+/** Piece bytes a range plan puts aside for its later slices, at most. */
+const PLAN_KEEP_BYTES = 64 * 1024 * 1024;
 
 export interface RedoFiles {
   /** The volume's directory: replica.img, base, redo-index.db live here. */
@@ -88,6 +91,8 @@ export class RedoVolume {
   private passes: PassWriter = localPassWriter;
   /** A written pass's buffer, to pack the next one into. */
   private spare: Uint8Array | undefined;
+  /** Times `forgetAfter` dropped indexed records (range plans made before are stale). */
+  private forgets = 0;
 
   private constructor(
     private readonly files: RedoFiles,
@@ -165,6 +170,10 @@ export class RedoVolume {
     return this.index.indexedThrough;
   }
 
+  get sizeBytes(): number {
+    return this.files.sizeBytes;
+  }
+
   get retainedExtents(): number {
     return this.index.count(this.baseSeq);
   }
@@ -190,17 +199,26 @@ export class RedoVolume {
 
   /** Drops what was indexed after `seq` (records a failed spool fsync lost: never acknowledged). */
   forgetAfter(seq: number): void {
+    this.forgets++;
     this.index.truncateAfter(Math.max(seq, this.baseSeq));
   }
 
-  /** Bytes of the volume at point `seq` (Infinity: latest), through the index. */
-  read(offset: number, length: number, seq = Infinity): Buffer {
+  /**
+   * Bytes of the volume at point `seq` (Infinity: latest), through the index; with `plan` (see
+   * `planRange`), its next slice, read with the pieces and payloads the plan holds.
+   */
+  read(offset: number, length: number, seq = Infinity, plan?: RangePlan): Buffer {
     this.checkRetained(seq);
     const out = this.replica.read(offset, length);
-    const pieces = this.piecesAt(offset, offset + length, seq);
+    const end = offset + length;
+    const pieces = plan ? plan.slice(offset, end) : this.piecesAt(offset, end, seq);
     // Still the replica's bytes: the check reads the blocks it needs from here, not again.
-    this.checkReplica(blocksNotCovered(pieces, Math.floor(offset / SUM_BLOCK), Math.ceil((offset + length) / SUM_BLOCK)), { offset, data: out });
+    this.checkReplica(blocksNotCovered(pieces, Math.floor(offset / SUM_BLOCK), Math.ceil(end / SUM_BLOCK)), { offset, data: out });
     for (const group of byRecord(pieces)) {
+      if (plan) {
+        plan.take(group, end, () => this.payloadFor(group), (p, bytes) => (bytes ? bytes.copy(out, p.offset - offset) : out.fill(0, p.offset - offset, p.offset - offset + p.length)));
+        continue;
+      }
       const payload = this.payloadFor(group);
       for (const p of group) copyPiece(p, payload, (data, at) => data.copy(out, at - offset));
     }
@@ -208,13 +226,33 @@ export class RedoVolume {
   }
 
   /**
+   * A plan for reading [from, to) at `seq` in slices, in order (`read` and `hashes` with it):
+   * the pieces as indexed now, each record read once for the whole range while what later
+   * slices need of it fits the plan's budget. A plan is for the volume as it is: see `planCurrent`.
+   */
+  planRange(from: number, to: number, seq: number): RangePlan {
+    this.checkRetained(seq);
+    return new RangePlan(this.epoch(), from, to, this.piecesAt(from, to, seq), PLAN_KEEP_BYTES);
+  }
+
+  /** False once an advance or a forgetting of records made the plan's pieces wrong. */
+  planCurrent(plan: RangePlan): boolean {
+    const now = this.epoch();
+    return plan.epoch.baseSeq === now.baseSeq && plan.epoch.advancingTo === now.advancingTo && plan.epoch.forgets === now.forgets;
+  }
+
+  private epoch(): PlanEpoch {
+    return { baseSeq: this.baseSeq, advancingTo: this.advancingTo, forgets: this.forgets };
+  }
+
+  /**
    * Hashes of `count` blocks of point `seq` (Infinity: `latest`; resync hash requests, see
    * common/block-hash).
    */
-  hashes(offset: number, blockSize: number, count: number, seq = Infinity): Buffer {
+  hashes(offset: number, blockSize: number, count: number, seq = Infinity, plan?: RangePlan): Buffer {
     const end = Math.min(this.files.sizeBytes, offset + count * blockSize);
     try {
-      return blockHashes(this.read(offset, end - offset, seq), blockSize);
+      return blockHashes(this.read(offset, end - offset, seq, plan), blockSize);
     } catch (err) {
       if (!(err instanceof RetainedDataDamagedError)) throw err;
     }
@@ -518,7 +556,7 @@ function inSpoolOrder(a: VisiblePiece[], b: VisiblePiece[]): number {
 function byRecord(pieces: readonly VisiblePiece[]): VisiblePiece[][] {
   const groups = new Map<string, VisiblePiece[]>();
   for (const p of pieces) {
-    const key = p.extent.dataOffset < 0 ? `d${p.extent.seq}` : `${p.extent.segment}:${p.extent.recordOffset}`;
+    const key = recordKey(p);
     const list = groups.get(key);
     if (list) list.push(p);
     else groups.set(key, [p]);

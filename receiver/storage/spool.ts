@@ -69,7 +69,7 @@ function seqsOf(meta: Buffer): { firstSeq: number; lastSeq: number } {
 }
 
 /** How a damaged stretch of a segment is reported: with its seqs when its header survived. */
-function stretchDamage(file: string, d: DamagedStretch): StorageDamage {
+export function spoolStretchDamage(file: string, d: DamagedStretch): StorageDamage {
   const seqs = d.record ? seqsOf(d.record.meta) : undefined;
   return {
     kind: 'spool',
@@ -170,7 +170,7 @@ export class Spool {
         spans.push({ low, high });
         for (const d of scan.damage) {
           if (d.record) spool.appendedSeq = Math.max(spool.appendedSeq, seqsOf(d.record.meta).lastSeq);
-          spool.damageFound.push(stretchDamage(refs[i].file, d));
+          spool.damageFound.push(spoolStretchDamage(refs[i].file, d));
         }
         const end = isLast ? scan.validEnd : scan.size;
         const segment: Segment = { firstSeq: refs[i].firstSeq, file: refs[i].file, durableSize: end, damage: scan.damage };
@@ -231,7 +231,7 @@ export class Spool {
     const stretch: DamagedStretch = { offset: loc.offset, length: loc.end - loc.offset, record: loc };
     segment.damage.push(stretch);
     segment.damage.sort((a, b) => a.offset - b.offset);
-    return stretchDamage(segment.file, stretch);
+    return spoolStretchDamage(segment.file, stretch);
   }
 
   /**

@@ -265,6 +265,39 @@ describe('RedoVolume hashes', () => {
     expect(lab.redo.hashes(65536, 4096, 64).equals(blockHashes(image.subarray(65536, 65536 + 64 * 4096), 4096))).toBe(true);
     lab.close();
   });
+
+  it('read in slices through a range plan, every slice is the plain read, and nothing stays put aside', async () => {
+    const lab = await filledLab(16, 60);
+    const mid = Math.floor(lab.seq / 2);
+    for (const seq of [mid, lab.seq]) {
+      const image = lab.model.imageAt(seq);
+      const from = 4096 + 512;
+      const plan = lab.redo.planRange(from, SIZE, seq);
+      let heldMidway = 0;
+      // Slices of an odd length, so that pieces are cut at their edges.
+      for (let at = from; at < SIZE; at += 53_248) {
+        const end = Math.min(SIZE, at + 53_248);
+        expect(lab.redo.read(at, end - at, seq, plan).equals(image.subarray(at, end))).toBe(true);
+        heldMidway = Math.max(heldMidway, plan.heldBytes);
+      }
+      expect(heldMidway).toBeGreaterThan(0);
+      expect(plan.heldBytes).toBe(0);
+      expect(() => lab.redo.read(from, 4096, seq, plan)).toThrow(/expected from/);
+    }
+    lab.close();
+  });
+
+  it('a range plan is stale once an advance or a forgetting of records moved the volume', async () => {
+    const lab = await filledLab(17, 30);
+    const plan = lab.redo.planRange(0, SIZE, lab.seq);
+    expect(lab.redo.planCurrent(plan)).toBe(true);
+    lab.redo.advance(Math.floor(lab.seq / 2));
+    expect(lab.redo.planCurrent(plan)).toBe(false);
+    const again = lab.redo.planRange(0, SIZE, lab.seq);
+    lab.redo.forgetAfter(lab.seq - 1);
+    expect(lab.redo.planCurrent(again)).toBe(false);
+    lab.close();
+  });
 });
 
 describe('block coverage (pure)', () => {
