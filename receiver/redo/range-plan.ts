@@ -88,6 +88,7 @@ export class RangePlan {
     }
     const origins = group.map((p) => this.origin(p));
     const payload = origins.every((i) => this.aside.has(i)) ? undefined : read();
+    if (payload === undefined && !origins.every((i) => this.aside.has(i))) throw new Error(`range plan: the record of seq ${group[0].extent.seq} gave no payload`);
     group.forEach((p, n) => {
       const i = origins[n];
       const whole = this.pieces[i];
@@ -95,9 +96,9 @@ export class RangePlan {
       if (payload) {
         const at = p.extent.dataOffset + p.skip;
         take(p, payload.subarray(at, at + p.length));
-      } else {
+      } else if (held) {
         const at = p.skip - whole.skip;
-        take(p, (held as Buffer).subarray(at, at + p.length));
+        take(p, held.subarray(at, at + p.length));
       }
       if (held && whole.offset + whole.length <= sliceEnd) {
         this.aside.delete(i);
