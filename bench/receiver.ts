@@ -137,14 +137,19 @@ function* changeSets(workload: Workload, volumeBytes: number, pool: RandomPool, 
     }
     return;
   }
+  yield* randomSets(volumeBytes, volumeBytes, RANDOM_WRITE_BYTES, RANDOM_WRITES_PER_SET, pool, salt);
+}
+
+/** Change sets of `perSet` writes of `writeBytes` at random aligned offsets, `totalBytes` in all. */
+function* randomSets(volumeBytes: number, totalBytes: number, writeBytes: number, perSet: number, pool: RandomPool, salt: number): Generator<ChangeRecord[]> {
   const random = seededRandom(salt);
-  const slots = volumeBytes / RANDOM_WRITE_BYTES;
+  const slots = volumeBytes / writeBytes;
   let index = 0;
-  for (let done = 0; done < volumeBytes; done += RANDOM_WRITES_PER_SET * RANDOM_WRITE_BYTES) {
+  for (let done = 0; done < totalBytes; done += perSet * writeBytes) {
     const records: ChangeRecord[] = [];
-    for (let i = 0; i < RANDOM_WRITES_PER_SET; i++) {
-      const offset = Math.floor(random() * slots) * RANDOM_WRITE_BYTES;
-      records.push(writeRecord(offset, pool.slice(index++, RANDOM_WRITE_BYTES, salt)));
+    for (let i = 0; i < perSet; i++) {
+      const offset = Math.floor(random() * slots) * writeBytes;
+      records.push(writeRecord(offset, pool.slice(index++, writeBytes, salt)));
     }
     yield records;
   }
@@ -250,18 +255,6 @@ async function runScenario(workDir: string, journal: JournalKind, scenario: Scen
   }
 }
 
-/** Change sets of scattered 4 KiB writes, SCATTERED_SHARE of the volume in all. */
-function* scatteredSets(volumeBytes: number, pool: RandomPool): Generator<ChangeRecord[]> {
-  const random = seededRandom(5);
-  const slots = volumeBytes / SCATTERED_WRITE_BYTES;
-  let index = 0;
-  for (let done = 0; done < volumeBytes * SCATTERED_SHARE; done += SCATTERED_WRITES_PER_SET * SCATTERED_WRITE_BYTES) {
-    const records: ChangeRecord[] = [];
-    for (let i = 0; i < SCATTERED_WRITES_PER_SET; i++) records.push(writeRecord(Math.floor(random() * slots) * SCATTERED_WRITE_BYTES, pool.slice(index++, SCATTERED_WRITE_BYTES, 3)));
-    yield records;
-  }
-}
-
 /**
  * Seconds to answer resync hash requests over the whole volume (a hash-compare resync), in
  * the kernel walker's requests, once scattered writes were applied: under redo they are
@@ -271,7 +264,7 @@ async function hashRequestSeconds(workDir: string, journal: JournalKind, run: nu
   const root = path.join(workDir, `${journal}-hashes-${run}`);
   const store = VolumeStore.open(new DataLayout(root), { volumeId: VOLUME_ID, sizeBytes: volumeBytes, blockSize: 4096 }, 0, undefined, journal);
   try {
-    await ingestPass(store, scatteredSets(volumeBytes, pool));
+    await ingestPass(store, randomSets(volumeBytes, volumeBytes * SCATTERED_SHARE, SCATTERED_WRITE_BYTES, SCATTERED_WRITES_PER_SET, pool, 5));
     applyPass(store);
     return await timeAsync(async () => {
       for (let offset = 0; offset < volumeBytes; offset += HASH_REQUEST_BYTES) {

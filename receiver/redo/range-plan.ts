@@ -87,8 +87,9 @@ export class RangePlan {
       return;
     }
     const origins = group.map((p) => this.origin(p));
-    const payload = origins.every((i) => this.aside.has(i)) ? undefined : read();
-    if (payload === undefined && !origins.every((i) => this.aside.has(i))) throw new Error(`range plan: the record of seq ${group[0].extent.seq} gave no payload`);
+    const allAside = origins.every((i) => this.aside.has(i));
+    const payload = allAside ? undefined : read();
+    if (!allAside && !payload) throw new Error(`range plan: the record of seq ${group[0].extent.seq} gave no payload`);
     group.forEach((p, n) => {
       const i = origins[n];
       const whole = this.pieces[i];
