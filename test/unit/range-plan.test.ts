@@ -74,4 +74,10 @@ describe('RangePlan (pure)', () => {
     expect(Object.fromEntries(reads)).toEqual({ 1: 2, 2: 2 });
     expect(() => plan.slice(0, 256)).toThrow(/expected from 1000/);
   });
+
+  it('a write whose record gives no payload is an error naming its seq', () => {
+    const plan = new RangePlan(EPOCH, 0, 1000, pieces, 1 << 20);
+    const first = plan.slice(0, 256).filter((p) => p.extent.recordOffset === 4096);
+    expect(() => plan.take(first, 256, () => undefined, () => undefined)).toThrow(/record of seq 100 gave no payload/);
+  });
 });
